@@ -1,0 +1,118 @@
+"""Money and currency conversion. Money is Decimal, never float; every rate says where it came from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from models.errors import InputError
+
+MILLION = Decimal(1_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    amount: Decimal
+    currency: str
+
+    def __add__(self, other: Money) -> Money:
+        if other.currency != self.currency:
+            raise InputError(f"cannot add {other.currency} to {self.currency} without a rate")
+        return Money(self.amount + other.amount, self.currency)
+
+    def __mul__(self, factor: Decimal | int) -> Money:
+        return Money(self.amount * Decimal(factor), self.currency)
+
+    def quantize(self, places: int = 6) -> Money:
+        return Money(self.amount.quantize(Decimal(1).scaleb(-places)), self.currency)
+
+    def to_json(self, places: int = 6) -> dict[str, str]:
+        return {"amount": plain(self.quantize(places).amount), "currency": self.currency}
+
+    def __str__(self) -> str:
+        return f"{format_amount(self.amount)} {self.currency}"
+
+    @staticmethod
+    def zero(currency: str) -> Money:
+        return Money(Decimal(0), currency)
+
+
+def plain(value: Decimal) -> str:
+    """Decimal as plain text without trailing zeros or exponent: 1250, 0.0125, 2.5."""
+    text = f"{value.normalize():f}" if value else "0"
+    return text
+
+
+def format_amount(amount: Decimal, places: int | None = None) -> str:
+    """A readable amount: enough significant digits for a per-question cost, thousands separators."""
+    if places is None:
+        magnitude = abs(amount)
+        places = 2 if magnitude >= 100 else 4 if magnitude >= Decimal("0.01") else 6
+    return f"{amount:,.{places}f}"
+
+
+@dataclass(frozen=True, slots=True)
+class FxRate:
+    """1 `base` = `rate` `quote`, as published by `source` on `as_of`."""
+
+    base: str
+    quote: str
+    rate: Decimal
+    as_of: date
+    source: str
+
+    def describe(self) -> str:
+        return f"1 {self.base} = {self.rate} {self.quote} ({self.source}, {self.as_of.isoformat()})"
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    money: Money
+    rate: FxRate | None  # None when no conversion was needed
+
+
+@dataclass(frozen=True)
+class FxTable:
+    """Dated rates. The rate used for a date is the latest one published on or before it
+    (or the earliest known, if the date precedes them all)."""
+
+    rates: Sequence[FxRate] = ()
+
+    def rate(self, base: str, quote: str, on: date | None = None) -> FxRate:
+        if base == quote:
+            raise InputError("a rate from a currency to itself is not needed")
+        direct = [r for r in self.rates if r.base == base and r.quote == quote]
+        inverse = [
+            FxRate(quote, base, Decimal(1) / r.rate, r.as_of, r.source)
+            for r in self.rates
+            if r.base == quote and r.quote == base
+        ]
+        candidates = direct or inverse
+        if not candidates:
+            known = sorted({f"{r.base}/{r.quote}" for r in self.rates})
+            raise InputError(
+                f"no FX rate from {base} to {quote} in the catalog (known: {', '.join(known) or 'none'})"
+            )
+        candidates.sort(key=lambda r: r.as_of)
+        if on is None:
+            return candidates[-1]
+        before = [r for r in candidates if r.as_of <= on]
+        return before[-1] if before else candidates[0]
+
+    def convert(self, money: Money, to: str, on: date | None = None) -> Conversion:
+        if money.currency == to:
+            return Conversion(money, None)
+        rate = self.rate(money.currency, to, on)
+        return Conversion(Money(money.amount * rate.rate, to), rate)
+
+    def currencies(self) -> list[str]:
+        return sorted({r.base for r in self.rates} | {r.quote for r in self.rates})
+
+
+def total(amounts: Iterable[Money], currency: str) -> Money:
+    result = Money.zero(currency)
+    for amount in amounts:
+        result = result + amount
+    return result

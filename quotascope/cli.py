@@ -1,0 +1,66 @@
+"""The `quotascope` command: a thin shell over the library. Each command lives in `quotascope/commands/`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from models.errors import QuotascopeError
+from quotascope import __version__, settings
+
+# Each module registers one command; the order is the order of `quotascope --help`.
+COMMAND_MODULES: tuple[str, ...] = ("quotascope.commands.plan",)
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Options every command takes (DESIGN.md, "CLI contract")."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--db",
+        default=None,
+        metavar="PATH",
+        help=f"DuckDB file (default {settings.BY_NAME['db'].default}; env QUOTASCOPE_DB)",
+    )
+    parent.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    parent.add_argument(
+        "--catalog",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="your own catalog TOML on top of the shipped one (repeatable)",
+    )
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="quotascope",
+        description="How many questions per minute can a provider's quota carry, what are we spending, "
+        "and what would happen if we switched?",
+    )
+    parser.add_argument("--version", action="version", version=f"quotascope {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parent = common_options()
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(commands, parent)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except QuotascopeError as e:
+        print(f"quotascope: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("quotascope: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

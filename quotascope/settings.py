@@ -1,0 +1,68 @@
+"""One table of settings. Each is declared once here; the CLI, the README and a test read this table."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    env: str
+    default: str
+    help: str
+
+    def value(self) -> str:
+        return os.environ.get(self.env) or self.default
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "db",
+        "QUOTASCOPE_DB",
+        str(PROJECT_ROOT / "data" / "quotascope.duckdb"),
+        "DuckDB file every command reads and writes (`--db` overrides it).",
+    ),
+    Setting(
+        "catalog_dir",
+        "QUOTASCOPE_CATALOG_DIR",
+        str(PROJECT_ROOT / "data" / "catalog"),
+        "Folder of the shipped catalog: every `*.toml` in it is loaded.",
+    ),
+    Setting(
+        "user_catalog",
+        "QUOTASCOPE_USER_CATALOG",
+        "",
+        "Your own catalog TOML: adds offers and replaces shipped ones with the same id (`--catalog`).",
+    ),
+    Setting(
+        "display_currency",
+        "QUOTASCOPE_CURRENCY",
+        "",
+        "Currency every money figure is shown in; empty keeps each offer's own currency.",
+    ),
+    Setting(
+        "salt_file",
+        "QUOTASCOPE_SALT_FILE",
+        str(PROJECT_ROOT / "data" / "salt"),
+        "Local secret used to hash user ids before they are stored (created on first use).",
+    ),
+    Setting("dashboard_host", "QUOTASCOPE_HOST", "127.0.0.1", "Address the dashboard listens on."),
+    Setting("dashboard_port", "QUOTASCOPE_PORT", "8501", "Port the dashboard listens on."),
+    Setting(
+        "endpoints_file",
+        "QUOTASCOPE_ENDPOINTS",
+        str(PROJECT_ROOT / "data" / "endpoints.toml"),
+        "TOML file naming the endpoints `quotascope probe` can probe.",
+    ),
+)
+
+BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+def get(name: str) -> str:
+    return BY_NAME[name].value()

@@ -1,0 +1,34 @@
+"""Sealed tests: no API keys or proxies from the environment, the database in tmp_path."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_LEAKY = (
+    "OPENAI_API_KEY",
+    "DEEPSEEK_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "QUOTASCOPE_USER_CATALOG",
+    "QUOTASCOPE_CURRENCY",
+)
+
+
+@pytest.fixture(autouse=True)
+def sealed_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in list(os.environ):
+        if name in _LEAKY or name.endswith("_API_KEY"):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("QUOTASCOPE_DB", str(tmp_path / "quotascope.duckdb"))
+    monkeypatch.setenv("QUOTASCOPE_SALT_FILE", str(tmp_path / "salt"))
+    monkeypatch.setenv("QUOTASCOPE_ENDPOINTS", str(tmp_path / "endpoints.toml"))
+    yield
