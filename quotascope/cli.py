@@ -4,14 +4,33 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 
 from models.errors import QuotascopeError
 from quotascope import __version__, settings
 
-# Each module registers one command; the order is the order of `quotascope --help`.
-COMMAND_MODULES: tuple[str, ...] = ("quotascope.commands.plan",)
+# Each command is a module of `quotascope.commands` with `register(commands, parent)`; this is the order of
+# `quotascope --help`. A command whose module is not there yet is simply not offered.
+COMMANDS: tuple[str, ...] = (
+    "demo",
+    "dashboard",
+    "ingest",
+    "report",
+    "plan",
+    "catalog",
+    "probe",
+    "emulate",
+    "simulate",
+    "budget",
+    "schedule",
+)
+
+
+def command_modules() -> list[str]:
+    names = (f"quotascope.commands.{command}" for command in COMMANDS)
+    return [name for name in names if importlib.util.find_spec(name) is not None]
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -43,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"quotascope {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parent = common_options()
-    for name in COMMAND_MODULES:
+    for name in command_modules():
         importlib.import_module(name).register(commands, parent)
     return parser
 
