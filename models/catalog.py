@@ -179,7 +179,7 @@ class OfferVersion:
     source: str
     as_of: date
     currency: str
-    prices: Prices
+    prices: Prices | None  # None: no token price is published for it (priced as "unpriced")
     limits: Limits = field(default_factory=Limits)
     counting: CountingRules = field(default_factory=CountingRules)
     cache: CacheRules = field(default_factory=CacheRules)
@@ -581,7 +581,7 @@ def parse_offer(raw: Mapping[str, Any], origin: str) -> Offer:
     base_tables = {key: head.table.get(key, {}) for key in ("limits", "counting", "cache", "ptu")}
     version_readers = head.tables("versions")
     if not version_readers:
-        raise head.error("versions", "an offer needs at least one [[offer.versions]] with prices")
+        raise head.error("versions", "an offer needs at least one [[offer.versions]]")
     versions: list[OfferVersion] = []
     for v in version_readers:
         v.unknown_keys(_VERSION_KEYS)
@@ -604,7 +604,7 @@ def parse_offer(raw: Mapping[str, Any], origin: str) -> Offer:
                 source=v.text("source"),
                 as_of=v.day("as_of"),
                 currency=version_currency.upper(),
-                prices=_prices(v.sub("prices")),
+                prices=_prices(v.sub("prices")) if v.has("prices") else None,
                 limits=_limits(_Reader(merged["limits"], origin, offer_id, f"{v.path}.limits")),
                 counting=_counting(_Reader(merged["counting"], origin, offer_id, f"{v.path}.counting")),
                 cache=_cache(_Reader(merged["cache"], origin, offer_id, f"{v.path}.cache")),

@@ -32,3 +32,7 @@ class CatalogError(InputError):
             if part
         )
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class UnpricedError(InputError):
+    """No price is known for what was asked (an unknown model, or an offer that publishes none)."""

@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from models.catalog import MINUTES_PER_DAY, OfferVersion, Prices, to_utc_naive
-from models.errors import InputError
+from models.errors import InputError, UnpricedError
 from models.money import MILLION, Money
 
 
@@ -90,10 +90,15 @@ def base_prices(
     version: OfferVersion, input_tokens_per_request: int | None = None
 ) -> tuple[Prices, int | None]:
     """The version's list prices, or a long-context tier's when one request's input exceeds it."""
-    if input_tokens_per_request is not None:
+    if input_tokens_per_request is not None and version.prices is not None:
         for tier in reversed(version.tiers):
             if input_tokens_per_request > tier.above_input_tokens:
                 return tier.prices, tier.above_input_tokens
+    if version.prices is None:
+        raise UnpricedError(
+            f"offer {version.offer_id!r} publishes no token price for the version of "
+            f"{version.effective_from.date().isoformat()}; give prices with --price-input/--price-output"
+        )
     return version.prices, None
 
 
