@@ -1,0 +1,211 @@
+"""Connection discipline for the one DuckDB file (DESIGN.md, "Storage discipline").
+
+DuckDB allows one read-write process or many read-only ones per file. So a writer (ingest, probe, scheduler)
+opens the file for one batch only, runs that batch in one transaction and closes it again; a reader (report,
+dashboard) opens read-only per query. Whoever finds the file locked by the other waits with back-off and tries
+again, so a dashboard and a running ingest never make each other fail: they take turns.
+
+Schema changes are the numbered migrations of `storage.migrations`, applied when a writer opens the file (and,
+for a file an older quotascope created, briefly before a reader opens it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+
+from models.errors import QuotascopeError
+from storage import migrations
+
+LOCK_TIMEOUT_S = 60.0  # how long to wait for the other side's batch or query before giving up
+FIRST_BACKOFF_S = 0.02
+MAX_BACKOFF_S = 0.5
+
+MISSING_DATABASE_HINT = (
+    "run `quotascope ingest FILE...` to load usage logs, `quotascope probe` to measure an endpoint, "
+    "or `quotascope demo` for a sample database"
+)
+
+T = TypeVar("T")
+
+
+class StorageError(QuotascopeError):
+    """The database could not be opened, read or written; the message says why in one sentence."""
+
+
+class DatabaseMissingError(StorageError):
+    """There is no database file yet: the message names the command that fills it."""
+
+
+def _is_lock_conflict(error: duckdb.Error) -> bool:
+    text = str(error)
+    return (
+        "Could not set lock" in text
+        or "Conflicting lock" in text
+        # the same process already holds the file with the other mode (a writer while we read, or back)
+        or "different configuration" in text
+    )
+
+
+def _with_retry(connect: Callable[[], T], path: Path, timeout_s: float) -> T:
+    """Call `connect` until the file is free of the other side's lock, backing off with jitter."""
+    deadline = time.monotonic() + timeout_s
+    delay = FIRST_BACKOFF_S
+    while True:
+        try:
+            return connect()
+        except duckdb.Error as e:
+            if not _is_lock_conflict(e):
+                raise StorageError(f"cannot open the database {path}: {_first_line(e)}") from e
+            if time.monotonic() + delay > deadline:
+                raise StorageError(
+                    f"the database {path} stayed locked by another quotascope process for {timeout_s:g} s; "
+                    "try again when it has finished"
+                ) from e
+        time.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, MAX_BACKOFF_S)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text.rstrip(".")
+
+
+def applied_migrations(con: duckdb.DuckDBPyConnection) -> set[int]:
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+    ).fetchone()
+    if not exists or not exists[0]:
+        return set()
+    return {row[0] for row in con.execute("SELECT number FROM schema_migrations").fetchall()}
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """Apply every pending migration, each in its own transaction with its `schema_migrations` row."""
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(number INTEGER NOT NULL, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
+    )
+    done = applied_migrations(con)
+    applied = []
+    for migration in migrations.discover():
+        if migration.number in done:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(migration.sql)
+            con.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                [migration.number, migration.name, _utc_now()],
+            )
+        except duckdb.Error as e:
+            con.execute("ROLLBACK")
+            raise StorageError(
+                f"migration {migration.number} ({migration.name}) failed on {_db_name(con)}: {_first_line(e)}"
+            ) from e
+        con.execute("COMMIT")
+        applied.append(migration.number)
+    return applied
+
+
+def _db_name(con: duckdb.DuckDBPyConnection) -> str:
+    row = con.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()
+    return str(row[0]) if row and row[0] else "the database"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@contextmanager
+def open_write(path: Path, *, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-write connection for ONE batch: migrations applied, the body in one transaction, committed.
+
+    Creates the file and its folder if needed. If the body raises, the transaction is rolled back and the
+    database is as it was before; if the process is killed, DuckDB's write-ahead log drops the uncommitted
+    batch on the next open. duckdb errors leave as `StorageError`.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageError(f"cannot create the folder for the database {path}: {e.strerror}") from e
+    if path.is_dir():
+        raise StorageError(
+            f"the database path {path} is a folder; give a file name like {path}/quotascope.duckdb"
+        )
+    con = _with_retry(lambda: duckdb.connect(str(path)), path, timeout_s)
+    try:
+        try:
+            migrate(con)
+            con.execute("BEGIN TRANSACTION")
+        except duckdb.Error as e:
+            raise StorageError(f"cannot prepare the database {path}: {_first_line(e)}") from e
+        try:
+            yield con
+        except BaseException as e:
+            _rollback(con)
+            if isinstance(e, duckdb.Error):
+                raise StorageError(f"writing to the database {path} failed: {_first_line(e)}") from e
+            raise
+        try:
+            con.execute("COMMIT")
+        except duckdb.Error as e:
+            _rollback(con)
+            raise StorageError(f"could not commit to the database {path}: {_first_line(e)}") from e
+    finally:
+        con.close()
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    # nothing to roll back when the transaction was already aborted or never began
+    with contextlib.suppress(duckdb.Error):
+        con.execute("ROLLBACK")
+
+
+@contextmanager
+def open_read(
+    path: Path, *, timeout_s: float = LOCK_TIMEOUT_S, missing_hint: str = MISSING_DATABASE_HINT
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection for one query (or a few), waiting while a writer finishes its batch.
+
+    A missing database raises `DatabaseMissingError` telling which command fills it. A file whose schema an
+    older quotascope wrote is migrated first (briefly, as a writer), so readers always see every table.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DatabaseMissingError(f"there is no database at {path} yet: {missing_hint}")
+    if path.is_dir():
+        raise StorageError(f"the database path {path} is a folder, not a DuckDB file")
+    con = _with_retry(lambda: duckdb.connect(str(path), read_only=True), path, timeout_s)
+    try:
+        pending = _pending(con)
+    except duckdb.Error as e:
+        con.close()
+        raise StorageError(f"{path} is not a quotascope database: {_first_line(e)}") from e
+    if pending:
+        con.close()
+        with open_write(path, timeout_s=timeout_s):
+            pass
+        con = _with_retry(lambda: duckdb.connect(str(path), read_only=True), path, timeout_s)
+    try:
+        yield con
+    except duckdb.Error as e:
+        raise StorageError(f"reading the database {path} failed: {_first_line(e)}") from e
+    finally:
+        con.close()
+
+
+def _pending(con: duckdb.DuckDBPyConnection) -> bool:
+    wanted = {m.number for m in migrations.discover()}
+    return bool(wanted - applied_migrations(con))
