@@ -81,31 +81,29 @@ class FxTable:
     rates: Sequence[FxRate] = ()
 
     def rate(self, base: str, quote: str, on: date | None = None) -> FxRate:
+        """The published rate between two currencies (in either direction) in force on `on`."""
         if base == quote:
             raise InputError("a rate from a currency to itself is not needed")
-        direct = [r for r in self.rates if r.base == base and r.quote == quote]
-        inverse = [
-            FxRate(quote, base, Decimal(1) / r.rate, r.as_of, r.source)
-            for r in self.rates
-            if r.base == quote and r.quote == base
-        ]
-        candidates = direct or inverse
+        candidates = sorted(
+            (r for r in self.rates if {r.base, r.quote} == {base, quote}), key=lambda r: r.as_of
+        )
         if not candidates:
             known = sorted({f"{r.base}/{r.quote}" for r in self.rates})
             raise InputError(
-                f"no FX rate from {base} to {quote} in the catalog (known: {', '.join(known) or 'none'})"
+                f"no FX rate between {base} and {quote} in the catalog (known: {', '.join(known) or 'none'})"
             )
-        candidates.sort(key=lambda r: r.as_of)
         if on is None:
             return candidates[-1]
         before = [r for r in candidates if r.as_of <= on]
         return before[-1] if before else candidates[0]
 
     def convert(self, money: Money, to: str, on: date | None = None) -> Conversion:
+        """`money` in currency `to`, with the published rate used (whichever way round it is quoted)."""
         if money.currency == to:
             return Conversion(money, None)
         rate = self.rate(money.currency, to, on)
-        return Conversion(Money(money.amount * rate.rate, to), rate)
+        amount = money.amount * rate.rate if rate.base == money.currency else money.amount / rate.rate
+        return Conversion(Money(amount, to), rate)
 
     def currencies(self) -> list[str]:
         return sorted({r.base for r in self.rates} | {r.quote for r in self.rates})

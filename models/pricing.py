@@ -58,12 +58,30 @@ class Rates:
     tier: int | None = None  # the long-context threshold that applied
 
     def cost(self, tokens: TokenCounts) -> Money:
+        return self.cost_of(
+            Decimal(tokens.input),
+            Decimal(tokens.output),
+            cached_input=Decimal(tokens.cached_input),
+            cache_write=Decimal(tokens.cache_write),
+            reasoning=Decimal(tokens.reasoning),
+        )
+
+    def cost_of(
+        self,
+        input_tokens: Decimal,
+        output_tokens: Decimal,
+        *,
+        cached_input: Decimal = Decimal(0),
+        cache_write: Decimal = Decimal(0),
+        reasoning: Decimal = Decimal(0),
+    ) -> Money:
+        """The same rule on averages (token counts need not be whole)."""
         amount = (
-            tokens.miss_input * self.input
-            + tokens.cached_input * self.cached_input
-            + tokens.cache_write * self.cache_write
-            + (tokens.output - tokens.reasoning) * self.output
-            + tokens.reasoning * self.reasoning_output
+            (input_tokens - cached_input - cache_write) * self.input
+            + cached_input * self.cached_input
+            + cache_write * self.cache_write
+            + (output_tokens - reasoning) * self.output
+            + reasoning * self.reasoning_output
         ) / MILLION
         return Money(amount, self.currency)
 
@@ -128,12 +146,25 @@ def period_at(version: OfferVersion, at: datetime) -> tuple[str, Decimal]:
     return version.base_period, Decimal(1)
 
 
-def rates_at(version: OfferVersion, at: datetime, input_tokens_per_request: int | None = None) -> Rates:
-    """Prices in force at `at` (UTC) for a request of the given input size."""
+def rates_at(
+    version: OfferVersion,
+    at: datetime,
+    input_tokens_per_request: int | None = None,
+    *,
+    time_multiplier: Decimal | None = None,
+) -> Rates:
+    """Prices in force at `at` (UTC) for a request of the given input size.
+
+    The time-of-day window is the one `at` falls in, unless `time_multiplier` gives a demand-weighted one
+    (see `weighted_multiplier`); the promotion is the one active at `at`.
+    """
     at = to_utc_naive(at)
     prices, tier = base_prices(version, input_tokens_per_request)
     cached, write, output, reasoning = resolve_prices(version, prices)
-    period, multiplier = period_at(version, at)
+    if time_multiplier is None:
+        period, multiplier = period_at(version, at)
+    else:
+        period, multiplier = "demand-weighted", time_multiplier
     promotion = next((p for p in version.promotions if p.active(at)), None)
     if promotion is not None:
         multiplier *= promotion.multiplier
