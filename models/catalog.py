@@ -43,6 +43,9 @@ class Prices:
     cached_input: Decimal | None = None
     cache_write: Decimal | None = None
     reasoning_output: Decimal | None = None
+    # keeping tokens in a provider's cache, per 1M tokens per hour (Volcano Engine Ark bills it); shown, not
+    # yet used in costs
+    cache_storage_per_hour: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,8 @@ class TimeSpan:
     end_minute: int
 
     def label(self) -> str:
+        if self.start_minute == self.end_minute:  # only a whole day parses this way
+            return "00:00-24:00"
         return f"{_hhmm(self.start_minute)}-{_hhmm(self.end_minute)}"
 
 
@@ -392,7 +397,7 @@ class _Reader:
         ]
 
 
-_PRICE_KEYS = ("input", "output", "cached_input", "cache_write", "reasoning_output")
+_PRICE_KEYS = ("input", "output", "cached_input", "cache_write", "reasoning_output", "cache_storage_per_hour")
 _LIMIT_KEYS = ("tpm", "rpm", "tpd", "rpd", "itpm", "otpm", "max_concurrency", "scope", "rpm_per_tpm")
 _COUNTING_KEYS = ("tokens", "cached_counted", "reserve_max_tokens", "output_burndown", "window")
 _CACHE_KEYS = (
@@ -448,6 +453,7 @@ def _prices(r: _Reader) -> Prices:
         cached_input=r.decimal("cached_input"),
         cache_write=r.decimal("cache_write"),
         reasoning_output=r.decimal("reasoning_output"),
+        cache_storage_per_hour=r.decimal("cache_storage_per_hour"),
     )
 
 
@@ -539,8 +545,8 @@ def _window(r: _Reader) -> PriceWindow:
             start, end = (parse_clock(part.strip()) for part in text.split("-"))
         except ValueError:
             raise r.error("hours_utc", f'spans look like "16:30-00:30", got {text!r}') from None
-        if start == end:
-            raise r.error("hours_utc", f"span {text!r} is empty")
+        if start == end and not (start == 0 and text.replace(" ", "") == "00:00-24:00"):
+            raise r.error("hours_utc", f'span {text!r} is empty (a whole day is "00:00-24:00")')
         spans.append(TimeSpan(start, end))
     if not spans:
         raise r.error("hours_utc", 'needs at least one span, e.g. ["16:30-00:30"]')
