@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from models.capacity import CacheUse
-from models.catalog import CacheRules, ContextTier, PriceWindow, Prices, Promotion, TimeSpan
+from models.catalog import CacheRules, ContextTier, Prices, PriceWindow, Promotion, TimeSpan
 from models.cost import Demand, monthly_cost, question_cost
 from models.errors import InputError, UnpricedError
 from models.money import FxRate, FxTable, Money
