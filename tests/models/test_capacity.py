@@ -23,8 +23,13 @@ NO_CACHE = CacheUse(Decimal(0), Decimal(0), "none")
 FAST = Latency(Decimal(0), Decimal(1000))
 
 
-def rate(limits: Limits, profile: TokenProfile, counting: CountingRules | None = None,
-         cache: CacheUse = NO_CACHE, latency: Latency = FAST) -> Decimal | None:
+def rate(
+    limits: Limits,
+    profile: TokenProfile,
+    counting: CountingRules | None = None,
+    cache: CacheUse = NO_CACHE,
+    latency: Latency = FAST,
+) -> Decimal | None:
     return sustainable_rate(profile, limits, counting or CountingRules(), cache, latency).questions_per_minute
 
 
@@ -44,10 +49,12 @@ def test_seed_article_figures_exactly(tpm: int, tokens: int, expected: Decimal) 
 
 def test_slower_generation_raises_concurrency_not_rate() -> None:
     profile = TokenProfile.direct(2000, 2000)
-    fast = sustainable_rate(profile, Limits(tpm=5_000_000), CountingRules(), NO_CACHE,
-                            Latency(Decimal(390), Decimal(70)))
-    slow = sustainable_rate(profile, Limits(tpm=5_000_000), CountingRules(), NO_CACHE,
-                            Latency(Decimal(390), Decimal("35.4")))
+    fast = sustainable_rate(
+        profile, Limits(tpm=5_000_000), CountingRules(), NO_CACHE, Latency(Decimal(390), Decimal(70))
+    )
+    slow = sustainable_rate(
+        profile, Limits(tpm=5_000_000), CountingRules(), NO_CACHE, Latency(Decimal(390), Decimal("35.4"))
+    )
     assert fast.questions_per_minute == slow.questions_per_minute == 1250
     assert slow.concurrency is not None and fast.concurrency is not None
     assert slow.concurrency > fast.concurrency
@@ -61,8 +68,9 @@ def test_slower_generation_raises_concurrency_not_rate() -> None:
 
 def test_binding_limit_is_the_minimum_and_is_named() -> None:
     profile = TokenProfile.direct(1000, 1000, calls=2)
-    capacity = sustainable_rate(profile, Limits(tpm=100_000, rpm=40, tpd=1_440_000_000), CountingRules(),
-                                NO_CACHE, FAST)
+    capacity = sustainable_rate(
+        profile, Limits(tpm=100_000, rpm=40, tpd=1_440_000_000), CountingRules(), NO_CACHE, FAST
+    )
     by_name = {r.name: r.questions_per_minute for r in capacity.limits}
     assert by_name == {"tpm": Decimal(25), "rpm": Decimal(20), "tpd": Decimal(250)}
     assert capacity.binding_limit == "rpm"
@@ -194,8 +202,9 @@ def test_cache_writes_only_where_billed() -> None:
 
 
 def test_keys_needed_rounds_up() -> None:
-    capacity = sustainable_rate(TokenProfile.direct(2000, 2000), Limits(tpm=10_000), CountingRules(), NO_CACHE,
-                                FAST)
+    capacity = sustainable_rate(
+        TokenProfile.direct(2000, 2000), Limits(tpm=10_000), CountingRules(), NO_CACHE, FAST
+    )
     assert keys_needed(Decimal(10), capacity) == 4
     assert keys_needed(Decimal("2.5"), capacity) == 1
 
