@@ -239,7 +239,7 @@ class Catalog:
         try:
             return self.offers[offer_id]
         except KeyError:
-            close = difflib.get_close_matches(offer_id, list(self.offers), n=3, cutoff=0.4)
+            close = difflib.get_close_matches(offer_id, list(self.offers), n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else "; see `quotascope catalog list`"
             raise InputError(f"unknown offer {offer_id!r}{hint}") from None
 

@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from models.errors import QuotascopeError
 from quotascope import __version__, settings
@@ -33,9 +34,16 @@ def command_modules() -> list[str]:
     return [name for name in names if importlib.util.find_spec(name) is not None]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a mistake in the options is one sentence (and exit code 2), not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"quotascope: {message} (see `{self.prog} --help`)\n")
+
+
 def common_options() -> argparse.ArgumentParser:
     """Options every command takes (DESIGN.md, "CLI contract")."""
-    parent = argparse.ArgumentParser(add_help=False)
+    parent = Parser(add_help=False)
     parent.add_argument(
         "--db",
         default=None,
@@ -54,13 +62,13 @@ def common_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="quotascope",
         description="How many questions per minute can a provider's quota carry, what are we spending, "
         "and what would happen if we switched?",
     )
     parser.add_argument("--version", action="version", version=f"quotascope {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
     parent = common_options()
     for name in command_modules():
         importlib.import_module(name).register(commands, parent)
