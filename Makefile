@@ -15,9 +15,11 @@ install: $(BIN)/python
 install-test: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 
-## demo: install and run the main job
+## demo: install and run the main job (the planner on the shipped catalog, until the dashboard lands)
 demo: install
-	$(BIN)/quotascope demo
+	$(BIN)/quotascope plan --offer volcengine/deepseek-r1 --offer cloud/deepseek-r1-10k \
+	  --offer deepseek/deepseek-v4-pro --offer deepseek/deepseek-flash --offer bedrock/deepseek-r1 \
+	  --offer azure/deepseek-r1-ptu --peak-qpm 1000 --peak-factor 3 --display-currency CNY
 
 ## test: install what the tests need, then lint, type-check and run every test
 test: install-test lint typecheck unit

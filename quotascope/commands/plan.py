@@ -424,6 +424,12 @@ def _rate(value: Decimal | None) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.2f}".rstrip("0").rstrip(".")
 
 
+def _keys(plan: Plan) -> str:
+    if plan.ptu is not None:
+        return f"{plan.ptu.to_buy} PTU"
+    return "" if plan.keys_needed is None else str(plan.keys_needed)
+
+
 def _money(value: Money | None) -> str:
     return "unpriced" if value is None else str(value)
 
@@ -438,27 +444,31 @@ def render(plans: list[Plan], mix: Mix | None, selfhost: BreakEven | None, profi
     if len(plans) == 1:
         lines += _render_one(plans[0])
     else:
+        demand_given = plans[0].request.demand is not None
         rows = [
             [
                 p.label,
                 _rate(p.capacity.questions_per_minute),
                 p.capacity.binding_limit or "-",
-                _rate(p.capacity.concurrency),
+                _rate(p.peak_concurrency if demand_given else p.capacity.concurrency)
+                if p.capacity.questions_per_minute is not None or demand_given
+                else "-",
                 _money(p.cost.per_1k_questions.quantize(4) if p.cost else None),
-                "" if p.keys_needed is None else p.keys_needed,
+                _keys(p),
                 "" if p.monthly_cost is None else str(p.monthly_cost.quantize(2)),
             ]
             for p in plans
         ]
-        lines += [
-            "",
-            table(
-                ["offer", "q/min", "binding", "concurrency", "cost / 1k questions", "keys", "monthly"], rows
-            ),
-        ]
-        notes = sorted({a for p in plans for a in p.assumptions})
+        concurrency = "concurrency at peak" if demand_given else "concurrency"
+        headers = ["offer", "q/min", "binding", concurrency, "cost / 1k questions", "keys", "monthly"]
+        lines += ["", table(headers, rows)]
+        notes = [(a, p.label) for p in plans for a in p.assumptions]
         if notes:
-            lines += ["", "Assumptions:"] + [f"  - {a}" for a in notes]
+            lines += ["", "Assumptions:"]
+            for text in dict.fromkeys(a for a, _ in notes):
+                who = [label for a, label in notes if a == text]
+                scope = "all offers" if len(who) == len(plans) else ", ".join(who)
+                lines.append(f"  - {scope}: {text}")
     if mix is not None:
         lines += ["", f"Mix ({mix.strategy}):"]
         lines.append(
