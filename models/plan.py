@@ -12,6 +12,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import polars as pl
+
 from models.capacity import (
     CacheUse,
     Capacity,
@@ -23,7 +25,7 @@ from models.capacity import (
     ptu_needed,
     sustainable_rate,
 )
-from models.catalog import Limits, OfferVersion, Prices
+from models.catalog import Catalog, Limits, OfferVersion, Prices
 from models.cost import Demand, QuestionCost, monthly_cost, question_cost
 from models.errors import UnpricedError
 from models.money import FxTable, Money
@@ -239,3 +241,113 @@ def with_overrides(
     if currency:
         new = replace(new, currency=currency.upper())
     return new
+
+
+def plan_offers(
+    catalog: Catalog,
+    offer_ids: Sequence[str],
+    profile: TokenProfile,
+    latency: Latency,
+    at: datetime,
+    *,
+    demand: Demand | None = None,
+    cache_hit_rate: Decimal | None = None,
+    hourly_shape: Sequence[float | Decimal] | None = None,
+    display_currency: str | None = None,
+) -> list[Plan]:
+    """Plans for several catalog offers under one profile, shown in one currency so they compare.
+
+    Without a display currency, offers priced in different currencies are shown in the first one's.
+    """
+    versions = [catalog.get(offer_id).version_at(at) for offer_id in offer_ids]
+    currency = display_currency
+    if currency is None and len({v.currency for v in versions}) > 1:
+        currency = versions[0].currency
+    return [
+        make_plan(
+            PlanRequest(
+                version=version,
+                profile=profile,
+                latency=latency,
+                at=at,
+                demand=demand,
+                cache_hit_rate=cache_hit_rate,
+                hourly_shape=hourly_shape,
+                fx=catalog.fx,
+                display_currency=currency,
+                label=offer_id,
+            )
+        )
+        for offer_id, version in zip(offer_ids, versions, strict=True)
+    ]
+
+
+def capacity_curve(plans: Sequence[Plan], tokens_per_question: Sequence[int]) -> pl.DataFrame:
+    """Questions per minute against tokens per question for each plan's offer, the input:output ratio kept.
+
+    Columns: offer, tokens_per_question, questions_per_minute (null where no limit applies), binding_limit.
+    """
+    rows: list[dict[str, Any]] = []
+    for plan in plans:
+        profile = plan.request.profile
+        per_call = profile.input + profile.output
+        for total in tokens_per_question:
+            factor = Decimal(total) / (per_call * profile.calls)
+            scaled = replace(
+                profile,
+                input=profile.input * factor,
+                output=profile.output * factor,
+                reasoning=profile.reasoning * factor,
+                stable_prefix=profile.stable_prefix * factor,
+                next_prefix=profile.next_prefix * factor,
+            )
+            result = make_plan(replace(plan.request, profile=scaled, demand=None))
+            rate = result.capacity.questions_per_minute
+            rows.append(
+                {
+                    "offer": plan.label,
+                    "tokens_per_question": total,
+                    "questions_per_minute": None if rate is None else float(rate),
+                    "binding_limit": result.capacity.binding_limit,
+                }
+            )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "offer": pl.String,
+            "tokens_per_question": pl.Int64,
+            "questions_per_minute": pl.Float64,
+            "binding_limit": pl.String,
+        },
+    )
+
+
+def cost_curve(plans: Sequence[Plan], hit_rates: Sequence[Decimal]) -> pl.DataFrame:
+    """Cost per 1,000 questions against the cache-hit rate for each priced plan.
+
+    Columns: offer, cache_hit_rate, cost_per_1k (DECIMAL), currency.
+    """
+    rows: list[dict[str, Any]] = []
+    for plan in plans:
+        if plan.cost is None:
+            continue
+        for rate in hit_rates:
+            result = make_plan(replace(plan.request, cache_hit_rate=rate, demand=None))
+            assert result.cost is not None
+            rows.append(
+                {
+                    "offer": plan.label,
+                    "cache_hit_rate": float(rate),
+                    "cost_per_1k": result.cost.per_1k_questions.amount,
+                    "currency": result.cost.per_question.currency,
+                }
+            )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "offer": pl.String,
+            "cache_hit_rate": pl.Float64,
+            "cost_per_1k": pl.Decimal(38, 10),
+            "currency": pl.String,
+        },
+    )
