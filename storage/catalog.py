@@ -1,14 +1,19 @@
-"""Reading catalog files: the shipped `data/catalog/*.toml`, then a user's file on top."""
+"""Catalog files: reading the shipped `data/catalog/*.toml` with a user's file on top, and writing one."""
 
 from __future__ import annotations
 
+import json
+import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from models.catalog import Catalog, parse_catalog
 from models.errors import CatalogError
-from models.money import FxTable
+from models.money import FxTable, plain
 
 
 def read_catalog_file(path: Path) -> Catalog:
@@ -46,3 +51,82 @@ def load_catalog(catalog_dir: Path, user_files: Sequence[Path] = ()) -> Catalog:
     for path in user_files:
         catalog = catalog.merged(read_catalog_file(path))
     return catalog
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def render_toml(document: Mapping[str, Any], header: str = "") -> str:
+    """A catalog document (plain mappings, as `tomllib` reads them) as TOML text.
+
+    Scalars come first in each table, then sub-tables, then arrays of tables, so `[offer.limits]` and
+    `[[offer.versions]]` always land under the offer they belong to. Decimals are written as plain numbers
+    (never exponents), so `parse_catalog` reads back exactly the value that was written.
+    """
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    if lines:
+        lines.append("")
+    _render_table(lines, "", document, array=False)
+    return "\n".join(lines).strip() + "\n"
+
+
+def write_catalog_file(path: Path, document: Mapping[str, Any], header: str = "") -> None:
+    text = render_toml(document, header)
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise CatalogError(f"cannot be written: {e.strerror or e}", origin=str(path)) from e
+
+
+def _is_table(value: Any) -> bool:
+    return isinstance(value, Mapping)
+
+
+def _is_table_array(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, Mapping) for item in value)
+
+
+def _render_table(lines: list[str], path: str, table: Mapping[str, Any], *, array: bool) -> None:
+    scalars = [(k, v) for k, v in table.items() if not _is_table(v) and not _is_table_array(v)]
+    tables = [(k, v) for k, v in table.items() if _is_table(v)]
+    arrays = [(k, v) for k, v in table.items() if _is_table_array(v)]
+    if path and (array or scalars):
+        if lines and lines[-1] != "":
+            lines.append("")
+        lines.append(f"[[{path}]]" if array else f"[{path}]")
+    lines.extend(f"{_key(k)} = {_value(v)}" for k, v in scalars)
+    for key, sub in tables:
+        if sub:
+            _render_table(lines, f"{path}.{_key(key)}" if path else _key(key), sub, array=False)
+    for key, items in arrays:
+        for item in items:
+            _render_table(lines, f"{path}.{_key(key)}" if path else _key(key), item, array=True)
+
+
+def _key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else _string(key)
+
+
+def _string(text: str) -> str:
+    # JSON string escapes are valid TOML basic-string escapes; TOML also forbids a raw DEL
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, Decimal):
+        return plain(value)
+    if isinstance(value, float):
+        return plain(Decimal(str(value)))
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value(item) for item in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
