@@ -54,6 +54,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dashboard_host", "QUOTASCOPE_HOST", "127.0.0.1", "Address the dashboard listens on."),
     Setting("dashboard_port", "QUOTASCOPE_PORT", "8501", "Port the dashboard listens on."),
     Setting(
+        "now",
+        "QUOTASCOPE_NOW",
+        "",
+        "Pin the dashboard's idea of now (ISO date-time, UTC), e.g. to show a past month as current.",
+    ),
+    Setting(
         "endpoints_file",
         "QUOTASCOPE_ENDPOINTS",
         str(PROJECT_ROOT / "data" / "endpoints.toml"),

@@ -1,0 +1,171 @@
+"""Figure builders: polars frames in, Plotly figures out. No `st.*` here, so each is tested directly
+(AppTest cannot see inside a Plotly chart). Every axis says what it measures and in which unit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+import polars as pl
+
+PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563")
+LAYOUT = {
+    "template": "plotly_white",
+    "margin": {"l": 70, "r": 20, "t": 50, "b": 40},
+    "legend": {"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0},
+    "hovermode": "x unified",
+    "height": 440,
+}
+
+
+def _figure(title: str, x_title: str, y_title: str) -> go.Figure:
+    figure = go.Figure()
+    figure.update_layout(title={"text": title, "x": 0, "y": 0.98, "yanchor": "top"}, **LAYOUT)
+    figure.update_xaxes(title_text=x_title)
+    figure.update_yaxes(title_text=y_title, rangemode="tozero")
+    return figure
+
+
+def empty_figure(title: str, message: str) -> go.Figure:
+    figure = _figure(title, "", "")
+    figure.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    figure.update_xaxes(visible=False)
+    figure.update_yaxes(visible=False)
+    return figure
+
+
+def capacity_curve(frame: pl.DataFrame, marker_tokens: float | None = None) -> go.Figure:
+    """Sustainable questions/minute against tokens per question, one line per offer (log-log)."""
+    figure = _figure(
+        "Sustainable questions per minute by tokens per question",
+        "tokens per question (log)",
+        "questions per minute (log)",
+    )
+    bounded = frame.filter(pl.col("questions_per_minute").is_not_null())
+    if bounded.is_empty():
+        return empty_figure("Sustainable questions per minute", "No offer here publishes a limit")
+    for i, (offer, part) in enumerate(
+        bounded.sort("tokens_per_question").group_by("offer", maintain_order=True)
+    ):
+        figure.add_trace(
+            go.Scatter(
+                x=part["tokens_per_question"].to_list(),
+                y=part["questions_per_minute"].to_list(),
+                name=str(offer[0]),
+                mode="lines+markers",
+                line={"color": PALETTE[i % len(PALETTE)]},
+                customdata=part["binding_limit"].to_list(),
+                hovertemplate="%{y:,.2f} q/min (binding: %{customdata})<extra>%{fullData.name}</extra>",
+            )
+        )
+    figure.update_xaxes(type="log")
+    figure.update_yaxes(type="log", rangemode="normal")
+    if marker_tokens:
+        figure.add_vline(
+            x=marker_tokens,
+            line_dash="dot",
+            line_color="#6b7280",
+            annotation_text="this profile",
+            annotation_position="top left",
+        )
+    return figure
+
+
+def cost_curve(frame: pl.DataFrame) -> go.Figure:
+    """Cost per 1,000 questions against the cache-hit rate, one line per priced offer."""
+    if frame.is_empty():
+        return empty_figure("Cost by cache-hit rate", "None of these offers publishes a price")
+    currency = frame["currency"][0]
+    figure = _figure(
+        "Cost per 1,000 questions by cache-hit rate",
+        "cache-hit rate (share of input tokens)",
+        f"cost per 1,000 questions ({currency})",
+    )
+    for i, (offer, part) in enumerate(frame.sort("cache_hit_rate").group_by("offer", maintain_order=True)):
+        figure.add_trace(
+            go.Scatter(
+                x=part["cache_hit_rate"].to_list(),
+                y=[float(v) for v in part["cost_per_1k"].to_list()],
+                name=str(offer[0]),
+                mode="lines+markers",
+                line={"color": PALETTE[i % len(PALETTE)]},
+                hovertemplate=f"%{{y:,.4f}} {currency}<extra>%{{fullData.name}}</extra>",
+            )
+        )
+    figure.update_xaxes(tickformat=".0%", range=[0, 1])
+    return figure
+
+
+def time_series(
+    frame: pl.DataFrame,
+    *,
+    x: str,
+    y: str,
+    color: str | None,
+    title: str,
+    y_title: str,
+    kind: str = "bar",
+    x_title: str = "date (UTC)",
+) -> go.Figure:
+    """A stacked bar or line series over time, one trace per value of `color`."""
+    if frame.is_empty():
+        return empty_figure(title, "Nothing in this period")
+    figure = _figure(title, x_title, y_title)
+    groups: Sequence[tuple[str, pl.DataFrame]]
+    if color is None:
+        groups = [(y_title, frame)]
+    else:
+        totals = frame.group_by(color).agg(pl.col(y).sum()).sort(y, descending=True)
+        groups = [(str(key), frame.filter(pl.col(color) == key).sort(x)) for key in totals[color].to_list()]
+    for i, (name, part) in enumerate(groups):
+        values = [float(v) if v is not None else None for v in part[y].to_list()]
+        trace_color = PALETTE[i % len(PALETTE)]
+        if kind == "bar":
+            figure.add_trace(go.Bar(x=part[x].to_list(), y=values, name=name, marker_color=trace_color))
+        else:
+            figure.add_trace(
+                go.Scatter(
+                    x=part[x].to_list(), y=values, name=name, mode="lines", line={"color": trace_color}
+                )
+            )
+    figure.update_layout(barmode="stack")
+    return figure
+
+
+def histogram(
+    values: pl.Series, *, title: str, x_title: str, bins: int = 40, log_x: bool = False
+) -> go.Figure:
+    if values.is_empty():
+        return empty_figure(title, "No requests in this selection")
+    figure = _figure(title, x_title, "requests")
+    figure.add_trace(go.Histogram(x=values.to_list(), nbinsx=bins, marker_color=PALETTE[0]))
+    if log_x:
+        figure.update_xaxes(type="log")
+    figure.update_layout(hovermode="closest", showlegend=False)
+    return figure
+
+
+def threshold_series(
+    frame: pl.DataFrame,
+    *,
+    x: str,
+    y: str,
+    color: str,
+    title: str,
+    y_title: str,
+    threshold: float | None = None,
+    threshold_label: str = "",
+) -> go.Figure:
+    """Lines per `color` with an optional alert threshold line (e.g. P99 TTFT > 500 ms)."""
+    figure = time_series(
+        frame, x=x, y=y, color=color, title=title, y_title=y_title, kind="line", x_title="time (UTC)"
+    )
+    if threshold is not None and not frame.is_empty():
+        figure.add_hline(
+            y=threshold,
+            line_dash="dash",
+            line_color="#dc2626",
+            annotation_text=threshold_label,
+            annotation_position="top left",
+        )
+    return figure

@@ -1,0 +1,106 @@
+"""What every view shares: the database path, the catalog, the sidebar's filters, cached reads.
+
+Database reads go through `storage` (read-only connections per query, retried on lock conflicts) and are
+cached with `st.cache_data` keyed on the database's data version (its file's size and modification time,
+and its write-ahead log's), so reruns don't re-query and a finished ingest shows up on the next rerun.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any, TypeVar
+
+import streamlit as st
+
+from models.catalog import Catalog
+from quotascope import settings
+from storage.catalog import load_catalog
+
+T = TypeVar("T")
+
+
+def db_path() -> Path:
+    return Path(settings.get("db"))
+
+
+def data_version(path: Path | None = None) -> tuple[int, ...]:
+    """Changes whenever the database file (or its WAL) changes; part of every cached query's key."""
+    path = path or db_path()
+    stamp: list[int] = []
+    for candidate in (path, path.with_name(path.name + ".wal")):
+        try:
+            info = candidate.stat()
+            stamp += [info.st_size, info.st_mtime_ns]
+        except FileNotFoundError:
+            stamp += [0, 0]
+    return tuple(stamp)
+
+
+def has_database() -> bool:
+    return db_path().exists()
+
+
+@st.cache_resource(show_spinner=False)
+def _catalog(catalog_dir: str, user_catalog: str) -> Catalog:
+    return load_catalog(Path(catalog_dir), [Path(user_catalog)] if user_catalog else [])
+
+
+def catalog() -> Catalog:
+    return _catalog(settings.get("catalog_dir"), settings.get("user_catalog"))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _cached(
+    name: str, version: tuple[int, ...], db: str, _call: Callable[..., Any], kwargs: tuple[Any, ...]
+) -> Any:
+    return _call(Path(db), **dict(kwargs))
+
+
+def read(call: Callable[..., T], **kwargs: Any) -> T:
+    """`call(db_path, **kwargs)` through the cache, keyed on the data version."""
+    db = db_path()
+    key = f"{call.__module__}.{call.__qualname__}"
+    result: T = _cached(key, data_version(db), str(db), call, tuple(sorted(kwargs.items())))
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    since: datetime | None
+    until: datetime | None
+    providers: tuple[str, ...]
+    models: tuple[str, ...]
+    teams: tuple[str, ...]
+    display_currency: str | None
+
+
+def filters() -> Filters:
+    """The sidebar's choices (set in `dashboard/app.py`)."""
+    state = st.session_state
+    dates: tuple[Any, ...] = tuple(state.get("filter_dates") or ())
+    since = datetime.combine(dates[0], time()) if len(dates) >= 1 and isinstance(dates[0], date) else None
+    until = datetime.combine(dates[1], time.max) if len(dates) >= 2 and isinstance(dates[1], date) else None
+    currency = state.get("display_currency") or None
+    return Filters(
+        since,
+        until,
+        tuple(state.get("filter_providers") or ()),
+        tuple(state.get("filter_models") or ()),
+        tuple(state.get("filter_teams") or ()),
+        None if currency in (None, "offer's own") else str(currency),
+    )
+
+
+def now() -> datetime:
+    """Naive UTC now, unless the `now` setting pins it (so 'this month' of a demo is reproducible)."""
+    pinned = settings.get("now")
+    if pinned:
+        return datetime.fromisoformat(pinned)
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def empty_state(what: str, command: str) -> None:
+    st.info(f"{what}\n\nRun `{command}` to fill it.", icon=":material/info:")
