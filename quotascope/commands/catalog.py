@@ -42,7 +42,9 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     ls.add_argument(
         "--at", type=_moment, metavar="WHEN", help="show the versions in force then (default: now)"
     )
-    ls.add_argument("--provider", action="append", default=[], metavar="NAME", help="only these providers")
+    ls.add_argument(
+        "--provider", action="append", default=[], metavar="NAME", help="only this provider (repeatable)"
+    )
     ls.set_defaults(run=run_list)
 
     show = actions.add_parser("show", parents=[parent], help="every version of one offer, with sources")
@@ -63,7 +65,11 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     )
     imp.add_argument("file", type=Path, metavar="FILE", help="LiteLLM's JSON price file")
     imp.add_argument(
-        "--out", type=Path, default=Path("litellm-catalog.toml"), help="TOML to write (default %(default)s)"
+        "--out",
+        type=Path,
+        default=Path("litellm-catalog.toml"),
+        metavar="FILE",
+        help="TOML to write (default %(default)s)",
     )
     imp.add_argument(
         "--provider", action="append", default=[], metavar="NAME", help="only this litellm_provider"
