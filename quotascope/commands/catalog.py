@@ -72,7 +72,11 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
         help="TOML to write (default %(default)s)",
     )
     imp.add_argument(
-        "--provider", action="append", default=[], metavar="NAME", help="only this litellm_provider"
+        "--provider",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this litellm_provider (repeatable)",
     )
     imp.add_argument(
         "--id-prefix", default=DEFAULT_ID_PREFIX, help="prefix of every offer id (default %(default)s)"
