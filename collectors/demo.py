@@ -1,19 +1,22 @@
 """A realistic month of LLM traffic for the demo, written as the log files real systems produce.
 
-Five teams, each a workload from the seed articles, on offers of the shipped catalog:
+Six teams, each a workload from the seed articles, on offers of the shipped catalog:
 
 - `support`: a chat bot on DeepSeek flash; multi-turn conversations whose growing history is served from
   DeepSeek's cache in 64-token units;
 - `search`: web search answers on DeepSeek v4-pro; a large per-question context after the system prompt, so
   only the system prompt is cached;
 - `research`: R1 agents on Volcano Engine Ark, three reasoning calls per question;
-- `docs-qa`: document questions on Claude Sonnet 4.5 with a cached document prompt (cache writes, then
-  reads, Anthropic's way of reporting them);
+- `docs-qa`: contract questions on OpenAI o1 with a long document prompt, cached from 1,024 tokens in
+  128-token steps;
+- `legal`: a small review team on Claude Sonnet 4.5 with a cached prompt (cache writes, then reads, reported
+  Anthropic's way); the shipped catalog has no dated price for it before 2026-11-23, so its older traffic
+  shows as unpriced — never as free;
 - `batch-eval`: nightly evaluation batches on DeepSeek flash, in the off-peak hours.
 
 Demand follows a diurnal shape (China business hours are 01:00–10:00 UTC) and a weekly one (weekends at
 45 %). Files: `deepseek.jsonl` and `ark.jsonl.gz` (OpenAI-compatible responses in quotascope's envelope),
-`anthropic.jsonl` (Messages responses), and a few malformed lines that ingestion must reject, not lose.
+`openai.jsonl`, `anthropic.jsonl` (Messages responses), and a few malformed lines that ingestion must reject, not lose.
 Message content is generated as placeholders and is never what ingestion stores.
 """
 
@@ -34,6 +37,7 @@ from models.catalog import CacheRules
 DIURNAL = (2, 2, 6, 9, 10, 10, 9, 9, 8, 7, 5, 4, 4, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1)
 WEEKEND = 0.45
 DEEPSEEK_CACHE = CacheRules(enabled=True, min_tokens=64, step_tokens=64)
+OPENAI_CACHE = CacheRules(enabled=True, min_tokens=1024, step_tokens=128)
 ANTHROPIC_MIN_CACHE = 1024
 
 
@@ -208,6 +212,8 @@ def _openai_record(r: dict[str, Any]) -> dict[str, Any]:
     work: Workload = r["work"]
     if work.provider == "deepseek":
         hit = DEEPSEEK_CACHE.cacheable(r["stable"])
+    elif work.provider == "openai":
+        hit = OPENAI_CACHE.cacheable(r["stable"])
     else:  # Ark caches whole prefixes when the context repeats; agents repeat their system prompt
         hit = 0 if r["first_in_conversation"] else r["stable"]
     prompt, completion = r["prompt"], r["answer"] + r["reasoning"]

@@ -11,6 +11,7 @@ offer and the field of anything malformed. Reading the files is `storage.catalog
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time
@@ -244,18 +245,25 @@ class Catalog:
             raise InputError(f"unknown offer {offer_id!r}{hint}") from None
 
     def find(self, provider: str | None, model: str) -> Offer | None:
-        """The offer a usage record's (provider, model) is priced with, or None (unpriced)."""
-        wanted = model.strip().lower()
-        matches = [
-            offer
-            for offer in self.offers.values()
-            if wanted in (name.lower() for name in offer.model_names())
-        ]
-        if provider:
-            same = [o for o in matches if o.provider.lower() == provider.strip().lower()]
-            if same:
-                return same[0]
-        return matches[0] if len(matches) == 1 else None
+        """The offer a usage record's (provider, model) is priced with, or None (unpriced).
+
+        The model name matches an offer's model or aliases, ignoring case; a dated snapshot name
+        ("o1-2024-12-17", "deepseek-r1-250120") falls back to its base name when no offer names the snapshot.
+        A record that names its provider is priced only by that provider's offers.
+        """
+        for name in _model_candidates(model):
+            matches = [
+                offer
+                for offer in self.offers.values()
+                if name in (alias.lower() for alias in offer.model_names())
+            ]
+            if provider:
+                matches = [o for o in matches if o.provider.lower() == provider.strip().lower()]
+            if len(matches) == 1:
+                return matches[0]
+            if matches:
+                return None  # ambiguous: better unpriced than priced by a guess
+        return None
 
     def merged(self, other: Catalog) -> Catalog:
         """`other` adds offers and replaces those with the same id (a user's overrides)."""
@@ -263,6 +271,16 @@ class Catalog:
 
 
 # --------------------------------------------------------------------------------------------- helpers
+
+
+_SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8}|\d{6}|\d{4})$")
+
+
+def _model_candidates(model: str) -> list[str]:
+    """The model name, then its base name without a dated snapshot suffix."""
+    name = model.strip().lower()
+    base = _SNAPSHOT.sub("", name)
+    return [name] if base == name or not base else [name, base]
 
 
 def to_utc_naive(at: datetime) -> datetime:
