@@ -52,6 +52,8 @@ def _is_lock_conflict(error: duckdb.Error) -> bool:
         or "Conflicting lock" in text
         # the same process already holds the file with the other mode (a writer while we read, or back)
         or "different configuration" in text
+        # another thread of this process is opening or closing the file at this moment
+        or "Unique file handle conflict" in text
     )
 
 
