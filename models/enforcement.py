@@ -1,0 +1,334 @@
+"""How a provider enforces a limit on a stream of arrivals, vectorised with polars.
+
+These are the kernels `models.replay` runs recorded traffic through. Demand is fluid within a second: the
+requests that arrive in the same second are admitted (or served) in the same share. Three ways to count a
+limit (DESIGN.md, "Limits"):
+
+- **fixed windows** of `window_s` seconds (per minute, per day; "per second" is a 1-second window holding
+  limit/60), each starting with the whole allowance;
+- a **continuous token bucket** of `capacity` refilled at `refill_per_s` (Anthropic; full at the start),
+  which lets a burst of up to `capacity` through and then `refill_per_s` each second;
+- **concurrency**: a request holds a slot from its start until its response ends.
+
+And two policies: **reject** (a 429; the rejected share never consumes the limit) or **queue** (a FIFO client
+queue; the request waits until the limit lets it through).
+
+A fixed window of allowance L is a bucket that refills to L at each window start, so the queue policy treats
+both as a greedy shaper on a grid of cells (network calculus: served(t) = min over s ≤ t of arrivals(s) +
+σ + r·(t − s − 1)), solved with cumulative minima. The reject policy under a bucket is a doubly clamped
+recursion, q = min(capacity, max(0, q − refill) + demand); each step is a clamp function and clamps compose,
+so the recursion is a parallel prefix scan (log₂ n vectorised passes, no Python loop per second).
+Concurrency under contention is sequential by nature: only the requests that meet a full set of slots are
+walked one by one, everything else is decided vectorised.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+from dataclasses import dataclass
+
+import polars as pl
+
+# Cumulative demand is float64: exact for whole tokens up to 2**53; spread (fractional) requests carry
+# rounding of about 1e-12 relative, hence a small slack in every comparison.
+SLACK = 1e-7
+INF = float("inf")
+
+
+def _slack(values: pl.Expr) -> pl.Expr:
+    return SLACK + values.abs() * 1e-12
+
+
+# ------------------------------------------------------------------------------------------ reject
+
+
+def window_admitted_share(second: pl.Series, demand: pl.Series, window_s: int, allowance: float) -> pl.Series:
+    """Reject policy, fixed windows: the share of each second's demand admitted.
+
+    `second` holds whole seconds since an origin aligned to the windows (sorted, unique), `demand` what each
+    second asks of the limit. Within a window demand is admitted in arrival order until the allowance is
+    used; the second that crosses it is admitted in part, later seconds of the window not at all.
+    """
+    frame = pl.DataFrame({"second": second, "demand": demand.cast(pl.Float64)})
+    before = pl.col("demand").cum_sum().over(pl.col("second") // window_s) - pl.col("demand")
+    share = ((allowance - before) / pl.col("demand")).clip(0.0, 1.0)
+    return frame.select(pl.when(pl.col("demand") <= 0).then(1.0).otherwise(share).alias("share")).to_series()
+
+
+def _compose_prefix(frame: pl.DataFrame) -> pl.DataFrame:
+    """Prefix compositions of clamp functions x ↦ min(hi, max(lo, x + c)), by Hillis–Steele doubling.
+
+    Row m of the result is f_m ∘ … ∘ f_0. Composing g after f gives c = c_f + c_g,
+    lo = min(max(lo_f + c_g, lo_g), hi_g), hi = min(max(hi_f + c_g, lo_g), hi_g); the identity is
+    (0, −∞, +∞), which is what a shift fills in.
+    """
+    step = 1
+    while step < frame.height:
+        frame = frame.select(
+            (pl.col("c").shift(step, fill_value=0.0) + pl.col("c")).alias("c"),
+            pl.min_horizontal(
+                pl.max_horizontal(pl.col("lo").shift(step, fill_value=-INF) + pl.col("c"), pl.col("lo")),
+                pl.col("hi"),
+            ).alias("lo"),
+            pl.min_horizontal(
+                pl.max_horizontal(pl.col("hi").shift(step, fill_value=INF) + pl.col("c"), pl.col("lo")),
+                pl.col("hi"),
+            ).alias("hi"),
+        )
+        step *= 2
+    return frame
+
+
+def bucket_admitted_share(
+    second: pl.Series, demand: pl.Series, capacity: float, refill_per_s: float
+) -> pl.Series:
+    """Reject policy, continuous token bucket (full at the start): the share of each second's demand admitted.
+
+    Per second: refill (capped at `capacity`), then admit what the bucket holds. In deficit terms
+    q_m = min(capacity, max(0, q_{m−1} − refill·Δ_m) + d_m), Δ_m the seconds since the previous busy one.
+    """
+    frame = pl.DataFrame({"second": second.cast(pl.Float64), "d": demand.cast(pl.Float64)})
+    frame = frame.with_columns(
+        (pl.col("second") - pl.col("second").shift(1, fill_value=pl.col("second").first())).alias("gap")
+    )
+    steps = frame.select(
+        (pl.col("d") - refill_per_s * pl.col("gap")).alias("c"),
+        pl.min_horizontal(pl.col("d"), pl.lit(capacity)).alias("lo"),
+        pl.lit(capacity, dtype=pl.Float64).alias("hi"),
+    )
+    prefix = _compose_prefix(steps)
+    deficit = prefix.select(pl.min_horizontal(pl.col("hi"), pl.max_horizontal(pl.col("lo"), pl.col("c"))))
+    frame = frame.with_columns(deficit.to_series().alias("q"))
+    before = (pl.col("q").shift(1, fill_value=0.0) - refill_per_s * pl.col("gap")).clip(lower_bound=0.0)
+    share = ((pl.col("q") - before) / pl.col("d")).clip(0.0, 1.0)
+    return frame.select(pl.when(pl.col("d") <= 0).then(1.0).otherwise(share).alias("share")).to_series()
+
+
+# ------------------------------------------------------------------------------------------ queue
+
+
+def shaper_served_at(
+    arrival_s: pl.Series, measure: pl.Series, cell_s: float, sigma: float, rate: float
+) -> pl.Series:
+    """Queue policy: when each arrival (sorted, FIFO) gets through a limit, in seconds since the origin.
+
+    Cells of `cell_s` seconds: a fixed window is σ = r = its allowance per window; a token bucket is 1-second
+    cells with σ = capacity, r = refill per second. An arrival served in its own cell is served on arrival;
+    otherwise at the start of the cell whose allowance reaches it.
+    """
+    frame = pl.DataFrame({"t": arrival_s.cast(pl.Float64), "x": measure.cast(pl.Float64)}).with_columns(
+        (pl.col("t") / cell_s).floor().cast(pl.Int64).alias("cell"),
+        pl.col("x").cum_sum().alias("X"),
+    )
+    frame = frame.with_columns(
+        ((pl.col("cell") != pl.col("cell").shift(1)).fill_null(True).cum_sum() - 1).set_sorted().alias("m")
+    )
+    cells = frame.group_by("m", maintain_order=True).agg(
+        pl.col("cell").first(), pl.col("X").last().alias("A")
+    )
+    first_cell = float(cells["cell"][0]) if cells.height else 0.0
+    cells = cells.with_columns(
+        (pl.col("A") - rate * pl.col("cell").shift(-1).cast(pl.Float64)).alias("B"),
+    ).with_columns(
+        pl.min_horizontal(pl.lit(-rate * first_cell), pl.col("B").cum_min().shift(1, fill_value=INF)).alias(
+            "M_before"
+        ),
+    )
+    cells = cells.with_columns(
+        pl.min_horizontal(pl.col("A"), sigma + rate * pl.col("cell") + pl.col("M_before")).alias("S")
+    )
+    # served within its own cell (S of that cell reaches it): on arrival; only the rest need a search
+    frame = frame.with_columns(cells["S"].gather(frame["m"]).alias("S_own"))
+    late = frame.with_row_index("i").filter(pl.col("X") - _slack(pl.col("X")) > pl.col("S_own"))
+    if late.height == 0:
+        return frame["t"].alias("served_s")
+    n = cells.height
+    j = cells["S"].search_sorted(late.select(pl.col("X") - _slack(pl.col("X"))).to_series(), side="left")
+    prev = (j - 1).clip(0, n - 1)
+    cell_list = cells["cell"].cast(pl.Float64)
+    late = late.with_columns(
+        j.alias("j"),
+        cells["M_before"].gather(prev).alias("M_prev"),
+        cell_list.gather(prev).alias("cell_prev"),
+        cell_list.gather(j.clip(0, n - 1)).alias("cell_j"),
+    )
+    gap_cell = pl.max_horizontal(
+        ((pl.col("X") - sigma - pl.col("M_prev")) / rate - 1e-9).ceil(), pl.col("cell_prev") + 1
+    )
+    served_cell = (
+        pl.when(pl.col("j") >= n).then(gap_cell).otherwise(pl.min_horizontal(gap_cell, pl.col("cell_j")))
+    )
+    later = late.select(pl.max_horizontal(served_cell * cell_s, pl.col("t"))).to_series()
+    return frame["t"].clone().scatter(late["i"], later).alias("served_s")
+
+
+# ------------------------------------------------------------------------------------------ headroom
+
+
+def window_scale_needed(second: pl.Series, demand: pl.Series, window_s: int, allowance: float) -> float:
+    """How many times the allowance the busiest window needed (≤ 1: nothing would have been throttled)."""
+    if demand.len() == 0:
+        return 0.0
+    frame = pl.DataFrame({"w": second // window_s, "d": demand.cast(pl.Float64)})
+    busiest = frame.group_by("w").agg(pl.col("d").sum())["d"].max()
+    return float(busiest) / allowance if isinstance(busiest, (int, float)) else 0.0
+
+
+def bucket_scale_needed(second: pl.Series, demand: pl.Series, capacity: float, refill_per_s: float) -> float:
+    """The smallest factor N such that a bucket of N·capacity refilled at N·refill never runs dry.
+
+    That is the maximum over stretches k..m of demand(k..m) / (capacity + refill·(t_m − t_k)), found by
+    Dinkelbach's iteration (each step one vectorised Lindley pass; a handful of steps in practice).
+    """
+    if demand.len() == 0:
+        return 0.0
+    frame = pl.DataFrame({"t": second.cast(pl.Float64), "d": demand.cast(pl.Float64)}).with_columns(
+        pl.col("d").cum_sum().alias("C")
+    )
+    factor = float(frame["d"].max()) / capacity  # type: ignore[arg-type]
+    for _ in range(100):
+        start_key = pl.col("C") - pl.col("d") - factor * refill_per_s * pl.col("t")
+        scored = frame.with_columns(start_key.alias("k")).with_columns(
+            (pl.col("C") - factor * refill_per_s * pl.col("t") - pl.col("k").cum_min()).alias("deficit")
+        )
+        m = int(scored["deficit"].arg_max())  # type: ignore[arg-type]
+        if float(scored["deficit"][m]) <= factor * capacity * (1 + 1e-12) + SLACK:
+            return factor
+        k = int(scored["k"].head(m + 1).arg_min())  # type: ignore[arg-type]
+        stretch = float(frame["C"][m]) - float(frame["C"][k]) + float(frame["d"][k])
+        span = float(frame["t"][m]) - float(frame["t"][k])
+        factor = max(factor * (1 + 1e-12), stretch / (capacity + refill_per_s * span))
+    return factor
+
+
+# ------------------------------------------------------------------------------------------ concurrency
+
+
+def in_flight_before(start_s: pl.Series, end_s: pl.Series, weight: pl.Series) -> pl.Series:
+    """Requests in flight just before each one starts (starts sorted; its own weight not included)."""
+    frame = pl.DataFrame({"start": start_s, "end": end_s, "w": weight.cast(pl.Float64)})
+    by_end = frame.select("end", "w").sort("end").with_columns(pl.col("w").cum_sum().alias("ended"))
+    idx = by_end["end"].search_sorted(frame["start"], side="right")
+    ended = pl.concat([pl.Series([0.0]), by_end["ended"]]).gather(idx)
+    started = frame["w"].cum_sum() - frame["w"]
+    return (started - ended).clip(lower_bound=0.0).alias("in_flight")
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyOutcome:
+    admitted: pl.Series  # weight admitted (reject) — or the start time (queue)
+    contended: int  # requests that met a full set of slots and were walked one by one
+
+
+def concurrency_admitted(
+    start_s: pl.Series, end_s: pl.Series, weight: pl.Series, slots: float
+) -> ConcurrencyOutcome:
+    """Reject policy: the weight of each request admitted by a cap of `slots` concurrent requests.
+
+    A request meeting fewer than `slots` in flight (had nothing been rejected) is admitted outright; only the
+    others are walked in order, remembering the rejected ones that would still have been in flight.
+    """
+    frame = pl.DataFrame(
+        {
+            "start": start_s,
+            "end": end_s,
+            "w": weight.cast(pl.Float64),
+            "u": in_flight_before(start_s, end_s, weight),
+        }
+    ).with_row_index("i")
+    hot = frame.filter(pl.col("u") + pl.col("w") > slots + SLACK)
+    if not hot.height:
+        return ConcurrencyOutcome(frame["w"].alias("admitted"), 0)
+    rejected: list[tuple[float, float]] = []  # (would-be end, weight) of rejected requests
+    rejected_weight = 0.0
+    taken = []
+    for start, end, w, u in zip(
+        hot["start"].to_list(), hot["end"].to_list(), hot["w"].to_list(), hot["u"].to_list(), strict=True
+    ):
+        while rejected and rejected[0][0] <= start:
+            rejected_weight -= heapq.heappop(rejected)[1]
+        take = min(w, max(0.0, slots - (u - rejected_weight)))
+        if take < SLACK:
+            take = 0.0
+        taken.append(take)
+        if w - take > SLACK:
+            heapq.heappush(rejected, (end, w - take))
+            rejected_weight += w - take
+    admitted = frame["w"].clone().scatter(hot["i"], pl.Series(taken, dtype=pl.Float64))
+    return ConcurrencyOutcome(admitted.alias("admitted"), hot.height)
+
+
+def concurrency_starts(
+    ready_s: pl.Series, duration_s: pl.Series, weight: pl.Series, slots: float
+) -> ConcurrencyOutcome:
+    """Queue policy: when each request (ready times sorted, FIFO) gets one of `slots` concurrent slots.
+
+    Where the unconstrained in-flight count stays under the cap every request starts when ready. From the
+    first request that meets a full set of slots, requests are walked one by one until every delayed one has
+    ended; from then on the real and the unconstrained in-flight sets agree again.
+    """
+    ready = ready_s.cast(pl.Float64)
+    end = ready + duration_s.cast(pl.Float64)
+    w = weight.cast(pl.Float64)
+    u = in_flight_before(ready, end, w)
+    hot_rows = (u + w > slots + SLACK).arg_true().to_list()
+    if not hot_rows:
+        return ConcurrencyOutcome(ready.alias("start_s"), 0)
+    starts = ready.to_list()
+    durations = duration_s.cast(pl.Float64).to_list()
+    weights = w.to_list()
+    longest = float(duration_s.max())  # type: ignore[arg-type]
+    n = len(starts)
+    walked = 0
+    i = hot_rows[0]
+    while i < n:
+        # requests still running when this stretch begins: all started on time (the state is in sync)
+        first = bisect.bisect_left(starts, starts[i] - longest, 0, i)
+        running = [
+            (starts[j] + durations[j], weights[j])
+            for j in range(first, i)
+            if starts[j] + durations[j] > starts[i]
+        ]
+        heapq.heapify(running)
+        busy = sum(wt for _, wt in running)
+        last_start = starts[i]
+        delayed_until = -INF
+        while i < n:
+            ready_at = starts[i]
+            at = max(ready_at, last_start)
+            while running and running[0][0] <= at:
+                busy -= heapq.heappop(running)[1]
+            while busy + weights[i] > slots + SLACK and running:
+                ends, wt = heapq.heappop(running)
+                busy -= wt
+                at = max(at, ends)
+            starts[i] = at
+            heapq.heappush(running, (at + durations[i], weights[i]))
+            busy += weights[i]
+            last_start = at
+            walked += 1
+            late = at > ready_at + SLACK
+            if late:
+                delayed_until = max(delayed_until, at + durations[i])
+            i += 1
+            if not late and delayed_until <= ready_at:
+                break
+        nxt = bisect.bisect_left(hot_rows, i)
+        if nxt >= len(hot_rows):
+            break
+        i = hot_rows[nxt]
+    return ConcurrencyOutcome(pl.Series("start_s", starts, dtype=pl.Float64), walked)
+
+
+def peak_in_flight(start_s: pl.Series, end_s: pl.Series, weight: pl.Series) -> float:
+    if start_s.len() == 0:
+        return 0.0
+    total = in_flight_before(start_s, end_s, weight) + weight.cast(pl.Float64)
+    return float(total.max())  # type: ignore[arg-type]
+
+
+def ceil_scale(factor: float) -> int:
+    """Whole keys (or accounts) for a needed factor, forgiving float dust."""
+    return max(1, math.ceil(factor - 1e-9))

@@ -1,0 +1,207 @@
+"""Vectorised re-pricing is `models.pricing` and `models.capacity` on many rows: hold them to each other."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.capacity import CacheUse, counted_tokens
+from models.catalog import (
+    CacheRules,
+    Catalog,
+    ContextTier,
+    CountingRules,
+    Offer,
+    Prices,
+    PriceWindow,
+    Promotion,
+    TimeSpan,
+)
+from models.money import FxRate, FxTable, Money
+from models.pricing import TokenCounts, price_tokens
+from models.profile import TokenProfile
+from models.replay import traffic_from_usage
+from models.repricing import (
+    cacheable,
+    counted_columns,
+    price_recorded,
+    price_units,
+    target_tokens,
+    version_index,
+)
+from tests.models.factories import d, version
+
+START = datetime(2026, 10, 30)
+FX = FxTable((FxRate("USD", "CNY", d("7.1"), START.date(), "test"),))
+PEAK = PriceWindow("peak", (TimeSpan(60, 240), TimeSpan(360, 600)), d(2), frozenset(range(5)))
+OFFER = Offer(
+    "test/versions",
+    "test",
+    "m",
+    "versioned",
+    (
+        version(
+            prices=Prices(input=d(1), cached_input=d("0.02"), output=d(4)),
+            currency="CNY",
+            windows=(PEAK,),
+            base_period="off-peak",
+            promotions=(Promotion("launch", START, START + timedelta(days=1), d("0.5")),),
+            effective_from=START - timedelta(days=30),
+            effective_to=START + timedelta(days=3),
+        ),
+        version(
+            prices=Prices(input=d(3), output=d(15), cached_input=d("0.3"), cache_write=d("3.75")),
+            tiers=(ContextTier(20_000, Prices(input=d(6), output=d("22.5"), cached_input=d("0.6"))),),
+            effective_from=START + timedelta(days=3),
+        ),
+    ),
+)
+
+
+@st.composite
+def request_rows(draw: st.DrawFn) -> list[dict[str, Any]]:
+    rows = []
+    for _ in range(draw(st.integers(1, 30))):
+        input_tokens = draw(st.integers(0, 40_000))
+        cached = draw(st.integers(0, input_tokens))
+        output = draw(st.integers(0, 5000))
+        rows.append(
+            {
+                "ts": START + timedelta(minutes=draw(st.integers(0, 6 * 1440))),
+                "n_requests": 1,
+                "input_tokens": input_tokens,
+                "cached_input_tokens": cached,
+                "cache_write_tokens": draw(st.integers(0, input_tokens - cached)),
+                "output_tokens": output,
+                "reasoning_tokens": draw(st.integers(0, output)),
+                "provider": "test",
+                "model": "m",
+            }
+        )
+    return rows
+
+
+@settings(max_examples=100, deadline=None)
+@given(request_rows())
+def test_recorded_cost_is_the_sum_of_price_tokens(rows: list[dict[str, Any]]) -> None:
+    traffic = traffic_from_usage(pl.DataFrame(rows))
+    priced = price_recorded(traffic.units, Catalog({OFFER.id: OFFER}, FX), "USD")
+    expected = Money.zero("USD")
+    for row in rows:
+        at = row["ts"]
+        tokens = TokenCounts(
+            input=row["input_tokens"],
+            output=row["output_tokens"],
+            cached_input=row["cached_input_tokens"],
+            cache_write=row["cache_write_tokens"],
+            reasoning=row["reasoning_tokens"],
+        )
+        native = price_tokens(OFFER.version_at(at), tokens, at)
+        expected = expected + FX.convert(native, "USD", at.date()).money
+    # exact per group; only the CNY → USD division rounds, at the 28th significant digit
+    assert priced.cost is not None and priced.cost.currency == "USD"
+    assert abs(priced.cost.amount - expected.amount) < Decimal("1e-20")
+    assert priced.unpriced_requests == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(0, 50_000),
+    st.integers(0, 2048),
+    st.integers(1, 256),
+    st.booleans(),
+)
+def test_vectorised_cacheable_is_cache_rules_cacheable(
+    prefix: int, minimum: int, step: int, enabled: bool
+) -> None:
+    rules = CacheRules(enabled=enabled, min_tokens=minimum, step_tokens=step)
+    got = pl.select(cacheable(pl.lit(prefix), pl.lit(minimum), pl.lit(step), pl.lit(enabled))).item()
+    assert got == rules.cacheable(prefix)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 40_000),
+    st.integers(0, 40_000),
+    st.integers(0, 8000),
+    st.sampled_from(["input+output", "input", "output"]),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from([1, 5]),
+    st.one_of(st.none(), st.integers(1, 32_000)),
+)
+def test_counted_columns_are_counted_tokens(
+    input_tokens: int,
+    cached: int,
+    output: int,
+    tokens: Any,
+    cached_counted: bool,
+    reserve: bool,
+    burndown: int,
+    max_tokens: int | None,
+) -> None:
+    cached = min(cached, input_tokens)
+    counting = CountingRules(
+        tokens=tokens,
+        cached_counted=cached_counted,
+        reserve_max_tokens=reserve,
+        output_burndown=Decimal(burndown),
+    )
+    frame = pl.DataFrame({"in_t": [input_tokens], "cached_t": [cached], "out_t": [output], "w": [1.0]})
+    got = frame.select(**counted_columns(counting, max_tokens)).row(0, named=True)
+    profile = TokenProfile.direct(input_tokens, output, max_tokens=max_tokens)
+    want = counted_tokens(profile, counting, CacheUse(Decimal(cached), Decimal(0), "test"))
+    assert (got["c_in"], got["c_out"], got["c_total"]) == (want.input, want.output, want.total)
+
+
+def test_target_cache_is_re_estimated_per_request_and_times_the_hit_factor() -> None:
+    traffic = traffic_from_usage(
+        pl.DataFrame(
+            {
+                "ts": [START, START],
+                "input_tokens": [5000, 5000],
+                "cached_input_tokens": [4032, 1000],
+                "output_tokens": [10, 10],
+            }
+        )
+    )
+    rules = CacheRules(enabled=True, min_tokens=1024, step_tokens=128, hit_factor=d("0.5"))
+    target = Offer("t/o", "t", "o", "o", (version(prices=Prices(input=d(1), output=d(1)), cache=rules),))
+    units = traffic.units.with_columns(version_index(pl.col("ts"), target, "earliest").alias("vidx"))
+    tokens = target_tokens(units, target, Decimal(1), reestimate=True)
+    # 4,032 → 1,024 + 23 × 128 = 3,968, half of it hit; 1,000 is under the minimum
+    assert tokens["cached_t"].to_list() == [1984, 0]
+    scaled = target_tokens(units, target, d("1.5"), reestimate=True)
+    # ×1.5: 6,048 → 1,024 + 39 × 128 = 6,016 → 3,008; 1,500 → 1,024 + 3 × 128 = 1,408 → 704
+    assert scaled["in_t"].to_list() == [7500, 7500] and scaled["cached_t"].to_list() == [3008, 704]
+
+
+def test_recorded_cost_of_unknown_models_and_uncovered_dates_stays_unpriced() -> None:
+    traffic = traffic_from_usage(
+        pl.DataFrame(
+            {
+                "ts": [START, START, datetime(2020, 1, 1)],
+                "input_tokens": [1_000_000, 1000, 1000],
+                "output_tokens": [0, 0, 0],
+                "provider": ["test", "nobody", "test"],
+                "model": ["m", "mystery", "m"],
+            }
+        )
+    )
+    priced = price_recorded(traffic.units, Catalog({OFFER.id: OFFER}, FX), "CNY")
+    # ¥1 per 1M at the launch promotion's half price; Friday 00:00 is off-peak
+    assert priced.cost == Money(d("0.5"), "CNY")
+    assert priced.unpriced_requests == 2
+    assert priced.unknown_models == ("nobody/mystery",)
+
+
+def test_price_units_without_anything_priceable() -> None:
+    empty = traffic_from_usage(pl.DataFrame({"ts": [START], "input_tokens": [1], "output_tokens": [1]}))
+    units = empty.units.with_columns(pl.lit(None, dtype=pl.Int32).alias("vidx"))
+    priced = price_units(target_tokens(units, OFFER, Decimal(1), reestimate=False), OFFER, fx=FX)
+    assert priced.cost is None and priced.unpriced_requests == 1
