@@ -25,6 +25,7 @@ with st.sidebar:
 
 pages = [
     st.Page(VIEWS / "planner.py", title="Planner", icon=":material/calculate:", default=True),
+    st.Page(VIEWS / "endpoints.py", title="Endpoints", icon=":material/monitor_heart:"),
     st.Page(VIEWS / "catalog.py", title="Catalog", icon=":material/menu_book:"),
 ]
 st.navigation(pages).run()

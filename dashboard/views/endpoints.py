@@ -1,0 +1,152 @@
+"""Endpoints: what each probed endpoint really delivers, over time, against alert thresholds."""
+
+from __future__ import annotations
+
+import polars as pl
+import streamlit as st
+
+from dashboard import charts, state
+from models.errors import QuotascopeError
+from storage.probes import probe_percentiles, probe_rate_limits, probe_runs
+
+ERROR_COLUMNS = {
+    "errors_quota_429": "quota 429",
+    "errors_overload_5xx": "overload 5xx",
+    "errors_timeout": "timeout",
+    "errors_connection": "connection",
+    "errors_protocol": "protocol",
+    "errors_client_4xx": "client 4xx",
+}
+
+
+def _summary(frame: pl.DataFrame, ttft_alert_ms: float, success_alert: float) -> pl.DataFrame:
+    success = pl.when(pl.col("requests") > 0).then(pl.col("ok") / pl.col("requests")).otherwise(None)
+    alerts = pl.concat_str(
+        [
+            pl.when(pl.col("ttft_p99_ms") > ttft_alert_ms).then(pl.lit("P99 TTFT high")),
+            pl.when(success < success_alert).then(pl.lit("success low")),
+            pl.when(pl.col("canary_pass_rate") < 1).then(pl.lit("canary failed")),
+            pl.when(pl.col("errors_quota_429") > 0).then(pl.lit("429s")),
+        ],
+        separator=", ",
+        ignore_nulls=True,
+    )
+    return frame.select(
+        pl.col("endpoint"),
+        pl.col("runs"),
+        pl.col("requests"),
+        (success * 100).round(1).alias("success %"),
+        pl.col("ttft_p50_ms").round(0).alias("TTFT p50 ms"),
+        pl.col("ttft_p95_ms").round(0).alias("TTFT p95 ms"),
+        pl.col("ttft_p99_ms").round(0).alias("TTFT p99 ms"),
+        pl.col("ttfo_p50_ms").round(0).alias("TTFO p50 ms"),
+        pl.col("output_tokens_per_s_p50").round(1).alias("tokens/s p50"),
+        pl.col("e2e_p99_ms").round(0).alias("E2E p99 ms"),
+        pl.col("errors_quota_429").alias("429s"),
+        pl.col("errors_overload_5xx").alias("5xx"),
+        pl.col("errors_timeout").alias("timeouts"),
+        (pl.col("canary_pass_rate") * 100).round(0).alias("canary pass %"),
+        pl.concat_str(
+            [pl.col("cost").round(6).cast(pl.String), pl.col("cost_currency")], separator=" "
+        ).alias("probe cost"),
+        alerts.alias("alerts"),
+    )
+
+
+def render() -> None:
+    st.header("Endpoints")
+    st.caption(
+        "Probe results per endpoint: TTFT (first token of any kind), TTFO (first answer token), "
+        "output tokens/s, success, errors by class, limits announced in x-ratelimit-* headers, canary."
+    )
+    if not state.has_database():
+        state.empty_state("No database yet.", "quotascope demo --no-serve")
+        return
+    filters = state.filters()
+    try:
+        runs = state.read(probe_runs, since=filters.since, until=filters.until)
+    except QuotascopeError as e:
+        st.error(str(e))
+        return
+    if runs.is_empty():
+        state.empty_state("No probe results in this period.", "quotascope probe --endpoint NAME")
+        return
+    names = sorted(runs["endpoint"].unique().to_list())
+    chosen = st.multiselect("Endpoints", names, default=names, key="endpoints_selected")
+    cols = st.columns(2)
+    ttft_alert = cols[0].number_input(
+        "Alert when P99 TTFT exceeds (ms)", min_value=1.0, value=500.0, step=50.0, key="endpoints_ttft_alert"
+    )
+    success_alert = (
+        cols[1].number_input(
+            "Alert when success falls below (%)",
+            min_value=0.0,
+            max_value=100.0,
+            value=99.0,
+            step=0.5,
+            key="endpoints_success_alert",
+        )
+        / 100
+    )
+    selected = tuple(chosen) or tuple(names)
+    summary = state.read(probe_percentiles, endpoints=selected, since=filters.since, until=filters.until)
+    table = _summary(summary, ttft_alert, success_alert)
+    st.dataframe(table, hide_index=True, key="endpoints_table")
+    for row in table.filter(pl.col("alerts") != "").iter_rows(named=True):
+        message = f"**{row['endpoint']}**: {row['alerts']}"
+        if "canary failed" in row["alerts"]:
+            message += (
+                " — the model behind it may not be the one you pay for (a distilled model fails the canary)"
+            )
+        st.warning(message, icon=":material/warning:")
+    runs = runs.filter(pl.col("endpoint").is_in(selected))
+    left, right = st.columns(2)
+    left.plotly_chart(
+        charts.threshold_series(
+            runs,
+            x="started_at",
+            y="ttft_p99_ms",
+            color="endpoint",
+            title="P99 time to first token per run",
+            y_title="P99 TTFT (ms)",
+            threshold=ttft_alert,
+            threshold_label=f"alert {ttft_alert:.0f} ms",
+        ),
+        key="endpoints_ttft_chart",
+    )
+    right.plotly_chart(
+        charts.threshold_series(
+            runs,
+            x="started_at",
+            y="output_tokens_per_s_p50",
+            color="endpoint",
+            title="Median output tokens per second per run",
+            y_title="output tokens/s (p50)",
+        ),
+        key="endpoints_speed_chart",
+    )
+    errors = runs.unpivot(
+        index=["endpoint", "started_at"], on=list(ERROR_COLUMNS), variable_name="class", value_name="errors"
+    ).with_columns(pl.col("class").replace_strict(ERROR_COLUMNS))
+    errors = errors.filter(pl.col("errors") > 0)
+    st.plotly_chart(
+        charts.time_series(
+            errors,
+            x="started_at",
+            y="errors",
+            color="class",
+            title="Errors by class per run",
+            y_title="failed requests",
+            x_title="run start (UTC)",
+        ),
+        key="endpoints_errors_chart",
+    )
+    limits = state.read(probe_rate_limits, endpoints=selected)
+    st.subheader("Limits discovered from headers")
+    if limits.is_empty():
+        st.caption("No endpoint announced x-ratelimit-limit-* headers.")
+    else:
+        st.dataframe(limits, hide_index=True, key="endpoints_limits")
+
+
+render()
