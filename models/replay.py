@@ -638,7 +638,7 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
     if limits_used.max_concurrency is not None and traffic.assumed_duration_requests > 0:
         share = traffic.assumed_duration_requests / requests if requests else 0.0
         assumptions.append(
-            f"{share:.0%} of requests have no recorded latency: their duration is "
+            f"{share:.1%} of requests have no recorded latency: their duration is "
             f"TTFT {traffic.latency.ttft_ms} ms + output at {traffic.latency.tokens_per_s} tokens/s"
             + (" (the seed measurement)" if traffic.latency.assumed else "")
         )

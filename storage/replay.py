@@ -1,0 +1,89 @@
+"""Named reads for replays and spend: stored usage as the frames `models.replay` and `models.repricing` take.
+
+Every read opens the database read-only for one query (`storage.db.open_read`), so a running ingest and a
+replay take turns rather than fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from models.capacity import Latency
+from models.catalog import to_utc_naive
+from models.replay import USAGE_SCHEMA, Traffic, demand_series, traffic_from_usage
+from storage.db import open_read
+
+
+@dataclass(frozen=True, slots=True)
+class UsageFilter:
+    """Which stored usage a read selects: [since, until) in UTC, and exact attribution matches."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    provider: str | None = None
+    model: str | None = None
+    team: str | None = None
+    project: str | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses, params = ["TRUE"], []
+        if self.since is not None:
+            clauses.append("ts >= ?")
+            params.append(to_utc_naive(self.since))
+        if self.until is not None:
+            clauses.append("ts < ?")
+            params.append(to_utc_naive(self.until))
+        for column in ("provider", "model", "team", "project"):
+            value = getattr(self, column)
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        return " AND ".join(clauses), params
+
+
+def _columns(names: Sequence[str]) -> str:
+    return ", ".join(names)
+
+
+def read_usage(path: Path, selection: UsageFilter = UsageFilter()) -> pl.DataFrame:
+    """Usage rows (`models.replay.USAGE_SCHEMA`) in time order."""
+    where, params = selection.where()
+    sql = f"SELECT {_columns(list(USAGE_SCHEMA))} FROM usage WHERE {where} ORDER BY ts"
+    with open_read(path) as con:
+        table = con.sql(sql, params=params).to_arrow_table()
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.select(pl.col(name).cast(dtype) for name, dtype in USAGE_SCHEMA.items())
+
+
+def read_traffic(
+    path: Path,
+    selection: UsageFilter = UsageFilter(),
+    *,
+    latency: Latency | None = None,
+    bucket_s: int | None = None,
+) -> Traffic:
+    """Stored usage as replayable traffic (aggregated rows spread over their buckets)."""
+    return traffic_from_usage(read_usage(path, selection), latency=latency, bucket_s=bucket_s)
+
+
+def read_demand(path: Path, selection: UsageFilter = UsageFilter(), every_s: int = 60) -> pl.DataFrame:
+    """Recorded demand per second (`every_s=1`) or per minute (60) for a period: `at`, `requests`,
+    `input_tokens`, `cached_input_tokens`, `output_tokens`, `tokens`."""
+    return demand_series(read_traffic(path, selection), every_s)
+
+
+def usage_span(path: Path, selection: UsageFilter = UsageFilter()) -> tuple[datetime, datetime] | None:
+    """The first and last stored request time in the selection, or None if it holds none."""
+    where, params = selection.where()
+    with open_read(path) as con:
+        row = con.execute(f"SELECT min(ts), max(ts) FROM usage WHERE {where}", params).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return row[0], row[1]
