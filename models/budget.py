@@ -1,0 +1,263 @@
+"""Monthly budgets per team, project or in total: status against the forecast, threshold alerts, the
+budget line the dashboard draws, and off-peak advice (what moving batch traffic would have saved)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import polars as pl
+
+from models.catalog import Offer
+from models.errors import InputError
+from models.forecast import MONEY, SpendForecast, month_days
+from models.money import format_amount
+from models.repricing import PricedTraffic
+
+ScopeKind = Literal["total", "team", "project"]
+THRESHOLDS: tuple[Decimal, ...] = (Decimal("0.8"), Decimal("0.95"), Decimal(1))
+AlertKind = Literal["spent", "forecast"]
+
+
+def parse_scope(text: str) -> tuple[ScopeKind, str | None]:
+    """`total`, `team=NAME` or `project=NAME`."""
+    raw = text.strip()
+    if raw == "total":
+        return "total", None
+    kind, sep, value = raw.partition("=")
+    if sep and kind.strip() in ("team", "project") and value.strip():
+        return kind.strip(), value.strip()  # type: ignore[return-value]
+    raise InputError(f"a budget scope is total, team=NAME or project=NAME; got {text!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    scope: ScopeKind
+    scope_value: str | None
+    amount: Decimal
+    currency: str
+    month: date | None = None  # its first day; None: every month
+    webhook_url: str | None = None
+    budget_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.amount <= 0:
+            raise InputError(f"a budget must be positive, got {self.amount}")
+        if (self.scope == "total") != (self.scope_value is None):
+            raise InputError("a total budget has no team or project; a team or project budget names one")
+        if self.webhook_url is not None and not self.webhook_url.startswith(("http://", "https://")):
+            raise InputError(f"a webhook is an http:// or https:// URL, got {self.webhook_url!r}")
+
+    @property
+    def label(self) -> str:
+        return "total" if self.scope == "total" else f"{self.scope}={self.scope_value}"
+
+    @property
+    def month_label(self) -> str:
+        return "every month" if self.month is None else f"{self.month:%Y-%m}"
+
+
+def budgets_for(budgets: Sequence[Budget], month: date) -> list[Budget]:
+    """The budgets in force for `month`: one set for that month replaces the standing one of its scope."""
+    chosen: dict[tuple[str, str | None], Budget] = {}
+    for budget in budgets:
+        key = (budget.scope, budget.scope_value)
+        if budget.month == month or (budget.month is None and key not in chosen):
+            chosen[key] = budget
+    order = {"total": 0, "team": 1, "project": 2}
+    return sorted(chosen.values(), key=lambda b: (order[b.scope], b.scope_value or ""))
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    threshold: Decimal  # 0.8 = 80 %
+    kind: AlertKind  # spent: already spent; forecast: projected by month end
+    message: str
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    budget: Budget
+    forecast: SpendForecast
+    alerts: tuple[Alert, ...]  # every threshold reached, whether or not it was raised before
+    unpriced_requests: float = 0.0
+
+    @property
+    def share_spent(self) -> Decimal:
+        return self.forecast.spent / self.budget.amount
+
+    @property
+    def share_forecast(self) -> Decimal:
+        return self.forecast.forecast / self.budget.amount
+
+    @property
+    def exhausted_on(self) -> date | None:
+        return self.forecast.exhausted_on(self.budget.amount)
+
+    @property
+    def exhausted_between(self) -> tuple[date | None, date | None]:
+        """Earliest (the band's high edge) and latest (its low edge) day the budget runs out this month."""
+        amount = self.budget.amount
+        return self.forecast.exhausted_on(amount, "high"), self.forecast.exhausted_on(amount, "low")
+
+
+def _percent(share: Decimal) -> str:
+    return f"{share * 100:.0f} %"
+
+
+def alerts_due(
+    budget: Budget, forecast: SpendForecast, thresholds: Sequence[Decimal] = THRESHOLDS
+) -> list[Alert]:
+    """Every threshold the month's spend has reached, and every one its forecast reaches by month end."""
+    alerts = []
+    where = f"{budget.label} {forecast.month:%Y-%m}"
+    of_budget = f"of the {format_amount(budget.amount, 2)} {budget.currency} budget"
+    for threshold in sorted(thresholds):
+        line = budget.amount * threshold
+        at = f"(threshold {_percent(threshold)})"
+        if forecast.spent >= line:
+            spent = f"{format_amount(forecast.spent, 2)} {budget.currency}"
+            share = _percent(forecast.spent / budget.amount)
+            alerts.append(Alert(threshold, "spent", f"{where}: spent {spent}, {share} {of_budget} {at}"))
+        elif forecast.forecast >= line:
+            end = f"{format_amount(forecast.forecast, 2)} {budget.currency}"
+            share = _percent(forecast.forecast / budget.amount)
+            alerts.append(
+                Alert(
+                    threshold,
+                    "forecast",
+                    f"{where}: forecast to end the month at {end}, {share} {of_budget} {at}",
+                )
+            )
+    return alerts
+
+
+def budget_status(budget: Budget, forecast: SpendForecast, unpriced_requests: float = 0.0) -> BudgetStatus:
+    if forecast.currency != budget.currency:
+        raise InputError(f"the forecast is in {forecast.currency}, the budget in {budget.currency}")
+    return BudgetStatus(budget, forecast, tuple(alerts_due(budget, forecast)), unpriced_requests)
+
+
+def budget_line(budget: Budget, month: date) -> pl.DataFrame:
+    """The budget drawn against cumulative spend: `date`, `budget` (flat) and `pro_rata` (budget × days
+    elapsed / days in the month, the pace that ends exactly on budget)."""
+    days = month_days(month)
+    return pl.DataFrame(
+        {
+            "date": days,
+            "budget": [budget.amount] * len(days),
+            "pro_rata": [budget.amount * (i + 1) / len(days) for i in range(len(days))],
+        },
+        schema={"date": pl.Date(), "budget": MONEY, "pro_rata": MONEY},
+    )
+
+
+def forecast_band(status: BudgetStatus) -> pl.DataFrame:
+    """The forecast band with the budget lines beside it: `date`, `actual_cumulative`, `forecast`, `low`,
+    `high`, `budget`, `pro_rata` (money columns in the budget's currency)."""
+    band = status.forecast.days.select("date", "actual_cumulative", "forecast", "low", "high")
+    return band.join(budget_line(status.budget, status.forecast.month), on="date", how="left")
+
+
+def status_document(status: BudgetStatus) -> dict[str, Any]:
+    f = status.forecast
+    earliest, latest = status.exhausted_between
+    currency = status.budget.currency
+
+    def money(value: Decimal) -> dict[str, str]:
+        return {"amount": f"{value.quantize(Decimal('0.01'))}", "currency": currency}
+
+    return {
+        "budget_id": status.budget.budget_id,
+        "scope": status.budget.label,
+        "month": f"{f.month:%Y-%m}",
+        "budget": money(status.budget.amount),
+        "spent": money(f.spent),
+        "share_spent": float(round(status.share_spent, 4)),
+        "forecast": {
+            **money(f.forecast),
+            "low": f"{f.low.quantize(Decimal('0.01'))}",
+            "high": f"{f.high.quantize(Decimal('0.01'))}",
+            "confidence": float(f.confidence),
+        },
+        "share_forecast": float(round(status.share_forecast, 4)),
+        "exhausted_on": status.exhausted_on,
+        "exhausted_between": [earliest, latest],
+        "weekly_shape": None if not f.shaped else [float(round(x, 3)) for x in f.weekday_factors],
+        "history_days": f.history_days,
+        "unpriced_requests": round(status.unpriced_requests),
+        "alerts": [
+            {"threshold": float(a.threshold), "kind": a.kind, "message": a.message} for a in status.alerts
+        ],
+        "as_of": f.as_of,
+    }
+
+
+# ------------------------------------------------------------------------------------------ off-peak
+
+
+@dataclass(frozen=True)
+class OffPeakSaving:
+    offer_id: str
+    period: str  # the period the traffic was priced in
+    cheapest: str  # the offer's cheapest period
+    spend: Decimal  # what it cost in `period`
+    saving: Decimal  # what moving it to `cheapest` would have saved (same promotions and tiers)
+
+
+@dataclass(frozen=True)
+class OffPeakAdvice:
+    currency: str
+    total: Decimal  # all priced spend of the selection
+    savings: tuple[OffPeakSaving, ...]
+
+    @property
+    def saving(self) -> Decimal:
+        return sum((s.saving for s in self.savings), Decimal(0))
+
+    @property
+    def share(self) -> Decimal:
+        return self.saving / self.total if self.total else Decimal(0)
+
+
+def offpeak_advice(priced: Mapping[str, PricedTraffic], offers: Mapping[str, Offer]) -> OffPeakAdvice:
+    """The spend a time-of-day window would have saved had this traffic (the batch part, as selected) run in
+    each offer's cheapest period. A window multiplies every token price, so a group's cost scales with it."""
+    currency = next((p.currency for p in priced.values()), "USD")
+    total = Decimal(0)
+    rows: dict[tuple[str, str, str], list[Decimal]] = {}
+    for offer_id, traffic in priced.items():
+        if traffic.groups.height == 0:
+            continue
+        offer = offers[offer_id]
+        for group in traffic.groups.select("vidx", "period", "amount_shown").iter_rows(named=True):
+            version = offer.versions[group["vidx"]]
+            amount = Decimal(group["amount_shown"])
+            total += amount
+            multipliers = {version.base_period: Decimal(1), **{w.name: w.multiplier for w in version.windows}}
+            cheapest = min(multipliers, key=lambda name: multipliers[name])
+            current = multipliers.get(group["period"], Decimal(1))
+            if current <= multipliers[cheapest] or current == 0:
+                continue
+            saving = amount * (1 - multipliers[cheapest] / current)
+            entry = rows.setdefault((offer_id, group["period"], cheapest), [Decimal(0), Decimal(0)])
+            entry[0] += amount
+            entry[1] += saving
+    savings = tuple(
+        OffPeakSaving(offer_id, period, cheapest, spend, saving)
+        for (offer_id, period, cheapest), (spend, saving) in sorted(rows.items())
+    )
+    return OffPeakAdvice(currency, total, savings)
+
+
+def as_of_for(month: date, now: datetime) -> datetime:
+    """`now` inside the month; its last moment once it is over; its start before it begins."""
+    days = month_days(month)
+    if now.date() > days[-1]:
+        return datetime.combine(days[-1], datetime.max.time()).replace(microsecond=0)
+    if now.date() < days[0]:
+        return datetime.combine(days[0], datetime.min.time())
+    return now

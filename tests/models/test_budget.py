@@ -1,0 +1,128 @@
+"""Budgets, alerts, budget lines and off-peak advice, worked by hand."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+import polars as pl
+import pytest
+
+from models.budget import (
+    Budget,
+    alerts_due,
+    as_of_for,
+    budget_line,
+    budget_status,
+    budgets_for,
+    forecast_band,
+    offpeak_advice,
+    parse_scope,
+    status_document,
+)
+from models.catalog import Catalog, Offer, Prices, PriceWindow, TimeSpan
+from models.errors import InputError
+from models.forecast import forecast_month
+from models.money import FxTable
+from models.replay import traffic_from_usage
+from models.repricing import price_recorded
+from tests.models.factories import d, version
+
+NOV = date(2026, 11, 1)
+
+
+def steady(amount: int = 10) -> dict[date, Decimal]:
+    return {NOV + timedelta(days=i): Decimal(amount) for i in range(10)}
+
+
+def test_scopes() -> None:
+    assert parse_scope("total") == ("total", None)
+    assert parse_scope("team=search") == ("team", "search")
+    assert parse_scope(" project = helpdesk ") == ("project", "helpdesk")
+    for wrong in ("team=", "user=x", "everything"):
+        with pytest.raises(InputError, match="total, team=NAME or project=NAME"):
+            parse_scope(wrong)
+    with pytest.raises(InputError, match="positive"):
+        Budget("total", None, Decimal(0), "USD")
+    with pytest.raises(InputError, match="http"):
+        Budget("total", None, Decimal(1), "USD", webhook_url="ftp://x")
+
+
+def test_a_months_own_budget_replaces_the_standing_one() -> None:
+    standing = Budget("total", None, d(1000), "USD", budget_id=1)
+    november = Budget("total", None, d(500), "USD", NOV, budget_id=2)
+    team = Budget("team", "search", d(100), "USD", budget_id=3)
+    assert budgets_for([standing, november, team], NOV) == [november, team]
+    assert budgets_for([standing, november, team], date(2026, 12, 1)) == [standing, team]
+
+
+def test_alerts_at_80_95_and_100_percent_spent_or_forecast() -> None:
+    # 100 spent as of Nov 11, 300 forecast
+    f = forecast_month(steady(), NOV, datetime(2026, 11, 11), "USD")
+    alerts = alerts_due(Budget("total", None, d(120), "USD"), f)
+    # 100 / 120 = 83 %: the 80 % line is spent; 95 % and 100 % are only forecast
+    assert [(a.threshold, a.kind) for a in alerts] == [
+        (d("0.8"), "spent"),
+        (d("0.95"), "forecast"),
+        (1, "forecast"),
+    ]
+    assert "spent 100.00 USD, 83 % of the 120.00 USD budget (threshold 80 %)" in alerts[0].message
+    assert alerts_due(Budget("total", None, d(1000), "USD"), f) == []
+
+
+def test_status_band_and_budget_line() -> None:
+    budget = Budget("total", None, d(240), "USD", budget_id=7)
+    status = budget_status(budget, forecast_month(steady(), NOV, datetime(2026, 11, 11), "USD"))
+    assert status.exhausted_on == date(2026, 11, 24) and status.exhausted_between == (date(2026, 11, 24),) * 2
+    assert status.share_spent == Decimal(100) / 240
+    band = forecast_band(status)
+    assert band.columns == ["date", "actual_cumulative", "forecast", "low", "high", "budget", "pro_rata"]
+    assert band.height == 30 and band["budget"].to_list() == [240] * 30
+    assert band["pro_rata"][-1] == 240 and band["pro_rata"][0] == 8
+    doc = status_document(status)
+    assert doc["spent"] == {"amount": "100.00", "currency": "USD"} and doc["exhausted_on"] == date(
+        2026, 11, 24
+    )
+    with pytest.raises(InputError, match="CNY"):
+        budget_status(Budget("total", None, d(1), "CNY"), status.forecast)
+    line = budget_line(budget, date(2026, 2, 1))
+    assert line.height == 28 and line["pro_rata"][13] == 120
+
+
+def test_as_of_is_clamped_to_the_month() -> None:
+    assert as_of_for(NOV, datetime(2026, 11, 5, 12)) == datetime(2026, 11, 5, 12)
+    assert as_of_for(NOV, datetime(2026, 12, 2)) == datetime(2026, 11, 30, 23, 59, 59)
+    assert as_of_for(NOV, datetime(2026, 10, 2)) == datetime(2026, 11, 1)
+
+
+def test_offpeak_advice_moves_peak_traffic_to_the_cheapest_hours() -> None:
+    # DeepSeek-flash style: base hours are off-peak, 01:00–04:00 and 06:00–10:00 UTC on weekdays cost ×2
+    peak = PriceWindow("peak", (TimeSpan(60, 240), TimeSpan(360, 600)), d(2), frozenset(range(5)))
+    flash = Offer(
+        "ds/flash",
+        "deepseek",
+        "deepseek-flash",
+        "flash",
+        (
+            version(
+                prices=Prices(input=d(1), output=d(4)),
+                windows=(peak,),
+                base_period="off-peak",
+                currency="CNY",
+            ),
+        ),
+    )
+    rows = pl.DataFrame(
+        {
+            "ts": [datetime(2026, 11, 2, 2), datetime(2026, 11, 2, 12), datetime(2026, 11, 7, 2)],
+            "input_tokens": [1_000_000, 1_000_000, 1_000_000],
+            "output_tokens": [0, 0, 0],
+            "provider": ["deepseek"] * 3,
+            "model": ["deepseek-flash"] * 3,
+        }
+    )
+    priced = price_recorded(traffic_from_usage(rows).units, Catalog({flash.id: flash}, FxTable()), "CNY")
+    advice = offpeak_advice(priced.by_offer, {flash.id: flash})
+    # Monday 02:00 is peak (¥2); Monday 12:00 and Saturday 02:00 are off-peak (¥1 each): ¥4 spent, ¥1 saved
+    assert advice.total == 4 and advice.saving == 1 and advice.share == Decimal("0.25")
+    assert [(s.period, s.cheapest, s.spend) for s in advice.savings] == [("peak", "off-peak", 2)]
