@@ -1,0 +1,267 @@
+"""Reading log files as streams of bytes: gzip, a byte-order mark, blocks of whole lines, a content hash.
+
+Nothing here holds a whole file: blocks are a few megabytes, a line longer than `MAX_LINE_BYTES` is cut off
+and reported instead of swallowing memory, and gzip output is inflated in bounded steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from models.errors import InputError
+
+BLOCK_BYTES = 16 << 20  # lines are handed on in blocks of about this size
+READ_BYTES = 4 << 20
+MAX_LINE_BYTES = 64 << 20  # a "line" longer than this is not a log record (a binary file?)
+GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
+LOG_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".log", ".txt", ".gz")
+
+
+@dataclass(frozen=True, slots=True)
+class LineBlock:
+    """Whole lines of a file: `data` ends with a newline; its first line is number `first_line`."""
+
+    data: bytes | memoryview
+    first_line: int
+    n_lines: int
+    overlong: tuple[int, ...] = ()  # numbers of lines cut off for being longer than MAX_LINE_BYTES
+
+
+class ByteSource:
+    """A file's decompressed bytes in bounded pieces, hashing the bytes on disk as they are read.
+
+    `consumed` counts the bytes read from disk (for progress); `sha256` is the file's content hash once
+    the stream is exhausted.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.size = path.stat().st_size
+            self._file: BinaryIO = path.open("rb")
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such file") from None
+        except PermissionError:
+            raise InputError(f"{path}: permission denied") from None
+        except OSError as e:
+            raise InputError(f"{path}: cannot be read ({e.strerror})") from e
+        self._hash = hashlib.sha256()
+        self.consumed = 0
+        head = self._file.read(2)
+        self._file.seek(0)
+        self.compressed = head == GZIP_MAGIC
+        self._started = False
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> ByteSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def _disk_pieces(self) -> Iterator[bytes]:
+        # uncompressed files are read in whole blocks (one copy less); gzip input in smaller steps
+        size = READ_BYTES if self.compressed else BLOCK_BYTES
+        while True:
+            try:
+                piece = self._file.read(size)
+            except OSError as e:
+                raise InputError(f"{self.path}: reading failed ({e.strerror})") from e
+            if not piece:
+                return
+            self._hash.update(piece)
+            self.consumed += len(piece)
+            yield piece
+
+    def pieces(self) -> Iterator[bytes]:
+        """The decompressed content, a byte-order mark at the start removed."""
+        first = True
+        for piece in self._inflated() if self.compressed else self._disk_pieces():
+            if first:
+                if not piece:
+                    continue
+                if piece.startswith(UTF8_BOM):
+                    piece = piece[len(UTF8_BOM) :]
+                first = False
+            if piece:
+                yield piece
+
+    def _inflated(self) -> Iterator[bytes]:
+        inflater = zlib.decompressobj(wbits=47)  # gzip header; a file may hold several members in a row
+        for piece in self._disk_pieces():
+            data = piece
+            while data:
+                if inflater.eof:
+                    inflater = zlib.decompressobj(wbits=47)
+                try:
+                    out = inflater.decompress(data, READ_BYTES)
+                except zlib.error as e:
+                    raise InputError(f"{self.path}: the gzip data is damaged ({e})") from e
+                if out:
+                    yield out
+                data = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
+        tail = inflater.flush()
+        if tail:
+            yield tail
+        if not inflater.eof and self.consumed:
+            raise InputError(f"{self.path}: the gzip data ends early (a truncated .gz file)")
+
+    def peek(self, limit: int = 1 << 20) -> bytes:
+        """Up to `limit` decompressed bytes from the start (BOM removed), without consuming the stream."""
+        with ByteSource(self.path) as other:
+            out = bytearray()
+            try:
+                for piece in other.pieces():
+                    out += piece
+                    if len(out) >= limit:
+                        break
+            except InputError:
+                pass  # a damaged tail shows when the file is read for real
+            return bytes(out[:limit])
+
+
+def line_blocks(pieces: Iterator[bytes], block_bytes: int = BLOCK_BYTES) -> Iterator[LineBlock]:
+    """Group a byte stream into blocks of whole lines, numbering them (the last line may lack a newline).
+
+    Each block is cut at its last newline; the rest is carried into the next. A block's bytes are a view
+    of what was read, not a copy.
+    """
+    parts: list[bytes] = []
+    size = 0
+    next_line = 1
+    overlong: list[int] = []
+    skipping = False  # inside a line already reported as too long: drop bytes up to its newline
+    for piece in pieces:
+        if skipping:
+            cut = piece.find(b"\n")
+            if cut < 0:
+                continue
+            piece = piece[cut + 1 :]
+            skipping = False
+            next_line += 1
+        parts.append(piece)
+        size += len(piece)
+        if size < block_bytes:
+            continue
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        cut = data.rfind(b"\n")
+        if cut >= 0:
+            n = data.count(b"\n", 0, cut + 1)
+            yield LineBlock(memoryview(data)[: cut + 1], next_line, n, tuple(overlong))
+            overlong = []
+            next_line += n
+            data = data[cut + 1 :]
+        parts, size = ([data], len(data)) if data else ([], 0)
+        if size > MAX_LINE_BYTES:  # what is left is one unfinished line
+            overlong.append(next_line)
+            parts, size = [], 0
+            skipping = True
+    if size:
+        data = b"".join(parts) + b"\n"
+        yield LineBlock(data, next_line, data.count(b"\n"), tuple(overlong))
+    elif overlong:
+        yield LineBlock(b"", next_line, 0, tuple(overlong))
+
+
+def text_lines(pieces: Iterator[bytes]) -> Iterator[tuple[int, str | None, bytes]]:
+    """(line number, text or None when not UTF-8, raw bytes) for each line, newline kept in the text."""
+    number = 0
+    for block in line_blocks(pieces):
+        for n in block.overlong:
+            yield n, None, b"<line longer than 64 MB>"
+        number = block.first_line
+        for raw in bytes(block.data).split(b"\n")[:-1]:
+            try:
+                yield number, raw.decode("utf-8") + "\n", raw
+            except UnicodeDecodeError:
+                yield number, None, raw
+            number += 1
+
+
+def expand_paths(paths: list[Path], notice: Callable[[str], None]) -> list[Path]:
+    """Files to ingest: each file as given; a folder stands for its log files (by suffix), sorted."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(LOG_SUFFIXES)
+            )
+            if not found:
+                raise InputError(
+                    f"{path} is a folder with no log files in it (looked for {', '.join(LOG_SUFFIXES)})"
+                )
+            notice(f"{path} is a folder: ingesting its {len(found)} log file(s)")
+            out.extend(found)
+        elif not path.exists():
+            raise InputError(f"{path}: no such file")
+        else:
+            out.append(path)
+    return out
+
+
+def hash_and_count(path: Path) -> tuple[str, int]:
+    """The file's sha256 (of the bytes on disk) and its number of lines as DuckDB's reader counts them."""
+    lines = 0
+    last = b"\n"
+    with ByteSource(path) as source:
+        if source.compressed:
+            for piece in source.pieces():
+                lines += piece.count(b"\n")
+                last = piece[-1:]
+        else:
+            # one reused buffer: no fresh memory (and page faults) per read
+            buffer = bytearray(READ_BYTES)
+            view = memoryview(buffer)
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                while n := handle.readinto(buffer):
+                    digest.update(view[:n])
+                    lines += buffer.count(b"\n", 0, n)
+                    last = bytes(view[n - 1 : n])
+            if last != b"\n":
+                lines += 1
+            return digest.hexdigest(), lines
+        if last != b"\n":
+            lines += 1
+        return source.sha256, lines
+
+
+def fetch_lines(path: Path, wanted: list[int], group: int = 10_000) -> Iterator[tuple[list[int], bytes]]:
+    """The raw lines with the given (sorted) numbers, in groups: (numbers, newline-terminated bytes)."""
+    if not wanted:
+        return
+    position = 0
+    numbers: list[int] = []
+    parts: list[bytes] = []
+    with ByteSource(path) as source:
+        for block in line_blocks(source.pieces()):
+            end = block.first_line + block.n_lines
+            if wanted[position] >= end:
+                continue
+            lines = bytes(block.data).split(b"\n")
+            while position < len(wanted) and wanted[position] < end:
+                number = wanted[position]
+                numbers.append(number)
+                parts.append(lines[number - block.first_line] + b"\n")
+                position += 1
+                if len(numbers) >= group:
+                    yield numbers, b"".join(parts)
+                    numbers, parts = [], []
+            if position >= len(wanted):
+                break
+    if numbers:
+        yield numbers, b"".join(parts)

@@ -1,0 +1,335 @@
+"""Ingest one file: detect, read blocks, normalise them in parallel, store in batches of one transaction.
+
+Blocks are normalised by worker threads on an in-memory DuckDB (the JSON is parsed there, once) while the
+main thread reads ahead and stores finished blocks in order. The database file is opened only to store a
+batch, so readers get their turn between batches, and a killed ingest loses at most the batch in flight.
+At most `workers + 1` blocks are in memory at once, whatever the file's size.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+
+from collectors.ingest import records
+from collectors.ingest.detect import Detection, detect
+from collectors.ingest.files import BLOCK_BYTES, ByteSource, fetch_lines, hash_and_count, line_blocks
+from collectors.ingest.formats import csv_spec, spec_for
+from collectors.ingest.progress import Progress
+from models.errors import InputError
+from models.usage_record import RecordSpec
+from storage.staging import LineStream
+from storage.usage import (
+    BatchCounts,
+    IngestContext,
+    Normalised,
+    Normaliser,
+    Reject,
+    SourceRun,
+    discard_source,
+    store_batch,
+)
+
+SAMPLE_REJECTS = 5
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    format: str = "auto"
+    csv_map: Mapping[str, str] = field(default_factory=dict)  # column -> canonical field
+    batch_rows: int = 500_000  # rows stored per write transaction (about a second of holding the file)
+    block_bytes: int = BLOCK_BYTES
+    workers: int = 2
+    staged: bool = True  # let DuckDB read JSON-lines files (False: always the exact block reader)
+
+
+@dataclass(frozen=True)
+class FileResult:
+    path: Path
+    format: str
+    description: str
+    source_id: int | None
+    counts: BatchCounts
+    size_bytes: int
+    seconds: float
+    sample_rejects: tuple[Reject, ...]
+    reject_reasons: Mapping[str, int]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "detected": self.description,
+            "source_id": self.source_id,
+            "read": self.counts.read,
+            "stored": self.counts.stored,
+            "duplicates": self.counts.duplicates,
+            "rejected": self.counts.rejected,
+            "bytes": self.size_bytes,
+            "seconds": round(self.seconds, 3),
+            "reject_reasons": dict(self.reject_reasons),
+            "rejects": [
+                {"line": r.line_no, "reason": r.reason, "excerpt": r.excerpt} for r in self.sample_rejects
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class _Work:
+    spec: RecordSpec
+    data: bytes | memoryview
+    first_line: int
+    numbers: list[int] | None
+    early_rejects: list[Reject]
+    consumed: int  # bytes of the file read so far, for progress
+
+
+def _work_items(detection: Detection, source: ByteSource, options: IngestOptions) -> Iterator[_Work]:
+    fmt, container = detection.format, detection.container
+    if container == "jsonl" and fmt in ("openai", "anthropic"):
+        spec = spec_for(fmt, detection.root)
+        for block in line_blocks(source.pieces(), options.block_bytes):
+            overlong = [Reject(n, "a line longer than 64 MB (not a log record)", "") for n in block.overlong]
+            yield _Work(spec, block.data, block.first_line, None, overlong, source.consumed)
+        return
+    if container == "csv":
+        rows = records.csv_rows(source, detection.delimiter)
+        if fmt == "litellm-spend":
+            blocks = records.csv_litellm_records(rows)
+            spec = spec_for(fmt)
+        elif fmt == "csv":
+            mapping = records.csv_mapping(list(detection.columns), options.csv_map)
+            blocks = records.generic_csv_records(rows, mapping)
+            spec = csv_spec(mapping)
+        else:
+            raise InputError(f"{source.path} is CSV, which the {fmt} format is not; try --format csv")
+    else:
+        values = records.json_values(source, container)
+        if fmt in ("openai", "anthropic"):
+            blocks = records.plain_records(values)
+        elif fmt == "openai-usage-export":
+            blocks = records.usage_export_records(values)
+        elif fmt == "litellm-spend":
+            blocks = records.litellm_records(values)
+        else:
+            raise InputError(f"{source.path} is JSON; the csv format reads CSV files only")
+        spec = spec_for(fmt, detection.root)
+    for record_block in blocks:
+        yield _Work(spec, record_block.data(), 1, record_block.numbers, record_block.rejects, source.consumed)
+
+
+class _Writer:
+    """Stores batches on its own thread, one at a time and in order, while blocks keep being normalised."""
+
+    def __init__(self, db: Path, run: SourceRun) -> None:
+        self.db = db
+        self.run = run
+        self.totals = BatchCounts()
+        self.reasons: Counter[str] = Counter()
+        self.samples: list[Reject] = []
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quotascope-store")
+        self._inflight: Future[None] | None = None
+
+    def _store(self, batch: list[Normalised], final_hash: str | None, extra: BatchCounts | None) -> None:
+        rejects = [r for n in batch for r in n.rejects]
+        self.run, counts = store_batch(
+            self.db,
+            self.run,
+            [n.rows for n in batch if n.rows.num_rows],
+            rejects,
+            finished_hash=final_hash,
+            extra=extra,
+        )
+        self.totals = self.totals + counts
+        for r in rejects:
+            self.reasons[r.reason] += 1
+            if len(self.samples) < SAMPLE_REJECTS:
+                self.samples.append(r)
+
+    def submit(
+        self, batch: list[Normalised], final_hash: str | None = None, extra: BatchCounts | None = None
+    ) -> None:
+        self.wait()
+        self._inflight = self._pool.submit(self._store, batch, final_hash, extra)
+
+    def wait(self) -> None:
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            inflight.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def ingest_file(
+    db: Path,
+    path: Path,
+    context: IngestContext,
+    normaliser: Normaliser,
+    options: IngestOptions | None = None,
+    progress: Progress | None = None,
+) -> FileResult:
+    """Ingest one file; JSON-lines responses take the staged fast path, everything else the block reader."""
+    options = options or IngestOptions()
+    progress = progress or Progress(enabled=False)
+    started = time.perf_counter()
+    forced = None if options.format == "auto" else options.format
+    with ByteSource(path) as source:
+        detection = detect(source.peek(), str(path), forced)
+        size, compressed = source.size, source.compressed
+    run = SourceRun(
+        path=str(path.resolve()),
+        size_bytes=size,
+        format=detection.format,
+        tags=dict(context.tags),
+        started_at=datetime.now(UTC).replace(tzinfo=None),
+    )
+    writer = _Writer(db, run)
+    description = detection.description
+    try:
+        streamed = False
+        if options.staged and detection.container == "jsonl" and detection.format in ("openai", "anthropic"):
+            streamed = _ingest_streamed(
+                path, detection, compressed, context, normaliser, options, writer, progress
+            )
+            if not streamed:
+                description += " (read line by line: DuckDB's reader could not account for every line)"
+                writer.close()
+                writer = _Writer(db, run)
+        if not streamed:
+            _ingest_blocks(path, detection, context, normaliser, options, writer, progress)
+    finally:
+        writer.close()
+        progress.finish()
+    return FileResult(
+        path=path,
+        format=detection.format,
+        description=description,
+        source_id=writer.run.source_id,
+        counts=writer.totals,
+        size_bytes=size,
+        seconds=time.perf_counter() - started,
+        sample_rejects=tuple(writer.samples),
+        reject_reasons=dict(writer.reasons.most_common()),
+    )
+
+
+def _ingest_streamed(
+    path: Path,
+    detection: Detection,
+    compressed: bool,
+    context: IngestContext,
+    normaliser: Normaliser,
+    options: IngestOptions,
+    writer: _Writer,
+    progress: Progress,
+) -> bool:
+    """DuckDB reads and normalises the file while batches are stored; False (and nothing left stored) if
+    DuckDB's lines cannot be matched to the file's."""
+    spec = spec_for(detection.format, detection.root)
+    counted: dict[str, tuple[str, int]] = {}
+    failed: list[BaseException] = []
+
+    def count() -> None:
+        try:
+            counted["file"] = hash_and_count(path)
+        except BaseException as e:  # handed to the main thread below
+            failed.append(e)
+
+    hasher = threading.Thread(target=count, daemon=True, name="quotascope-hash")
+    hasher.start()
+    stream = LineStream(path, spec, context, compressed=compressed, threads=options.workers)
+    size = path.stat().st_size
+    progress.start(path.name, size)
+    try:
+        pending: list[pa.Table] = []
+        pending_rows = 0
+        for rows in stream.rows():
+            pending.append(rows)
+            pending_rows += rows.num_rows
+            share = stream.progress()
+            progress.update(int(share * size) if share >= 0 else 0, stream.seen.lines)
+            if pending_rows >= options.batch_rows:
+                writer.submit([Normalised(pa.concat_tables(pending), [])])
+                pending, pending_rows = [], 0
+        if pending:
+            writer.submit([Normalised(pa.concat_tables(pending), [])])
+        writer.wait()
+        hasher.join()
+        if failed:
+            raise failed[0]
+        content_hash, expected = counted["file"]
+        if stream.seen.lines != expected:
+            if writer.run.source_id is not None:
+                discard_source(writer.db, writer.run.source_id)
+            return False
+        rejects: list[Reject] = []
+        for numbers, data in fetch_lines(path, stream.seen.problems):
+            rejects += normaliser.explain(spec, data, numbers, context)
+        writer.submit([Normalised(pa.table({}), rejects)], content_hash)
+        writer.wait()
+        return True
+    finally:
+        stream.close()
+
+
+def _ingest_blocks(
+    path: Path,
+    detection: Detection,
+    context: IngestContext,
+    normaliser: Normaliser,
+    options: IngestOptions,
+    writer: _Writer,
+    progress: Progress,
+) -> None:
+    """The exact reader: Python reads blocks of lines (or records), worker threads normalise them."""
+
+    def normalise(work: _Work) -> Normalised:
+        result = normaliser.normalise(
+            work.spec, work.data, context, first_line=work.first_line, line_numbers=work.numbers
+        )
+        return Normalised(result.rows, work.early_rejects + result.rejects)
+
+    with ByteSource(path) as source:
+        pending: list[Normalised] = []
+        pending_rows = 0
+        rows_seen = 0
+        progress.start(path.name, source.size)
+        queue: deque[tuple[Future[Normalised], int]] = deque()
+        pool = ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="quotascope-parse")
+        try:
+
+            def take() -> None:
+                nonlocal pending, pending_rows, rows_seen
+                future, consumed = queue.popleft()
+                done = future.result()
+                pending.append(done)
+                size = done.rows.num_rows + len(done.rejects)
+                pending_rows += size
+                rows_seen += size
+                progress.update(consumed, rows_seen)
+                if pending_rows >= options.batch_rows:
+                    writer.submit(pending)
+                    pending, pending_rows = [], 0
+
+            if detection.container != "empty":
+                for work in _work_items(detection, source, options):
+                    queue.append((pool.submit(normalise, work), work.consumed))
+                    while len(queue) > options.workers:
+                        take()
+            while queue:
+                take()
+            writer.submit(pending, source.sha256)
+            writer.wait()
+        finally:
+            for future, _ in queue:
+                future.cancel()
+            pool.shutdown(wait=True)

@@ -1,0 +1,203 @@
+"""The canonical usage record (DESIGN.md) and how a log format maps onto it.
+
+A `RecordSpec` says, for one log format, where each canonical field is found in a record (JSON paths, the
+first present wins) and which convention its token counts follow. The specs are plain values: the readers in
+`collectors.ingest` choose one, and `storage.usage` turns it into the SQL that extracts, checks and normalises
+a batch of records inside DuckDB. Validation limits and the reject-excerpt redaction live here too, so every
+format is judged by the same rules.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+# A request with more tokens than this is a corrupt count, not a real request (the largest context windows
+# are around 10M tokens). Aggregated rows may reach this many per request on average.
+MAX_TOKENS_PER_REQUEST = 100_000_000
+# Aggregated rows (an organisation usage export bucket) cannot plausibly stand for more requests than this.
+MAX_REQUESTS_PER_ROW = 1_000_000_000
+# Usage logs older than this are a unit mistake (milliseconds read as seconds), not LLM traffic.
+EARLIEST_TIMESTAMP = datetime(2020, 1, 1)
+# How far into the future a timestamp may be (clock skew) before it is rejected as implausible.
+FUTURE_SLACK_DAYS = 2
+
+EXCERPT_CHARS = 160
+
+# Canonical field names a generic CSV column may map to (`--csv-map column=field`).
+CSV_FIELDS: dict[str, str] = {
+    "request_id": "a unique id of the request (deduplicates re-ingestion)",
+    "ts": "request time: ISO 8601 (UTC unless it has an offset) or Unix seconds/milliseconds",
+    "provider": "who served it (deepseek, openai, anthropic, volcengine, ...)",
+    "model": "model name as billed",
+    "endpoint": "endpoint or route name",
+    "team": "team the request is attributed to",
+    "project": "project the request is attributed to",
+    "user": "user id (stored only as a salted hash)",
+    "key_id": "API key id (an id, not the key)",
+    "api_key": "API key or key hash (stored only as a short salted hash)",
+    "requests": "number of requests the row stands for (default 1)",
+    "input_tokens": "all prompt tokens, cache hits and writes included",
+    "cached_input_tokens": "prompt tokens served from cache",
+    "cache_write_tokens": "prompt tokens written to cache (billed writes)",
+    "output_tokens": "all generated tokens, reasoning included",
+    "reasoning_tokens": "the reasoning part of output tokens",
+    "ttft_ms": "time to first token, milliseconds",
+    "latency_ms": "end-to-end latency, milliseconds",
+    "status": "status or HTTP code",
+    "billed_cost": "cost the log states",
+    "billed_currency": "currency of billed_cost (default USD)",
+}
+
+Paths = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenField:
+    """Where one token count is found and what to call it in a reject reason."""
+
+    paths: Paths
+    label: str
+
+
+@dataclass(frozen=True)
+class RecordSpec:
+    """Where a format keeps each canonical field. Paths are DuckDB JSON paths (`$.usage.prompt_tokens`)."""
+
+    name: str
+    model: Paths
+    timestamp: Paths
+    input: TokenField
+    output: TokenField
+    usage_block: Paths  # a record with none of these has no usage at all
+    record_id: Paths = ()
+    provider: Paths = ()
+    endpoint: Paths = ()
+    team: Paths = ()
+    project: Paths = ()
+    user: Paths = ()
+    key_id: Paths = ()  # ids that are not secrets (OpenAI `api_key_id`)
+    api_key: Paths = ()  # keys or key hashes: stored only as a short salted hash
+    tags: Paths = ()  # a JSON object of extra string tags
+    requests: TokenField | None = None  # None: every record is one request
+    cached_input: TokenField | None = None
+    cached_input_fallback: TokenField | None = None  # used when `cached_input` is absent
+    cache_write: TokenField | None = None
+    cache_miss: TokenField | None = None  # DeepSeek: hit + miss must equal the prompt tokens
+    total: TokenField | None = None  # when present, must equal input + output (as the log counts them)
+    reasoning: TokenField | None = None
+    ttft_ms: Paths = ()
+    latency_ms: Paths = ()
+    first_token_time: Paths = ()  # a timestamp: TTFT is it minus the request's timestamp (LiteLLM)
+    end_time: Paths = ()  # a timestamp: latency is it minus the request's timestamp
+    status: Paths = ()
+    billed_cost: Paths = ()
+    billed_currency: Paths = ()
+    object_type: Paths = ()  # `object` of OpenAI responses: explains a stream chunk without usage
+    # Anthropic: `input_tokens` excludes cache reads and writes, so canonical input adds them.
+    input_excludes_cache: bool = False
+    # The provider the format itself implies (an Anthropic Messages response), and evidence in the record
+    # that names one (DeepSeek's `prompt_cache_hit_tokens`): (path, provider).
+    default_provider: str | None = None
+    provider_evidence: tuple[tuple[str, str], ...] = ()
+    default_currency: str = "USD"
+    # Values of `endpoint` named by a boolean field, e.g. OpenAI export `batch: true` -> "batch".
+    endpoint_flags: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    def token_fields(self) -> list[tuple[str, TokenField]]:
+        """(canonical name, field) of every count the spec reads, in the order reasons check them."""
+        named: list[tuple[str, TokenField | None]] = [
+            ("requests", self.requests),
+            ("input_tokens", self.input),
+            ("output_tokens", self.output),
+            ("cached_input_tokens", self.cached_input),
+            ("cached_input_tokens_fallback", self.cached_input_fallback),
+            ("cache_write_tokens", self.cache_write),
+            ("cache_miss_tokens", self.cache_miss),
+            ("reasoning_tokens", self.reasoning),
+            ("total_tokens", self.total),
+        ]
+        return [(name, f) for name, f in named if f is not None]
+
+
+def rooted(roots: Paths, *suffixes: str) -> Paths:
+    """Every suffix under every root: rooted(("$", "$.r"), "usage.x") -> ("$.usage.x", "$.r.usage.x")."""
+    return tuple(f"{root}.{suffix}" if suffix else root for suffix in suffixes for root in roots)
+
+
+# ------------------------------------------------------------------------------------------ excerpts
+
+_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"(\s*:)?')
+_KEEP_VALUES = frozenset(
+    {"object", "type", "model", "finish_reason", "stop_reason", "role", "status", "service_tier"}
+)
+_NUMBERISH = re.compile(r"^-?[\d.]+$")
+
+
+def redact_excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """A short excerpt of a rejected record that shows its shape but no content, ids or secrets.
+
+    JSON keys and numbers stay; string values become "…" except a few harmless descriptors (model names,
+    object types). Plain text (a CSV row) keeps only numbers and separators.
+    """
+    head = text[: limit * 4].strip()
+    stripped = head.lstrip()
+    if stripped.startswith(("{", "[")):
+        out: list[str] = []
+        last_key = ""
+        pos = 0
+        for match in _STRING.finditer(head):
+            out.append(head[pos : match.start()])
+            content, colon = match.group(1), match.group(2)
+            if colon:
+                out.append(match.group(0))
+                last_key = content
+            elif last_key in _KEEP_VALUES and len(content) <= 64:
+                out.append(f'"{content}"')
+            else:
+                out.append('"…"')
+            pos = match.end()
+        rest = head[pos:]
+        if rest.count('"') % 2:  # an unterminated string (truncated record): hide its tail
+            rest = rest[: rest.index('"')] + '"…'
+        out.append(rest)
+        redacted = "".join(out)
+    else:
+        redacted = ",".join(
+            cell if _NUMBERISH.match(cell.strip()) or not cell.strip() else "…" for cell in head.split(",")
+        )
+    redacted = redacted.replace("\r", "").replace("\n", " ")
+    return redacted if len(redacted) <= limit else redacted[: limit - 1] + "…"
+
+
+# ------------------------------------------------------------------------------------------ model names
+
+_DATE_SUFFIXES = (
+    re.compile(r"-\d{4}-\d{2}-\d{2}$"),  # gpt-4o-2024-08-06
+    re.compile(r"-\d{8}$"),  # claude-sonnet-4-5-20250929
+    re.compile(r"-\d{6}$"),  # deepseek-r1-250120 (Volcano Ark)
+    re.compile(r"@\d{8}$"),  # Vertex AI: claude-3-5-sonnet@20240620
+)
+
+
+def model_name_candidates(model: str) -> tuple[str, ...]:
+    """The logged model name, then the same without a dated snapshot suffix and a vendor prefix.
+
+    Logs name snapshots (`gpt-4o-2024-08-06`) or served paths (`deepseek-ai/DeepSeek-R1`) where the
+    catalog names the model; pricing tries each candidate in order.
+    """
+    names = [model.strip()]
+    for pattern in _DATE_SUFFIXES:
+        stripped = pattern.sub("", names[0])
+        if stripped != names[0]:
+            names.append(stripped)
+            break
+    for name in list(names):
+        if "/" in name:
+            names.append(name.rsplit("/", 1)[1])
+    seen: dict[str, None] = {}
+    for name in names:
+        if name:
+            seen.setdefault(name, None)
+    return tuple(seen)

@@ -1,0 +1,681 @@
+"""Turn blocks of JSON log records into canonical usage rows inside DuckDB, with a reason for every reject.
+
+Each block is an Arrow table of lines (no Python object per line). One lean statement parses every line once
+(`json_extract` with all the paths a format needs), computes the canonical columns and a cheap `ok` flag;
+only the lines that fail get a second statement that says why, most specific reason first. The two agree
+by construction: `ok` is true exactly when the reason is NULL (a property test holds them to it).
+
+This runs on an in-memory DuckDB, not the database file, so blocks are normalised in parallel threads while
+the file stays free for readers; `storage.usage.store_batch` writes the result.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from models.usage_record import (
+    EARLIEST_TIMESTAMP,
+    FUTURE_SLACK_DAYS,
+    MAX_REQUESTS_PER_ROW,
+    MAX_TOKENS_PER_REQUEST,
+    RecordSpec,
+    redact_excerpt,
+)
+from storage.db import StorageError
+
+RAW_CHARS = 1000  # how much of a rejected record travels to Python for its redacted excerpt
+
+# Tag keys that fill a usage column instead of the free-form tags map.
+COLUMN_TAGS = ("provider", "endpoint", "team", "project", "user", "key_id")
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    line_no: int
+    reason: str
+    excerpt: str
+
+
+@dataclass(frozen=True)
+class IngestContext:
+    """What applies to every record of a run: the salt for hashing ids, and `--tag` values."""
+
+    salt: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    now: datetime = field(default_factory=lambda: datetime.now(UTC).replace(tzinfo=None))
+
+    def free_tags(self) -> dict[str, str]:
+        return {k: v for k, v in self.tags.items() if k not in COLUMN_TAGS}
+
+    def params(self) -> dict[str, Any]:
+        tags = self.free_tags()
+        return {
+            "salt": self.salt,
+            **{f"tag_{name}": self.tags.get(name) for name in COLUMN_TAGS},
+            "tag_keys": list(tags),
+            "tag_values": list(tags.values()),
+            "now": self.now,
+        }
+
+
+@dataclass(frozen=True)
+class Normalised:
+    rows: pa.Table  # canonical rows in `usage` column order (no source_id), not yet deduplicated
+    rejects: list[Reject]
+
+
+# ------------------------------------------------------------------------------------------ SQL
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+_MACROS = (
+    "CREATE OR REPLACE MACRO qs_is_int(x) AS json_type(x) IN ('UBIGINT', 'BIGINT')",
+    # a JSON value described for a reject reason, shortened
+    "CREATE OR REPLACE MACRO qs_show(x) AS CASE json_type(x) "
+    "WHEN 'VARCHAR' THEN 'the string \"' || left(x ->> '$', 24) || '\"' "
+    "WHEN 'DOUBLE' THEN 'the fraction ' || left(x::VARCHAR, 24) "
+    "WHEN 'BOOLEAN' THEN x::VARCHAR WHEN 'ARRAY' THEN 'a list' WHEN 'OBJECT' THEN 'an object' "
+    "ELSE left(x::VARCHAR, 24) END",
+    # Unix time in seconds, milliseconds or microseconds, told apart by size
+    "CREATE OR REPLACE MACRO qs_epoch(x) AS TRY(CASE WHEN x > 1e14 THEN to_timestamp(x / 1e6) "
+    "WHEN x > 1e11 THEN to_timestamp(x / 1e3) ELSE to_timestamp(x) END)::TIMESTAMP",
+    # a JSON timestamp: a number (Unix time), a numeric string, or ISO 8601 text (UTC unless it has an offset)
+    "CREATE OR REPLACE MACRO qs_ts(x) AS CASE "
+    "WHEN TRY_CAST(x::VARCHAR AS DOUBLE) IS NOT NULL THEN qs_epoch(TRY_CAST(x::VARCHAR AS DOUBLE)) "
+    "WHEN regexp_full_match(x ->> '$', '\\s*\\d+(\\.\\d+)?\\s*') "
+    "THEN qs_epoch(TRY_CAST(trim(x ->> '$') AS DOUBLE)) "
+    "ELSE TRY_CAST(trim(x ->> '$') AS TIMESTAMPTZ)::TIMESTAMP END",
+)
+
+
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PLACEHOLDER = re.compile(r"@@P(\d+)([jt])@@")
+
+
+class _Builder:
+    """Builds both statements for one spec.
+
+    Each record is parsed once, by `from_json` into a struct holding exactly the fields the spec reads:
+    strings as VARCHAR, counts and timestamps as JSON text (so a string "5" or a fraction 5.5 is seen for
+    what it is, not silently cast). Expressions refer to fields by placeholders until all fields are known.
+    """
+
+    def __init__(self, spec: RecordSpec) -> None:
+        self.spec = spec
+        self.paths: list[tuple[str, ...]] = []
+        self.kinds: dict[tuple[str, ...], set[str]] = {}
+        self.tokens = dict(spec.token_fields())
+
+    def ref(self, path: str, kind: str = "j") -> str:
+        """A placeholder for the field at `path`: as JSON text (kind j) or as a string (kind t)."""
+        if not path.startswith("$."):
+            raise ValueError(f"paths start with '$.': {path!r}")
+        keys = tuple(path[2:].split("."))
+        if not all(_KEY.match(k) for k in keys):
+            raise ValueError(f"path {path!r} needs plain key names")
+        if keys not in self.kinds:
+            self.paths.append(keys)
+            self.kinds[keys] = set()
+        self.kinds[keys].add(kind)
+        return f"@@P{self.paths.index(keys)}{kind}@@"
+
+    def value(self, paths: Sequence[str]) -> str:
+        """The first of `paths` present and not null, as JSON text."""
+        if not paths:
+            return "NULL::JSON"
+        parts = [self.ref(p) for p in paths]
+        return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
+
+    def text(self, paths: Sequence[str]) -> str:
+        """The first present value as trimmed text (numbers as their digits), or NULL."""
+        if not paths:
+            return "NULL::VARCHAR"
+        parts = [f"nullif(trim({self.ref(p, 't')}), '')" for p in paths]
+        return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
+
+    def structure(self) -> tuple[str, dict[str, str]]:
+        """The from_json structure and the SQL that reads each placeholder from the parsed struct `s`.
+
+        A field that other fields sit under, or that is read as JSON, becomes one JSON leaf; what is under
+        it is read from that leaf with json functions.
+        """
+        registered = set(self.kinds)
+
+        def json_leaf(keys: tuple[str, ...]) -> bool:
+            has_children = any(len(o) > len(keys) and o[: len(keys)] == keys for o in registered)
+            return keys in registered and ("j" in self.kinds[keys] or has_children)
+
+        tree: dict[str, Any] = {}
+        access: dict[str, str] = {}
+        for index, keys in enumerate(self.paths):
+            leaf = next((keys[:n] for n in range(1, len(keys)) if json_leaf(keys[:n])), None)
+            for kind in self.kinds[keys]:
+                token = f"@@P{index}{kind}@@"
+                if leaf is not None:
+                    rest = "$." + ".".join(keys[len(leaf) :])
+                    function = "json_extract" if kind == "j" else "json_extract_string"
+                    access[token] = f"{function}({_member(leaf)}, {_lit(rest)})"
+                elif json_leaf(keys):
+                    access[token] = _member(keys) if kind == "j" else f"({_member(keys)} ->> '$')"
+                else:
+                    access[token] = _member(keys)
+            if leaf is None:
+                node = tree
+                for key in keys[:-1]:
+                    node = node.setdefault(key, {})
+                node[keys[-1]] = "JSON" if json_leaf(keys) else "VARCHAR"
+        return json.dumps(tree, separators=(",", ":")), access
+
+    # canonical expressions over the `typed` relation
+    def opt(self, name: str) -> str:
+        if name == "cached_input_tokens" and "cached_input_tokens_fallback" in self.tokens:
+            return "coalesce(v_cached_input_tokens, v_cached_input_tokens_fallback, 0)"
+        return f"coalesce(v_{name}, 0)" if name in self.tokens else "0"
+
+    @property
+    def per(self) -> str:
+        return "coalesce(v_requests, 1)" if "requests" in self.tokens else "1"
+
+    @property
+    def input_canon(self) -> str:
+        if self.spec.input_excludes_cache:
+            return f"(v_input_tokens + {self.opt('cached_input_tokens')} + {self.opt('cache_write_tokens')})"
+        return "v_input_tokens"
+
+    def typed_relation(self) -> str:
+        spec = self.spec
+        columns = {
+            "id_text": self.text(spec.record_id),
+            "model": self.text(spec.model),
+            "ts_raw": self.value(spec.timestamp),
+            "provider_raw": self.text(spec.provider),
+            "endpoint_raw": self.text(spec.endpoint),
+            "team_raw": self.text(spec.team),
+            "project_raw": self.text(spec.project),
+            "user_raw": self.text(spec.user),
+            "key_id_raw": self.text(spec.key_id),
+            "api_key_raw": self.text(spec.api_key),
+            "tags_raw": self.value(spec.tags),
+            "ttft_raw": self.text(spec.ttft_ms),
+            "latency_raw": self.text(spec.latency_ms),
+            "first_token_raw": self.value(spec.first_token_time),
+            "end_raw": self.value(spec.end_time),
+            "status": self.text(spec.status),
+            "billed_raw": self.text(spec.billed_cost),
+            "currency_raw": self.text(spec.billed_currency),
+            **{f"r_{name}": self.value(f.paths) for name, f in self.tokens.items()},
+        }
+        evidence = " ".join(
+            f"WHEN {self.ref(path)} IS NOT NULL THEN {_lit(provider)}"
+            for path, provider in spec.provider_evidence
+        )
+        flags = " ".join(
+            f"WHEN {self.ref(path, 't')} = 'true' THEN {_lit(endpoint)}"
+            for path, endpoint in spec.endpoint_flags
+        )
+        columns["evidence"] = f"CASE {evidence} END" if evidence else "NULL::VARCHAR"
+        columns["flag_endpoint"] = f"CASE {flags} END" if flags else "NULL::VARCHAR"
+        raw_cols = ",\n        ".join(f"{expr} AS {name}" for name, expr in columns.items())
+        ints = ",\n        ".join(
+            f"TRY_CAST(r_{name}::VARCHAR AS BIGINT) AS v_{name}" for name in self.tokens
+        )
+        return f"""
+fields AS (
+    SELECT line_no, line, s,
+        {raw_cols}
+    FROM parsed
+),
+typed AS (
+    SELECT *,
+        {ints},
+        qs_ts(ts_raw) AS ts,
+        TRY_CAST(billed_raw AS DECIMAL(20, 10)) AS billed_cost
+    FROM fields
+)"""
+
+    def ok(self) -> str:
+        """True exactly when `reasons()` finds nothing wrong; cheap, evaluated on every line."""
+        spec = self.spec
+        usage_present = " OR ".join(f"{self.ref(p)} IS NOT NULL" for p in spec.usage_block)
+        raw_texts = ", ".join(f"r_{name}::VARCHAR" for name in self.tokens)
+        conditions = [
+            "s IS NOT NULL",
+            f"({usage_present})",
+            "model IS NOT NULL",
+            "v_input_tokens IS NOT NULL",
+            "v_output_tokens IS NOT NULL",
+            # every count present is written as a non-negative whole number (no sign, point, exponent, quote)
+            f"regexp_full_match(concat_ws(' ', {raw_texts}), '[0-9 ]*')",
+            *(f"(r_{name} IS NULL OR v_{name} IS NOT NULL)" for name in self.tokens),
+            *(f"coalesce(v_{name}, 0) <= {self._bound(name)}" for name in self.tokens),
+            *self._consistency(),
+            "ts IS NOT NULL",
+            f"ts >= TIMESTAMP '{EARLIEST_TIMESTAMP.isoformat(sep=' ')}'",
+            f"ts <= $now::TIMESTAMP + INTERVAL {FUTURE_SLACK_DAYS} DAY",
+            "(billed_raw IS NULL OR billed_cost >= 0)",
+        ]
+        if "requests" in self.tokens:
+            conditions.append("coalesce(v_requests, 1) > 0")
+        return "coalesce(" + "\n        AND ".join(conditions) + ", false)"
+
+    def _bound(self, name: str) -> str:
+        if name == "requests":
+            return str(MAX_REQUESTS_PER_ROW)
+        return f"{MAX_TOKENS_PER_REQUEST}::HUGEINT * {self.per}"
+
+    def _consistency(self) -> list[str]:
+        out = [
+            f"{self.opt('cached_input_tokens')} + {self.opt('cache_write_tokens')} <= {self.input_canon}",
+        ]
+        if "reasoning_tokens" in self.tokens:
+            out.append(f"{self.opt('reasoning_tokens')} <= v_output_tokens")
+        if "cache_miss_tokens" in self.tokens:
+            out.append(
+                "(v_cache_miss_tokens IS NULL OR v_cached_input_tokens IS NULL "
+                "OR v_cached_input_tokens + v_cache_miss_tokens = v_input_tokens)"
+            )
+        if "total_tokens" in self.tokens:
+            out.append("(v_total_tokens IS NULL OR v_total_tokens = v_input_tokens + v_output_tokens)")
+        return out
+
+    def reasons(self) -> str:
+        """The first thing wrong with a line, most specific first; NULL when nothing is."""
+        spec = self.spec
+        usage_present = " OR ".join(f"{self.ref(p)} IS NOT NULL" for p in spec.usage_block)
+        error_present = " OR ".join(f"{self.ref(p)} IS NOT NULL" for p in ("$.error", "$.response.error"))
+        object_type = self.text(spec.object_type)
+        checks: list[tuple[str, str]] = [
+            (
+                "s IS NULL",
+                "CASE WHEN NOT regexp_matches(rtrim(line, ' ' || chr(9) || chr(10) || chr(13)), '[}\\]]$') "
+                "THEN 'not valid JSON (the record is cut short)' ELSE 'not valid JSON' END",
+            ),
+            (
+                f"NOT ({usage_present})",
+                "CASE WHEN json_type(line) <> 'OBJECT' THEN 'not a JSON object' "
+                f"WHEN {error_present} THEN 'an error response (no usage)' "
+                f"WHEN {object_type} LIKE '%chunk' THEN 'a stream chunk without usage (only the final chunk "
+                "carries it: stream with stream_options.include_usage)' "
+                f"ELSE {_lit(f'no usage block ({spec.usage_block[0]} is missing)')} END",
+            ),
+            ("model IS NULL", "'no model name'"),
+            ("r_input_tokens IS NULL", _lit(f"no {spec.input.label}")),
+            ("r_output_tokens IS NULL", _lit(f"no {spec.output.label}")),
+        ]
+        for name, f in self.tokens.items():
+            label, raw, value = _lit(f.label), f"r_{name}", f"v_{name}"
+            checks += [
+                (
+                    f"{raw} IS NOT NULL AND NOT qs_is_int({raw})",
+                    f"{label} || ' is ' || qs_show({raw}) || ', not a whole number'",
+                ),
+                (f"{value} < 0", f"{label} || ' is negative (' || {value} || ')'"),
+                (
+                    f"{raw} IS NOT NULL AND ({value} IS NULL OR {value} > {self._bound(name)})",
+                    f"{label} || ' is implausibly large (' || left({raw}::VARCHAR, 24) || ')'",
+                ),
+            ]
+        if "requests" in self.tokens:
+            checks.append(("v_requests = 0", "'a row of zero requests'"))
+        cached, write, canon = (
+            self.opt("cached_input_tokens"),
+            self.opt("cache_write_tokens"),
+            self.input_canon,
+        )
+        checks.append(
+            (
+                f"{cached} + {write} > {canon}",
+                f"'cached (' || {cached} || ') and cache-write (' || {write} || ') tokens exceed "
+                f"all prompt tokens (' || {canon} || ')'",
+            )
+        )
+        if "reasoning_tokens" in self.tokens:
+            reasoning = self.opt("reasoning_tokens")
+            checks.append(
+                (
+                    f"{reasoning} > v_output_tokens",
+                    f"'reasoning tokens (' || {reasoning} || ') exceed output tokens (' "
+                    "|| v_output_tokens || ')'",
+                )
+            )
+        if "cache_miss_tokens" in self.tokens:
+            checks.append(
+                (
+                    "v_cache_miss_tokens IS NOT NULL AND v_cached_input_tokens IS NOT NULL "
+                    "AND v_cached_input_tokens + v_cache_miss_tokens <> v_input_tokens",
+                    "'cache hit (' || v_cached_input_tokens || ') + miss (' || v_cache_miss_tokens "
+                    "|| ') tokens differ from the prompt tokens (' || v_input_tokens || ')'",
+                )
+            )
+        total = self.tokens.get("total_tokens")
+        if total is not None:
+            checks.append(
+                (
+                    "v_total_tokens IS NOT NULL AND v_total_tokens <> v_input_tokens + v_output_tokens",
+                    f"{_lit(total.label)} || ' (' || v_total_tokens || ') is not "
+                    f"{spec.input.label} + {spec.output.label} (' "
+                    "|| (v_input_tokens + v_output_tokens) || ')'",
+                )
+            )
+        checks += [
+            ("ts_raw IS NULL", "'no timestamp'"),
+            ("ts IS NULL", "'timestamp ' || qs_show(ts_raw) || ' is not a date-time'"),
+            (
+                f"ts < TIMESTAMP '{EARLIEST_TIMESTAMP.isoformat(sep=' ')}' "
+                f"OR ts > $now::TIMESTAMP + INTERVAL {FUTURE_SLACK_DAYS} DAY",
+                "'timestamp ' || strftime(ts, '%Y-%m-%d %H:%M:%S') || ' is implausible "
+                "(before 2020 or in the future; milliseconds read as seconds?)'",
+            ),
+            (
+                "billed_raw IS NOT NULL AND billed_cost IS NULL",
+                "'billed cost \"' || left(billed_raw, 24) || '\" is not a number'",
+            ),
+            ("billed_cost < 0", "'billed cost is negative (' || billed_raw || ')'"),
+        ]
+        return "CASE\n        " + "\n        ".join(f"WHEN {c} THEN {r}" for c, r in checks) + "\n    END"
+
+    def _rows_select(
+        self, tag_columns: frozenset[str] = frozenset(), extra: tuple[tuple[str, str], ...] = ()
+    ) -> str:
+        """The canonical columns; columns that neither the spec nor a --tag can fill are left out (NULL)."""
+        spec = self.spec
+        default_provider = _lit(spec.default_provider) if spec.default_provider else "NULL"
+        cached, write, reasoning = (
+            self.opt("cached_input_tokens"),
+            self.opt("cache_write_tokens"),
+            self.opt("reasoning_tokens"),
+        )
+        hashed = ", ".join(
+            (
+                "strftime(ts, '%Y-%m-%dT%H:%M:%S.%f')",
+                "coalesce(provider_raw, '')",
+                "model",
+                "coalesce(endpoint_raw, '')",
+                "coalesce(team_raw, '')",
+                "coalesce(project_raw, '')",
+                "coalesce(user_raw, '')",
+                "coalesce(key_id_raw, api_key_raw, '')",
+                f"{self.per}::VARCHAR",
+                "v_input_tokens::VARCHAR",
+                f"({cached})::VARCHAR",
+                f"({write})::VARCHAR",
+                "v_output_tokens::VARCHAR",
+                f"({reasoning})::VARCHAR",
+            )
+        )
+        columns = [
+            (f"{self.ok()}", "ok"),
+            (f"coalesce(id_text, 'h:' || md5(concat_ws('|', {hashed})))", "record_key"),
+            ("line_no", "line_no"),
+            ("ts", "ts"),
+            (f"lower(coalesce(provider_raw, $tag_provider, evidence, {default_provider}))", "provider"),
+            ("model", "model"),
+            (f"{self.per}::BIGINT", "n_requests"),
+            (f"({self.input_canon})::BIGINT", "input_tokens"),
+            (f"({cached})::BIGINT", "cached_input_tokens"),
+            (f"({write})::BIGINT", "cache_write_tokens"),
+            ("v_output_tokens::BIGINT", "output_tokens"),
+            (f"({reasoning})::BIGINT", "reasoning_tokens"),
+        ]
+        has = {
+            "endpoint": bool(spec.endpoint or spec.endpoint_flags) or "endpoint" in tag_columns,
+            "team": bool(spec.team) or "team" in tag_columns,
+            "project": bool(spec.project) or "project" in tag_columns,
+            "user_hash": bool(spec.user) or "user" in tag_columns,
+            "key_id": bool(spec.key_id or spec.api_key) or "key_id" in tag_columns,
+            "ttft_ms": bool(spec.ttft_ms or spec.first_token_time),
+            "latency_ms": bool(spec.latency_ms or spec.end_time),
+            "status": bool(spec.status),
+            "billed": bool(spec.billed_cost),
+            "tags": bool(spec.tags) or "free" in tag_columns,
+        }
+        optional = [
+            ("endpoint", "coalesce(endpoint_raw, flag_endpoint, $tag_endpoint)"),
+            ("team", "coalesce(team_raw, $tag_team)"),
+            ("project", "coalesce(project_raw, $tag_project)"),
+            (
+                "user_hash",
+                "CASE WHEN coalesce(user_raw, $tag_user) IS NOT NULL "
+                "THEN 'u' || left(sha256($salt || 'user:' || coalesce(user_raw, $tag_user)), 15) END",
+            ),
+            (
+                "key_id",
+                "coalesce(key_id_raw, $tag_key_id, CASE WHEN api_key_raw IS NOT NULL "
+                "THEN 'k' || left(sha256($salt || 'key:' || api_key_raw), 11) END)",
+            ),
+            (
+                "ttft_ms",
+                "coalesce(TRY_CAST(ttft_raw AS DOUBLE), CASE WHEN first_token_raw IS NOT NULL "
+                "THEN epoch_ms(qs_ts(first_token_raw)) - epoch_ms(ts) END)::DOUBLE",
+            ),
+            (
+                "latency_ms",
+                "coalesce(TRY_CAST(latency_raw AS DOUBLE), CASE WHEN end_raw IS NOT NULL "
+                "THEN epoch_ms(qs_ts(end_raw)) - epoch_ms(ts) END)::DOUBLE",
+            ),
+            ("status", "status"),
+        ]
+        columns += [(expr, name) for name, expr in optional if has[name]]
+        if has["billed"]:
+            columns += [
+                ("billed_cost", "billed_cost"),
+                (
+                    "CASE WHEN billed_cost IS NOT NULL "
+                    f"THEN upper(coalesce(currency_raw, {_lit(spec.default_currency)})) END",
+                    "billed_currency",
+                ),
+            ]
+        if has["tags"]:
+            columns.append(
+                (
+                    "CASE WHEN tags_raw IS NOT NULL OR len($tag_keys) > 0 THEN map_concat("
+                    "map($tag_keys::VARCHAR[], $tag_values::VARCHAR[]), "
+                    "coalesce(TRY(json_transform(tags_raw, '\"MAP(VARCHAR, VARCHAR)\"')), "
+                    "MAP {}::MAP(VARCHAR, VARCHAR))) END",
+                    "tags",
+                )
+            )
+        columns += list(extra)
+        select = ",\n    ".join(f"{expr} AS {name}" for expr, name in columns)
+        return f"SELECT *, md5_number_lower(record_key) AS key_hash FROM (\nSELECT\n    {select}\nFROM typed)"
+
+
+def _used(sql: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters a statement names (DuckDB refuses unused ones)."""
+    return {k: v for k, v in params.items() if f"${k}" in sql}
+
+
+def tag_columns(context: IngestContext) -> frozenset[str]:
+    """Which --tag values reach a column (they change which columns a statement fills)."""
+    names = {name for name in COLUMN_TAGS if context.tags.get(name)}
+    if context.free_tags():
+        names.add("free")
+    return frozenset(names)
+
+
+def build_sql(
+    spec: RecordSpec,
+    mode: Literal["rows", "reasons", "stage"],
+    tag_columns: frozenset[str] = frozenset(),
+    source: str = "src",
+) -> str:
+    """The statement for one spec.
+
+    "rows" and "reasons" read relation `src` (line, line_no) and skip blank lines. "stage" reads `source`
+    (a relation of `line` only, one row per line of a file, blank ones included, in file order) and adds
+    `blank` and `null_line` so that a row's position is its line number.
+    Parameters: $salt, $tag_provider, $tag_endpoint, $tag_team, $tag_project, $tag_user, $tag_key_id,
+    $tag_keys, $tag_values and $now; "reasons" needs $now only.
+    """
+    builder = _Builder(spec)
+    if mode == "reasons":
+        select = f"SELECT line_no, {builder.reasons()} AS reason, left(line, {RAW_CHARS}) AS raw FROM typed"
+    elif mode == "rows":
+        select = builder._rows_select(tag_columns)
+    else:
+        select = builder._rows_select(
+            tag_columns,
+            extra=(
+                ("line IS NULL", "null_line"),
+                ("coalesce(regexp_full_match(line, '\\s*'), false)", "blank"),
+            ),
+        )
+    relation = builder.typed_relation()
+    structure, access = builder.structure()
+    lines = (
+        f"(SELECT line, NULL::BIGINT AS line_no FROM {source})"
+        if mode == "stage"
+        else "(SELECT line, line_no FROM src WHERE NOT regexp_full_match(line, '\\s*'))"
+    )
+    parsed = (
+        f"parsed AS (\n    SELECT line_no, line, TRY(from_json(line, {_lit(structure)})) AS s\n"
+        f"    FROM {lines}\n),"
+    )
+    sql = "WITH " + parsed + relation + "\n" + select
+    return _PLACEHOLDER.sub(lambda m: access[m.group(0)], sql)
+
+
+def _member(keys: tuple[str, ...]) -> str:
+    return "s." + ".".join(f'"{k}"' for k in keys)
+
+
+# ------------------------------------------------------------------------------------------ running
+
+
+def lines_table(
+    data: bytes | memoryview, first_line: int = 1, line_numbers: Sequence[int] | None = None
+) -> tuple[pa.Table, list[Reject]]:
+    """An Arrow table (line, line_no) over newline-terminated `data` without copying it; lines that are
+    not UTF-8 become blank and come back as rejects."""
+    if not len(data):
+        return pa.table({"line": pa.array([], pa.large_string()), "line_no": pa.array([], pa.int64())}), []
+    if data[-1:] != b"\n":
+        data = bytes(data) + b"\n"
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
+    count = len(ends)
+    offsets = np.empty(count + 1, dtype=np.int64)
+    offsets[0] = 0
+    offsets[1:] = ends
+    numbers = (
+        np.arange(first_line, first_line + count, dtype=np.int64)
+        if line_numbers is None
+        else np.asarray(line_numbers, dtype=np.int64)
+    )
+    if len(numbers) != count:
+        raise ValueError(f"{len(numbers)} line numbers for {count} lines")
+    lines = pa.LargeStringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(data))
+    try:
+        lines.validate(full=True)
+    except pa.ArrowInvalid:
+        kept = []
+        rejects = []
+        for number, raw in zip(numbers.tolist(), bytes(data).split(b"\n")[:-1], strict=True):
+            try:
+                raw.decode("utf-8")
+                kept.append(raw + b"\n")
+            except UnicodeDecodeError as e:
+                reason = f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+                rejects.append(Reject(number, reason, redact_excerpt(raw.decode("utf-8", "replace"))))
+                kept.append(b"\n")
+        return lines_table(b"".join(kept), first_line, numbers.tolist())[0], rejects
+    return pa.table({"line": lines, "line_no": pa.array(numbers)}), []
+
+
+class Normaliser:
+    """Runs a spec's statements on blocks; safe to call from several threads at once."""
+
+    def __init__(self) -> None:
+        # one thread per statement: parallelism comes from normalising several blocks at once
+        self._con = duckdb.connect(":memory:", config={"threads": 1})
+        self._con.execute("SET TimeZone = 'UTC'")
+        for macro in _MACROS:
+            self._con.execute(macro)
+        self._sql: dict[tuple[RecordSpec, str, frozenset[str]], str] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._con.close()
+
+    def sql_for(
+        self, spec: RecordSpec, mode: Literal["rows", "reasons"], tags: frozenset[str] = frozenset()
+    ) -> str:
+        with self._lock:
+            key = (spec, mode, tags)
+            if key not in self._sql:
+                self._sql[key] = build_sql(spec, mode, tags)
+            return self._sql[key]
+
+    def normalise(
+        self,
+        spec: RecordSpec,
+        data: bytes | memoryview,
+        context: IngestContext,
+        *,
+        first_line: int = 1,
+        line_numbers: Sequence[int] | None = None,
+    ) -> Normalised:
+        """Canonical rows and redacted rejects of one block of newline-terminated JSON records."""
+        source, rejects = lines_table(data, first_line, line_numbers)
+        cursor = self._con.cursor()
+        try:
+            cursor.register("src", source)
+            sql = self.sql_for(spec, "rows", tag_columns(context))
+            staged = cursor.sql(sql, params=_used(sql, context.params())).to_arrow_table()
+            ok = staged.column("ok")
+            failed = pc.invert(ok)
+            if pc.any(failed).as_py():
+                failing = pc.filter(staged.column("line_no"), failed)
+                rejects += self._reasons(
+                    cursor, spec, source.filter(pc.is_in(source.column("line_no"), failing)), context
+                )
+                staged = staged.filter(ok)
+        except duckdb.Error as e:
+            raise StorageError(f"normalising a block of {spec.name} records failed: {e}") from e
+        finally:
+            cursor.close()
+        rejects.sort(key=lambda r: r.line_no)
+        return Normalised(staged.drop_columns(["ok"]), rejects)
+
+    def explain(
+        self, spec: RecordSpec, data: bytes, line_numbers: Sequence[int], context: IngestContext
+    ) -> list[Reject]:
+        """Why each of these lines (which failed a check elsewhere) is rejected."""
+        source, rejects = lines_table(data, line_numbers=line_numbers)
+        source = source.filter(pc.invert(pc.utf8_is_space(source.column("line"))))
+        cursor = self._con.cursor()
+        try:
+            rejects += self._reasons(cursor, spec, source, context)
+        except duckdb.Error as e:
+            raise StorageError(f"explaining rejected {spec.name} records failed: {e}") from e
+        finally:
+            cursor.close()
+        rejects.sort(key=lambda r: r.line_no)
+        return rejects
+
+    def _reasons(
+        self, cursor: duckdb.DuckDBPyConnection, spec: RecordSpec, lines: pa.Table, context: IngestContext
+    ) -> list[Reject]:
+        cursor.register("src", lines)
+        explained = cursor.sql(self.sql_for(spec, "reasons"), params={"now": context.now}).to_arrow_table()
+        return [
+            Reject(
+                row["line_no"],
+                row["reason"] or "rejected by a check that gave no reason (a quotascope bug)",
+                redact_excerpt(row["raw"] or ""),
+            )
+            for row in explained.to_pylist()
+        ]

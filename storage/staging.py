@@ -1,0 +1,109 @@
+"""The fast path for JSON-lines logs: DuckDB reads the file itself, in parallel, one row per line.
+
+`read_csv` with a delimiter that never occurs in valid JSON (the control character U+0001) and no quoting
+hands over each line as text, keeps empty lines as NULL rows and keeps file order, so the n-th row streamed
+is line n. Each line is parsed once (`from_json`), normalised and checked by the same statement
+`storage.normalise` builds for blocks, and streamed out as canonical rows in Arrow batches (message content
+never leaves DuckDB). Nothing is held but the batch in flight, whatever the file's size. The database file
+is not touched here: `storage.usage.store_batch` stores what this yields.
+
+The caller counts the file's lines independently. DuckDB drops a line that is not UTF-8 and treats a lone
+carriage return as a line break; when the counts differ, what was stored is discarded and the file is read
+by the exact, slower block reader instead.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from models.usage_record import RecordSpec
+from storage.db import StorageError
+from storage.normalise import _MACROS, IngestContext, _used, build_sql, tag_columns
+
+MAX_LINE_BYTES = 16 << 20  # DuckDB drops longer lines, which sends the file to the exact reader
+STAGE_MEMORY = "1GB"
+STREAM_ROWS = 100_000
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass
+class StreamedLines:
+    """What a stream saw besides the rows it yielded."""
+
+    lines: int = 0  # rows DuckDB produced, one per line
+    blank: int = 0  # empty or whitespace-only lines (not records)
+    problems: list[int] = field(default_factory=list)  # line numbers that failed a check
+
+
+class LineStream:
+    """Stream a JSON-lines file through DuckDB as canonical rows; close() frees it."""
+
+    def __init__(
+        self, path: Path, spec: RecordSpec, context: IngestContext, *, compressed: bool, threads: int = 2
+    ) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="quotascope-stream-")
+        self.con = duckdb.connect(
+            ":memory:",
+            config={
+                "threads": max(1, threads),
+                "memory_limit": STAGE_MEMORY,
+                "temp_directory": self._tmp.name,
+            },
+        )
+        self.con.execute("SET TimeZone = 'UTC'")
+        for macro in _MACROS:
+            self.con.execute(macro)
+        source = (
+            f"read_csv({_lit(str(path))}, columns = {{'line': 'VARCHAR'}}, header = false, delim = '\x01', "
+            "quote = '', escape = '', auto_detect = false, strict_mode = false, ignore_errors = true, "
+            f"max_line_size = {MAX_LINE_BYTES}, compression = {_lit('gzip' if compressed else 'none')})"
+        )
+        self.sql = build_sql(spec, "stage", tag_columns(context), source)
+        self.params = _used(self.sql, context.params())
+        self.seen = StreamedLines()
+
+    def rows(self, batch_rows: int = STREAM_ROWS) -> Iterator[pa.Table]:
+        """Canonical rows that passed every check, with their line numbers, in file order."""
+        try:
+            reader = self.con.sql(self.sql, params=self.params).to_arrow_reader(batch_rows)
+            for batch in reader:
+                yield self._take(pa.Table.from_batches([batch]))
+        except duckdb.Error as e:
+            raise StorageError(f"reading the log with DuckDB failed: {e}") from e
+
+    def _take(self, table: pa.Table) -> pa.Table:
+        first = self.seen.lines + 1
+        count = table.num_rows
+        self.seen.lines += count
+        numbers = pa.array(np.arange(first, first + count, dtype=np.int64))
+        table = table.set_column(table.schema.get_field_index("line_no"), "line_no", numbers)
+        ok = table.column("ok")
+        skipped = pc.or_(table.column("blank"), table.column("null_line"))
+        self.seen.blank += pc.sum(skipped).as_py() or 0
+        failed = pc.and_(pc.invert(ok), pc.invert(skipped))
+        if pc.any(failed).as_py():
+            self.seen.problems += pc.filter(numbers, failed).to_pylist()
+        return table.filter(ok).drop_columns(["ok", "blank", "null_line"])
+
+    def progress(self) -> float:
+        """Share of the file read so far (0..1), or -1 when unknown."""
+        try:
+            value = float(self.con.query_progress())
+        except (duckdb.Error, RuntimeError):
+            return -1.0
+        return value / 100 if value >= 0 else -1.0
+
+    def close(self) -> None:
+        self.con.close()
+        self._tmp.cleanup()

@@ -1,0 +1,217 @@
+"""Usage writes: store normalised batches once each, in one transaction per batch.
+
+`store_batch` opens the database for one write transaction: it skips records already stored (by
+`record_key`), inserts the rest and the rejects, and updates the source's counts, all or nothing — so a
+killed ingest leaves the database as it was before the batch, and re-running completes it.
+Normalising (parsing and checking records) happens before, without the database: `storage.normalise`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from models.catalog import Catalog
+from storage.db import open_write, scalar
+from storage.normalise import IngestContext, Normalised, Normaliser, Reject
+
+__all__ = [
+    "BatchCounts",
+    "IngestContext",
+    "Normalised",
+    "Normaliser",
+    "Reject",
+    "SourceRun",
+    "snapshot_catalog",
+    "store_batch",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCounts:
+    read: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+
+    def __add__(self, other: BatchCounts) -> BatchCounts:
+        return BatchCounts(
+            self.read + other.read,
+            self.stored + other.stored,
+            self.duplicates + other.duplicates,
+            self.rejected + other.rejected,
+        )
+
+
+@dataclass(frozen=True)
+class SourceRun:
+    """One ingest of one file; `source_id` is assigned by the first batch stored."""
+
+    path: str
+    size_bytes: int
+    format: str
+    tags: Mapping[str, str]
+    started_at: datetime
+    source_id: int | None = None
+
+
+# ------------------------------------------------------------------------------------------ writes
+
+
+def _new_rows(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.Table:
+    """The rows of `table` whose record_key is neither stored already nor earlier in the table itself."""
+    con.register("batch_keys", table.select(["key_hash"]))
+    # key_hash first: a 64-bit column scans far faster than the keys; the few candidates are then compared
+    candidates = [
+        row[0]
+        for row in con.execute(
+            "SELECT DISTINCT record_key FROM usage WHERE key_hash IN (SELECT key_hash FROM batch_keys)"
+        ).fetchall()
+    ]
+    con.unregister("batch_keys")
+    if candidates:
+        known = pc.is_in(table.column("record_key"), pa.array(candidates, pa.string()))
+        table = table.filter(pc.invert(known))
+    if (
+        table.num_rows
+        and pc.count_distinct(table.column("key_hash")).as_py() < table.num_rows
+        and pc.count_distinct(table.column("record_key")).as_py() < table.num_rows
+    ):
+        # the same record twice in one batch: keep its first line
+        table = table.sort_by("line_no")
+        first = pc.index_in(table.column("record_key"), pc.unique(table.column("record_key")))
+        keep = np.zeros(table.num_rows, dtype=bool)
+        keep[np.unique(first.to_numpy(zero_copy_only=False), return_index=True)[1]] = True
+        table = table.filter(pa.array(keep))
+    return table
+
+
+def store_batch(
+    db: Path,
+    run: SourceRun,
+    staged: Sequence[pa.Table],
+    rejects: Sequence[Reject],
+    *,
+    finished_hash: str | None = None,
+    extra: BatchCounts | None = None,
+) -> tuple[SourceRun, BatchCounts]:
+    """Store one batch in one transaction: new rows, rejects, the source's counts (and its end, if done)."""
+    staged = [t for t in staged if t.num_rows]
+    table = pa.concat_tables(staged, promote_options="default") if staged else None
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with open_write(db) as con:
+        if run.source_id is None:
+            source_id = scalar(
+                con,
+                "INSERT INTO sources (path, size_bytes, format, tags, started_at) "
+                "VALUES (?, ?, ?, map(?::VARCHAR[], ?::VARCHAR[]), ?) RETURNING source_id",
+                [
+                    run.path,
+                    run.size_bytes,
+                    run.format,
+                    list(run.tags),
+                    list(run.tags.values()),
+                    run.started_at,
+                ],
+            )
+            run = replace(run, source_id=int(source_id))
+        valid = stored = 0
+        if table is not None and table.num_rows:
+            valid = table.num_rows
+            table = _new_rows(con, table)
+            if table.num_rows:
+                con.register("staged", table)
+                columns = ", ".join(table.column_names)
+                con.execute(
+                    f"INSERT INTO usage (source_id, {columns}) SELECT $source_id, {columns} FROM staged",
+                    {"source_id": run.source_id},
+                )
+                con.unregister("staged")
+            stored = table.num_rows
+        if rejects:
+            con.register(
+                "reject_rows",
+                pa.table(
+                    {
+                        "line_no": [r.line_no for r in rejects],
+                        "reason": [r.reason for r in rejects],
+                        "excerpt": [r.excerpt for r in rejects],
+                    }
+                ),
+            )
+            con.execute(
+                "INSERT INTO rejects SELECT ?, line_no, reason, excerpt FROM reject_rows", [run.source_id]
+            )
+            con.unregister("reject_rows")
+        counts = BatchCounts(valid + len(rejects), stored, valid - stored, len(rejects)) + (
+            extra or BatchCounts()
+        )
+        con.execute(
+            """
+            UPDATE sources SET rows_read = rows_read + $read, rows_stored = rows_stored + $stored,
+                rows_duplicate = rows_duplicate + $dup, rows_rejected = rows_rejected + $rej,
+                finished_at = CASE WHEN $done THEN $now ELSE finished_at END,
+                content_hash = CASE WHEN $done THEN $hash ELSE content_hash END
+            WHERE source_id = $id
+            """,
+            {
+                "read": counts.read,
+                "stored": counts.stored,
+                "dup": counts.duplicates,
+                "rej": counts.rejected,
+                "done": finished_hash is not None,
+                "now": now,
+                "hash": finished_hash,
+                "id": run.source_id,
+            },
+        )
+    return run, counts
+
+
+def discard_source(db: Path, source_id: int) -> None:
+    """Remove everything one ingest run stored (its rows, rejects and sources row), in one transaction."""
+    with open_write(db) as con:
+        con.execute("DELETE FROM usage WHERE source_id = ?", [source_id])
+        con.execute("DELETE FROM rejects WHERE source_id = ?", [source_id])
+        con.execute("DELETE FROM sources WHERE source_id = ?", [source_id])
+
+
+def snapshot_catalog(db: Path, catalog: Catalog) -> int:
+    """Replace `catalog_prices` with the catalog's token prices (for SQL users); returns the rows written."""
+    rows: list[tuple[Any, ...]] = []
+    for offer in catalog.offers.values():
+        for v in offer.versions:
+            prices = v.prices
+            rows.append(
+                (
+                    offer.id,
+                    offer.provider,
+                    offer.model,
+                    v.version_id,
+                    v.effective_from,
+                    v.effective_to,
+                    v.currency,
+                    prices.input if prices else None,
+                    prices.cached_input if prices else None,
+                    prices.cache_write if prices else None,
+                    prices.output if prices else None,
+                    prices.reasoning_output if prices else None,
+                    v.source,
+                    v.as_of,
+                )
+            )
+    with open_write(db) as con:
+        con.execute("DELETE FROM catalog_prices")
+        if rows:
+            con.executemany(
+                "INSERT INTO catalog_prices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+            )
+    return len(rows)
