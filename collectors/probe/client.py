@@ -1,0 +1,337 @@
+"""One streamed chat-completions exchange, timed chunk by chunk, with every failure classified.
+
+Times are `time.perf_counter()` seconds taken when bytes arrive, before any JSON parsing. A token of any
+kind is a non-empty `delta.reasoning_content` (or `delta.reasoning`), `delta.content` or `delta.tool_calls`;
+the empty role chunk many servers send first is not a token. Nothing here keeps the key: error text that
+could echo it goes through `redact` first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from models.probe import ErrorClass
+
+now = time.perf_counter
+MAX_ERROR_CHARS = 200
+
+
+@dataclass
+class Exchange:
+    """What one HTTP exchange gave. Times in perf_counter seconds; `content` lives in memory only."""
+
+    t_sent: float = 0.0
+    status: int | None = None
+    error_class: ErrorClass | None = None
+    error: str = ""
+    first_any: float | None = None
+    first_content: float | None = None
+    last_token: float | None = None
+    last_byte: float | None = None
+    content_parts: list[str] = field(default_factory=list)
+    reasoning_parts: list[str] = field(default_factory=list)
+    usage: Mapping[str, Any] | None = None
+    finish_reason: str | None = None
+    chunks: int = 0
+    done: bool = False
+    retry_after_s: float | None = None
+    ratelimit: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def content(self) -> str:
+        return "".join(self.content_parts)
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(self.reasoning_parts)
+
+    def fail(self, error_class: ErrorClass, message: str) -> None:
+        if self.error_class is None:
+            self.error_class = error_class
+            self.error = message
+
+
+def redact(text: str, secret: str | None) -> str:
+    """`text` with the secret (and anything after a Bearer) replaced, whitespace collapsed, cut short."""
+    if secret:
+        text = text.replace(secret, "[redacted]")
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def parse_retry_after(headers: Mapping[str, str], wall_now: datetime | None = None) -> float | None:
+    """Seconds to wait: `retry-after-ms` (OpenAI's, precise) first, else `Retry-After` seconds or date."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            value = float(ms) / 1000
+        except ValueError:
+            value = -1
+        if value >= 0:
+            return value
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (wall_now or datetime.now(UTC))).total_seconds()
+    return max(0.0, seconds)
+
+
+def classify_status(status: int) -> ErrorClass | None:
+    if status == 200:
+        return None
+    if status == 429:
+        return "quota_429"
+    if status >= 500:
+        return "overload_5xx"
+    if 400 <= status < 500:
+        return "client_4xx"
+    return "protocol"
+
+
+def _error_message(body: bytes, status: int) -> str:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    if isinstance(document, dict):
+        error = document.get("error", document)
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return f"HTTP {status}: {error['message']}"
+        if isinstance(error, str):
+            return f"HTTP {status}: {error}"
+    text = body[:MAX_ERROR_CHARS].decode("utf-8", "replace").strip()
+    return f"HTTP {status}: {text}" if text else f"HTTP {status}"
+
+
+def _mid_stream_error(error: Any) -> tuple[ErrorClass, str]:
+    """An `{"error": ...}` event inside a 200 stream: a quota message or a provider failure."""
+    message = error.get("message") if isinstance(error, dict) else error
+    code = error.get("code") if isinstance(error, dict) else None
+    kind = error.get("type") if isinstance(error, dict) else None
+    quota = code in (429, "429", "rate_limit_exceeded") or "rate" in str(kind).lower()
+    return ("quota_429" if quota else "overload_5xx"), f"error event mid-stream: {message}"
+
+
+class StreamReader:
+    """Reads SSE bytes into `Exchange`: events end at a blank line, `data:` lines join with newlines,
+    `:` comments (keep-alives) and other fields are skipped, `data: [DONE]` ends the stream."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+        self.pending = b""
+        self.data: list[bytes] = []
+
+    def feed(self, data: bytes, t: float) -> bool:
+        """Consume bytes received at `t`; False once the stream is over or broken."""
+        self.exchange.last_byte = t
+        *lines, self.pending = (self.pending + data).split(b"\n")
+        return all(self._line(line.rstrip(b"\r"), t) for line in lines)
+
+    def close(self, t: float) -> None:
+        """End of body: an event not closed by a blank line still counts."""
+        if self.pending:
+            self._line(self.pending.rstrip(b"\r"), t)
+            self.pending = b""
+        if self.data:
+            self._dispatch(t)
+
+    def _line(self, line: bytes, t: float) -> bool:
+        if not line:
+            return self._dispatch(t) if self.data else True
+        if line.startswith(b"data:"):
+            value = line[5:]
+            self.data.append(value[1:] if value.startswith(b" ") else value)
+        return True
+
+    def _dispatch(self, t: float) -> bool:
+        payload = b"\n".join(self.data)
+        self.data = []
+        exchange = self.exchange
+        if payload.strip() == b"[DONE]":
+            exchange.done = True
+            return False
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            exchange.fail("protocol", "malformed chunk: not JSON")
+            return False
+        if not isinstance(chunk, dict):
+            exchange.fail("protocol", "malformed chunk: not a JSON object")
+            return False
+        exchange.chunks += 1
+        if chunk.get("error"):
+            exchange.fail(*_mid_stream_error(chunk["error"]))
+            return False
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            exchange.usage = usage
+        choices = chunk.get("choices") or []
+        if not isinstance(choices, list):
+            exchange.fail("protocol", "malformed chunk: choices is not a list")
+            return False
+        for choice in choices:
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta") or choice.get("message") or {}
+            if isinstance(delta, dict):
+                self._delta(delta, t)
+            finish = choice.get("finish_reason")
+            if isinstance(finish, str) and finish:
+                exchange.finish_reason = finish
+        return True
+
+    def _delta(self, delta: Mapping[str, Any], t: float) -> None:
+        exchange = self.exchange
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        content = delta.get("content")
+        token = False
+        if isinstance(reasoning, str) and reasoning:
+            exchange.reasoning_parts.append(reasoning)
+            token = True
+        if isinstance(content, str) and content:
+            exchange.content_parts.append(content)
+            if exchange.first_content is None:
+                exchange.first_content = t
+            token = True
+        if delta.get("tool_calls"):
+            token = True
+        if token:
+            if exchange.first_any is None:
+                exchange.first_any = t
+            exchange.last_token = t
+
+
+def _whole_body(exchange: Exchange, body: bytes, t: float) -> None:
+    """A server that ignored `stream: true` and sent one JSON document: every token arrived at `t`."""
+    reader = StreamReader(exchange)
+    reader.data = [body]
+    reader._dispatch(t)
+    exchange.done = exchange.error_class is None
+
+
+# httpcore trace events that mean "this request now owns a connection and is being written"
+_ON_THE_WIRE = (
+    "http11.send_request_headers.started",
+    "http2.send_request_headers.started",
+    "connection.connect_tcp.started",
+)
+
+
+async def exchange(
+    client: httpx.AsyncClient,
+    url: str,
+    headers: Mapping[str, str],
+    body: Mapping[str, Any],
+    timeout: httpx.Timeout,
+    total_timeout_s: float,
+    secret: str | None,
+    gate: asyncio.Lock | None = None,
+) -> Exchange:
+    """POST `body` and read the streamed reply; never raises for anything the server or network does.
+
+    `gate`, shared by the requests of one run, lets one request at a time take a pooled connection.
+    httpcore's pool can hand the same idle connection to two requests started in the same instant; the
+    loser waits until some other response ends (seconds, at 64+ streams) and the probe would report that
+    wait as the endpoint's TTFT. Holding the gate until the request is on the wire prevents it.
+    `t_sent` is when the request started being written, so the send delay shows client-side queueing.
+    """
+    result = Exchange()
+    payload = json.dumps(body).encode()
+    held = False
+
+    def open_gate() -> None:
+        nonlocal held
+        if held and gate is not None:
+            held = False
+            gate.release()
+
+    async def trace(name: str, info: Mapping[str, Any]) -> None:
+        if name in _ON_THE_WIRE:
+            if not result.t_sent:
+                result.t_sent = now()
+            open_gate()
+
+    try:
+        async with asyncio.timeout(total_timeout_s):
+            if gate is not None:
+                await gate.acquire()
+                held = True
+            start = now()
+            async with client.stream(
+                "POST", url, content=payload, headers=headers, timeout=timeout, extensions={"trace": trace}
+            ) as response:
+                open_gate()  # a transport that sends no trace events
+                result.t_sent = result.t_sent or start
+                await _read(response, result, secret)
+    except TimeoutError:
+        result.fail("timeout", f"no complete reply within the {total_timeout_s:g} s total timeout")
+    except httpx.TimeoutException as e:
+        phase = {
+            httpx.ConnectTimeout: "connecting",
+            httpx.ReadTimeout: "waiting for the next byte",
+            httpx.WriteTimeout: "sending",
+            httpx.PoolTimeout: "waiting for a free connection",
+        }.get(type(e), "waiting")
+        result.fail("timeout", f"timed out {phase}")
+    except httpx.RemoteProtocolError as e:
+        result.fail("connection", redact(f"the server closed the connection: {e}", secret))
+    except (httpx.ProtocolError, httpx.DecodingError) as e:
+        result.fail("protocol", redact(f"unreadable HTTP response: {e}", secret))
+    except httpx.TransportError as e:
+        result.fail("connection", redact(f"connection failed: {e or type(e).__name__}", secret))
+    finally:
+        open_gate()
+    result.t_sent = result.t_sent or now()
+    if result.last_byte is None and result.error_class is None:
+        result.last_byte = now()
+    return result
+
+
+async def _read(response: httpx.Response, result: Exchange, secret: str | None) -> None:
+    result.status = response.status_code
+    result.ratelimit = {
+        name.lower(): value
+        for name, value in response.headers.items()
+        if name.lower().startswith("x-ratelimit-")
+    }
+    result.retry_after_s = parse_retry_after(response.headers)
+    failure = classify_status(response.status_code)
+    if failure is not None:
+        body = await response.aread()
+        result.last_byte = now()
+        result.fail(failure, redact(_error_message(body, response.status_code), secret))
+        return
+    if not response.headers.get("content-type", "").startswith("text/event-stream"):
+        body = await response.aread()
+        result.last_byte = now()
+        _whole_body(result, body, result.last_byte)
+        return
+    reader = StreamReader(result)
+    reading = True
+    async for data in response.aiter_raw():
+        if reading and not reader.feed(data, now()):
+            if not result.done:
+                break  # a broken stream: drop the connection
+            reading = False  # after [DONE], drain the body so the connection goes back to the pool
+    if reading:
+        reader.close(now())
+    if not result.done:
+        result.fail("protocol", "the stream ended without data: [DONE]")
