@@ -1,0 +1,147 @@
+"""`quotascope emulate`: serve the local OpenAI-compatible provider emulator until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from collectors.emulator import EmulatorConfig, bind, serve
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text!r}")
+    return value
+
+
+def register(commands: Any, parent: argparse.ArgumentParser) -> None:
+    p = commands.add_parser(
+        "emulate",
+        parents=[parent],
+        help="serve a local OpenAI-compatible provider with set timing, limits and faults",
+        description="A real OpenAI-compatible server (POST /v1/chat/completions, GET /v1/models) to probe "
+        "and test against: set TTFT, tokens/s, reasoning, TPM/RPM/concurrency limits (429 with "
+        "Retry-After and x-ratelimit-* headers), a 64-token prefix cache, and injected faults. A token "
+        "is one word or punctuation mark. --json prints the address and settings as one JSON line first.",
+    )
+    d = EmulatorConfig()
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8400, help="port (default 8400; 0 picks a free one)")
+    p.add_argument("--model", default=d.model, help=f"the one model served (default {d.model})")
+    t = p.add_argument_group("timing")
+    t.add_argument(
+        "--ttft-ms", type=float, default=d.ttft_ms, help=f"time to first token (default {d.ttft_ms:g})"
+    )
+    t.add_argument(
+        "--tokens-per-s",
+        type=float,
+        default=d.tokens_per_s,
+        help=f"decode speed (default {d.tokens_per_s:g})",
+    )
+    t.add_argument(
+        "--jitter", type=_share, default=d.jitter, help="scale each request's TTFT and speed by 1 ± this"
+    )
+    t.add_argument(
+        "--reasoning-tokens", type=int, default=d.reasoning_tokens, help="reasoning_content tokens first"
+    )
+    t.add_argument(
+        "--output-tokens",
+        type=int,
+        default=d.output_tokens,
+        help=f"answer tokens (default {d.output_tokens})",
+    )
+    t.add_argument(
+        "--prefill-tokens-per-s", type=float, default=0.0, help="add uncached prompt tokens / this to TTFT"
+    )
+    t.add_argument(
+        "--chunk-ms", type=float, default=0.0, help="group tokens due within this many ms in one chunk"
+    )
+    lim = p.add_argument_group("limits (429 with Retry-After when exceeded)")
+    lim.add_argument("--tpm", type=int, help="tokens per minute: prompt + max_tokens charged on arrival")
+    lim.add_argument("--rpm", type=int, help="requests per minute")
+    lim.add_argument("--max-concurrency", type=int, help="requests open at once")
+    lim.add_argument(
+        "--burst-s", type=float, default=d.burst_s, help="bucket size in seconds of refill (default 60)"
+    )
+    f = p.add_argument_group("faults (shares of requests, drawn with --seed)")
+    for name, help_text in (
+        ("5xx", "503 overloaded"),
+        ("stall", "the stream stops for --fault-stall-s"),
+        ("drop", "the connection is cut mid-stream"),
+        ("malformed", "one chunk is broken JSON"),
+        ("429", "429 whatever the limits say (quota spent elsewhere)"),
+    ):
+        f.add_argument(f"--fault-{name}-rate", type=_share, default=0.0, help=help_text)
+    f.add_argument("--fault-stall-s", type=float, default=d.fault_stall_s, help="how long a stall lasts")
+    f.add_argument(
+        "--fault-429-retry-ms", type=int, default=d.fault_429_retry_ms, help="Retry-After of fault 429s"
+    )
+    o = p.add_argument_group("behaviour")
+    o.add_argument("--no-cache", action="store_true", help="no prefix cache (every prompt token a miss)")
+    o.add_argument(
+        "--no-usage", action="store_true", help="send no usage, as hosts that ignore stream_options"
+    )
+    o.add_argument("--distilled", action="store_true", help="answer the canary questions wrongly")
+    o.add_argument(
+        "--require-api-key", action="store_true", help="refuse requests without a bearer key (any)"
+    )
+    o.add_argument("--seed", type=int, default=0, help="seed of jitter and fault draws")
+    o.add_argument(
+        "--access-log", action="store_true", help="log one line per request (no headers, no bodies)"
+    )
+    p.set_defaults(run=run)
+
+
+def config_from(args: argparse.Namespace) -> EmulatorConfig:
+    return EmulatorConfig(
+        model=args.model,
+        ttft_ms=args.ttft_ms,
+        tokens_per_s=args.tokens_per_s,
+        jitter=args.jitter,
+        reasoning_tokens=args.reasoning_tokens,
+        output_tokens=args.output_tokens,
+        prefill_tokens_per_s=args.prefill_tokens_per_s,
+        chunk_ms=args.chunk_ms,
+        tpm=args.tpm,
+        rpm=args.rpm,
+        max_concurrency=args.max_concurrency,
+        burst_s=args.burst_s,
+        fault_5xx_rate=args.fault_5xx_rate,
+        fault_stall_rate=args.fault_stall_rate,
+        fault_drop_rate=args.fault_drop_rate,
+        fault_malformed_rate=args.fault_malformed_rate,
+        fault_429_rate=args.fault_429_rate,
+        fault_stall_s=args.fault_stall_s,
+        fault_429_retry_ms=args.fault_429_retry_ms,
+        cache=not args.no_cache,
+        usage=not args.no_usage,
+        distilled=args.distilled,
+        require_api_key=args.require_api_key,
+        seed=args.seed,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    sock = bind(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    base_url = f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
+    if args.json:
+        print(json.dumps({"base_url": base_url, "config": asdict(config)}), flush=True)
+    else:
+        limits = ", ".join(f"{k} {v}" for k in ("tpm", "rpm", "max_concurrency") if (v := getattr(config, k)))
+        print(
+            f"emulating {config.model} at {base_url} (TTFT {config.ttft_ms:g} ms, {config.tokens_per_s:g} "
+            f"tokens/s{', ' + limits if limits else ''}); Ctrl-C stops",
+            flush=True,
+        )
+    sys.stdout.flush()
+    serve(sock, config, access_log=args.access_log)
+    return 0
