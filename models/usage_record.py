@@ -169,35 +169,3 @@ def redact_excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
         )
     redacted = redacted.replace("\r", "").replace("\n", " ")
     return redacted if len(redacted) <= limit else redacted[: limit - 1] + "…"
-
-
-# ------------------------------------------------------------------------------------------ model names
-
-_DATE_SUFFIXES = (
-    re.compile(r"-\d{4}-\d{2}-\d{2}$"),  # gpt-4o-2024-08-06
-    re.compile(r"-\d{8}$"),  # claude-sonnet-4-5-20250929
-    re.compile(r"-\d{6}$"),  # deepseek-r1-250120 (Volcano Ark)
-    re.compile(r"@\d{8}$"),  # Vertex AI: claude-3-5-sonnet@20240620
-)
-
-
-def model_name_candidates(model: str) -> tuple[str, ...]:
-    """The logged model name, then the same without a dated snapshot suffix and a vendor prefix.
-
-    Logs name snapshots (`gpt-4o-2024-08-06`) or served paths (`deepseek-ai/DeepSeek-R1`) where the
-    catalog names the model; pricing tries each candidate in order.
-    """
-    names = [model.strip()]
-    for pattern in _DATE_SUFFIXES:
-        stripped = pattern.sub("", names[0])
-        if stripped != names[0]:
-            names.append(stripped)
-            break
-    for name in list(names):
-        if "/" in name:
-            names.append(name.rsplit("/", 1)[1])
-    seen: dict[str, None] = {}
-    for name in names:
-        if name:
-            seen.setdefault(name, None)
-    return tuple(seen)

@@ -1,0 +1,232 @@
+"""Named reads behind `quotascope report`: spend groups, usage per time bucket, and the token profile.
+
+Sums are computed in DuckDB over the columns, then handed to `models` as polars frames: a ten-million-row
+table becomes a few thousand price groups before any Python runs. Every read opens the database read-only
+for one query (`storage.db.open_read`), so reports and a running ingest take turns rather than fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from models.catalog import Catalog
+from models.spend import TIME_KEYS, SpendRow, price_spend, pricing_grain_minutes, tier_bounds
+from models.usage import Distribution, UsageProfile
+from storage.db import open_read
+from storage.replay import UsageFilter
+
+__all__ = [
+    "UsageFilter",
+    "read_rejects",
+    "read_spend_groups",
+    "read_usage_buckets",
+    "read_usage_profile",
+    "spend_report",
+]
+
+# how each report key is computed from a usage row (`bucket` is the row's pricing time bucket)
+_KEY_SQL = {
+    "provider": "provider",
+    "model": "model",
+    "team": "team",
+    "project": "project",
+    "key": "key_id",
+    "endpoint": "endpoint",
+    "day": "CAST(bucket AS DATE)",
+    "hour": "date_trunc('hour', bucket)",
+}
+_SUMS = """
+    sum(n_requests)::BIGINT AS requests,
+    sum(input_tokens)::BIGINT AS input_tokens,
+    sum(cached_input_tokens)::BIGINT AS cached_input_tokens,
+    sum(cache_write_tokens)::BIGINT AS cache_write_tokens,
+    sum(output_tokens)::BIGINT AS output_tokens,
+    sum(reasoning_tokens)::BIGINT AS reasoning_tokens"""
+
+
+def _frame(table: Any) -> pl.DataFrame:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _size_class(bounds: Sequence[int]) -> str:
+    """Which long-context band a row's per-request input falls in (0 below the smallest threshold)."""
+    if not bounds:
+        return "0"
+    arms = " ".join(
+        f"WHEN input_tokens > {int(b)}::HUGEINT * n_requests THEN {i + 1}"
+        for i, b in reversed(list(enumerate(bounds)))
+    )
+    return f"CASE {arms} ELSE 0 END"
+
+
+def read_spend_groups(
+    db: Path, selection: UsageFilter, by: Sequence[str], grain_minutes: int, bounds: Sequence[int]
+) -> pl.DataFrame:
+    """Usage summed per price-homogeneous group: provider, model, the `by` keys, a `grain_minutes` time bucket
+    (`bucket`, its start) and a long-context band (`input_each`: a per-request input size inside the band).
+
+    Grouping by an integer bucket number is several times faster than by a truncated timestamp on ten
+    million rows; `day` and `hour` are derived from the bucket afterwards, on a few thousand groups.
+    """
+    where, params = selection.where()
+    extra = [k for k in by if k not in ("provider", "model", *TIME_KEYS)]
+    keys = "".join(f"{_KEY_SQL[k]} AS {k}, " for k in extra)
+    grain_us = int(grain_minutes) * 60_000_000
+    with open_read(db) as con:
+        billed = bool(
+            con.execute(
+                f"SELECT 1 FROM usage WHERE billed_cost IS NOT NULL AND {where} LIMIT 1", params
+            ).fetchall()
+        )
+        billed_sql = ", sum(billed_cost) AS billed_cost, billed_currency" if billed else ""
+        sql = f"""
+            SELECT provider, model, {keys}epoch_us(ts) // {grain_us} AS bucket_no,
+                {_size_class(bounds)} AS size_class,
+                {_SUMS}{billed_sql}
+            FROM usage WHERE {where}
+            GROUP BY ALL
+        """
+        frame = _frame(con.sql(sql, params=params).to_arrow_table())
+    representative = [0, *(int(b) + 1 for b in bounds)]  # an input size inside each band
+    frame = frame.with_columns(
+        (pl.col("bucket_no") * grain_us).cast(pl.Datetime("us")).alias("bucket"),
+        pl.col("size_class")
+        .replace_strict(list(range(len(representative))), representative, return_dtype=pl.Int64)
+        .alias("input_each"),
+    )
+    if not billed:
+        frame = frame.with_columns(
+            pl.lit(None, dtype=pl.Decimal(20, 10)).alias("billed_cost"),
+            pl.lit(None, dtype=pl.String).alias("billed_currency"),
+        )
+    if "day" in by:
+        frame = frame.with_columns(pl.col("bucket").dt.date().alias("day"))
+    if "hour" in by:
+        frame = frame.with_columns(pl.col("bucket").dt.truncate("1h").alias("hour"))
+    return frame
+
+
+def spend_report(
+    db: Path, catalog: Catalog, selection: UsageFilter, by: Sequence[str], currency: str | None = None
+) -> list[SpendRow]:
+    """`quotascope report spend`: one priced row per value of `by`."""
+    groups = read_spend_groups(db, selection, by, pricing_grain_minutes(catalog), tier_bounds(catalog))
+    return price_spend(groups, by, catalog, currency)
+
+
+def read_usage_buckets(db: Path, selection: UsageFilter, by: Sequence[str]) -> pl.DataFrame:
+    """Requests and tokens per time bucket (`day` or `hour` among `by`) and the other `by` keys."""
+    where, params = selection.where()
+    keys = ", ".join(f"{_KEY_SQL[k].replace('bucket', 'ts')} AS {k}" for k in by)
+    order = ", ".join(by)
+    sql = f"SELECT {keys}, {_SUMS} FROM usage WHERE {where} GROUP BY ALL ORDER BY {order} NULLS LAST"
+    with open_read(db) as con:
+        return _frame(con.sql(sql, params=params).to_arrow_table())
+
+
+# ------------------------------------------------------------------------------------------ profile
+
+_PER_REQUEST = {
+    "input_tokens": "input_tokens / n_requests",
+    "cached_input_tokens": "cached_input_tokens / n_requests",
+    "output_tokens": "output_tokens / n_requests",
+    "reasoning_tokens": "reasoning_tokens / n_requests",
+    # measured per request only (an aggregated row has no latency of its own)
+    "ttft_ms": "CASE WHEN n_requests = 1 THEN ttft_ms END",
+    "tokens_per_s": (
+        "CASE WHEN n_requests = 1 AND latency_ms > ttft_ms AND output_tokens > 0 "
+        "THEN output_tokens / ((latency_ms - ttft_ms) / 1000.0) END"
+    ),
+}
+
+
+def _distribution_sql(metric: str, expression: str) -> str:
+    """Weighted mean and percentiles (the smallest value whose cumulative weight reaches the share)."""
+    return f"""
+        (WITH d AS (SELECT {expression} AS v, sum(n_requests) AS w FROM selected
+                    WHERE {expression} IS NOT NULL GROUP BY 1),
+              c AS (SELECT v, w, sum(w) OVER (ORDER BY v) AS cw, sum(w) OVER () AS tw FROM d)
+         SELECT struct_pack(
+            n := sum(w), mean := sum(v * w) / sum(w),
+            p50 := min(v) FILTER (WHERE cw >= 0.5 * tw),
+            p90 := min(v) FILTER (WHERE cw >= 0.9 * tw),
+            p99 := min(v) FILTER (WHERE cw >= 0.99 * tw)) FROM c) AS {metric}"""
+
+
+def read_usage_profile(
+    db: Path,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    provider: str | None = None,
+    model: str | None = None,
+    team: str | None = None,
+) -> UsageProfile:
+    """The per-request token profile of stored usage (`quotascope plan --from-usage`, `report profile`).
+
+    Aggregated rows (an organisation export bucket) count as `n_requests` requests of their average size.
+    An empty selection gives `requests == 0` and zero distributions.
+    """
+    selection = UsageFilter(since, until, provider, model, team)
+    where, params = selection.where()
+    metrics = ",\n".join(_distribution_sql(name, expr) for name, expr in _PER_REQUEST.items())
+    sql = f"""
+        WITH selected AS (SELECT * FROM usage WHERE {where})
+        SELECT
+            (SELECT coalesce(sum(n_requests), 0) FROM selected) AS requests,
+            (SELECT sum(cached_input_tokens)::DOUBLE / nullif(sum(input_tokens), 0) FROM selected)
+                AS cached_share,
+            {metrics}
+    """
+    with open_read(db) as con:
+        row = con.execute(sql, params).fetchall()[0]
+    requests, cached_share, *stats = row
+    values = dict(zip(_PER_REQUEST, stats, strict=True))
+
+    def dist(name: str, optional: bool = False) -> Distribution | None:
+        value = values[name]
+        if not value or not value["n"]:
+            return None if optional else Distribution(0.0, 0.0, 0.0, 0.0)
+        return Distribution(
+            float(value["mean"]), float(value["p50"]), float(value["p90"]), float(value["p99"])
+        )
+
+    def required(name: str) -> Distribution:
+        found = dist(name)
+        assert found is not None
+        return found
+
+    return UsageProfile(
+        requests=int(requests),
+        input_tokens=required("input_tokens"),
+        cached_input_tokens=required("cached_input_tokens"),
+        output_tokens=required("output_tokens"),
+        reasoning_tokens=required("reasoning_tokens"),
+        cached_share=float(cached_share or 0.0),
+        ttft_ms=dist("ttft_ms", optional=True),
+        tokens_per_s=dist("tokens_per_s", optional=True),
+    )
+
+
+def report_keys(by: Sequence[str]) -> tuple[str, ...]:
+    """A usage report always has a time bucket: `by` with `day` added when it names neither day nor hour."""
+    return tuple(by) if any(k in TIME_KEYS for k in by) else ("day", *by)
+
+
+def read_rejects(db: Path, limit: int = 50) -> pl.DataFrame:
+    """The most recent rejected records: file, line, reason and redacted excerpt."""
+    sql = """
+        SELECT s.path, r.line_no, r.reason, r.excerpt, s.source_id, s.started_at
+        FROM rejects r JOIN sources s USING (source_id)
+        ORDER BY s.source_id DESC, r.line_no
+        LIMIT ?
+    """
+    with open_read(db) as con:
+        return _frame(con.sql(sql, params=[max(0, int(limit))]).to_arrow_table())
