@@ -313,16 +313,25 @@ class EventStream(Response):
         self.on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        closed = False
+
+        def close() -> None:
+            nonlocal closed
+            if not closed:
+                closed = True
+                self.on_close()
+
         async def produce() -> None:
-            await send(
-                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-            )
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             async for part in self.body_parts:
                 # the part that ends the stream also ends the body: no extra write for the client to wait on
                 last = part.endswith(b"data: [DONE]\n\n")
+                if last:
+                    close()  # the request stops counting as open with its last byte, before the client's next
                 await send({"type": "http.response.body", "body": part, "more_body": not last})
                 if last:
                     return
+            close()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         async def client_left() -> None:
@@ -337,7 +346,7 @@ class EventStream(Response):
             for task in (producer, watcher):
                 task.cancel()
             await asyncio.gather(producer, watcher, return_exceptions=True)
-            self.on_close()
+            close()
         if not producer.cancelled() and (error := producer.exception()) is not None:
             raise error  # DroppedStream cuts the socket; anything else is a bug uvicorn should log
 

@@ -326,7 +326,7 @@ async def _read(response: httpx.Response, result: Exchange, secret: str | None) 
         return
     reader = StreamReader(result)
     reading = True
-    async for data in response.aiter_raw():
+    async for data in response.aiter_bytes():  # decoded: some hosts gzip their event streams
         if reading and not reader.feed(data, now()):
             if not result.done:
                 break  # a broken stream: drop the connection

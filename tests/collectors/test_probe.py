@@ -1,0 +1,156 @@
+"""The probe against the emulator as a real server: measurements match the emulator's configured truth.
+
+The emulator runs in a thread of this process, so the two share a GIL: tolerances allow a few ms of that
+(benchmarks/probe_accuracy.py measures accuracy with the emulator in its own process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from decimal import Decimal
+
+import pytest
+
+from collectors.emulator import EmulatorConfig, EmulatorServer
+from collectors.probe import Endpoint, make_client, run_probe
+from collectors.probe.prompts import CANARIES
+from models.catalog import Offer, parse_catalog
+from models.probe import LoadPlan, ProbeRun, summarize
+
+MODEL = EmulatorConfig().model
+
+
+def probe(base_url: str, plan: LoadPlan, offer: Offer | None = None, **endpoint: float) -> ProbeRun:
+    async def go() -> ProbeRun:
+        target = Endpoint("emu", base_url, MODEL, **endpoint)  # type: ignore[arg-type]
+        async with make_client(target, plan) as client:
+            return await run_probe(client, target, plan, offer=offer)
+
+    return asyncio.run(go())
+
+
+def test_timings_and_tokens_match_the_configured_truth() -> None:
+    config = EmulatorConfig(ttft_ms=100, tokens_per_s=100, reasoning_tokens=5, output_tokens=20)
+    with EmulatorServer(config) as server:
+        run = probe(server.base_url, LoadPlan(requests=6, max_tokens=100))
+    results = run.results[1:]  # the first pays for the connection
+    assert all(r.ok and r.http_status == 200 and r.finish_reason == "stop" for r in run.results)
+    ttft = statistics.median(r.ttft_ms or 0 for r in results)
+    assert 100 <= ttft <= 100 + 25
+    # the answer starts 5 reasoning tokens, 10 ms apart, after the first token
+    assert statistics.median((r.ttfo_ms or 0) - (r.ttft_ms or 0) for r in results) == pytest.approx(50, abs=8)
+    assert statistics.median(r.itl_ms or 0 for r in results) == pytest.approx(10, abs=1)
+    truth = 25 / (24 * 0.010)  # output tokens / (last token − first token)
+    assert statistics.median(r.output_tokens_per_s or 0 for r in results) == pytest.approx(truth, rel=0.05)
+    for r in run.results:
+        assert (r.input_tokens, r.output_tokens, r.reasoning_tokens, r.cached_input_tokens) == (100, 25, 5, 0)
+        assert r.e2e_ms is not None and r.ttft_ms is not None and r.e2e_ms > r.ttft_ms + 240 - 10
+        assert not r.tokens_estimated and r.canary_verdict is None
+
+
+def test_summary_has_the_documented_fields() -> None:
+    config = EmulatorConfig(ttft_ms=20, tokens_per_s=1000, output_tokens=5, tpm=1_000_000, rpm=1000)
+    with EmulatorServer(config) as server:
+        summary = summarize(probe(server.base_url, LoadPlan(requests=3, max_tokens=10)))
+    for key in ("requests", "ok", "errors", "ttft_ms", "ttfo_ms", "output_tokens_per_s", "e2e_ms"):
+        assert key in summary
+    assert (summary["requests"], summary["ok"], summary["errors"]) == (3, 3, {})
+    assert set(summary["ttft_ms"]) == {"p50", "p95", "p99", "mean"}
+    assert summary["rate_limit"]["limits"] == {"requests": 1000, "tokens": 1_000_000}
+    assert 997 <= summary["rate_limit"]["lowest_remaining"]["requests"] < 1000  # the bucket refills as it goes
+    assert summary["canary_pass_rate"] is None and summary["cost"] is None
+
+
+def test_sweep_runs_each_concurrency_in_turn() -> None:
+    with EmulatorServer(EmulatorConfig(ttft_ms=50, tokens_per_s=1000, output_tokens=3)) as server:
+        run = probe(server.base_url, LoadPlan.from_options((1, 4), requests=8, max_tokens=10))
+        peak = server.emulator.stats.max_in_flight
+    assert [r.phase for r in run.results] == ["c=1"] * 8 + ["c=4"] * 8
+    assert peak == 4
+    assert [p["phase"] for p in summarize(run)["phases"]] == ["c=1", "c=4"]
+
+
+def test_open_loop_schedules_from_the_plan_not_from_replies() -> None:
+    with EmulatorServer(EmulatorConfig(ttft_ms=5, tokens_per_s=1000, output_tokens=2)) as server:
+        even = probe(server.base_url, LoadPlan.from_options(rate_per_s=20, requests=6, max_tokens=5))
+        first = probe(server.base_url, LoadPlan.from_options(rate_per_s=20, poisson=True, requests=6, seed=3))
+        again = probe(server.base_url, LoadPlan.from_options(rate_per_s=20, poisson=True, requests=6, seed=3))
+
+    def offsets(run: ProbeRun) -> list[float]:
+        return [(r.intended_at - run.results[0].intended_at).total_seconds() for r in run.results]
+
+    assert offsets(even) == pytest.approx([0, 0.05, 0.10, 0.15, 0.20, 0.25], abs=3e-6)  # datetimes hold µs
+    assert offsets(first) == pytest.approx(offsets(again), abs=3e-6)  # seeded gaps
+    assert offsets(first) != pytest.approx(offsets(even), abs=1e-3)
+
+
+def test_client_side_queueing_shows_in_ttft() -> None:
+    """Arrivals every 50 ms, one request at a time, each taking 100 ms: the queue grows and TTFT with it."""
+    with EmulatorServer(EmulatorConfig(ttft_ms=100, tokens_per_s=1000, output_tokens=1)) as server:
+        plan = LoadPlan(profile="rate", rate_per_s=20, requests=6, max_tokens=5, max_in_flight=1)
+        run = probe(server.base_url, plan)
+    ttft = [r.ttft_ms or 0 for r in run.results]
+    assert ttft[-1] > ttft[0] + 200  # the last waited ~5 × 50 ms in the client
+    assert run.results[-1].send_delay_ms > 200
+
+
+def test_missing_usage_is_counted_and_flagged() -> None:
+    config = EmulatorConfig(ttft_ms=5, tokens_per_s=1000, output_tokens=12, reasoning_tokens=4, usage=False)
+    with EmulatorServer(config) as server:
+        run = probe(server.base_url, LoadPlan(requests=2, max_tokens=100, input_tokens=(1000,)))
+    for r in run.results:
+        assert r.tokens_estimated
+        assert (r.input_tokens, r.output_tokens, r.reasoning_tokens) == (1000, 16, 4)
+    assert summarize(run)["tokens_estimated"] == 2
+
+
+@pytest.mark.parametrize(("distilled", "rate"), [(False, 1.0), (True, 0.0)])
+def test_canary_tells_the_full_model_from_a_distilled_one(distilled: bool, rate: float) -> None:
+    config = EmulatorConfig(ttft_ms=5, tokens_per_s=1000, reasoning_tokens=3, distilled=distilled)
+    with EmulatorServer(config) as server:
+        run = probe(server.base_url, LoadPlan(requests=1, max_tokens=5, canary=True))
+    canaries = [r for r in run.results if r.kind == "canary"]
+    assert [r.canary_id for r in canaries] == [c.id for c in CANARIES]
+    assert summarize(run)["canary_pass_rate"] == rate
+    assert all(r.phase == "canary" and r.reasoning_tokens == 3 for r in canaries)
+    assert all(r.canary_verdict == ("fail" if distilled else "pass") for r in canaries)
+
+
+CATALOG = {
+    "offer": [
+        {
+            "id": "test/emulated",
+            "provider": "test",
+            "model": MODEL,
+            "versions": [
+                {
+                    "effective_from": "2024-01-01",
+                    "source": "test",
+                    "as_of": "2024-01-01",
+                    "currency": "CNY",
+                    "prices": {"input": "4", "output": "16", "cached_input": "1"},
+                }
+            ],
+        }
+    ]
+}
+
+
+def test_the_probe_prices_its_own_tokens_under_the_offer() -> None:
+    offer = parse_catalog(CATALOG, "test").get("test/emulated")
+    config = EmulatorConfig(ttft_ms=5, tokens_per_s=1000, output_tokens=10, reasoning_tokens=2)
+    with EmulatorServer(config) as server:
+        run = probe(server.base_url, LoadPlan(requests=3, max_tokens=50), offer=offer)
+    per_request = (100 * Decimal(4) + 12 * Decimal(16)) / Decimal(1_000_000)
+    assert all(r.cost is not None and r.cost.amount == per_request for r in run.results)
+    assert summarize(run)["cost"] == {"amount": str(3 * per_request), "currency": "CNY"}
+    assert run.offer_id == "test/emulated"
+
+
+def test_prompts_of_each_length_reach_the_server_and_never_hit_its_cache() -> None:
+    with EmulatorServer(EmulatorConfig(ttft_ms=1, tokens_per_s=1000, output_tokens=1)) as server:
+        run = probe(server.base_url, LoadPlan(requests=6, max_tokens=5, input_tokens=(100, 1000, 10_000)))
+    assert [r.input_tokens for r in run.results] == [100, 1000, 10_000] * 2
+    assert all(r.cached_input_tokens == 0 for r in run.results)
+    assert set(summarize(run)["by_input_tokens"]) == {"100", "1000", "10000"}
