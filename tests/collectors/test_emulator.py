@@ -1,4 +1,4 @@
-"""The emulator as a real uvicorn server, read with plain httpx: wire format, timing, cache, limits, faults."""
+"""The emulator as a real uvicorn server, read with plain httpx: wire format, timing, cache, limits."""
 
 from __future__ import annotations
 
@@ -220,13 +220,18 @@ def test_malformed_fault_breaks_one_chunk_and_the_stream_goes_on() -> None:
 
 
 def test_stall_fault_stops_the_stream_and_a_client_timeout_ends_it() -> None:
-    config = EmulatorConfig(ttft_ms=1, tokens_per_s=1000, output_tokens=5, fault_stall_rate=1.0, fault_stall_s=5)
+    config = EmulatorConfig(
+        ttft_ms=1, tokens_per_s=1000, output_tokens=5, fault_stall_rate=1.0, fault_stall_s=5
+    )
     with EmulatorServer(config) as server:
         started = time.perf_counter()
         with pytest.raises(httpx.ReadTimeout):
             payload = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "stream": True}
             with httpx.stream(
-                "POST", f"{server.base_url}/chat/completions", json=payload, timeout=httpx.Timeout(5, read=0.3)
+                "POST",
+                f"{server.base_url}/chat/completions",
+                json=payload,
+                timeout=httpx.Timeout(5, read=0.3),
             ) as response:
                 for _ in response.iter_bytes():
                     pass

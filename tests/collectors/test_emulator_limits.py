@@ -78,7 +78,15 @@ def test_headers_follow_openai_names_and_duration_format() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0.0, "0ms"), (0.0201, "21ms"), (0.999, "999ms"), (1.0, "1s"), (1.5, "1.5s"), (360.0, "6m0s"), (61.25, "1m1.25s")],
+    [
+        (0.0, "0ms"),
+        (0.0201, "21ms"),
+        (0.999, "999ms"),
+        (1.0, "1s"),
+        (1.5, "1.5s"),
+        (360.0, "6m0s"),
+        (61.25, "1m1.25s"),
+    ],
 )
 def test_duration_text(seconds: float, text: str) -> None:
     assert duration_text(seconds) == text

@@ -14,7 +14,9 @@ MODEL = EmulatorConfig().model
 
 @pytest.fixture
 def server() -> Iterator[EmulatorServer]:
-    config = EmulatorConfig(ttft_ms=5, tokens_per_s=2000, output_tokens=5, reasoning_tokens=2, require_api_key=True)
+    config = EmulatorConfig(
+        ttft_ms=5, tokens_per_s=2000, output_tokens=5, reasoning_tokens=2, require_api_key=True
+    )
     with EmulatorServer(config) as emulator:
         yield emulator
 

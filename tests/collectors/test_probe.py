@@ -58,7 +58,9 @@ def test_summary_has_the_documented_fields() -> None:
     assert (summary["requests"], summary["ok"], summary["errors"]) == (3, 3, {})
     assert set(summary["ttft_ms"]) == {"p50", "p95", "p99", "mean"}
     assert summary["rate_limit"]["limits"] == {"requests": 1000, "tokens": 1_000_000}
-    assert 997 <= summary["rate_limit"]["lowest_remaining"]["requests"] < 1000  # the bucket refills as it goes
+    assert (
+        997 <= summary["rate_limit"]["lowest_remaining"]["requests"] < 1000
+    )  # the bucket refills as it goes
     assert summary["canary_pass_rate"] is None and summary["cost"] is None
 
 

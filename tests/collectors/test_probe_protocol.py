@@ -4,6 +4,7 @@ Retry-After, usage fields, canary checks, prompts, endpoints files and the load 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -38,13 +39,17 @@ def delta(**fields: Any) -> dict[str, Any]:
 def run_exchange(handler: Callable[[httpx.Request], httpx.Response]) -> Exchange:
     async def go() -> Exchange:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-            return await exchange(client, f"{URL}/chat/completions", {}, {"x": 1}, httpx.Timeout(5), 5, "sekrit")
+            return await exchange(
+                client, f"{URL}/chat/completions", {}, {"x": 1}, httpx.Timeout(5), 5, "sekrit"
+            )
 
     return asyncio.run(go())
 
 
 def streamed(body: bytes, **headers: str) -> Callable[[httpx.Request], httpx.Response]:
-    return lambda request: httpx.Response(200, headers={"content-type": "text/event-stream", **headers}, content=body)
+    return lambda request: httpx.Response(
+        200, headers={"content-type": "text/event-stream", **headers}, content=body
+    )
 
 
 def test_role_chunk_is_not_a_token_reasoning_is() -> None:
@@ -91,7 +96,11 @@ def test_sse_crlf_comments_multiline_data_and_a_last_event_without_blank_line() 
         (sse(delta(content="a"), done=False), "protocol", "without data: [DONE]"),
         (sse(delta(content="a"), "{not json"), "protocol", "not JSON"),
         (sse("[1, 2]"), "protocol", "not a JSON object"),
-        (sse(delta(content="a"), {"error": {"message": "overloaded", "type": "server_error"}}), "overload_5xx", ""),
+        (
+            sse(delta(content="a"), {"error": {"message": "overloaded", "type": "server_error"}}),
+            "overload_5xx",
+            "",
+        ),
         (sse({"error": {"message": "slow down", "code": "rate_limit_exceeded"}}), "quota_429", ""),
     ],
 )
@@ -103,13 +112,23 @@ def test_broken_streams_are_classified(body: bytes, error_class: str, words: str
 
 @pytest.mark.parametrize(
     ("status", "error_class"),
-    [(429, "quota_429"), (500, "overload_5xx"), (503, "overload_5xx"), (529, "overload_5xx"), (401, "client_4xx")],
+    [
+        (429, "quota_429"),
+        (500, "overload_5xx"),
+        (503, "overload_5xx"),
+        (529, "overload_5xx"),
+        (401, "client_4xx"),
+    ],
 )
 def test_http_errors_are_classified_with_the_provider_sentence(status: int, error_class: str) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(
             status,
-            headers={"retry-after": "2", "x-ratelimit-limit-tokens": "10000", "X-RateLimit-Remaining-Tokens": "0"},
+            headers={
+                "retry-after": "2",
+                "x-ratelimit-limit-tokens": "10000",
+                "X-RateLimit-Remaining-Tokens": "0",
+            },
             json={"error": {"message": "Incorrect API key provided: sekrit. Try again."}},
         )
 
@@ -175,7 +194,12 @@ def test_usage_in_openai_and_deepseek_shapes() -> None:
     assert read_usage(openai_usage) == (100, 64, 50, 30)
     assert read_usage(deepseek_usage) == (100, 64, 50, None)
     assert read_usage({"prompt_tokens": 10}) is None
-    assert read_usage({"prompt_tokens": 10, "completion_tokens": 5, "prompt_cache_hit_tokens": 99}) == (10, 10, 5, None)
+    assert read_usage({"prompt_tokens": 10, "completion_tokens": 5, "prompt_cache_hit_tokens": 99}) == (
+        10,
+        10,
+        5,
+        None,
+    )
 
 
 def test_backoff_strikes_count_rounds_not_requests() -> None:
@@ -193,7 +217,9 @@ def test_backoff_strikes_count_rounds_not_requests() -> None:
     no_header = Exchange(t_sent=5.0, error_class="quota_429")
     assert backoff.record(no_header, at=5.0) is None
     assert backoff.pause_until == pytest.approx(6.0)  # 1 s, then 2 s, 4 s… without Retry-After
-    assert "120 s" in (backoff.record(Exchange(t_sent=7, error_class="quota_429", retry_after_s=120), at=7) or "")
+    assert "120 s" in (
+        backoff.record(Exchange(t_sent=7, error_class="quota_429", retry_after_s=120), at=7) or ""
+    )
 
 
 def test_prompts_have_the_asked_length_and_a_fresh_first_token() -> None:
@@ -257,7 +283,10 @@ model = "quotascope-emulator"
     assert (ark.read_timeout_s, ark.connect_timeout_s, ark.offer) == (30.0, 10.0, "volcengine/deepseek-r1")
     assert ark.request_headers("k1")["authorization"] == "Bearer k1"
     assert ark.request_headers("k1")["X-Team"] == "search"
-    assert endpoints["local"].api_key_env is None and endpoints["local"].request_headers(None).get("authorization") is None
+    assert (
+        endpoints["local"].api_key_env is None
+        and endpoints["local"].request_headers(None).get("authorization") is None
+    )
     with pytest.raises(InputError, match="ARK_API_KEY"):
         ark.api_key({})
     assert ark.api_key({"ARK_API_KEY": " k1 "}) == "k1"
@@ -268,11 +297,15 @@ model = "quotascope-emulator"
     [
         ("[[endpoint]]\nname = 'a'\nmodel = 'm'\n", "field 'base_url'"),
         ("[[endpoint]]\nname = 'a'\nbase_url = 'ftp://x'\nmodel = 'm'\n", "http(s) URL"),
-        ("[[endpoint]]\nname = 'a'\nbase_url = 'http://x'\nmodel = 'm'\nread_timeout_s = 0\n", "read_timeout_s"),
+        (
+            "[[endpoint]]\nname = 'a'\nbase_url = 'http://x'\nmodel = 'm'\nread_timeout_s = 0\n",
+            "read_timeout_s",
+        ),
         ("[[endpoint]]\nname = 'a'\nbase_url = 'http://x'\nmodel = 'm'\nkey = 'sk'\n", "unknown field"),
         ("[[endpoint]]\nname = 'a'\nbase_url = 'http://x'\nmodel = 'm'\n" * 2, "twice"),
         (
-            "[[endpoint]]\nname = 'a'\nbase_url = 'http://x'\nmodel = 'm'\nheaders = { Authorization = 'x' }\n",
+            "[[endpoint]]\nname = 'a'\nbase_url = 'http://x'\nmodel = 'm'\n"
+            "headers = { Authorization = 'x' }\n",
             "api_key_env",
         ),
         ("endpoint = 3\n", "array of tables"),
@@ -345,5 +378,5 @@ def test_a_probe_through_a_mock_transport_times_from_the_intended_send() -> None
     assert [r.seq for r in results] == [0, 1, 2]
     assert all(r.ok and r.ttft_ms is not None and r.ttft_ms >= 50 for r in results)
     assert all(r.input_tokens == 100 and r.output_tokens == 2 and not r.tokens_estimated for r in results)
-    gaps = [b.intended_at - a.intended_at for a, b in zip(results, results[1:], strict=False)]
+    gaps = [b.intended_at - a.intended_at for a, b in itertools.pairwise(results)]
     assert all(gap >= timedelta(milliseconds=50) for gap in gaps)  # sequential: each after the last
