@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import urllib.request
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -392,8 +394,20 @@ async def run_probe(
     return await session.run()
 
 
+def proxy_for(url: str) -> str | None:
+    """The proxy the environment names for `url` (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY), as httpx
+    would use by itself: a client given its own transport does not read them."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or (parts.hostname and urllib.request.proxy_bypass(parts.hostname)):
+        return None
+    return proxy
+
+
 def make_client(endpoint: Endpoint, plan: LoadPlan) -> httpx.AsyncClient:
     """A client sized for the plan: one pooled connection per request that can be open at once, spread over
     small pools (see `collectors.probe.transport`)."""
     peak = plan.max_in_flight if plan.profile in ("rate", "poisson") else max(plan.concurrency)
-    return httpx.AsyncClient(timeout=endpoint.timeout(), transport=ShardedTransport(peak))
+    transport = ShardedTransport(peak, proxy=proxy_for(endpoint.url))
+    return httpx.AsyncClient(timeout=endpoint.timeout(), transport=transport)

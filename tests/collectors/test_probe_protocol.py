@@ -17,7 +17,7 @@ import pytest
 from collectors.probe import Endpoint, EndpointError, load_endpoints, run_probe
 from collectors.probe.client import Exchange, classify_status, exchange, parse_retry_after, redact
 from collectors.probe.prompts import CANARIES, build_prompt, check_answer, extract_answer
-from collectors.probe.runner import Backoff, read_usage
+from collectors.probe.runner import Backoff, proxy_for, read_usage
 from collectors.probe.tokens import count_tokens, message_tokens
 from models.errors import InputError
 from models.probe import LoadPlan, percentiles
@@ -380,3 +380,12 @@ def test_a_probe_through_a_mock_transport_times_from_the_intended_send() -> None
     assert all(r.input_tokens == 100 and r.output_tokens == 2 and not r.tokens_estimated for r in results)
     gaps = [b.intended_at - a.intended_at for a, b in itertools.pairwise(results)]
     assert all(gap >= timedelta(milliseconds=50) for gap in gaps)  # sequential: each after the last
+
+
+def test_proxies_from_the_environment_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert proxy_for("https://api.example/v1/chat/completions") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    assert proxy_for("https://api.example/v1/chat/completions") == "http://proxy.corp:3128"
+    assert proxy_for("http://api.example/v1/chat/completions") is None
+    assert proxy_for("https://127.0.0.1:8400/v1/chat/completions") is None
