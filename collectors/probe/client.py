@@ -17,9 +17,16 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import anyio._backends._asyncio
+import anyio._core._sockets
+import httpcore
 import httpx
 
 from models.probe import ErrorClass
+
+# httpx imports httpcore and anyio's socket layer on its first request (~60 ms here): imported above, so
+# neither the first request's timing nor the event-loop lag monitor pays for it.
+_PRELOADED = (anyio._backends._asyncio, anyio._core._sockets, httpcore)
 
 now = time.perf_counter
 MAX_ERROR_CHARS = 200
