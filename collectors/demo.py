@@ -15,8 +15,9 @@ Six teams, each a workload from the seed articles, on offers of the shipped cata
 - `batch-eval`: nightly evaluation batches on DeepSeek flash, in the off-peak hours.
 
 Demand follows a diurnal shape (China business hours are 01:00–10:00 UTC) and a weekly one (weekends at
-45 %). Files: `deepseek.jsonl` and `ark.jsonl.gz` (OpenAI-compatible responses in quotascope's envelope),
-`openai.jsonl`, `anthropic.jsonl` (Messages responses), and a few malformed lines that ingestion must reject, not lose.
+45 %). Files: `deepseek.jsonl`, `openai.jsonl` and `ark.jsonl.gz` (OpenAI-compatible responses in
+quotascope's envelope), `anthropic.jsonl` (Messages responses), and a few malformed lines that ingestion must
+reject, not lose.
 Message content is generated as placeholders and is never what ingestion stores.
 """
 
@@ -25,9 +26,11 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -113,17 +116,33 @@ WORKLOADS = (
     Workload(
         "docs-qa",
         "contracts",
-        "anthropic",
-        "claude-sonnet-4-5",
-        "anthropic.jsonl",
-        250,
+        "openai",
+        "o1-2024-12-17",
+        "openai.jsonl",
+        200,
         3500,
         (0, 0),
         (40, 150),
         (200, 600),
-        (0, 0),
+        (400, 2000),
         (2, 6),
         users=120,
+        tokens_per_s=(50.0, 90.0),
+    ),
+    Workload(
+        "legal",
+        "review",
+        "anthropic",
+        "claude-sonnet-4-5",
+        "anthropic.jsonl",
+        40,
+        2500,
+        (0, 0),
+        (40, 150),
+        (200, 600),
+        (0, 0),
+        (2, 5),
+        users=15,
         tokens_per_s=(50.0, 90.0),
     ),
     Workload(
@@ -300,8 +319,12 @@ MALFORMED = (
 )
 
 
-def generate(folder: Path, start: datetime, days: int = 30, seed: int = 7) -> DemoFiles:
-    """Write the demo month's log files into `folder` (replacing earlier ones); same seed, same files."""
+def generate(
+    folder: Path, start: datetime, days: int = 30, seed: int = 7, until: datetime | None = None
+) -> DemoFiles:
+    """Write the demo month's log files into `folder` (replacing earlier ones); same seed, same files.
+
+    Requests after `until` (the present, for a month that ends today) are not written."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     serial = iter(range(1, 10**9))
@@ -311,6 +334,8 @@ def generate(folder: Path, start: datetime, days: int = 30, seed: int = 7) -> De
         day = start + timedelta(days=offset)
         for work in WORKLOADS:
             for request in _requests(work, day, rng, serial):
+                if until is not None and request["at"] > until:
+                    continue
                 record = (
                     _anthropic_record(request) if work.provider == "anthropic" else _openai_record(request)
                 )
@@ -327,3 +352,51 @@ def generate(folder: Path, start: datetime, days: int = 30, seed: int = 7) -> De
             path.write_bytes(data)
         paths.append(path)
     return DemoFiles(tuple(paths), records, len(MALFORMED))
+
+
+CONTRACT_DISCOUNT = Decimal("0.8")
+
+
+def demo_catalog(shipped: Path, contract_from: datetime) -> dict[str, Any]:
+    """The demo company's own catalog file, on top of the shipped one, as a user would write it.
+
+    - DeepSeek flash and v4-pro: the shipped catalog knows their peak hours from 2026-08-16 but prices only
+      from 2026-11-01; the demo company assumes the November list applied since August (an assumption it
+      states in `source`, as anyone adding their own figures should).
+    - Volcano Engine Ark DeepSeek-R1: the company negotiated 20 % off list from `contract_from` (fictional):
+      a price change in the middle of the month, which must not rewrite the cost of earlier traffic.
+    """
+    with (shipped / "deepseek.toml").open("rb") as handle:
+        deepseek = tomllib.load(handle)
+    with (shipped / "volcengine.toml").open("rb") as handle:
+        ark = tomllib.load(handle)
+    offers = []
+    for offer in deepseek["offer"]:
+        if offer["id"] not in ("deepseek/deepseek-flash", "deepseek/deepseek-v4-pro"):
+            continue
+        earlier, listed = offer["versions"][0], offer["versions"][-1]
+        earlier["prices"] = dict(listed["prices"])
+        earlier["source"] = (
+            "demo assumption: the 2026-11 list prices also applied since 2026-08-16 (the shipped catalog "
+            "leaves this stretch unpriced for want of a source)"
+        )
+        offers.append(offer)
+    for offer in ark["offer"]:
+        if offer["id"] != "volcengine/deepseek-r1":
+            continue
+        listed = offer["versions"][-1]
+        contract = {key: value for key, value in listed.items() if key not in ("prices", "effective_to")}
+        contract["effective_from"] = contract_from.date()
+        contract["as_of"] = contract_from.date()
+        contract["source"] = (
+            "demo: the demo company's enterprise contract with Volcano Engine (fictional), 20 % off list"
+        )
+        contract["notes"] = "A negotiated price: what a user's own catalog file is for."
+        contract["prices"] = {
+            key: Decimal(str(value)) * CONTRACT_DISCOUNT
+            for key, value in listed["prices"].items()
+            if key != "cache_storage_per_hour"
+        }
+        offer["versions"].append(contract)
+        offers.append(offer)
+    return {"offer": offers}

@@ -17,6 +17,7 @@ import streamlit as st
 
 from models.catalog import Catalog
 from quotascope import settings
+from quotascope.context import user_catalogs
 from storage.catalog import load_catalog
 
 T = TypeVar("T")
@@ -44,12 +45,12 @@ def has_database() -> bool:
 
 
 @st.cache_resource(show_spinner=False)
-def _catalog(catalog_dir: str, user_catalog: str) -> Catalog:
-    return load_catalog(Path(catalog_dir), [Path(user_catalog)] if user_catalog else [])
+def _catalog(catalog_dir: str, user_catalogs: tuple[str, ...]) -> Catalog:
+    return load_catalog(Path(catalog_dir), [Path(p) for p in user_catalogs])
 
 
 def catalog() -> Catalog:
-    return _catalog(settings.get("catalog_dir"), settings.get("user_catalog"))
+    return _catalog(settings.get("catalog_dir"), tuple(str(p) for p in user_catalogs()))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

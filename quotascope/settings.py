@@ -37,7 +37,8 @@ SETTINGS: tuple[Setting, ...] = (
         "user_catalog",
         "QUOTASCOPE_USER_CATALOG",
         "",
-        "Your own catalog TOML: adds offers and replaces shipped ones with the same id (`--catalog`).",
+        "Your own catalog TOML (several joined with ':'): adds offers and replaces shipped ones with "
+        "the same id (`--catalog`).",
     ),
     Setting(
         "display_currency",

@@ -56,7 +56,7 @@ def serve(db: Path, host: str, port: int, catalog: list[str]) -> int:
     """Run the dashboard in the foreground until interrupted."""
     env = dict(os.environ, QUOTASCOPE_DB=str(db.resolve()))
     if catalog:
-        env["QUOTASCOPE_USER_CATALOG"] = str(Path(catalog[-1]).resolve())
+        env["QUOTASCOPE_USER_CATALOG"] = os.pathsep.join(str(Path(c).resolve()) for c in catalog)
     print(f"quotascope dashboard on http://{host}:{port}  (database {db}; Ctrl-C stops it)", flush=True)
     try:
         return subprocess.call(streamlit_command(host, port), env=env)

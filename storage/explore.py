@@ -1,0 +1,68 @@
+"""Reads for exploring stored usage: what there is to filter by, and per-request samples to plot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+
+from storage.db import open_read
+from storage.replay import UsageFilter
+
+
+@dataclass(frozen=True)
+class Dimensions:
+    providers: tuple[str, ...]
+    models: tuple[str, ...]
+    teams: tuple[str, ...]
+    first: datetime | None
+    last: datetime | None
+    requests: int
+
+
+def usage_dimensions(db: Path) -> Dimensions:
+    """Distinct providers, models and teams, and the time span of stored usage."""
+    with open_read(db) as con:
+        if not _has_usage(con):
+            return Dimensions((), (), (), None, None, 0)
+        first, last, requests = con.execute(
+            "SELECT min(ts), max(ts), coalesce(sum(n_requests), 0) FROM usage"
+        ).fetchall()[0]
+
+        def distinct(column: str) -> tuple[str, ...]:
+            rows = con.execute(f"SELECT DISTINCT {column} FROM usage WHERE {column} IS NOT NULL ORDER BY 1")
+            return tuple(str(r[0]) for r in rows.fetchall())
+
+        return Dimensions(distinct("provider"), distinct("model"), distinct("team"), first, last, int(requests))
+
+
+def _has_usage(con: object) -> bool:
+    tables = con.execute(  # type: ignore[attr-defined]
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'usage'"
+    ).fetchall()
+    return bool(tables[0][0])
+
+
+def usage_sample(db: Path, selection: UsageFilter, rows: int = 20_000) -> pl.DataFrame:
+    """Up to `rows` stored rows drawn at random (repeatably), as per-request figures, for distributions.
+
+    Columns: input_tokens, cached_share, output_tokens, reasoning_tokens, ttft_ms, weight (the requests a
+    row stands for: an aggregated export bucket is `n_requests` requests of its average size).
+    """
+    where, params = selection.where()
+    sql = f"""
+        SELECT input_tokens / n_requests AS input_tokens,
+               CASE WHEN input_tokens > 0 THEN cached_input_tokens / input_tokens END AS cached_share,
+               output_tokens / n_requests AS output_tokens,
+               reasoning_tokens / n_requests AS reasoning_tokens,
+               CASE WHEN n_requests = 1 THEN ttft_ms END AS ttft_ms,
+               n_requests AS weight
+        FROM (SELECT * FROM usage WHERE {where}) USING SAMPLE reservoir({int(rows)} ROWS) REPEATABLE (42)
+    """
+    with open_read(db) as con:
+        table = con.sql(sql, params=params).to_arrow_table()
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
