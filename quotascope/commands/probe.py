@@ -67,6 +67,13 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     )
     load.add_argument("--max-tokens", type=int, default=128, metavar="N", help="output cap (default 128)")
     load.add_argument("--canary", action="store_true", help="also ask the known-answer canary questions")
+    load.add_argument(
+        "--ramp-s",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="start the concurrent workers spread over S seconds",
+    )
     load.add_argument("--max-duration-s", type=float, metavar="S", help="send nothing new after this long")
     load.add_argument("--seed", type=int, default=0, help="Poisson gaps and prompt filler")
     p.add_argument("--no-store", action="store_true", help="print the summary without storing the run")
@@ -108,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         canary=args.canary,
         max_duration_s=args.max_duration_s,
+        ramp_s=args.ramp_s,
         seed=args.seed,
     )
     offer_id = args.offer or endpoint.offer

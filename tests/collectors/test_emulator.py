@@ -265,3 +265,49 @@ def test_seeded_faults_are_reproducible() -> None:
     first = outcomes(7)
     assert first == outcomes(7)
     assert set(first) == {200, 503}
+
+
+def token_events(events: list[tuple[float, str]]) -> list[tuple[float, str]]:
+    out = []
+    for t, data in events:
+        if data == "[DONE]":
+            continue
+        choices = json.loads(data)["choices"]
+        delta = choices[0]["delta"] if choices else {}
+        text = delta.get("content") or delta.get("reasoning_content")
+        if text:
+            out.append((t, text))
+    return out
+
+
+def test_chunking_groups_tokens_but_keeps_first_and_last_on_time() -> None:
+    config = EmulatorConfig(ttft_ms=50, tokens_per_s=100, output_tokens=21, chunk_ms=50)
+    with EmulatorServer(config) as server:
+        tokens = token_events(stream_events(server.base_url))
+    assert len(tokens) < 21 / 3  # ~5 tokens per chunk
+    text = "".join(text for _, text in tokens)
+    assert (
+        len(text.split()) == 21
+        and text.startswith("the sea was calm")
+        and text.endswith("home the sea was calm")
+    )
+    assert 0.050 <= tokens[0][0] < 0.050 + 0.030
+    assert tokens[-1][0] - tokens[0][0] == pytest.approx(0.200, abs=0.015)  # 21 tokens, 10 ms apart
+
+
+def test_prefill_speed_makes_uncached_prompts_slower_to_start() -> None:
+    config = EmulatorConfig(ttft_ms=20, tokens_per_s=1000, output_tokens=1, prefill_tokens_per_s=10_000)
+    with EmulatorServer(config) as server:
+        prompt = build_prompt(1000, "long")
+        cold = token_events(stream_events(server.base_url, messages=prompt))[0][0]
+        warm = token_events(stream_events(server.base_url, messages=prompt))[0][0]
+    assert cold == pytest.approx(0.020 + 0.100, abs=0.025)  # 1000 uncached tokens at 10,000/s
+    assert warm == pytest.approx(0.020 + 0.004, abs=0.025)  # 960 served from cache, 40 to prefill
+
+
+def test_jitter_spreads_ttft_around_the_setting() -> None:
+    config = EmulatorConfig(ttft_ms=100, tokens_per_s=1000, output_tokens=1, jitter=0.5, seed=5)
+    with EmulatorServer(config) as server:
+        firsts = [token_events(stream_events(server.base_url))[0][0] for _ in range(8)]
+    assert all(0.050 <= t <= 0.150 + 0.025 for t in firsts)
+    assert max(firsts) - min(firsts) > 0.020

@@ -49,6 +49,8 @@ def test_probe_json_summary_is_stored_and_never_shows_the_key(
             "QS_TEST_KEY",
             "--concurrency",
             "1,2",
+            "--ramp-s",
+            "0.05",
             "--requests",
             "3",
             "--canary",
