@@ -169,3 +169,65 @@ def threshold_series(
             annotation_position="top left",
         )
     return figure
+
+
+def budget_forecast(band: pl.DataFrame, currency: str) -> go.Figure:
+    """Cumulative spend this month, the month-end forecast with its band, and the budget lines.
+
+    `band`: date, actual_cumulative, forecast, low, high, budget, pro_rata (money in `currency`).
+    """
+    figure = _figure("Spend this month against budget", "date (UTC)", f"cumulative spend ({currency})")
+    if band.is_empty():
+        return empty_figure("Spend this month against budget", "No spend this month yet")
+
+    def values(column: str) -> list[float | None]:
+        return [None if v is None else float(v) for v in band[column].to_list()]
+
+    dates = band["date"].to_list()
+    figure.add_trace(
+        go.Scatter(
+            x=dates, y=values("high"), mode="lines", line={"width": 0}, showlegend=False, hoverinfo="skip"
+        )
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=dates,
+            y=values("low"),
+            mode="lines",
+            line={"width": 0},
+            fill="tonexty",
+            fillcolor="rgba(37, 99, 235, 0.15)",
+            name="forecast interval",
+        )
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=dates,
+            y=values("forecast"),
+            mode="lines",
+            name="forecast",
+            line={"color": PALETTE[0], "dash": "dash"},
+        )
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=dates,
+            y=values("actual_cumulative"),
+            mode="lines+markers",
+            name="spent",
+            line={"color": PALETTE[0], "width": 3},
+        )
+    )
+    figure.add_trace(
+        go.Scatter(x=dates, y=values("budget"), mode="lines", name="budget", line={"color": PALETTE[1]})
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=dates,
+            y=values("pro_rata"),
+            mode="lines",
+            name="on-budget pace",
+            line={"color": PALETTE[1], "dash": "dot"},
+        )
+    )
+    return figure

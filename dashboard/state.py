@@ -53,18 +53,33 @@ def catalog() -> Catalog:
     return _catalog(settings.get("catalog_dir"), tuple(str(p) for p in user_catalogs()))
 
 
+def catalog_key() -> tuple[tuple[str, int], ...]:
+    """Changes when any catalog file changes; part of the key of cached reads that price."""
+    files = sorted(Path(settings.get("catalog_dir")).glob("*.toml")) + user_catalogs()
+    return tuple((str(f), f.stat().st_mtime_ns if f.exists() else 0) for f in files)
+
+
 @st.cache_data(show_spinner=False, max_entries=256)
 def _cached(
-    name: str, version: tuple[int, ...], db: str, _call: Callable[..., Any], kwargs: tuple[Any, ...]
+    name: str,
+    version: tuple[int, ...],
+    db: str,
+    catalog_version: tuple[tuple[str, int], ...] | None,
+    _call: Callable[..., Any],
+    kwargs: tuple[Any, ...],
 ) -> Any:
-    return _call(Path(db), **dict(kwargs))
+    extra = {"catalog": catalog()} if catalog_version is not None else {}
+    return _call(Path(db), **extra, **dict(kwargs))
 
 
-def read(call: Callable[..., T], **kwargs: Any) -> T:
-    """`call(db_path, **kwargs)` through the cache, keyed on the data version."""
+def read(call: Callable[..., T], *, priced: bool = False, **kwargs: Any) -> T:
+    """`call(db_path, **kwargs)` through the cache, keyed on the data version (and, when `priced`, on the
+    catalog files, and `call` gets `catalog=` the loaded catalog)."""
     db = db_path()
     key = f"{call.__module__}.{call.__qualname__}"
-    result: T = _cached(key, data_version(db), str(db), call, tuple(sorted(kwargs.items())))
+    result: T = _cached(
+        key, data_version(db), str(db), catalog_key() if priced else None, call, tuple(sorted(kwargs.items()))
+    )
     return result
 
 

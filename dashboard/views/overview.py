@@ -1,0 +1,164 @@
+"""Overview: this month's spend against budget and its forecast, cache savings, traffic, and the providers
+in use with what their limits carry for the workload actually seen."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import polars as pl
+import streamlit as st
+
+from dashboard import charts, state
+from models.budget import forecast_band
+from models.capacity import Latency
+from models.errors import QuotascopeError
+from models.forecast import month_start
+from models.money import format_amount
+from models.plan import PlanRequest, make_plan
+from models.profile import TokenProfile
+from storage.budgets import budget_statuses, read_daily_spend
+from storage.explore import usage_dimensions
+from storage.replay import UsageFilter
+from storage.reports import read_usage_profile, spend_report
+
+
+def _money(amount: Decimal | None, currency: str) -> str:
+    return "—" if amount is None else f"{format_amount(amount, 2)} {currency}"
+
+
+def _providers_table(since: datetime, until: datetime, currency: str) -> pl.DataFrame:
+    """Each (provider, model) seen this month: its offer, price, limits, what was measured, and what its
+    limits carry for the workload's own profile."""
+    catalog = state.catalog()
+    rows = []
+    for row in state.read(
+        spend_report,
+        priced=True,
+        selection=UsageFilter(since, until),
+        by=("provider", "model"),
+        currency=currency,
+    ):
+        provider, model = row.keys.get("provider"), str(row.keys.get("model"))
+        usage = state.read(read_usage_profile, since=since, until=until, provider=provider, model=model)
+        offer = catalog.find(provider, model)
+        entry: dict[str, object] = {
+            "provider": provider,
+            "model": model,
+            "requests": row.requests,
+            "offer": offer.id if offer else "not in catalog",
+            "cost": None if row.cost is None else str(row.cost.quantize(2)),
+        }
+        if usage.ttft_ms is not None:
+            entry["TTFT p50 ms"] = round(usage.ttft_ms.p50)
+        if usage.tokens_per_s is not None:
+            entry["tokens/s p50"] = round(usage.tokens_per_s.p50, 1)
+        if offer is not None and usage.requests:
+            version = offer.version_at(until - timedelta(seconds=1))
+            limits = version.limits.effective()
+            entry |= {"TPM": limits.tpm, "RPM": limits.rpm, "concurrency": limits.max_concurrency}
+            profile = TokenProfile.direct(
+                Decimal(str(round(usage.input_tokens.mean))),
+                Decimal(str(max(1, round(usage.output_tokens.mean)))),
+                reasoning_tokens=Decimal(str(round(usage.reasoning_tokens.mean))),
+            )
+            latency = Latency(
+                Decimal(str(round(usage.ttft_ms.p50 if usage.ttft_ms else 390))),
+                Decimal(str(round(usage.tokens_per_s.p50 if usage.tokens_per_s else 35.4, 1))),
+                assumed=usage.ttft_ms is None,
+            )
+            plan = make_plan(
+                PlanRequest(
+                    version,
+                    profile,
+                    latency,
+                    until,
+                    label=offer.id,
+                    cache_hit_rate=Decimal(str(round(usage.cached_share, 4))),
+                    fx=catalog.fx,
+                    display_currency=currency,
+                )
+            )
+            rate = plan.capacity.questions_per_minute
+            entry["q/min sustainable"] = None if rate is None else round(float(rate), 1)
+            entry["binding"] = plan.capacity.binding_limit
+            entry["cost / 1k requests"] = (
+                None if plan.cost is None else str(plan.cost.per_1k_questions.quantize(4))
+            )
+        rows.append(entry)
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def render() -> None:
+    st.header("Overview")
+    if not state.has_database():
+        state.empty_state(
+            "No database yet: nothing has been ingested or probed.", "quotascope demo --no-serve"
+        )
+        return
+    try:
+        dims = state.read(usage_dimensions)
+    except QuotascopeError as e:
+        st.error(str(e))
+        return
+    if dims.requests == 0:
+        state.empty_state("No usage stored yet.", "quotascope ingest PATH")
+        return
+    now = state.now()
+    month = month_start(now.date())
+    since = datetime.combine(month, datetime.min.time())
+    currency = state.filters().display_currency or "USD"
+    st.caption(f"{month:%B %Y} up to {now:%Y-%m-%d %H:%M} UTC; money in {currency} (catalog FX rates).")
+    spend = state.read(read_daily_spend, priced=True, currency=currency, selection=UsageFilter(since, now))
+    spent = Decimal(sum(spend.daily["amount"].to_list(), Decimal(0))) if spend.daily.height else Decimal(0)
+    rows = state.read(spend_report, priced=True, selection=UsageFilter(since, now), by=(), currency=currency)
+    total = rows[0] if rows else None
+    statuses = state.read(budget_statuses, priced=True, month=month, now=now)
+    overall = next((s for s in statuses if s.budget.scope == "total" and s.budget.currency == currency), None)
+    cols = st.columns(4)
+    cols[0].metric("Spent this month", _money(spent, currency))
+    if overall is not None:
+        f = overall.forecast
+        cols[1].metric(
+            "Forecast month end",
+            _money(f.forecast, currency),
+            help=f"{f.confidence:.0%} interval {_money(f.low, currency)} – {_money(f.high, currency)}",
+        )
+        cols[2].metric(
+            "Budget used",
+            f"{overall.share_spent:.0%}",
+            delta=f"forecast {overall.share_forecast:.0%} of {_money(overall.budget.amount, currency)}",
+            delta_color="inverse",
+        )
+    else:
+        cols[1].metric("Forecast month end", "no budget")
+        cols[2].metric("Budget used", "—", help="quotascope budget set --scope total --amount N --currency C")
+    savings = total.cache_savings.amount if total is not None and total.cache_savings is not None else None
+    cols[3].metric("Cache savings", _money(savings, currency))
+    cols = st.columns(4)
+    if total is not None:
+        cols[0].metric("Requests", f"{total.requests:,}")
+        cols[1].metric("Input tokens", f"{total.input_tokens:,}")
+        cols[2].metric("Cached share", f"{total.cached_input_tokens / max(total.input_tokens, 1):.0%}")
+        cols[3].metric("Output tokens", f"{total.output_tokens:,}")
+    if overall is not None:
+        st.plotly_chart(
+            charts.budget_forecast(forecast_band(overall), currency), key="overview_forecast_chart"
+        )
+        for alert in overall.alerts:
+            st.warning(alert.message, icon=":material/warning:")
+    if total is not None and total.unpriced_requests:
+        unknown = ", ".join(sorted({m.split(" (")[0] for m in total.unpriced_models}))
+        st.info(
+            f"{total.unpriced_requests:,.0f} requests this month are unpriced ({unknown}); "
+            "they are not counted as free. Add the offer with your own catalog file (see the Catalog page)."
+        )
+    st.subheader("Providers in use")
+    st.caption(
+        "Sustainable q/min and cost per 1,000 requests for this month's average request to each model, "
+        "under the offer's limits, with the measured TTFT, tokens/s and cache share."
+    )
+    st.dataframe(_providers_table(since, now, currency), hide_index=True, key="overview_providers")
+
+
+render()
