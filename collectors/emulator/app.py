@@ -322,7 +322,9 @@ class EventStream(Response):
                 self.on_close()
 
         async def produce() -> None:
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            await send(
+                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            )
             async for part in self.body_parts:
                 # the part that ends the stream also ends the body: no extra write for the client to wait on
                 last = part.endswith(b"data: [DONE]\n\n")
