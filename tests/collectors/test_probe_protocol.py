@@ -389,3 +389,8 @@ def test_proxies_from_the_environment_are_kept(monkeypatch: pytest.MonkeyPatch) 
     assert proxy_for("https://api.example/v1/chat/completions") == "http://proxy.corp:3128"
     assert proxy_for("http://api.example/v1/chat/completions") is None
     assert proxy_for("https://127.0.0.1:8400/v1/chat/completions") is None
+
+
+def test_the_example_endpoints_file_parses() -> None:
+    example = Path(__file__).resolve().parents[2] / "data" / "endpoints.example.toml"
+    assert sorted(load_endpoints(example)) == ["ark-r1", "deepseek-v4-pro", "emulator"]
