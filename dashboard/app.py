@@ -7,7 +7,9 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import state
+from models.errors import QuotascopeError
 from quotascope import settings
+from storage.explore import Dimensions, usage_dimensions
 
 VIEWS = Path(__file__).parent / "views"
 
@@ -26,9 +28,29 @@ with st.sidebar:
         help="Every money figure is shown in this currency, converted with the catalog's dated FX rates",
     )
 
+    if state.has_database():
+        dims: Dimensions | None
+        try:
+            dims = state.read(usage_dimensions)
+        except QuotascopeError:
+            dims = None
+        if dims is not None and dims.first is not None and dims.last is not None:
+            st.date_input(
+                "Period (UTC)",
+                value=(dims.first.date(), dims.last.date()),
+                key="filter_dates",
+                min_value=dims.first.date(),
+                max_value=dims.last.date(),
+            )
+            st.selectbox("Provider", ["all", *dims.providers], key="filter_provider")
+            st.selectbox("Model", ["all", *dims.models], key="filter_model")
+            st.selectbox("Team", ["all", *dims.teams], key="filter_team")
+
 pages = [
     st.Page(VIEWS / "overview.py", title="Overview", icon=":material/dashboard:", default=True),
     st.Page(VIEWS / "planner.py", title="Planner", icon=":material/calculate:"),
+    st.Page(VIEWS / "spend.py", title="Spend", icon=":material/payments:"),
+    st.Page(VIEWS / "usage.py", title="Usage profile", icon=":material/bar_chart:"),
     st.Page(VIEWS / "endpoints.py", title="Endpoints", icon=":material/monitor_heart:"),
     st.Page(VIEWS / "catalog.py", title="Catalog", icon=":material/menu_book:"),
 ]

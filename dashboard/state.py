@@ -103,11 +103,15 @@ def filters() -> Filters:
     return Filters(
         since,
         until,
-        tuple(state.get("filter_providers") or ()),
-        tuple(state.get("filter_models") or ()),
-        tuple(state.get("filter_teams") or ()),
+        _chosen(state.get("filter_provider")),
+        _chosen(state.get("filter_model")),
+        _chosen(state.get("filter_team")),
         None if currency in (None, "offer's own") else str(currency),
     )
+
+
+def _chosen(value: object) -> tuple[str, ...]:
+    return () if value in (None, "all") else (str(value),)
 
 
 def now() -> datetime:

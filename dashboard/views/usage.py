@@ -1,0 +1,123 @@
+"""Usage profile: what a request really looks like (input, cached share, output, reasoning), and the
+derived profile the planner can take."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import polars as pl
+import streamlit as st
+
+from dashboard import charts, state
+from models.errors import QuotascopeError
+from storage.explore import usage_dimensions, usage_sample
+from storage.replay import UsageFilter
+from storage.reports import read_usage_profile
+
+
+def _open_in_planner(input_tokens: int, output_tokens: int, reasoning: int) -> None:
+    st.session_state["planner_preset"] = "usage"
+    st.session_state["planner_input_tokens"] = input_tokens
+    st.session_state["planner_output_tokens"] = max(1, output_tokens)
+    st.session_state["planner_reasoning_tokens"] = min(reasoning, max(1, output_tokens))
+
+
+def render() -> None:
+    st.header("Usage profile")
+    if not state.has_database():
+        state.empty_state("No database yet.", "quotascope demo --no-serve")
+        return
+    try:
+        dims = state.read(usage_dimensions)
+    except QuotascopeError as e:
+        st.error(str(e))
+        return
+    if dims.requests == 0 or dims.first is None or dims.last is None:
+        state.empty_state("No usage stored yet.", "quotascope ingest PATH")
+        return
+    f = state.filters()
+    since = f.since or datetime.combine(dims.first.date(), datetime.min.time())
+    until = f.until or datetime.combine(dims.last.date() + timedelta(days=1), datetime.min.time())
+    provider = f.providers[0] if f.providers else None
+    model = f.models[0] if f.models else None
+    team = f.teams[0] if f.teams else None
+    profile = state.read(
+        read_usage_profile, since=since, until=until, provider=provider, model=model, team=team
+    )
+    if profile.requests == 0:
+        st.info("No requests match the sidebar's filters.")
+        return
+    st.caption(
+        f"{profile.requests:,} requests from {since:%Y-%m-%d} to {until:%Y-%m-%d}"
+        + "".join(f", {k} {v}" for k, v in (("provider", provider), ("model", model), ("team", team)) if v)
+    )
+    rows = [
+        ("input tokens (all prompt)", profile.input_tokens),
+        ("cached input tokens", profile.cached_input_tokens),
+        ("output tokens (reasoning included)", profile.output_tokens),
+        ("reasoning tokens", profile.reasoning_tokens),
+    ]
+    if profile.ttft_ms is not None:
+        rows.append(("TTFT (ms)", profile.ttft_ms))
+    if profile.tokens_per_s is not None:
+        rows.append(("output tokens/s", profile.tokens_per_s))
+    table = pl.DataFrame(
+        [
+            {"per request": name, "mean": round(d.mean, 1), "p50": d.p50, "p90": d.p90, "p99": d.p99}
+            for name, d in rows
+        ]
+    )
+    left, right = st.columns([3, 2])
+    left.dataframe(table, hide_index=True, key="usage_profile_table")
+    with right:
+        st.metric("Cached share of input", f"{profile.cached_share:.1%}")
+        st.metric(
+            "Tokens per request (mean)", f"{profile.input_tokens.mean + profile.output_tokens.mean:,.0f}"
+        )
+        st.button(
+            "Open this profile in the planner",
+            key="usage_to_planner",
+            type="primary",
+            on_click=_open_in_planner,
+            args=(
+                round(profile.input_tokens.mean),
+                round(profile.output_tokens.mean),
+                round(profile.reasoning_tokens.mean),
+            ),
+        )
+        if st.session_state.get("planner_preset") == "usage" and st.session_state.get("usage_to_planner"):
+            st.switch_page("views/planner.py")
+    sample = state.read(usage_sample, selection=UsageFilter(since, until, provider, model, team))
+    st.caption(f"Distributions over a random sample of {sample.height:,} stored rows.")
+    a, b = st.columns(2)
+    a.plotly_chart(
+        charts.histogram(
+            sample["input_tokens"], title="Input tokens per request", x_title="input tokens (log)", log_x=True
+        ),
+        key="usage_input_hist",
+    )
+    b.plotly_chart(
+        charts.histogram(
+            sample["cached_share"].drop_nulls(), title="Cached share of input", x_title="cached input / input"
+        ),
+        key="usage_cached_hist",
+    )
+    c, d = st.columns(2)
+    c.plotly_chart(
+        charts.histogram(
+            sample["output_tokens"],
+            title="Output tokens per request",
+            x_title="output tokens (reasoning included)",
+        ),
+        key="usage_output_hist",
+    )
+    reasoning = sample["reasoning_tokens"].filter(sample["reasoning_tokens"] > 0)
+    d.plotly_chart(
+        charts.histogram(
+            reasoning, title="Reasoning tokens (requests that reasoned)", x_title="reasoning tokens"
+        ),
+        key="usage_reasoning_hist",
+    )
+
+
+render()
