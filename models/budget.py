@@ -3,7 +3,7 @@ budget line the dashboard draws, and off-peak advice (what moving batch traffic 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -11,11 +11,11 @@ from typing import Any, Literal
 
 import polars as pl
 
-from models.catalog import Offer
+from models.catalog import Catalog, Offer
 from models.errors import InputError
 from models.forecast import MONEY, SpendForecast, month_days
 from models.money import format_amount
-from models.repricing import PricedTraffic
+from models.pricing import TokenCounts, rates_at
 
 ScopeKind = Literal["total", "team", "project"]
 THRESHOLDS: tuple[Decimal, ...] = (Decimal("0.8"), Decimal("0.95"), Decimal(1))
@@ -213,6 +213,7 @@ class OffPeakAdvice:
     currency: str
     total: Decimal  # all priced spend of the selection
     savings: tuple[OffPeakSaving, ...]
+    unpriced_requests: int = 0
 
     @property
     def saving(self) -> Decimal:
@@ -223,34 +224,53 @@ class OffPeakAdvice:
         return self.saving / self.total if self.total else Decimal(0)
 
 
-def offpeak_advice(priced: Mapping[str, PricedTraffic], offers: Mapping[str, Offer]) -> OffPeakAdvice:
+def offpeak_advice(groups: pl.DataFrame, catalog: Catalog, currency: str) -> OffPeakAdvice:
     """The spend a time-of-day window would have saved had this traffic (the batch part, as selected) run in
-    each offer's cheapest period. A window multiplies every token price, so a group's cost scales with it."""
-    currency = next((p.currency for p in priced.values()), "USD")
+    each offer's cheapest period. A window multiplies every token price, so a group's cost scales with it.
+
+    `groups` are price-homogeneous usage sums (`storage.reports.read_spend_groups`: `provider`, `model`,
+    `bucket`, `input_each`, `requests` and the token columns); money is shown in `currency` at each day's FX.
+    """
     total = Decimal(0)
+    unpriced = 0
     rows: dict[tuple[str, str, str], list[Decimal]] = {}
-    for offer_id, traffic in priced.items():
-        if traffic.groups.height == 0:
+    offers: dict[tuple[str | None, str], Offer | None] = {}
+    for g in groups.iter_rows(named=True):
+        key = (g["provider"], g["model"])
+        if key not in offers:
+            offers[key] = catalog.find(*key)
+        offer = offers[key]
+        bucket: datetime = g["bucket"]
+        try:
+            if offer is None:
+                raise InputError("no offer")
+            version = offer.version_at(bucket)
+            rates = rates_at(version, bucket, int(g["input_each"]))
+        except InputError:  # an unknown model, no version in force, or a version without prices
+            unpriced += int(g["requests"])
             continue
-        offer = offers[offer_id]
-        for group in traffic.groups.select("vidx", "period", "amount_shown").iter_rows(named=True):
-            version = offer.versions[group["vidx"]]
-            amount = Decimal(group["amount_shown"])
-            total += amount
-            multipliers = {version.base_period: Decimal(1), **{w.name: w.multiplier for w in version.windows}}
-            cheapest = min(multipliers, key=lambda name: multipliers[name])
-            current = multipliers.get(group["period"], Decimal(1))
-            if current <= multipliers[cheapest] or current == 0:
-                continue
-            saving = amount * (1 - multipliers[cheapest] / current)
-            entry = rows.setdefault((offer_id, group["period"], cheapest), [Decimal(0), Decimal(0)])
-            entry[0] += amount
-            entry[1] += saving
+        tokens = TokenCounts(
+            input=int(g["input_tokens"]),
+            output=int(g["output_tokens"]),
+            cached_input=int(g["cached_input_tokens"]),
+            cache_write=int(g["cache_write_tokens"]),
+            reasoning=int(g["reasoning_tokens"]),
+        )
+        amount = catalog.fx.convert(rates.cost(tokens), currency, bucket.date()).money.amount
+        total += amount
+        multipliers = {version.base_period: Decimal(1), **{w.name: w.multiplier for w in version.windows}}
+        cheapest = min(multipliers, key=lambda name: multipliers[name])
+        current = multipliers.get(rates.period, Decimal(1))
+        if current <= multipliers[cheapest]:
+            continue
+        entry = rows.setdefault((offer.id, rates.period, cheapest), [Decimal(0), Decimal(0)])
+        entry[0] += amount
+        entry[1] += amount * (1 - multipliers[cheapest] / current)
     savings = tuple(
         OffPeakSaving(offer_id, period, cheapest, spend, saving)
         for (offer_id, period, cheapest), (spend, saving) in sorted(rows.items())
     )
-    return OffPeakAdvice(currency, total, savings)
+    return OffPeakAdvice(currency, total, savings, unpriced)
 
 
 def as_of_for(month: date, now: datetime) -> datetime:

@@ -41,6 +41,21 @@ def _slack(values: pl.Expr) -> pl.Expr:
     return SLACK + values.abs() * 1e-12
 
 
+# ------------------------------------------------------------------------------------------ runs
+
+
+def run_ends(keys: pl.Series) -> pl.Series:
+    """Row indices of the last row of each run of equal consecutive `keys` (e.g. each busy second)."""
+    return (keys != keys.shift(-1)).fill_null(True).arg_true()
+
+
+def run_sums(frame: pl.DataFrame, ends: pl.Series, columns: list[str]) -> pl.DataFrame:
+    """Per-run sums of `columns` as differences of running totals at each run's last row: twice as fast as a
+    sorted group-by on ten million rows, and exact for whole-number columns (float64 holds 2**53)."""
+    totals = frame.select(pl.col(columns).cast(pl.Float64).cum_sum()).gather(ends)
+    return totals.with_columns(pl.col(c) - pl.col(c).shift(1, fill_value=0.0) for c in columns)
+
+
 # ------------------------------------------------------------------------------------------ reject
 
 
@@ -118,16 +133,11 @@ def shaper_served_at(
     cells with σ = capacity, r = refill per second. An arrival served in its own cell is served on arrival;
     otherwise at the start of the cell whose allowance reaches it.
     """
-    frame = pl.DataFrame({"t": arrival_s.cast(pl.Float64), "x": measure.cast(pl.Float64)}).with_columns(
-        (pl.col("t") / cell_s).floor().cast(pl.Int64).alias("cell"),
-        pl.col("x").cum_sum().alias("X"),
-    )
-    frame = frame.with_columns(
-        ((pl.col("cell") != pl.col("cell").shift(1)).fill_null(True).cum_sum() - 1).set_sorted().alias("m")
-    )
-    cells = frame.group_by("m", maintain_order=True).agg(
-        pl.col("cell").first(), pl.col("X").last().alias("A")
-    )
+    t = arrival_s.cast(pl.Float64)
+    position = measure.cast(pl.Float64).cum_sum()  # X: where each arrival ends in the FIFO
+    cell = (t / cell_s).floor().cast(pl.Int64)
+    ends = run_ends(cell)
+    cells = pl.DataFrame({"cell": cell.gather(ends), "A": position.gather(ends)})
     first_cell = float(cells["cell"][0]) if cells.height else 0.0
     cells = cells.with_columns(
         (pl.col("A") - rate * pl.col("cell").shift(-1).cast(pl.Float64)).alias("B"),
@@ -140,19 +150,35 @@ def shaper_served_at(
         pl.min_horizontal(pl.col("A"), sigma + rate * pl.col("cell") + pl.col("M_before")).alias("S")
     )
     # served within its own cell (S of that cell reaches it): on arrival; only the rest need a search
-    frame = frame.with_columns(cells["S"].gather(frame["m"]).alias("S_own"))
-    late = frame.with_row_index("i").filter(pl.col("X") - _slack(pl.col("X")) > pl.col("S_own"))
-    if late.height == 0:
-        return frame["t"].alias("served_s")
+    own = ((cell != cell.shift(1)).fill_null(True).cum_sum() - 1).cast(pl.Int64)
+    wanted = pl.DataFrame({"X": position}).select(pl.col("X") - _slack(pl.col("X"))).to_series()
+    late_rows = (wanted > cells["S"].gather(own)).arg_true()
+    if late_rows.len() == 0:
+        return t.alias("served_s")
     n = cells.height
-    j = cells["S"].search_sorted(late.select(pl.col("X") - _slack(pl.col("X"))).to_series(), side="left")
+    # the first cell whose cumulative allowance reaches each late arrival: both sides sorted, one as-of walk
+    found = (
+        pl.DataFrame({"want": wanted.gather(late_rows)})
+        .with_columns(pl.col("want").set_sorted())
+        .join_asof(
+            cells.select(pl.col("S").set_sorted(), pl.int_range(0, n, dtype=pl.Int64).alias("j")),
+            left_on="want",
+            right_on="S",
+            strategy="forward",
+        )
+    )
+    j = found["j"].fill_null(n)
     prev = (j - 1).clip(0, n - 1)
     cell_list = cells["cell"].cast(pl.Float64)
-    late = late.with_columns(
-        j.alias("j"),
-        cells["M_before"].gather(prev).alias("M_prev"),
-        cell_list.gather(prev).alias("cell_prev"),
-        cell_list.gather(j.clip(0, n - 1)).alias("cell_j"),
+    late = pl.DataFrame(
+        {
+            "t": t.gather(late_rows),
+            "X": position.gather(late_rows),
+            "j": j,
+            "M_prev": cells["M_before"].gather(prev),
+            "cell_prev": cell_list.gather(prev),
+            "cell_j": cell_list.gather(j.clip(0, n - 1)),
+        }
     )
     gap_cell = pl.max_horizontal(
         ((pl.col("X") - sigma - pl.col("M_prev")) / rate - 1e-9).ceil(), pl.col("cell_prev") + 1
@@ -161,7 +187,7 @@ def shaper_served_at(
         pl.when(pl.col("j") >= n).then(gap_cell).otherwise(pl.min_horizontal(gap_cell, pl.col("cell_j")))
     )
     later = late.select(pl.max_horizontal(served_cell * cell_s, pl.col("t"))).to_series()
-    return frame["t"].clone().scatter(late["i"], later).alias("served_s")
+    return t.clone().scatter(late_rows, later).alias("served_s")
 
 
 # ------------------------------------------------------------------------------------------ headroom
@@ -206,13 +232,26 @@ def bucket_scale_needed(second: pl.Series, demand: pl.Series, capacity: float, r
 # ------------------------------------------------------------------------------------------ concurrency
 
 
+def total_at_or_before(keys: pl.Series, values: pl.Series, queries: pl.Series) -> pl.Series:
+    """For each query, the sum of `values` whose `keys` are ≤ it. `keys` and `queries` must be sorted; a
+    backward as-of join walks both once, about twice as fast as a binary search per query."""
+    right = pl.DataFrame({"key": keys.cast(pl.Float64), "total": values.cast(pl.Float64).cum_sum()})
+    left = pl.DataFrame({"query": queries.cast(pl.Float64)})
+    joined = left.with_columns(pl.col("query").set_sorted()).join_asof(
+        right.with_columns(pl.col("key").set_sorted()), left_on="query", right_on="key", strategy="backward"
+    )
+    return joined["total"].fill_null(0.0)
+
+
 def in_flight_before(start_s: pl.Series, end_s: pl.Series, weight: pl.Series) -> pl.Series:
     """Requests in flight just before each one starts (starts sorted; its own weight not included)."""
-    frame = pl.DataFrame({"start": start_s, "end": end_s, "w": weight.cast(pl.Float64)})
-    by_end = frame.select("end", "w").sort("end").with_columns(pl.col("w").cum_sum().alias("ended"))
-    idx = by_end["end"].search_sorted(frame["start"], side="right")
-    ended = pl.concat([pl.Series([0.0]), by_end["ended"]]).gather(idx)
-    started = frame["w"].cum_sum() - frame["w"]
+    w = weight.cast(pl.Float64)
+    started = w.cum_sum() - w
+    if bool((w == 1.0).all()):  # whole requests: no weights to carry through the sort
+        ended = total_at_or_before(end_s.sort(), pl.repeat(1.0, end_s.len(), eager=True), start_s)
+    else:
+        by_end = pl.DataFrame({"end": end_s, "w": w}).sort("end")
+        ended = total_at_or_before(by_end["end"], by_end["w"], start_s)
     return (started - ended).clip(lower_bound=0.0).alias("in_flight")
 
 
@@ -223,19 +262,24 @@ class ConcurrencyOutcome:
 
 
 def concurrency_admitted(
-    start_s: pl.Series, end_s: pl.Series, weight: pl.Series, slots: float
+    start_s: pl.Series,
+    end_s: pl.Series,
+    weight: pl.Series,
+    slots: float,
+    in_flight: pl.Series | None = None,
 ) -> ConcurrencyOutcome:
     """Reject policy: the weight of each request admitted by a cap of `slots` concurrent requests.
 
     A request meeting fewer than `slots` in flight (had nothing been rejected) is admitted outright; only the
     others are walked in order, remembering the rejected ones that would still have been in flight.
+    `in_flight` is `in_flight_before` of these very weights, when the caller has it already.
     """
     frame = pl.DataFrame(
         {
             "start": start_s,
             "end": end_s,
             "w": weight.cast(pl.Float64),
-            "u": in_flight_before(start_s, end_s, weight),
+            "u": in_flight if in_flight is not None else in_flight_before(start_s, end_s, weight),
         }
     ).with_row_index("i")
     hot = frame.filter(pl.col("u") + pl.col("w") > slots + SLACK)
@@ -261,18 +305,23 @@ def concurrency_admitted(
 
 
 def concurrency_starts(
-    ready_s: pl.Series, duration_s: pl.Series, weight: pl.Series, slots: float
+    ready_s: pl.Series,
+    duration_s: pl.Series,
+    weight: pl.Series,
+    slots: float,
+    in_flight: pl.Series | None = None,
 ) -> ConcurrencyOutcome:
     """Queue policy: when each request (ready times sorted, FIFO) gets one of `slots` concurrent slots.
 
     Where the unconstrained in-flight count stays under the cap every request starts when ready. From the
     first request that meets a full set of slots, requests are walked one by one until every delayed one has
-    ended; from then on the real and the unconstrained in-flight sets agree again.
+    ended; from then on the real and the unconstrained in-flight sets agree again. `in_flight` is
+    `in_flight_before` of these ready times, when the caller has it already.
     """
     ready = ready_s.cast(pl.Float64)
     end = ready + duration_s.cast(pl.Float64)
     w = weight.cast(pl.Float64)
-    u = in_flight_before(ready, end, w)
+    u = in_flight if in_flight is not None else in_flight_before(ready, end, w)
     hot_rows = (u + w > slots + SLACK).arg_true().to_list()
     if not hot_rows:
         return ConcurrencyOutcome(ready.alias("start_s"), 0)

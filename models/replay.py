@@ -44,7 +44,10 @@ from models.enforcement import (
     concurrency_admitted,
     concurrency_starts,
     in_flight_before,
+    run_ends,
+    run_sums,
     shaper_served_at,
+    total_at_or_before,
     window_admitted_share,
     window_scale_needed,
 )
@@ -79,6 +82,8 @@ USAGE_SCHEMA: dict[str, pl.DataType] = {
     "source_id": pl.Int64(),
 }
 REQUIRED = ("ts", "input_tokens", "output_tokens")
+# carried onto units only when the rows have them (a replay needs none; recorded cost needs provider/model)
+ATTRIBUTION = ("provider", "model", "team", "project")
 BUCKET_CANDIDATES_S = (86_400, 3_600, 900, 300, 60)  # export bucket widths, coarsest first
 DEFAULT_BUCKET_S = 60
 MIN_DURATION_S = 1e-3
@@ -122,18 +127,16 @@ def _normalise(rows: pl.DataFrame) -> pl.DataFrame:
     missing = [c for c in REQUIRED if c not in rows.columns]
     if missing:
         raise InputError(f"usage rows need the columns {', '.join(missing)}")
+    wanted = {n: t for n, t in USAGE_SCHEMA.items() if n not in ATTRIBUTION or n in rows.columns}
     extra = [
-        pl.lit(None, dtype=dtype).alias(name)
-        for name, dtype in USAGE_SCHEMA.items()
-        if name not in rows.columns
+        pl.lit(None, dtype=dtype).alias(name) for name, dtype in wanted.items() if name not in rows.columns
     ]
-    frame = rows.with_columns(extra).select(
-        [pl.col(name).cast(dtype) for name, dtype in USAGE_SCHEMA.items()]
-    )
+    frame = rows.with_columns(extra).select([pl.col(name).cast(dtype) for name, dtype in wanted.items()])
+    if "model" in frame.columns:
+        frame = frame.with_columns(pl.col("model").fill_null(""))
     return frame.with_columns(
         pl.col("n_requests").fill_null(1).clip(lower_bound=1),
         *[pl.col(c).fill_null(0) for c in ("cached_input_tokens", "cache_write_tokens", "reasoning_tokens")],
-        pl.col("model").fill_null(""),
     )
 
 
@@ -168,6 +171,7 @@ def traffic_from_usage(
     """
     latency = latency or Latency.seed()
     frame = _normalise(rows)
+    keep = [c for c in ATTRIBUTION if c in frame.columns]
     if frame.height == 0:
         units = pl.DataFrame(
             schema={
@@ -176,24 +180,22 @@ def traffic_from_usage(
                 "w": pl.Float64(),
                 **{c: pl.Int64() for c in ("input", "cached", "write", "output", "reasoning")},
                 "duration_s": pl.Float64(),
-                "provider": pl.String(),
-                "model": pl.String(),
-                "team": pl.String(),
-                "project": pl.String(),
+                **{c: pl.String() for c in keep},
             }
         )
         return Traffic(units, datetime(1970, 1, 1), 0, 0, {}, 0.0, latency)
     if bucket_s is not None and bucket_s < 1:
         raise InputError(f"a bucket width is at least 1 second, got {bucket_s}")
-    single = frame.filter(pl.col("n_requests") == 1)
-    aggregated = frame.filter(pl.col("n_requests") > 1)
+    frame = frame.sort("ts")  # one sort; the units keep this order
+    spread_any = bool((frame["n_requests"] > 1).any())
+    single = frame.filter(pl.col("n_requests") == 1) if spread_any else frame
+    aggregated = frame.filter(pl.col("n_requests") > 1) if spread_any else frame.clear()
     widths: dict[int | None, int] = {}
     if aggregated.height:
         for (source,), part in aggregated.group_by("source_id"):
             widths[source] = bucket_s or infer_bucket_s(part["ts"])
     assumed_ttft_s = float(latency.ttft_ms) / 1000
     tokens_per_s = float(latency.tokens_per_s)
-    keep = ["provider", "model", "team", "project"]
 
     def finish(
         part: pl.DataFrame, weight: pl.Expr, tokens: Mapping[str, pl.Expr], at: pl.Expr
@@ -232,14 +234,10 @@ def traffic_from_usage(
             pl.Int64
         )
         at = pl.col("ts") + pl.duration(microseconds=offset_us)
-        split = {
-            "input": _split("input_tokens"),
-            "output": _split("output_tokens"),
-        }
         spread = (
             spread.with_columns(
-                split["input"].alias("_in"),
-                split["output"].alias("_out"),
+                _split("input_tokens").alias("_in"),
+                _split("output_tokens").alias("_out"),
                 _split("cached_input_tokens").alias("_cached"),
                 _split("cache_write_tokens").alias("_write"),
                 _split("reasoning_tokens").alias("_reason"),
@@ -259,12 +257,14 @@ def traffic_from_usage(
             "reasoning": pl.col("_reason"),
         }
         parts.append(finish(spread, weight, tokens, at))
-    units = pl.concat(parts).sort("ts", maintain_order=True)
+    units = pl.concat(parts).sort("ts", maintain_order=True) if len(parts) > 1 else parts[0]
     first = units["ts"].min()
     assert isinstance(first, datetime)
     origin = datetime(first.year, first.month, first.day)
-    units = units.with_columns(((pl.col("ts") - origin).dt.total_microseconds() / 1e6).alias("t"))
-    assumed = float(units.filter(pl.col("_assumed"))["w"].sum() or 0.0)
+    units = units.with_columns(
+        pl.col("ts").set_sorted(), ((pl.col("ts") - origin).dt.total_microseconds() / 1e6).alias("t")
+    )
+    assumed = float(units.select((pl.col("w") * pl.col("_assumed")).sum()).item() or 0.0)
     units = units.select(
         "ts", "t", "w", "input", "cached", "write", "output", "reasoning", "duration_s", *keep
     )
@@ -398,13 +398,17 @@ class Replay:
 # ------------------------------------------------------------------------------------------ replay
 
 
-def _weighted_quantile(values: pl.Series, weights: pl.Series, q: float) -> float:
+def _weighted_quantiles(values: pl.Series, weights: pl.Series, qs: Sequence[float]) -> list[float]:
+    """The value below which each share `q` of the weight lies (one sort for all of them)."""
     frame = pl.DataFrame({"v": values, "w": weights}).sort("v").with_columns(pl.col("w").cum_sum().alias("c"))
     total = float(frame["w"].sum())
     if total <= 0:
-        return 0.0
-    index = int(frame["c"].search_sorted(q * total - SLACK, side="left"))
-    return float(frame["v"][min(index, frame.height - 1)])
+        return [0.0 for _ in qs]
+    out = []
+    for q in qs:
+        index = int(frame["c"].search_sorted(q * total - SLACK, side="left"))
+        out.append(float(frame["v"][min(index, frame.height - 1)]))
+    return out
 
 
 @dataclass(frozen=True)
@@ -433,8 +437,9 @@ def _replay_segment(
         (pl.col("sec") // 60).set_sorted().alias("minute"),
     )
     rules = _rules(limits, version.counting.window, multiplier)
-    seconds = frame.group_by("m", maintain_order=True).agg(
-        pl.col("sec").first(), *[pl.col(c).sum() for c in ("c_total", "c_in", "c_out", "w")]
+    ends = run_ends(frame["sec"])
+    seconds = run_sums(frame, ends, ["c_total", "c_in", "c_out", "w"]).with_columns(
+        frame["sec"].gather(ends).alias("sec")
     )
     slots = float(limits.max_concurrency) * multiplier if limits.max_concurrency is not None else None
     needed: dict[str, float] = {}
@@ -446,8 +451,10 @@ def _replay_segment(
             factor = bucket_scale_needed(seconds["sec"], asked, rule.sigma, rule.rate)
         needed[rule.name] = factor * multiplier
     end = pl.col("t") + pl.col("duration_s")
+    before: pl.Series | None = None  # in flight before each request, had nothing been refused
     if slots is not None:
-        peak = in_flight_before(frame["t"], frame.select(end).to_series(), frame["w"]) + frame["w"]
+        before = in_flight_before(frame["t"], frame.select(end).to_series(), frame["w"])
+        peak = before + frame["w"]
         needed["max_concurrency"] = float(peak.max()) / float(limits.max_concurrency or 1)  # type: ignore[arg-type]
         frame = frame.with_columns(peak.alias("in_flight"))
     if options.policy == "reject":
@@ -458,10 +465,12 @@ def _replay_segment(
             else:
                 part = bucket_admitted_share(seconds["sec"], seconds[rule.measure], rule.sigma, rule.rate)
             share = pl.DataFrame({"a": share, "b": part}).select(pl.min_horizontal("a", "b")).to_series()
-        admitted = (frame["w"] * share.gather(frame["m"])).alias("admitted")
+        refused_any = bool((share < 1).any())
+        admitted = (frame["w"] * share.gather(frame["m"])).alias("admitted") if refused_any else frame["w"]
         if slots is not None:
+            known = None if refused_any else before  # token limits refused some: count again without them
             admitted = concurrency_admitted(
-                frame["t"], frame.select(end).to_series(), admitted, slots
+                frame["t"], frame.select(end).to_series(), admitted, slots, known
             ).admitted
         frame = frame.with_columns(
             (pl.col("w") - admitted).clip(lower_bound=0.0).alias("throttled"),
@@ -474,7 +483,9 @@ def _replay_segment(
             part = shaper_served_at(frame["t"], frame[rule.measure], rule.cell_s, rule.sigma, rule.rate)
             served = pl.DataFrame({"a": served, "b": part}).select(pl.max_horizontal("a", "b")).to_series()
         if slots is not None:
-            served = concurrency_starts(served, frame["duration_s"], frame["w"], slots).admitted
+            on_time = bool((served == frame["t"]).all())  # token limits delayed nobody: same in-flight counts
+            known = before if on_time else None
+            served = concurrency_starts(served, frame["duration_s"], frame["w"], slots, known).admitted
         frame = (
             frame.with_columns(served.alias("served_s"))
             .with_columns((pl.col("served_s") - pl.col("t")).clip(lower_bound=0.0).alias("delay_s"))
@@ -537,9 +548,7 @@ def _replay_segment(
 def _queue_lengths(units: pl.DataFrame) -> pl.Series:
     """Requests waiting at each arrival (arrived so far minus served so far; served times are FIFO-sorted)."""
     # FIFO: served times rise with arrival order, so they need no sort
-    done_by = units["w"].cum_sum()
-    idx = units["served_s"].set_sorted().search_sorted(units["t"], side="right")
-    done = pl.concat([pl.Series([0.0]), done_by]).gather(idx)
+    done = total_at_or_before(units["served_s"], units["w"], units["t"])
     return (units["w"].cum_sum() - done).clip(lower_bound=0.0)
 
 
@@ -559,7 +568,7 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
         vidx = version_index(pl.col("ts"), offer, "earliest")
     units = traffic.units.with_columns(vidx.alias("vidx"))
     units = target_tokens(units, offer, options.ratio, reestimate=True)
-    used = sorted(set(units["vidx"].to_list()))
+    used = sorted(units["vidx"].unique().to_list())
     newest = offer.versions[used[-1]]
     currency = (options.currency or newest.currency).upper()
     early = units.filter(pl.col("ts") < offer.versions[0].effective_from)
@@ -579,23 +588,38 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
         segments.append(segment)
     assert limits_used is not None
     version = newest
-    done = pl.concat([s.units for s in segments]).sort("t", maintain_order=True)
+    done = (
+        pl.concat([s.units for s in segments]).sort("t", maintain_order=True)
+        if len(segments) > 1
+        else segments[0].units
+    )
     requests = float(done["w"].sum())
     throttled = float(done["throttled"].sum())
     minute = (pl.col("t") // 60).cast(pl.Int64).set_sorted()
     queue = _queue_lengths(done) if options.policy == "queue" and throttled > SLACK else None
-    per_minute = (
-        done.with_columns(
-            minute.alias("minute"), (queue if queue is not None else pl.lit(0.0)).alias("queue")
+    if options.policy == "queue":
+        per_minute = (
+            done.with_columns(
+                minute.alias("minute"), (queue if queue is not None else pl.lit(0.0)).alias("queue")
+            )
+            .group_by("minute", maintain_order=True)
+            .agg(
+                pl.col("w").sum().alias("requests"),
+                pl.col("throttled").sum().alias("throttled"),
+                pl.col("delay_s").max().alias("max_delay_s"),
+                pl.col("queue").max().alias("max_queue"),
+            )
         )
-        .group_by("minute", maintain_order=True)
-        .agg(
-            pl.col("w").sum().alias("requests"),
-            pl.col("throttled").sum().alias("throttled"),
-            pl.col("delay_s").max().alias("max_delay_s"),
-            pl.col("queue").max().alias("max_queue"),
+    else:  # nothing waits: sums only, by running totals
+        minutes_of = done.select(minute.alias("minute")).to_series()
+        last = run_ends(minutes_of)
+        per_minute = run_sums(done, last, ["w", "throttled"]).select(
+            minutes_of.gather(last).alias("minute"),
+            pl.col("w").alias("requests"),
+            "throttled",
+            pl.lit(0.0).alias("max_delay_s"),
+            pl.lit(0.0).alias("max_queue"),
         )
-    )
     over = per_minute.filter(pl.col("throttled") > 1e-6)
     worst = None
     if over.height:
@@ -605,8 +629,7 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
         )
     p50 = p99 = max_queue = None
     if options.policy == "queue":
-        p50 = _weighted_quantile(done["delay_s"], done["w"], 0.50)
-        p99 = _weighted_quantile(done["delay_s"], done["w"], 0.99)
+        p50, p99 = _weighted_quantiles(done["delay_s"], done["w"], (0.50, 0.99))
         max_queue = float(queue.max()) if queue is not None and queue.len() else 0.0  # type: ignore[arg-type]
     needed_by_name: dict[str, float] = {}
     for segment in segments:

@@ -8,24 +8,22 @@ hits and writes included —, `cached`, `write`, `output` — reasoning included
 
 The rules are `models.pricing`'s: units are grouped by what decides their price (version, time-of-day
 period, promotion, long-context tier, day for FX), each group's whole-token sums are priced with
-`rates_at(...).cost(...)`, so the money is exact. Two uses:
-
-- **recorded** cost: the tokens as the log recorded them, under the offer that served them (`cost_actual`);
-- **target** cost: the same traffic under another offer, cached tokens re-estimated for the target's cache
-  rules (`CacheRules.cacheable` on the recorded cached prefix) and every count scaled by a tokenizer ratio.
+`rates_at(...).cost(...)`, so the money is exact. The traffic is priced under a *target* offer: cached tokens
+re-estimated for its cache rules (`CacheRules.cacheable` on the recorded cached prefix) and every count
+scaled by a tokenizer ratio. (What the traffic cost as served is the spend report's: `models.spend`.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
 import polars as pl
 
-from models.catalog import Catalog, CountingRules, Offer, OfferVersion
+from models.catalog import CountingRules, Offer, OfferVersion
 from models.errors import InputError
 from models.money import FxTable, Money
 from models.pricing import TokenCounts, period_at, rates_at
@@ -337,79 +335,6 @@ def reprice(
     frame = units.with_columns(version_index(pl.col("ts"), offer, "earliest").alias("vidx"))
     frame = target_tokens(frame, offer, ratio, reestimate=True)
     return price_units(frame, offer, fx=fx, currency=currency)
-
-
-# ------------------------------------------------------------------------------------------ recorded
-
-
-@dataclass(frozen=True)
-class RecordedCost:
-    """What the recorded traffic cost under the offers that served it (as the catalog prices them)."""
-
-    cost: Money | None
-    requests: float
-    unpriced_requests: float
-    by_offer: Mapping[str, PricedTraffic]
-    unknown_models: tuple[str, ...]  # provider/model pairs no catalog offer matches
-
-
-def price_recorded(units: pl.DataFrame, catalog: Catalog, currency: str) -> RecordedCost:
-    """Price each unit under the catalog offer its provider and model name (`Catalog.find`), tokens as
-    recorded; a model no offer matches, or a time no version covers, stays unpriced — never free."""
-    shown = currency.upper()
-    requests = float(units["w"].sum()) if units.height else 0.0
-    pairs = units.select("provider", "model").unique().sort("provider", "model", nulls_last=True)
-    by_offer: dict[str, PricedTraffic] = {}
-    unknown: list[str] = []
-    total = Money.zero(shown)
-    unpriced = 0.0
-    any_priced = False
-    grouped: dict[str, list[tuple[str | None, str]]] = {}
-    for provider, model in pairs.iter_rows():
-        offer = catalog.find(provider, model)
-        if offer is None:
-            unknown.append(f"{provider or '?'}/{model}")
-            continue
-        grouped.setdefault(offer.id, []).append((provider, model))
-    for offer_id, members in grouped.items():
-        offer = catalog.get(offer_id)
-        match = pl.lit(False)
-        for provider, model in members:
-            same_provider = (
-                pl.col("provider").is_null() if provider is None else pl.col("provider") == provider
-            )
-            match = match | (same_provider & (pl.col("model") == model))
-        selected = units.filter(match).with_columns(version_index(pl.col("ts"), offer).alias("vidx"))
-        selected = target_tokens(selected, offer, Decimal(1), reestimate=False)
-        priced = price_units(selected, offer, fx=catalog.fx, currency=shown)
-        by_offer[offer_id] = priced
-        unpriced += priced.unpriced_requests
-        if priced.cost is not None:
-            total = total + priced.cost
-            any_priced = True
-    if unknown:
-        known = pl.lit(True)
-        for label in unknown:
-            provider, _, model = label.partition("/")
-            same_provider = (
-                pl.col("provider").is_null() if provider == "?" else pl.col("provider") == provider
-            )
-            known = known & ~(same_provider & (pl.col("model") == model))
-        unpriced += requests - float(units.filter(known)["w"].sum() or 0.0)
-    return RecordedCost(total if any_priced else None, requests, unpriced, by_offer, tuple(unknown))
-
-
-def daily_amounts(priced: Sequence[PricedTraffic]) -> pl.DataFrame:
-    """Shown-currency amounts per day over several priced selections: columns `day`, `amount`."""
-    sums: dict[date, Decimal] = {}
-    for p in priced:
-        if p.groups.height:
-            for day, amount in p.groups.select("day", "amount_shown").iter_rows():
-                sums[day] = sums.get(day, Decimal(0)) + amount
-    days = sorted(sums)
-    return pl.DataFrame(
-        {"day": days, "amount": [sums[d] for d in days]}, schema={"day": pl.Date(), "amount": MONEY}
-    )
 
 
 def require_currency(currency: str) -> str:

@@ -1,26 +1,25 @@
 """Budgets, their alerts, and the spend they are measured against.
 
-Spend is read as units for `models.repricing.price_recorded`: requests are summed per minute, provider,
-model, team and project inside DuckDB (a minute is as fine as any time-of-day price window gets), except
-requests large enough to reach a long-context tier, which stay as they are so each is priced at its own
-size. An aggregated export row is priced at its bucket start.
+Spend per day is the spend report's (`storage.reports.spend_report` grouped by day), so a budget and
+`quotascope report spend` never disagree about what was spent.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from models.budget import Budget, BudgetStatus
+from models.budget import Budget, BudgetStatus, as_of_for, budget_status, budgets_for
 from models.catalog import Catalog
-from models.repricing import RecordedCost, daily_amounts, price_recorded
+from models.forecast import HISTORY_DAYS, daily_mapping, forecast_month, month_days
 from storage.db import open_read, open_write
 from storage.replay import UsageFilter
+from storage.reports import spend_report
 
 NO_BUDGETS_HINT = "set one with `quotascope budget set --scope total --amount 1000 --currency USD`"
 _BUDGET_COLUMNS = "budget_id, scope, scope_value, month, amount, currency, webhook_url"
@@ -242,60 +241,48 @@ def read_alerts(path: Path, month: date | None = None) -> pl.DataFrame:
 # ------------------------------------------------------------------------------------------ spend
 
 
-def _smallest_tier(catalog: Catalog) -> int:
-    thresholds = [t.above_input_tokens for o in catalog.offers.values() for v in o.versions for t in v.tiers]
-    return min(thresholds, default=2**62)
-
-
-def read_spend_units(path: Path, selection: UsageFilter, catalog: Catalog) -> pl.DataFrame:
-    """Usage summed per minute, provider, model, team and project, as units `price_recorded` takes."""
-    where, params = selection.where()
-    tier = _smallest_tier(catalog)
-    sql = f"""
-        SELECT
-            CASE WHEN input_tokens > ? * n_requests THEN ts ELSE date_trunc('minute', ts) END AS ts,
-            provider, model, team, project,
-            sum(n_requests)::DOUBLE AS w,
-            sum(input_tokens)::BIGINT AS input,
-            sum(cached_input_tokens)::BIGINT AS cached,
-            sum(cache_write_tokens)::BIGINT AS write,
-            sum(output_tokens)::BIGINT AS output,
-            sum(reasoning_tokens)::BIGINT AS reasoning
-        FROM usage
-        WHERE {where}
-        GROUP BY 1, provider, model, team, project,
-            CASE WHEN input_tokens > ? * n_requests THEN record_key END
-        ORDER BY ts
-    """
-    with open_read(path) as con:
-        table = con.sql(sql, params=[tier, *params, tier]).to_arrow_table()
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    return frame.with_columns(pl.col("ts").cast(pl.Datetime("us")), pl.col("model").fill_null(""))
-
-
 @dataclass(frozen=True)
 class DailySpend:
-    """Spend per day (`daily`: `day`, `amount` in the asked currency) and what could not be priced."""
+    """Spend per day in one currency (`daily`: `day`, `amount`) and the requests no catalog price covers."""
 
     daily: pl.DataFrame
-    priced: RecordedCost
-    requests_by_day: pl.DataFrame  # day, requests: everything read, priced or not
+    unpriced_by_day: dict[date, int]
 
-    def unpriced_since(self, day: date) -> float:
-        """Requests from `day` on that no catalog price covers (unknown model, or no version in force)."""
-        asked = self.requests_by_day.filter(pl.col("day") >= day)["requests"].sum()
-        priced = sum(
-            float(p.groups.filter(pl.col("day") >= day)["requests"].sum())
-            for p in self.priced.by_offer.values()
-            if p.groups.height
-        )
-        return max(0.0, float(asked or 0.0) - priced)
+    def unpriced_since(self, day: date) -> int:
+        return sum(n for d, n in self.unpriced_by_day.items() if d >= day)
 
 
 def read_daily_spend(path: Path, catalog: Catalog, currency: str, selection: UsageFilter) -> DailySpend:
-    """Spend per day in `currency`, priced by the catalog as it was served."""
-    units = read_spend_units(path, selection, catalog)
-    priced = price_recorded(units, catalog, currency)
-    by_day = units.group_by(pl.col("ts").dt.date().alias("day")).agg(pl.col("w").sum().alias("requests"))
-    return DailySpend(daily_amounts(list(priced.by_offer.values())), priced, by_day)
+    """The spend report by day (`storage.reports.spend_report`), as the series a forecast takes."""
+    rows = spend_report(path, catalog, selection, ("day",), currency)
+    priced = [(row.keys["day"], row.cost.amount) for row in rows if row.cost is not None]
+    daily = pl.DataFrame(
+        {"day": [d for d, _ in priced], "amount": [a for _, a in priced]},
+        schema={"day": pl.Date(), "amount": pl.Decimal(38, 12)},
+    )
+    return DailySpend(
+        daily, {row.keys["day"]: row.unpriced_requests for row in rows if row.unpriced_requests}
+    )
+
+
+def budget_statuses(
+    path: Path, catalog: Catalog, month: date, now: datetime, *, confidence: Decimal = Decimal("0.9")
+) -> list[BudgetStatus]:
+    """Every budget in force for `month` with its spend, forecast and the alerts due, as of `now` (clamped to
+    the month). Read-only: the dashboard calls this; `quotascope budget status` then records the alerts."""
+    as_of = as_of_for(month, now)
+    budgets = budgets_for(read_budgets(path), month)
+    since = datetime.combine(min(month, as_of.date() - timedelta(days=HISTORY_DAYS)), datetime.min.time())
+    until = min(as_of, datetime.combine(month_days(month)[-1] + timedelta(days=1), datetime.min.time()))
+    statuses = []
+    for budget in budgets:
+        team = budget.scope_value if budget.scope == "team" else None
+        project = budget.scope_value if budget.scope == "project" else None
+        spend = read_daily_spend(
+            path, catalog, budget.currency, UsageFilter(since, until, team=team, project=project)
+        )
+        forecast = forecast_month(
+            daily_mapping(spend.daily), month, as_of, budget.currency, confidence=confidence
+        )
+        statuses.append(budget_status(budget, forecast, spend.unpriced_since(month)))
+    return statuses

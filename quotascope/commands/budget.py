@@ -8,19 +8,12 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from models.budget import (
-    Budget,
-    as_of_for,
-    budget_status,
-    budgets_for,
-    offpeak_advice,
-    parse_scope,
-    status_document,
-)
+from models.budget import Budget, as_of_for, budgets_for, offpeak_advice, parse_scope, status_document
 from models.errors import InputError
-from models.forecast import HISTORY_DAYS, daily_mapping, forecast_month, month_days, month_start, parse_month
+from models.forecast import month_days, month_start, parse_month
 from models.money import format_amount
-from models.repricing import price_recorded, require_currency
+from models.repricing import require_currency
+from models.spend import pricing_grain_minutes, tier_bounds
 from quotascope import settings
 from quotascope.commands.plan import moment, positive
 from quotascope.context import catalog_from, db_path
@@ -28,15 +21,15 @@ from quotascope.output import emit, table
 from quotascope.webhooks import deliver_all, new_client
 from storage.budgets import (
     NO_BUDGETS_HINT,
+    budget_statuses,
     read_budgets,
-    read_daily_spend,
-    read_spend_units,
     record_alerts,
     remove_budget,
     save_budget,
     set_webhook_status,
 )
 from storage.replay import UsageFilter
+from storage.reports import read_spend_groups
 
 
 def month_arg(text: str) -> date:
@@ -172,34 +165,24 @@ def run_status(args: argparse.Namespace) -> int:
     db = db_path(args)
     now = args.as_of or _now()
     month = args.month or month_start(now.date())
-    as_of = as_of_for(month, now)
-    budgets = budgets_for(read_budgets(db), month)
-    if not budgets:
+    if not budgets_for(read_budgets(db), month):
         message = f"No budgets for {month:%Y-%m}: set one with `quotascope budget set --scope total ...`"
         emit(args.json, {"month": f"{month:%Y-%m}", "budgets": []}, lambda: message)
         return 0
-    catalog = catalog_from(args)
-    since = datetime.combine(min(month, as_of.date() - timedelta(days=HISTORY_DAYS)), datetime.min.time())
-    until = min(as_of, datetime.combine(month_days(month)[-1] + timedelta(days=1), datetime.min.time()))
+    statuses = budget_statuses(db, catalog_from(args), month, now, confidence=args.confidence)
     documents = []
     failures = []
-    for budget in budgets:
-        team = budget.scope_value if budget.scope == "team" else None
-        project = budget.scope_value if budget.scope == "project" else None
-        spend = read_daily_spend(
-            db, catalog, budget.currency, UsageFilter(since, until, team=team, project=project)
-        )
-        forecast = forecast_month(
-            daily_mapping(spend.daily), month, as_of, budget.currency, confidence=args.confidence
-        )
-        status = budget_status(budget, forecast, spend.unpriced_since(month))
+    for status in statuses:
         raised = record_alerts(db, status, now)
         delivered: dict[int, str] = {}
-        if raised and budget.webhook_url and not args.no_webhook:
+        webhook = status.budget.webhook_url
+        if raised and webhook and not args.no_webhook:
             with new_client() as client:
                 delivered = deliver_all(client, raised)
             set_webhook_status(db, delivered)
-            failures += [f"{budget.label}: webhook {s}" for s in delivered.values() if s.startswith("failed")]
+            failures += [
+                f"{status.budget.label}: webhook {s}" for s in delivered.values() if s.startswith("failed")
+            ]
         document = status_document(status)
         document["new_alerts"] = [
             {
@@ -211,7 +194,7 @@ def run_status(args: argparse.Namespace) -> int:
             for a in raised
         ]
         documents.append(document)
-    result = {"month": f"{month:%Y-%m}", "as_of": as_of, "budgets": documents}
+    result = {"month": f"{month:%Y-%m}", "as_of": as_of_for(month, now), "budgets": documents}
     emit(args.json, result, lambda: render_status(result))
     for failure in failures:  # a webhook that failed never fails the command: it is said, and recorded
         print(f"quotascope: {failure}", file=sys.stderr)
@@ -280,8 +263,8 @@ def run_offpeak(args: argparse.Namespace) -> int:
     until = datetime.combine(month_days(month)[-1] + timedelta(days=1), datetime.min.time())
     currency = require_currency(args.currency or settings.get("display_currency") or "USD")
     selection = UsageFilter(since, until, args.provider, args.model, args.team, args.project)
-    priced = price_recorded(read_spend_units(db, selection, catalog), catalog, currency)
-    advice = offpeak_advice(priced.by_offer, catalog.offers)
+    groups = read_spend_groups(db, selection, (), pricing_grain_minutes(catalog), tier_bounds(catalog))
+    advice = offpeak_advice(groups, catalog, currency)
     document = {
         "month": f"{month:%Y-%m}",
         "spend": {"amount": f"{advice.total.quantize(Decimal('0.01'))}", "currency": currency},
@@ -297,7 +280,7 @@ def run_offpeak(args: argparse.Namespace) -> int:
             }
             for s in advice.savings
         ],
-        "unpriced_requests": round(priced.unpriced_requests),
+        "unpriced_requests": advice.unpriced_requests,
     }
 
     def text() -> str:

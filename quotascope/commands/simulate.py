@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from models.capacity import SEED_TOKENS_PER_S, SEED_TTFT_MS, Latency
-from models.catalog import Offer, OfferVersion, to_utc_naive
-from models.errors import InputError
 from models.money import Money, format_amount
-from models.replay import POLICIES, Replay, ReplayOptions, replay
-from models.repricing import RecordedCost, price_recorded
+from models.replay import POLICIES, ReplayOptions
 from quotascope.commands.plan import moment, non_negative, positive
 from quotascope.context import catalog_from, db_path
 from quotascope.output import emit, table
-from storage.replay import UsageFilter, read_traffic, usage_span
+from storage.replay import UsageFilter
+from storage.simulation import DEFAULT_DAYS, Simulation, simulate_offers
 
-DEFAULT_DAYS = 30
 LIMIT_OPTIONS = ("tpm", "rpm", "itpm", "otpm", "tpd", "rpd", "max_concurrency")
 
 
@@ -122,57 +119,31 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     p.set_defaults(run=run)
 
 
-def _version_for(offer: Offer, at: datetime) -> OfferVersion:
-    return offer.version_at(at) if at >= offer.versions[0].effective_from else offer.versions[0]
-
-
-def _period(args: argparse.Namespace, selection: UsageFilter) -> UsageFilter:
-    if args.since is not None and args.until is not None:
-        if args.until <= args.since:
-            raise InputError("--until must be after --since")
-        return selection
-    span = usage_span(db_path(args), selection)
-    if span is None:
-        raise InputError("no stored usage matches; ingest usage logs first (`quotascope ingest FILE...`)")
-    until = args.until or span[1] + timedelta(microseconds=1)
-    since = args.since or max(span[0], until - timedelta(days=DEFAULT_DAYS))
-    if until <= since:
-        raise InputError("--until must be after --since")
-    return UsageFilter(since, until, selection.provider, selection.model, selection.team, selection.project)
-
-
 def run(args: argparse.Namespace) -> int:
-    if not args.offer:
-        raise InputError("name at least one target with --offer (see `quotascope catalog list`)")
-    catalog = catalog_from(args)
-    offers = [catalog.get(offer_id) for offer_id in args.offer]
-    selection = _period(
-        args, UsageFilter(args.since, args.until, args.provider, args.model, args.team, args.project)
-    )
-    latency = Latency.seed()
+    latency = None
     if args.ttft_ms is not None or args.tokens_per_s is not None:
         latency = Latency(args.ttft_ms or SEED_TTFT_MS, args.tokens_per_s or SEED_TOKENS_PER_S)
-    traffic = read_traffic(db_path(args), selection, latency=latency, bucket_s=args.bucket_s)
-    if traffic.units.height == 0:
-        raise InputError("no stored usage in that period matches; widen --since/--until or the filters")
-    last = traffic.last
-    assert last is not None
-    currency = (
-        args.currency or _version_for(offers[0], to_utc_naive(args.prices_at or last)).currency
-    ).upper()
     options = ReplayOptions(
         keys=args.keys,
         accounts=args.accounts,
         policy=args.policy,
         tokenizer_ratio=args.tokenizer_ratio,
         max_tokens=args.max_tokens,
-        currency=currency,
+        currency=args.currency.upper() if args.currency else None,
         limits={name: getattr(args, name) for name in LIMIT_OPTIONS if getattr(args, name) is not None},
         version_at=args.prices_at,
     )
-    actual = price_recorded(traffic.units, catalog, currency)
-    replays = [replay(traffic, offer, options, fx=catalog.fx) for offer in offers]
-    document = simulation_document(selection, traffic.requests, actual, replays)
+    selection = UsageFilter(args.since, args.until, args.provider, args.model, args.team, args.project)
+    simulation = simulate_offers(
+        db_path(args),
+        catalog_from(args),
+        args.offer,
+        options,
+        selection,
+        latency=latency,
+        bucket_s=args.bucket_s,
+    )
+    document = simulation_document(simulation)
     emit(args.json, document, lambda: render(document))
     return 0
 
@@ -188,16 +159,15 @@ def _money(value: Money | None) -> dict[str, str] | None:
     return None if value is None else value.to_json(6)
 
 
-def simulation_document(
-    selection: UsageFilter, requests: float, actual: RecordedCost, replays: list[Replay]
-) -> dict[str, Any]:
-    cost_actual = _money(actual.cost)
+def simulation_document(simulation: Simulation) -> dict[str, Any]:
+    actual = simulation.actual
+    cost_actual = _money(actual.cost if actual else None)
     return {
-        "period": {"since": selection.since, "until": selection.until},
-        "requests": _count(requests),
+        "period": {"since": simulation.selection.since, "until": simulation.selection.until},
+        "requests": _count(simulation.requests),
         "cost_actual": cost_actual,
-        "cost_actual_unpriced_requests": _count(actual.unpriced_requests),
-        "unknown_models": list(actual.unknown_models),
+        "cost_actual_unpriced_requests": actual.unpriced_requests if actual else 0,
+        "unknown_models": list(actual.unpriced_models) if actual else [],
         "targets": [
             {
                 "offer": r.offer_id,
@@ -232,7 +202,7 @@ def simulation_document(
                 "window": r.window,
                 "assumptions": list(r.assumptions),
             }
-            for r in replays
+            for r in simulation.replays
         ],
     }
 

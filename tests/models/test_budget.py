@@ -23,9 +23,7 @@ from models.budget import (
 from models.catalog import Catalog, Offer, Prices, PriceWindow, TimeSpan
 from models.errors import InputError
 from models.forecast import forecast_month
-from models.money import FxTable
-from models.replay import traffic_from_usage
-from models.repricing import price_recorded
+from models.money import FxRate, FxTable
 from tests.models.factories import d, version
 
 NOV = date(2026, 11, 1)
@@ -112,17 +110,32 @@ def test_offpeak_advice_moves_peak_traffic_to_the_cheapest_hours() -> None:
             ),
         ),
     )
-    rows = pl.DataFrame(
+    catalog = Catalog({flash.id: flash}, FxTable((FxRate("USD", "CNY", d(8), NOV, "test"),)))
+    # price groups as the spend report sums them: Monday 02:00 is peak, Monday 12:00 and Saturday 02:00
+    # off-peak; 1M input tokens each; plus a model no offer prices
+    groups = pl.DataFrame(
         {
-            "ts": [datetime(2026, 11, 2, 2), datetime(2026, 11, 2, 12), datetime(2026, 11, 7, 2)],
-            "input_tokens": [1_000_000, 1_000_000, 1_000_000],
-            "output_tokens": [0, 0, 0],
-            "provider": ["deepseek"] * 3,
-            "model": ["deepseek-flash"] * 3,
+            "provider": ["deepseek", "deepseek", "deepseek", "nobody"],
+            "model": ["deepseek-flash", "deepseek-flash", "deepseek-flash", "mystery"],
+            "bucket": [
+                datetime(2026, 11, 2, 2),
+                datetime(2026, 11, 2, 12),
+                datetime(2026, 11, 7, 2),
+                datetime(2026, 11, 2, 2),
+            ],
+            "input_each": [0, 0, 0, 0],
+            "requests": [10, 10, 10, 5],
+            "input_tokens": [1_000_000] * 4,
+            "cached_input_tokens": [0] * 4,
+            "cache_write_tokens": [0] * 4,
+            "output_tokens": [0] * 4,
+            "reasoning_tokens": [0] * 4,
         }
     )
-    priced = price_recorded(traffic_from_usage(rows).units, Catalog({flash.id: flash}, FxTable()), "CNY")
-    advice = offpeak_advice(priced.by_offer, {flash.id: flash})
-    # Monday 02:00 is peak (¥2); Monday 12:00 and Saturday 02:00 are off-peak (¥1 each): ¥4 spent, ¥1 saved
+    advice = offpeak_advice(groups, catalog, "CNY")
+    # ¥2 + ¥1 + ¥1 spent; the peak ¥2 would have cost ¥1 off-peak
     assert advice.total == 4 and advice.saving == 1 and advice.share == Decimal("0.25")
     assert [(s.period, s.cheapest, s.spend) for s in advice.savings] == [("peak", "off-peak", 2)]
+    assert advice.unpriced_requests == 5
+    in_usd = offpeak_advice(groups, catalog, "USD")
+    assert in_usd.saving == Decimal(1) / 8 and in_usd.currency == "USD"

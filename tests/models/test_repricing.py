@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from models.capacity import CacheUse, counted_tokens
 from models.catalog import (
     CacheRules,
-    Catalog,
     ContextTier,
     CountingRules,
     Offer,
@@ -29,8 +28,8 @@ from models.replay import traffic_from_usage
 from models.repricing import (
     cacheable,
     counted_columns,
-    price_recorded,
     price_units,
+    reprice,
     target_tokens,
     version_index,
 )
@@ -86,11 +85,19 @@ def request_rows(draw: st.DrawFn) -> list[dict[str, Any]]:
     return rows
 
 
+def priced_as_recorded(rows: list[dict[str, Any]], currency: str) -> Any:
+    units = traffic_from_usage(pl.DataFrame(rows)).units.with_columns(
+        version_index(pl.col("ts"), OFFER).alias("vidx")
+    )
+    return price_units(
+        target_tokens(units, OFFER, Decimal(1), reestimate=False), OFFER, fx=FX, currency=currency
+    )
+
+
 @settings(max_examples=100, deadline=None)
 @given(request_rows())
-def test_recorded_cost_is_the_sum_of_price_tokens(rows: list[dict[str, Any]]) -> None:
-    traffic = traffic_from_usage(pl.DataFrame(rows))
-    priced = price_recorded(traffic.units, Catalog({OFFER.id: OFFER}, FX), "USD")
+def test_grouped_pricing_is_the_sum_of_price_tokens(rows: list[dict[str, Any]]) -> None:
+    priced = priced_as_recorded(rows, "USD")
     expected = Money.zero("USD")
     for row in rows:
         at = row["ts"]
@@ -181,23 +188,17 @@ def test_target_cache_is_re_estimated_per_request_and_times_the_hit_factor() -> 
     assert scaled["in_t"].to_list() == [7500, 7500] and scaled["cached_t"].to_list() == [3008, 704]
 
 
-def test_recorded_cost_of_unknown_models_and_uncovered_dates_stays_unpriced() -> None:
-    traffic = traffic_from_usage(
-        pl.DataFrame(
-            {
-                "ts": [START, START, datetime(2020, 1, 1)],
-                "input_tokens": [1_000_000, 1000, 1000],
-                "output_tokens": [0, 0, 0],
-                "provider": ["test", "nobody", "test"],
-                "model": ["m", "mystery", "m"],
-            }
-        )
-    )
-    priced = price_recorded(traffic.units, Catalog({OFFER.id: OFFER}, FX), "CNY")
+def test_times_no_version_covers_stay_unpriced_unless_the_first_version_stands_in() -> None:
+    rows = [
+        {"ts": START, "input_tokens": 1_000_000, "output_tokens": 0},
+        {"ts": datetime(2020, 1, 1), "input_tokens": 1000, "output_tokens": 0},
+    ]
+    priced = priced_as_recorded(rows, "CNY")
     # ¥1 per 1M at the launch promotion's half price; Friday 00:00 is off-peak
-    assert priced.cost == Money(d("0.5"), "CNY")
-    assert priced.unpriced_requests == 2
-    assert priced.unknown_models == ("nobody/mystery",)
+    assert priced.cost == Money(d("0.5"), "CNY") and priced.unpriced_requests == 1
+    what_if = reprice(traffic_from_usage(pl.DataFrame(rows)).units, OFFER, fx=FX, currency="CNY")
+    assert what_if.unpriced_requests == 0  # 2020 priced as the first version: a what-if, not a bill
+    assert what_if.cost == Money(d("0.501"), "CNY")  # Wednesday 00:00 is off-peak too: ¥1 per 1M
 
 
 def test_price_units_without_anything_priceable() -> None:

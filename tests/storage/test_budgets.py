@@ -17,7 +17,6 @@ from storage.budgets import (
     read_alerts,
     read_budgets,
     read_daily_spend,
-    read_spend_units,
     record_alerts,
     remove_budget,
     save_budget,
@@ -131,17 +130,12 @@ CATALOG = Catalog(
 )
 
 
-def test_spend_units_sum_a_minute_but_keep_long_requests_apart(spend_db: Path) -> None:
-    units = read_spend_units(spend_db, UsageFilter(), CATALOG)
-    assert units.sort("input")["input"].to_list() == [1000, 4000, 300_000]
-    assert units.filter(units["input"] == 4000)["w"].to_list() == [2.0]
-
-
 def test_daily_spend_is_priced_as_served(spend_db: Path) -> None:
     spend = read_daily_spend(spend_db, CATALOG, "USD", UsageFilter())
     # Nov 2: (4,000 × ¥1 + 400 × ¥10) / 1M + 300,000 × ¥2 / 1M (the long-context tier) = ¥0.608 = $0.076
     assert spend.daily["day"].to_list() == [date(2026, 11, 2)]
     assert spend.daily["amount"].to_list() == [Decimal("0.076")]
+    # the unknown model on Nov 3 is unpriced, never free
     assert spend.unpriced_since(NOV) == 1 and spend.unpriced_since(date(2026, 11, 4)) == 0
     team_a = read_daily_spend(spend_db, CATALOG, "CNY", UsageFilter(team="a"))
     assert team_a.daily["amount"].to_list() == [Decimal("0.008")]
