@@ -378,13 +378,13 @@ class ScheduleRunner:
             return
         if event.code == EVENT_JOB_MAX_INSTANCES:
             when = event.scheduled_run_times[-1]
-            reason = "the previous run was still going (one run of a job at a time)"
+            reason = "its previous run had not ended (or not started: no free worker); one run at a time"
         else:
             when = event.scheduled_run_time
             late = (datetime.now(UTC) - when).total_seconds()
             reason = (
                 f"it could not start within {self.config.misfire_grace_s:g} s of its time "
-                f"(late by {late:.0f} s; the scheduler was busy or paused)"
+                f"(late by {late:.0f} s: every worker was busy, or the process was paused)"
             )
         now = utc_now()
         self._record(
@@ -517,6 +517,7 @@ class ScheduleRunner:
         )
         totals = IngestCounts()
         failed: list[str] = []
+        trouble = None
         read_files = 0
         left = 0
         for index, seen in enumerate(scan.ready):
@@ -526,9 +527,13 @@ class ScheduleRunner:
             try:
                 with self._ingest_lock:
                     counts = ingest(self.db, seen.path, format=job.format, tags=job.tags)
-            except QuotascopeError as e:
+            except InputError as e:  # the file's own fault: it is tried again once it changes
                 mark = seen.mark(self._sentence(e))
                 failed.append(f"{seen.path.name}: {mark.error}")
+            except QuotascopeError as e:  # the database's trouble, not the file's: the next run retries
+                trouble = f"{seen.path.name} was not read: {self._sentence(e)}"
+                left = len(scan.ready) - index
+                break
             else:
                 mark = seen.mark()
                 read_files += 1
@@ -552,6 +557,8 @@ class ScheduleRunner:
             "duplicates": totals.duplicates,
             "rejected": totals.rejected,
         }
+        if trouble:
+            return _Outcome("error", self._redact(trouble), summary)
         if failed:
             more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
             return _Outcome("error", f"{len(failed)} file(s) failed: {failed[0]}{more}", summary)

@@ -146,11 +146,11 @@ interval = { seconds = 0.5 }
 settle_s = 0.2
 
 [catalog]
-interval = { seconds = 1.5 }
+interval = { seconds = 1.2 }
 """,
     )
     started = time.monotonic()
-    runner.run(threading.Event(), for_seconds=4)
+    runner.run(threading.Event(), for_seconds=4.5)
     assert time.monotonic() - started < 10
 
     db = tmp_path / "q.duckdb"
@@ -160,7 +160,7 @@ interval = { seconds = 1.5 }
     by_job: dict[str, list[tuple[object, ...]]] = {}
     for row in recorded:
         by_job.setdefault(str(row[1]), []).append(row)
-    # every job ran several times in four seconds, the failing probe too
+    # every job ran several times in a few seconds, the failing probe too
     assert {job: len(v) >= 3 for job, v in by_job.items()} == {
         "probe:emu": True,
         "probe:down": True,
@@ -274,7 +274,13 @@ def test_a_busy_job_is_never_run_twice_at_once_and_the_skips_are_recorded(tmp_pa
             {"slow": slow.base_url},
             '[[probe]]\nendpoint = "slow"\ninterval = { seconds = 0.25 }\nrequests = 2\nmax_tokens = 4\n',
         )
-        runner.run(threading.Event(), for_seconds=3.5)
+        stop = threading.Event()
+        thread = in_background(runner, stop)
+        try:
+            recorder.wait_for(lambda: sum(r.outcome == "ok" for r in recorder.of("probe:slow")) >= 2)
+        finally:
+            stop.set()
+            thread.join(timeout=30)
     runs = recorder.of("probe:slow")
     done = sorted((r for r in runs if r.outcome != "skipped"), key=lambda r: r.started_at)
     skipped = [r for r in runs if r.outcome == "skipped"]
@@ -282,13 +288,41 @@ def test_a_busy_job_is_never_run_twice_at_once_and_the_skips_are_recorded(tmp_pa
     assert all(r.outcome == "ok" for r in done)
     for before, after in itertools.pairwise(done):
         assert after.started_at >= before.finished_at  # one instance at a time
-    busy = "the previous run was still going (one run of a job at a time)"
+    busy = "its previous run had not ended (or not started: no free worker); one run at a time"
     assert sum(r.error == busy for r in skipped) >= 3
     # a run handed to the pool as the stop came is skipped for that reason instead
     assert {r.error for r in skipped} <= {busy, "the scheduler was stopping"}
     assert all(r.scheduled_at is not None for r in runs)
     db = tmp_path / "q.duckdb"
     assert rows(db, "SELECT count(*) FROM job_runs WHERE outcome = 'skipped'") == [(len(skipped),)]
+
+
+@pytest.mark.slow
+def test_a_run_that_waits_too_long_for_a_worker_is_skipped_as_missed(tmp_path: Path) -> None:
+    with EmulatorServer(EmulatorConfig(ttft_ms=3_000, output_tokens=2)) as slow:
+        runner, recorder = make_runner(
+            tmp_path,
+            {"slow": slow.base_url},
+            '[[probe]]\nendpoint = "slow"\ninterval = { minutes = 5 }\nrequests = 1\nmax_tokens = 2\n'
+            "[catalog]\ninterval = { seconds = 0.5 }\nrun_on_start = false\n",
+            settings="workers = 1\nmisfire_grace_s = 1",
+        )
+        stop = threading.Event()
+        thread = in_background(runner, stop)
+        try:
+            recorder.wait_for(lambda: any(r.outcome == "ok" for r in recorder.of("catalog")))
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+    (probe,) = recorder.of("probe:slow")
+    assert probe.outcome == "ok"  # it held the only worker for about three seconds
+    catalog = recorder.of("catalog")
+    missed = [r for r in catalog if r.error and r.error.startswith("it could not start within 1 s")]
+    assert len(missed) == 1 and missed[0].outcome == "skipped"
+    assert missed[0].scheduled_at is not None and missed[0].scheduled_at < probe.finished_at
+    # while that run sat in the queue, later triggers were refused rather than queued behind it
+    assert any(r.outcome == "skipped" and r.error and "no free worker" in r.error for r in catalog)
+    assert any(r.outcome == "ok" and r.started_at > probe.finished_at for r in catalog)  # then it ran again
 
 
 def test_missed_runs_are_coalesced_into_one(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -134,7 +135,9 @@ def test_the_key_is_used_but_never_stored_or_shown(
         assert secret not in text and secret[-8:] not in text
 
 
-def _spawn(path: Path) -> tuple[subprocess.Popen[str], list[str], threading.Thread]:
+@contextmanager
+def scheduler_process(path: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """`quotascope schedule` in a child process; its output lines collect as they come."""
     process = subprocess.Popen(
         [sys.executable, "-m", "quotascope.cli", "schedule", "--config", str(path)],
         cwd=ROOT,
@@ -143,11 +146,19 @@ def _spawn(path: Path) -> tuple[subprocess.Popen[str], list[str], threading.Thre
         stderr=subprocess.STDOUT,
         text=True,
     )
-    lines: list[str] = []
     assert process.stdout is not None
-    reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)
+    stdout = process.stdout
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(stdout.readline, "")), daemon=True)
     reader.start()
-    return process, lines, reader
+    try:
+        yield process, lines
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+        reader.join(timeout=5)
+        stdout.close()
 
 
 def _wait_for(lines: list[str], text: str, count: int = 1, timeout_s: float = 30) -> None:
@@ -179,18 +190,11 @@ folder = "incoming"
 interval = { seconds = 0.5 }
 """,
     )
-    process, lines, reader = _spawn(path)
-    try:
+    with scheduler_process(path) as (process, lines):
         _wait_for(lines, "probe:emu  ok", count=2)
         _wait_for(lines, "probe:down  error", count=2)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-    reader.join(timeout=5)
-    assert process.stdout is not None
-    process.stdout.close()
     output = "".join(lines)
     assert "quotascope: SIGTERM: stopping; running jobs get up to 2 s" in output
     assert "Traceback" not in output
@@ -214,8 +218,7 @@ def test_a_second_ctrl_c_cancels_a_stalled_probe_at_once(tmp_path: Path) -> None
             "[[probe]]\nendpoint = 'stalled'\ninterval = { minutes = 10 }\n[catalog]\n",
         )
         path.write_text(path.read_text().replace("shutdown_grace_s = 2", "shutdown_grace_s = 300"))
-        process, lines, reader = _spawn(path)
-        try:
+        with scheduler_process(path) as (process, lines):
             _wait_for(lines, "catalog  ok")
             time.sleep(0.5)
             process.send_signal(signal.SIGINT)
@@ -224,12 +227,6 @@ def test_a_second_ctrl_c_cancels_a_stalled_probe_at_once(tmp_path: Path) -> None
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=30) == 0
             assert time.monotonic() - began < 10
-        finally:
-            if process.poll() is None:
-                process.kill()
-    reader.join(timeout=5)
-    assert process.stdout is not None
-    process.stdout.close()
     output = "".join(lines)
     assert "cancelling running jobs now" in output
     assert "probe:stalled  error" in output and "cancelled because the scheduler was stopping" in output
