@@ -82,7 +82,7 @@ def test_tokens_arrive_on_the_configured_schedule(emulator: EmulatorServer) -> N
         and (delta.get("content") or delta.get("reasoning_content"))
     ]
     assert len(token_times) == 9
-    assert 0.080 <= token_times[0] < 0.080 + 0.030  # TTFT 80 ms, a loaded machine allowed 30 ms
+    assert 0.080 <= token_times[0] < 0.080 + 0.040  # TTFT 80 ms: never early, a loaded machine allowed 40 ms
     span = token_times[-1] - token_times[0]
     assert span == pytest.approx(8 / 100, abs=0.015)  # 9 tokens, 10 ms apart
 
@@ -291,7 +291,7 @@ def test_chunking_groups_tokens_but_keeps_first_and_last_on_time() -> None:
         and text.startswith("the sea was calm")
         and text.endswith("home the sea was calm")
     )
-    assert 0.050 <= tokens[0][0] < 0.050 + 0.030
+    assert 0.050 <= tokens[0][0] < 0.050 + 0.040
     assert tokens[-1][0] - tokens[0][0] == pytest.approx(0.200, abs=0.015)  # 21 tokens, 10 ms apart
 
 
@@ -301,8 +301,9 @@ def test_prefill_speed_makes_uncached_prompts_slower_to_start() -> None:
         prompt = build_prompt(1000, "long")
         cold = token_events(stream_events(server.base_url, messages=prompt))[0][0]
         warm = token_events(stream_events(server.base_url, messages=prompt))[0][0]
-    assert cold == pytest.approx(0.020 + 0.100, abs=0.025)  # 1000 uncached tokens at 10,000/s
-    assert warm == pytest.approx(0.020 + 0.004, abs=0.025)  # 960 served from cache, 40 to prefill
+    assert cold >= 0.020 + 0.100  # 1000 uncached tokens at 10,000/s
+    assert warm >= 0.020 + 0.004  # 960 served from cache, 40 to prefill
+    assert cold - warm == pytest.approx(0.096, abs=0.030)
 
 
 def test_jitter_spreads_ttft_around_the_setting() -> None:
