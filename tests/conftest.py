@@ -32,3 +32,26 @@ def sealed_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     monkeypatch.setenv("QUOTASCOPE_SALT_FILE", str(tmp_path / "salt"))
     monkeypatch.setenv("QUOTASCOPE_ENDPOINTS", str(tmp_path / "endpoints.toml"))
     yield
+
+
+@pytest.fixture(scope="session")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A small demo database built by the real command (a week of traffic, one probe round): (db, catalog)."""
+    import subprocess
+    import sys
+
+    folder = tmp_path_factory.mktemp("demo")
+    db = folder / "demo.duckdb"
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env |= {"QUOTASCOPE_SALT_FILE": str(folder / "salt"), "QUOTASCOPE_DB": str(db)}
+    subprocess.run(
+        [sys.executable, "-m", "quotascope.cli", "demo", "--no-serve", "--days", "7", "--probe-rounds", "1"],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    catalogs = sorted(folder.glob("demo/*/catalog.toml"))
+    assert catalogs, "the demo wrote no catalog of its own"
+    return db, catalogs[-1]

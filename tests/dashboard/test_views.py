@@ -1,0 +1,124 @@
+"""Every view from the entrypoint, on the demo database and on an empty one: the numbers shown are the
+numbers storage and the model compute."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from models.forecast import month_start
+from storage.catalog import load_catalog
+from storage.probes import probe_percentiles
+from storage.replay import UsageFilter
+from storage.reports import read_usage_profile, spend_report
+
+APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
+VIEWS = (
+    "views/overview.py",
+    "views/planner.py",
+    "views/spend.py",
+    "views/usage.py",
+    "views/endpoints.py",
+    "views/catalog.py",
+)
+
+
+def start(monkeypatch: pytest.MonkeyPatch, db: Path, catalog: Path | None = None) -> AppTest:
+    monkeypatch.setenv("QUOTASCOPE_DB", str(db))
+    monkeypatch.setenv("QUOTASCOPE_CURRENCY", "CNY")
+    if catalog is not None:
+        monkeypatch.setenv("QUOTASCOPE_USER_CATALOG", str(catalog))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+@pytest.fixture
+def demo(monkeypatch: pytest.MonkeyPatch, demo_db: tuple[Path, Path]) -> AppTest:
+    return start(monkeypatch, *demo_db)
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(str(m.value) for m in at.metric if m.label == label)
+
+
+def amount(text: str) -> Decimal:
+    return Decimal(text.split()[0].replace(",", ""))
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_every_view_renders_on_the_demo(demo: AppTest, view: str) -> None:
+    demo.switch_page(view).run()
+    assert not demo.exception, demo.exception
+    assert demo.header[0].value
+
+
+@pytest.mark.parametrize(
+    "view", ["views/overview.py", "views/spend.py", "views/usage.py", "views/endpoints.py"]
+)
+def test_empty_database_says_which_command_fills_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, view: str
+) -> None:
+    at = start(monkeypatch, tmp_path / "nothing.duckdb")
+    at.switch_page(view).run()
+    assert not at.exception
+    assert any("quotascope" in i.value for i in at.info), [i.value for i in at.info]
+
+
+def test_overview_spend_equals_the_spend_report(demo: AppTest, demo_db: tuple[Path, Path]) -> None:
+    db, user = demo_db
+    catalog = load_catalog(Path("data/catalog"), [user])
+    now = datetime.now()
+    since = datetime.combine(month_start(now.date()), datetime.min.time())
+    rows = spend_report(db, catalog, UsageFilter(since, now + timedelta(minutes=5)), ("team",), "CNY")
+    expected = sum((r.cost.amount for r in rows if r.cost is not None), Decimal(0))
+    assert amount(metric(demo, "Spent this month")) == pytest.approx(expected, abs=Decimal("0.01"))
+    assert amount(metric(demo, "Requests")) > 0
+    assert any("unpriced" in i.value for i in demo.info) or all(r.unpriced_requests == 0 for r in rows)
+
+
+def test_spend_view_totals_and_breakdown(demo: AppTest, demo_db: tuple[Path, Path]) -> None:
+    db, user = demo_db
+    demo.switch_page("views/spend.py").run()
+    catalog = load_catalog(Path("data/catalog"), [user])
+    table = demo.dataframe[1].value
+    rows = spend_report(db, catalog, UsageFilter(), ("team",), "CNY")
+    assert set(table["team"]) == {r.keys["team"] for r in rows}
+    by_team = {r.keys["team"]: r for r in rows}
+    for record in table.to_dict("records"):
+        row = by_team[record["team"]]
+        assert record["requests"] == row.requests
+        if row.cost is not None:
+            assert record["cost"] == pytest.approx(float(row.cost.amount))
+    demo.segmented_control(key="spend_by").set_value("model").run()
+    assert not demo.exception
+    assert "model" in demo.dataframe[1].value.columns
+
+
+def test_usage_profile_equals_storage_and_opens_in_planner(demo: AppTest, demo_db: tuple[Path, Path]) -> None:
+    demo.switch_page("views/usage.py").run()
+    profile = read_usage_profile(demo_db[0])
+    table = demo.dataframe[0].value
+    first = table.iloc[0]
+    assert first["mean"] == pytest.approx(round(profile.input_tokens.mean, 1))
+    assert first["p90"] == pytest.approx(profile.input_tokens.p90)
+    demo.button(key="usage_to_planner").click().run()
+    assert not demo.exception
+    assert demo.number_input(key="planner_input_tokens").value == round(profile.input_tokens.mean)
+
+
+def test_endpoints_flag_the_distilled_and_the_throttled(demo: AppTest, demo_db: tuple[Path, Path]) -> None:
+    demo.switch_page("views/endpoints.py").run()
+    table = demo.dataframe[0].value
+    expected = probe_percentiles(demo_db[0])
+    assert set(table["endpoint"]) == set(expected["endpoint"].to_list())
+    warnings = " ".join(w.value for w in demo.warning)
+    assert "distilled" in warnings and "canary failed" in warnings
+    assert "429s" in warnings
+    demo.number_input(key="endpoints_ttft_alert").set_value(10.0).run()
+    assert "P99 TTFT high" in " ".join(w.value for w in demo.warning)
