@@ -168,25 +168,23 @@ def shaper_served_at(
         )
     )
     j = found["j"].fill_null(n)
-    prev = (j - 1).clip(0, n - 1)
     cell_list = cells["cell"].cast(pl.Float64)
-    late = pl.DataFrame(
-        {
-            "t": t.gather(late_rows),
-            "X": position.gather(late_rows),
-            "j": j,
-            "M_prev": cells["M_before"].gather(prev),
-            "cell_prev": cell_list.gather(prev),
-            "cell_j": cell_list.gather(j.clip(0, n - 1)),
-        }
-    )
+    prev = (pl.col("j") - 1).clip(0, n - 1)
     gap_cell = pl.max_horizontal(
-        ((pl.col("X") - sigma - pl.col("M_prev")) / rate - 1e-9).ceil(), pl.col("cell_prev") + 1
+        ((pl.col("X") - sigma - pl.lit(cells["M_before"]).gather(prev)) / rate - 1e-9).ceil(),
+        pl.lit(cell_list).gather(prev) + 1,
     )
     served_cell = (
-        pl.when(pl.col("j") >= n).then(gap_cell).otherwise(pl.min_horizontal(gap_cell, pl.col("cell_j")))
+        pl.when(pl.col("j") >= n)
+        .then(gap_cell)
+        .otherwise(pl.min_horizontal(gap_cell, pl.lit(cell_list).gather(pl.col("j").clip(0, n - 1))))
     )
-    later = late.select(pl.max_horizontal(served_cell * cell_s, pl.col("t"))).to_series()
+    later = (
+        pl.LazyFrame({"t": t.gather(late_rows), "X": position.gather(late_rows), "j": j})
+        .select(pl.max_horizontal(served_cell * cell_s, pl.col("t")))
+        .collect()
+        .to_series()
+    )
     return t.clone().scatter(late_rows, later).alias("served_s")
 
 

@@ -562,7 +562,7 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
         vidx = pl.lit(fixed, dtype=pl.Int32)
         assumptions.append(
             f"every request priced and limited as {offer.versions[fixed].version_id} "
-            f"(the version in force at {options.version_at.isoformat(sep=' ')})"
+            f"(the version in force at {options.version_at:%Y-%m-%d %H:%M})"
         )
     else:
         vidx = version_index(pl.col("ts"), offer, "earliest")
@@ -667,8 +667,8 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
         )
     if per_key_limits:
         assumptions.append(
-            f"limits per {scope}: {multiplier} {scope}{'s' if multiplier != 1 else ''} "
-            "share the traffic evenly"
+            f"limits per {scope}: traffic spread evenly over {multiplier} "
+            f"{scope}{'s' if multiplier != 1 else ''}"
             + (
                 f" ({options.keys} keys share one {scope}'s limits)"
                 if scope != "key" and options.keys > 1
