@@ -12,6 +12,7 @@ import streamlit as st
 from dashboard import charts, state
 from models.budget import forecast_band
 from models.capacity import Latency
+from models.catalog import Limits
 from models.errors import QuotascopeError
 from models.forecast import month_start
 from models.money import format_amount
@@ -25,6 +26,14 @@ from storage.reports import read_usage_profile, spend_report
 
 def _money(amount: Decimal | None, currency: str) -> str:
     return "—" if amount is None else f"{format_amount(amount, 2)} {currency}"
+
+
+def _limits_text(limits: Limits) -> str:
+    parts = [(name.upper(), getattr(limits, name)) for name in ("tpm", "rpm", "itpm", "otpm", "tpd")]
+    text = " · ".join(f"{label} {value:,}" for label, value in parts if value is not None)
+    if limits.max_concurrency is not None:
+        text += (" · " if text else "") + f"{limits.max_concurrency:,} concurrent"
+    return f"{text} per {limits.scope}" if text else ""
 
 
 def _providers_table(since: datetime, until: datetime, currency: str) -> pl.DataFrame:
@@ -56,7 +65,7 @@ def _providers_table(since: datetime, until: datetime, currency: str) -> pl.Data
         if offer is not None and usage.requests:
             version = offer.version_at(until - timedelta(seconds=1))
             limits = version.limits.effective()
-            entry |= {"TPM": limits.tpm, "RPM": limits.rpm, "concurrency": limits.max_concurrency}
+            entry["limits"] = _limits_text(limits) or "none published"
             profile = TokenProfile.direct(
                 Decimal(str(round(usage.input_tokens.mean))),
                 Decimal(str(max(1, round(usage.output_tokens.mean)))),
