@@ -117,9 +117,10 @@ def time_series(
     else:
         totals = frame.group_by(color).agg(pl.col(y).sum()).sort(y, descending=True)
         groups = [(str(key), frame.filter(pl.col(color) == key).sort(x)) for key in totals[color].to_list()]
-    for i, (name, part) in enumerate(groups):
+    stable = {name: i for i, name in enumerate(sorted(name for name, _ in groups))}  # same colour everywhere
+    for name, part in groups:
         values = [float(v) if v is not None else None for v in part[y].to_list()]
-        trace_color = PALETTE[i % len(PALETTE)]
+        trace_color = PALETTE[stable[name] % len(PALETTE)]
         if kind == "bar":
             figure.add_trace(go.Bar(x=part[x].to_list(), y=values, name=name, marker_color=trace_color))
         else:
