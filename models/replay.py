@@ -87,6 +87,9 @@ ATTRIBUTION = ("provider", "model", "team", "project")
 BUCKET_CANDIDATES_S = (86_400, 3_600, 900, 300, 60)  # export bucket widths, coarsest first
 DEFAULT_BUCKET_S = 60
 MIN_DURATION_S = 1e-3
+# Aggregated rows are spread one unit per request, or per second of their bucket; beyond this many units in
+# all (a year of day buckets holding millions of requests) the slices widen evenly to stay within it.
+MAX_SPREAD_UNITS = 20_000_000
 
 
 # ------------------------------------------------------------------------------------------ traffic
@@ -105,6 +108,7 @@ class Traffic:
     bucket_s: Mapping[int | None, int]  # inferred or given bucket width per source of aggregated rows
     assumed_duration_requests: float  # requests whose duration came from the latency assumption
     latency: Latency
+    spread_slice_s: float = 0.0  # > 1: aggregated rows were spread in slices this wide, not per second
 
     @property
     def requests(self) -> float:
@@ -196,6 +200,7 @@ def traffic_from_usage(
             widths[source] = bucket_s or infer_bucket_s(part["ts"])
     assumed_ttft_s = float(latency.ttft_ms) / 1000
     tokens_per_s = float(latency.tokens_per_s)
+    slice_s = 0.0
 
     def finish(
         part: pl.DataFrame, weight: pl.Expr, tokens: Mapping[str, pl.Expr], at: pl.Expr
@@ -224,12 +229,15 @@ def traffic_from_usage(
         width = pl.col("source_id").replace_strict(
             list(widths), list(widths.values()), default=DEFAULT_BUCKET_S, return_dtype=pl.Int64
         )
-        spread = (
-            aggregated.with_columns(width.alias("_width"))
-            .with_columns(pl.min_horizontal(pl.col("n_requests"), pl.col("_width")).alias("_k"))
-            .with_columns(pl.int_ranges(0, pl.col("_k")).alias("_i"))
-            .explode("_i")
+        sliced = aggregated.with_columns(width.alias("_width")).with_columns(
+            pl.min_horizontal(pl.col("n_requests"), pl.col("_width")).alias("_k")
         )
+        wanted = int(sliced["_k"].sum())
+        if wanted > MAX_SPREAD_UNITS:
+            coarser = wanted / MAX_SPREAD_UNITS
+            sliced = sliced.with_columns((pl.col("_k") / coarser).floor().clip(lower_bound=1).cast(pl.Int64))
+            slice_s = float(sliced.select((pl.col("_width") / pl.col("_k")).max()).item())
+        spread = sliced.with_columns(pl.int_ranges(0, pl.col("_k")).alias("_i")).explode("_i")
         offset_us = ((pl.col("_i").cast(pl.Float64) + 0.5) * pl.col("_width") / pl.col("_k") * 1e6).cast(
             pl.Int64
         )
@@ -268,7 +276,7 @@ def traffic_from_usage(
     units = units.select(
         "ts", "t", "w", "input", "cached", "write", "output", "reasoning", "duration_s", *keep
     )
-    return Traffic(units, origin, frame.height, aggregated.height, widths, assumed, latency)
+    return Traffic(units, origin, frame.height, aggregated.height, widths, assumed, latency, slice_s)
 
 
 # ------------------------------------------------------------------------------------------ options
@@ -657,6 +665,11 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
         assumptions.append(
             f"{offer.id} counts max_tokens at request start; pass --max-tokens, otherwise actual output "
             "is counted (optimistic)"
+        )
+    if traffic.spread_slice_s > 1:
+        assumptions.append(
+            f"aggregated rows were spread in slices of up to {traffic.spread_slice_s:,.0f} s "
+            "(too many to spread per second): bursts inside a slice are averaged"
         )
     if limits_used.max_concurrency is not None and traffic.assumed_duration_requests > 0:
         share = traffic.assumed_duration_requests / requests if requests else 0.0

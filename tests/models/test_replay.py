@@ -229,6 +229,19 @@ def test_aggregated_rows_are_spread_over_their_bucket() -> None:
     assert dense.units["input"].sum() == 600
 
 
+def test_huge_aggregated_rows_are_spread_in_wider_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.replay
+
+    monkeypatch.setattr(models.replay, "MAX_SPREAD_UNITS", 100)
+    day = rows({"ts": NINE.replace(hour=0), "n_requests": 86_400, "input_tokens": 86_400, "output_tokens": 0})
+    traffic = traffic_from_usage(day, bucket_s=86_400)
+    # 86,400 one-second slices wanted, 100 allowed: 100 slices of 864 s carrying 864 requests each
+    assert traffic.units.height == 100 and traffic.spread_slice_s == 864
+    assert traffic.units["w"].to_list() == [864.0] * 100 and traffic.units["input"].sum() == 86_400
+    result = replay(traffic, PER_MINUTE, ReplayOptions(), fx=FX)
+    assert any("slices of up to 864 s" in a for a in result.assumptions)
+
+
 def test_bucket_width_is_inferred_from_the_starts() -> None:
     day = pl.Series([datetime(2026, 11, 1), datetime(2026, 11, 2)])
     assert infer_bucket_s(day) == 86_400
