@@ -126,7 +126,11 @@ def time_series(
         else:
             figure.add_trace(
                 go.Scatter(
-                    x=part[x].to_list(), y=values, name=name, mode="lines", line={"color": trace_color}
+                    x=part[x].to_list(),
+                    y=values,
+                    name=name,
+                    mode="lines+markers",
+                    line={"color": trace_color},
                 )
             )
     figure.update_layout(barmode="stack")

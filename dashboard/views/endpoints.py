@@ -125,19 +125,22 @@ def render() -> None:
         ),
         key="endpoints_speed_chart",
     )
-    errors = runs.unpivot(
-        index=["endpoint", "started_at"], on=list(ERROR_COLUMNS), variable_name="class", value_name="errors"
-    ).with_columns(pl.col("class").replace_strict(ERROR_COLUMNS))
-    errors = errors.filter(pl.col("errors") > 0)
+    errors = (
+        runs.unpivot(index=["endpoint"], on=list(ERROR_COLUMNS), variable_name="class", value_name="errors")
+        .with_columns(pl.col("class").replace_strict(ERROR_COLUMNS))
+        .group_by("endpoint", "class")
+        .agg(pl.col("errors").sum())
+        .filter(pl.col("errors") > 0)
+    )
     st.plotly_chart(
         charts.time_series(
             errors,
-            x="started_at",
+            x="endpoint",
             y="errors",
             color="class",
-            title="Errors by class per run",
+            title="Errors by class",
             y_title="failed requests",
-            x_title="run start (UTC)",
+            x_title="endpoint",
         ),
         key="endpoints_errors_chart",
     )
