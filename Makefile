@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit install install-test clean
+.PHONY: demo test lint typecheck unit install install-test chromium clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,14 +15,20 @@ install: $(BIN)/python
 install-test: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 
-## demo: install and run the main job (the planner on the shipped catalog, until the dashboard lands)
+## demo: install and run the main job: build the demo database and serve the dashboard
 demo: install
-	$(BIN)/quotascope plan --offer volcengine/deepseek-r1 --offer cloud/deepseek-r1-10k \
-	  --offer deepseek/deepseek-v4-pro --offer deepseek/deepseek-flash --offer bedrock/deepseek-r1 \
-	  --offer azure/deepseek-r1-ptu --peak-qpm 1000 --peak-factor 3 --display-currency CNY
+	$(BIN)/quotascope demo
 
 ## test: install what the tests need, then lint, type-check and run every test
-test: install-test lint typecheck unit
+test: install-test chromium lint typecheck unit
+
+## chromium: Debian's Chromium for the browser tests (installed when run as root; required under CI)
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ -n "$$CI" ]; then echo "chromium is required under CI" >&2; exit 1; fi; \
+	  echo "chromium is not installed: the browser tests will be skipped (apt-get install chromium)"; fi
 
 lint:
 	$(BIN)/ruff check .
