@@ -206,7 +206,7 @@ def price_groups(units: pl.DataFrame, offer: Offer) -> pl.DataFrame:
     The five keys are packed into one integer before grouping (one hash column is several times faster on
     ten million rows than five mixed ones) and unpacked afterwards.
     """
-    frame = units.filter(pl.col("vidx").is_not_null())
+    frame = units.filter(pl.col("vidx").is_not_null()) if units["vidx"].null_count() else units
     lookup = _period_lookup(offer)
     if lookup is None:
         names = list(dict.fromkeys(v.base_period for v in offer.versions))
@@ -279,7 +279,9 @@ def price_units(
     """
     requests = float(units["w"].sum()) if units.height else 0.0
     priced_versions = [k for k, v in enumerate(offer.versions) if v.prices is not None]
-    priceable = units.filter(pl.col("vidx").is_in(priced_versions))
+    # the copy a filter makes of ten million rows is skipped when every unit is priceable
+    keep = units["vidx"].is_in(priced_versions).fill_null(False)
+    priceable = units if bool(keep.all()) else units.filter(keep)
     unpriced = requests - (float(priceable["w"].sum()) if priceable.height else 0.0)
     groups = price_groups(priceable, offer) if priceable.height else pl.DataFrame()
     used = sorted(set(groups["vidx"].to_list())) if groups.height else []
