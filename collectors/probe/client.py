@@ -22,6 +22,7 @@ import anyio._core._sockets
 import httpcore
 import httpx
 
+from collectors.probe.transport import ON_THE_WIRE
 from models.probe import ErrorClass
 
 # httpx imports httpcore and anyio's socket layer on its first request (~60 ms here): imported above, so
@@ -234,14 +235,6 @@ def _whole_body(exchange: Exchange, body: bytes, t: float) -> None:
     exchange.done = exchange.error_class is None
 
 
-# httpcore trace events that mean "this request now owns a connection and is being written"
-_ON_THE_WIRE = (
-    "http11.send_request_headers.started",
-    "http2.send_request_headers.started",
-    "connection.connect_tcp.started",
-)
-
-
 async def exchange(
     client: httpx.AsyncClient,
     url: str,
@@ -254,11 +247,9 @@ async def exchange(
 ) -> Exchange:
     """POST `body` and read the streamed reply; never raises for anything the server or network does.
 
-    `gate`, shared by the requests of one run, lets one request at a time take a pooled connection.
-    httpcore's pool can hand the same idle connection to two requests started in the same instant; the
-    loser waits until some other response ends (seconds, at 64+ streams) and the probe would report that
-    wait as the endpoint's TTFT. Holding the gate until the request is on the wire prevents it.
-    `t_sent` is when the request started being written, so the send delay shows client-side queueing.
+    `gate`, shared by the requests of one run, lets one request at a time take a pooled connection, for
+    clients whose transport does not do so itself (see `collectors.probe.transport`, which `make_client`
+    uses). `t_sent` is when the request started being written, so the send delay shows client-side queueing.
     """
     result = Exchange()
     payload = json.dumps(body).encode()
@@ -271,7 +262,7 @@ async def exchange(
             gate.release()
 
     async def trace(name: str, info: Mapping[str, Any]) -> None:
-        if name in _ON_THE_WIRE:
+        if name in ON_THE_WIRE:
             if not result.t_sent:
                 result.t_sent = now()
             open_gate()

@@ -144,7 +144,8 @@ class _Session:
         self.offer = offer
         self.run_id = run_id
         self.lag = LagMonitor(lag_interval_s)
-        self.gate = asyncio.Lock()
+        # make_client's transport gates each of its pools; any other client gets one gate for the run
+        self.gate = None if isinstance(client._transport, ShardedTransport) else asyncio.Lock()
         self.backoff = Backoff(plan.max_retry_wait_s, plan.max_429_strikes)
         self.results: list[RequestResult] = []
         self.stop_reason = ""

@@ -1,19 +1,35 @@
-"""A transport that spreads requests over several small connection pools.
+"""A transport that spreads requests over several small connection pools, each with a send gate.
 
-httpcore's pool re-examines every connection against every other one each time a request starts or ends
-(`_assign_requests_to_connections` counts idle connections inside a loop over connections): quadratic in the
-pool size. At 256 streams that was 11.5 s of a 16 s probe's CPU, and the probe reported the client's own
-stalls as the endpoint's TTFT. Pools of at most `per_pool` connections keep each pass small; a request goes to
-the pool with the fewest open responses.
+Two faults of httpcore's pool, both of which the probe would otherwise report as the endpoint's TTFT:
+- Its bookkeeping re-examines every connection against every other one each time a request starts or ends
+  (`_assign_requests_to_connections` counts idle connections inside a loop over connections): quadratic in
+  the pool size. At 256 streams that was 11.5 s of a 16 s probe's CPU.
+- It can hand the same idle connection to two requests started in the same instant; the loser waits until
+  some other response ends (seconds, at 64+ streams).
+Pools of at most `per_pool` connections keep each pass small, and a pool's gate lets one request at a time
+take a connection, held until that request is on the wire (httpcore's trace events say when). A request goes
+to the pool with a free gate and the fewest open responses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
+
+# httpcore trace events that mean "this request now owns a connection and is being written"
+ON_THE_WIRE = frozenset(
+    {
+        "http11.send_request_headers.started",
+        "http2.send_request_headers.started",
+        "connection.connect_tcp.started",
+    }
+)
+
+Trace = Callable[[str, Mapping[str, Any]], Awaitable[None]]
 
 
 class _Released(httpx.AsyncByteStream):
@@ -43,20 +59,42 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
         options.setdefault("verify", httpx.create_ssl_context())  # one CA load (~35 ms), not one per pool
         self.pools = [httpx.AsyncHTTPTransport(limits=limits, **options) for _ in range(shards)]
+        self.gates = [asyncio.Lock() for _ in range(shards)]
         self.open = [0] * shards
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        index = min(range(len(self.pools)), key=self.open.__getitem__)
+        index = min(range(len(self.pools)), key=lambda i: (self.gates[i].locked(), self.open[i]))
+        gate = self.gates[index]
         self.open[index] += 1
+        held = False
+
+        def open_gate() -> None:
+            nonlocal held
+            if held:
+                held = False
+                gate.release()
 
         def release() -> None:
             self.open[index] -= 1
 
+        caller_trace: Trace | None = request.extensions.get("trace")
+
+        async def trace(name: str, info: Mapping[str, Any]) -> None:
+            if name in ON_THE_WIRE:
+                open_gate()
+            if caller_trace is not None:
+                await caller_trace(name, info)
+
+        request.extensions = {**request.extensions, "trace": trace}
         try:
+            await gate.acquire()
+            held = True
             response = await self.pools[index].handle_async_request(request)
         except BaseException:
+            open_gate()
             release()
             raise
+        open_gate()
         assert isinstance(response.stream, httpx.AsyncByteStream)
         return httpx.Response(
             status_code=response.status_code,
