@@ -127,3 +127,25 @@ def test_a_concurrency_cap_shows_as_429_with_its_header() -> None:
         run = probe(server.base_url, LoadPlan.from_options((4,), requests=4, max_tokens=5, max_429_strikes=9))
     assert summarize(run)["errors"].get("quota_429", 0) >= 1
     assert summarize(run)["rate_limit"]["limits"]["concurrency"] == 2
+
+
+def test_the_sharded_transport_spreads_requests_and_frees_every_slot() -> None:
+    from collectors.probe.transport import ShardedTransport
+
+    plan = LoadPlan.from_options((40,), requests=80, max_tokens=5)
+    target_config = EmulatorConfig(ttft_ms=300, tokens_per_s=1000, output_tokens=2)
+
+    async def go(base_url: str) -> tuple[ProbeRun, list[int], int]:
+        target = Endpoint("emu", base_url, MODEL)
+        async with make_client(target, plan) as client:
+            transport = client._transport
+            assert isinstance(transport, ShardedTransport)
+            run = await run_probe(client, target, plan)
+            return run, list(transport.open), len(transport.pools)
+
+    with EmulatorServer(target_config) as server:
+        run, still_open, pools = asyncio.run(go(server.base_url))
+        peak = server.emulator.stats.max_in_flight
+    assert pools == 3  # 40 connections in pools of at most 16
+    assert still_open == [0, 0, 0]
+    assert summarize(run)["ok"] == 80 and peak == 40
