@@ -5,7 +5,8 @@ each concurrency and compares every request with the configured truth:
 - TTFT error = measured TTFT (from the intended send time) − configured TTFT;
 - tokens/s error = measured output tokens/s vs the truth under the same definition: the emulator spaces
   tokens 1/tokens_per_s apart, so n tokens span (n − 1)/tokens_per_s and the truth is n·tokens_per_s/(n − 1);
-- the client's event-loop lag while requests were open.
+- the client's event-loop lag while requests were open, and the CPU share the client and the emulator got
+  (well under 100 % with a high lag means other work on the machine took the cores).
 
 The reference, measured in the same run, is a bare asyncio socket client (no httpx, no JSON parsing) timing
 the same emulator sequentially: the floor set by the loopback, uvicorn and the emulator's own timers. The
@@ -27,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -115,6 +117,20 @@ async def reference_ttft_ms(base_url: str, requests: int, input_tokens: int) -> 
     return samples
 
 
+def own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds another process has used (Linux /proc); 0 where that is not available."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def probe_level(
     base_url: str, concurrency: int, requests: int, input_tokens: int, ramp_s: float
 ) -> ProbeRun:
@@ -149,14 +165,24 @@ def main() -> None:
         run_async(reference_ttft_ms(base_url, 3, args.input_tokens))  # warm-up
         floor = run_async(reference_ttft_ms(base_url, args.min_requests, args.input_tokens))
         floor_err = statistics.median(floor) - args.ttft_ms
-        rows = [["raw socket (ref)", 1, len(floor), len(floor), f"{floor_err:.2f}", "", "", "", "", "", ""]]
+        rows = [
+            ["raw socket (ref)", 1, len(floor), len(floor), f"{floor_err:.2f}", "", "", "", "", "", "", ""]
+        ]
         n, tps = args.output_tokens, args.tokens_per_s
         truth_tps = n * tps / (n - 1)
         duration_s = args.ttft_ms / 1000 + (n - 1) / tps
         for level in levels:
             requests = max(args.min_requests, args.rounds * level)
             ramp_s = args.ramp_s if args.ramp_s is not None else duration_s
+            cpu_before, emulator_before, wall_before = (
+                own_cpu_s(),
+                process_cpu_s(process.pid),
+                time.perf_counter(),
+            )
             run = run_async(probe_level(base_url, level, requests, args.input_tokens, ramp_s))
+            wall = time.perf_counter() - wall_before
+            client_cpu = (own_cpu_s() - cpu_before) / wall * 100
+            emulator_cpu = (process_cpu_s(process.pid) - emulator_before) / wall * 100
             ok = [r for r in run.results if r.ok and r.ttft_ms is not None]
             ttft_err = [r.ttft_ms - args.ttft_ms for r in ok if r.ttft_ms is not None]
             tps_err = [
@@ -179,6 +205,7 @@ def main() -> None:
                     f"{max(abs(e) for e in tps_err):.2f}",
                     f"{run.loop_lag.p50_ms:.1f} / {run.loop_lag.p99_ms:.1f} / {run.loop_lag.max_ms:.1f}",
                     sum(1 for r in run.results if r.client_saturated),
+                    f"{client_cpu:.0f} / {emulator_cpu:.0f}",
                 ]
             )
     finally:
@@ -202,6 +229,7 @@ def main() -> None:
                 "tok/s |err| max %",
                 "loop lag p50/p99/max ms",
                 "saturated",
+                "CPU % client / emulator",
             ],
             rows,
         )
