@@ -32,43 +32,77 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
         "is one word or punctuation mark. --json prints the address and settings as one JSON line first.",
     )
     d = EmulatorConfig()
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8400, help="port (default 8400; 0 picks a free one)")
-    p.add_argument("--model", default=d.model, help=f"the one model served (default {d.model})")
+    p.add_argument(
+        "--host", metavar="ADDR", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    p.add_argument(
+        "--port", metavar="N", type=int, default=8400, help="port (default 8400; 0 picks a free one)"
+    )
+    p.add_argument(
+        "--model", metavar="NAME", default=d.model, help=f"the one model served (default {d.model})"
+    )
     t = p.add_argument_group("timing")
     t.add_argument(
-        "--ttft-ms", type=float, default=d.ttft_ms, help=f"time to first token (default {d.ttft_ms:g})"
+        "--ttft-ms",
+        metavar="MS",
+        type=float,
+        default=d.ttft_ms,
+        help=f"time to first token (default {d.ttft_ms:g})",
     )
     t.add_argument(
         "--tokens-per-s",
+        metavar="N",
         type=float,
         default=d.tokens_per_s,
         help=f"decode speed (default {d.tokens_per_s:g})",
     )
     t.add_argument(
-        "--jitter", type=_share, default=d.jitter, help="scale each request's TTFT and speed by 1 ± this"
+        "--jitter",
+        metavar="SHARE",
+        type=_share,
+        default=d.jitter,
+        help="scale each request's TTFT and speed by 1 ± this",
     )
     t.add_argument(
-        "--reasoning-tokens", type=int, default=d.reasoning_tokens, help="reasoning_content tokens first"
+        "--reasoning-tokens",
+        metavar="N",
+        type=int,
+        default=d.reasoning_tokens,
+        help="reasoning_content tokens first",
     )
     t.add_argument(
         "--output-tokens",
+        metavar="N",
         type=int,
         default=d.output_tokens,
         help=f"answer tokens (default {d.output_tokens})",
     )
     t.add_argument(
-        "--prefill-tokens-per-s", type=float, default=0.0, help="add uncached prompt tokens / this to TTFT"
+        "--prefill-tokens-per-s",
+        metavar="N",
+        type=float,
+        default=0.0,
+        help="add uncached prompt tokens / this to TTFT",
     )
     t.add_argument(
-        "--chunk-ms", type=float, default=0.0, help="group tokens due within this many ms in one chunk"
+        "--chunk-ms",
+        metavar="MS",
+        type=float,
+        default=0.0,
+        help="group tokens due within this many ms in one chunk",
     )
     lim = p.add_argument_group("limits (429 with Retry-After when exceeded)")
-    lim.add_argument("--tpm", type=int, help="tokens per minute: prompt + max_tokens charged on arrival")
-    lim.add_argument("--rpm", type=int, help="requests per minute")
-    lim.add_argument("--max-concurrency", type=int, help="requests open at once")
     lim.add_argument(
-        "--burst-s", type=float, default=d.burst_s, help="bucket size in seconds of refill (default 60)"
+        "--tpm", metavar="N", type=int, help="tokens per minute: prompt + max_tokens charged on arrival"
+    )
+    lim.add_argument("--rpm", metavar="N", type=int, help="requests per minute")
+    lim.add_argument("--max-concurrency", metavar="N", type=int, help="requests open at once")
+    lim.add_argument(
+        "--burst-s",
+        metavar="S",
+        type=float,
+        default=d.burst_s,
+        help="bucket size in seconds of refill (default 60)",
     )
     f = p.add_argument_group("faults (shares of requests, drawn with --seed)")
     for name, help_text in (
@@ -78,10 +112,16 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
         ("malformed", "one chunk is broken JSON"),
         ("429", "429 whatever the limits say (quota spent elsewhere)"),
     ):
-        f.add_argument(f"--fault-{name}-rate", type=_share, default=0.0, help=help_text)
-    f.add_argument("--fault-stall-s", type=float, default=d.fault_stall_s, help="how long a stall lasts")
+        f.add_argument(f"--fault-{name}-rate", type=_share, default=0.0, metavar="SHARE", help=help_text)
     f.add_argument(
-        "--fault-429-retry-ms", type=int, default=d.fault_429_retry_ms, help="Retry-After of fault 429s"
+        "--fault-stall-s", metavar="S", type=float, default=d.fault_stall_s, help="how long a stall lasts"
+    )
+    f.add_argument(
+        "--fault-429-retry-ms",
+        metavar="MS",
+        type=int,
+        default=d.fault_429_retry_ms,
+        help="Retry-After of fault 429s",
     )
     o = p.add_argument_group("behaviour")
     o.add_argument("--no-cache", action="store_true", help="no prefix cache (every prompt token a miss)")
@@ -92,7 +132,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     o.add_argument(
         "--require-api-key", action="store_true", help="refuse requests without a bearer key (any)"
     )
-    o.add_argument("--seed", type=int, default=0, help="seed of jitter and fault draws")
+    o.add_argument("--seed", metavar="N", type=int, default=0, help="seed of jitter and fault draws")
     o.add_argument(
         "--access-log", action="store_true", help="log one line per request (no headers, no bodies)"
     )
