@@ -52,6 +52,7 @@ pages = [
     st.Page(VIEWS / "spend.py", title="Spend", icon=":material/payments:"),
     st.Page(VIEWS / "usage.py", title="Usage profile", icon=":material/bar_chart:"),
     st.Page(VIEWS / "endpoints.py", title="Endpoints", icon=":material/monitor_heart:"),
+    st.Page(VIEWS / "switch.py", title="Switch", icon=":material/swap_horiz:"),
     st.Page(VIEWS / "catalog.py", title="Catalog", icon=":material/menu_book:"),
 ]
 st.navigation(pages).run()

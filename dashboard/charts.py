@@ -236,3 +236,77 @@ def budget_forecast(band: pl.DataFrame, currency: str) -> go.Figure:
         )
     )
     return figure
+
+
+def switch_costs(frame: pl.DataFrame) -> go.Figure:
+    """What the period cost as served, beside what each target would have cost (with the tokenizer band).
+
+    `frame`: offer, cost, cost_low, cost_high, cost_actual, currency (one row per target).
+    """
+    priced = frame.filter(pl.col("cost").is_not_null())
+    if priced.is_empty():
+        return empty_figure("Cost of the period", "No target prices this traffic")
+    currency = priced["currency"][0]
+    figure = _figure("Cost of the period: as served and on each target", "", f"cost ({currency})")
+    actual = next((v for v in frame["cost_actual"].to_list() if v is not None), None)
+    labels = ["as served", *priced["offer"].to_list()]
+    costs = [None if actual is None else float(actual), *(float(v) for v in priced["cost"].to_list())]
+    upper = [
+        0.0,
+        *(float(h - c) for h, c in zip(priced["cost_high"].to_list(), priced["cost"].to_list(), strict=True)),
+    ]
+    lower = [
+        0.0,
+        *(
+            float(c - lo)
+            for lo, c in zip(priced["cost_low"].to_list(), priced["cost"].to_list(), strict=True)
+        ),
+    ]
+    colours = ["#6b7280", *PALETTE[: priced.height]]
+    figure.add_trace(
+        go.Bar(
+            x=labels,
+            y=costs,
+            marker_color=colours,
+            showlegend=False,
+            error_y={"type": "data", "array": upper, "arrayminus": lower, "visible": True},
+            hovertemplate=f"%{{y:,.2f}} {currency}<extra>%{{x}}</extra>",
+        )
+    )
+    figure.update_layout(hovermode="closest")
+    return figure
+
+
+def demand_against_limits(demand: pl.DataFrame, limits: dict[str, float]) -> go.Figure:
+    """Tokens per minute as recorded (the busiest minute of each hour) against each target's TPM line.
+
+    `demand`: at, tokens (per minute). `limits`: label → tokens per minute the target allows.
+    """
+    title = "Busiest minute of each hour against each target's token limit"
+    if demand.is_empty():
+        return empty_figure(title, "No traffic in this period")
+    peaks = (
+        demand.group_by(pl.col("at").dt.truncate("1h").alias("hour"))
+        .agg(pl.col("tokens").max().alias("tokens"))
+        .sort("hour")
+    )
+    figure = _figure(title, "hour (UTC)", "tokens per minute")
+    figure.add_trace(
+        go.Scatter(
+            x=peaks["hour"].to_list(),
+            y=peaks["tokens"].to_list(),
+            mode="lines",
+            name="recorded demand (peak minute)",
+            line={"color": "#111827"},
+        )
+    )
+    for i, (label, value) in enumerate(limits.items()):
+        figure.add_hline(
+            y=value,
+            line_dash="dash",
+            line_color=PALETTE[i % len(PALETTE)],
+            annotation_text=f"{label}: {value:,.0f}/min",
+            annotation_position="top left",
+        )
+    figure.update_yaxes(type="log", rangemode="normal")
+    return figure

@@ -20,8 +20,9 @@ VIEWS = {
     "usage": "usage",
     "endpoints": "endpoints",
     "catalog": "catalog",
+    "switch": "switch",
 }
-CHARTS = {"overview": 1, "planner": 2, "spend": 2, "usage": 4, "endpoints": 3, "catalog": 0}
+CHARTS = {"overview": 1, "planner": 2, "spend": 2, "usage": 4, "endpoints": 3, "catalog": 0, "switch": 2}
 
 
 @pytest.fixture(scope="module")

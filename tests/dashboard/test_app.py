@@ -25,6 +25,7 @@ def app(monkeypatch: pytest.MonkeyPatch) -> AppTest:
     monkeypatch.setenv("QUOTASCOPE_NOW", NOW)
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
+    at.switch_page("views/planner.py").run()
     assert not at.exception
     return at
 
@@ -40,6 +41,7 @@ def test_planner_numbers_equal_the_model(app: AppTest) -> None:
         Latency(Decimal("390"), Decimal("35.4")),
         datetime.fromisoformat(NOW),
         demand=Demand.from_peak(Decimal("1000"), Decimal("3")),
+        display_currency="USD",
     )
     for row, plan in zip(table.to_dict("records"), plans, strict=True):
         assert row["questions / min"] == pytest.approx(float(plan.capacity.questions_per_minute or 0))

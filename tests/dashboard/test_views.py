@@ -18,6 +18,7 @@ from storage.reports import read_usage_profile, spend_report
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 VIEWS = (
+    "views/switch.py",
     "views/overview.py",
     "views/planner.py",
     "views/spend.py",
@@ -59,7 +60,7 @@ def test_every_view_renders_on_the_demo(demo: AppTest, view: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "view", ["views/overview.py", "views/spend.py", "views/usage.py", "views/endpoints.py"]
+    "view", ["views/overview.py", "views/spend.py", "views/usage.py", "views/endpoints.py", "views/switch.py"]
 )
 def test_empty_database_says_which_command_fills_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, view: str
@@ -122,3 +123,30 @@ def test_endpoints_flag_the_distilled_and_the_throttled(demo: AppTest, demo_db: 
     assert "429s" in warnings
     demo.number_input(key="endpoints_ttft_alert").set_value(10.0).run()
     assert "P99 TTFT high" in " ".join(w.value for w in demo.warning)
+
+
+def test_switch_view_equals_the_simulation(demo: AppTest, demo_db: tuple[Path, Path]) -> None:
+    from models.replay import ReplayOptions
+    from storage.simulation import simulate_offers
+
+    db, user = demo_db
+    demo.switch_page("views/switch.py").run()
+    table = demo.dataframe[0].value
+    catalog = load_catalog(Path("data/catalog"), [user])
+    targets = tuple(table["offer"])
+    dims_first = table.iloc[0]
+    assert dims_first["policy"] == "reject"
+    expected = simulate_offers(
+        db,
+        catalog,
+        targets,
+        ReplayOptions(tokenizer_ratio=(Decimal("0.9"), Decimal("1.1")), currency="CNY"),
+        UsageFilter(),
+    ).comparison()
+    for record, row in zip(table.to_dict("records"), expected.iter_rows(named=True), strict=True):
+        assert record["throttled %"] == pytest.approx(round(row["throttled_share"] * 100, 2))
+        assert record["keys_needed"] == row["keys_needed"]
+    tight = table[table["offer"] == "cloud/deepseek-r1-10k"].iloc[0]
+    assert tight["throttled %"] > 0  # 10,000 TPM cannot carry the demo's traffic
+    demo.number_input(key="switch_keys").set_value(int(tight["keys_needed"])).run()
+    assert not demo.exception

@@ -1,0 +1,132 @@
+"""Switch: last period's real traffic replayed against other offers' limits and prices."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+import streamlit as st
+
+from dashboard import charts, state
+from models.catalog import Catalog
+from models.errors import QuotascopeError
+from models.replay import ReplayOptions
+from storage.explore import usage_dimensions
+from storage.replay import UsageFilter, read_demand
+from storage.simulation import simulate_offers
+
+DEFAULT_TARGETS = ("volcengine/deepseek-r1", "deepseek/deepseek-v4-pro", "cloud/deepseek-r1-10k")
+
+
+def _compare(
+    db: Path,
+    catalog: Catalog,
+    offers: tuple[str, ...],
+    keys: int,
+    policy: str,
+    low: float,
+    high: float,
+    currency: str,
+    selection: UsageFilter,
+) -> pl.DataFrame:
+    options = ReplayOptions(
+        keys=keys,
+        accounts=keys,
+        policy=policy,  # type: ignore[arg-type]
+        tokenizer_ratio=(Decimal(str(low)), Decimal(str(high))),
+        currency=currency,
+    )
+    return simulate_offers(db, catalog, offers, options, selection).comparison()
+
+
+def render() -> None:
+    st.header("Switch")
+    st.caption(
+        "What the recorded traffic would have cost on another offer, and how often its limits would have "
+        "throttled it: demand rebuilt per second and pushed through each target's limits as enforced."
+    )
+    if not state.has_database():
+        state.empty_state("No database yet.", "quotascope demo --no-serve")
+        return
+    try:
+        dims = state.read(usage_dimensions)
+    except QuotascopeError as e:
+        st.error(str(e))
+        return
+    if dims.requests == 0 or dims.first is None or dims.last is None:
+        state.empty_state("No usage stored yet to replay.", "quotascope ingest PATH")
+        return
+    f = state.filters()
+    currency = f.display_currency or "USD"
+    since = f.since or datetime.combine(dims.first.date(), datetime.min.time())
+    until = f.until or datetime.combine(dims.last.date() + timedelta(days=1), datetime.min.time())
+    selection = UsageFilter(
+        since,
+        until,
+        f.providers[0] if f.providers else None,
+        f.models[0] if f.models else None,
+        f.teams[0] if f.teams else None,
+    )
+    catalog = state.catalog()
+    cols = st.columns([3, 1, 1, 2])
+    targets = cols[0].multiselect(
+        "Targets",
+        sorted(catalog.offers),
+        key="switch_targets",
+        default=[t for t in DEFAULT_TARGETS if t in catalog.offers],
+    )
+    keys = cols[1].number_input("Keys / accounts", min_value=1, value=1, step=1, key="switch_keys")
+    policy = cols[2].radio("Over the limit", ["reject", "queue"], key="switch_policy", horizontal=False)
+    low, high = cols[3].slider(
+        "Tokenizer ratio (target ÷ recorded)", 0.5, 1.5, (0.9, 1.1), 0.05, key="switch_ratio"
+    )
+    if not targets:
+        st.info("Choose at least one target offer.")
+        return
+    try:
+        frame = state.read(
+            _compare,
+            priced=True,
+            offers=tuple(targets),
+            keys=int(keys),
+            policy=str(policy),
+            low=float(low),
+            high=float(high),
+            currency=currency,
+            selection=selection,
+        )
+    except QuotascopeError as e:
+        st.error(str(e))
+        return
+    table = frame.select(
+        "offer",
+        "policy",
+        (pl.col("throttled_share") * 100).round(2).alias("throttled %"),
+        "minutes_over_limit",
+        pl.col("delay_p50_s").round(2).alias("added delay p50 s"),
+        pl.col("delay_p99_s").round(2).alias("added delay p99 s"),
+        "keys",
+        "scope",
+        "keys_needed",
+        pl.col("cost").round(2).cast(pl.Float64).alias(f"cost ({currency})"),
+        pl.col("cost_low").round(2).cast(pl.Float64).alias("low"),
+        pl.col("cost_high").round(2).cast(pl.Float64).alias("high"),
+        pl.col("cost_actual").round(2).cast(pl.Float64).alias(f"as served ({currency})"),
+    )
+    st.dataframe(table, hide_index=True, key="switch_table")
+    left, right = st.columns(2)
+    left.plotly_chart(charts.switch_costs(frame), key="switch_cost_chart")
+    demand = state.read(read_demand, selection=selection, every_s=60)
+    limits: dict[str, float] = {}
+    for offer_id in targets:
+        version = catalog.get(offer_id).version_at(None).limits.effective()
+        if version.tpm is not None:
+            limits[f"{offer_id} ×{keys}"] = float(version.tpm * int(keys))
+    right.plotly_chart(charts.demand_against_limits(demand, limits), key="switch_demand_chart")
+    if not limits:
+        right.caption("None of these targets publishes a TPM; their limits are concurrency or none.")
+
+
+render()
