@@ -57,6 +57,13 @@ def _is_lock_conflict(error: duckdb.Error) -> bool:
     )
 
 
+def _connect(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(str(path), read_only=read_only)
+    # DuckDB prints a progress bar on stdout for queries over 2 s, even into a pipe: it would corrupt --json
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
 def _with_retry(connect: Callable[[], T], path: Path, timeout_s: float) -> T:
     """Call `connect` until the file is free of the other side's lock, backing off with jitter."""
     deadline = time.monotonic() + timeout_s
@@ -152,7 +159,7 @@ def open_write(path: Path, *, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[duc
         raise StorageError(
             f"the database path {path} is a folder; give a file name like {path}/quotascope.duckdb"
         )
-    con = _with_retry(lambda: duckdb.connect(str(path)), path, timeout_s)
+    con = _with_retry(lambda: _connect(path, read_only=False), path, timeout_s)
     try:
         try:
             migrate(con)
@@ -195,7 +202,7 @@ def open_read(
         raise DatabaseMissingError(f"there is no database at {path} yet: {missing_hint}")
     if path.is_dir():
         raise StorageError(f"the database path {path} is a folder, not a DuckDB file")
-    con = _with_retry(lambda: duckdb.connect(str(path), read_only=True), path, timeout_s)
+    con = _with_retry(lambda: _connect(path, read_only=True), path, timeout_s)
     try:
         pending = _pending(con)
     except duckdb.Error as e:
@@ -205,7 +212,7 @@ def open_read(
         con.close()
         with open_write(path, timeout_s=timeout_s):
             pass
-        con = _with_retry(lambda: duckdb.connect(str(path), read_only=True), path, timeout_s)
+        con = _with_retry(lambda: _connect(path, read_only=True), path, timeout_s)
     try:
         yield con
     except duckdb.Error as e:

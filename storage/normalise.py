@@ -610,6 +610,12 @@ class Normaliser:
     def close(self) -> None:
         self._con.close()
 
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cursor = self._con.cursor()
+        cursor.execute("SET enable_progress_bar = false")
+        cursor.execute("SET TimeZone = 'UTC'")
+        return cursor
+
     def sql_for(
         self, spec: RecordSpec, mode: Literal["rows", "reasons"], tags: frozenset[str] = frozenset()
     ) -> str:
@@ -630,7 +636,7 @@ class Normaliser:
     ) -> Normalised:
         """Canonical rows and redacted rejects of one block of newline-terminated JSON records."""
         source, rejects = lines_table(data, first_line, line_numbers)
-        cursor = self._con.cursor()
+        cursor = self._cursor()
         try:
             cursor.register("src", source)
             sql = self.sql_for(spec, "rows", tag_columns(context))
@@ -656,7 +662,7 @@ class Normaliser:
         """Why each of these lines (which failed a check elsewhere) is rejected."""
         source, rejects = lines_table(data, line_numbers=line_numbers)
         source = source.filter(pc.invert(pc.utf8_is_space(source.column("line"))))
-        cursor = self._con.cursor()
+        cursor = self._cursor()
         try:
             rejects += self._reasons(cursor, spec, source, context)
         except duckdb.Error as e:

@@ -7,9 +7,10 @@ is line n. Each line is parsed once (`from_json`), normalised and checked by the
 never leaves DuckDB). Nothing is held but the batch in flight, whatever the file's size. The database file
 is not touched here: `storage.usage.store_batch` stores what this yields.
 
-The caller counts the file's lines independently. DuckDB drops a line that is not UTF-8 and treats a lone
-carriage return as a line break; when the counts differ, what was stored is discarded and the file is read
-by the exact, slower block reader instead.
+The caller counts the file's lines independently. DuckDB drops a line that is not UTF-8 or longer than its
+line limit (2 MB; a larger limit makes its buffers grow with the file), and treats a lone carriage return as
+a line break; when the counts differ, what was stored is discarded and the file is read by the exact,
+slower block reader instead.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from models.usage_record import RecordSpec
 from storage.db import StorageError
 from storage.normalise import _MACROS, IngestContext, _used, build_sql, tag_columns
 
-MAX_LINE_BYTES = 16 << 20  # DuckDB drops longer lines, which sends the file to the exact reader
 STAGE_MEMORY = "1GB"
 STREAM_ROWS = 100_000
 
@@ -62,12 +62,13 @@ class LineStream:
             },
         )
         self.con.execute("SET TimeZone = 'UTC'")
+        self.con.execute("SET enable_progress_bar_print = false")  # progress is asked for, never printed
         for macro in _MACROS:
             self.con.execute(macro)
         source = (
             f"read_csv({_lit(str(path))}, columns = {{'line': 'VARCHAR'}}, header = false, delim = '\x01', "
             "quote = '', escape = '', auto_detect = false, strict_mode = false, ignore_errors = true, "
-            f"max_line_size = {MAX_LINE_BYTES}, compression = {_lit('gzip' if compressed else 'none')})"
+            f"compression = {_lit('gzip' if compressed else 'none')})"
         )
         self.sql = build_sql(spec, "stage", tag_columns(context), source)
         self.params = _used(self.sql, context.params())

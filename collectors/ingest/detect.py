@@ -25,7 +25,14 @@ class Detection:
 
 
 def _first_lines(sample: str, limit: int = 50) -> list[str]:
-    return [line for line in sample.splitlines()[:limit] if line.strip()]
+    """The first `limit` lines that are not blank."""
+    found: list[str] = []
+    for line in sample.splitlines():
+        if line.strip():
+            found.append(line)
+            if len(found) >= limit:
+                break
+    return found
 
 
 def _container(sample: str) -> Container:

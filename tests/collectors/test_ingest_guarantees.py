@@ -1,0 +1,215 @@
+"""The ingestion guarantees: each record stored once however often a file is read (or after it grew), a killed
+ingest leaves the database as before its batch and a re-run completes it, and a reader and a running ingest
+never make each other fail."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from storage.db import open_read
+from storage.reports import UsageFilter, read_usage_buckets
+from tests.collectors.ingest_support import identity_holds, ingest, query, totals
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def line(i: int, prompt: int, completion: int, *, with_id: bool = True) -> str:
+    record = {
+        "object": "chat.completion",
+        "created": 1741000000 + i,
+        "model": "deepseek-chat",
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion},
+    }
+    if with_id:
+        record["id"] = f"req-{i}"
+    return json.dumps(record)
+
+
+records = st.lists(
+    st.tuples(
+        st.integers(0, 40),  # record number: repeats are duplicates of one request
+        st.integers(0, 5000),
+        st.integers(0, 5000),
+        st.booleans(),  # carries an id, or is keyed by a hash of its fields
+        st.sampled_from(["ok", "ok", "ok", "bad-json", "bad-type", "blank"]),
+    ),
+    max_size=60,
+)
+
+
+def render(rows: list[tuple[int, int, int, bool, str]]) -> str:
+    out = []
+    for i, prompt, completion, with_id, kind in rows:
+        text = line(i, prompt + i, completion, with_id=with_id)  # the same i means the same record
+        if kind == "bad-json":
+            text = text[:-5]
+        elif kind == "bad-type":
+            text = text.replace('"prompt_tokens": ', '"prompt_tokens": "').replace(
+                ', "completion', '", "completion'
+            )
+        elif kind == "blank":
+            text = "   "
+        out.append(text)
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def stored_rows(db: Path) -> list[tuple[object, ...]]:
+    if not db.exists():
+        return []
+    return query(db, "SELECT record_key, ts, input_tokens, output_tokens FROM usage ORDER BY record_key")
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=records, more=records, streamed=st.booleans())
+def test_reingesting_changes_nothing_and_a_grown_file_adds_only_its_new_records(
+    first: list[tuple[int, int, int, bool, str]], more: list[tuple[int, int, int, bool, str]], streamed: bool
+) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        log, db, fresh = Path(folder) / "log.jsonl", Path(folder) / "q.duckdb", Path(folder) / "fresh.duckdb"
+        log.write_text(render(first))
+        (one,) = ingest(db, log, staged=streamed)
+        after_one = stored_rows(db)
+        (two,) = ingest(db, log, staged=streamed)
+        assert stored_rows(db) == after_one  # re-reading stores nothing new
+        assert identity_holds(one) and identity_holds(two)
+        assert two.counts.stored == 0
+        assert two.counts.duplicates == one.counts.stored + one.counts.duplicates
+        assert two.counts.rejected == one.counts.rejected
+        # the file grows: only what is new is stored, and the result is what one read of it gives
+        with log.open("a") as handle:
+            handle.write(render(more))
+        (three,) = ingest(db, log, staged=streamed)
+        assert identity_holds(three)
+        ingest(fresh, log, staged=not streamed)  # the other reader, in one go
+        assert stored_rows(db) == stored_rows(fresh)
+        keys = [r[0] for r in stored_rows(db)]
+        assert len(keys) == len(set(keys))
+
+
+def _big_log(path: Path, count: int) -> None:
+    with path.open("w") as out:
+        for i in range(count):
+            out.write(line(i, 1000, 100) + "\n")
+
+
+KILLABLE = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from collectors.ingest import IngestOptions, ingest_paths
+    streamed = sys.argv[4] == "streamed"
+    options = IngestOptions(batch_rows=int(sys.argv[3]), staged=streamed, block_bytes=1 << 20)
+    ingest_paths(Path(sys.argv[1]), [Path(sys.argv[2])], salt="s", options=options)
+    """
+)
+
+
+def _locked(db: Path) -> bool:
+    """True while another process holds the database (a batch is being written)."""
+    try:
+        duckdb.connect(str(db), read_only=True).close()
+    except duckdb.IOException as e:
+        return "lock" in str(e).lower()
+    except duckdb.Error:
+        return False
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["streamed", "blocks"])
+def test_kill_9_during_a_batch_leaves_whole_batches_and_a_rerun_completes(tmp_path: Path, mode: str) -> None:
+    db, log = tmp_path / "q.duckdb", tmp_path / "big.jsonl"
+    count = 200_000
+    _big_log(log, count)
+    ingest(db, Path(ROOT / "tests" / "data" / "usage" / "deepseek.jsonl"))  # what was there before
+    before = totals(db)
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLABLE, str(db), str(log), "20000", mode],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        seen_batches = 0
+        while time.monotonic() < deadline and process.poll() is None:
+            if _locked(db):
+                seen_batches += 1
+                if seen_batches >= 3:  # let a couple of batches commit first, then kill inside one
+                    os.kill(process.pid, signal.SIGKILL)
+                    break
+                while _locked(db) and process.poll() is None:
+                    time.sleep(0.002)
+            time.sleep(0.002)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == -signal.SIGKILL, "the ingest finished before it could be killed"
+    # whole batches only: the rows stored for the killed run are exactly its committed counts, lines 1..n
+    (source_id, stored_count, finished) = (
+        query(
+            db,
+            "SELECT source_id, rows_stored, finished_at IS NOT NULL FROM sources WHERE path = ?",
+            [str(log)],
+        )[0]
+        if query(db, "SELECT count(*) FROM sources WHERE path = ?", [str(log)])[0][0]
+        else (None, 0, False)
+    )
+    assert not finished
+    lines = query(
+        db, "SELECT min(line_no), max(line_no), count(*) FROM usage WHERE source_id = ?", [source_id]
+    )
+    assert lines[0][2] == stored_count
+    if stored_count:
+        assert (lines[0][0], lines[0][1]) == (1, stored_count)
+        assert stored_count % 20_000 == 0 or mode == "streamed"  # block batches are whole; streamed ones too
+    assert totals(db, "source_id = 1") == before  # what was there before is untouched
+    # a re-run completes it: every record once
+    (result,) = ingest(db, log, staged=(mode == "streamed"))
+    assert result.counts.stored == count - stored_count and result.counts.duplicates == stored_count
+    assert totals(db)["rows"] == before["rows"] + count
+    assert query(db, "SELECT count(DISTINCT record_key) = count(*) FROM usage") == [(True,)]
+
+
+@pytest.mark.slow
+def test_a_reader_and_a_running_ingest_never_fail_each_other(tmp_path: Path) -> None:
+    db, log = tmp_path / "q.duckdb", tmp_path / "big.jsonl"
+    _big_log(log, 150_000)
+    ingest(db, Path(ROOT / "tests" / "data" / "usage" / "deepseek.jsonl"))
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLABLE, str(db), str(log), "10000", "blocks"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    reads = 0
+    seen: list[int] = []
+    try:
+        while process.poll() is None:
+            frame = read_usage_buckets(db, UsageFilter(), ("day",))  # a dashboard's read: must not fail
+            with open_read(db) as con:
+                seen.append(int(con.execute("SELECT count(*) FROM usage").fetchall()[0][0]))
+            reads += 1
+            assert frame.height >= 1
+    finally:
+        _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert reads >= 3
+    assert seen == sorted(seen)  # readers saw whole batches arrive, never a half one going away
+    assert totals(db)["rows"] == 6 + 150_000
