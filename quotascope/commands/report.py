@@ -140,7 +140,7 @@ def render_spend(rows: list[SpendRow], by: tuple[str, ...]) -> str:
             f"{row.output_tokens:,}",
             f"{row.reasoning_tokens:,}",
             str(row.cost) if row.cost else "unpriced",
-            str(row.cache_savings) if row.cache_savings else "",
+            str(row.cache_savings) if row.cache_savings and row.cache_savings.amount else "",
         ]
         for row in rows
     ]

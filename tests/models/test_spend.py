@@ -1,0 +1,142 @@
+"""Pricing stored usage by groups (pure): the bucket grain, report keys, roll-up, unpriced and FX rules."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+
+import polars as pl
+import pytest
+
+from models.catalog import Catalog, ContextTier, Offer, Prices, PriceWindow, Promotion, TimeSpan
+from models.errors import InputError
+from models.money import FxRate, FxTable, Money
+from models.spend import parse_by, price_spend, pricing_grain_minutes, tier_bounds
+from tests.models.factories import d, version
+
+
+def offer(offer_id: str, provider: str, model: str, *versions: object) -> Offer:
+    return Offer(offer_id, provider, model, model, tuple(versions))  # type: ignore[arg-type]
+
+
+def window(start: int, end: int) -> PriceWindow:
+    return PriceWindow("off-peak", (TimeSpan(start, end),), d("0.5"))
+
+
+def test_grain_follows_the_finest_price_boundary() -> None:
+    plain = Catalog({"a": offer("a", "p", "m", version(prices=Prices(d(1), d(1))))})
+    assert pricing_grain_minutes(plain) == 60
+    half = Catalog(
+        {"a": offer("a", "p", "m", version(prices=Prices(d(1), d(1)), windows=(window(990, 30),)))}
+    )
+    assert pricing_grain_minutes(half) == 30  # 16:30
+    quarter = Catalog(
+        {"a": offer("a", "p", "m", version(prices=Prices(d(1), d(1)), windows=(window(1005, 60),)))}
+    )
+    assert pricing_grain_minutes(quarter) == 15  # 16:45
+    promo = Promotion("launch", datetime(2025, 2, 1, 8, 20), datetime(2025, 3, 1), d("0.5"))
+    odd = Catalog({"a": offer("a", "p", "m", version(prices=Prices(d(1), d(1)), promotions=(promo,)))})
+    assert pricing_grain_minutes(odd) == 20  # 08:20
+
+
+def test_tier_bounds_collects_every_threshold() -> None:
+    tiered = version(prices=Prices(d(3), d(15)), tiers=(ContextTier(200_000, Prices(d(6), d(22))),))
+    other = version(prices=Prices(d(1), d(2)), tiers=(ContextTier(128_000, Prices(d(2), d(4))),))
+    catalog = Catalog({"a": offer("a", "p", "m", tiered), "b": offer("b", "p", "n", other)})
+    assert tier_bounds(catalog) == (128_000, 200_000)
+
+
+def test_parse_by() -> None:
+    assert parse_by("provider, model,day", ()) == ("provider", "model", "day")
+    assert parse_by("", ("day",)) == ("day",)
+    with pytest.raises(InputError, match="cannot group by week"):
+        parse_by("week", ())
+    with pytest.raises(InputError, match="day or by hour"):
+        parse_by("day,hour", ())
+
+
+def groups(rows: list[dict[str, object]]) -> pl.DataFrame:
+    base = {
+        "bucket": datetime(2025, 3, 1, 10),
+        "input_each": 0,
+        "requests": 1,
+        "input_tokens": 0,
+        "cached_input_tokens": 0,
+        "cache_write_tokens": 0,
+        "output_tokens": 0,
+        "reasoning_tokens": 0,
+        "billed_cost": None,
+        "billed_currency": None,
+    }
+    return pl.DataFrame([{**base, **r} for r in rows], schema_overrides={"billed_cost": pl.Decimal(20, 10)})
+
+
+USD = offer("o/usd", "openai", "gpt-x", version(prices=Prices(d(2), d(8), cached_input=d(1))))
+CNY = offer("o/cny", "deepseek", "ds-x", version(prices=Prices(d(4), d(16)), currency="CNY"))
+FX = FxTable((FxRate("USD", "CNY", d(7), date(2025, 1, 1), "test"),))
+CATALOG = Catalog({"o/usd": USD, "o/cny": CNY}, FX)
+
+
+def test_groups_roll_up_into_report_rows_with_cost_and_savings() -> None:
+    frame = groups(
+        [
+            {
+                "provider": "openai",
+                "model": "gpt-x",
+                "team": "a",
+                "input_tokens": 3_000_000,
+                "cached_input_tokens": 1_000_000,
+                "output_tokens": 1_000_000,
+                "requests": 3,
+            },
+            {
+                "provider": "openai",
+                "model": "gpt-x",
+                "team": "a",
+                "input_tokens": 1_000_000,
+                "requests": 1,
+                "bucket": datetime(2025, 3, 1, 10, 30),
+            },
+        ]
+    )
+    (row,) = price_spend(frame, ("team",), CATALOG)
+    assert row.requests == 4 and row.input_tokens == 4_000_000
+    assert row.cost == Money(d(2 * 2 + 1 + 8 + 2), "USD")  # (2M miss * 2 + 1M hit * 1 + 1M out * 8) + 1M * 2
+    assert row.cache_savings == Money(d(1), "USD")
+    assert row.to_json()["cost"] == {"amount": "15", "currency": "USD"}
+
+
+def test_a_null_provider_shows_the_matched_offers() -> None:
+    frame = groups([{"provider": None, "model": "gpt-x", "input_tokens": 1_000_000}])
+    (row,) = price_spend(frame, ("provider", "model"), CATALOG)
+    assert row.keys == {"provider": "openai", "model": "gpt-x"}
+
+
+def test_mixed_currencies_convert_by_the_days_rate_and_say_so() -> None:
+    frame = groups(
+        [
+            {"provider": "openai", "model": "gpt-x", "input_tokens": 1_000_000},
+            {"provider": "deepseek", "model": "ds-x", "input_tokens": 1_000_000},
+        ]
+    )
+    with pytest.raises(InputError, match="CNY and USD"):
+        price_spend(frame, (), CATALOG)
+    (row,) = price_spend(frame, (), CATALOG, "CNY")
+    assert row.cost == Money(d(2 * 7 + 4), "CNY")
+    assert row.fx == ("1 USD = 7 CNY (test, 2025-01-01)",)
+
+
+def test_billed_cost_is_kept_beside_the_computed_one() -> None:
+    frame = groups(
+        [
+            {
+                "provider": "openai",
+                "model": "gpt-x",
+                "input_tokens": 1_000_000,
+                "billed_cost": Decimal("2.5"),
+                "billed_currency": "USD",
+            }
+        ]
+    )
+    (row,) = price_spend(frame, (), CATALOG)
+    assert row.cost == Money(d(2), "USD") and row.billed_cost == Money(Decimal("2.5"), "USD")

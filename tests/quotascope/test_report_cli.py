@@ -1,0 +1,143 @@
+"""`quotascope report` as a user runs it: the JSON shapes, text, currency, and the empty and missing cases."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from quotascope.cli import main
+from tests.collectors.ingest_support import CATALOG_FILE, SAMPLES
+
+
+@pytest.fixture
+def loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Path:
+    catalog_dir = tmp_path / "catalog"
+    catalog_dir.mkdir()
+    (catalog_dir / "test.toml").write_text(CATALOG_FILE.read_text())
+    monkeypatch.setenv("QUOTASCOPE_CATALOG_DIR", str(catalog_dir))
+    assert (
+        main(
+            [
+                "ingest",
+                str(SAMPLES / "deepseek.jsonl"),
+                str(SAMPLES / "openai.jsonl"),
+                str(SAMPLES / "vllm.jsonl"),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    return Path(os.environ["QUOTASCOPE_DB"])
+
+
+def report(capsys: pytest.CaptureFixture[str], *argv: str) -> object:
+    assert main(["report", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_spend_json_rows(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = report(capsys, "spend", "--by", "provider,model")
+    assert isinstance(rows, list)
+    by_model = {r["model"]: r for r in rows}
+    deepseek = by_model["deepseek-reasoner"]
+    assert deepseek == {
+        "provider": "deepseek",
+        "model": "deepseek-reasoner",
+        "requests": 6,
+        "input_tokens": 9000,
+        "cached_input_tokens": 6144,
+        "cache_write_tokens": 0,
+        "output_tokens": 4700,
+        "reasoning_tokens": 3520,
+        "cost": {"amount": "0.074948", "currency": "CNY"},
+        "cache_savings": {"amount": "0.015552", "currency": "CNY"},
+        "billed_cost": None,
+        "price_versions": ["test/deepseek-reasoner@2025-01-01", "test/deepseek-reasoner@2025-03-03"],
+        "periods": ["off-peak", "standard"],
+        "unpriced": {"models": [], "requests": 0},
+        "fx": [],
+    }
+    vllm = by_model["deepseek-ai/DeepSeek-R1"]
+    assert vllm["cost"] is None and vllm["unpriced"] == {
+        "models": ["?/deepseek-ai/DeepSeek-R1"],
+        "requests": 2,
+    }
+
+
+def test_spend_in_a_display_currency_says_which_rate(
+    loaded: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = report(capsys, "spend", "--by", "day", "--display-currency", "cny")
+    day = {r["day"]: r for r in rows}
+    assert day["2025-03-05"]["cost"] == {"amount": "1.92038", "currency": "CNY"}
+    assert day["2025-03-05"]["fx"] == ["1 USD = 7 CNY (test rate, 2025-01-01)"]
+
+
+def test_spend_text_lists_totals_unpriced_and_versions(
+    loaded: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", "spend", "--since", "2025-03-01", "--until", "2025-04-01"]) == 0
+    out = capsys.readouterr().out
+    assert "0.0749 CNY" in out and "0.2625 USD" in out
+    assert "total: 0.0749 CNY + 0.2743 USD" in out  # 0.01184 + 0.2625
+    assert "unpriced (2 requests, not counted above): ?/deepseek-ai/DeepSeek-R1" in out
+    assert "priced with: test/deepseek-reasoner@2025-01-01, test/deepseek-reasoner@2025-03-03" in out
+
+
+def test_usage_json_per_day(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = report(capsys, "usage", "--by", "model", "--model", "deepseek-reasoner")
+    assert rows == [
+        {
+            "day": "2025-03-03",
+            "model": "deepseek-reasoner",
+            "requests": 3,
+            "input_tokens": 5000,
+            "cached_input_tokens": 3200,
+            "cache_write_tokens": 0,
+            "output_tokens": 2500,
+            "reasoning_tokens": 1900,
+        },
+        {
+            "day": "2025-03-04",
+            "model": "deepseek-reasoner",
+            "requests": 3,
+            "input_tokens": 4000,
+            "cached_input_tokens": 2944,
+            "cache_write_tokens": 0,
+            "output_tokens": 2200,
+            "reasoning_tokens": 1620,
+        },
+    ]
+
+
+def test_profile_json(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    profile = report(capsys, "profile", "--provider", "deepseek")
+    assert isinstance(profile, dict)
+    assert profile["requests"] == 6
+    assert profile["input_tokens"] == {"mean": 1500.0, "p50": 1000.0, "p90": 3000.0, "p99": 3000.0}
+    assert profile["cached_share"] == round(6144 / 9000, 6)
+    assert profile["ttft_ms"] is None
+
+
+def test_rejects_listing(loaded: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    log = tmp_path / "bad.jsonl"
+    log.write_text('{"id": "x", "model": "gpt-4o", "usage": {"prompt_tokens": -1, "completion_tokens": 1}}\n')
+    assert main(["ingest", str(log), "--allow-rejects"]) == 0
+    capsys.readouterr()
+    (row,) = report(capsys, "rejects")  # type: ignore[misc]
+    assert row["line_no"] == 1 and row["reason"] == "usage.prompt_tokens is negative (-1)"
+    assert row["path"].endswith("bad.jsonl")
+
+
+def test_no_database_yet_names_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "usage"]) == 1
+    err = capsys.readouterr().err
+    assert "quotascope ingest" in err and "Traceback" not in err
+
+
+def test_bad_grouping_is_an_input_error(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "spend", "--by", "week"]) == 2
+    assert "cannot group by week" in capsys.readouterr().err

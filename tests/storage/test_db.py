@@ -1,0 +1,128 @@
+"""Connection discipline on real DuckDB files: migrations on open, one transaction per batch, read-only
+readers, waiting out the other side's lock, and one clear sentence for every failure."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from storage import migrations
+from storage.db import DatabaseMissingError, StorageError, open_read, open_write
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_open_write_creates_the_file_and_records_every_migration(tmp_path: Path) -> None:
+    db = tmp_path / "new" / "folder" / "q.duckdb"
+    with open_write(db) as con:
+        recorded = con.execute("SELECT number, name FROM schema_migrations ORDER BY number").fetchall()
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert recorded == [(m.number, m.name) for m in migrations.discover()]
+    assert {"usage", "sources", "rejects", "catalog_prices"} <= tables
+    with open_write(db) as con:  # applied once only
+        assert con.execute("SELECT count(*) FROM schema_migrations").fetchall() == [(len(recorded),)]
+
+
+def test_a_failing_batch_leaves_the_database_as_before(tmp_path: Path) -> None:
+    db = tmp_path / "q.duckdb"
+    with open_write(db) as con:
+        con.execute("INSERT INTO rejects VALUES (1, 1, 'kept', NULL)")
+    with (
+        pytest.raises(StorageError, match=r"writing to the database .* failed: Catalog Error"),
+        open_write(db) as con,
+    ):
+        con.execute("INSERT INTO rejects VALUES (1, 2, 'rolled back', NULL)")
+        con.execute("SELECT * FROM no_such_table")
+    with (
+        pytest.raises(KeyError),
+        open_write(db) as con,
+    ):  # not a database error: passes through, still rolled back
+        con.execute("INSERT INTO rejects VALUES (1, 3, 'rolled back too', NULL)")
+        raise KeyError("boom")
+    with open_read(db) as con:
+        assert con.execute("SELECT reason FROM rejects").fetchall() == [("kept",)]
+
+
+def test_a_missing_database_names_the_command_that_fills_it(tmp_path: Path) -> None:
+    with (
+        pytest.raises(DatabaseMissingError, match=r"no database at .* `quotascope ingest FILE...`"),
+        open_read(tmp_path / "absent.duckdb"),
+    ):
+        pass
+
+
+def test_paths_that_are_not_databases(tmp_path: Path) -> None:
+    text = tmp_path / "notes.duckdb"
+    text.write_text("hello, I am not a database\n")
+    with pytest.raises(StorageError, match="cannot open the database"), open_read(text):
+        pass
+    with pytest.raises(StorageError, match="is a folder"), open_write(tmp_path):
+        pass
+
+
+def test_a_reader_migrates_a_database_an_older_version_wrote(tmp_path: Path) -> None:
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE schema_migrations (number INTEGER, name VARCHAR, applied_at TIMESTAMP)")
+    con.close()
+    with open_read(db) as reader:
+        assert reader.execute("SELECT count(*) FROM usage").fetchall() == [(0,)]
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from storage.db import open_write
+    with open_write(Path(sys.argv[1])) as con:
+        con.execute("INSERT INTO rejects VALUES (9, 9, 'from the other process', NULL)")
+        print("holding", flush=True)
+        time.sleep(float(sys.argv[2]))
+    """
+)
+
+
+def _hold(db: Path, seconds: float) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(db), str(seconds)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "holding"
+    return process
+
+
+def test_a_reader_waits_for_a_writers_batch_instead_of_failing(tmp_path: Path) -> None:
+    db = tmp_path / "q.duckdb"
+    with open_write(db):
+        pass
+    writer = _hold(db, 1.0)
+    try:
+        started = time.monotonic()
+        with open_read(db) as con:
+            rows = con.execute("SELECT reason FROM rejects").fetchall()
+        waited = time.monotonic() - started
+    finally:
+        writer.communicate(timeout=30)
+    assert rows == [("from the other process",)]  # it saw the committed batch, after waiting for it
+    assert waited > 0.3
+
+
+def test_a_lock_held_too_long_is_one_sentence(tmp_path: Path) -> None:
+    db = tmp_path / "q.duckdb"
+    with open_write(db):
+        pass
+    writer = _hold(db, 3.0)
+    try:
+        with (
+            pytest.raises(StorageError, match=r"stayed locked by another quotascope process for 0\.3 s"),
+            open_write(db, timeout_s=0.3),
+        ):
+            pass
+    finally:
+        writer.communicate(timeout=30)

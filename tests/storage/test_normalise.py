@@ -1,0 +1,89 @@
+"""The normaliser's two statements agree: a line is stored exactly when the reasons statement finds nothing
+wrong with it, and every other line gets a reason (never the fallback that would mean they disagree)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collectors.ingest.formats import ANTHROPIC, OPENAI, openai_spec
+from storage.normalise import IngestContext, Normaliser, build_sql
+
+CONTEXT = IngestContext(salt="s", now=datetime(2026, 11, 23))
+NORMALISER = Normaliser()
+
+count = st.one_of(
+    st.integers(0, 5000),
+    st.integers(-5, -1),
+    st.integers(10**9, 2**64 - 1),
+    st.floats(0, 100, allow_nan=False).map(lambda f: round(f, 1)),
+    st.integers(0, 99).map(str),
+    st.none(),
+    st.booleans(),
+    st.just({"n": 1}),
+)
+timestamp = st.one_of(
+    st.integers(1_700_000_000, 1_800_000_000),
+    st.integers(1_700_000_000_000, 1_800_000_000_000),  # milliseconds
+    st.just(0),
+    st.just("2025-03-01T10:00:00Z"),
+    st.just("yesterday"),
+    st.none(),
+)
+
+
+@st.composite
+def openai_record(draw: st.DrawFn) -> str:
+    usage: dict[str, Any] = {}
+    for key in ("prompt_tokens", "completion_tokens", "total_tokens", "prompt_cache_hit_tokens"):
+        if draw(st.booleans()):
+            usage[key] = draw(count)
+    if draw(st.booleans()):
+        usage["prompt_tokens_details"] = draw(
+            st.one_of(st.none(), st.fixed_dictionaries({"cached_tokens": count}))
+        )
+    if draw(st.booleans()):
+        usage["completion_tokens_details"] = {"reasoning_tokens": draw(count)}
+    record: dict[str, Any] = {"object": draw(st.sampled_from(["chat.completion", "chat.completion.chunk"]))}
+    if draw(st.booleans()):
+        record["id"] = draw(st.sampled_from(["a", "b", "", "  "]))
+    if draw(st.integers(0, 4)):
+        record["model"] = draw(st.sampled_from(["gpt-4o", "", 7, None]))
+    if draw(st.integers(0, 4)):
+        record["created"] = draw(timestamp)
+    if draw(st.integers(0, 5)):
+        record["usage"] = usage
+    text = json.dumps(record)
+    return draw(st.sampled_from([text, text, text, text[: len(text) // 2], "[1]", '"x"']))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(openai_record(), min_size=1, max_size=30))
+def test_stored_or_rejected_with_a_reason_never_both_never_neither(lines: list[str]) -> None:
+    result = NORMALISER.normalise(OPENAI, ("\n".join(lines) + "\n").encode(), CONTEXT)
+    stored = set(result.rows.column("line_no").to_pylist())
+    rejected = {r.line_no: r.reason for r in result.rejects}
+    assert not stored & set(rejected)
+    assert stored | set(rejected) == set(range(1, len(lines) + 1))
+    assert not any("quotascope bug" in reason for reason in rejected.values()), rejected
+    for row in result.rows.to_pylist():
+        assert row["cached_input_tokens"] + row["cache_write_tokens"] <= row["input_tokens"]
+        assert row["reasoning_tokens"] <= row["output_tokens"]
+
+
+def test_anthropic_statement_reads_each_record_once() -> None:
+    # every path the spec reads goes into one from_json structure: the record is parsed once
+    sql = build_sql(ANTHROPIC, "rows")
+    assert sql.count("from_json(") == 1 and "json_extract(line" not in sql
+    assert "cache_read_input_tokens" in sql and "cache_creation_input_tokens" in sql
+
+
+def test_an_envelope_spec_reads_envelope_fields() -> None:
+    sql = build_sql(openai_spec("response"), "rows")
+    assert '"timestamp"' in sql and '"tags"' in sql
+    bare = build_sql(OPENAI, "rows")
+    assert '"tags"' not in bare  # a bare response has no envelope: fewer paths to look up per line

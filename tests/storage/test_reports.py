@@ -1,0 +1,194 @@
+"""Report reads on a real DuckDB file: spend never summed across a price change, the weighted token profile,
+usage per time bucket, and unpriced usage listed, never free."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from models.money import Money
+from storage.reports import (
+    UsageFilter,
+    read_spend_groups,
+    read_usage_buckets,
+    read_usage_profile,
+    spend_report,
+)
+from tests.collectors.ingest_support import catalog
+from tests.storage.usage_rows import insert_usage
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def test_an_hour_that_straddles_the_half_hour_window_start_is_priced_in_two_parts(tmp_path: Path) -> None:
+    db = tmp_path / "q.duckdb"
+    insert_usage(
+        db,
+        [  # deepseek-reasoner, version 2025-03-03T16:30 on: off-peak 16:30-00:30 at x0.25
+            {"ts": at("2025-03-05T16:10:00"), "input_tokens": 1_000_000, "output_tokens": 0},
+            {"ts": at("2025-03-05T16:40:00"), "input_tokens": 1_000_000, "output_tokens": 0},
+        ],
+    )
+    (row,) = spend_report(db, catalog(), UsageFilter(), ("hour",))
+    assert row.keys["hour"] == at("2025-03-05T16:00:00")
+    assert row.cost == Money(Decimal("5"), "CNY")  # 4 (peak) + 4 * 0.25 (off-peak), not 2 * either
+    assert row.periods == ("off-peak", "standard")
+
+
+def test_a_new_version_starting_mid_day_prices_each_side_with_its_own(tmp_path: Path) -> None:
+    db = tmp_path / "q.duckdb"
+    insert_usage(
+        db,
+        [
+            {"ts": at("2025-03-03T16:29:00"), "input_tokens": 1_000_000, "output_tokens": 0},  # v1: 4
+            {
+                "ts": at("2025-03-03T16:31:00"),
+                "input_tokens": 1_000_000,
+                "output_tokens": 0,
+            },  # v2 off-peak: 1
+        ],
+    )
+    (row,) = spend_report(db, catalog(), UsageFilter(), ("day",))
+    assert row.cost == Money(Decimal("5"), "CNY")
+    assert row.price_versions == ("test/deepseek-reasoner@2025-01-01", "test/deepseek-reasoner@2025-03-03")
+
+
+def test_long_context_requests_are_never_summed_with_short_ones(tmp_path: Path) -> None:
+    db = tmp_path / "q.duckdb"
+    insert_usage(
+        db,
+        [  # Sonnet: 3 per 1M below 200K input per request, 6 above, in the same minute
+            {
+                "ts": at("2025-03-10T09:00:00"),
+                "provider": "anthropic",
+                "model": "claude-sonnet-4-5",
+                "input_tokens": 150_000,
+                "output_tokens": 0,
+            },
+            {
+                "ts": at("2025-03-10T09:00:30"),
+                "provider": "anthropic",
+                "model": "claude-sonnet-4-5",
+                "input_tokens": 250_000,
+                "output_tokens": 0,
+            },
+            # an aggregated row: 4 requests of 100K each on average stay below the threshold
+            {
+                "ts": at("2025-03-10T09:00:40"),
+                "provider": "anthropic",
+                "model": "claude-sonnet-4-5",
+                "n_requests": 4,
+                "input_tokens": 400_000,
+                "output_tokens": 0,
+            },
+        ],
+    )
+    groups = read_spend_groups(db, UsageFilter(), ("model",), 30, (200_000,))
+    assert sorted(groups["input_each"].to_list()) == [0, 200_001]  # two bands, never mixed
+    (row,) = spend_report(db, catalog(), UsageFilter(), ("model",))
+    # 0.15M*3 + 0.4M*3 (below) + 0.25M*6 (above) = 0.45 + 1.2 + 1.5
+    assert row.cost == Money(Decimal("3.15"), "USD")
+
+
+def test_unpriced_usage_is_listed_never_free(tmp_path: Path) -> None:
+    db = tmp_path / "q.duckdb"
+    insert_usage(
+        db,
+        [
+            {"ts": at("2025-03-05T10:00:00"), "input_tokens": 1_000_000, "output_tokens": 0},
+            {
+                "ts": at("2024-12-05T10:00:00"),
+                "input_tokens": 1_000_000,
+                "output_tokens": 0,
+            },  # before any version
+            {
+                "ts": at("2025-03-05T10:00:00"),
+                "provider": "acme",
+                "model": "mystery-1",
+                "input_tokens": 5,
+                "output_tokens": 5,
+            },
+        ],
+    )
+    rows = {r.keys["model"]: r for r in spend_report(db, catalog(), UsageFilter(), ("model",))}
+    assert rows["deepseek-reasoner"].cost == Money(Decimal("4"), "CNY")
+    assert rows["deepseek-reasoner"].unpriced_models == (
+        "deepseek/deepseek-reasoner (no price in force on 2024-12-05)",
+    )
+    assert rows["deepseek-reasoner"].requests == 2 and rows["deepseek-reasoner"].unpriced_requests == 1
+    assert rows["mystery-1"].cost is None and rows["mystery-1"].unpriced_models == ("acme/mystery-1",)
+
+
+def test_filters_select_by_time_and_attribution(tmp_path: Path) -> None:
+    db = tmp_path / "q.duckdb"
+    insert_usage(
+        db,
+        [
+            {"ts": at("2025-03-05T10:00:00"), "team": "a", "input_tokens": 1_000_000, "output_tokens": 0},
+            {"ts": at("2025-03-06T10:00:00"), "team": "b", "input_tokens": 1_000_000, "output_tokens": 0},
+        ],
+    )
+    since = spend_report(db, catalog(), UsageFilter(since=at("2025-03-06")), ("team",))
+    assert [r.keys["team"] for r in since] == ["b"]
+    team = spend_report(db, catalog(), UsageFilter(team="a"), ("day",))
+    assert [str(r.keys["day"]) for r in team] == ["2025-03-05"]
+
+
+def test_usage_per_bucket(tmp_path: Path) -> None:
+    db = tmp_path / "q.duckdb"
+    insert_usage(
+        db,
+        [
+            {"ts": at("2025-03-05T10:05:00"), "input_tokens": 10, "output_tokens": 1, "team": "a"},
+            {"ts": at("2025-03-05T10:55:00"), "input_tokens": 20, "output_tokens": 2, "team": "a"},
+            {
+                "ts": at("2025-03-05T11:00:00"),
+                "input_tokens": 40,
+                "output_tokens": 4,
+                "team": "b",
+                "n_requests": 3,
+            },
+        ],
+    )
+    frame = read_usage_buckets(db, UsageFilter(), ("hour", "team"))
+    assert frame.select("hour", "team", "requests", "input_tokens", "output_tokens").rows() == [
+        (at("2025-03-05T10:00:00"), "a", 2, 30, 3),
+        (at("2025-03-05T11:00:00"), "b", 3, 40, 4),
+    ]
+
+
+def test_profile_weights_aggregated_rows_by_their_requests(tmp_path: Path) -> None:
+    db = tmp_path / "q.duckdb"
+    rows = [
+        {
+            "ts": at("2025-03-05T10:00:00"),
+            "input_tokens": n,
+            "cached_input_tokens": n // 2,
+            "output_tokens": n // 10,
+            "reasoning_tokens": n // 20,
+            "ttft_ms": 100.0 * k,
+            "latency_ms": 100.0 * k + 1000,
+        }
+        for k, n in enumerate((100, 200, 300, 400), start=1)
+    ]
+    # 4 requests averaging 1000 input tokens, as an export bucket: they count four times, at their average
+    rows.append(
+        {"ts": at("2025-03-05T10:00:00"), "n_requests": 4, "input_tokens": 4000, "output_tokens": 400}
+    )
+    insert_usage(db, rows)
+    profile = read_usage_profile(db)
+    assert profile.requests == 8
+    # per request: 100, 200, 300, 400, 1000 x4 -> mean 625; p50 = 400 (4 of 8 reached), p90 = p99 = 1000
+    assert (profile.input_tokens.mean, profile.input_tokens.p50) == (625.0, 400.0)
+    assert (profile.input_tokens.p90, profile.input_tokens.p99) == (1000.0, 1000.0)
+    assert profile.output_tokens.mean == pytest.approx(62.5)
+    assert profile.cached_share == pytest.approx(500 / 5000)
+    assert profile.ttft_ms is not None and profile.ttft_ms.p50 == 200.0  # per-request rows only
+    # output tokens per second after the first token: n/10 tokens in 1 s
+    assert profile.tokens_per_s is not None and profile.tokens_per_s.mean == pytest.approx(25.0)
+    assert read_usage_profile(db, team="nobody").requests == 0
