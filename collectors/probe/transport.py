@@ -8,7 +8,7 @@ Two faults of httpcore's pool, both of which the probe would otherwise report as
   some other response ends (seconds, at 64+ streams).
 Pools of at most `per_pool` connections keep each pass small, and a pool's gate lets one request at a time
 take a connection, held until that request is on the wire (httpcore's trace events say when). A request goes
-to the pool with a free gate and the fewest open responses.
+to a pool with a free connection, preferring a free gate, then the fewest open responses.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class _Released(httpx.AsyncByteStream):
 class ShardedTransport(httpx.AsyncBaseTransport):
     def __init__(self, connections: int, per_pool: int = 16, **options: Any) -> None:
         shards = max(1, math.ceil(connections / per_pool))
-        size = math.ceil(connections / shards)
+        self.size = size = math.ceil(connections / shards)
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
         options.setdefault("verify", httpx.create_ssl_context())  # one CA load (~35 ms), not one per pool
         self.pools = [httpx.AsyncHTTPTransport(limits=limits, **options) for _ in range(shards)]
@@ -63,7 +63,12 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         self.open = [0] * shards
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        index = min(range(len(self.pools)), key=lambda i: (self.gates[i].locked(), self.open[i]))
+        # a pool with a free connection first (a full one would make us wait for a reply to end), then one
+        # whose gate is free, then the least busy
+        index = min(
+            range(len(self.pools)),
+            key=lambda i: (self.open[i] >= self.size, self.gates[i].locked(), self.open[i]),
+        )
         gate = self.gates[index]
         self.open[index] += 1
         held = False
