@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import streamlit as st
 
 from models.catalog import Catalog
+from models.errors import QuotascopeError
 from quotascope import settings
 from quotascope.context import user_catalogs
 from storage.catalog import load_catalog
+from storage.explore import usage_dimensions
+from storage.replay import UsageFilter
 
 T = TypeVar("T")
 
@@ -124,3 +127,29 @@ def now() -> datetime:
 
 def empty_state(what: str, command: str) -> None:
     st.info(f"{what}\n\nRun `{command}` to fill it.", icon=":material/info:")
+
+
+def usage_selection(nothing: str = "No usage stored yet.") -> UsageFilter | None:
+    """The sidebar's period and filters over stored usage; None (after saying what to run) when there is
+    no database or no usage. The period defaults to all stored usage, whole UTC days."""
+    if not has_database():
+        empty_state("No database yet.", "quotascope demo --no-serve")
+        return None
+    try:
+        dims = read(usage_dimensions)
+    except QuotascopeError as e:
+        st.error(str(e))
+        return None
+    if dims.requests == 0 or dims.first is None or dims.last is None:
+        empty_state(nothing, "quotascope ingest PATH")
+        return None
+    f = filters()
+    since = f.since or datetime.combine(dims.first.date(), time())
+    until = f.until or datetime.combine(dims.last.date() + timedelta(days=1), time())
+    return UsageFilter(
+        since,
+        until,
+        provider=f.providers[0] if f.providers else None,
+        model=f.models[0] if f.models else None,
+        team=f.teams[0] if f.teams else None,
+    )

@@ -3,18 +3,13 @@ consumers; the price versions used; CSV export."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 import polars as pl
 import streamlit as st
 
 from dashboard import charts, state
 from models.budget import forecast_band
-from models.errors import QuotascopeError
 from models.forecast import month_start
 from storage.budgets import budget_statuses
-from storage.explore import usage_dimensions
-from storage.replay import UsageFilter
 from storage.reports import spend_report
 
 GROUPS = {"team": "team", "provider": "provider", "model": "model", "project": "project", "key": "key"}
@@ -41,38 +36,15 @@ def _frame(rows: list, keys: tuple[str, ...]) -> pl.DataFrame:  # type: ignore[t
     )
 
 
-def _selection(since: datetime, until: datetime) -> UsageFilter:
-    f = state.filters()
-    return UsageFilter(
-        since,
-        until,
-        provider=f.providers[0] if f.providers else None,
-        model=f.models[0] if f.models else None,
-        team=f.teams[0] if f.teams else None,
-    )
-
-
 def render() -> None:
     st.header("Spend")
-    if not state.has_database():
-        state.empty_state("No database yet.", "quotascope demo --no-serve")
+    selection = state.usage_selection()
+    if selection is None:
         return
-    try:
-        dims = state.read(usage_dimensions)
-    except QuotascopeError as e:
-        st.error(str(e))
-        return
-    if dims.requests == 0 or dims.first is None or dims.last is None:
-        state.empty_state("No usage stored yet.", "quotascope ingest PATH")
-        return
-    f = state.filters()
-    currency = f.display_currency or "USD"
-    since = f.since or datetime.combine(dims.first.date(), datetime.min.time())
-    until = f.until or datetime.combine(dims.last.date() + timedelta(days=1), datetime.min.time())
+    currency = state.filters().display_currency or "USD"
     cols = st.columns([2, 1])
     group = cols[0].segmented_control("Break down by", list(GROUPS), default="team", key="spend_by") or "team"
     grain = cols[1].segmented_control("Per", ["day", "hour"], default="day", key="spend_grain") or "day"
-    selection = _selection(since, until)
     rows = state.read(
         spend_report, priced=True, selection=selection, by=(grain, GROUPS[group]), currency=currency
     )

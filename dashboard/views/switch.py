@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,7 +12,6 @@ from dashboard import charts, state
 from models.catalog import Catalog
 from models.errors import QuotascopeError
 from models.replay import ReplayOptions
-from storage.explore import usage_dimensions
 from storage.replay import UsageFilter, read_demand
 from storage.simulation import simulate_offers
 
@@ -47,28 +45,10 @@ def render() -> None:
         "What the recorded traffic would have cost on another offer, and how often its limits would have "
         "throttled it: demand rebuilt per second and pushed through each target's limits as enforced."
     )
-    if not state.has_database():
-        state.empty_state("No database yet.", "quotascope demo --no-serve")
+    selection = state.usage_selection("No usage stored yet to replay.")
+    if selection is None:
         return
-    try:
-        dims = state.read(usage_dimensions)
-    except QuotascopeError as e:
-        st.error(str(e))
-        return
-    if dims.requests == 0 or dims.first is None or dims.last is None:
-        state.empty_state("No usage stored yet to replay.", "quotascope ingest PATH")
-        return
-    f = state.filters()
-    currency = f.display_currency or "USD"
-    since = f.since or datetime.combine(dims.first.date(), datetime.min.time())
-    until = f.until or datetime.combine(dims.last.date() + timedelta(days=1), datetime.min.time())
-    selection = UsageFilter(
-        since,
-        until,
-        f.providers[0] if f.providers else None,
-        f.models[0] if f.models else None,
-        f.teams[0] if f.teams else None,
-    )
+    currency = state.filters().display_currency or "USD"
     catalog = state.catalog()
     cols = st.columns([3, 1, 1, 2])
     targets = cols[0].multiselect(

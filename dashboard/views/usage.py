@@ -3,15 +3,11 @@ derived profile the planner can take."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 import polars as pl
 import streamlit as st
 
 from dashboard import charts, state
-from models.errors import QuotascopeError
-from storage.explore import usage_dimensions, usage_sample
-from storage.replay import UsageFilter
+from storage.explore import usage_sample
 from storage.reports import read_usage_profile
 
 
@@ -24,23 +20,12 @@ def _open_in_planner(input_tokens: int, output_tokens: int, reasoning: int) -> N
 
 def render() -> None:
     st.header("Usage profile")
-    if not state.has_database():
-        state.empty_state("No database yet.", "quotascope demo --no-serve")
+    selection = state.usage_selection()
+    if selection is None:
         return
-    try:
-        dims = state.read(usage_dimensions)
-    except QuotascopeError as e:
-        st.error(str(e))
-        return
-    if dims.requests == 0 or dims.first is None or dims.last is None:
-        state.empty_state("No usage stored yet.", "quotascope ingest PATH")
-        return
-    f = state.filters()
-    since = f.since or datetime.combine(dims.first.date(), datetime.min.time())
-    until = f.until or datetime.combine(dims.last.date() + timedelta(days=1), datetime.min.time())
-    provider = f.providers[0] if f.providers else None
-    model = f.models[0] if f.models else None
-    team = f.teams[0] if f.teams else None
+    since, until = selection.since, selection.until
+    provider, model, team = selection.provider, selection.model, selection.team
+    assert since is not None and until is not None
     profile = state.read(
         read_usage_profile, since=since, until=until, provider=provider, model=model, team=team
     )
@@ -87,7 +72,7 @@ def render() -> None:
         )
         if st.session_state.get("planner_preset") == "usage" and st.session_state.get("usage_to_planner"):
             st.switch_page("views/planner.py")
-    sample = state.read(usage_sample, selection=UsageFilter(since, until, provider, model, team))
+    sample = state.read(usage_sample, selection=selection)
     st.caption(f"Distributions over a random sample of {sample.height:,} stored rows.")
     a, b = st.columns(2)
     a.plotly_chart(
