@@ -87,10 +87,10 @@ def build(db: Path, rows: int) -> None:
     with open_write(db) as con:  # the real schema, migrations applied
         con.execute(
             f"""
-            INSERT INTO usage (source_id, record_key, key_hash, line_no, ts, provider, model, team,
+            INSERT INTO usage (source_id, record_key, line_no, ts, provider, model, team,
                 n_requests, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
                 reasoning_tokens)
-            SELECT 1, 'bench-' || i, hash(i), i,
+            SELECT 1, 'bench-' || i, i,
                 TIMESTAMP '2025-10-01' + to_microseconds((i * {step_us} + hash(i) % 1000000)::BIGINT),
                 CASE i % {len(models)} {case_provider} END,
                 CASE i % {len(models)} {case_model} END,

@@ -12,6 +12,7 @@ for a file an older quotascope created, briefly before a reader opens it).
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -94,6 +95,12 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> A
     return rows[0][0] if rows else None
 
 
+@functools.cache
+def _migrations() -> tuple[migrations.Migration, ...]:
+    """The migrations this process knows (discovered once: modules do not appear while it runs)."""
+    return tuple(migrations.discover())
+
+
 def applied_migrations(con: duckdb.DuckDBPyConnection) -> set[int]:
     exists = scalar(
         con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
@@ -111,7 +118,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
     )
     done = applied_migrations(con)
     applied = []
-    for migration in migrations.discover():
+    for migration in _migrations():
         if migration.number in done:
             continue
         con.execute("BEGIN TRANSACTION")
@@ -222,5 +229,5 @@ def open_read(
 
 
 def _pending(con: duckdb.DuckDBPyConnection) -> bool:
-    wanted = {m.number for m in migrations.discover()}
+    wanted = {m.number for m in _migrations()}
     return bool(wanted - applied_migrations(con))

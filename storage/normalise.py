@@ -491,7 +491,7 @@ typed AS (
             )
         columns += list(extra)
         select = ",\n    ".join(f"{expr} AS {name}" for expr, name in columns)
-        return f"SELECT *, md5_number_lower(record_key) AS key_hash FROM (\nSELECT\n    {select}\nFROM typed)"
+        return f"SELECT\n    {select}\nFROM typed"
 
 
 def _used(sql: str, params: dict[str, Any]) -> dict[str, Any]:

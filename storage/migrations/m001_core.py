@@ -34,7 +34,7 @@ CREATE TABLE sources (
 CREATE TABLE usage (
     source_id            BIGINT NOT NULL,
     record_key           VARCHAR NOT NULL,  -- request id, or a hash of the normalised record: dedupes
-    key_hash             UBIGINT NOT NULL,  -- md5_number_lower(record_key): a cheap first filter for dedupe
+    key_hash             UBIGINT,           -- unused by ingestion (NULL); kept for writers that fill it
     line_no              BIGINT,            -- where in the source it was read (record index for documents)
     ts                   TIMESTAMP NOT NULL,-- UTC; the bucket start for aggregated rows
     provider             VARCHAR,           -- NULL when the log does not say and the model name does not tell
