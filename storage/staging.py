@@ -62,7 +62,7 @@ class LineStream:
             },
         )
         self.con.execute("SET TimeZone = 'UTC'")
-        self.con.execute("SET enable_progress_bar_print = false")  # progress is asked for, never printed
+        self.con.execute("SET enable_progress_bar = false")  # never printed into the output
         for macro in _MACROS:
             self.con.execute(macro)
         source = (
@@ -96,14 +96,6 @@ class LineStream:
         if pc.any(failed).as_py():
             self.seen.problems += pc.filter(numbers, failed).to_pylist()
         return table.filter(ok).drop_columns(["ok", "blank", "null_line"])
-
-    def progress(self) -> float:
-        """Share of the file read so far (0..1), or -1 when unknown."""
-        try:
-            value = float(self.con.query_progress())
-        except (duckdb.Error, RuntimeError):
-            return -1.0
-        return value / 100 if value >= 0 else -1.0
 
     def close(self) -> None:
         self.con.close()

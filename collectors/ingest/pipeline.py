@@ -183,8 +183,11 @@ def ingest_file(
     started = time.perf_counter()
     forced = None if options.format == "auto" else options.format
     with ByteSource(path) as source:
-        detection = detect(source.peek(), str(path), forced)
+        sample = source.peek()
+        detection = detect(sample, str(path), forced)
         size, compressed = source.size, source.compressed
+    # for the progress bar: how many bytes of the file a line stands for, judged by its first megabyte
+    bytes_per_line = len(sample) / max(1, sample.count(b"\n")) if not compressed else 0.0
     run = SourceRun(
         path=str(path.resolve()),
         size_bytes=size,
@@ -198,7 +201,7 @@ def ingest_file(
         streamed = False
         if options.staged and detection.container == "jsonl" and detection.format in ("openai", "anthropic"):
             streamed = _ingest_streamed(
-                path, detection, compressed, context, normaliser, options, writer, progress
+                path, detection, compressed, context, normaliser, options, writer, progress, bytes_per_line
             )
             if not streamed:
                 description += " (read line by line: DuckDB's reader could not account for every line)"
@@ -231,6 +234,7 @@ def _ingest_streamed(
     options: IngestOptions,
     writer: _Writer,
     progress: Progress,
+    bytes_per_line: float,
 ) -> bool:
     """DuckDB reads and normalises the file while batches are stored; False (and nothing left stored) if
     DuckDB's lines cannot be matched to the file's."""
@@ -255,8 +259,7 @@ def _ingest_streamed(
         for rows in stream.rows():
             pending.append(rows)
             pending_rows += rows.num_rows
-            share = stream.progress()
-            progress.update(int(share * size) if share >= 0 else 0, stream.seen.lines)
+            progress.update(min(size, int(stream.seen.lines * bytes_per_line)), stream.seen.lines)
             if pending_rows >= options.batch_rows:
                 writer.submit([Normalised(pa.concat_tables(pending), [])])
                 pending, pending_rows = [], 0
