@@ -1,10 +1,10 @@
 """The canonical usage record (DESIGN.md) and how a log format maps onto it.
 
 A `RecordSpec` says, for one log format, where each canonical field is found in a record (JSON paths, the
-first present wins) and which convention its token counts follow. The specs are plain values: the readers in
-`collectors.ingest` choose one, and `storage.usage` turns it into the SQL that extracts, checks and normalises
-a batch of records inside DuckDB. Validation limits and the reject-excerpt redaction live here too, so every
-format is judged by the same rules.
+first present wins) and which convention its token counts follow. The specs are plain values: the readers
+in `collectors.ingest` choose one, and `storage.normalise` turns it into the SQL that extracts, checks and
+normalises a batch of records inside DuckDB. Validation limits and the reject-excerpt redaction live here
+too, so every format is judged by the same rules.
 """
 
 from __future__ import annotations

@@ -1,9 +1,14 @@
-"""Ingest one file: detect, read blocks, normalise them in parallel, store in batches of one transaction.
+"""Ingest one file: detect its format, read and normalise its records, store them in batches.
 
-Blocks are normalised by worker threads on an in-memory DuckDB (the JSON is parsed there, once) while the
-main thread reads ahead and stores finished blocks in order. The database file is opened only to store a
-batch, so readers get their turn between batches, and a killed ingest loses at most the batch in flight.
-At most `workers + 1` blocks are in memory at once, whatever the file's size.
+JSON-lines responses (OpenAI-compatible, Anthropic) are streamed through DuckDB (`storage.staging`): DuckDB
+reads the lines in parallel and normalises them, a thread hashes and counts the file's lines, a writer
+thread stores batches as they fill. If DuckDB's line count disagrees with the file's (a line that is not
+UTF-8, a lone carriage return), what was stored is discarded and the exact block reader takes over.
+
+The block reader reads blocks of lines (or, for JSON documents, CSV, LiteLLM and usage exports, records
+prepared in Python) and normalises them on worker threads (`storage.normalise`), at most `workers + 1`
+blocks in memory at once. Either way the database file is opened only to store a batch, so readers get
+their turn between batches, and a killed ingest loses at most the batch in flight.
 """
 
 from __future__ import annotations
@@ -177,7 +182,7 @@ def ingest_file(
     options: IngestOptions | None = None,
     progress: Progress | None = None,
 ) -> FileResult:
-    """Ingest one file; JSON-lines responses take the staged fast path, everything else the block reader."""
+    """Ingest one file: JSON-lines responses are streamed through DuckDB, everything else the block reader."""
     options = options or IngestOptions()
     progress = progress or Progress(enabled=False)
     started = time.perf_counter()

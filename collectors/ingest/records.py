@@ -1,7 +1,7 @@
 """Formats that need Python before DuckDB: JSON documents, organisation usage pages, LiteLLM rows, CSV.
 
 Each reader turns its input into blocks of one-JSON-object-per-line text with the line (or record) number
-of every object, which `storage.usage.Normaliser` then checks and normalises like any JSON-lines log.
+of every object, which `storage.normalise.Normaliser` then checks and normalises like any JSON-lines log.
 Message content (LiteLLM `messages`/`response`) is dropped here, before anything is stored.
 """
 
