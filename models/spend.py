@@ -193,7 +193,7 @@ def price_spend(
         if rates is None:
             label = f"{g['provider'] or '?'}/{g['model']}"
             if offer is not None:
-                label += f" (no price in force on {day.isoformat()})"
+                label += f" (no price in force then; see `quotascope catalog show {offer.id}`)"
             row.unpriced.add(label)
             row.unpriced_requests += int(g["requests"])
             continue

@@ -118,7 +118,8 @@ def test_unpriced_usage_is_listed_never_free(tmp_path: Path) -> None:
     rows = {r.keys["model"]: r for r in spend_report(db, catalog(), UsageFilter(), ("model",))}
     assert rows["deepseek-reasoner"].cost == Money(Decimal("4"), "CNY")
     assert rows["deepseek-reasoner"].unpriced_models == (
-        "deepseek/deepseek-reasoner (no price in force on 2024-12-05)",
+        "deepseek/deepseek-reasoner (no price in force then; "
+        "see `quotascope catalog show test/deepseek-reasoner`)",
     )
     assert rows["deepseek-reasoner"].requests == 2 and rows["deepseek-reasoner"].unpriced_requests == 1
     assert rows["mystery-1"].cost is None and rows["mystery-1"].unpriced_models == ("acme/mystery-1",)
