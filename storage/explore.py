@@ -35,7 +35,9 @@ def usage_dimensions(db: Path) -> Dimensions:
             rows = con.execute(f"SELECT DISTINCT {column} FROM usage WHERE {column} IS NOT NULL ORDER BY 1")
             return tuple(str(r[0]) for r in rows.fetchall())
 
-        return Dimensions(distinct("provider"), distinct("model"), distinct("team"), first, last, int(requests))
+        return Dimensions(
+            distinct("provider"), distinct("model"), distinct("team"), first, last, int(requests)
+        )
 
 
 def _has_usage(con: object) -> bool:
