@@ -300,13 +300,16 @@ def demand_against_limits(demand: pl.DataFrame, limits: dict[str, float]) -> go.
             line={"color": "#111827"},
         )
     )
+    span = [peaks["hour"][0], peaks["hour"][-1]]
     for i, (label, value) in enumerate(limits.items()):
-        figure.add_hline(
-            y=value,
-            line_dash="dash",
-            line_color=PALETTE[i % len(PALETTE)],
-            annotation_text=f"{label}: {value:,.0f}/min",
-            annotation_position="top left",
+        figure.add_trace(
+            go.Scatter(
+                x=span,
+                y=[value, value],
+                mode="lines",
+                name=f"{label}: {value:,.0f}/min",
+                line={"color": PALETTE[i % len(PALETTE)], "dash": "dash"},
+            )
         )
     figure.update_yaxes(type="log", rangemode="normal")
     return figure

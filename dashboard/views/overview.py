@@ -123,20 +123,24 @@ def render() -> None:
     rows = state.read(spend_report, priced=True, selection=UsageFilter(since, now), by=(), currency=currency)
     total = rows[0] if rows else None
     statuses = state.read(budget_statuses, priced=True, month=month, now=now)
-    overall = next((s for s in statuses if s.budget.scope == "total" and s.budget.currency == currency), None)
+    totals = sorted(
+        (s for s in statuses if s.budget.scope == "total"), key=lambda s: s.budget.currency != currency
+    )
+    overall = totals[0] if totals else None  # in the display currency if there is one, else its own
+    bcur = overall.budget.currency if overall is not None else currency
     cols = st.columns(4)
     cols[0].metric("Spent this month", _money(spent, currency))
     if overall is not None:
         f = overall.forecast
         cols[1].metric(
             "Forecast month end",
-            _money(f.forecast, currency),
-            help=f"{f.confidence:.0%} interval {_money(f.low, currency)} – {_money(f.high, currency)}",
+            _money(f.forecast, bcur),
+            help=f"{f.confidence:.0%} interval {_money(f.low, bcur)} – {_money(f.high, bcur)}",
         )
         cols[2].metric(
             "Budget used",
             f"{overall.share_spent:.0%}",
-            delta=f"forecast {overall.share_forecast:.0%} of {_money(overall.budget.amount, currency)}",
+            delta=f"forecast {overall.share_forecast:.0%} of {_money(overall.budget.amount, bcur)}",
             delta_color="inverse",
         )
     else:
@@ -151,9 +155,7 @@ def render() -> None:
         cols[2].metric("Cached share", f"{total.cached_input_tokens / max(total.input_tokens, 1):.0%}")
         cols[3].metric("Output tokens", f"{total.output_tokens:,}")
     if overall is not None:
-        st.plotly_chart(
-            charts.budget_forecast(forecast_band(overall), currency), key="overview_forecast_chart"
-        )
+        st.plotly_chart(charts.budget_forecast(forecast_band(overall), bcur), key="overview_forecast_chart")
         for alert in overall.alerts:
             st.warning(alert.message, icon=":material/warning:")
     if total is not None and total.unpriced_requests:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -273,4 +274,5 @@ def run(args: argparse.Namespace) -> int:
         return 0
     host = args.host or settings.get("dashboard_host")
     port = args.port or int(settings.get("dashboard_port"))
+    os.environ.setdefault("QUOTASCOPE_CURRENCY", "CNY")  # the demo's budgets are in yuan
     return serve(db, host, port, [*args.catalog, str(user_catalog)])
