@@ -118,11 +118,13 @@ def _chosen(value: object) -> tuple[str, ...]:
 
 
 def now() -> datetime:
-    """Naive UTC now, unless the `now` setting pins it (so 'this month' of a demo is reproducible)."""
+    """Naive UTC now to the minute, unless the `now` setting pins it (so 'this month' of a demo is
+    reproducible). Whole minutes, because now is part of cached reads' keys: a rerun within the minute is
+    answered from the cache instead of re-querying."""
     pinned = settings.get("now")
     if pinned:
         return datetime.fromisoformat(pinned)
-    return datetime.now(UTC).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None, second=0, microsecond=0)
 
 
 def empty_state(what: str, command: str) -> None:
