@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -48,6 +50,11 @@ def render() -> None:
     selection = state.usage_selection("No usage stored yet to replay.")
     if selection is None:
         return
+    assert selection.since is not None and selection.until is not None
+    # a replay holds every request of its period in memory: the last week by default, a month on request
+    days = st.slider("Days to replay (up to the period's end)", 1, 31, 7, key="switch_days")
+    selection = replace(selection, since=max(selection.since, selection.until - timedelta(days=days)))
+    st.caption(f"Replaying {selection.since:%Y-%m-%d %H:%M} to {selection.until:%Y-%m-%d %H:%M} UTC.")
     currency = state.filters().display_currency or "USD"
     catalog = state.catalog()
     cols = st.columns([3, 1, 1, 2])
