@@ -17,7 +17,7 @@ import polars as pl
 from models.budget import Budget, BudgetStatus, as_of_for, budget_status, budgets_for
 from models.catalog import Catalog
 from models.forecast import HISTORY_DAYS, daily_mapping, forecast_month, month_days
-from storage.db import open_read, open_write
+from storage.db import open_read, open_write, query_frame
 from storage.replay import UsageFilter
 from storage.reports import spend_report
 
@@ -232,9 +232,7 @@ def read_alerts(path: Path, month: date | None = None) -> pl.DataFrame:
             }
         )
     with open_read(path) as con:
-        table = con.sql(sql, params=params).to_arrow_table()
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
+        frame = query_frame(con, sql, params)
     return frame
 
 

@@ -15,13 +15,14 @@ import contextlib
 import functools
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
+import polars as pl
 
 from models.errors import QuotascopeError
 from storage import migrations
@@ -231,3 +232,11 @@ def open_read(
 def _pending(con: duckdb.DuckDBPyConnection) -> bool:
     wanted = {m.number for m in _migrations()}
     return bool(wanted - applied_migrations(con))
+
+
+def query_frame(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
+    """A query's result as a polars frame, through Arrow (no row-by-row conversion)."""
+    table = con.sql(sql, params=list(params)).to_arrow_table()
+    frame = pl.from_arrow(table) if table is not None else pl.DataFrame()
+    assert isinstance(frame, pl.DataFrame)
+    return frame

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from storage.db import open_read
+from storage.db import open_read, query_frame
 from storage.replay import UsageFilter
 
 
@@ -64,7 +64,5 @@ def usage_sample(db: Path, selection: UsageFilter, rows: int = 20_000) -> pl.Dat
         FROM (SELECT * FROM usage WHERE {where}) USING SAMPLE reservoir({int(rows)} ROWS) REPEATABLE (42)
     """
     with open_read(db) as con:
-        table = con.sql(sql, params=params).to_arrow_table()
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
+        frame = query_frame(con, sql, params)
     return frame

@@ -20,7 +20,7 @@ import polars as pl
 
 from models.catalog import to_utc_naive
 from models.money import plain
-from storage.db import open_read, open_write
+from storage.db import open_read, open_write, query_frame
 
 Outcome = Literal["ok", "error", "skipped"]
 OUTCOMES: tuple[Outcome, ...] = ("ok", "error", "skipped")
@@ -128,13 +128,6 @@ def file_marks(path: Path, job_ids: Sequence[str]) -> dict[str, dict[str, FileMa
 # --------------------------------------------------------------------------------------------- queries
 
 
-def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> pl.DataFrame:
-    table = con.sql(sql, params=params).to_arrow_table()
-    frame = pl.from_arrow(table) if table is not None else pl.DataFrame()
-    assert isinstance(frame, pl.DataFrame)
-    return frame
-
-
 def _where(
     job_ids: Sequence[str] | None,
     session_id: str | None,
@@ -169,7 +162,7 @@ def job_runs(
     where, params = _where(job_ids, session_id, since, until)
     sql = f"SELECT * FROM job_runs{where} ORDER BY started_at, finished_at, run_id"
     with open_read(path) as con:
-        return _frame(con, sql, params)
+        return query_frame(con, sql, params)
 
 
 def job_summary(
@@ -196,4 +189,4 @@ def job_summary(
         ORDER BY job_id
     """
     with open_read(path) as con:
-        return _frame(con, sql, params)
+        return query_frame(con, sql, params)

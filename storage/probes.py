@@ -12,13 +12,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import polars as pl
 
 from models.catalog import to_utc_naive
 from models.money import plain
 from models.probe import ProbeRun, RequestResult, summarize
-from storage.db import open_read, open_write
+from storage.db import open_read, open_write, query_frame
 
 _RESULT_SCHEMA: dict[str, Any] = {
     "run_id": pl.String,
@@ -144,13 +143,6 @@ def write_probe_run(path: Path, run: ProbeRun) -> None:
 # --------------------------------------------------------------------------------------------- queries
 
 
-def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> pl.DataFrame:
-    table = con.sql(sql, params=params).to_arrow_table()
-    frame = pl.from_arrow(table) if table is not None else pl.DataFrame()
-    assert isinstance(frame, pl.DataFrame)
-    return frame
-
-
 def _where(
     endpoints: Sequence[str] | None, since: datetime | None, until: datetime | None, alias: str = "r"
 ) -> tuple[str, list[Any]]:
@@ -212,7 +204,7 @@ def probe_runs(
         ORDER BY r.started_at, r.run_id
     """
     with open_read(path) as con:
-        return _frame(con, sql, params)
+        return query_frame(con, sql, params)
 
 
 def probe_percentiles(
@@ -235,7 +227,7 @@ def probe_percentiles(
         ORDER BY r.endpoint{phase}
     """
     with open_read(path) as con:
-        return _frame(con, sql, params)
+        return query_frame(con, sql, params)
 
 
 def probe_results(
@@ -257,7 +249,7 @@ def probe_results(
         ORDER BY r.started_at, p.run_id, p.seq
     """
     with open_read(path) as con:
-        return _frame(con, sql, params)
+        return query_frame(con, sql, params)
 
 
 def probe_rate_limits(path: Path, endpoints: Sequence[str] | None = None) -> pl.DataFrame:
@@ -279,4 +271,4 @@ def probe_rate_limits(path: Path, endpoints: Sequence[str] | None = None) -> pl.
         ORDER BY endpoint, header
     """
     with open_read(path) as con:
-        return _frame(con, sql, params)
+        return query_frame(con, sql, params)

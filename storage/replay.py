@@ -17,7 +17,7 @@ import polars as pl
 from models.capacity import Latency
 from models.catalog import to_utc_naive
 from models.replay import ATTRIBUTION, USAGE_SCHEMA, Traffic, demand_series, traffic_from_usage
-from storage.db import open_read
+from storage.db import open_read, query_frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +64,7 @@ def read_usage(
     order = " ORDER BY ts" if ordered else ""
     sql = f"SELECT {_columns(names)} FROM usage WHERE {where}{order}"
     with open_read(path) as con:
-        table = con.sql(sql, params=params).to_arrow_table()
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
+        frame = query_frame(con, sql, params)
     return frame.select(pl.col(name).cast(USAGE_SCHEMA[name]) for name in names)
 
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
 from models.catalog import Catalog
 from models.spend import TIME_KEYS, SpendRow, price_spend, pricing_grain_minutes, tier_bounds
 from models.usage import Distribution, UsageProfile
-from storage.db import open_read
+from storage.db import open_read, query_frame
 from storage.replay import UsageFilter
 
 __all__ = [
@@ -47,12 +46,6 @@ _SUMS = """
     sum(cache_write_tokens)::BIGINT AS cache_write_tokens,
     sum(output_tokens)::BIGINT AS output_tokens,
     sum(reasoning_tokens)::BIGINT AS reasoning_tokens"""
-
-
-def _frame(table: Any) -> pl.DataFrame:
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    return frame
 
 
 def _size_class(bounds: Sequence[int]) -> str:
@@ -93,7 +86,7 @@ def read_spend_groups(
             FROM usage WHERE {where}
             GROUP BY ALL
         """
-        frame = _frame(con.sql(sql, params=params).to_arrow_table())
+        frame = query_frame(con, sql, params)
     representative = [0, *(int(b) + 1 for b in bounds)]  # an input size inside each band
     frame = frame.with_columns(
         (pl.col("bucket_no") * grain_us).cast(pl.Datetime("us")).alias("bucket"),
@@ -128,7 +121,7 @@ def read_usage_buckets(db: Path, selection: UsageFilter, by: Sequence[str]) -> p
     order = ", ".join(by)
     sql = f"SELECT {keys}, {_SUMS} FROM usage WHERE {where} GROUP BY ALL ORDER BY {order} NULLS LAST"
     with open_read(db) as con:
-        return _frame(con.sql(sql, params=params).to_arrow_table())
+        return query_frame(con, sql, params)
 
 
 # ------------------------------------------------------------------------------------------ profile
@@ -231,4 +224,4 @@ def read_rejects(db: Path, limit: int = 50) -> pl.DataFrame:
         LIMIT ?
     """
     with open_read(db) as con:
-        return _frame(con.sql(sql, params=[max(0, int(limit))]).to_arrow_table())
+        return query_frame(con, sql, [max(0, int(limit))])
