@@ -22,6 +22,7 @@ from decimal import ROUND_FLOOR, Decimal
 from models.catalog import CacheRules, CountingRules, Limits, PtuRule
 from models.errors import InputError
 from models.profile import ZERO, TokenProfile
+from models.usage import UsageProfile
 
 MINUTES_PER_DAY = Decimal(1440)
 SECONDS_PER_MINUTE = Decimal(60)
@@ -51,6 +52,15 @@ class Latency:
     @classmethod
     def seed(cls) -> Latency:
         return cls(SEED_TTFT_MS, SEED_TOKENS_PER_S, assumed=True)
+
+
+def measured_latency(usage: UsageProfile) -> Latency:
+    """The median TTFT and tokens/s that stored usage logged, each falling back to the seed measurement
+    (and then marked assumed) where the logs did not have it."""
+    seed = Latency.seed()
+    ttft = Decimal(str(round(usage.ttft_ms.p50))) if usage.ttft_ms else seed.ttft_ms
+    speed = Decimal(str(round(usage.tokens_per_s.p50, 1))) if usage.tokens_per_s else seed.tokens_per_s
+    return Latency(ttft, speed, assumed=usage.ttft_ms is None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Literal
 
 from models.errors import InputError
+from models.usage import UsageProfile
 
 History = Literal["growing", "sliding"]
 ZERO = Decimal(0)
@@ -124,6 +125,17 @@ class TokenProfile:
             next_prefix=min(following, prompt),
             source="components",
         )
+
+
+def rounded_usage_profile(usage: UsageProfile) -> TokenProfile:
+    """Stored usage's average request as a profile of whole tokens (the dashboard's planner and overview);
+    at least one output token, since every answered request generated something."""
+    return TokenProfile.direct(
+        round(usage.input_tokens.mean),
+        max(1, round(usage.output_tokens.mean)),
+        reasoning_tokens=round(usage.reasoning_tokens.mean),
+        source="usage",
+    )
 
 
 # Presets the planner and the dashboard offer (the seed article's profiles).

@@ -11,13 +11,13 @@ import streamlit as st
 
 from dashboard import charts, state
 from models.budget import forecast_band
-from models.capacity import Latency
+from models.capacity import measured_latency
 from models.catalog import Limits
 from models.errors import QuotascopeError
 from models.forecast import month_start
 from models.money import format_amount
 from models.plan import PlanRequest, make_plan
-from models.profile import TokenProfile
+from models.profile import rounded_usage_profile
 from storage.budgets import budget_statuses, read_daily_spend
 from storage.explore import usage_dimensions
 from storage.replay import UsageFilter
@@ -66,16 +66,8 @@ def _providers_table(since: datetime, until: datetime, currency: str) -> pl.Data
             version = offer.version_at(until - timedelta(seconds=1))
             limits = version.limits.effective()
             entry["limits"] = _limits_text(limits) or "none published"
-            profile = TokenProfile.direct(
-                Decimal(str(round(usage.input_tokens.mean))),
-                Decimal(str(max(1, round(usage.output_tokens.mean)))),
-                reasoning_tokens=Decimal(str(round(usage.reasoning_tokens.mean))),
-            )
-            latency = Latency(
-                Decimal(str(round(usage.ttft_ms.p50 if usage.ttft_ms else 390))),
-                Decimal(str(round(usage.tokens_per_s.p50 if usage.tokens_per_s else 35.4, 1))),
-                assumed=usage.ttft_ms is None,
-            )
+            profile = rounded_usage_profile(usage)
+            latency = measured_latency(usage)
             plan = make_plan(
                 PlanRequest(
                     version,

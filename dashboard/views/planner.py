@@ -14,7 +14,7 @@ from models.errors import QuotascopeError
 from models.mix import mix_by_weights
 from models.money import Money
 from models.plan import Plan, capacity_curve, cost_curve, plan_offers
-from models.profile import PRESETS, TokenProfile
+from models.profile import PRESETS, TokenProfile, rounded_usage_profile
 from models.selfhost import SelfHost, break_even
 
 DEFAULT_OFFERS = (
@@ -58,12 +58,7 @@ def _usage_profile() -> TokenProfile | None:
         return None
     if usage.requests == 0:
         return None
-    return TokenProfile.direct(
-        Decimal(str(round(usage.input_tokens.mean))),
-        Decimal(str(round(usage.output_tokens.mean))),
-        reasoning_tokens=Decimal(str(round(usage.reasoning_tokens.mean))),
-        source="usage",
-    )
+    return rounded_usage_profile(usage)
 
 
 def _inputs() -> tuple[TokenProfile, Latency, Demand, Decimal | None, list[str]]:
