@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -32,6 +32,7 @@ from models.usage_record import (
     RecordSpec,
     redact_excerpt,
 )
+from storage.arrow import int64_array
 from storage.db import StorageError
 
 RAW_CHARS = 1000  # how much of a rejected record travels to Python for its redacted excerpt
@@ -84,6 +85,10 @@ def _lit(text: str) -> str:
 
 _MACROS = (
     "CREATE OR REPLACE MACRO qs_is_int(x) AS json_type(x) IN ('UBIGINT', 'BIGINT')",
+    # text without the spaces around it (trim: Unicode space separators), NULL when nothing is left; trim
+    # decodes every character, so text that starts and ends with a visible ASCII character skips it
+    "CREATE OR REPLACE MACRO qs_text(x) AS CASE WHEN x[1] > ' ' AND x[1] < chr(127) AND x[-1] > ' ' "
+    "AND x[-1] < chr(127) THEN x ELSE nullif(trim(x), '') END",
     # a JSON value described for a reject reason, shortened
     "CREATE OR REPLACE MACRO qs_show(x) AS CASE json_type(x) "
     "WHEN 'VARCHAR' THEN 'the string \"' || left(x ->> '$', 24) || '\"' "
@@ -144,7 +149,7 @@ class _Builder:
         """The first present value as trimmed text (numbers as their digits), or NULL."""
         if not paths:
             return "NULL::VARCHAR"
-        parts = [f"nullif(trim({self.ref(p, 't')}), '')" for p in paths]
+        parts = [f"qs_text({self.ref(p, 't')})" for p in paths]
         return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
 
     def structure(self) -> tuple[str, dict[str, str]]:
@@ -512,12 +517,16 @@ def build_sql(
     mode: Literal["rows", "reasons", "stage"],
     tag_columns: frozenset[str] = frozenset(),
     source: str = "src",
+    *,
+    json_reader: Callable[[str], str] | None = None,
 ) -> str:
     """The statement for one spec.
 
     "rows" and "reasons" read relation `src` (line, line_no) and skip blank lines. "stage" reads `source`
     (a relation of `line` only, one row per line of a file, blank ones included, in file order) and adds
-    `blank` and `null_line` so that a row's position is its line number.
+    `blank` and `null_line` so that a row's position is its line number. With `json_reader`, "stage"
+    reads records parsed by DuckDB's JSON reader instead: `json_reader(columns)` is a `read_json(...)` call
+    given the `columns` it is to read (blank lines are then skipped by the reader, never seen).
     Parameters: $salt, $tag_provider, $tag_endpoint, $tag_team, $tag_project, $tag_user, $tag_key_id,
     $tag_keys, $tag_values and $now; "reasons" needs $now only.
     """
@@ -527,26 +536,46 @@ def build_sql(
     elif mode == "rows":
         select = builder._rows_select(tag_columns)
     else:
-        select = builder._rows_select(
-            tag_columns,
-            extra=(
+        flags = (
+            (("false", "null_line"), ("false", "blank"))
+            if json_reader is not None
+            else (
                 ("line IS NULL", "null_line"),
                 ("coalesce(regexp_full_match(line, '\\s*'), false)", "blank"),
-            ),
+            )
         )
+        select = builder._rows_select(tag_columns, extra=flags)
     relation = builder.typed_relation()
     structure, access = builder.structure()
-    lines = (
-        f"(SELECT line, NULL::BIGINT AS line_no FROM {source})"
-        if mode == "stage"
-        else "(SELECT line, line_no FROM src WHERE NOT regexp_full_match(line, '\\s*'))"
-    )
-    parsed = (
-        f"parsed AS (\n    SELECT line_no, line, TRY(from_json(line, {_lit(structure)})) AS s\n"
-        f"    FROM {lines}\n),"
-    )
+    if mode == "stage" and json_reader is not None:
+        # the reader's row is the record: the struct `s` that from_json would have made
+        parsed = (
+            "parsed AS (\n    SELECT NULL::BIGINT AS line_no, NULL::VARCHAR AS line, record AS s\n"
+            f"    FROM {json_reader(_columns(json.loads(structure)))} AS record\n),"
+        )
+    else:
+        lines = (
+            f"(SELECT line, NULL::BIGINT AS line_no FROM {source})"
+            if mode == "stage"
+            else "(SELECT line, line_no FROM src WHERE NOT regexp_full_match(line, '\\s*'))"
+        )
+        parsed = (
+            f"parsed AS (\n    SELECT line_no, line, TRY(from_json(line, {_lit(structure)})) AS s\n"
+            f"    FROM {lines}\n),"
+        )
     sql = "WITH " + parsed + relation + "\n" + select
     return _PLACEHOLDER.sub(lambda m: access[m.group(0)], sql)
+
+
+def _columns(structure: dict[str, Any]) -> str:
+    """A from_json structure as read_json's `columns` argument (key names are plain: see `_KEY`)."""
+
+    def sql_type(node: str | dict[str, Any]) -> str:
+        if isinstance(node, str):
+            return node
+        return "STRUCT(" + ", ".join(f'"{key}" {sql_type(inner)}' for key, inner in node.items()) + ")"
+
+    return "{" + ", ".join(f"{_lit(key)}: {_lit(sql_type(node))}" for key, node in structure.items()) + "}"
 
 
 def _member(keys: tuple[str, ...]) -> str:
@@ -562,7 +591,10 @@ def lines_table(
     """An Arrow table (line, line_no) over newline-terminated `data` without copying it; lines that are
     not UTF-8 become blank and come back as rejects."""
     if not len(data):
-        return pa.table({"line": pa.array([], pa.large_string()), "line_no": pa.array([], pa.int64())}), []
+        empty = pa.LargeStringArray.from_buffers(
+            0, pa.py_buffer(np.zeros(1, dtype=np.int64)), pa.py_buffer(b"")
+        )
+        return pa.table({"line": empty, "line_no": int64_array(np.empty(0))}), []
     if data[-1:] != b"\n":
         data = bytes(data) + b"\n"
     ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
@@ -592,7 +624,7 @@ def lines_table(
                 rejects.append(Reject(number, reason, redact_excerpt(raw.decode("utf-8", "replace"))))
                 kept.append(b"\n")
         return lines_table(b"".join(kept), first_line, numbers.tolist())[0], rejects
-    return pa.table({"line": lines, "line_no": pa.array(numbers)}), []
+    return pa.table({"line": lines, "line_no": int64_array(numbers)}), []
 
 
 class Normaliser:

@@ -1,16 +1,24 @@
-"""The fast path for JSON-lines logs: DuckDB reads the file itself, in parallel, one row per line.
+"""The fast paths for JSON-lines logs: DuckDB reads the file itself, in parallel, in file order.
 
-`read_csv` with a delimiter that never occurs in valid JSON (the control character U+0001) and no quoting
-hands over each line as text, keeps empty lines as NULL rows and keeps file order, so the n-th row streamed
-is line n. Each line is parsed once (`from_json`), normalised and checked by the same statement
-`storage.normalise` builds for blocks, and streamed out as canonical rows in Arrow batches (message content
-never leaves DuckDB). Nothing is held but the batch in flight, whatever the file's size. The database file
-is not touched here: `storage.usage.store_batch` stores what this yields.
+Two readers, fastest first:
 
-The caller counts the file's lines independently. DuckDB drops a line that is not UTF-8 or longer than its
-line limit (2 MB; a larger limit makes its buffers grow with the file), and treats a lone carriage return as
-a line break; when the counts differ, what was stored is discarded and the file is read by the exact,
-slower block reader instead.
+- "json": DuckDB's own JSON reader (`read_json`, newline-delimited) parses each line straight into the
+  struct of fields a format needs. A line that is not a JSON object comes out as a row of NULLs, so the
+  n-th row is still the n-th record; blank lines are skipped. The caller checks afterwards that rows plus
+  blank lines make up every line of the file and that no blank line came before a record (else positions
+  and line numbers would disagree), and uses the next reader if not. A file starting with a byte-order
+  mark never comes here (the reader would take the mark for part of the first record).
+- "lines": `read_csv` with a delimiter that never occurs in valid JSON (the control character U+0001)
+  and no quoting hands over each line as text, keeps empty lines as NULL rows and keeps file order, so the
+  n-th row streamed is line n; `from_json` parses it. About a third slower. DuckDB drops a line that is not
+  UTF-8 or longer than its line limit (2 MB; a larger limit makes its buffers grow with the file), and
+  treats a lone carriage return as a line break; when the counts differ, what was stored is discarded and
+  the file is read by the exact, slower block reader instead.
+
+Either way each record is normalised and checked by the same statement `storage.normalise` builds for
+blocks and streamed out as canonical rows in Arrow batches (message content never leaves DuckDB). Nothing
+is held but the batch in flight, whatever the file's size. The database file is not touched here:
+`storage.usage.store_batch` stores what this yields.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import duckdb
 import numpy as np
@@ -26,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from models.usage_record import RecordSpec
+from storage.arrow import int64_array
 from storage.db import StorageError
 from storage.normalise import _MACROS, IngestContext, _used, build_sql, tag_columns
 
@@ -41,16 +51,27 @@ def _lit(text: str) -> str:
 class StreamedLines:
     """What a stream saw besides the rows it yielded."""
 
-    lines: int = 0  # rows DuckDB produced, one per line
-    blank: int = 0  # empty or whitespace-only lines (not records)
+    lines: int = 0  # rows DuckDB produced: one per line ("lines"), one per record ("json")
+    blank: int = 0  # empty or whitespace-only lines (not records) the "lines" reader produced
     problems: list[int] = field(default_factory=list)  # line numbers that failed a check
+
+
+class ReaderGaveUp(StorageError):
+    """DuckDB's JSON reader failed on this file; the "lines" reader (or the block reader) takes over."""
 
 
 class LineStream:
     """Stream a JSON-lines file through DuckDB as canonical rows; close() frees it."""
 
     def __init__(
-        self, path: Path, spec: RecordSpec, context: IngestContext, *, compressed: bool, threads: int = 2
+        self,
+        path: Path,
+        spec: RecordSpec,
+        context: IngestContext,
+        *,
+        compressed: bool,
+        threads: int = 2,
+        reader: Literal["json", "lines"] = "json",
     ) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="quotascope-stream-")
         self.con = duckdb.connect(
@@ -65,12 +86,24 @@ class LineStream:
         self.con.execute("SET enable_progress_bar = false")  # never printed into the output
         for macro in _MACROS:
             self.con.execute(macro)
-        source = (
-            f"read_csv({_lit(str(path))}, columns = {{'line': 'VARCHAR'}}, header = false, delim = '\x01', "
-            "quote = '', escape = '', auto_detect = false, strict_mode = false, ignore_errors = true, "
-            f"compression = {_lit('gzip' if compressed else 'none')})"
-        )
-        self.sql = build_sql(spec, "stage", tag_columns(context), source)
+        self.reader = reader
+        compression = _lit("gzip" if compressed else "none")
+        if reader == "json":
+
+            def read_json(columns: str) -> str:
+                return (
+                    f"read_json({_lit(str(path))}, columns = {columns}, format = 'newline_delimited', "
+                    f"records = true, ignore_errors = true, compression = {compression})"
+                )
+
+            self.sql = build_sql(spec, "stage", tag_columns(context), json_reader=read_json)
+        else:
+            source = (
+                f"read_csv({_lit(str(path))}, columns = {{'line': 'VARCHAR'}}, header = false, "
+                "delim = '\x01', quote = '', escape = '', auto_detect = false, strict_mode = false, "
+                f"ignore_errors = true, compression = {compression})"
+            )
+            self.sql = build_sql(spec, "stage", tag_columns(context), source)
         self.params = _used(self.sql, context.params())
         self.seen = StreamedLines()
 
@@ -81,13 +114,15 @@ class LineStream:
             for batch in reader:
                 yield self._take(pa.Table.from_batches([batch]))
         except duckdb.Error as e:
+            if self.reader == "json":
+                raise ReaderGaveUp(f"DuckDB's JSON reader failed: {e}") from e
             raise StorageError(f"reading the log with DuckDB failed: {e}") from e
 
     def _take(self, table: pa.Table) -> pa.Table:
         first = self.seen.lines + 1
         count = table.num_rows
         self.seen.lines += count
-        numbers = pa.array(np.arange(first, first + count, dtype=np.int64))
+        numbers = int64_array(np.arange(first, first + count))
         table = table.set_column(table.schema.get_field_index("line_no"), "line_no", numbers)
         ok = table.column("ok")
         skipped = pc.or_(table.column("blank"), table.column("null_line"))

@@ -6,12 +6,14 @@ and reported instead of swallowing memory, and gzip output is inflated in bounde
 
 from __future__ import annotations
 
-import hashlib
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+import numpy as np
+import xxhash
 
 from models.errors import InputError
 
@@ -19,6 +21,10 @@ BLOCK_BYTES = 16 << 20  # lines are handed on in blocks of about this size
 READ_BYTES = 4 << 20
 MAX_LINE_BYTES = 64 << 20  # a "line" longer than this is not a log record (a binary file?)
 GZIP_MAGIC = b"\x1f\x8b"
+NEWLINE = 10
+# A file's content hash names its algorithm. XXH3-128 tells files apart as well as a cryptographic hash
+# does for files nobody crafted to collide, at twenty times sha256's speed (0.03 s a GB against 0.6 s).
+HASH_PREFIX = "xxh3-128:"
 UTF8_BOM = b"\xef\xbb\xbf"
 LOG_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".log", ".txt", ".gz")
 
@@ -36,7 +42,7 @@ class LineBlock:
 class ByteSource:
     """A file's decompressed bytes in bounded pieces, hashing the bytes on disk as they are read.
 
-    `consumed` counts the bytes read from disk (for progress); `sha256` is the file's content hash once
+    `consumed` counts the bytes read from disk (for progress); `content_hash` is the file's content hash once
     the stream is exhausted.
     """
 
@@ -51,7 +57,7 @@ class ByteSource:
             raise InputError(f"{path}: permission denied") from None
         except OSError as e:
             raise InputError(f"{path}: cannot be read ({e.strerror})") from e
-        self._hash = hashlib.sha256()
+        self._hash = xxhash.xxh3_128()
         self.consumed = 0
         head = self._file.read(2)
         self._file.seek(0)
@@ -68,8 +74,8 @@ class ByteSource:
         self.close()
 
     @property
-    def sha256(self) -> str:
-        return self._hash.hexdigest()
+    def content_hash(self) -> str:
+        return HASH_PREFIX + self._hash.hexdigest()
 
     def _disk_pieces(self) -> Iterator[bytes]:
         # uncompressed files are read in whole blocks (one copy less); gzip input in smaller steps
@@ -213,31 +219,101 @@ def expand_paths(paths: list[Path], notice: Callable[[str], None]) -> list[Path]
     return out
 
 
-def hash_and_count(path: Path) -> tuple[str, int]:
-    """The file's sha256 (of the bytes on disk) and its number of lines as DuckDB's reader counts them."""
-    lines = 0
-    last = b"\n"
+@dataclass(frozen=True)
+class FileLines:
+    """What one pass over a file's bytes tells: its content hash, its lines, and where blank ones may be."""
+
+    content_hash: str
+    lines: int  # as DuckDB's readers count them: a last line without a newline counts
+    # lines that begin with white space (or are empty): the only ones that can be blank; None when there
+    # are more than `MAX_BLANK_CANDIDATES` of them
+    blank_candidates: list[int] | None
+
+
+MAX_BLANK_CANDIDATES = 10_000
+WHITESPACE = b" \t\n\v\f\r"  # what DuckDB's JSON reader skips as a blank line (C's isspace)
+_STARTS_BLANK = np.zeros(256, dtype=bool)
+_STARTS_BLANK[list(WHITESPACE)] = True
+
+
+class _LineCounter:
+    """Counts newlines and notes lines starting with white space, over consecutive pieces of a file."""
+
+    def __init__(self) -> None:
+        self.lines = 0  # newlines seen
+        self.candidates: list[int] | None = []
+        self._at_line_start = True  # the next byte begins line `lines + 1`
+        self.last = b"\n"
+
+    def feed(self, data: bytes | memoryview) -> None:
+        if not len(data):
+            return
+        array = np.frombuffer(data, dtype=np.uint8)
+        # numpy compares 16 bytes at a time: four times bytes.count's speed (0.13 s a GB against 0.5 s)
+        ends = np.flatnonzero(array == NEWLINE)
+        if self.candidates is not None:
+            found: list[int] = []
+            if self._at_line_start and _STARTS_BLANK[array[0]]:
+                found.append(self.lines + 1)
+            starts = ends + 1
+            inside = starts < len(array)
+            blank = np.flatnonzero(_STARTS_BLANK[array[starts[inside]]])
+            # the line after the k-th newline of this piece (counting from 0) is line lines + k + 2
+            found += (blank + self.lines + 2).tolist()
+            self.candidates += found
+            if len(self.candidates) > MAX_BLANK_CANDIDATES:
+                self.candidates = None
+        self.lines += len(ends)
+        self._at_line_start = bool(array[-1] == NEWLINE)
+        self.last = bytes(data[-1:])
+
+    def result(self, content_hash: str) -> FileLines:
+        return FileLines(content_hash, self.lines + (self.last != b"\n"), self.candidates)
+
+
+def hash_and_count(path: Path) -> FileLines:
+    """The file's content hash (of the bytes on disk), its number of lines as DuckDB's reader counts them (of
+    the decompressed content), and the lines that may be blank."""
+    counter = _LineCounter()
     with ByteSource(path) as source:
         if source.compressed:
             for piece in source.pieces():
-                lines += piece.count(b"\n")
-                last = piece[-1:]
-        else:
-            # one reused buffer: no fresh memory (and page faults) per read
-            buffer = bytearray(READ_BYTES)
-            view = memoryview(buffer)
-            digest = hashlib.sha256()
-            with path.open("rb") as handle:
-                while n := handle.readinto(buffer):
-                    digest.update(view[:n])
-                    lines += buffer.count(b"\n", 0, n)
-                    last = bytes(view[n - 1 : n])
-            if last != b"\n":
-                lines += 1
-            return digest.hexdigest(), lines
-        if last != b"\n":
-            lines += 1
-        return source.sha256, lines
+                counter.feed(piece)
+            return counter.result(source.content_hash)
+        # one reused buffer: no fresh memory (and page faults) per read
+        buffer = bytearray(READ_BYTES)
+        view = memoryview(buffer)
+        digest = xxhash.xxh3_128()
+        with path.open("rb") as handle:
+            while n := handle.readinto(buffer):
+                digest.update(view[:n])
+                counter.feed(view[:n])
+        return counter.result(HASH_PREFIX + digest.hexdigest())
+
+
+def starts_with_bom(path: Path) -> bool:
+    """Whether the (decompressed) content begins with a UTF-8 byte-order mark."""
+    try:
+        with ByteSource(path) as source:
+            pieces = source._inflated() if source.compressed else source._disk_pieces()
+            head = b""
+            for piece in pieces:
+                head += piece[: len(UTF8_BOM)]
+                if len(head) >= len(UTF8_BOM):
+                    break
+            return head[: len(UTF8_BOM)] == UTF8_BOM
+    except InputError:
+        return False  # a damaged file is reported by the reader that reads it
+
+
+def blank_lines(path: Path, candidates: list[int]) -> list[int]:
+    """Which of these lines (numbers, sorted) hold nothing but white space."""
+    return [
+        number
+        for numbers, data in fetch_lines(path, candidates)
+        for number, line in zip(numbers, data.split(b"\n"), strict=False)
+        if not line.strip(WHITESPACE)
+    ]
 
 
 def fetch_lines(path: Path, wanted: list[int], group: int = 10_000) -> Iterator[tuple[list[int], bytes]]:

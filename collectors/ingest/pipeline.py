@@ -21,18 +21,29 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 
 from collectors.ingest import records
 from collectors.ingest.detect import Detection, detect
-from collectors.ingest.files import BLOCK_BYTES, ByteSource, fetch_lines, hash_and_count, line_blocks
+from collectors.ingest.files import (
+    BLOCK_BYTES,
+    ByteSource,
+    FileLines,
+    blank_lines,
+    fetch_lines,
+    hash_and_count,
+    line_blocks,
+    starts_with_bom,
+)
 from collectors.ingest.formats import csv_spec, spec_for
 from collectors.ingest.progress import Progress
 from models.errors import InputError
 from models.usage_record import RecordSpec
-from storage.staging import LineStream
+from storage.staging import LineStream, ReaderGaveUp
 from storage.usage import (
+    ROW_GROUP_ROWS,
     BatchCounts,
     IngestContext,
     Normalised,
@@ -50,10 +61,18 @@ SAMPLE_REJECTS = 5
 class IngestOptions:
     format: str = "auto"
     csv_map: Mapping[str, str] = field(default_factory=dict)  # column -> canonical field
-    batch_rows: int = 500_000  # rows stored per write transaction (about a second of holding the file)
+    # rows stored per write transaction: at most `batch_rows` (about a second of holding the file), and as
+    # soon as the writer is free once `min_batch_rows` wait (the rows still waiting when the last line is
+    # read are stored after it, so smaller batches shorten that wait). DuckDB's own readers store whole
+    # row groups at a time, carrying the rest over: see ROW_GROUP_ROWS.
+    batch_rows: int = 4 * ROW_GROUP_ROWS
+    min_batch_rows: int = 2 * ROW_GROUP_ROWS
     block_bytes: int = BLOCK_BYTES
     workers: int = 2
-    staged: bool = True  # let DuckDB read JSON-lines files (False: always the exact block reader)
+    # JSON-lines responses: "fast" tries DuckDB's JSON reader, then its line reader, then the exact block
+    # reader, each when the one before cannot account for every line; "lines" starts at the line reader;
+    # "blocks" always uses the block reader
+    reader: Literal["fast", "lines", "blocks"] = "fast"
 
 
 @dataclass(frozen=True)
@@ -61,6 +80,7 @@ class FileResult:
     path: Path
     format: str
     description: str
+    reader: str  # which reader read it: "duckdb-json", "duckdb-lines" or "blocks" (see ingest_file)
     source_id: int | None
     counts: BatchCounts
     size_bytes: int
@@ -73,6 +93,7 @@ class FileResult:
             "path": str(self.path),
             "format": self.format,
             "detected": self.description,
+            "reader": self.reader,
             "source_id": self.source_id,
             "read": self.counts.read,
             "stored": self.counts.stored,
@@ -165,6 +186,10 @@ class _Writer:
         self.wait()
         self._inflight = self._pool.submit(self._store, batch, final_hash, extra)
 
+    @property
+    def busy(self) -> bool:
+        return self._inflight is not None and not self._inflight.done()
+
     def wait(self) -> None:
         if self._inflight is not None:
             inflight, self._inflight = self._inflight, None
@@ -202,17 +227,37 @@ def ingest_file(
     )
     writer = _Writer(db, run)
     description = detection.description
+    used = "blocks"
     try:
-        streamed = False
-        if options.staged and detection.container == "jsonl" and detection.format in ("openai", "anthropic"):
-            streamed = _ingest_streamed(
-                path, detection, compressed, context, normaliser, options, writer, progress, bytes_per_line
-            )
-            if not streamed:
-                description += " (read line by line: DuckDB's reader could not account for every line)"
-                writer.close()
-                writer = _Writer(db, run)
-        if not streamed:
+        readers: list[Literal["json", "lines"]] = []
+        if detection.container == "jsonl" and detection.format in ("openai", "anthropic"):
+            if options.reader == "fast" and not starts_with_bom(path):
+                readers.append("json")
+            if options.reader in ("fast", "lines"):
+                readers.append("lines")
+        check = _FileCheck(path) if readers else None
+        for reader in readers:
+            assert check is not None
+            if _ingest_streamed(
+                path,
+                reader,
+                check,
+                detection,
+                compressed,
+                context,
+                normaliser,
+                options,
+                writer,
+                progress,
+                bytes_per_line,
+            ):
+                used = f"duckdb-{reader}"
+                break
+            writer.close()
+            writer = _Writer(db, run)
+        if used == "blocks":
+            if readers:
+                description += " (read line by line: DuckDB's readers could not account for every line)"
             _ingest_blocks(path, detection, context, normaliser, options, writer, progress)
     finally:
         writer.close()
@@ -221,6 +266,7 @@ def ingest_file(
         path=path,
         format=detection.format,
         description=description,
+        reader=used,
         source_id=writer.run.source_id,
         counts=writer.totals,
         size_bytes=size,
@@ -230,8 +276,34 @@ def ingest_file(
     )
 
 
+class _FileCheck:
+    """The file's hash and line count, computed once on a thread beside the first reader that needs it."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._result: FileLines | None = None
+        self._failed: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="quotascope-hash")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._result = hash_and_count(self._path)
+        except BaseException as e:  # handed to the main thread by result()
+            self._failed = e
+
+    def result(self) -> FileLines:
+        self._thread.join()
+        if self._failed is not None:
+            raise self._failed
+        assert self._result is not None
+        return self._result
+
+
 def _ingest_streamed(
     path: Path,
+    reader: Literal["json", "lines"],
+    check: _FileCheck,
     detection: Detection,
     compressed: bool,
     context: IngestContext,
@@ -242,51 +314,58 @@ def _ingest_streamed(
     bytes_per_line: float,
 ) -> bool:
     """DuckDB reads and normalises the file while batches are stored; False (and nothing left stored) if
-    DuckDB's lines cannot be matched to the file's."""
+    DuckDB's rows cannot be matched to the file's lines."""
     spec = spec_for(detection.format, detection.root)
-    counted: dict[str, tuple[str, int]] = {}
-    failed: list[BaseException] = []
-
-    def count() -> None:
-        try:
-            counted["file"] = hash_and_count(path)
-        except BaseException as e:  # handed to the main thread below
-            failed.append(e)
-
-    hasher = threading.Thread(target=count, daemon=True, name="quotascope-hash")
-    hasher.start()
-    stream = LineStream(path, spec, context, compressed=compressed, threads=options.workers)
+    stream = LineStream(path, spec, context, compressed=compressed, threads=options.workers, reader=reader)
     size = path.stat().st_size
     progress.start(path.name, size)
     try:
         pending: list[pa.Table] = []
         pending_rows = 0
-        for rows in stream.rows():
-            pending.append(rows)
-            pending_rows += rows.num_rows
-            progress.update(min(size, int(stream.seen.lines * bytes_per_line)), stream.seen.lines)
-            if pending_rows >= options.batch_rows:
-                writer.submit([Normalised(pa.concat_tables(pending), [])])
-                pending, pending_rows = [], 0
-        if pending:
+        try:
+            for rows in stream.rows():
+                pending.append(rows)
+                pending_rows += rows.num_rows
+                progress.update(min(size, int(stream.seen.lines * bytes_per_line)), stream.seen.lines)
+                if pending_rows >= options.batch_rows or (
+                    pending_rows >= options.min_batch_rows and not writer.busy
+                ):
+                    table = pa.concat_tables(pending)
+                    whole = min(pending_rows, options.batch_rows) // ROW_GROUP_ROWS * ROW_GROUP_ROWS
+                    take = whole or pending_rows
+                    writer.submit([Normalised(table.slice(0, take), [])])
+                    rest = table.slice(take)
+                    pending, pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+            gave_up = False
+        except ReaderGaveUp:
+            gave_up = True
+        if pending and not gave_up:
             writer.submit([Normalised(pa.concat_tables(pending), [])])
         writer.wait()
-        hasher.join()
-        if failed:
-            raise failed[0]
-        content_hash, expected = counted["file"]
-        if stream.seen.lines != expected:
+        file = check.result()
+        if gave_up or not _rows_are_lines(path, reader, stream.seen.lines, file):
             if writer.run.source_id is not None:
                 discard_source(writer.db, writer.run.source_id)
             return False
         rejects: list[Reject] = []
         for numbers, data in fetch_lines(path, stream.seen.problems):
             rejects += normaliser.explain(spec, data, numbers, context)
-        writer.submit([Normalised(pa.table({}), rejects)], content_hash)
+        writer.submit([Normalised(pa.table({}), rejects)], file.content_hash)
         writer.wait()
         return True
     finally:
         stream.close()
+
+
+def _rows_are_lines(path: Path, reader: Literal["json", "lines"], rows: int, file: FileLines) -> bool:
+    """Whether the n-th row DuckDB produced was the file's n-th line, for every row and every line."""
+    if reader == "lines":  # one row per line, blank ones included
+        return rows == file.lines
+    # one row per line that is not blank: all is well if the blank lines are all after the last record
+    if file.blank_candidates is None:
+        return False
+    blank = blank_lines(path, file.blank_candidates) if file.blank_candidates else []
+    return rows + len(blank) == file.lines and all(number > rows for number in blank)
 
 
 def _ingest_blocks(
@@ -335,7 +414,7 @@ def _ingest_blocks(
                         take()
             while queue:
                 take()
-            writer.submit(pending, source.sha256)
+            writer.submit(pending, source.content_hash)
             writer.wait()
         finally:
             for future, _ in queue:

@@ -19,7 +19,7 @@ CREATE TABLE sources (
     source_id       BIGINT NOT NULL DEFAULT nextval('sources_id_seq'),
     path            VARCHAR NOT NULL,      -- absolute path as given
     size_bytes      BIGINT NOT NULL,       -- size when the ingest started
-    content_hash    VARCHAR,               -- sha256 of the bytes read; NULL while running or if killed
+    content_hash    VARCHAR,               -- 'xxh3-128:<hex>' of the bytes read; NULL while running or killed
     format          VARCHAR NOT NULL,      -- the format the reader used (auto detection names it)
     tags            MAP(VARCHAR, VARCHAR),
     rows_read       BIGINT NOT NULL DEFAULT 0,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import xxhash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -73,16 +74,19 @@ def stored_rows(db: Path) -> list[tuple[object, ...]]:
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(first=records, more=records, streamed=st.booleans())
+@given(first=records, more=records, readers=st.permutations(["fast", "lines", "blocks"]))
 def test_reingesting_changes_nothing_and_a_grown_file_adds_only_its_new_records(
-    first: list[tuple[int, int, int, bool, str]], more: list[tuple[int, int, int, bool, str]], streamed: bool
+    first: list[tuple[int, int, int, bool, str]],
+    more: list[tuple[int, int, int, bool, str]],
+    readers: list[str],
 ) -> None:
+    reader, other = readers[0], readers[1]
     with tempfile.TemporaryDirectory() as folder:
         log, db, fresh = Path(folder) / "log.jsonl", Path(folder) / "q.duckdb", Path(folder) / "fresh.duckdb"
         log.write_text(render(first))
-        (one,) = ingest(db, log, staged=streamed)
+        (one,) = ingest(db, log, reader=reader)
         after_one = stored_rows(db)
-        (two,) = ingest(db, log, staged=streamed)
+        (two,) = ingest(db, log, reader=reader)
         assert stored_rows(db) == after_one  # re-reading stores nothing new
         assert identity_holds(one) and identity_holds(two)
         assert two.counts.stored == 0
@@ -91,9 +95,9 @@ def test_reingesting_changes_nothing_and_a_grown_file_adds_only_its_new_records(
         # the file grows: only what is new is stored, and the result is what one read of it gives
         with log.open("a") as handle:
             handle.write(render(more))
-        (three,) = ingest(db, log, staged=streamed)
+        (three,) = ingest(db, log, reader=reader)
         assert identity_holds(three)
-        ingest(fresh, log, staged=not streamed)  # the other reader, in one go
+        ingest(fresh, log, reader=other)  # another reader, in one go
         assert stored_rows(db) == stored_rows(fresh)
         keys = [r[0] for r in stored_rows(db)]
         assert len(keys) == len(set(keys))
@@ -110,8 +114,8 @@ KILLABLE = textwrap.dedent(
     import sys
     from pathlib import Path
     from collectors.ingest import IngestOptions, ingest_paths
-    streamed = sys.argv[4] == "streamed"
-    options = IngestOptions(batch_rows=int(sys.argv[3]), staged=streamed, block_bytes=1 << 20)
+    reader = "fast" if sys.argv[4] == "streamed" else "blocks"
+    options = IngestOptions(batch_rows=int(sys.argv[3]), reader=reader, block_bytes=1 << 20)
     ingest_paths(Path(sys.argv[1]), [Path(sys.argv[2])], salt="s", options=options)
     """
 )
@@ -180,7 +184,7 @@ def test_kill_9_during_a_batch_leaves_whole_batches_and_a_rerun_completes(tmp_pa
         assert stored_count % 20_000 == 0 or mode == "streamed"  # block batches are whole; streamed ones too
     assert totals(db, "source_id = 1") == before  # what was there before is untouched
     # a re-run completes it: every record once
-    (result,) = ingest(db, log, staged=(mode == "streamed"))
+    (result,) = ingest(db, log, reader="fast" if mode == "streamed" else "blocks")
     assert result.counts.stored == count - stored_count and result.counts.duplicates == stored_count
     assert totals(db)["rows"] == before["rows"] + count
     assert query(db, "SELECT count(DISTINCT record_key) = count(*) FROM usage") == [(True,)]
@@ -213,3 +217,12 @@ def test_a_reader_and_a_running_ingest_never_fail_each_other(tmp_path: Path) -> 
     assert reads >= 3
     assert seen == sorted(seen)  # readers saw whole batches arrive, never a half one going away
     assert totals(db)["rows"] == 6 + 150_000
+
+
+@pytest.mark.parametrize("reader", ["fast", "lines", "blocks"])
+def test_every_reader_records_the_files_content_hash(tmp_path: Path, reader: str) -> None:
+    log, db = tmp_path / "log.jsonl", tmp_path / "q.duckdb"
+    _big_log(log, 50)
+    ingest(db, log, reader=reader)
+    expected = "xxh3-128:" + xxhash.xxh3_128(log.read_bytes()).hexdigest()
+    assert query(db, "SELECT content_hash, rows_stored FROM sources") == [(expected, 50)]

@@ -1,17 +1,22 @@
 """The normaliser's two statements agree: a line is stored exactly when the reasons statement finds nothing
-wrong with it, and every other line gets a reason (never the fallback that would mean they disagree)."""
+wrong with it, and every other line gets a reason (never the fallback that would mean they disagree). And
+DuckDB's two readers (its JSON reader; its line reader with from_json) make the same rows of a file."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import duckdb
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collectors.ingest.formats import ANTHROPIC, OPENAI, openai_spec
-from storage.normalise import IngestContext, Normaliser, build_sql
+from storage.normalise import _MACROS, IngestContext, Normaliser, build_sql
+from storage.staging import LineStream
 
 CONTEXT = IngestContext(salt="s", now=datetime(2026, 11, 23))
 NORMALISER = Normaliser()
@@ -50,7 +55,7 @@ def openai_record(draw: st.DrawFn) -> str:
         usage["completion_tokens_details"] = {"reasoning_tokens": draw(count)}
     record: dict[str, Any] = {"object": draw(st.sampled_from(["chat.completion", "chat.completion.chunk"]))}
     if draw(st.booleans()):
-        record["id"] = draw(st.sampled_from(["a", "b", "", "  "]))
+        record["id"] = draw(st.sampled_from(["a", "b", "", "  ", " c\t", "\u3000d", 5, {"x": 1}]))
     if draw(st.integers(0, 4)):
         record["model"] = draw(st.sampled_from(["gpt-4o", "", 7, None]))
     if draw(st.integers(0, 4)):
@@ -58,7 +63,11 @@ def openai_record(draw: st.DrawFn) -> str:
     if draw(st.integers(0, 5)):
         record["usage"] = usage
     text = json.dumps(record)
-    return draw(st.sampled_from([text, text, text, text[: len(text) // 2], "[1]", '"x"']))
+    return draw(
+        st.sampled_from(
+            [text, text, text, text[: len(text) // 2], "[1]", '"x"', text + " {}", text.replace(" ", "")]
+        )
+    )
 
 
 @settings(max_examples=150, deadline=None)
@@ -87,3 +96,32 @@ def test_an_envelope_spec_reads_envelope_fields() -> None:
     assert '"timestamp"' in sql and '"tags"' in sql
     bare = build_sql(OPENAI, "rows")
     assert '"tags"' not in bare  # a bare response has no envelope: fewer paths to look up per line
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(openai_record(), min_size=1, max_size=30))
+def test_duckdbs_json_reader_and_line_reader_make_the_same_rows(lines: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        log = Path(folder) / "log.jsonl"
+        log.write_text("\n".join(lines) + "\n")
+        seen = {}
+        for reader in ("json", "lines"):
+            stream = LineStream(log, OPENAI, CONTEXT, compressed=False, threads=2, reader=reader)
+            try:
+                rows = [row for table in stream.rows() for row in table.to_pylist()]
+            finally:
+                stream.close()
+            seen[reader] = (rows, stream.seen.problems, stream.seen.lines)
+    assert seen["json"] == seen["lines"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(st.characters(codec="utf-8"), max_size=6), min_size=1, max_size=20))
+def test_qs_text_trims_as_trim_does(texts: list[str]) -> None:
+    con = duckdb.connect()
+    for macro in _MACROS:
+        con.execute(macro)
+    rows = con.execute(
+        "SELECT qs_text(x) IS NOT DISTINCT FROM nullif(trim(x), '') FROM unnest(?::VARCHAR[]) t(x)", [texts]
+    ).fetchall()
+    assert all(row[0] for row in rows), texts
