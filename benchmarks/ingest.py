@@ -11,9 +11,10 @@ then in the same run, each in a fresh process and a fresh database file:
 It prints both rates (MB/s and records/s), their ratio and each side's CPU time. Target: quotascope's rate at
 least 0.7 x DuckDB's. The files are deleted afterwards.
 
-Both sides read the log from the page cache: the file is flushed to disk after it is written (else the
-kernel writes it back during the first runs) and read once before every run (this machine's kernel evicts
-idle pages within a minute; a cold read adds 1.5 s to whichever side meets it). The sides alternate, and
+Both sides read the log from the page cache and start with nothing waiting to be written: before every run
+the files written so far are flushed to disk (else the kernel writes back the log, or the 1 GB database the
+reference made, while the next side is timed) and the log is read once (this machine's kernel evicts idle
+pages within a minute; a cold read adds 1.5 s to whichever side meets it). The sides alternate, and
 each side's median over the runs is compared (single runs vary by 20 % here).
 
     .venv/bin/python benchmarks/ingest.py [--records 1000000] [--repeat 3]
@@ -67,6 +68,7 @@ def run(code: str, db: Path, log: Path) -> tuple[float, float, int]:
     """(wall seconds, CPU seconds of the child, records) of one fresh process."""
     for suffix in ("", ".wal"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
+    os.sync()  # the other side's database (DuckDB's holds the whole 1 GB) is on disk, not written back now
     warm(log)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()

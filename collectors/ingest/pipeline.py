@@ -339,18 +339,18 @@ def _ingest_streamed(
             gave_up = False
         except ReaderGaveUp:
             gave_up = True
-        if pending and not gave_up:
-            writer.submit([Normalised(pa.concat_tables(pending), [])])
-        writer.wait()
         file = check.result()
         if gave_up or not _rows_are_lines(path, reader, stream.seen.lines, file):
+            writer.wait()
             if writer.run.source_id is not None:
                 discard_source(writer.db, writer.run.source_id)
             return False
         rejects: list[Reject] = []
         for numbers, data in fetch_lines(path, stream.seen.problems):
             rejects += normaliser.explain(spec, data, numbers, context)
-        writer.submit([Normalised(pa.table({}), rejects)], file.content_hash)
+        # the last rows, the rejects and the file's end in one transaction
+        last = pa.concat_tables(pending) if pending else pa.table({})
+        writer.submit([Normalised(last, rejects)], file.content_hash)
         writer.wait()
         return True
     finally:
