@@ -1,9 +1,10 @@
 """Ingest one file: detect its format, read and normalise its records, store them in batches.
 
 JSON-lines responses (OpenAI-compatible, Anthropic) are streamed through DuckDB (`storage.staging`): DuckDB
-reads the lines in parallel and normalises them, a thread hashes and counts the file's lines, a writer
-thread stores batches as they fill. If DuckDB's line count disagrees with the file's (a line that is not
-UTF-8, a lone carriage return), what was stored is discarded and the exact block reader takes over.
+parses the records in parallel and normalises them, a thread hashes the file and counts its lines, a writer
+thread stores whole row groups as they fill. DuckDB's JSON reader is tried first, then its line reader; if
+the rows a reader produced cannot be matched to the file's lines (see `_rows_are_lines`), what it stored is
+discarded and the next reader takes over, the exact block reader last.
 
 The block reader reads blocks of lines (or, for JSON documents, CSV, LiteLLM and usage exports, records
 prepared in Python) and normalises them on worker threads (`storage.normalise`), at most `workers + 1`
