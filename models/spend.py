@@ -172,31 +172,71 @@ def price_spend(
     `groups` has `provider`, `model`, `bucket` (start of its time bucket), `input_each` (input tokens per
     request, a representative of its long-context class), `requests`, the token columns, `billed_cost`,
     `billed_currency`, and one column per key of `by` (`day` as a date, `hour` as a datetime).
+
+    Tens of thousands of groups (a month of half-hour buckets per team and model) share a few dozen rates:
+    each distinct pricing question (offer, bucket, band) is answered once, the groups' tokens are summed per
+    rate and day (price is linear, and FX goes by the day), and only those sums are priced one by one.
     """
+    if groups.is_empty():
+        return []
     pricer = _Pricer(catalog)
-    rows: dict[tuple[Any, ...], _Row] = {}
-    for g in groups.iter_rows(named=True):
-        offer = pricer.offer(g["provider"], g["model"])
-        keys = {k: g[k] for k in by}
-        if "provider" in keys and keys["provider"] is None and offer is not None:
-            keys["provider"] = offer.provider  # the log did not say; the catalog match does
-        row = rows.setdefault(tuple(keys.values()), _Row(keys))
-        row.counts["requests"] += int(g["requests"])
-        for name in TOKEN_FIELDS:
-            row.counts[name] += int(g[name])
-        bucket: datetime = g["bucket"]
-        day = bucket.date()
-        if g["billed_cost"] is not None:
-            billed_key = (str(g["billed_currency"] or "USD"), day)
-            row.billed[billed_key] = row.billed.get(billed_key, Decimal(0)) + Decimal(g["billed_cost"])
-        rates = pricer.rates(offer, bucket, int(g["input_each"])) if offer is not None else None
+    question_keys = ["provider", "model", "bucket", "input_each"]
+    questions = groups.select(question_keys).unique()
+    found: list[Rates] = []
+    numbers: dict[int, int] = {}  # id(rates) -> its place in `found`
+    rate_no: list[int | None] = []
+    unpriced: list[str | None] = []
+    matched_provider: list[str | None] = []
+    for provider, model, bucket, input_each in questions.iter_rows():
+        offer = pricer.offer(provider, model)
+        matched_provider.append(offer.provider if offer is not None else None)
+        rates = pricer.rates(offer, bucket, int(input_each)) if offer is not None else None
         if rates is None:
-            label = f"{g['provider'] or '?'}/{g['model']}"
+            label = f"{provider or '?'}/{model}"
             if offer is not None:
                 label += f" (no price in force then; see `quotascope catalog show {offer.id}`)"
-            row.unpriced.add(label)
+            rate_no.append(None)
+            unpriced.append(label)
+            continue
+        rate_no.append(numbers.setdefault(id(rates), len(found)))
+        if rate_no[-1] == len(found):
+            found.append(rates)
+        unpriced.append(None)
+    answers = questions.with_columns(
+        pl.Series("_rate", rate_no, dtype=pl.Int64),
+        pl.Series("_unpriced", unpriced, dtype=pl.String),
+        pl.Series("_matched_provider", matched_provider, dtype=pl.String),
+    )
+    priced = groups.join(answers, on=question_keys, how="left", nulls_equal=True)
+    key_columns = [f"_key_{k}" for k in by]
+    priced = priced.with_columns(
+        *(
+            (
+                pl.coalesce("provider", "_matched_provider")  # the log did not say; the catalog match does
+                if k == "provider"
+                else pl.col(k)
+            ).alias(f"_key_{k}")
+            for k in by
+        ),
+        pl.col("bucket").dt.date().alias("_day"),
+    )
+    counts = ["requests", *TOKEN_FIELDS]
+    sums = (
+        priced.group_by([*key_columns, "_rate", "_unpriced", "_day"])
+        .agg(pl.col(c).sum() for c in counts)
+        .sort("_day")
+    )
+    rows: dict[tuple[Any, ...], _Row] = {}
+    for g in sums.iter_rows(named=True):
+        keys = {k: g[f"_key_{k}"] for k in by}
+        row = rows.setdefault(tuple(keys.values()), _Row(keys))
+        for name in counts:
+            row.counts[name] += int(g[name])
+        if g["_rate"] is None:
+            row.unpriced.add(g["_unpriced"])
             row.unpriced_requests += int(g["requests"])
             continue
+        rates = found[g["_rate"]]
         tokens = TokenCounts(
             input=int(g["input_tokens"]),
             output=int(g["output_tokens"]),
@@ -205,11 +245,21 @@ def price_spend(
             reasoning=int(g["reasoning_tokens"]),
             requests=int(g["requests"]),
         )
-        key = (rates.currency, day)
+        key = (rates.currency, g["_day"])
         row.cost[key] = row.cost.get(key, Decimal(0)) + rates.cost(tokens).amount
         row.savings[key] = row.savings.get(key, Decimal(0)) + rates.cache_savings(tokens).amount
         row.versions.add(rates.version_id)
         row.periods.add(rates.period + (f" + {rates.promotion}" if rates.promotion else ""))
+    billed = priced.filter(pl.col("billed_cost").is_not_null())
+    if not billed.is_empty():
+        billed_sums = billed.group_by(
+            [*key_columns, pl.col("billed_currency").fill_null("USD").alias("_currency"), "_day"]
+        ).agg(pl.col("billed_cost").sum())
+        for g in billed_sums.iter_rows(named=True):
+            keys = {k: g[f"_key_{k}"] for k in by}
+            row = rows.setdefault(tuple(keys.values()), _Row(keys))
+            billed_key = (str(g["_currency"]), g["_day"])
+            row.billed[billed_key] = row.billed.get(billed_key, Decimal(0)) + Decimal(g["billed_cost"])
     return [_finish(rows[k], catalog, currency) for k in sorted(rows, key=_sort_key)]
 
 

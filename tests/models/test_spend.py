@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from models.catalog import Catalog, ContextTier, Offer, Prices, PriceWindow, Promotion, TimeSpan
 from models.errors import InputError
@@ -140,3 +143,86 @@ def test_billed_cost_is_kept_beside_the_computed_one() -> None:
     )
     (row,) = price_spend(frame, (), CATALOG)
     assert row.cost == Money(d(2), "USD") and row.billed_cost == Money(Decimal("2.5"), "USD")
+
+
+WINDOWED = offer(
+    "o/win",
+    "deepseek",
+    "ds-w",
+    version(prices=Prices(d(4), d(16)), windows=(window(990, 30),), currency="CNY"),
+)
+TIERED = offer(
+    "o/tier",
+    "anthropic",
+    "claude-x",
+    version(prices=Prices(d(3), d(15)), tiers=(ContextTier(200_000, Prices(d(6), d(22))),)),
+)
+MANY = Catalog({"o/usd": USD, "o/cny": CNY, "o/win": WINDOWED, "o/tier": TIERED}, FX)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                [
+                    ("openai", "gpt-x"),
+                    (None, "gpt-x"),
+                    ("deepseek", "ds-w"),
+                    ("anthropic", "claude-x"),
+                    ("x", "unknown"),
+                ]
+            ),
+            st.sampled_from(["a", "b", None]),
+            st.integers(0, 95),  # a half-hour bucket over two days
+            st.sampled_from([0, 200_001]),
+            st.integers(0, 3_000_000),
+            st.integers(0, 500_000),
+            st.sampled_from([None, "1.5"]),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    st.sampled_from([(), ("team",), ("provider", "model"), ("day", "team"), ("hour",)]),
+)
+def test_rolling_up_many_groups_prices_each_as_if_alone(
+    specs: list[tuple[tuple[str | None, str], str | None, int, int, int, int, str | None]],
+    by: tuple[str, ...],
+) -> None:
+    rows = []
+    for (provider, model), team, half_hour, input_each, tokens, output, billed in specs:
+        bucket = datetime(2025, 3, 1) + timedelta(minutes=30 * half_hour)
+        rows.append(
+            {
+                "provider": provider,
+                "model": model,
+                "team": team,
+                "bucket": bucket,
+                "day": bucket.date(),
+                "hour": bucket.replace(minute=0),
+                "input_each": input_each,
+                "input_tokens": tokens,
+                "cached_input_tokens": tokens // 3,
+                "output_tokens": output,
+                "requests": 2,
+                "billed_cost": Decimal(billed) if billed else None,
+                "billed_currency": "USD" if billed else None,
+            }
+        )
+    together = {tuple(r.keys.values()): r for r in price_spend(groups(rows), by, MANY, "CNY")}
+    alone: dict[tuple[object, ...], list[Any]] = {}
+    for row in rows:
+        (single,) = price_spend(groups([row]), by, MANY, "CNY")
+        alone.setdefault(tuple(single.keys.values()), []).append(single)
+    assert set(together) == set(alone)
+    for key, parts in alone.items():
+        row = together[key]
+        assert row.requests == sum(p.requests for p in parts)
+        assert row.input_tokens == sum(p.input_tokens for p in parts)
+        priced = [p.cost.amount for p in parts if p.cost is not None]
+        assert (row.cost.amount if row.cost else None) == (sum(priced) if priced else None)
+        billed = [p.billed_cost.amount for p in parts if p.billed_cost is not None]
+        assert (row.billed_cost.amount if row.billed_cost else None) == (sum(billed) if billed else None)
+        assert set(row.unpriced_models) == {m for p in parts for m in p.unpriced_models}
+        assert row.unpriced_requests == sum(p.unpriced_requests for p in parts)
+        assert set(row.price_versions) == {v for p in parts for v in p.price_versions}
+        assert set(row.periods) == {v for p in parts for v in p.periods}
