@@ -56,6 +56,7 @@ class Rates:
     period: str  # the time-of-day window's name, or the version's base period
     promotion: str | None = None
     tier: int | None = None  # the long-context threshold that applied
+    discounted: bool = False  # `period` is cheaper than the version's dearest hours (see discounted_period)
 
     def cost(self, tokens: TokenCounts) -> Money:
         return self.cost_of(
@@ -101,6 +102,7 @@ class Rates:
             self.period,
             self.promotion,
             self.tier,
+            self.discounted,
         )
 
 
@@ -146,6 +148,14 @@ def period_at(version: OfferVersion, at: datetime) -> tuple[str, Decimal]:
     return version.base_period, Decimal(1)
 
 
+def discounted_period(version: OfferVersion, multiplier: Decimal) -> bool:
+    """Whether hours priced at `multiplier` (a time-of-day window's, or 1 outside every window) are cheaper
+    than the version's dearest hours: DeepSeek's off-peak window (x0.5), or the hours outside a peak window
+    (x1 beside a x1.5 peak)."""
+    dearest = max((w.multiplier for w in version.windows), default=Decimal(1))
+    return multiplier < max(dearest, Decimal(1))
+
+
 def rates_at(
     version: OfferVersion,
     at: datetime,
@@ -163,8 +173,9 @@ def rates_at(
     cached, write, output, reasoning = resolve_prices(version, prices)
     if time_multiplier is None:
         period, multiplier = period_at(version, at)
+        discounted = discounted_period(version, multiplier)
     else:
-        period, multiplier = "demand-weighted", time_multiplier
+        period, multiplier, discounted = "demand-weighted", time_multiplier, False
     promotion = next((p for p in version.promotions if p.active(at)), None)
     if promotion is not None:
         multiplier *= promotion.multiplier
@@ -179,6 +190,7 @@ def rates_at(
         period,
         promotion.name if promotion else None,
         tier,
+        discounted,
     )
     return rates.scaled(multiplier) if multiplier != 1 else rates
 

@@ -89,6 +89,7 @@ class SpendRow:
     reasoning_tokens: int
     cost: Money | None  # what the priced part cost; None when nothing in the row could be priced
     cache_savings: Money | None  # cached tokens at the miss price, minus what they cost
+    discounted_cost: Money | None  # the part of `cost` priced in discounted hours (off-peak windows)
     billed_cost: Money | None  # what the logs themselves said it cost, where they did
     price_versions: tuple[str, ...]
     periods: tuple[str, ...]  # time-of-day periods (and promotions) the cost was priced in
@@ -104,6 +105,7 @@ class SpendRow:
             **{name: getattr(self, name) for name in TOKEN_FIELDS},
             "cost": self.cost.to_json() if self.cost else None,
             "cache_savings": self.cache_savings.to_json() if self.cache_savings else None,
+            "discounted_cost": self.discounted_cost.to_json() if self.discounted_cost else None,
             "billed_cost": self.billed_cost.to_json() if self.billed_cost else None,
             "price_versions": list(self.price_versions),
             "periods": list(self.periods),
@@ -126,6 +128,7 @@ class _Row:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("requests", *TOKEN_FIELDS), 0))
     cost: dict[tuple[str, date], Decimal] = field(default_factory=dict)
     savings: dict[tuple[str, date], Decimal] = field(default_factory=dict)
+    discounted: dict[tuple[str, date], Decimal] = field(default_factory=dict)
     billed: dict[tuple[str, date], Decimal] = field(default_factory=dict)
     versions: set[str] = field(default_factory=set)
     periods: set[str] = field(default_factory=set)
@@ -248,6 +251,8 @@ def price_spend(
         key = (rates.currency, g["_day"])
         row.cost[key] = row.cost.get(key, Decimal(0)) + rates.cost(tokens).amount
         row.savings[key] = row.savings.get(key, Decimal(0)) + rates.cache_savings(tokens).amount
+        if rates.discounted:
+            row.discounted[key] = row.discounted.get(key, Decimal(0)) + rates.cost(tokens).amount
         row.versions.add(rates.version_id)
         row.periods.add(rates.period + (f" + {rates.promotion}" if rates.promotion else ""))
     billed = priced.filter(pl.col("billed_cost").is_not_null())
@@ -302,6 +307,7 @@ def _finish(row: _Row, catalog: Catalog, currency: str | None) -> SpendRow:
         reasoning_tokens=row.counts["reasoning_tokens"],
         cost=convert(row.cost, shown),
         cache_savings=convert(row.savings, shown),
+        discounted_cost=(convert(row.discounted, shown) or Money.zero(shown)) if row.cost and shown else None,
         billed_cost=convert(row.billed, billed_to),
         price_versions=tuple(sorted(row.versions)),
         periods=tuple(sorted(row.periods)),

@@ -63,14 +63,12 @@ def render() -> None:
         help="What the cached input tokens would have cost at the miss price, minus what they cost",
     )
     m[2].metric("Requests", f"{int(table['requests'].sum()):,}")
-    offpeak = _offpeak_share(
-        state.read(spend_report, priced=True, selection=selection, by=("hour",), currency=currency)
-    )
+    offpeak = _discounted_share(totals)
     m[3].metric(
         "Spend in discounted hours",
         "—" if offpeak is None else f"{offpeak:.0%}",
-        help="Share of spend priced in a time-of-day window cheaper than the offer's list (e.g. DeepSeek "
-        "off-peak)",
+        help="Share of spend priced in hours cheaper than the offer's dearest: an off-peak window "
+        "(DeepSeek), or the hours outside a peak window",
     )
     st.plotly_chart(
         charts.time_series(
@@ -128,15 +126,13 @@ def render() -> None:
     )
 
 
-def _offpeak_share(rows: list) -> float | None:  # type: ignore[type-arg]
-    """The share of spend priced in a discounted time-of-day period (off-peak, or outside a peak window)."""
-    total = sum(float(r.cost.amount) for r in rows if r.cost is not None)
+def _discounted_share(rows: list) -> float | None:  # type: ignore[type-arg]
+    """The share of spend priced in discounted time-of-day periods (see models.pricing.discounted_period)."""
+    priced = [r for r in rows if r.cost is not None]
+    total = sum(float(r.cost.amount) for r in priced)
     if not total:
         return None
-    cheap = sum(
-        float(r.cost.amount) for r in rows if r.cost is not None and any("off-peak" in p for p in r.periods)
-    )
-    return cheap / total
+    return sum(float(r.discounted_cost.amount) for r in priced if r.discounted_cost is not None) / total
 
 
 def _budget(currency: str) -> None:

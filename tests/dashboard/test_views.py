@@ -96,6 +96,10 @@ def test_spend_view_totals_and_breakdown(demo: AppTest, demo_db: tuple[Path, Pat
         assert record["requests"] == row.requests
         if row.cost is not None:
             assert record["cost"] == pytest.approx(float(row.cost.amount))
+    priced = [r for r in rows if r.cost is not None]
+    cheap = sum(r.discounted_cost.amount for r in priced if r.discounted_cost is not None)
+    share = cheap / sum(r.cost.amount for r in priced if r.cost is not None)
+    assert metric(demo, "Spend in discounted hours") == f"{share:.0%}"
     demo.segmented_control(key="spend_by").set_value("model").run()
     assert not demo.exception
     assert "model" in demo.dataframe[1].value.columns

@@ -226,3 +226,40 @@ def test_rolling_up_many_groups_prices_each_as_if_alone(
         assert row.unpriced_requests == sum(p.unpriced_requests for p in parts)
         assert set(row.price_versions) == {v for p in parts for v in p.price_versions}
         assert set(row.periods) == {v for p in parts for v in p.periods}
+
+
+def test_discounted_cost_is_the_part_priced_in_cheaper_hours() -> None:
+    # DeepSeek-style: an off-peak window at half price; the rest of the day is the dearest
+    off_peak = version(prices=Prices(d(4), d(16)), windows=(window(990, 30),), currency="CNY")
+    # a peak window dearer than the list price: the hours outside it are the cheaper ones
+    peak = PriceWindow("peak", (TimeSpan(60, 120),), d("1.5"))
+    peaked = version(prices=Prices(d(2), d(8)), windows=(peak,), base_period="off-peak", currency="CNY")
+    catalog = Catalog(
+        {
+            "o/off": offer("o/off", "deepseek", "ds-off", off_peak),
+            "o/peak": offer("o/peak", "deepseek", "ds-peak", peaked),
+            "o/cny": CNY,
+        },
+        FX,
+    )
+    at = {
+        "off-peak": datetime(2025, 3, 1, 17),
+        "day": datetime(2025, 3, 1, 10),
+        "peak": datetime(2025, 3, 1, 1),
+    }
+    frame = groups(
+        [
+            {"provider": "deepseek", "model": "ds-off", "bucket": at["off-peak"], "input_tokens": 1_000_000},
+            {"provider": "deepseek", "model": "ds-off", "bucket": at["day"], "input_tokens": 1_000_000},
+            {"provider": "deepseek", "model": "ds-peak", "bucket": at["peak"], "input_tokens": 1_000_000},
+            {"provider": "deepseek", "model": "ds-peak", "bucket": at["day"], "input_tokens": 1_000_000},
+            {"provider": "deepseek", "model": "ds-x", "bucket": at["day"], "input_tokens": 1_000_000},
+        ]
+    )
+    (row,) = price_spend(frame, (), catalog)
+    # 2 (off-peak, half of 4) + 4 (list) + 3 (peak, 1.5 x 2) + 2 (outside the peak) + 4 (no windows)
+    assert row.cost == Money(d(15), "CNY")
+    assert row.discounted_cost == Money(d(2 + 2), "CNY")
+    assert row.to_json()["discounted_cost"] == {"amount": "4", "currency": "CNY"}
+    (plain,) = price_spend(frame.filter(pl.col("model") == "ds-x"), (), catalog)
+    assert plain.discounted_cost == Money(d(0), "CNY")  # priced, none of it in cheaper hours

@@ -54,6 +54,8 @@ def test_spend_json_rows(loaded: Path, capsys: pytest.CaptureFixture[str]) -> No
         "reasoning_tokens": 3520,
         "cost": {"amount": "0.074948", "currency": "CNY"},
         "cache_savings": {"amount": "0.015552", "currency": "CNY"},
+        # the part priced in the off-peak window (16:30-00:30 UTC): the hour rows mix both periods
+        "discounted_cost": {"amount": "0.00594", "currency": "CNY"},
         "billed_cost": None,
         "price_versions": ["test/deepseek-reasoner@2025-01-01", "test/deepseek-reasoner@2025-03-03"],
         "periods": ["off-peak", "standard"],
