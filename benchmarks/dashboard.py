@@ -290,7 +290,8 @@ def view_reads(db: Path) -> dict[str, Callable[[], object]]:
 
     def switch() -> None:
         catalog, since, until = common()
-        selection = UsageFilter(since, until)
+        # the view replays the last 7 days of the period unless its slider asks for more
+        selection = UsageFilter(max(since, until - timedelta(days=7)), until)
         targets = ("volcengine/deepseek-r1", "deepseek/deepseek-v4-pro", "cloud/deepseek-r1-10k")
         options = ReplayOptions(tokenizer_ratio=(Decimal("0.9"), Decimal("1.1")), currency=CURRENCY)
         simulate_offers(db, catalog, targets, options, selection).comparison()
