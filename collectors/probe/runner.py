@@ -16,11 +16,12 @@ gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,6 +41,8 @@ from models.money import Money
 from models.pricing import TokenCounts, rates_at
 from models.probe import LagStats, LoadPlan, Phase, ProbeRun, RequestKind, RequestResult
 
+INTERRUPTED = "interrupted: nothing more was sent, and the requests in flight were finished"
+
 
 class Backoff:
     """Shared by every worker of a run: when sending may resume, and whether to give up."""
@@ -51,12 +54,17 @@ class Backoff:
         self.strikes = 0
         self.pauses = 0
 
-    async def ready(self) -> float:
-        """Wait out any pause; the moment it ended (0 if there was none to wait for)."""
+    async def ready(
+        self,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        stopped: Callable[[], bool] = lambda: False,
+    ) -> float:
+        """Wait out any pause, unless the run is `stopped` (`sleep` may wake early for that); the moment
+        the pause ended (0 if there was none to wait for)."""
         waited = False
-        while (wait := self.pause_until - now()) > 0:
+        while (wait := self.pause_until - now()) > 0 and not stopped():
             waited = True
-            await asyncio.sleep(wait)
+            await sleep(wait)
         return self.pause_until if waited else 0.0
 
     def record(self, sent: Exchange, at: float) -> str | None:
@@ -134,6 +142,7 @@ class _Session:
         offer: Offer | None,
         run_id: str,
         lag_interval_s: float,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self.client = client
         self.endpoint = endpoint
@@ -149,6 +158,7 @@ class _Session:
         self.backoff = Backoff(plan.max_retry_wait_s, plan.max_429_strikes)
         self.results: list[RequestResult] = []
         self.stop_reason = ""
+        self.stop = stop
         self.not_sent = 0
         self.next_seq = 0
         self.started_at = datetime.now(UTC).replace(tzinfo=None)
@@ -160,7 +170,21 @@ class _Session:
     def stopping(self) -> bool:
         if not self.stop_reason and now() >= self.deadline:
             self.stop_reason = f"the {self.plan.max_duration_s:g} s time budget ran out"
+        if not self.stop_reason and self.stop is not None and self.stop.is_set():
+            self.stop_reason = INTERRUPTED
         return bool(self.stop_reason)
+
+    async def sleep(self, seconds: float) -> None:
+        """asyncio.sleep, woken early when the run is told to stop."""
+        if self.stop is None:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), seconds)
+
+    async def resumed(self) -> float:
+        """The backoff's ready(), cut short when the run is told to stop."""
+        return await self.backoff.ready(self.sleep, self.stopping)
 
     def load_work(self, phase: Phase) -> Work:
         seq = self.next_seq
@@ -207,12 +231,14 @@ class _Session:
             nonlocal remaining
             ready_at = start + index * self.plan.ramp_s / concurrency
             if (delay := ready_at - now()) > 0:
-                await asyncio.sleep(delay)
+                await self.sleep(delay)
             while remaining > 0 and not self.stopping():
-                remaining -= 1
-                work = self.load_work(phase)
-                resumed = await self.backoff.ready()
-                ready_at = await self.send(work, max(ready_at, resumed))
+                remaining -= 1  # claimed before any wait: the other workers see it gone
+                resumed = await self.resumed()
+                if self.stopping():
+                    remaining += 1  # not sent after all
+                    break
+                ready_at = await self.send(self.load_work(phase), max(ready_at, resumed))
 
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
         self.not_sent += remaining
@@ -234,11 +260,12 @@ class _Session:
                 offset += rng.expovariate(rate) if phase.poisson else 1 / rate
             due = start + shift + offset
             if (delay := due - now()) > 0:
-                await asyncio.sleep(delay)
+                await self.sleep(delay)
+            if not self.stopping():
+                resumed = await self.resumed()
             if self.stopping():
                 self.not_sent += self.plan.requests - i
                 break
-            resumed = await self.backoff.ready()
             if resumed > due:  # a pause we chose is not the endpoint's latency: move the schedule
                 shift += resumed - due
                 due = resumed
@@ -249,6 +276,8 @@ class _Session:
         phase = Phase("canary", concurrency=1)
         ready_at = now()
         for canary in CANARIES:
+            if not self.stopping():
+                resumed = await self.resumed()
             if self.stopping():
                 self.not_sent += 1
                 continue
@@ -257,7 +286,6 @@ class _Session:
             work = Work(
                 seq, phase, "canary", canary_messages(canary), self.plan.canary_max_tokens, canary=canary
             )
-            resumed = await self.backoff.ready()
             ready_at = await self.send(work, max(ready_at, resumed))
 
     # ------------------------------------------------------------------------------------------- one request
@@ -384,14 +412,17 @@ async def run_probe(
     offer: Offer | None = None,
     run_id: str | None = None,
     lag_interval_s: float = 0.01,
+    stop: asyncio.Event | None = None,
 ) -> ProbeRun:
     """Probe `endpoint` with `plan` through `client`; never raises for what the endpoint or network does.
 
     The key is `api_key` if given, else read from `endpoint.api_key_env` (an unset variable is an InputError
-    naming it). `offer` prices the probe's own tokens. Store the run with `storage.probes.write_probe_run`.
+    naming it). `offer` prices the probe's own tokens. Setting `stop` ends the run early: nothing more is
+    sent, the requests in flight finish, and the run comes back with what it measured (`stop_reason` says
+    so). Store the run with `storage.probes.write_probe_run`.
     """
     key = api_key if api_key is not None else endpoint.api_key()
-    session = _Session(client, endpoint, plan, key, offer, run_id or uuid.uuid4().hex, lag_interval_s)
+    session = _Session(client, endpoint, plan, key, offer, run_id or uuid.uuid4().hex, lag_interval_s, stop)
     return await session.run()
 
 

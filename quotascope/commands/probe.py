@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import signal
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from collectors.probe import Endpoint, find_endpoint, make_client, run_probe
 from collectors.probe.loop import run_async
+from collectors.probe.runner import INTERRUPTED
 from models.catalog import Offer
 from models.errors import InputError
 from models.probe import LoadPlan, ProbeRun, summarize
@@ -100,8 +105,33 @@ def endpoint_from(args: argparse.Namespace) -> Endpoint:
 
 
 async def _probe(endpoint: Endpoint, plan: LoadPlan, api_key: str | None, offer: Offer | None) -> ProbeRun:
-    async with make_client(endpoint, plan) as client:
-        return await run_probe(client, endpoint, plan, api_key=api_key, offer=offer)
+    """The run; a first Ctrl-C stops it gracefully (what was measured is kept), a second abandons it."""
+    stop = asyncio.Event()
+    main = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+
+    def interrupted() -> None:
+        if stop.is_set():
+            assert main is not None
+            main.cancel()
+            return
+        stop.set()
+        print(
+            "quotascope: stopping the probe: nothing more is sent, the requests in flight finish and the run "
+            "is kept (Ctrl-C again to abandon it)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    # no signal handlers on Windows or off the main thread: Ctrl-C then simply interrupts
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, interrupted)
+    try:
+        async with make_client(endpoint, plan) as client:
+            return await run_probe(client, endpoint, plan, api_key=api_key, offer=offer, stop=stop)
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,12 +151,17 @@ def run(args: argparse.Namespace) -> int:
     offer_id = args.offer or endpoint.offer
     offer = catalog_from(args).get(offer_id) if offer_id else None
     api_key = endpoint.api_key()  # before any request: an unset variable is one clear sentence
-    probe_run = run_async(_probe(endpoint, plan, api_key, offer))
+    try:
+        probe_run = run_async(_probe(endpoint, plan, api_key, offer))
+    except asyncio.CancelledError:  # the second Ctrl-C: nothing is kept
+        raise KeyboardInterrupt from None
     stored = None if args.no_store else db_path(args)
     if stored is not None:
         write_probe_run(stored, probe_run)
     summary = summarize(probe_run)
     emit(args.json, summary, lambda: render(summary, stored))
+    if probe_run.stop_reason == INTERRUPTED:
+        return 130  # what a shell expects of a command stopped by Ctrl-C, with the run kept all the same
     return 0 if summary["ok"] else 1
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -218,3 +220,36 @@ def test_emulate_serves_until_stopped_and_the_probe_reaches_it(
     assert summary["rate_limit"]["limits"]["tokens"] == 100_000
     assert "Finished server process" in log  # a graceful shutdown (uvicorn then re-raises the SIGTERM)
     assert '"POST /v1/chat/completions HTTP/1.1" 200' in access  # uvicorn writes its access log to stdout
+
+
+def test_ctrl_c_stops_the_probe_and_keeps_what_it_measured(tmp_path: Path) -> None:
+    """A first Ctrl-C: nothing more is sent, the requests in flight finish, the run is stored, exit 130."""
+    config = EmulatorConfig(ttft_ms=100, tokens_per_s=40, output_tokens=20)  # ~0.6 s a request
+    db = tmp_path / "probe.duckdb"
+    with EmulatorServer(config) as server:
+        argv = ["probe", "--base-url", server.base_url, "--model", MODEL, "--concurrency", "2"]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "quotascope.cli", *argv, "--requests", "60", "--db", str(db)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while (
+                server.emulator.stats.requests < 3 and process.poll() is None and time.monotonic() < deadline
+            ):
+                time.sleep(0.05)  # the first requests (a signal before then finds no handler yet)
+            process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=60)
+        finally:
+            process.kill()
+        received = server.emulator.stats.requests
+    assert process.returncode == 130, err
+    assert "stopping the probe" in err
+    assert "interrupted" in out
+    (run,) = probe_runs(db).to_dicts()
+    assert run["stopped_early"] and run["stop_reason"].startswith("interrupted")
+    assert 3 <= run["requests"] == run["ok"] == received < 60  # every request sent was finished and kept
+    assert run["not_sent"] == 60 - received
