@@ -272,7 +272,7 @@ def view_reads(db: Path) -> dict[str, Callable[[], object]]:
     def spend() -> None:
         catalog, since, until = common()
         selection = UsageFilter(since, until)
-        for by in (("day", "team"), ("team",), ("hour",)):
+        for by in (("day", "team"), ("team",)):
             spend_report(db, catalog, selection, by, CURRENCY)
         now = datetime.now(UTC).replace(tzinfo=None)
         budget_statuses(db, catalog, month_start(now.date()), now)
