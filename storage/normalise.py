@@ -306,7 +306,10 @@ typed AS (
         checks: list[tuple[str, str]] = [
             (
                 "s IS NULL",
-                "CASE WHEN NOT regexp_matches(rtrim(line, ' ' || chr(9) || chr(10) || chr(13)), '[}\\]]$') "
+                "CASE WHEN regexp_full_match(line, '[\\s\\pZ\\x0b\\x1c-\\x1f\\x85]*') "
+                "THEN 'not valid JSON (only white space JSON does not allow, such as a vertical tab or a "
+                "no-break space)' "
+                "WHEN NOT regexp_matches(rtrim(line, ' ' || chr(9) || chr(10) || chr(13)), '[}\\]]$') "
                 "THEN 'not valid JSON (the record is cut short)' ELSE 'not valid JSON' END",
             ),
             (
@@ -693,7 +696,6 @@ class Normaliser:
     ) -> list[Reject]:
         """Why each of these lines (which failed a check elsewhere) is rejected."""
         source, rejects = lines_table(data, line_numbers=line_numbers)
-        source = source.filter(pc.invert(pc.utf8_is_space(source.column("line"))))
         cursor = self._cursor()
         try:
             rejects += self._reasons(cursor, spec, source, context)

@@ -231,9 +231,13 @@ class FileLines:
 
 
 MAX_BLANK_CANDIDATES = 10_000
-WHITESPACE = b" \t\n\v\f\r"  # what DuckDB's JSON reader skips as a blank line (C's isspace)
+# A blank line holds only these (the \s of the readers' regular expressions); a line of other white space
+# (\v, a no-break space) is not valid JSON and is rejected as such, by every reader
+WHITESPACE = b" \t\n\f\r"
+# DuckDB's JSON reader also skips lines of \v (C's isspace): they are candidates, found not blank, and the
+# file goes to the line reader, which rejects them as the block reader does
 _STARTS_BLANK = np.zeros(256, dtype=bool)
-_STARTS_BLANK[list(WHITESPACE)] = True
+_STARTS_BLANK[list(WHITESPACE + b"\v")] = True
 
 
 class _LineCounter:

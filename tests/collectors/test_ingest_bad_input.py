@@ -141,7 +141,7 @@ def test_bom_crlf_and_blank_lines(tmp_path: Path, reader: str) -> None:
         ([1, 2, 3, "", " \t", "\f"], "duckdb-json"),  # blank lines only at the end: places still agree
         ([" " + response(1), 2, "\t", 3], "duckdb-lines"),  # a blank line before a record: they do not
         (["", 1, 2], "duckdb-lines"),
-        ([1, "\u000b", 2], "duckdb-lines"),
+        ([1, "\f", 2], "duckdb-lines"),
     ],
 )
 def test_blank_lines_before_a_record_hand_the_file_to_the_line_reader(
@@ -285,3 +285,21 @@ def test_rss_is_measured_in_kib_here() -> None:
     # ru_maxrss is KiB on Linux (bytes on macOS); the memory test above relies on it
     assert sys.platform.startswith("linux")
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 10_000
+
+
+@pytest.mark.parametrize("reader", list(READERS))
+def test_lines_of_other_white_space_are_rejected_by_every_reader(tmp_path: Path, reader: str) -> None:
+    # blank means spaces, tabs, \f and line ends; a vertical tab, a no-break space or an ideographic space
+    # alone is not valid JSON (DuckDB's JSON reader skips \v lines: the file goes to its line reader)
+    odd = ["\v", "\u00a0", "\u3000", "\x1c", " \f "]
+    log = tmp_path / "odd.jsonl"
+    log.write_text("\n".join([response(1), *odd, response(2)]) + "\n")
+    db = tmp_path / "q.duckdb"
+    (result,) = ingest(db, log, reader=reader)
+    assert (result.counts.read, result.counts.stored, result.counts.rejected) == (6, 2, 4)
+    reason = (
+        "not valid JSON (only white space JSON does not allow, such as a vertical tab or a no-break space)"
+    )
+    assert query(db, "SELECT line_no, reason FROM rejects ORDER BY line_no") == [
+        (n, reason) for n in (2, 3, 4, 5)
+    ]
