@@ -253,6 +253,9 @@ class _Session:
 
         async def bounded(work: Work, t0: float) -> float:
             async with slots:
+                if self.stopping():  # scheduled, but its turn came after the run was told to stop
+                    self.not_sent += 1
+                    return now()
                 return await self.send(work, t0)
 
         for i in range(self.plan.requests):

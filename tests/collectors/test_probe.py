@@ -156,3 +156,27 @@ def test_prompts_of_each_length_reach_the_server_and_never_hit_its_cache() -> No
     assert [r.input_tokens for r in run.results] == [100, 1000, 10_000] * 2
     assert all(r.cached_input_tokens == 0 for r in run.results)
     assert set(summarize(run)["by_input_tokens"]) == {"100", "1000", "10000"}
+
+
+@pytest.mark.parametrize("profile", ["concurrency", "rate"])
+def test_a_stop_ends_the_run_sending_nothing_more(profile: str) -> None:
+    """What the CLI's first Ctrl-C does: requests already waiting for a slot are not sent either."""
+    config = EmulatorConfig(ttft_ms=200, tokens_per_s=1000, output_tokens=2)
+    if profile == "rate":  # 50 a second scheduled, one in flight at a time: a queue builds behind it
+        plan = LoadPlan(profile="rate", rate_per_s=50, requests=40, max_tokens=5, max_in_flight=1)
+    else:
+        plan = LoadPlan(concurrency=(2,), requests=40, max_tokens=5)
+
+    async def go(base_url: str) -> ProbeRun:
+        target = Endpoint("emu", base_url, MODEL)
+        stop = asyncio.Event()
+        async with make_client(target, plan) as client:
+            asyncio.get_running_loop().call_later(0.3, stop.set)
+            return await run_probe(client, target, plan, stop=stop)
+
+    with EmulatorServer(config) as server:
+        run = asyncio.run(go(server.base_url))
+        received = server.emulator.stats.requests
+    assert run.stop_reason.startswith("interrupted")
+    assert len(run.results) == received <= 4  # what was in flight at 0.3 s (~0.2 s a request), and no more
+    assert len(run.results) + run.not_sent == 40
