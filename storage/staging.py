@@ -37,14 +37,10 @@ import pyarrow.compute as pc
 from models.usage_record import RecordSpec
 from storage.arrow import int64_array
 from storage.db import StorageError
-from storage.normalise import _MACROS, IngestContext, _used, build_sql, tag_columns
+from storage.normalise import _MACROS, IngestContext, _lit, _used, build_sql, tag_columns
 
 STAGE_MEMORY = "1GB"
 STREAM_ROWS = 100_000
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 @dataclass

@@ -43,7 +43,7 @@ class ByteSource:
     """A file's decompressed bytes in bounded pieces, hashing the bytes on disk as they are read.
 
     `consumed` counts the bytes read from disk (for progress); `content_hash` is the file's content hash once
-    the stream is exhausted.
+    the stream is exhausted; `bom` says whether `pieces()` (or `peek()`) removed a byte-order mark.
     """
 
     def __init__(self, path: Path) -> None:
@@ -58,6 +58,7 @@ class ByteSource:
         except OSError as e:
             raise InputError(f"{path}: cannot be read ({e.strerror})") from e
         self._hash = xxhash.xxh3_128()
+        self.bom = False
         self.consumed = 0
         head = self._file.read(2)
         self._file.seek(0)
@@ -100,6 +101,7 @@ class ByteSource:
                     continue
                 if piece.startswith(UTF8_BOM):
                     piece = piece[len(UTF8_BOM) :]
+                    self.bom = True
                 first = False
             if piece:
                 yield piece
@@ -135,6 +137,7 @@ class ByteSource:
                         break
             except InputError:
                 pass  # a damaged tail shows when the file is read for real
+            self.bom = other.bom
             return bytes(out[:limit])
 
 
@@ -247,7 +250,6 @@ class _LineCounter:
         self.lines = 0  # newlines seen
         self.candidates: list[int] | None = []
         self._at_line_start = True  # the next byte begins line `lines + 1`
-        self.last = b"\n"
 
     def feed(self, data: bytes | memoryview) -> None:
         if not len(data):
@@ -269,10 +271,10 @@ class _LineCounter:
                 self.candidates = None
         self.lines += len(ends)
         self._at_line_start = bool(array[-1] == NEWLINE)
-        self.last = bytes(data[-1:])
 
     def result(self, content_hash: str) -> FileLines:
-        return FileLines(content_hash, self.lines + (self.last != b"\n"), self.candidates)
+        # a last line without a newline counts too
+        return FileLines(content_hash, self.lines + (not self._at_line_start), self.candidates)
 
 
 def hash_and_count(path: Path) -> FileLines:
@@ -293,21 +295,6 @@ def hash_and_count(path: Path) -> FileLines:
                 digest.update(view[:n])
                 counter.feed(view[:n])
         return counter.result(HASH_PREFIX + digest.hexdigest())
-
-
-def starts_with_bom(path: Path) -> bool:
-    """Whether the (decompressed) content begins with a UTF-8 byte-order mark."""
-    try:
-        with ByteSource(path) as source:
-            pieces = source._inflated() if source.compressed else source._disk_pieces()
-            head = b""
-            for piece in pieces:
-                head += piece[: len(UTF8_BOM)]
-                if len(head) >= len(UTF8_BOM):
-                    break
-            return head[: len(UTF8_BOM)] == UTF8_BOM
-    except InputError:
-        return False  # a damaged file is reported by the reader that reads it
 
 
 def blank_lines(path: Path, candidates: list[int]) -> list[int]:

@@ -36,7 +36,6 @@ from collectors.ingest.files import (
     fetch_lines,
     hash_and_count,
     line_blocks,
-    starts_with_bom,
 )
 from collectors.ingest.formats import csv_spec, spec_for
 from collectors.ingest.progress import Progress
@@ -216,7 +215,7 @@ def ingest_file(
     with ByteSource(path) as source:
         sample = source.peek()
         detection = detect(sample, str(path), forced)
-        size, compressed = source.size, source.compressed
+        size, compressed, bom = source.size, source.compressed, source.bom
     # for the progress bar: how many bytes of the file a line stands for, judged by its first megabyte
     bytes_per_line = len(sample) / max(1, sample.count(b"\n")) if not compressed else 0.0
     run = SourceRun(
@@ -232,7 +231,7 @@ def ingest_file(
     try:
         readers: list[Literal["json", "lines"]] = []
         if detection.container == "jsonl" and detection.format in ("openai", "anthropic"):
-            if options.reader == "fast" and not starts_with_bom(path):
+            if options.reader == "fast" and not bom:
                 readers.append("json")
             if options.reader in ("fast", "lines"):
                 readers.append("lines")
