@@ -185,8 +185,7 @@ def price_spend(
     pricer = _Pricer(catalog)
     question_keys = ["provider", "model", "bucket", "input_each"]
     questions = groups.select(question_keys).unique()
-    found: list[Rates] = []
-    numbers: dict[int, int] = {}  # id(rates) -> its place in `found`
+    found: dict[Rates, int] = {}  # each distinct rate -> its number
     rate_no: list[int | None] = []
     unpriced: list[str | None] = []
     matched_provider: list[str | None] = []
@@ -201,9 +200,7 @@ def price_spend(
             rate_no.append(None)
             unpriced.append(label)
             continue
-        rate_no.append(numbers.setdefault(id(rates), len(found)))
-        if rate_no[-1] == len(found):
-            found.append(rates)
+        rate_no.append(found.setdefault(rates, len(found)))
         unpriced.append(None)
     answers = questions.with_columns(
         pl.Series("_rate", rate_no, dtype=pl.Int64),
@@ -229,6 +226,7 @@ def price_spend(
         .agg(pl.col(c).sum() for c in counts)
         .sort("_day")
     )
+    by_number = list(found)  # in the order they were numbered
     rows: dict[tuple[Any, ...], _Row] = {}
     for g in sums.iter_rows(named=True):
         keys = {k: g[f"_key_{k}"] for k in by}
@@ -239,7 +237,7 @@ def price_spend(
             row.unpriced.add(g["_unpriced"])
             row.unpriced_requests += int(g["requests"])
             continue
-        rates = found[g["_rate"]]
+        rates = by_number[g["_rate"]]
         tokens = TokenCounts(
             input=int(g["input_tokens"]),
             output=int(g["output_tokens"]),
