@@ -111,12 +111,36 @@ def _big_log(path: Path, count: int) -> None:
 
 KILLABLE = textwrap.dedent(
     """
-    import sys
+    import sys, time
+    from contextlib import contextmanager
     from pathlib import Path
+    import storage.usage
     from collectors.ingest import IngestOptions, ingest_paths
-    reader = "fast" if sys.argv[4] == "streamed" else "blocks"
-    options = IngestOptions(batch_rows=int(sys.argv[3]), reader=reader, block_bytes=1 << 20)
-    ingest_paths(Path(sys.argv[1]), [Path(sys.argv[2])], salt="s", options=options)
+
+    db, log, batch_rows, mode, hold_at, pause_s, marker = sys.argv[1:8]
+    real_open_write = storage.usage.open_write
+    batches = 0
+
+    @contextmanager
+    def observed(path, **kwargs):
+        # the real write transaction; on batch `hold_at`, once every statement has run and before the commit,
+        # say how many rows were committed before it and wait there to be killed
+        global batches
+        batches += 1
+        with real_open_write(path, **kwargs) as con:
+            ((committed,),) = con.execute(
+                "SELECT coalesce(max(rows_stored), 0) FROM sources WHERE path = ?", [log]
+            ).fetchall()
+            yield con
+            if batches == int(hold_at):
+                Path(marker).write_text(str(committed))
+                time.sleep(600)
+        time.sleep(float(pause_s))  # room for readers between batches, outside the lock
+
+    storage.usage.open_write = observed
+    reader = "fast" if mode == "streamed" else "blocks"
+    options = IngestOptions(batch_rows=int(batch_rows), reader=reader, block_bytes=1 << 20)
+    ingest_paths(Path(db), [Path(log)], salt="s", options=options)
     """
 )
 
@@ -135,53 +159,43 @@ def _locked(db: Path) -> bool:
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["streamed", "blocks"])
 def test_kill_9_during_a_batch_leaves_whole_batches_and_a_rerun_completes(tmp_path: Path, mode: str) -> None:
-    db, log = tmp_path / "q.duckdb", tmp_path / "big.jsonl"
+    db, log, marker = tmp_path / "q.duckdb", tmp_path / "big.jsonl", tmp_path / "holding"
     count = 200_000
     _big_log(log, count)
     ingest(db, Path(ROOT / "tests" / "data" / "usage" / "deepseek.jsonl"))  # what was there before
     before = totals(db)
+    # the child holds its second batch's transaction open, all statements run, not committed: kill it there
     process = subprocess.Popen(
-        [sys.executable, "-c", KILLABLE, str(db), str(log), "20000", mode],
+        [sys.executable, "-c", KILLABLE, str(db), str(log), "20000", mode, "2", "0", str(marker)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 120
-        seen_batches = 0
-        while time.monotonic() < deadline and process.poll() is None:
-            if _locked(db):
-                seen_batches += 1
-                if seen_batches >= 3:  # let a couple of batches commit first, then kill inside one
-                    os.kill(process.pid, signal.SIGKILL)
-                    break
-                while _locked(db) and process.poll() is None:
-                    time.sleep(0.002)
-            time.sleep(0.002)
+        while time.monotonic() < deadline and process.poll() is None and not marker.exists():
+            time.sleep(0.01)
+        assert marker.exists(), "the ingest never reached its second batch"
+        assert _locked(db), "the batch's transaction is not open"
+        os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert process.returncode == -signal.SIGKILL, "the ingest finished before it could be killed"
+    assert process.returncode == -signal.SIGKILL
+    committed_before_the_kill = int(marker.read_text())
+    assert committed_before_the_kill > 0  # the first batch had committed
     # whole batches only: the rows stored for the killed run are exactly its committed counts, lines 1..n
-    (source_id, stored_count, finished) = (
-        query(
-            db,
-            "SELECT source_id, rows_stored, finished_at IS NOT NULL FROM sources WHERE path = ?",
-            [str(log)],
-        )[0]
-        if query(db, "SELECT count(*) FROM sources WHERE path = ?", [str(log)])[0][0]
-        else (None, 0, False)
-    )
+    source_id, stored_count, finished = query(
+        db, "SELECT source_id, rows_stored, finished_at IS NOT NULL FROM sources WHERE path = ?", [str(log)]
+    )[0]
     assert not finished
+    assert stored_count == committed_before_the_kill
     lines = query(
         db, "SELECT min(line_no), max(line_no), count(*) FROM usage WHERE source_id = ?", [source_id]
     )
-    assert lines[0][2] == stored_count
-    if stored_count:
-        assert (lines[0][0], lines[0][1]) == (1, stored_count)
-        assert stored_count % 20_000 == 0 or mode == "streamed"  # block batches are whole; streamed ones too
+    assert lines == [(1, stored_count, stored_count)]
     assert totals(db, "source_id = 1") == before  # what was there before is untouched
     # a re-run completes it: every record once
     (result,) = ingest(db, log, reader="fast" if mode == "streamed" else "blocks")
@@ -196,7 +210,7 @@ def test_a_reader_and_a_running_ingest_never_fail_each_other(tmp_path: Path) -> 
     _big_log(log, 150_000)
     ingest(db, Path(ROOT / "tests" / "data" / "usage" / "deepseek.jsonl"))
     process = subprocess.Popen(
-        [sys.executable, "-c", KILLABLE, str(db), str(log), "10000", "blocks"],
+        [sys.executable, "-c", KILLABLE, str(db), str(log), "10000", "blocks", "0", "0.3", "-"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
