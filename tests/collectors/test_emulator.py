@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -73,18 +74,14 @@ def test_stream_sends_role_then_reasoning_then_answer_then_usage_and_done(emulat
 
 
 def test_tokens_arrive_on_the_configured_schedule(emulator: EmulatorServer) -> None:
-    events = stream_events(emulator.base_url)
-    token_times = [
-        t
-        for t, data in events
-        if data != "[DONE]"
-        and (delta := (json.loads(data)["choices"] or [{}])[0].get("delta", {}))
-        and (delta.get("content") or delta.get("reasoning_content"))
-    ]
-    assert len(token_times) == 9
-    assert 0.080 <= token_times[0] < 0.080 + 0.040  # TTFT 80 ms: never early, a loaded machine allowed 40 ms
-    span = token_times[-1] - token_times[0]
-    assert span == pytest.approx(8 / 100, abs=0.015)  # 9 tokens, 10 ms apart
+    runs = [token_events(stream_events(emulator.base_url)) for _ in range(3)]
+    assert all(len(tokens) == 9 for tokens in runs)
+    # a loaded machine makes a token late, never early: the least late of three runs shows the schedule
+    best = [min(t for t, _ in same) for same in zip(*runs, strict=True)]
+    for i, t in enumerate(best):  # TTFT 80 ms, then 10 ms apart (1 ms for a timer's rounding)
+        assert t >= 0.080 + i * 0.010 - 0.001
+    assert best[0] < 0.080 + 0.040
+    assert best[-1] < 0.160 + 0.040  # a rate 25 % slow, or the TTFT paid twice, is later than this
 
 
 def test_without_include_usage_no_usage_chunk(emulator: EmulatorServer) -> None:
@@ -283,32 +280,39 @@ def token_events(events: list[tuple[float, str]]) -> list[tuple[float, str]]:
 def test_chunking_groups_tokens_but_keeps_first_and_last_on_time() -> None:
     config = EmulatorConfig(ttft_ms=50, tokens_per_s=100, output_tokens=21, chunk_ms=50)
     with EmulatorServer(config) as server:
-        tokens = token_events(stream_events(server.base_url))
-    assert len(tokens) < 21 / 3  # ~5 tokens per chunk
-    text = "".join(text for _, text in tokens)
-    assert (
-        len(text.split()) == 21
-        and text.startswith("the sea was calm")
-        and text.endswith("home the sea was calm")
-    )
-    assert 0.050 <= tokens[0][0] < 0.050 + 0.040
-    assert tokens[-1][0] - tokens[0][0] == pytest.approx(0.200, abs=0.015)  # 21 tokens, 10 ms apart
+        runs = [token_events(stream_events(server.base_url)) for _ in range(3)]
+    for tokens in runs:
+        assert len(tokens) < 21 / 3  # ~5 tokens per chunk
+        text = "".join(text for _, text in tokens)
+        assert (
+            len(text.split()) == 21
+            and text.startswith("the sea was calm")
+            and text.endswith("home the sea was calm")
+        )
+        assert tokens[0][0] >= 0.050 and tokens[-1][0] >= 0.250  # never early: 21 tokens, 10 ms apart
+    # lateness is the machine's: the least late of three runs shows the schedule
+    assert min(tokens[0][0] for tokens in runs) < 0.050 + 0.040
+    assert min(tokens[-1][0] for tokens in runs) < 0.250 + 0.040
 
 
 def test_prefill_speed_makes_uncached_prompts_slower_to_start() -> None:
     config = EmulatorConfig(ttft_ms=20, tokens_per_s=1000, output_tokens=1, prefill_tokens_per_s=10_000)
     with EmulatorServer(config) as server:
-        prompt = build_prompt(1000, "long")
-        cold = token_events(stream_events(server.base_url, messages=prompt))[0][0]
-        warm = token_events(stream_events(server.base_url, messages=prompt))[0][0]
-    assert cold >= 0.020 + 0.100  # 1000 uncached tokens at 10,000/s
-    assert warm >= 0.020 + 0.004  # 960 served from cache, 40 to prefill
-    assert cold - warm == pytest.approx(0.096, abs=0.030)
+        colds, warms = [], []
+        for k in range(3):  # a new prompt each time for a cold start, then the same one again
+            prompt = build_prompt(1000, f"long{k}")
+            colds.append(token_events(stream_events(server.base_url, messages=prompt))[0][0])
+            warms.append(token_events(stream_events(server.base_url, messages=prompt))[0][0])
+    assert min(colds) >= 0.020 + 0.100  # 1000 uncached tokens at 10,000/s
+    assert min(warms) >= 0.020 + 0.004  # 960 served from cache, 40 to prefill
+    assert min(colds) - min(warms) == pytest.approx(0.096, abs=0.030)  # the least late of each
 
 
 def test_jitter_spreads_ttft_around_the_setting() -> None:
     config = EmulatorConfig(ttft_ms=100, tokens_per_s=1000, output_tokens=1, jitter=0.5, seed=5)
     with EmulatorServer(config) as server:
         firsts = [token_events(stream_events(server.base_url))[0][0] for _ in range(8)]
-    assert all(0.050 <= t <= 0.150 + 0.025 for t in firsts)
+    assert all(t >= 0.050 for t in firsts)  # never early: 100 ms less half of it at most
+    # at most half of it later: a loaded machine may add lateness to one, not to most
+    assert statistics.median(firsts) <= 0.150 + 0.025 and max(firsts) < 0.150 + 0.100
     assert max(firsts) - min(firsts) > 0.020
