@@ -40,12 +40,12 @@ def test_timings_and_tokens_match_the_configured_truth() -> None:
     assert 100 <= ttft <= 100 + 25
     # the answer starts 5 reasoning tokens, 10 ms apart, after the first token
     assert statistics.median((r.ttfo_ms or 0) - (r.ttft_ms or 0) for r in results) == pytest.approx(50, abs=8)
-    assert statistics.median(r.itl_ms or 0 for r in results) == pytest.approx(10, abs=1)
+    assert statistics.median(r.itl_ms or 0 for r in results) == pytest.approx(10, abs=1.5)
     truth = 25 / (24 * 0.010)  # output tokens / (last token − first token)
     assert statistics.median(r.output_tokens_per_s or 0 for r in results) == pytest.approx(truth, rel=0.05)
     for r in run.results:
         assert (r.input_tokens, r.output_tokens, r.reasoning_tokens, r.cached_input_tokens) == (100, 25, 5, 0)
-        assert r.e2e_ms is not None and r.ttft_ms is not None and r.e2e_ms > r.ttft_ms + 240 - 10
+        assert r.e2e_ms is not None and r.e2e_ms >= 100 + 240 - 1  # never early: the last token's due time
         assert not r.tokens_estimated and r.canary_verdict is None
 
 
