@@ -61,7 +61,13 @@ def test_view_renders_with_charts(page: Any, app: RunningApp, view: str) -> None
     open_view(page, app, VIEWS[view])
     assert_no_exception(page)
     if CHARTS[view]:
-        page.wait_for_selector(".js-plotly-plot .main-svg", timeout=30_000)
+        # charts mount one by one after the script ends: wait for all of them, not for a fixed time
+        page.wait_for_function(
+            "n => [...document.querySelectorAll('.js-plotly-plot')].filter(p => p.querySelector('.main-svg'))"
+            " .length >= n",
+            arg=CHARTS[view],
+            timeout=30_000,
+        )
         assert page.locator(".js-plotly-plot").count() >= CHARTS[view]
     screenshot(page, view)
 
