@@ -215,11 +215,17 @@ def report_keys(by: Sequence[str]) -> tuple[str, ...]:
     return tuple(by) if any(k in TIME_KEYS for k in by) else ("day", *by)
 
 
-def read_rejects(db: Path, limit: int = 50) -> pl.DataFrame:
-    """The most recent rejected records: file, line, reason and redacted excerpt."""
-    sql = """
+def read_rejects(db: Path, limit: int = 50, all_runs: bool = False) -> pl.DataFrame:
+    """Rejected records, newest ingest first: file, line, reason and redacted excerpt.
+
+    Every ingest of a file reads all of it, so by default only each file's latest run is shown: what is wrong
+    with the file as it was last read, not again for each earlier run. `all_runs` keeps the history.
+    """
+    latest = "" if all_runs else "WHERE s.source_id IN (SELECT max(source_id) FROM sources GROUP BY path)"
+    sql = f"""
         SELECT s.path, r.line_no, r.reason, r.excerpt, s.source_id, s.started_at
         FROM rejects r JOIN sources s USING (source_id)
+        {latest}
         ORDER BY s.source_id DESC, r.line_no
         LIMIT ?
     """

@@ -77,6 +77,11 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     )
     rejects = kinds.add_parser("rejects", parents=[parent], help="records ingestion rejected, with why")
     rejects.add_argument("--limit", type=int, default=50, help="show at most this many (default 50)")
+    rejects.add_argument(
+        "--all-runs",
+        action="store_true",
+        help="every ingest's rejects (default: each file's latest ingest, which read all of it)",
+    )
     for sub in (spend, usage, *(kinds.choices[k] for k in ("profile", "rejects"))):
         sub.set_defaults(run=run)
 
@@ -109,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         document = profile_json(profile)
         emit(args.json, document, lambda: render_profile(document))
     else:
-        frame = read_rejects(db, args.limit)
+        frame = read_rejects(db, args.limit, all_runs=args.all_runs)
         documents = [{k: _key_json(v) for k, v in row.items()} for row in frame.iter_rows(named=True)]
         emit(args.json, documents, lambda: render_rejects(documents))
     return 0
@@ -229,7 +234,7 @@ def render_rejects(documents: list[dict[str, Any]]) -> str:
     if not documents:
         return "no rejected records"
     return table(
-        ["file", "line", "reason", "excerpt"],
-        [[d["path"], str(d["line_no"]), d["reason"], d["excerpt"] or ""] for d in documents],
-        align_right=[False, True, False, False],
+        ["read at", "file", "line", "reason", "excerpt"],
+        [[d["started_at"], d["path"], str(d["line_no"]), d["reason"], d["excerpt"] or ""] for d in documents],
+        align_right=[False, False, True, False, False],
     )

@@ -134,6 +134,31 @@ def test_rejects_listing(loaded: Path, capsys: pytest.CaptureFixture[str], tmp_p
     assert row["path"].endswith("bad.jsonl")
 
 
+def test_rejects_show_each_files_latest_read_unless_all_runs(
+    loaded: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    log = tmp_path / "bad.jsonl"
+    good = (
+        '{"id": "ok1", "created": 1764900000, "model": "gpt-4o",'
+        ' "usage": {"prompt_tokens": 1, "completion_tokens": 1}}\n'
+    )
+    log.write_text(good + '{"id": "x", "model": "gpt-4o", "usage": {"prompt_tokens": -1}}\n')
+    for _ in range(2):  # read twice: the same reject each time
+        assert main(["ingest", str(log), "--allow-rejects"]) == 0
+    capsys.readouterr()
+    assert [r["line_no"] for r in report(capsys, "rejects")] == [2]  # type: ignore[index]
+    history = report(capsys, "rejects", "--all-runs")
+    assert [r["line_no"] for r in history] == [2, 2]  # type: ignore[index]
+    assert history[0]["source_id"] > history[1]["source_id"]  # type: ignore[index]
+    log.write_text(good)  # fixed, and read again: nothing is wrong with it now
+    assert main(["ingest", str(log)]) == 0
+    capsys.readouterr()
+    assert report(capsys, "rejects") == []
+    assert len(report(capsys, "rejects", "--all-runs")) == 2  # type: ignore[arg-type]
+    assert main(["report", "rejects"]) == 0
+    assert capsys.readouterr().out.strip() == "no rejected records"
+
+
 def test_no_database_yet_names_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", "usage"]) == 1
     err = capsys.readouterr().err
