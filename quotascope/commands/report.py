@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from models.errors import InputError
@@ -166,11 +167,15 @@ def render_spend(rows: list[SpendRow], by: tuple[str, ...]) -> str:
     rates = sorted({f for r in rows for f in r.fx})
     if rates:
         lines.append(f"FX: {'; '.join(rates)}")
-    billed = [r.billed_cost for r in rows if r.billed_cost]
+    billed: dict[str, Decimal] = {}
+    for b in (r.billed_cost for r in rows if r.billed_cost):
+        billed[b.currency] = billed.get(b.currency, Decimal(0)) + b.amount
     if billed:
+        stated = sum(1 for r in rows if r.billed_cost)
         lines.append(
             "the logs themselves state: "
-            + " + ".join(f"{format_amount(b.amount)} {b.currency}" for b in billed)
+            + " + ".join(f"{format_amount(amount)} {c}" for c, amount in sorted(billed.items()))
+            + f" (for the {stated:,} row(s) whose records carry a cost)"
         )
     return "\n".join(lines)
 

@@ -134,6 +134,14 @@ def test_rejects_listing(loaded: Path, capsys: pytest.CaptureFixture[str], tmp_p
     assert row["path"].endswith("bad.jsonl")
 
 
+def test_text_sums_what_the_logs_state_per_currency(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ingest", str(SAMPLES / "litellm_spendlogs.csv")]) == 0
+    capsys.readouterr()
+    assert main(["report", "spend", "--by", "provider,model", "--display-currency", "USD"]) == 0
+    out = capsys.readouterr().out  # LiteLLM's spend: 0.0045 + 0.008125 for gpt-4o, 0.011 for Claude
+    assert "the logs themselves state: 0.0236 USD (for the 2 row(s) whose records carry a cost)" in out
+
+
 def test_rejects_show_each_files_latest_read_unless_all_runs(
     loaded: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
