@@ -103,6 +103,33 @@ def test_reingesting_changes_nothing_and_a_grown_file_adds_only_its_new_records(
         assert len(keys) == len(set(keys))
 
 
+def test_a_request_in_two_logs_is_stored_once_when_its_times_are_within_a_week(tmp_path: Path) -> None:
+    db = tmp_path / "q.duckdb"
+    day = 86_400
+
+    def log(name: str, shift_s: int, ids: range) -> Path:
+        path = tmp_path / name
+        records = [json.loads(line(i, 1000, 100)) for i in ids]
+        for record in records:
+            record["created"] += shift_s
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        return path
+
+    (first,) = ingest(db, log("gateway.jsonl", 0, range(10)))
+    assert first.counts.stored == 10
+    # the same requests as another tool logged them, a day later (a batch finished the next day): duplicates
+    (later,) = ingest(db, log("responses.jsonl", day, range(5)))
+    assert (later.counts.stored, later.counts.duplicates) == (0, 5)
+    # the same ids eight days on are other requests (only a week either side of a batch is searched)
+    (reused,) = ingest(db, log("next-week.jsonl", 8 * day, range(5, 10)))
+    assert (reused.counts.stored, reused.counts.duplicates) == (5, 0)
+    assert query(db, "SELECT count(*), count(DISTINCT record_key) FROM usage") == [(15, 10)]
+    # and reading any of them again stores nothing
+    for name in ("gateway.jsonl", "responses.jsonl", "next-week.jsonl"):
+        (again,) = ingest(db, tmp_path / name)
+        assert again.counts.stored == 0 and identity_holds(again)
+
+
 def _big_log(path: Path, count: int) -> None:
     with path.open("w") as out:
         for i in range(count):
