@@ -130,6 +130,36 @@ def test_a_request_in_two_logs_is_stored_once_when_its_times_are_within_a_week(t
         assert again.counts.stored == 0 and identity_holds(again)
 
 
+@pytest.mark.parametrize("reader", ["fast", "lines", "blocks"])
+def test_an_id_repeated_weeks_apart_in_one_file_is_kept_alike_whatever_the_batches(
+    tmp_path: Path, reader: str
+) -> None:
+    # one id at day 0, 5 and 10 (10 days from the one kept, 5 from the one dropped); another at day 0 and
+    # twice at day 3 (duplicates of the first)
+    day, log = 86_400, tmp_path / "log.jsonl"
+    lines = [line(i, 1000, 100) for i in range(3000)]
+    for at, shift in ((0, 0), (1000, 5 * day), (2999, 10 * day)):
+        lines[at] = line(0, 1000, 100).replace('"created": 1741000000', f'"created": {1741000000 + shift}')
+    lines[2000] = lines[1500] = line(1, 1000, 100).replace(
+        '"created": 1741000001', f'"created": {1741000001 + 3 * day}'
+    )
+    log.write_text("\n".join(lines) + "\n")
+    stored = []
+    for rows in (100_000, 128):  # one batch, or two (split where a reader hands over its first chunk)
+        db = tmp_path / f"{rows}.duckdb"
+        (first,) = ingest(db, log, reader=reader, batch_rows=rows, min_batch_rows=rows)
+        assert identity_holds(first)
+        stored.append(
+            query(db, "SELECT record_key, ts FROM usage WHERE record_key IN ('req-0', 'req-1') ORDER BY ts")
+        )
+        for again in (100_000, 128):  # read again in other batches: nothing new
+            (second,) = ingest(db, log, reader=reader, batch_rows=again, min_batch_rows=again)
+            assert second.counts.stored == 0 and identity_holds(second)
+    assert stored[0] == stored[1]
+    kept = [key for key, _ in stored[0]]
+    assert kept == ["req-0", "req-1", "req-0"]  # req-0 at day 0 and 10, req-1 at day 0
+
+
 def _big_log(path: Path, count: int) -> None:
     with path.open("w") as out:
         for i in range(count):
