@@ -5,7 +5,8 @@ database already holding 10,000,000 requests from the 300 days before them (requ
 OpenAI's, so the duplicate search compares real-length keys). Then, in the same run, each in a fresh process:
 
 - reference: `collectors.ingest.ingest_paths` of the file into an empty database;
-- grown: the same into a copy of the full database (every record is new, so every key is searched for).
+- grown: the same into a copy of the full database (every record is new, so every key is searched for);
+- again: the same file once more into that database (every record found: all duplicates).
 
 It prints both rates and their ratio (1.0: the stored rows cost nothing). Each record's key is searched for
 only among stored rows within a week of its batch's times (`storage.usage.SAME_RECORD_WITHIN`), so the ratio
@@ -40,8 +41,8 @@ import sys
 from pathlib import Path
 from collectors.ingest import ingest_paths
 (result,) = ingest_paths(Path(sys.argv[1]), [Path(sys.argv[2])], salt="bench")
-assert result.counts.read == result.counts.stored, result.counts
-print(result.counts.stored)
+expected = result.counts.stored if sys.argv[3] == "new" else result.counts.duplicates
+assert result.counts.read == expected, result.counts
 """
 
 
@@ -53,7 +54,7 @@ def build(db: Path, rows: int, days: int) -> None:
             f"""
             INSERT INTO usage (source_id, record_key, line_no, ts, provider, model, team, n_requests,
                 input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens)
-            SELECT 1, 'chatcmpl-' || md5(i::VARCHAR)[:29], i,
+            SELECT 0, 'chatcmpl-' || md5(i::VARCHAR)[:29], i,
                 to_timestamp({START_EPOCH})::TIMESTAMP - INTERVAL {days} DAY
                     + to_microseconds((i * {step_us})::BIGINT),
                 'openai', 'gpt-4o-mini', 'team-' || (i % 7), 1,
@@ -63,7 +64,7 @@ def build(db: Path, rows: int, days: int) -> None:
         )
 
 
-def run(db: Path, log: Path) -> float:
+def run(db: Path, log: Path, expect: str = "new") -> float:
     """Wall seconds of one fresh process ingesting `log` into `db`."""
     os.sync()
     with log.open("rb") as handle:  # from the page cache, like the other side
@@ -71,7 +72,7 @@ def run(db: Path, log: Path) -> float:
             pass
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-c", INGEST, str(db), str(log)], cwd=ROOT, check=True, capture_output=True
+        [sys.executable, "-c", INGEST, str(db), str(log), expect], cwd=ROOT, check=True, capture_output=True
     )
     return time.perf_counter() - start
 
@@ -97,7 +98,9 @@ def main() -> int:
             f"{args.stored:,} stored requests over {args.days} days in {time.perf_counter() - start:.1f} s"
         )
         print(f"cores: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
-        empty_runs, grown_runs = [], []
+        empty_runs: list[float] = []
+        grown_runs: list[float] = []
+        again_runs: list[float] = []
         for _ in range(args.repeat):  # alternate, so both see the same machine
             target = work / "target.duckdb"
             for suffix in ("", ".wal"):
@@ -106,14 +109,21 @@ def main() -> int:
             target.unlink()
             shutil.copyfile(full, target)
             grown_runs.append(run(target, log))
+            again_runs.append(run(target, log, "duplicates"))
             target.unlink()
         empty, grown = statistics.median(empty_runs), statistics.median(grown_runs)
-        for name, wall, runs in (("empty", empty, empty_runs), ("grown", grown, grown_runs)):
+        again = statistics.median(again_runs)
+        for name, wall, runs in (
+            ("empty", empty, empty_runs),
+            ("grown", grown, grown_runs),
+            ("again", again, again_runs),
+        ):
             print(
-                f"into {name:>5}: {wall:6.2f} s, {size / 1e6 / wall:7.1f} MB/s "
+                f"{name:>5}: {wall:6.2f} s, {size / 1e6 / wall:7.1f} MB/s "
                 f"(runs: {' '.join(f'{r:.2f}' for r in runs)} s)"
             )
         print(f"rate ratio grown / empty: {empty / grown:.2f}x (1.00: the stored rows cost nothing)")
+        print(f"rate ratio again / empty: {empty / again:.2f}x (every record found among the stored)")
         print(f"load average after: {os.getloadavg()[0]:.2f}")
         return 0
     finally:
