@@ -218,10 +218,18 @@ def report_keys(by: Sequence[str]) -> tuple[str, ...]:
 def read_rejects(db: Path, limit: int = 50, all_runs: bool = False) -> pl.DataFrame:
     """Rejected records, newest ingest first: file, line, reason and redacted excerpt.
 
-    Every ingest of a file reads all of it, so by default only each file's latest run is shown: what is wrong
-    with the file as it was last read, not again for each earlier run. `all_runs` keeps the history.
+    Every ingest of a file reads all of it, so by default only each file's latest finished run is shown
+    (its latest run if none finished): what is wrong with the file as it was last read whole, not again for
+    each earlier run, nor only the part an interrupted or running ingest has reached. `all_runs` keeps the
+    history.
     """
-    latest = "" if all_runs else "WHERE s.source_id IN (SELECT max(source_id) FROM sources GROUP BY path)"
+    latest = (
+        ""
+        if all_runs
+        else """WHERE s.source_id IN (
+            SELECT coalesce(max(source_id) FILTER (WHERE finished_at IS NOT NULL), max(source_id))
+            FROM sources GROUP BY path)"""
+    )
     sql = f"""
         SELECT s.path, r.line_no, r.reason, r.excerpt, s.source_id, s.started_at
         FROM rejects r JOIN sources s USING (source_id)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from quotascope.cli import main
+from storage.db import open_write
 from tests.collectors.ingest_support import CATALOG_FILE, SAMPLES
 
 
@@ -158,6 +159,12 @@ def test_rejects_show_each_files_latest_read_unless_all_runs(
     history = report(capsys, "rejects", "--all-runs")
     assert [r["line_no"] for r in history] == [2, 2]  # type: ignore[index]
     assert history[0]["source_id"] > history[1]["source_id"]  # type: ignore[index]
+    with open_write(loaded) as con:  # an ingest of it running now, or killed, with nothing stored yet
+        con.execute(
+            "INSERT INTO sources (path, size_bytes, format, started_at) VALUES (?, 0, 'openai', now())",
+            [str(log.resolve())],
+        )
+    assert [r["line_no"] for r in report(capsys, "rejects")] == [2]  # type: ignore[index]
     log.write_text(good)  # fixed, and read again: nothing is wrong with it now
     assert main(["ingest", str(log)]) == 0
     capsys.readouterr()
