@@ -16,6 +16,7 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -95,7 +96,7 @@ def _new_rows(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.Table:
     span = pc.min_max(table.column("ts"))
     within = SAME_RECORD_WITHIN
     lo, hi = span["min"].as_py() - within, span["max"].as_py() + within
-    days = within // timedelta(days=1)
+    limit = within // timedelta(microseconds=1)
     rows = pa.array(np.arange(table.num_rows, dtype=np.int64))
     batch = table.select(["record_key", "ts"]).append_column("i", rows)
     con.register("batch_keys", batch)
@@ -105,7 +106,7 @@ def _new_rows(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.Table:
                 f"""
                 SELECT DISTINCT b.i FROM batch_keys b JOIN usage u ON u.record_key = b.record_key
                 WHERE u.ts BETWEEN {_timestamp(lo)} AND {_timestamp(hi)}
-                  AND u.ts BETWEEN b.ts - INTERVAL {days} DAY AND b.ts + INTERVAL {days} DAY
+                  AND u.ts BETWEEN b.ts - to_microseconds({limit}) AND b.ts + to_microseconds({limit})
                 """
             )
             .to_arrow_table()
@@ -127,17 +128,29 @@ def _timestamp(at: datetime) -> str:
 
 
 def _first_of_repeats(table: pa.Table, within: timedelta) -> pa.Table:
-    """Drop each row whose key an earlier kept row has within `within` of its time (rows in line order)."""
-    keys = table.column("record_key").combine_chunks()
-    counts = pc.value_counts(keys)
-    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
-    candidates = pc.indices_nonzero(pc.is_in(keys, value_set=repeated)).to_pylist()
-    times = table.column("ts").cast(pa.int64()).combine_chunks()  # microseconds
+    """Drop each row whose key an earlier kept row has within `within` of its time (rows in line order).
+
+    A key whose times all lie within `within` of its first line's (a file holding its records twice, say)
+    keeps its first line only, vectorised; the rare key spread wider is walked row by row.
+    """
     limit = within // timedelta(microseconds=1)
+    frame = (
+        pl.DataFrame(table.select(["record_key", "ts"]))
+        .with_columns(pl.col("ts").cast(pl.Datetime("us")).cast(pl.Int64))
+        .with_row_index("i")
+        .filter(pl.col("record_key").is_duplicated())
+    )
+    spread = frame.group_by("record_key").agg(
+        (pl.col("ts").max() - pl.col("ts").first()).alias("after"),
+        (pl.col("ts").first() - pl.col("ts").min()).alias("before"),
+    )
+    near_keys = spread.filter((pl.col("after") <= limit) & (pl.col("before") <= limit))["record_key"]
+    near = pl.col("record_key").is_in(near_keys.implode())
+    dropped = frame.filter(near & ~pl.col("record_key").is_first_distinct())["i"].to_list()
+    far = frame.filter(~near)
     kept: dict[str, list[int]] = {}
-    dropped = []
-    for index in candidates:
-        key, at = keys[index].as_py(), times[index].as_py()
+    rows_far = zip(far["i"].to_list(), far["record_key"].to_list(), far["ts"].to_list(), strict=True)
+    for index, key, at in rows_far:
         earlier = kept.setdefault(key, [])
         if any(abs(at - t) <= limit for t in earlier):
             dropped.append(index)

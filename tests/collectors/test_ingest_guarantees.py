@@ -13,6 +13,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -20,6 +21,8 @@ import xxhash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from collectors.ingest import FileResult, files, pipeline
+from storage import staging
 from storage.db import open_read
 from storage.reports import UsageFilter, read_usage_buckets
 from tests.collectors.ingest_support import identity_holds, ingest, query, totals
@@ -132,7 +135,7 @@ def test_a_request_in_two_logs_is_stored_once_when_its_times_are_within_a_week(t
 
 @pytest.mark.parametrize("reader", ["fast", "lines", "blocks"])
 def test_an_id_repeated_weeks_apart_in_one_file_is_kept_alike_whatever_the_batches(
-    tmp_path: Path, reader: str
+    tmp_path: Path, reader: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # one id at day 0, 5 and 10 (10 days from the one kept, 5 from the one dropped); another at day 0 and
     # twice at day 3 (duplicates of the first)
@@ -144,19 +147,35 @@ def test_an_id_repeated_weeks_apart_in_one_file_is_kept_alike_whatever_the_batch
         '"created": 1741000001', f'"created": {1741000001 + 3 * day}'
     )
     log.write_text("\n".join(lines) + "\n")
+    # small pieces, so that a file of 3000 lines can be stored in several batches
+    monkeypatch.setattr(staging.LineStream.rows, "__defaults__", (250,))  # DuckDB's rows handed over
+    monkeypatch.setattr(files, "BLOCK_BYTES", 16_384)  # bytes read at a time by the exact reader
+    batches: list[int] = []
+    store_batch = pipeline.store_batch
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        batches.append(sum(t.num_rows for t in args[2]))
+        return store_batch(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "store_batch", counted)
+
+    def read(db: Path, rows: int) -> FileResult:
+        batches.clear()
+        (result,) = ingest(db, log, reader=reader, batch_rows=rows, min_batch_rows=rows, block_bytes=16_384)
+        assert identity_holds(result)
+        return result
+
     stored = []
-    for rows in (100_000, 128):  # one batch, or two (split where a reader hands over its first chunk)
+    for rows in (100_000, 300):  # one batch, or many
         db = tmp_path / f"{rows}.duckdb"
-        (first,) = ingest(db, log, reader=reader, batch_rows=rows, min_batch_rows=rows)
-        assert identity_holds(first)
-        stored.append(
-            query(db, "SELECT record_key, ts FROM usage WHERE record_key IN ('req-0', 'req-1') ORDER BY ts")
-        )
-        for again in (100_000, 128):  # read again in other batches: nothing new
-            (second,) = ingest(db, log, reader=reader, batch_rows=again, min_batch_rows=again)
-            assert second.counts.stored == 0 and identity_holds(second)
-    assert stored[0] == stored[1]
-    kept = [key for key, _ in stored[0]]
+        read(db, rows)
+        filled = [n for n in batches if n]
+        assert len(filled) == 1 if rows == 100_000 else len(filled) >= 5, filled
+        stored.append(query(db, "SELECT record_key, ts FROM usage WHERE record_key IN ('req-0', 'req-1')"))
+        for again in (100_000, 300):  # read again in other batches: nothing new
+            assert read(db, again).counts.stored == 0
+    assert sorted(stored[0]) == sorted(stored[1])
+    kept = [key for key, _ in sorted(stored[0], key=lambda row: row[1])]
     assert kept == ["req-0", "req-1", "req-0"]  # req-0 at day 0 and 10, req-1 at day 0
 
 
