@@ -89,37 +89,51 @@ def _new_rows(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.Table:
     key within `SAME_RECORD_WITHIN` of the row's time.
 
     Row by row in line order, as if each were stored before the next is looked at, so the answer does not
-    depend on where batches begin and end. DuckDB finds the stored matches with a parallel hash join on the
-    key, reading only stored rows within the window of the batch's times; in the usual case (nothing seen
-    before, no repeats) the table passes through untouched.
+    depend on where batches begin and end. DuckDB finds the stored rows of the batch's keys with a parallel
+    hash join, reading only stored rows within the window of the batch's times; in the usual case (nothing
+    seen before, no repeats) the table passes through untouched.
     """
     span = pc.min_max(table.column("ts"))
     within = SAME_RECORD_WITHIN
     lo, hi = span["min"].as_py() - within, span["max"].as_py() + within
-    limit = within // timedelta(microseconds=1)
-    rows = pa.array(np.arange(table.num_rows, dtype=np.int64))
-    batch = table.select(["record_key", "ts"]).append_column("i", rows)
-    con.register("batch_keys", batch)
+    con.register("batch_keys", table.select(["record_key"]))
     try:
-        found = (
-            con.sql(
-                f"""
-                SELECT DISTINCT b.i FROM batch_keys b JOIN usage u ON u.record_key = b.record_key
-                WHERE u.ts BETWEEN {_timestamp(lo)} AND {_timestamp(hi)}
-                  AND u.ts BETWEEN b.ts - to_microseconds({limit}) AND b.ts + to_microseconds({limit})
-                """
-            )
-            .to_arrow_table()
-            .column(0)
-        )
+        # the stored rows of the batch's keys and weeks (none, usually), then which rows they match exactly
+        stored = con.sql(
+            f"""
+            SELECT record_key, ts FROM usage
+            WHERE ts BETWEEN {_timestamp(lo)} AND {_timestamp(hi)}
+              AND record_key IN (SELECT record_key FROM batch_keys)
+            """
+        ).to_arrow_table()
         repeats = scalar(con, "SELECT count(*) - count(DISTINCT record_key) FROM batch_keys")
     finally:
         con.unregister("batch_keys")
-    if len(found):
-        table = table.filter(pc.invert(pc.is_in(rows, value_set=found)))
+    if stored.num_rows:
+        table = _not_stored(table, stored, within)
     if repeats:
         table = _first_of_repeats(table.sort_by("line_no"), within)
     return table
+
+
+def _not_stored(table: pa.Table, stored: pa.Table, within: timedelta) -> pa.Table:
+    """The rows of `table` no stored (record_key, ts) has the same key within `within` of its time."""
+    limit = within // timedelta(microseconds=1)
+
+    def micros(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.with_columns(pl.col("ts").cast(pl.Datetime("us")).cast(pl.Int64))
+
+    batch = micros(pl.DataFrame(table.select(["record_key", "ts"]))).with_row_index("i")
+    matched = (
+        batch.join(micros(pl.DataFrame(stored)), on="record_key", suffix="_stored")
+        .filter((pl.col("ts") - pl.col("ts_stored")).abs() <= limit)
+        .get_column("i")
+        .unique()
+    )
+    if matched.is_empty():
+        return table
+    rows = pa.array(np.arange(table.num_rows, dtype=np.uint32))
+    return table.filter(pc.invert(pc.is_in(rows, value_set=matched.to_arrow())))
 
 
 def _timestamp(at: datetime) -> str:
