@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _usage_data import write_openai_jsonl  # noqa: E402
+from ingest import warm  # noqa: E402
 
 from storage.db import open_write  # noqa: E402
 
@@ -67,9 +68,7 @@ def build(db: Path, rows: int, days: int) -> None:
 def run(db: Path, log: Path, expect: str = "new") -> float:
     """Wall seconds of one fresh process ingesting `log` into `db`."""
     os.sync()
-    with log.open("rb") as handle:  # from the page cache, like the other side
-        while handle.read(16 << 20):
-            pass
+    warm(log)  # from the page cache, like the other side
     start = time.perf_counter()
     subprocess.run(
         [sys.executable, "-c", INGEST, str(db), str(log), expect], cwd=ROOT, check=True, capture_output=True
