@@ -80,7 +80,7 @@ class SourceRun:
 # duplicate search read only the stored row groups of the batch's own weeks (DuckDB skips the others by their
 # min/max time) instead of every key ever stored: its cost no longer grows with the database
 # (benchmarks/ingest_growth.py: a 1 GB file into 10M stored rows at 0.73x the rate into an empty database
-# before, 1.02x after).
+# before, 1.0x after).
 SAME_RECORD_WITHIN = timedelta(days=7)
 
 
@@ -118,27 +118,13 @@ def _new_rows(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.Table:
 
 def _not_stored(table: pa.Table, stored: pa.Table, within: timedelta) -> pa.Table:
     """The rows of `table` no stored (record_key, ts) has the same key within `within` of its time."""
-    limit = within // timedelta(microseconds=1)
-
-    def micros(frame: pl.DataFrame) -> pl.DataFrame:
-        return frame.with_columns(pl.col("ts").cast(pl.Datetime("us")).cast(pl.Int64))
-
-    batch = micros(pl.DataFrame(table.select(["record_key", "ts"]))).with_row_index("i")
     matched = (
-        batch.join(micros(pl.DataFrame(stored)), on="record_key", suffix="_stored")
-        .filter((pl.col("ts") - pl.col("ts_stored")).abs() <= limit)
+        _keys_in_micros(table)
+        .join(_keys_in_micros(stored).drop("i"), on="record_key", suffix="_stored")
+        .filter((pl.col("ts") - pl.col("ts_stored")).abs() <= within // timedelta(microseconds=1))
         .get_column("i")
-        .unique()
     )
-    if matched.is_empty():
-        return table
-    rows = pa.array(np.arange(table.num_rows, dtype=np.uint32))
-    return table.filter(pc.invert(pc.is_in(rows, value_set=matched.to_arrow())))
-
-
-def _timestamp(at: datetime) -> str:
-    """A SQL literal (not a parameter: DuckDB prunes row groups by constants it sees when planning)."""
-    return f"TIMESTAMP '{at:%Y-%m-%d %H:%M:%S.%f}'"
+    return _without_rows(table, matched.to_list())
 
 
 def _first_of_repeats(table: pa.Table, within: timedelta) -> pa.Table:
@@ -148,13 +134,8 @@ def _first_of_repeats(table: pa.Table, within: timedelta) -> pa.Table:
     keeps its first line only, vectorised; the rare key spread wider is walked row by row.
     """
     limit = within // timedelta(microseconds=1)
-    frame = (
-        pl.DataFrame(table.select(["record_key", "ts"]))
-        .with_columns(pl.col("ts").cast(pl.Datetime("us")).cast(pl.Int64))
-        .with_row_index("i")
-        .filter(pl.col("record_key").is_duplicated())
-    )
-    spread = frame.group_by("record_key").agg(
+    frame = _keys_in_micros(table).filter(pl.col("record_key").is_duplicated())
+    spread = frame.group_by("record_key").agg(  # a group keeps its rows' order: first() is the first line
         (pl.col("ts").max() - pl.col("ts").first()).alias("after"),
         (pl.col("ts").first() - pl.col("ts").min()).alias("before"),
     )
@@ -163,18 +144,35 @@ def _first_of_repeats(table: pa.Table, within: timedelta) -> pa.Table:
     dropped = frame.filter(near & ~pl.col("record_key").is_first_distinct())["i"].to_list()
     far = frame.filter(~near)
     kept: dict[str, list[int]] = {}
-    rows_far = zip(far["i"].to_list(), far["record_key"].to_list(), far["ts"].to_list(), strict=True)
-    for index, key, at in rows_far:
+    walked = zip(far["i"].to_list(), far["record_key"].to_list(), far["ts"].to_list(), strict=True)
+    for index, key, at in walked:
         earlier = kept.setdefault(key, [])
         if any(abs(at - t) <= limit for t in earlier):
             dropped.append(index)
         else:
             earlier.append(at)
-    if not dropped:
+    return _without_rows(table, dropped)
+
+
+def _keys_in_micros(table: pa.Table) -> pl.DataFrame:
+    """`record_key`, `ts` as integer microseconds, and `i`, the row's place in `table`."""
+    return (
+        pl.DataFrame(table.select(["record_key", "ts"]))
+        .with_columns(pl.col("ts").cast(pl.Datetime("us")).cast(pl.Int64))
+        .with_row_index("i")
+    )
+
+
+def _without_rows(table: pa.Table, places: list[int]) -> pa.Table:
+    if not places:
         return table
     rows = pa.array(np.arange(table.num_rows, dtype=np.int64))
-    keep = pc.invert(pc.is_in(rows, value_set=pa.array(dropped, pa.int64())))
-    return table.filter(keep)
+    return table.filter(pc.invert(pc.is_in(rows, value_set=pa.array(places, pa.int64()))))
+
+
+def _timestamp(at: datetime) -> str:
+    """A SQL literal (not a parameter: DuckDB prunes row groups by constants it sees when planning)."""
+    return f"TIMESTAMP '{at:%Y-%m-%d %H:%M:%S.%f}'"
 
 
 def store_batch(
