@@ -9,8 +9,9 @@ OpenAI's, so the duplicate search compares real-length keys). Then, in the same 
 - again: the same file once more into that database (every record found: all duplicates).
 
 It prints both rates and their ratio (1.0: the stored rows cost nothing). Each record's key is searched for
-only among stored rows within a week of its batch's times (`storage.usage.SAME_RECORD_WITHIN`), so the ratio
-should stay near 1 however much is stored before; before that rule the search read every stored key.
+only among stored rows within a week of its batch's times (`models.usage_record.SAME_REQUEST_WITHIN`), so
+the ratio should stay near 1 however much is stored before; before that rule the search read every stored
+key.
 The files are deleted afterwards.
 """
 

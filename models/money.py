@@ -109,6 +109,14 @@ class FxTable:
         return sorted({r.base for r in self.rates} | {r.quote for r in self.rates})
 
 
+def per_currency(amounts: Iterable[Money]) -> dict[str, Money]:
+    """The amounts summed per currency, in the order the currencies first appear."""
+    sums: dict[str, Money] = {}
+    for money in amounts:
+        sums[money.currency] = sums.get(money.currency, Money.zero(money.currency)) + money
+    return sums
+
+
 def total(amounts: Iterable[Money], currency: str) -> Money:
     result = Money.zero(currency)
     for amount in amounts:

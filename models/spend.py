@@ -21,7 +21,7 @@ import polars as pl
 
 from models.catalog import Catalog, Offer
 from models.errors import InputError
-from models.money import Money
+from models.money import Money, per_currency
 from models.pricing import Rates, TokenCounts, period_at, rates_at
 
 # The keys a spend or usage report can group by; "key" is the API key id, "day"/"hour" are UTC.
@@ -317,8 +317,4 @@ def _finish(row: _Row, catalog: Catalog, currency: str | None) -> SpendRow:
 
 def totals(rows: Iterable[SpendRow]) -> dict[str, Money]:
     """The rows' cost summed per currency."""
-    sums: dict[str, Money] = {}
-    for row in rows:
-        if row.cost is not None:
-            sums[row.cost.currency] = sums.get(row.cost.currency, Money.zero(row.cost.currency)) + row.cost
-    return sums
+    return per_currency(row.cost for row in rows if row.cost is not None)

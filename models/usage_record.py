@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 # A request with more tokens than this is a corrupt count, not a real request (the largest context windows
 # are around 10M tokens). Aggregated rows may reach this many per request on average.
@@ -22,6 +22,12 @@ MAX_REQUESTS_PER_ROW = 1_000_000_000
 EARLIEST_TIMESTAMP = datetime(2020, 1, 1)
 # How far into the future a timestamp may be (clock skew) before it is rejected as implausible.
 FUTURE_SLACK_DAYS = 2
+
+# Two records are one request when their keys (request id, or a hash of the fields) are equal and their times
+# within this of each other. The same file read again, or grown, gives each record the same time; one request
+# logged by two tools (a gateway's start time, the response's `created`, a batch finished a day later) is well
+# within it; an id seen again weeks later is another request.
+SAME_REQUEST_WITHIN = timedelta(days=7)
 
 EXCERPT_CHARS = 160
 

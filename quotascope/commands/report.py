@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import re
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from models.errors import InputError
-from models.money import format_amount
+from models.money import per_currency
 from models.repricing import require_currency
 from models.spend import GROUP_KEYS, SpendRow, parse_by, totals
 from models.usage import Distribution, UsageProfile
@@ -167,15 +166,12 @@ def render_spend(rows: list[SpendRow], by: tuple[str, ...]) -> str:
     rates = sorted({f for r in rows for f in r.fx})
     if rates:
         lines.append(f"FX: {'; '.join(rates)}")
-    billed: dict[str, Decimal] = {}
-    for b in (r.billed_cost for r in rows if r.billed_cost):
-        billed[b.currency] = billed.get(b.currency, Decimal(0)) + b.amount
-    if billed:
-        stated = sum(1 for r in rows if r.billed_cost)
+    stated = [r.billed_cost for r in rows if r.billed_cost]
+    if stated:
         lines.append(
             "the logs themselves state: "
-            + " + ".join(f"{format_amount(amount)} {c}" for c, amount in sorted(billed.items()))
-            + f" (for the {stated:,} row(s) whose records carry a cost)"
+            + " + ".join(str(m) for _, m in sorted(per_currency(stated).items()))
+            + f" (for the {len(stated):,} row(s) whose records carry a cost)"
         )
     return "\n".join(lines)
 
