@@ -212,10 +212,8 @@ PROVIDER_ALIASES: dict[str, str] = {
 
 
 def is_content_attribute(name: str) -> bool:
-    return any(name == p or name.startswith(p + ".") or name.startswith(p + "_") for p in _CONTENT)
-
-
-_CONTENT = CONTENT_ATTRIBUTE_PREFIXES
+    """Whether an attribute (or one under it: `gen_ai.prompt.0.content`) may hold content."""
+    return any(name == p or name.startswith(p + ".") for p in CONTENT_ATTRIBUTE_PREFIXES)
 
 
 # --------------------------------------------------------------------------------------- values
