@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+from models.errors import InputError
+
 AttributeValue = str | bool | int | float | bytes | Sequence[object] | None
 
 # --------------------------------------------------------------------------------------- the tables
@@ -209,6 +211,26 @@ PROVIDER_ALIASES: dict[str, str] = {
     "deepseek": "deepseek",
     "volcengine": "volcengine",
 }
+
+
+def parse_attribution(pairs: Sequence[str]) -> dict[str, str]:
+    """`COLUMN=ATTRIBUTE` pairs (`team=service.name`) as a mapping; refuses unknown columns and content."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        column, sep, attribute = pair.partition("=")
+        column, attribute = column.strip(), attribute.strip()
+        if not sep or not column or not attribute:
+            raise InputError(f"--attribute takes COLUMN=ATTRIBUTE, e.g. team=service.name; got {pair!r}")
+        if column not in ATTRIBUTION_COLUMNS:
+            raise InputError(
+                f"--attribute: {column!r} is not a column it can fill (use {', '.join(ATTRIBUTION_COLUMNS)})"
+            )
+        if is_content_attribute(attribute):
+            raise InputError(
+                f"--attribute: {attribute!r} holds prompts or answers, which quotascope never stores"
+            )
+        out[column] = attribute
+    return out
 
 
 def is_content_attribute(name: str) -> bool:

@@ -7,6 +7,7 @@ specification says (`app`) and runs under uvicorn (`server`).
 
 from __future__ import annotations
 
-from collectors.otlp.server import DEFAULT_PORT, OtlpOptions, OtlpServer, parse_attribution
+from collectors.otlp.server import DEFAULT_PORT, OtlpOptions, OtlpServer
+from models.genai_spans import parse_attribution
 
 __all__ = ["DEFAULT_PORT", "OtlpOptions", "OtlpServer", "parse_attribution"]

@@ -4,21 +4,20 @@ tests). Stopping (SIGTERM, Ctrl-C, `stop()`) stops accepting connections, lets t
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 
 import uvicorn
 
 from collectors.emulator.server import bind
 from collectors.otlp.app import DEFAULT_MAX_BODY_BYTES, Receiver, ReceiverConfig, build_app
 from collectors.otlp.writer import SpanBatcher, SpanWriter
-from models.errors import InputError
-from models.genai_spans import ATTRIBUTION_COLUMNS, is_content_attribute
 
 DEFAULT_PORT = 4318  # OTLP/HTTP's registered port
 
@@ -34,26 +33,6 @@ class OtlpOptions:
     batch_spans: int = 50_000
     linger_s: float = 0.05
     shutdown_grace_s: float = 30.0
-
-
-def parse_attribution(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
-    """`COLUMN=ATTRIBUTE` pairs (`team=service.name`) as a mapping; refuses unknown columns and content."""
-    out: dict[str, str] = {}
-    for pair in pairs:
-        column, sep, attribute = pair.partition("=")
-        column, attribute = column.strip(), attribute.strip()
-        if not sep or not column or not attribute:
-            raise InputError(f"--attribute takes COLUMN=ATTRIBUTE, e.g. team=service.name; got {pair!r}")
-        if column not in ATTRIBUTION_COLUMNS:
-            raise InputError(
-                f"--attribute: {column!r} is not a column it can fill (use {', '.join(ATTRIBUTION_COLUMNS)})"
-            )
-        if is_content_attribute(attribute):
-            raise InputError(
-                f"--attribute: {attribute!r} holds prompts or answers, which quotascope never stores"
-            )
-        out[column] = attribute
-    return out
 
 
 class OtlpServer:
@@ -112,11 +91,25 @@ class OtlpServer:
         return f"http://{self.address}"
 
     def serve_forever(self) -> None:
-        """Serve in this thread until SIGINT/SIGTERM (uvicorn's handlers in the main thread), then drain."""
+        """Serve until SIGINT/SIGTERM, then drain and return (the process then exits 0; uvicorn's own
+        handlers would re-raise the signal). A second signal stops waiting for requests in flight."""
+        stop = threading.Event()
+
+        def handle(number: int, frame: FrameType | None) -> None:
+            if stop.is_set():
+                self._server.force_exit = True
+            stop.set()
+
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            self._server.run(sockets=[self._sock])
+            self.start()
+            while not stop.wait(0.5):
+                if self._thread is not None and not self._thread.is_alive():
+                    raise RuntimeError("the OTLP receiver stopped by itself")
         finally:
-            self.close()
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def start(self) -> OtlpServer:
         self._thread = threading.Thread(target=self._run, name=f"otlp:{self.port}", daemon=True)
