@@ -27,6 +27,7 @@ COMMANDS: tuple[str, ...] = (
     "budget",
     "schedule",
     "otlp",
+    "users",
 )
 
 
