@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.catalog import Catalog, ContextTier, Offer, Prices, PriceWindow, Promotion, TimeSpan
@@ -161,6 +161,7 @@ TIERED = offer(
 MANY = Catalog({"o/usd": USD, "o/cny": CNY, "o/win": WINDOWED, "o/tier": TIERED}, FX)
 
 
+@settings(deadline=None)  # each example classifies through polars: timing is the benchmarks' job
 @given(
     st.lists(
         st.tuples(
