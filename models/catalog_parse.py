@@ -411,6 +411,7 @@ def parse_offer(raw: Mapping[str, Any], origin: str) -> Offer:
                 fees_per_1k_calls={k: fees.required_decimal(k) for k in fees.table},
                 ptu=_ptu(_Reader(ptu_table, origin, offer_id, f"{v.path}.ptu")) if ptu_table else None,
                 notes=str(v.table.get("notes", head.table.get("notes", ""))),
+                origin=origin,
                 variants={name: _variant(v.sub("variants").sub(name)) for name in v.sub("variants").table},
             )
         )
