@@ -1,8 +1,8 @@
 """Reading a provider's admin API: the key kept secret, pages followed, 429 / 5xx retried after a wait.
 
 The client is a parameter (an `httpx.AsyncClient`): protocol tests give it an `httpx.MockTransport`, wire
-tests a real local server (the emulator). Every page is one GET; a page that says `has_more` names the next with
-`next_page`, passed back as `page` (both OpenAI's and Anthropic's usage and cost APIs paginate so, see
+tests a real local server (the emulator). Every page is one GET; a page that says `has_more` names the next
+with `next_page`, passed back as `page` (both OpenAI's and Anthropic's usage and cost APIs paginate so, see
 `collectors.pull.apis`).
 
 Retries follow what both providers document for rate limits: a 429 (and 500, 502, 503, 504, 529 overloaded)
