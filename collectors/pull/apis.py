@@ -16,7 +16,8 @@ bucket_width=1d; group_by[] repeated; limit; page = the previous next_page):
 - GET /v1/organizations/usage_report/messages: results with `uncached_input_tokens`,
   `cache_read_input_tokens`, `cache_creation.ephemeral_5m_input_tokens` / `ephemeral_1h_input_tokens`,
   `output_tokens`, and `model`, `workspace_id`, `api_key_id`, `service_tier` when grouped by them; 1d
-  buckets: default 7, at most 31 a page (platform.claude.com/docs/en/api/admin/usage_report/retrieve_messages). It has no request counts.
+  buckets: default 7, at most 31 a page
+  (platform.claude.com/docs/en/api/admin/usage_report/retrieve_messages). It has no request counts.
 - GET /v1/organizations/cost_report: results with `amount`, a decimal string in the currency's lowest unit
   (cents: "123.45" USD is $1.2345), `currency`, and `workspace_id`, `description`, `model`, `cost_type`,
   `token_type`, `service_tier` when grouped by workspace_id and description
