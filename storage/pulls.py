@@ -10,8 +10,9 @@ reason; `replaced` says how many earlier rows were superseded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ class PullCounts:
     duplicates: int
     rejected: int
     replaced: int
+    reject_reasons: Mapping[str, int] = field(default_factory=dict)
 
 
 def _outside(table: pa.Table, since: datetime, until: datetime) -> pa.Array:
@@ -125,7 +127,9 @@ def store_usage_pull(
                 [run_id, run.kind, run.account, run.requests_known],
             )
             con.unregister("pulled")
-        counts = PullCounts(run_id, valid + len(rejects), stored, valid - stored, len(rejects), replaced)
+        counts = PullCounts(
+            run_id, valid + len(rejects), stored, valid - stored, len(rejects), replaced, _reasons(rejects)
+        )
         _finish_run(con, counts, rejects)
     return counts
 
@@ -177,10 +181,20 @@ def store_cost_pull(
                 ],
             )
         counts = PullCounts(
-            run_id, valid + len(rejects), len(kept), valid - len(kept), len(rejects), replaced
+            run_id,
+            valid + len(rejects),
+            len(kept),
+            valid - len(kept),
+            len(rejects),
+            replaced,
+            _reasons(rejects),
         )
         _finish_run(con, counts, rejects)
     return counts
+
+
+def _reasons(rejects: Sequence[PullReject]) -> dict[str, int]:
+    return dict(Counter(r.reason for r in rejects).most_common())
 
 
 def _insert_run(con: Any, run: PullRun, now: datetime) -> int:

@@ -198,19 +198,24 @@ def _results(bucket: Mapping[str, Any]) -> Any:
 
 
 def _page_items(pages: Iterable[tuple[int, Mapping[str, Any]]]) -> Iterator[tuple[int, Any, str, str]]:
-    """(page number, the page with each bucket's list named `results`, "", raw text): the export reader's
-    input."""
-    for number, page in pages:
+    """One bucket per result, numbered in the order read, as the export reader takes them: each record needs a
+    number of its own (the normaliser explains a refused record by its number)."""
+    number = 0
+    for _, page in pages:
         data = page.get("data")
-        if isinstance(data, list):
-            page = {
-                **page,
-                "data": [
-                    {**b, "results": _results(b)} if isinstance(b, dict) and "results" not in b else b
-                    for b in data
-                ],
-            }
-        yield number, page, "", json.dumps(page, default=str)[:1000]
+        buckets = data if isinstance(data, list) else [page]  # not a page: the reader says why
+        for bucket in buckets:
+            results = _results(bucket) if isinstance(bucket, dict) else None
+            if not isinstance(results, list) or not results:
+                if not isinstance(results, list):
+                    number += 1
+                    yield number, bucket, "", json.dumps(bucket, default=str)[:1000]
+                continue
+            for result in results:
+                number += 1
+                one = {**bucket, "object": "bucket", "results": [result]}
+                one.pop("result", None)
+                yield number, one, "", json.dumps(result, default=str)[:1000]
 
 
 def openai_usage_records(pages: Iterable[tuple[int, Mapping[str, Any]]]) -> Iterator[RecordBlock]:
@@ -225,18 +230,22 @@ def _whole(value: Any) -> int | None:
 def anthropic_usage_records(pages: Iterable[tuple[int, Mapping[str, Any]]]) -> Iterator[RecordBlock]:
     """Anthropic usage pages flattened to one record per result, cache writes summed over both TTLs."""
     block = RecordBlock()
-    for number, page in pages:
+    number = 0
+    for _, page in pages:
         data = page.get("data")
         raw = json.dumps(page, default=str)[:1000]
         if not isinstance(data, list):
+            number += 1
             block.reject(number, "not a usage report page (no data list of buckets)", raw)
             continue
         for bucket in data:
             results = _results(bucket) if isinstance(bucket, dict) else None
             if not isinstance(results, list):
-                block.reject(number, "a usage bucket without a results list", raw)
+                number += 1
+                block.reject(number, "a usage bucket without a results list", json.dumps(bucket, default=str))
                 continue
             for result in results:
+                number += 1
                 if not isinstance(result, dict):
                     block.reject(number, "a usage result that is not an object", raw)
                     continue

@@ -45,7 +45,10 @@ class PullResult:
     pages: int
     retries: int
     counts: PullCounts
-    reject_reasons: Mapping[str, int]
+
+    @property
+    def reject_reasons(self) -> Mapping[str, int]:
+        return self.counts.reject_reasons
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -137,10 +140,7 @@ async def pull(
     else:
         rows, rejects = normalise_usage(kind, pages, salt, now)
         counts = store_usage_pull(db, run, rows, rejects, finished)
-    reasons: dict[str, int] = {}
-    for reject in rejects:
-        reasons[reject.reason] = reasons.get(reject.reason, 0) + 1
-    return PullResult(kind.name, account, first, last, stats.pages, stats.retries, counts, reasons)
+    return PullResult(kind.name, account, first, last, stats.pages, stats.retries, counts)
 
 
 def normalise_usage(

@@ -38,7 +38,7 @@ CREATE TABLE pull_runs (
 
 CREATE TABLE pull_rejects (
     run_id   BIGINT NOT NULL,
-    item_no  BIGINT NOT NULL,      -- 1-based: the page a usage result came on, the n-th cost result
+    item_no  BIGINT NOT NULL,      -- 1-based: the n-th result the pull read
     reason   VARCHAR NOT NULL,
     excerpt  VARCHAR              -- short, with string values redacted
 );
