@@ -77,7 +77,9 @@ def reconcile_report(
     return reconcile(by, computed, billed, provider_all, counted, threshold)
 
 
-def has_pulls(db: Path) -> bool:
+def has_pulls(db: Path, *, selection: UsageFilter) -> bool:
+    """Whether any bill or provider usage was pulled (the dashboard's empty state); organisation-wide."""
+    _whole_organisation(selection)
     if not Path(db).exists():
         return False
     with open_read(db) as con:
@@ -179,11 +181,42 @@ def set_gap_webhook_status(db: Path, statuses: dict[int, str]) -> None:
             con.execute("UPDATE gap_alerts SET webhook_status = ? WHERE alert_id = ?", [status, alert_id])
 
 
-def read_gap_alerts(db: Path) -> pl.DataFrame:
-    """Gap alerts raised, newest first."""
+# ------------------------------------------------------------------------------------------ dashboard
+
+
+def _whole_organisation(selection: UsageFilter) -> None:
+    if selection.teams is not None:
+        raise InputError(
+            "billed costs are per organisation or project, not per team: only a viewer who sees every team "
+            "may read them"
+        )
+
+
+def reconcile_days(
+    db: Path, *, catalog: Catalog, selection: UsageFilter, threshold: Decimal = DEFAULT_THRESHOLD
+) -> list[ReconcileRow]:
+    """The dashboard's reconciliation: by day and provider over `selection`'s period. The bill cannot be
+    split by team, so a selection scoped to some teams is refused rather than shown a bill it may not see."""
+    _whole_organisation(selection)
+    return reconcile_report(db, catalog, selection.since, selection.until, ("day", "provider"), threshold)
+
+
+def read_gap_alerts(db: Path, *, selection: UsageFilter) -> pl.DataFrame:
+    """Gap alerts raised for days in `selection`'s period, newest first (organisation-wide, like the bill)."""
+    _whole_organisation(selection)
+    clauses: list[str] = ["TRUE"]
+    params: list[Any] = []
+    if selection.since is not None:
+        clauses.append("day >= ?")
+        params.append(selection.since.date())
+    if selection.until is not None:
+        clauses.append("day <= ?")
+        params.append(selection.until.date())
     with open_read(db) as con:
         return query_frame(
             con,
             "SELECT alert_id, day, provider, billed, computed, gap, gap_share, currency, threshold, message, "
-            "raised_at, webhook_status FROM gap_alerts ORDER BY raised_at DESC, alert_id DESC",
+            f"raised_at, webhook_status FROM gap_alerts WHERE {' AND '.join(clauses)} "
+            "ORDER BY raised_at DESC, alert_id DESC",
+            params,
         )

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import openai
 import pytest
 
 from collectors.emulator import Billing, EmulatorConfig, EmulatorServer
@@ -19,48 +17,12 @@ from quotascope import settings
 from quotascope.cli import main
 from quotascope.context import user_catalogs
 from storage.catalog import load_catalog
-
-ADMIN_KEY = "sk-admin-wire-test-NEVER-STORED-0123456789"
-PRICES = {"input": Decimal(15), "cached": Decimal("7.5"), "output": Decimal(60)}  # openai/o1, USD per 1M
+from tests.collectors.pull_support import ADMIN_KEY, send_traffic
 
 
 @pytest.fixture
 def catalog() -> Any:
     return load_catalog(Path(settings.get("catalog_dir")), user_catalogs())
-
-
-def send_traffic(server: EmulatorServer, log: Path, requests: int, provider: str) -> tuple[int, Decimal]:
-    """Requests through the SDK; each answer that arrives is logged. Returns (failed, cost of the logged)."""
-    failed = 0
-    logged_cost = Decimal(0)
-    client = openai.OpenAI(base_url=server.base_url, api_key="sk-app-key", project="proj_a", max_retries=0)
-    with client, log.open("w") as out:
-        for i in range(requests):
-            try:
-                answer = client.chat.completions.create(
-                    model=server.config.model,
-                    messages=[{"role": "user", "content": f"question number {i} " * (5 + i)}],
-                )
-            except openai.APIError:
-                failed += 1  # the provider billed it; the app never saw an answer to log
-                continue
-            stamp = datetime.now(UTC).isoformat()
-            record = {
-                "timestamp": stamp,
-                "provider": provider,
-                "project": "proj_a",
-                "response": answer.model_dump(),
-            }
-            out.write(json.dumps(record) + "\n")
-            usage = answer.usage
-            assert usage is not None and usage.prompt_tokens_details is not None
-            cached = usage.prompt_tokens_details.cached_tokens or 0
-            logged_cost += (
-                (usage.prompt_tokens - cached) * PRICES["input"]
-                + cached * PRICES["cached"]
-                + usage.completion_tokens * PRICES["output"]
-            ) / 1_000_000
-    return failed, logged_cost
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
