@@ -37,7 +37,17 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from collectors.ingest import IngestOptions, ingest_paths
 from collectors.probe import EndpointError, make_client, run_probe
-from collectors.scheduler.config import CatalogJob, Cron, Interval, Job, ProbeJob, ScheduleConfig, WatchJob
+from collectors.pull import AdminKey, PullResult, new_client, pull, pull_kind
+from collectors.scheduler.config import (
+    CatalogJob,
+    Cron,
+    Interval,
+    Job,
+    ProbeJob,
+    PullJob,
+    ScheduleConfig,
+    WatchJob,
+)
 from collectors.scheduler.watch import scan_folder
 from models.catalog import Catalog
 from models.errors import InputError, QuotascopeError
@@ -191,6 +201,7 @@ class ScheduleRunner:
         on_run: Callable[[JobRun], None] = lambda run: None,
         on_notice: Callable[[str], None] = lambda text: None,
         session_id: str | None = None,
+        salt: str | None = None,
     ) -> None:
         self.config = config
         self.db = Path(db)
@@ -199,6 +210,8 @@ class ScheduleRunner:
         self.on_run = on_run
         self.on_notice = on_notice
         self.session_id = session_id or uuid.uuid4().hex
+        self.salt = salt  # hashes user ids of pulled usage (the ingest's salt)
+        self._admin_keys: dict[str, AdminKey] = {}
         self._catalog: Catalog | None = None
         self._catalog_fingerprint: str | None = None
         self._marks: dict[str, dict[str, FileMark]] = {}
@@ -228,6 +241,11 @@ class ScheduleRunner:
             key = job.endpoint.api_key()
             if key:
                 secrets.append(key)
+        for pull_job in self.config.pulls:  # an unset variable stops the start, naming it
+            self._admin_keys[pull_job.id] = AdminKey.from_env(pull_job.admin_key_env)
+            secrets.append(self._admin_keys[pull_job.id].value())
+        if self.config.pulls and not self.salt:
+            raise InputError("a [[pull]] job needs the salt that hashes user ids, and none was given")
         self._secrets = tuple(sorted(set(secrets), key=len, reverse=True))
         self._catalog_fingerprint = self.catalog_source.fingerprint()
         self._catalog = self.catalog_source.load()
@@ -421,6 +439,8 @@ class ScheduleRunner:
                     result = self._probe(job, token)
                 elif isinstance(job, WatchJob):
                     result = self._watch(job, token)
+                elif isinstance(job, PullJob):
+                    result = self._pull(job, token)
                 else:
                     result = self._reload_catalog(job)
             except Cancelled:
@@ -563,6 +583,21 @@ class ScheduleRunner:
             more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
             return _Outcome("error", f"{len(failed)} file(s) failed: {failed[0]}{more}", summary)
         return _Outcome("ok", None, summary)
+
+    def _pull(self, job: PullJob, token: RunToken) -> _Outcome:
+        """One `quotascope pull`: from the last day held to today, replacing those days (one transaction)."""
+        key = self._admin_keys[job.id]
+        salt = self.salt
+        assert salt is not None
+
+        async def run() -> PullResult:
+            async with new_client() as client:
+                return await pull(
+                    self.db, pull_kind(job.pull_kind), key, client, base_url=job.base_url, salt=salt
+                )
+
+        result = token.run_async(run)
+        return _Outcome("ok", None, result.to_json())
 
     def _reload_catalog(self, job: CatalogJob) -> _Outcome:
         fingerprint = self.catalog_source.fingerprint()

@@ -127,9 +127,10 @@ def run(args: argparse.Namespace) -> int:
     def report(job_run: JobRun) -> None:
         print(describe_run(job_run), file=out, flush=True)
 
-    ingest = log_ingest(load_salt(Path(settings.get("salt_file")))) if config.watches else None
+    salt = load_salt(Path(settings.get("salt_file"))) if config.watches or config.pulls else None
+    ingest = log_ingest(salt) if salt is not None else None
     runner = ScheduleRunner(
-        config, db, catalog=catalog_source(args), ingest=ingest, on_run=report, on_notice=_say
+        config, db, catalog=catalog_source(args), ingest=ingest, on_run=report, on_notice=_say, salt=salt
     )
     runner.prepare()
     print(_started(config, db, args.once), file=out, flush=True)
