@@ -27,6 +27,7 @@ COMMANDS: tuple[str, ...] = (
     "simulate",
     "budget",
     "schedule",
+    "otlp",
     "users",
 )
 
