@@ -169,6 +169,9 @@ def test_undecodable_bodies_get_400_without_quoting_them(server: OtlpServer, db:
         (json.dumps(broken).encode(), JSON),
         (b"{" + secret.encode(), JSON),
         (b"[1, 2]", JSON),
+        (b"[" * 100_000 + b"]" * 100_000, JSON),
+        (b'{"resourceSpans": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", JSON),
+        (b"\x0a" * 200_000, PROTOBUF),
     ):
         response = post(server, body, headers)
         assert response.status_code == 400
