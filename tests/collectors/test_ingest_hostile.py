@@ -170,7 +170,7 @@ def test_duckdb_is_never_shown_the_files_name(tmp_path: Path) -> None:
     path.write_text("{}\n")
     with OpenedFile(path) as opened:
         assert not set("[]*?{}") & set(opened.duckdb_name)
-        with open(opened.duckdb_name, "rb") as other:
+        with Path(opened.duckdb_name).open("rb") as other:
             assert other.read() == b"{}\n"
 
 
