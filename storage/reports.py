@@ -163,13 +163,18 @@ def read_usage_profile(
     provider: str | None = None,
     model: str | None = None,
     team: str | None = None,
+    selection: UsageFilter | None = None,
 ) -> UsageProfile:
-    """The per-request token profile of stored usage (`quotascope plan --from-usage`, `report profile`).
+    """The per-request token profile of stored usage (`quotascope plan --from-usage`, `report profile`):
+    of `selection` if given (the dashboard's, with the viewer's teams), else of the other arguments.
 
     Aggregated rows (an organisation export bucket) count as `n_requests` requests of their average size.
     An empty selection gives `requests == 0` and zero distributions.
     """
-    selection = UsageFilter(since, until, provider, model, team)
+    if selection is None:
+        selection = UsageFilter(since, until, provider, model, team)
+    elif any(v is not None for v in (since, until, provider, model, team)):
+        raise TypeError("read_usage_profile takes a selection or its parts, not both")
     where, params = selection.where()
     metrics = ",\n".join(_distribution_sql(name, expr) for name, expr in _PER_REQUEST.items())
     sql = f"""

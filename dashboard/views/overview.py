@@ -50,7 +50,7 @@ def _providers_table(since: datetime, until: datetime, currency: str) -> pl.Data
         currency=currency,
     ):
         provider, model = row.keys.get("provider"), str(row.keys.get("model"))
-        usage = state.read(read_usage_profile, since=since, until=until, provider=provider, model=model)
+        usage = state.read(read_usage_profile, selection=UsageFilter(since, until, provider, model))
         offer = catalog.find(provider, model)
         entry: dict[str, object] = dict.fromkeys(_PROVIDER_COLUMNS_SOURCES)
         entry |= {
@@ -140,10 +140,12 @@ def render() -> None:
     spent = Decimal(sum(spend.daily["amount"].to_list(), Decimal(0))) if spend.daily.height else Decimal(0)
     rows = state.read(spend_report, priced=True, selection=UsageFilter(since, now), by=(), currency=currency)
     total = rows[0] if rows else None
-    statuses = state.read(
-        budget_statuses, priced=True, month=month, now=now, currency=currency
-    )  # every budget converted to the display currency with the dated rate, which the page names
-    overall = next((s for s in statuses if s.budget.scope == "total"), None)
+    # every budget converted to the display currency with the dated rate, which the page names
+    statuses = state.read(budget_statuses, priced=True, month=month, now=now, currency=currency)
+    # the total budget; for a team lead (who sees no total) their team's
+    overall = next((s for s in statuses if s.budget.scope == "total"), None) or next(
+        (s for s in statuses if s.budget.scope == "team"), None
+    )
     cols = st.columns(4)
     cols[0].metric("Spent this month", _money(spent, currency))
     if overall is not None:
@@ -156,7 +158,8 @@ def render() -> None:
         cols[2].metric(
             "Budget used",
             f"{overall.share_spent:.0%}",
-            delta=f"forecast {overall.share_forecast:.0%} of {_money(overall.budget.amount, currency)}",
+            delta=f"forecast {overall.share_forecast:.0%} of {_money(overall.budget.amount, currency)}"
+            + ("" if overall.budget.scope == "total" else f" ({overall.budget.label})"),
             delta_color="inverse",
             help=f"Budget {overall.describe_amount()}",
         )
