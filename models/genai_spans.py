@@ -117,6 +117,11 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "request_type": ("llm.request.type",),  # OpenLLMetry
 }
 
+# Every attribute the table reads (a reader may pass a span's attributes filtered to these, plus the ones
+# `--attribute` names); SDK_NAME is read from the resource.
+SDK_NAME = "telemetry.sdk.name"
+ATTRIBUTES_READ: frozenset[str] = frozenset(name for names in FIELDS.values() for name in names)
+
 # Operations that are one call of a model, billed by its tokens. Agent and tool spans (`invoke_agent`,
 # `execute_tool`, OpenInference AGENT/CHAIN/TOOL, OpenLLMetry workflow/task) may carry the summed usage of
 # the calls under them: counting them too would count every token twice.
@@ -286,13 +291,12 @@ class SpanUsage:
     service_tier: str | None
     attribution: Mapping[str, str]  # column -> value, from --attribute
     rule: CacheRule
-    labels: Mapping[str, str]  # canonical field -> the attribute it was read from (for reject reasons)
 
     def record(self) -> dict[str, object]:
         """The record in canonical field names (`models.usage_record.CSV_FIELDS`)."""
         out: dict[str, object] = {
             "request_id": self.record_key,
-            "ts": self.ts.strftime("%Y-%m-%dT%H:%M:%S.%f") if self.ts else str(self.start_unix_nano),
+            "ts": self.ts.isoformat() if self.ts else str(self.start_unix_nano),
             "model": self.model,
             "provider": self.provider,
             "input_tokens": self.input_tokens,
@@ -340,7 +344,7 @@ def _has_tokens(attrs: Mapping[str, AttributeValue]) -> bool:
 
 def cache_rule(span: Span, provider: str | None) -> CacheRule:
     """Which convention the span's input count follows (`CACHE_RULES`)."""
-    sdk = _text(span.resource.get("telemetry.sdk.name"))
+    sdk = _text(span.resource.get(SDK_NAME))
     for entry in CACHE_RULES:
         if provider != entry.provider:
             continue
@@ -360,15 +364,9 @@ def usage_from_span(span: Span, attribution: Mapping[str, str] | None = None) ->
     if classify(span) != "usage":
         return None
     attrs = span.attributes
-    labels: dict[str, str] = {}
 
     def pick(field: str) -> AttributeValue:
-        for name in FIELDS[field]:
-            value = attrs.get(name)
-            if value is not None:
-                labels[field] = name
-                return value
-        return None
+        return _first(attrs, FIELDS[field])
 
     provider = normalise_provider(_text(pick("provider")))
     input_tokens = _count(pick("input_tokens"))
@@ -404,7 +402,6 @@ def usage_from_span(span: Span, attribution: Mapping[str, str] | None = None) ->
         service_tier=_text(pick("service_tier")),
         attribution=_attribution(span, attribution or {}),
         rule=rule,
-        labels=labels,
     )
 
 
@@ -427,6 +424,8 @@ def normalise_provider(name: str | None) -> str | None:
 def _ttft_ms(span: Span, seconds: AttributeValue) -> float | None:
     if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds):
         return float(seconds) * 1000.0 if seconds >= 0 else None
+    if not span.events:
+        return None
     first = min((e.time_unix_nano for e in span.events if e.name in FIRST_TOKEN_EVENTS), default=None)
     if first is None or first < span.start_unix_nano:
         return None

@@ -14,6 +14,7 @@ Answers follow the OTLP specification ("OTLP/HTTP Response"):
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -134,6 +135,7 @@ class Receiver:
         self.stats.requests += 1
         self.stats.spans += prepared.spans
         self.stats.llm_spans += prepared.llm_spans
+        refused: list[Reject] = []
         if prepared.llm_spans:
             try:
                 done = self.writer.submit(prepared)
@@ -141,19 +143,18 @@ class Receiver:
                 self.stats.refused_busy += 1
                 return _failure(429, str(e), json_body, retry_after=e.retry_after_s)
             try:
-                await anyio.to_thread.run_sync(done.result)
+                refused = await asyncio.wrap_future(done)
             except StorageError as e:
                 self.stats.refused_storage += 1
                 log.warning("a batch of spans could not be stored: %s", e)
                 return _failure(503, "the database cannot be written now; retry later", json_body, 5)
-        rejected = len(prepared.rejects)
-        self.stats.rejected += rejected
-        body_out, media_out = encode_response(rejected, _reasons(prepared.rejects), json_body=json_body)
+        self.stats.rejected += len(refused)
+        body_out, media_out = encode_response(len(refused), _reasons(refused), json_body=json_body)
         return Response(body_out, media_type=media_out)
 
     def _prepare(self, body: bytes, json_body: bool, gzipped: bool) -> Prepared:
         request = decode_body(body, json_body=json_body, gzipped=gzipped, limit=self.config.max_body_bytes)
-        return self.batcher.prepare(spans_of(request))
+        return self.batcher.prepare(spans_of(request, self.batcher.wanted))
 
     async def other_signal(self, request: Request) -> Response:
         """Metrics and logs: accepted and dropped (usage lives in spans), so exporters log no errors."""

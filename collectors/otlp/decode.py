@@ -15,7 +15,7 @@ import base64
 import binascii
 import json
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 from google.protobuf import json_format
@@ -162,29 +162,9 @@ def encode_response(rejected: int, message: str, *, json_body: bool) -> tuple[by
 # ------------------------------------------------------------------------------------------ spans
 
 
-class Attributes(Mapping[str, AttributeValue]):
-    """A span's or resource's attributes, each value converted only when asked for (most never are)."""
-
-    __slots__ = ("_raw",)
-
-    def __init__(self, pairs: Any) -> None:
-        self._raw: dict[str, AnyValue] = {kv.key: kv.value for kv in pairs}
-
-    def __getitem__(self, key: str) -> AttributeValue:
-        return _value(self._raw[key])
-
-    def get(self, key: str, default: Any = None) -> Any:
-        raw = self._raw.get(key)
-        return default if raw is None else _value(raw)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._raw
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._raw)
-
-    def __len__(self) -> int:
-        return len(self._raw)
+def attributes(pairs: Any, wanted: frozenset[str]) -> dict[str, AttributeValue]:
+    """The attributes among `wanted`, converted (one pass; the others, content among them, are never read)."""
+    return {kv.key: _value(kv.value) for kv in pairs if kv.key in wanted}
 
 
 def _value(value: AnyValue) -> AttributeValue:
@@ -206,16 +186,17 @@ def _value(value: AnyValue) -> AttributeValue:
     return None
 
 
-def spans_of(request: ExportTraceServiceRequest) -> Iterator[Span]:
-    """Every span of a request with its resource's attributes and its scope's name."""
+def spans_of(request: ExportTraceServiceRequest, wanted: frozenset[str]) -> Iterator[Span]:
+    """Every span of a request with its scope's name, and of its and its resource's attributes those in
+    `wanted` (what `models.genai_spans` reads, and the attributes `--attribute` names)."""
     for resource_spans in request.resource_spans:
-        resource = Attributes(resource_spans.resource.attributes)
+        resource = attributes(resource_spans.resource.attributes, wanted)
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope.name
             for span in scope_spans.spans:
                 yield Span(
                     resource=resource,
-                    attributes=Attributes(span.attributes),
+                    attributes=attributes(span.attributes, wanted),
                     name=span.name,
                     kind=_KINDS.get(span.kind, "unspecified"),
                     start_unix_nano=span.start_time_unix_nano,

@@ -55,9 +55,10 @@ class OtlpServer:
         self._sock = sock or bind(options.host, options.port)
         self.host = options.host
         self.port: int = self._sock.getsockname()[1]
-        self.batcher = SpanBatcher(salt, options.attribution)
+        self.batcher = SpanBatcher(options.attribution)
         self.writer = SpanWriter(
             db,
+            salt,
             origin=f"otlp://{self.address}",
             max_pending_spans=options.max_pending_spans,
             batch_spans=options.batch_spans,
@@ -136,7 +137,6 @@ class OtlpServer:
             return
         self._closed = True
         self.writer.close()
-        self.batcher.close()
         self._sock.close()
 
     def __enter__(self) -> OtlpServer:

@@ -23,10 +23,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pyarrow as pa
-
 from collectors.ingest.formats import csv_spec
-from models.genai_spans import Span, classify, usage_from_span
+from models.genai_spans import ATTRIBUTES_READ, SDK_NAME, Span, classify, usage_from_span
 from models.usage_record import RecordSpec
 from storage.db import StorageError
 from storage.usage import BatchCounts, IngestContext, Normaliser, Reject, SourceRun, store_batch
@@ -58,40 +56,30 @@ NO_USAGE = "an LLM span without token counts (a call cut short, or streamed with
 
 @dataclass
 class Prepared:
-    """One request's spans: canonical rows, rejects, and how many spans were LLM calls."""
+    """One request's spans: a JSON record per LLM span with usage, and how many spans were what."""
 
-    rows: pa.Table
-    rejects: list[Reject]
+    records: list[str]
+    no_usage: int  # LLM calls without token counts: refused, with that reason
     spans: int  # every span in the request
-    llm_spans: int  # of which LLM calls (stored, duplicates or rejected)
     ignored: int  # not LLM calls, or failed calls with no usage
+
+    @property
+    def llm_spans(self) -> int:
+        return len(self.records) + self.no_usage
 
 
 @dataclass
 class _Queued:
     prepared: Prepared
-    done: Future[BatchCounts] = field(default_factory=Future)
+    done: Future[list[Reject]] = field(default_factory=Future)  # this request's refused spans
 
 
 class SpanBatcher:
-    """Turns spans into checked canonical rows; thread-safe (the normaliser is)."""
+    """Turns one request's spans into canonical records (`models.genai_spans`); thread-safe, no I/O."""
 
-    def __init__(self, salt: str, attribution: Mapping[str, str]) -> None:
+    def __init__(self, attribution: Mapping[str, str]) -> None:
         self.attribution = dict(attribution)
-        self.context = IngestContext(salt=salt)
-        self.normaliser = Normaliser()
-        self._next_line = 1
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        self.normaliser.close()
-
-    def _lines(self, count: int) -> int:
-        """The first of `count` consecutive record numbers (the `line_no` of this receiver's source)."""
-        with self._lock:
-            first = self._next_line
-            self._next_line += count
-            return first
+        self.wanted = ATTRIBUTES_READ | {SDK_NAME} | frozenset(self.attribution.values())
 
     def prepare(self, spans: Iterable[Span]) -> Prepared:
         records: list[str] = []
@@ -101,21 +89,11 @@ class SpanBatcher:
             usage = usage_from_span(span, self.attribution)
             if usage is not None:
                 records.append(json.dumps(usage.record(), separators=(",", ":"), ensure_ascii=False))
-                continue
-            if not span.error and classify(span) == "no_usage":
+            elif not span.error and classify(span) == "no_usage":
                 no_usage += 1
             else:
                 ignored += 1
-        first = self._lines(len(records) + no_usage)
-        rejects = [Reject(first + len(records) + i, NO_USAGE, "") for i in range(no_usage)]
-        if records:
-            numbers = list(range(first, first + len(records)))
-            data = ("\n".join(records) + "\n").encode()
-            normalised = self.normaliser.normalise(SPEC, data, self.context, line_numbers=numbers)
-            rows, rejects = normalised.rows, normalised.rejects + rejects
-        else:
-            rows = pa.table({})
-        return Prepared(rows, rejects, total, len(records) + no_usage, ignored)
+        return Prepared(records, no_usage, total, ignored)
 
 
 class WriterBusy(Exception):
@@ -132,6 +110,7 @@ class SpanWriter:
     def __init__(
         self,
         db: Path,
+        salt: str,
         *,
         origin: str,
         max_pending_spans: int = 100_000,
@@ -147,6 +126,9 @@ class SpanWriter:
             tags={},
             started_at=datetime.now(UTC).replace(tzinfo=None),
         )
+        self.context = IngestContext(salt=salt)
+        self.normaliser = Normaliser()
+        self._next_line = 1  # the `line_no` of this receiver's records, in the order they are stored
         self.max_pending_spans = max_pending_spans
         self.batch_spans = batch_spans
         self.linger_s = linger_s
@@ -165,8 +147,9 @@ class SpanWriter:
     def pending_spans(self) -> int:
         return self._pending
 
-    def submit(self, prepared: Prepared) -> Future[BatchCounts]:
-        """Queue one request's rows; the future completes when they are committed (or the batch failed).
+    def submit(self, prepared: Prepared) -> Future[list[Reject]]:
+        """Queue one request's records; the future gives its refused spans once the batch holding them is
+        committed (or raises `StorageError` when it could not be).
 
         Raises `WriterBusy` when taking them would hold more than `max_pending_spans`.
         """
@@ -193,6 +176,7 @@ class SpanWriter:
             self._closing = True
             self._cond.notify()
         self._thread.join()
+        self.normaliser.close()
 
     def _take(self) -> list[_Queued]:
         with self._cond:
@@ -221,7 +205,7 @@ class SpanWriter:
             started = time.perf_counter()
             try:
                 self._store(batch)
-            except StorageError as e:
+            except StorageError as e:  # the database (or normalising in DuckDB) failed: nothing was stored
                 self.failing = str(e)
                 for item in batch:
                     item.done.set_exception(e)
@@ -238,10 +222,32 @@ class SpanWriter:
                     self._pending -= sum(max(1, i.prepared.llm_spans) for i in batch)
 
     def _store(self, batch: list[_Queued]) -> None:
-        tables = [i.prepared.rows for i in batch if i.prepared.rows.num_rows]
-        rejects = [r for i in batch for r in i.prepared.rejects]
+        """Normalise the batch's records together (one DuckDB statement for many requests), store them in one
+        transaction, and give each request its own refused spans."""
+        first = self._next_line
+        numbers: list[int] = []
+        lines: list[str] = []
+        rejects: list[Reject] = []
+        ranges: list[tuple[int, int]] = []
+        line = first
+        for item in batch:
+            prepared = item.prepared
+            start = line
+            numbers.extend(range(line, line + len(prepared.records)))
+            lines.extend(prepared.records)
+            line += len(prepared.records)
+            rejects.extend(Reject(line + i, NO_USAGE, "") for i in range(prepared.no_usage))
+            line += prepared.no_usage
+            ranges.append((start, line))
+        tables = []
+        if lines:
+            data = ("\n".join(lines) + "\n").encode()
+            normalised = self.normaliser.normalise(SPEC, data, self.context, line_numbers=numbers)
+            tables.append(normalised.rows)
+            rejects = normalised.rejects + rejects
         with self._lock:
             self.run, counts = store_batch(self.db, self.run, tables, rejects)
+        self._next_line = line
         self.totals = self.totals + counts
-        for item in batch:
-            item.done.set_result(counts)
+        for item, (start, end) in zip(batch, ranges, strict=True):
+            item.done.set_result([r for r in rejects if start <= r.line_no < end])
