@@ -53,6 +53,7 @@ from collectors.scheduler.config import (
 from collectors.scheduler.watch import scan_folder
 from models.catalog import Catalog
 from models.errors import InputError, QuotascopeError
+from models.outside_text import redact_secrets
 from models.probe import ProbeRun, summarize
 from storage.catalog import load_catalog
 from storage.db import StorageError, open_write
@@ -71,6 +72,9 @@ class IngestCounts:
     stored: int = 0
     duplicates: int = 0
     rejected: int = 0
+    # why the file, or its rest, could not be read (its records before that are counted above): the watcher
+    # marks it failed and reads it again only once it changes
+    unreadable: str | None = None
 
 
 class Ingest(Protocol):
@@ -89,6 +93,7 @@ def log_ingest(salt: str) -> Ingest:
             sum(r.counts.stored for r in results),
             sum(r.counts.duplicates for r in results),
             sum(r.counts.rejected for r in results),
+            next((r.unreadable for r in results if r.unreadable), None),
         )
 
     return ingest
@@ -601,15 +606,22 @@ class ScheduleRunner:
                 trouble = f"{seen.path.name} was not read: {self._sentence(e)}"
                 left = len(scan.ready) - index
                 break
+            except Exception as e:  # a fault no reader caught: still this file's alone, the others go on
+                mark = seen.mark(self._sentence(e))
+                failed.append(f"{seen.path.name}: {mark.error}")
             else:
-                mark = seen.mark()
-                read_files += 1
                 totals = IngestCounts(
                     totals.read + counts.read,
                     totals.stored + counts.stored,
                     totals.duplicates + counts.duplicates,
                     totals.rejected + counts.rejected,
                 )
+                if counts.unreadable:  # its readable records are stored, the rest waits for a change
+                    mark = seen.mark(self._redact(counts.unreadable))
+                    failed.append(f"{seen.path.name}: {mark.error}")
+                else:
+                    mark = seen.mark()
+                    read_files += 1
             write_file_marks(self.db, [(job.id, mark)], utc_now())
             marks[mark.path] = mark
         summary = {
@@ -663,6 +675,4 @@ class ScheduleRunner:
         return _Outcome("ok", None, summary)
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text[:MAX_ERROR_CHARS]
+        return redact_secrets(text, self._secrets)[:MAX_ERROR_CHARS]
