@@ -40,10 +40,21 @@ from collectors.ingest import IngestOptions, ingest_paths
 from collectors.otlp import OtlpOptions, OtlpServer
 from collectors.prices.genai import ensure_base_layer
 from collectors.probe import EndpointError, make_client, run_probe
-from collectors.scheduler.config import CatalogJob, Cron, Interval, Job, ProbeJob, ScheduleConfig, WatchJob
+from collectors.pull import AdminKey, PullResult, new_client, pull, pull_kind
+from collectors.scheduler.config import (
+    CatalogJob,
+    Cron,
+    Interval,
+    Job,
+    ProbeJob,
+    PullJob,
+    ScheduleConfig,
+    WatchJob,
+)
 from collectors.scheduler.watch import scan_folder
 from models.catalog import Catalog
 from models.errors import InputError, QuotascopeError
+from models.outside_text import redact_secrets
 from models.probe import ProbeRun, summarize
 from storage.catalog import BASE_KEY, load_catalog
 from storage.db import StorageError, open_write
@@ -62,6 +73,9 @@ class IngestCounts:
     stored: int = 0
     duplicates: int = 0
     rejected: int = 0
+    # why the file, or its rest, could not be read (its records before that are counted above): the watcher
+    # marks it failed and reads it again only once it changes
+    unreadable: str | None = None
 
 
 class Ingest(Protocol):
@@ -80,6 +94,7 @@ def log_ingest(salt: str) -> Ingest:
             sum(r.counts.stored for r in results),
             sum(r.counts.duplicates for r in results),
             sum(r.counts.rejected for r in results),
+            next((r.unreadable for r in results if r.unreadable), None),
         )
 
     return ingest
@@ -201,13 +216,14 @@ class ScheduleRunner:
         salt: str | None = None,
     ) -> None:
         self.config = config
-        self.salt = salt  # hashes user ids of the OTLP receiver's spans
+        self.salt = salt  # hashes user ids of the OTLP receiver's spans and of pulled usage
         self.db = Path(db)
         self.catalog_source = catalog
         self.ingest = ingest
         self.on_run = on_run
         self.on_notice = on_notice
         self.session_id = session_id or uuid.uuid4().hex
+        self._admin_keys: dict[str, AdminKey] = {}
         self._catalog: Catalog | None = None
         self._catalog_fingerprint: str | None = None
         self._marks: dict[str, dict[str, FileMark]] = {}
@@ -239,6 +255,11 @@ class ScheduleRunner:
             key = job.endpoint.api_key()
             if key:
                 secrets.append(key)
+        for pull_job in self.config.pulls:  # an unset variable stops the start, naming it
+            self._admin_keys[pull_job.id] = AdminKey.from_env(pull_job.admin_key_env)
+            secrets.append(self._admin_keys[pull_job.id].value())
+        if self.config.pulls and not self.salt:
+            raise InputError("a [[pull]] job needs the salt that hashes user ids, and none was given")
         self._secrets = tuple(sorted(set(secrets), key=len, reverse=True))
         self._catalog_fingerprint = self.catalog_source.fingerprint()
         self._catalog = self.catalog_source.load()
@@ -475,6 +496,8 @@ class ScheduleRunner:
                     result = self._probe(job, token)
                 elif isinstance(job, WatchJob):
                     result = self._watch(job, token)
+                elif isinstance(job, PullJob):
+                    result = self._pull(job, token)
                 else:
                     result = self._reload_catalog(job)
             except Cancelled:
@@ -588,15 +611,22 @@ class ScheduleRunner:
                 trouble = f"{seen.path.name} was not read: {self._sentence(e)}"
                 left = len(scan.ready) - index
                 break
+            except Exception as e:  # a fault no reader caught: still this file's alone, the others go on
+                mark = seen.mark(self._sentence(e))
+                failed.append(f"{seen.path.name}: {mark.error}")
             else:
-                mark = seen.mark()
-                read_files += 1
                 totals = IngestCounts(
                     totals.read + counts.read,
                     totals.stored + counts.stored,
                     totals.duplicates + counts.duplicates,
                     totals.rejected + counts.rejected,
                 )
+                if counts.unreadable:  # its readable records are stored, the rest waits for a change
+                    mark = seen.mark(self._redact(counts.unreadable))
+                    failed.append(f"{seen.path.name}: {mark.error}")
+                else:
+                    mark = seen.mark()
+                    read_files += 1
             write_file_marks(self.db, [(job.id, mark)], utc_now())
             marks[mark.path] = mark
         summary = {
@@ -618,6 +648,21 @@ class ScheduleRunner:
             return _Outcome("error", f"{len(failed)} file(s) failed: {failed[0]}{more}", summary)
         return _Outcome("ok", None, summary)
 
+    def _pull(self, job: PullJob, token: RunToken) -> _Outcome:
+        """One `quotascope pull`: from the last day held to today, replacing those days (one transaction)."""
+        key = self._admin_keys[job.id]
+        salt = self.salt
+        assert salt is not None
+
+        async def run() -> PullResult:
+            async with new_client() as client:
+                return await pull(
+                    self.db, pull_kind(job.pull_kind), key, client, base_url=job.base_url, salt=salt
+                )
+
+        result = token.run_async(run)
+        return _Outcome("ok", None, result.to_json())
+
     def _reload_catalog(self, job: CatalogJob) -> _Outcome:
         fingerprint = self.catalog_source.fingerprint()
         changed = fingerprint != self._catalog_fingerprint or self._catalog is None
@@ -635,6 +680,4 @@ class ScheduleRunner:
         return _Outcome("ok", None, summary)
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text[:MAX_ERROR_CHARS]
+        return redact_secrets(text, self._secrets)[:MAX_ERROR_CHARS]
