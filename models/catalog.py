@@ -373,10 +373,19 @@ class Catalog:
                 matches = [o for o in matches if self.providers.same(o.provider, provider)]
             if len(matches) == 1:
                 return Match(matches[0])
+            makers = [o for o in matches if self._makes(o.provider, name)]
+            if len(makers) == 1:  # several sell it, one makes it (o3: Azure resells OpenAI's)
+                return Match(makers[0])
             if matches:  # ambiguous: better unpriced than priced by a guess
                 sellers = ", ".join(sorted({o.provider for o in matches}))
                 return Match(None, f"sold by several providers ({sellers}); the log names none")
         return Match(None)
+
+    def _makes(self, provider: str, name: str) -> bool:
+        """Whether `provider` is the one whose model family `name` belongs to (genai-prices' model match)."""
+        maker = self.providers.resolve(provider) or provider.lower()
+        pattern = self.providers.makers.get(maker)
+        return pattern is not None and pattern.is_match(name)
 
     def _base(self, provider: str | None, model: str) -> Match:
         names = list(dict.fromkeys([model.lower(), _dashed_date(model.lower())]))
@@ -397,9 +406,7 @@ class Catalog:
                     hits[offer.provider] = offer
             if len(hits) == 1:
                 return Match(next(iter(hits.values())))
-            makers = [
-                p for p in hits if p in self.providers.makers and self.providers.makers[p].is_match(name)
-            ]
+            makers = [p for p in hits if self._makes(p, name)]
             if len(makers) == 1:
                 return Match(hits[makers[0]])
             if hits:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from collectors.ingest import FORMATS, FileResult, IngestOptions, ingest_paths, load_salt
 from collectors.ingest.progress import Progress
+from models.catalog import to_utc_naive
 from models.errors import CatalogError, InputError
 from models.usage_record import CSV_FIELDS
 from quotascope import settings
@@ -72,12 +74,28 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
         metavar="COLUMN=FIELD,...",
         help=f"for --format csv: which column holds which field ({', '.join(CSV_FIELDS)})",
     )
+    p.add_argument(
+        "--default-time",
+        type=_moment,
+        metavar="ISO",
+        help="the time of records that carry none (Anthropic responses, batch results), e.g. "
+        "2025-05-20T14:00Z (UTC unless it has an offset); without it such records are rejected",
+    )
     p.set_defaults(run=run)
+
+
+def _moment(text: str) -> datetime:
+    try:
+        return to_utc_naive(datetime.fromisoformat(text.strip().replace("Z", "+00:00")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"looks like 2025-05-20 or 2025-05-20T14:00Z, got {text!r}"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:
     db = db_path(args)
-    options = IngestOptions(format=args.format, csv_map=args.csv_map)
+    options = IngestOptions(format=args.format, csv_map=args.csv_map, default_time=args.default_time)
     salt = load_salt(Path(settings.get("salt_file")))
 
     def notice(message: str) -> None:
