@@ -1,7 +1,7 @@
 """What the genai-prices base layer adds to every command: `quotascope report spend` on an empty database,
 with and without the base layer, A/B in the same run (processes alternated, median of N each).
 
-- A: the shipped catalog alone (`QUOTASCOPE_PRICE_DATA_DIR` empty), as before the base layer;
+- A: the shipped catalog alone (`QUOTASCOPE_PRICE_DATA_DIR=off`), as before the base layer;
 - B: the shipped catalog over the converted genai-prices base layer (~2,300 models), read from its cache
   (converted once before timing, as the first command of a fresh install does).
 
@@ -49,7 +49,7 @@ def main() -> None:
             pass
         base = {k: v for k, v in os.environ.items() if not k.startswith("QUOTASCOPE_")}
         base["QUOTASCOPE_DB"] = str(db)
-        without = {**base, "QUOTASCOPE_PRICE_DATA_DIR": ""}
+        without = {**base, "QUOTASCOPE_PRICE_DATA_DIR": "off"}
         with_layer = {**base, "QUOTASCOPE_PRICE_DATA_DIR": str(Path(folder) / "prices")}
         first = timed(with_layer)  # converts the installed package once and caches it
         a: list[float] = []

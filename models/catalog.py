@@ -195,7 +195,9 @@ class OfferVersion:
     fees_per_1k_calls: Mapping[str, Decimal] = field(default_factory=dict)
     ptu: PtuRule | None = None
     notes: str = ""
-    origin: str = ""  # where this version's figures come from: a catalog file, or the base layer's label
+    # where this version's figures come from: a catalog file, or the base layer's label (provenance, not part
+    # of what the version is: the same prices read back from another file are the same version)
+    origin: str = field(default="", compare=False)
     variants: Mapping[str, PriceVariant] = field(default_factory=dict)  # "batch", "flex", "priority", ...
 
     @property

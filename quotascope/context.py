@@ -28,9 +28,9 @@ def priced_catalog(catalog_dir: Path, user_files: list[Path]) -> Catalog:
 
 
 def price_data_dir() -> Path | None:
-    """The base layer's folder; None when the setting is empty (the shipped catalog alone)."""
+    """The base layer's folder; None when the setting is `off` (the shipped catalog alone)."""
     value = settings.get("price_data_dir")
-    return Path(value) if value else None
+    return Path(value) if value and value.strip().lower() != "off" else None
 
 
 def user_catalogs() -> list[Path]:

@@ -38,7 +38,7 @@ SETTINGS: tuple[Setting, ...] = (
         "QUOTASCOPE_PRICE_DATA_DIR",
         str(PROJECT_ROOT / "data" / "prices"),
         "Folder of the converted genai-prices base layer (made on first use; `catalog update` refreshes "
-        "it); empty: price with the shipped catalog and your files alone.",
+        "it); `off`: price with the shipped catalog and your files alone.",
     ),
     Setting(
         "user_catalog",

@@ -87,6 +87,8 @@ def _providers_table(since: datetime, until: datetime, currency: str) -> pl.Data
             entry["binding"] = plan.capacity.binding_limit
             entry["cost_per_1k"] = None if plan.cost is None else plan.cost.per_1k_questions.amount
         rows.append(entry)
+    if not rows:  # usage stored, none of it this month up to now: an empty table with its columns
+        return pl.DataFrame({name: [] for name in _PROVIDER_COLUMNS_SOURCES})
     return pl.DataFrame(rows, infer_schema_length=None)
 
 

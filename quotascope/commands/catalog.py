@@ -179,7 +179,7 @@ def run_validate(args: argparse.Namespace) -> int:
 def run_update(args: argparse.Namespace) -> int:
     folder = price_data_dir()
     if folder is None:
-        raise InputError("the price_data_dir setting is empty: there is no base layer to update")
+        raise InputError("the price_data_dir setting is off: there is no base layer to update")
     result = update_base_layer(folder, _now().date(), fetch=not args.offline, url=args.url)
     document = {
         "base_layer": result.label,
