@@ -7,6 +7,7 @@ import streamlit as st
 
 from dashboard import charts, state
 from models.errors import QuotascopeError
+from models.outside_text import for_markdown
 from storage.probes import probe_percentiles, probe_rate_limits, probe_runs
 
 ERROR_COLUMNS = {
@@ -66,7 +67,7 @@ def render() -> None:
     try:
         runs = state.read(probe_runs, since=filters.since, until=filters.until)
     except QuotascopeError as e:
-        st.error(str(e))
+        st.error(for_markdown(e))
         return
     if runs.is_empty():
         state.empty_state("No probe results in this period.", "quotascope probe --endpoint NAME")
@@ -93,7 +94,7 @@ def render() -> None:
     table = _summary(summary, ttft_alert, success_alert)
     st.dataframe(table, hide_index=True, key="endpoints_table")
     for row in table.filter(pl.col("alerts") != "").iter_rows(named=True):
-        message = f"**{row['endpoint']}**: {row['alerts']}"
+        message = f"**{for_markdown(row['endpoint'])}**: {for_markdown(row['alerts'])}"
         if "canary failed" in row["alerts"]:
             message += (
                 " — the model behind it may not be the one you pay for (a distilled model fails the canary)"

@@ -16,6 +16,7 @@ from models.catalog import Limits
 from models.errors import QuotascopeError
 from models.forecast import month_start
 from models.money import format_amount
+from models.outside_text import for_markdown
 from models.plan import PlanRequest, make_plan
 from models.profile import rounded_usage_profile
 from storage.budgets import budget_statuses, read_daily_spend
@@ -100,7 +101,7 @@ def render() -> None:
     try:
         dims = state.read(usage_dimensions)
     except QuotascopeError as e:
-        st.error(str(e))
+        st.error(for_markdown(e))
         return
     if dims.requests == 0:
         state.empty_state("No usage stored yet.", "quotascope ingest PATH")
@@ -152,9 +153,11 @@ def render() -> None:
     if overall is not None:
         st.plotly_chart(charts.budget_forecast(forecast_band(overall), bcur), key="overview_forecast_chart")
         for alert in overall.alerts:
-            st.warning(alert.message, icon=":material/warning:")
+            st.warning(for_markdown(alert.message), icon=":material/warning:")
     if total is not None and total.unpriced_requests:
-        unknown = ", ".join(sorted({m.split(" (")[0] for m in total.unpriced_models}))
+        unknown = ", ".join(
+            for_markdown(m) for m in sorted({m.split(" (")[0] for m in total.unpriced_models})
+        )
         st.info(
             f"{total.unpriced_requests:,.0f} requests this month are unpriced ({unknown}); "
             "they are not counted as free. Add the offer with your own catalog file (see the Catalog page)."

@@ -9,6 +9,7 @@ import streamlit as st
 from dashboard import charts, state
 from models.budget import forecast_band
 from models.forecast import month_start
+from models.outside_text import for_markdown, to_csv
 from storage.budgets import budget_statuses
 from storage.reports import spend_report
 
@@ -33,6 +34,8 @@ def _frame(rows: list, keys: tuple[str, ...]) -> pl.DataFrame:  # type: ignore[t
             for row in rows
         ],
         infer_schema_length=None,
+        # a selection of unpriced usage only has no cost at all: still a number column, never NULL-typed
+        schema_overrides={"cost": pl.Float64, "cache_savings": pl.Float64},
     )
 
 
@@ -53,8 +56,8 @@ def render() -> None:
         spend_report, priced=True, selection=selection, by=(GROUPS[group],), currency=currency
     )
     table = _frame(totals, (GROUPS[group],)).sort("cost", descending=True, nulls_last=True)
-    total_cost = table["cost"].sum() if table.height else 0.0
-    savings = table["cache_savings"].sum() if table.height else 0.0
+    total_cost = (table["cost"].sum() or 0.0) if table.height else 0.0
+    savings = (table["cache_savings"].sum() or 0.0) if table.height else 0.0
     m = st.columns(4)
     m[0].metric("Spend in period", f"{total_cost:,.2f} {currency}")
     m[1].metric(
@@ -111,18 +114,18 @@ def render() -> None:
     st.dataframe(table, hide_index=True, key="spend_table")
     unpriced = sorted({m for r in totals for m in r.unpriced_models})
     if unpriced:
-        names = ", ".join(sorted({u.split(" (")[0] for u in unpriced}))
+        names = ", ".join(for_markdown(n) for n in sorted({u.split(" (")[0] for u in unpriced}))
         st.info(f"Unpriced (not counted above, never as free): {names}")
     st.download_button(
         "Download CSV",
-        table.write_csv(),
+        to_csv(table),
         file_name=f"quotascope-spend-by-{group}.csv",
         mime="text/csv",
         key="spend_csv",
     )
     st.caption(
         f"Money in {currency}. Price versions used: "
-        + ", ".join(sorted({v for r in totals for v in r.price_versions}))
+        + ", ".join(for_markdown(v) for v in sorted({v for r in totals for v in r.price_versions}))
     )
 
 
