@@ -19,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "demo",
     "dashboard",
     "ingest",
+    "pull",
     "report",
     "plan",
     "catalog",
