@@ -32,11 +32,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import xxhash
+
+from collectors.ingest.files import HASH_PREFIX
 from collectors.probe.client import classify_status, redact
 from models.errors import InputError
 from models.probe import ErrorClass, LoadPlan, ProbeRun, RequestKind, RequestResult, Tool
 from models.usage_record import redact_excerpt
 from storage.normalise import Reject
+from storage.probes import ImportCounts, store_probe_import
 
 PeerTool = Literal["aiperf", "guidellm", "vllm"]
 PEER_TOOLS: tuple[PeerTool, ...] = ("aiperf", "guidellm", "vllm")
@@ -634,3 +638,15 @@ def read_peer_file(path: Path, tool: PeerTool | None = None, identity: Identity 
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     return READERS[tool or detect_tool(path)](path, identity or Identity())
+
+
+def import_peer_file(
+    db: Path, path: Path, tool: PeerTool | None = None, identity: Identity | None = None
+) -> tuple[PeerFile, ImportCounts]:
+    """Read one peer result file and store its runs (`storage.probes.store_probe_import`)."""
+    peer = read_peer_file(path, tool, identity)
+    digest = xxhash.xxh3_128(path.read_bytes()).hexdigest()
+    counts = store_probe_import(
+        db, path, f"probe:{peer.tool}", HASH_PREFIX + digest, peer.runs, peer.read, peer.rejects
+    )
+    return peer, counts

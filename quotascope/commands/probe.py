@@ -18,6 +18,7 @@ from models.catalog import Offer
 from models.errors import InputError
 from models.probe import DEFAULT_WARMUP_REQUESTS, LoadPlan, ProbeRun, summarize
 from quotascope import settings
+from quotascope.commands import probe_import
 from quotascope.context import catalog_from, db_path
 from quotascope.output import emit, table
 from storage.probes import write_probe_run
@@ -91,6 +92,8 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     load.add_argument("--seed", type=int, default=0, help="Poisson gaps and prompt filler")
     p.add_argument("--no-store", action="store_true", help="print the summary without storing the run")
     p.set_defaults(run=run)
+    actions = p.add_subparsers(dest="probe_action", metavar="import", required=False)
+    probe_import.register(actions, parent)
 
 
 def endpoint_from(args: argparse.Namespace) -> Endpoint:
