@@ -20,7 +20,7 @@ demo: install
 	$(BIN)/quotascope demo
 
 ## test: install what the tests need, then lint, type-check and run every test
-test: install-test chromium lint typecheck unit
+test: install-test chromium peers lint typecheck unit
 
 ## chromium: Debian's Chromium for the browser tests (installed when run as root; required under CI)
 chromium:

