@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import state
+from dashboard import auth, state
 from models.errors import QuotascopeError
 from quotascope import settings
 from storage.explore import Dimensions, usage_dimensions
@@ -14,9 +14,12 @@ from storage.explore import Dimensions, usage_dimensions
 VIEWS = Path(__file__).parent / "views"
 
 st.set_page_config(page_title="quotascope", page_icon=":material/speed:", layout="wide")
+# nothing below runs before sign-in (when sign-in is configured); every read after it is in the viewer's scope
+viewer = auth.require_viewer(state.db_path(), state.data_version())
 
 with st.sidebar:
     st.markdown("### quotascope")
+    auth.sign_out_button(viewer)
     st.caption(f"Database: `{state.db_path()}`")
     currencies = state.catalog().fx.currencies()
     preferred = settings.get("display_currency").upper() or "USD"

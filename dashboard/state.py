@@ -1,12 +1,23 @@
-"""What every view shares: the database path, the catalog, the sidebar's filters, cached reads.
+"""What every view shares: the database path, the catalog, the viewer's scope, the sidebar's filters, and
+cached reads.
 
-Database reads go through `storage` (read-only connections per query, retried on lock conflicts) and are
-cached with `st.cache_data` keyed on the database's data version (its file's size and modification time,
-and its write-ahead log's), so reruns don't re-query and a finished ingest shows up on the next rerun.
+Every database read of a view goes through `read(call, ...)`, and that is where the viewer's teams are
+applied, once for every page, chart, table, filter option, alert and download: a read that returns team data
+takes `selection: UsageFilter`, and `read` replaces it with the selection cut down to the viewer's scope
+(`UsageFilter.within`; a missing one becomes the whole scope). A read with no `selection` must be declared
+in `TEAM_FREE` (data that belongs to no team), or `read` refuses to run it. So a new page or download gets
+the scope by calling `state.read(its_storage_function, selection=...)`; calling storage directly from a
+view is the one way around it (tests/dashboard/test_scope.py checks the views don't).
+
+Reads are cached with `st.cache_data` keyed on the database's data version (its file's size and modification
+time, and its write-ahead log's) and on their arguments, the scoped selection included, so reruns don't
+re-query, a finished ingest shows up on the next rerun, and two viewers never share a cached answer of
+another scope.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -15,12 +26,15 @@ from typing import Any, TypeVar
 
 import streamlit as st
 
+from dashboard.auth import VIEWER_KEY
+from models.access import Scope
 from models.catalog import Catalog
 from models.errors import QuotascopeError
 from quotascope import settings
 from quotascope.context import user_catalogs
 from storage.catalog import load_catalog
 from storage.explore import usage_dimensions
+from storage.probes import probe_percentiles, probe_rate_limits, probe_runs
 from storage.replay import UsageFilter
 
 T = TypeVar("T")
@@ -75,9 +89,47 @@ def _cached(
     return _call(Path(db), **extra, **dict(kwargs))
 
 
+# Reads of data that belongs to no team, shown to every signed-in viewer: probe results describe the
+# endpoints themselves (latency, errors, limits announced), not any team's traffic or spend.
+TEAM_FREE: frozenset[Callable[..., Any]] = frozenset({probe_runs, probe_percentiles, probe_rate_limits})
+
+
+class ScopeError(RuntimeError):
+    """A view asked for a read the viewer's scope cannot be applied to (a programming error)."""
+
+
+def scope() -> Scope:
+    """The viewer's teams, set by the sign-in gate (`dashboard.auth.require_viewer`) before any view runs.
+    Without a viewer (the gate did not run) nothing is visible: the scope fails closed."""
+    viewer = st.session_state.get(VIEWER_KEY)
+    return viewer.scope if viewer is not None else Scope(())
+
+
+def sees_all_teams() -> bool:
+    """Whether the viewer sees every team (figures that cannot be split by team, such as billed invoices,
+    are for these viewers only)."""
+    return scope().all_teams
+
+
+def scoped(call: Callable[..., Any], kwargs: dict[str, Any], viewer: Scope) -> dict[str, Any]:
+    """`kwargs` with `selection` cut down to `viewer` (added if missing); refused for a read that takes no
+    selection unless it is `TEAM_FREE`."""
+    if call in TEAM_FREE:
+        return kwargs
+    if "selection" not in inspect.signature(call).parameters:
+        raise ScopeError(
+            f"{call.__module__}.{call.__qualname__} takes no `selection`, so the viewer's teams cannot be "
+            "applied to it: give it a `selection: UsageFilter` parameter, or list it in state.TEAM_FREE if "
+            "its data belongs to no team"
+        )
+    selection = kwargs.get("selection") or UsageFilter()
+    return {**kwargs, "selection": selection.within(viewer)}
+
+
 def read(call: Callable[..., T], *, priced: bool = False, **kwargs: Any) -> T:
-    """`call(db_path, **kwargs)` through the cache, keyed on the data version (and, when `priced`, on the
-    catalog files, and `call` gets `catalog=` the loaded catalog)."""
+    """`call(db_path, **kwargs)` within the viewer's scope (`scoped`), through the cache, keyed on the data
+    version (and, when `priced`, on the catalog files, and `call` gets `catalog=` the loaded catalog)."""
+    kwargs = scoped(call, kwargs, scope())
     db = db_path()
     key = f"{call.__module__}.{call.__qualname__}"
     result: T = _cached(

@@ -26,6 +26,8 @@ COMMANDS: tuple[str, ...] = (
     "simulate",
     "budget",
     "schedule",
+    "otlp",
+    "users",
 )
 
 

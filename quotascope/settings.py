@@ -55,6 +55,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dashboard_host", "QUOTASCOPE_HOST", "127.0.0.1", "Address the dashboard listens on."),
     Setting("dashboard_port", "QUOTASCOPE_PORT", "8501", "Port the dashboard listens on."),
     Setting(
+        "session_hours",
+        "QUOTASCOPE_SESSION_HOURS",
+        "8",
+        "How long a dashboard sign-in lasts before the viewer signs in again (hours).",
+    ),
+    Setting(
         "now",
         "QUOTASCOPE_NOW",
         "",

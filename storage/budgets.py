@@ -18,7 +18,7 @@ from models.budget import Budget, BudgetStatus, as_of_for, budget_status, budget
 from models.catalog import Catalog
 from models.forecast import HISTORY_DAYS, daily_mapping, forecast_month, month_days
 from storage.db import open_read, open_write, query_frame
-from storage.replay import UsageFilter
+from storage.replay import ALL_USAGE, UsageFilter
 from storage.reports import spend_report
 
 NO_BUDGETS_HINT = "set one with `quotascope budget set --scope total --amount 1000 --currency USD`"
@@ -204,10 +204,20 @@ def set_webhook_status(path: Path, statuses: dict[int, str]) -> None:
             con.execute("UPDATE alerts SET webhook_status = ? WHERE alert_id = ?", [status, alert_id])
 
 
-def read_alerts(path: Path, month: date | None = None) -> pl.DataFrame:
+def read_alerts(path: Path, month: date | None = None, selection: UsageFilter = ALL_USAGE) -> pl.DataFrame:
     """Alerts raised, newest first: `alert_id`, `budget_id`, `scope`, `month`, `threshold`, `kind`, `spent`,
-    `forecast`, `budget_amount`, `currency`, `message`, `raised_at`, `webhook_status`."""
-    where, params = ("WHERE month = ?", [month]) if month is not None else ("", [])
+    `forecast`, `budget_amount`, `currency`, `message`, `raised_at`, `webhook_status`. Under a scope
+    (`selection.teams`) only the alerts of those teams' budgets (`visible_budget`)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if month is not None:
+        clauses.append("month = ?")
+        params.append(month)
+    if selection.teams is not None:
+        labels = [f"team={t}" for t in selection.teams]
+        clauses.append(f"scope IN ({', '.join('?' * len(labels))})" if labels else "FALSE")
+        params.extend(labels)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     sql = (
         "SELECT alert_id, budget_id, scope, month, threshold, kind, spent, forecast, budget_amount, "
         f"currency, message, raised_at, webhook_status FROM alerts {where} "
@@ -263,13 +273,28 @@ def read_daily_spend(path: Path, catalog: Catalog, currency: str, selection: Usa
     )
 
 
+def visible_budget(budget: Budget, selection: UsageFilter) -> bool:
+    """Whether a viewer scoped to `selection.teams` may see the budget: a team's budget to that team's
+    viewers; the total and project budgets (measured over every team) to all-teams viewers only."""
+    if selection.teams is None:
+        return True
+    return budget.scope == "team" and budget.scope_value in selection.teams
+
+
 def budget_statuses(
-    path: Path, catalog: Catalog, month: date, now: datetime, *, confidence: Decimal = Decimal("0.9")
+    path: Path,
+    catalog: Catalog,
+    month: date,
+    now: datetime,
+    *,
+    confidence: Decimal = Decimal("0.9"),
+    selection: UsageFilter = ALL_USAGE,
 ) -> list[BudgetStatus]:
-    """Every budget in force for `month` with its spend, forecast and the alerts due, as of `now` (clamped to
-    the month). Read-only: the dashboard calls this; `quotascope budget status` then records the alerts."""
+    """Every budget in force for `month` (that `selection`'s scope may see: `visible_budget`) with its
+    spend, forecast and the alerts due, as of `now` (clamped to the month). Read-only: the dashboard calls
+    this; `quotascope budget status` then records the alerts."""
     as_of = as_of_for(month, now)
-    budgets = budgets_for(read_budgets(path), month)
+    budgets = [b for b in budgets_for(read_budgets(path), month) if visible_budget(b, selection)]
     since = datetime.combine(min(month, as_of.date() - timedelta(days=HISTORY_DAYS)), datetime.min.time())
     until = min(as_of, datetime.combine(month_days(month)[-1] + timedelta(days=1), datetime.min.time()))
     statuses = []

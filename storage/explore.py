@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from storage.db import open_read, query_frame
-from storage.replay import UsageFilter
+from storage.replay import ALL_USAGE, UsageFilter
 
 
 @dataclass(frozen=True)
@@ -22,17 +22,22 @@ class Dimensions:
     requests: int
 
 
-def usage_dimensions(db: Path) -> Dimensions:
-    """Distinct providers, models and teams, and the time span of stored usage."""
+def usage_dimensions(db: Path, selection: UsageFilter = ALL_USAGE) -> Dimensions:
+    """Distinct providers, models and teams, and the time span, of the stored usage `selection` (with its
+    `teams`, the viewer's scope) selects: what the dashboard's filters offer."""
+    where, params = selection.where()
     with open_read(db) as con:
         if not _has_usage(con):
             return Dimensions((), (), (), None, None, 0)
         first, last, requests = con.execute(
-            "SELECT min(ts), max(ts), coalesce(sum(n_requests), 0) FROM usage"
+            f"SELECT min(ts), max(ts), coalesce(sum(n_requests), 0) FROM usage WHERE {where}", params
         ).fetchall()[0]
 
         def distinct(column: str) -> tuple[str, ...]:
-            rows = con.execute(f"SELECT DISTINCT {column} FROM usage WHERE {column} IS NOT NULL ORDER BY 1")
+            rows = con.execute(
+                f"SELECT DISTINCT {column} FROM usage WHERE {column} IS NOT NULL AND {where} ORDER BY 1",
+                params,
+            )
             return tuple(str(r[0]) for r in rows.fetchall())
 
         return Dimensions(

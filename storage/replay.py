@@ -1,4 +1,4 @@
-"""Named reads for replays and spend: stored usage as the frames `models.replay` and `models.repricing` take.
+"""Named reads for replays and spend: stored usage as the frames `models.replay` and `models.pricing` take.
 
 Every read opens the database read-only for one query (`storage.db.open_read`), so a running ingest and a
 replay take turns rather than fail.
@@ -7,13 +7,14 @@ replay take turns rather than fail.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from models.access import Scope
 from models.capacity import Latency
 from models.catalog import to_utc_naive
 from models.replay import ATTRIBUTION, USAGE_SCHEMA, Traffic, demand_series, traffic_from_usage
@@ -22,7 +23,12 @@ from storage.db import open_read, query_frame
 
 @dataclass(frozen=True, slots=True)
 class UsageFilter:
-    """Which stored usage a read selects: [since, until) in UTC, and exact attribution matches."""
+    """Which stored usage a read selects: [since, until) in UTC, exact attribution matches, and `teams`,
+    the viewer's scope: only rows of these teams (None: every row, those with no team included).
+
+    The dashboard sets `teams` in one place (`dashboard.state.read`, through `within`); a read that returns
+    team data takes a `selection` so that it cannot be left out.
+    """
 
     since: datetime | None = None
     until: datetime | None = None
@@ -30,9 +36,19 @@ class UsageFilter:
     model: str | None = None
     team: str | None = None
     project: str | None = None
+    teams: tuple[str, ...] | None = None
+
+    def within(self, scope: Scope) -> UsageFilter:
+        """This selection cut down to what `scope` may see."""
+        return replace(self, teams=scope.narrow(self.teams))
 
     def where(self) -> tuple[str, list[Any]]:
-        clauses, params = ["TRUE"], []
+        clauses: list[str] = ["TRUE"]
+        params: list[Any] = []
+        if self.teams is not None:
+            # a row with no team is nobody's: a NULL team never matches, so only an unscoped read has it
+            clauses.append(f"team IN ({', '.join('?' * len(self.teams))})" if self.teams else "FALSE")
+            params.extend(self.teams)
         if self.since is not None:
             clauses.append("ts >= ?")
             params.append(to_utc_naive(self.since))
@@ -45,6 +61,9 @@ class UsageFilter:
                 clauses.append(f"{column} = ?")
                 params.append(value)
         return " AND ".join(clauses), params
+
+
+ALL_USAGE = UsageFilter()  # no period, no filter, no scope: every stored row
 
 
 def _columns(names: Sequence[str]) -> str:

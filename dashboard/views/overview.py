@@ -49,7 +49,7 @@ def _providers_table(since: datetime, until: datetime, currency: str) -> pl.Data
         currency=currency,
     ):
         provider, model = row.keys.get("provider"), str(row.keys.get("model"))
-        usage = state.read(read_usage_profile, since=since, until=until, provider=provider, model=model)
+        usage = state.read(read_usage_profile, selection=UsageFilter(since, until, provider, model))
         offer = catalog.find(provider, model)
         entry: dict[str, object] = {
             "provider": provider,
@@ -115,9 +115,11 @@ def render() -> None:
     rows = state.read(spend_report, priced=True, selection=UsageFilter(since, now), by=(), currency=currency)
     total = rows[0] if rows else None
     statuses = state.read(budget_statuses, priced=True, month=month, now=now)
-    totals = sorted(
-        (s for s in statuses if s.budget.scope == "total"), key=lambda s: s.budget.currency != currency
-    )
+    # the total budget; for a team lead (who sees no total) their team's, in the display currency first
+    headline = [s for s in statuses if s.budget.scope == "total"] or [
+        s for s in statuses if s.budget.scope == "team"
+    ]
+    totals = sorted(headline, key=lambda s: s.budget.currency != currency)
     overall = totals[0] if totals else None  # in the display currency if there is one, else its own
     bcur = overall.budget.currency if overall is not None else currency
     cols = st.columns(4)
@@ -132,7 +134,8 @@ def render() -> None:
         cols[2].metric(
             "Budget used",
             f"{overall.share_spent:.0%}",
-            delta=f"forecast {overall.share_forecast:.0%} of {_money(overall.budget.amount, bcur)}",
+            delta=f"forecast {overall.share_forecast:.0%} of {_money(overall.budget.amount, bcur)}"
+            + ("" if overall.budget.scope == "total" else f" ({overall.budget.label})"),
             delta_color="inverse",
         )
     else:

@@ -26,9 +26,7 @@ def render() -> None:
     since, until = selection.since, selection.until
     provider, model, team = selection.provider, selection.model, selection.team
     assert since is not None and until is not None
-    profile = state.read(
-        read_usage_profile, since=since, until=until, provider=provider, model=model, team=team
-    )
+    profile = state.read(read_usage_profile, selection=selection)
     if profile.requests == 0:
         st.info("No requests match the sidebar's filters.")
         return

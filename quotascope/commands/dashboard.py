@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import ipaddress
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
+from models.access import oidc_providers
 from models.errors import InputError
 from quotascope import settings
 from quotascope.context import db_path
+from storage.users import sign_in_configured
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
@@ -55,7 +60,8 @@ def streamlit_command(host: str, port: int) -> list[str]:
 
 
 def serve(db: Path, host: str, port: int, catalog: list[str]) -> int:
-    """Run the dashboard in the foreground until interrupted."""
+    """Run the dashboard in the foreground until interrupted (refused beyond loopback without sign-in)."""
+    check_exposure(db, host)
     env = dict(os.environ, QUOTASCOPE_DB=str(db.resolve()))
     if catalog:
         env["QUOTASCOPE_USER_CATALOG"] = os.pathsep.join(str(Path(c).resolve()) for c in catalog)
@@ -64,6 +70,58 @@ def serve(db: Path, host: str, port: int, catalog: list[str]) -> int:
         return subprocess.call(streamlit_command(host, port), env=env)
     except KeyboardInterrupt:
         return 0
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name resolving elsewhere, or 0.0.0.0 spelled otherwise: not loopback
+
+
+def secrets_files(cwd: Path | None = None) -> list[Path]:
+    """Where Streamlit reads `secrets.toml` for this app: the user's, the working folder's, the app's."""
+    cwd = cwd or Path.cwd()
+    return [
+        Path.home() / ".streamlit" / "secrets.toml",
+        cwd / ".streamlit" / "secrets.toml",
+        APP.parent / ".streamlit" / "secrets.toml",
+    ]
+
+
+def oidc_configured(files: list[Path]) -> bool:
+    """Whether a `secrets.toml` configures an identity provider for `st.login` (later files win, as in
+    Streamlit)."""
+    auth: dict[str, Any] = {}
+    for path in files:
+        try:
+            auth |= tomllib.loads(path.read_text()).get("auth", {})
+        except FileNotFoundError:
+            continue
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise InputError(f"cannot read {path}: {e}") from e
+    return bool(oidc_providers(auth))
+
+
+def check_exposure(db: Path, host: str) -> None:
+    """Refuse to serve beyond this machine unless sign-in is on: a user exists, or OIDC is configured (and
+    Authlib, which `st.login` needs, is installed)."""
+    oidc = oidc_configured(secrets_files())
+    if oidc and importlib.util.find_spec("authlib") is None:
+        raise InputError(
+            "sign-in with an identity provider is configured in secrets.toml but Authlib is not installed: "
+            "pip install 'quotascope[oidc]'"
+        )
+    if is_loopback(host) or oidc or sign_in_configured(db):
+        return
+    raise InputError(
+        f"refusing to serve on {host} without sign-in: add a user first "
+        "(`quotascope users add NAME --teams A,B --password-env VAR`) or configure OIDC in "
+        ".streamlit/secrets.toml, or keep the default 127.0.0.1"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

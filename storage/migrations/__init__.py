@@ -4,7 +4,7 @@ Each module here is named `mNNN_name.py` and defines `NUMBER: int` (equal to NNN
 `SQL: str` (one or more statements). Modules are discovered, so a feature adds its tables by adding a file.
 Numbers are unique and applied in order; a database records which it has (`schema_migrations`), so a
 number may be skipped by a feature that has not landed yet. Reserved: 1 core, 2 probes, 3 job runs,
-4 budgets and alerts.
+4 budgets and alerts, 25 dashboard users.
 """
 
 from __future__ import annotations
