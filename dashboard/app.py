@@ -53,6 +53,7 @@ pages = [
     st.Page(VIEWS / "overview.py", title="Overview", icon=":material/dashboard:", default=True),
     st.Page(VIEWS / "planner.py", title="Planner", icon=":material/calculate:"),
     st.Page(VIEWS / "spend.py", title="Spend", icon=":material/payments:"),
+    st.Page(VIEWS / "reconcile.py", title="Billing gap", icon=":material/receipt_long:"),
     st.Page(VIEWS / "usage.py", title="Usage profile", icon=":material/bar_chart:"),
     st.Page(VIEWS / "endpoints.py", title="Endpoints", icon=":material/monitor_heart:"),
     st.Page(VIEWS / "switch.py", title="Switch", icon=":material/swap_horiz:"),

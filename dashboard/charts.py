@@ -313,3 +313,37 @@ def demand_against_limits(demand: pl.DataFrame, limits: dict[str, float]) -> go.
         )
     figure.update_yaxes(type="log", rangemode="normal")
     return figure
+
+
+def billing_gap(frame: pl.DataFrame, threshold: float, currency: str) -> go.Figure:
+    """The gap between the bill and the cost computed from the logs, per day and provider (`day`,
+    `provider`, `gap`, `gap_share`, `flagged`): bars of the gap in money, flagged days in red, each bar's
+    share of the bill in its hover, and the threshold named in the title."""
+    figure = _figure(
+        f"Billed minus computed per day (flagged above {threshold:.1%} of the bill)",
+        "day (UTC)",
+        f"gap ({currency})",
+    )
+    figure.update_yaxes(rangemode="normal")
+    if frame.is_empty():
+        return empty_figure(figure.layout.title.text, "nothing billed or logged in this period")
+    for i, provider in enumerate(sorted(set(frame["provider"].fill_null("?").to_list()))):
+        part = frame.filter(pl.col("provider").fill_null("?") == provider).sort("day")
+        colours = [
+            "#dc2626" if flagged else PALETTE[i % len(PALETTE)] for flagged in part["flagged"].to_list()
+        ]
+        shares = ["n/a" if s is None else f"{s:.2%}" for s in part["gap_share"].to_list()]
+        figure.add_bar(
+            x=part["day"].to_list(),
+            y=part["gap"].to_list(),
+            name=provider,
+            marker_color=colours,
+            customdata=shares,
+            hovertemplate="%{x}: %{y:.4f} "
+            + currency
+            + " (%{customdata} of the bill)<extra>"
+            + provider
+            + "</extra>",
+        )
+    figure.add_hline(y=0, line_color="#4b5563", line_width=1)
+    return figure

@@ -18,6 +18,7 @@ COMMANDS: tuple[str, ...] = (
     "demo",
     "dashboard",
     "ingest",
+    "pull",
     "report",
     "plan",
     "catalog",

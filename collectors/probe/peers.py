@@ -40,6 +40,7 @@ from collectors.ingest.files import HASH_PREFIX
 from collectors.probe.client import classify_status, redact
 from collectors.probe.endpoints import adhoc_name
 from models.errors import InputError
+from models.outside_text import redact_secrets
 from models.probe import ErrorClass, LoadPlan, ProbeRun, RequestKind, RequestResult, Tool
 from models.usage_record import redact_excerpt
 from storage.normalise import Reject
@@ -73,9 +74,10 @@ class PeerFile:
 
 
 def clean_text(value: object, limit: int = MAX_TEXT) -> str:
-    """Outside text made safe to store and show: no control or bidi characters, collapsed, short."""
+    """Outside text as it is kept: no control or bidi characters, no key or token (`redact_secrets`),
+    whitespace collapsed, short. (Each destination still escapes it its own way: `models.outside_text`.)"""
     text = unicodedata.normalize("NFC", str(value))
-    text = " ".join(_CONTROL.sub(" ", text).split())
+    text = redact_secrets(" ".join(_CONTROL.sub(" ", text).split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

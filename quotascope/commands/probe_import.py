@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from collectors.probe.peers import PEER_TOOLS, Identity, PeerFile, import_peer_file
+from models.outside_text import for_terminal
 from models.probe import TTFT_DEFINITIONS, summarize
 from quotascope.context import db_path
 from quotascope.output import emit, table
@@ -71,7 +72,7 @@ def render(peer: PeerFile, counts: ImportCounts, db: Path) -> str:
         rows.append(
             [
                 run.run_id[:20],
-                run.endpoint,
+                for_terminal(run.endpoint),
                 run.plan.profile,
                 summary["requests"],
                 summary["ok"],

@@ -130,13 +130,14 @@ def test_importing_again_stores_each_record_once_and_a_grown_file_adds_only_its_
 def test_outside_text_is_cleaned_before_it_is_stored(tmp_path: Path) -> None:
     document = json.loads(VLLM_FILE.read_text())
     document["model_id"] = "evil\x1b[31m\u202emodel\r\nname"
-    document["errors"][3] = "HTTP 400\x1b]8;;http://x\x07 bad\x00 request " + "x" * 500
+    document["errors"][3] = "HTTP 400\x1b]8;;http://x\x07 bad\x00 request sk-proj-abcdef123456 " + "x" * 500
     path = tmp_path / "vllm.json"
     path.write_text(json.dumps(document))
     run = read_peer_file(path).runs[0]
     assert run.model == "evil [31m model name" and run.endpoint == "evil [31m model name (vllm)"
     error = next(r.error for r in run.results if r.error)
     assert "\x1b" not in error and "\x00" not in error and "\x07" not in error and len(error) <= 200
+    assert "sk-proj" not in error and "***" in error  # a key quoted in an error is not kept
 
 
 def test_a_file_of_no_known_shape_is_one_clear_sentence(
