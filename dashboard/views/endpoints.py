@@ -109,7 +109,7 @@ def render() -> None:
     try:
         runs = state.read(probe_runs, since=filters.since, until=filters.until)
     except QuotascopeError as e:
-        st.error(str(e))
+        st.error(for_markdown(e))
         return
     if runs.is_empty():
         state.empty_state("No probe results in this period.", "quotascope probe --endpoint NAME")
@@ -140,7 +140,7 @@ def render() -> None:
     if summary["tool"].n_unique() > 1 or summary["tool"][0] != "quotascope":
         _definitions(summary)
     for row in table.filter(pl.col("alerts") != "").iter_rows(named=True):
-        message = f"**{row['endpoint']}**: {row['alerts']}"
+        message = f"**{for_markdown(row['endpoint'])}**: {for_markdown(row['alerts'])}"
         if "canary failed" in row["alerts"]:
             message += (
                 " — the model behind it may not be the one you pay for (a distilled model fails the canary)"
