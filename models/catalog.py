@@ -30,8 +30,8 @@ COUNTED_TOKENS: tuple[CountedTokens, ...] = ("input+output", "input", "output")
 WINDOWS: tuple[Window, ...] = ("minute", "second", "bucket")
 # Bounds every catalog value keeps, checked when a catalog is read (`catalog validate` included): beyond them
 # a value is a unit mistake or hostile, and would carry money past Decimal's 28 digits. The dearest model
-# today costs USD 600 per 1M output tokens; a price per 1M tokens in any currency stays below a million.
-MAX_PRICE_PER_MTOK = Decimal(1_000_000)
+# today costs USD 600 per 1M output tokens, 15 million in Vietnamese dong: a billion leaves room for both.
+MAX_PRICE_PER_MTOK = Decimal(1_000_000_000)
 MAX_CATALOG_NUMBER = Decimal(1_000_000_000)  # any other number: multipliers, fees, FX rates, PTU weights
 MAX_CATALOG_WHOLE = 10**15  # limits (TPM, RPM, ...), cache steps, token thresholds
 

@@ -86,7 +86,7 @@ tpm = {tpm}
     ("value", "tpm", "field"),
     [
         ("1e30", "1000", "prices.input"),
-        ("2_000_000", "1000", "prices.input"),
+        ("2_000_000_000", "1000", "prices.input"),
         ("1", str(2**70), "limits.tpm"),
     ],
 )
