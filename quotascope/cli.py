@@ -25,6 +25,7 @@ COMMANDS: tuple[str, ...] = (
     "emulate",
     "simulate",
     "budget",
+    "export",
     "schedule",
     "otlp",
     "users",
