@@ -15,7 +15,7 @@ from models.budget import forecast_band
 from models.focus import focus_csv
 from models.forecast import month_start
 from models.money import format_amount
-from models.outside_text import to_csv
+from models.outside_text import for_markdown, to_csv
 from models.spend import SpendRow
 from quotascope import settings
 from storage.budgets import budget_statuses
@@ -133,7 +133,7 @@ def render() -> None:
     state.show_table(table, columns, "spend_table")
     unpriced = sorted({m for r in totals for m in r.unpriced_models})
     if unpriced:
-        names = ", ".join(sorted({u.split(" (")[0] for u in unpriced}))
+        names = ", ".join(for_markdown(n) for n in sorted({u.split(" (")[0] for u in unpriced}))
         st.info(f"Unpriced (not counted above, never as free): {names}")
     cols = st.columns([1, 1, 3])
     cols[0].download_button(
@@ -146,7 +146,7 @@ def render() -> None:
     _focus_download(cols[1], selection)
     st.caption(
         f"Money in {currency}. Price versions used: "
-        + ", ".join(sorted({v for r in totals for v in r.price_versions}))
+        + ", ".join(for_markdown(v) for v in sorted({v for r in totals for v in r.price_versions}))
     )
 
 
