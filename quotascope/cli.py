@@ -28,6 +28,7 @@ COMMANDS: tuple[str, ...] = (
     "emulate",
     "simulate",
     "budget",
+    "export",
     "schedule",
     "otlp",
     "users",
