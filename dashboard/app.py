@@ -8,6 +8,7 @@ import streamlit as st
 
 from dashboard import auth, state
 from models.errors import QuotascopeError
+from models.outside_text import for_markdown
 from quotascope import settings
 from storage.explore import Dimensions, usage_dimensions
 
@@ -20,7 +21,7 @@ viewer = auth.require_viewer(state.db_path(), state.data_version())
 with st.sidebar:
     st.markdown("### quotascope")
     auth.sign_out_button(viewer)
-    st.caption(f"Database: `{state.db_path()}`")
+    st.caption(f"Database: {for_markdown(state.db_path())}")
     currencies = state.catalog().fx.currencies()
     preferred = settings.get("display_currency").upper() or "USD"
     st.selectbox(

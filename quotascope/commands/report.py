@@ -9,6 +9,7 @@ from typing import Any
 
 from models.errors import InputError
 from models.money import per_currency
+from models.outside_text import for_terminal
 from models.pricing import require_currency
 from models.spend import GROUP_KEYS, SpendRow, parse_by, totals
 from models.usage import Distribution, UsageProfile
@@ -160,7 +161,8 @@ def render_spend(rows: list[SpendRow], by: tuple[str, ...]) -> str:
     if unpriced:
         requests = sum(r.unpriced_requests for r in rows)
         lines.append(
-            f"unpriced ({requests:,} requests, not counted above): {', '.join(unpriced)} — "
+            f"unpriced ({requests:,} requests, not counted above): "
+            f"{', '.join(for_terminal(u) for u in unpriced)} — "
             "no catalog price; add the offer with --catalog FILE (or tag the provider at ingest)"
         )
     versions = sorted({v for r in rows for v in r.price_versions})
