@@ -407,7 +407,9 @@ class Catalog:
                     hit = next((o for o in own if o.match is not None and o.match.is_match(name)), None)
                     if hit is not None:
                         return Match(hit)
-            return Match(None, f"no offer of {provider} answers to this model name")
+            if any(o.provider == wanted for o in base):
+                return Match(None, f"no offer of {provider} answers to this model name")
+            return Match(None)
         for name in names:
             hits: dict[str, Offer] = {}
             for offer in base:  # the first matching offer of each provider, as its own lookup would

@@ -123,7 +123,7 @@ def test_unpriced_usage_is_listed_never_free(tmp_path: Path) -> None:
     )
     assert rows["deepseek-reasoner"].requests == 2 and rows["deepseek-reasoner"].unpriced_requests == 1
     assert rows["mystery-1"].cost is None and rows["mystery-1"].unpriced_models == (
-        "acme/mystery-1 (no offer of acme answers to this model name)",
+        "acme/mystery-1 (no catalog offer sells this model)",
     )
 
 
