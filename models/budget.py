@@ -11,11 +11,11 @@ from typing import Any, Literal
 
 import polars as pl
 
-from models.catalog import Catalog, Offer
+from models.catalog import Catalog
 from models.errors import InputError
 from models.forecast import MONEY, SpendForecast, month_days
 from models.money import format_amount
-from models.pricing import TokenCounts, rates_at
+from models.pricing import TokenCounts, classify_usage, period_levels
 
 ScopeKind = Literal["total", "team", "project"]
 THRESHOLDS: tuple[Decimal, ...] = (Decimal("0.8"), Decimal("0.95"), Decimal(1))
@@ -226,46 +226,42 @@ class OffPeakAdvice:
 
 def offpeak_advice(groups: pl.DataFrame, catalog: Catalog, currency: str) -> OffPeakAdvice:
     """The spend a time-of-day window would have saved had this traffic (the batch part, as selected) run in
-    each offer's cheapest period. A window multiplies every token price, so a group's cost scales with it.
+    each offer's cheapest period. Groups are classified and priced by the one engine (`models.pricing`); a
+    period's price level relative to the others (`period_levels`) scales a group's cost.
 
     `groups` are price-homogeneous usage sums (`storage.reports.read_spend_groups`: `provider`, `model`,
     `bucket`, `input_each`, `requests` and the token columns); money is shown in `currency` at each day's FX.
     """
+    classified = classify_usage(groups, catalog)
+    versions = {v.version_id: v for o in catalog.offers.values() for v in o.versions}
     total = Decimal(0)
     unpriced = 0
     rows: dict[tuple[str, str, str], list[Decimal]] = {}
-    offers: dict[tuple[str | None, str], Offer | None] = {}
-    for g in groups.iter_rows(named=True):
-        key = (g["provider"], g["model"])
-        if key not in offers:
-            offers[key] = catalog.find(*key)
-        offer = offers[key]
-        bucket: datetime = g["bucket"]
-        try:
-            if offer is None:
-                raise InputError("no offer")
-            version = offer.version_at(bucket)
-            rates = rates_at(version, bucket, int(g["input_each"]))
-        except InputError:  # an unknown model, no version in force, or a version without prices
+    for g in classified.frame.iter_rows(named=True):
+        if g["rate"] is None:  # an unknown model, no version in force, or a version without prices
             unpriced += int(g["requests"])
             continue
+        rates = classified.rates[g["rate"]]
+        version = versions[rates.version_id]
         tokens = TokenCounts(
             input=int(g["input_tokens"]),
             output=int(g["output_tokens"]),
             cached_input=int(g["cached_input_tokens"]),
             cache_write=int(g["cache_write_tokens"]),
             reasoning=int(g["reasoning_tokens"]),
+            cache_write_1h=int(g.get("cache_write_1h_tokens") or 0),
         )
+        bucket: datetime = g["bucket"]
         amount = catalog.fx.convert(rates.cost(tokens), currency, bucket.date()).money.amount
         total += amount
-        multipliers = {version.base_period: Decimal(1), **{w.name: w.multiplier for w in version.windows}}
-        cheapest = min(multipliers, key=lambda name: multipliers[name])
-        current = multipliers.get(rates.period, Decimal(1))
-        if current <= multipliers[cheapest]:
+        levels = period_levels(version)
+        cheapest = min(levels, key=lambda name: levels[name])
+        current = levels.get(rates.period, Decimal(1))
+        if current <= levels[cheapest]:
             continue
-        entry = rows.setdefault((offer.id, rates.period, cheapest), [Decimal(0), Decimal(0)])
+        entry = rows.setdefault((version.offer_id, rates.period, cheapest), [Decimal(0), Decimal(0)])
         entry[0] += amount
-        entry[1] += amount * (1 - multipliers[cheapest] / current)
+        entry[1] += amount * (1 - levels[cheapest] / current)
     savings = tuple(
         OffPeakSaving(offer_id, period, cheapest, spend, saving)
         for (offer_id, period, cheapest), (spend, saving) in sorted(rows.items())

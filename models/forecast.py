@@ -180,5 +180,5 @@ def forecast_month(
 
 
 def daily_mapping(frame: pl.DataFrame) -> dict[date, Decimal]:
-    """A `day`, `amount` frame (as `models.repricing.daily_amounts` gives) as a mapping."""
+    """A `day`, `amount` frame (as `models.pricing.price_units`' groups gives) as a mapping."""
     return {day: Decimal(amount) for day, amount in frame.select("day", "amount").iter_rows()}

@@ -5,7 +5,7 @@ would have cost (DESIGN.md, "Switching").
    time; an aggregated row (`n_requests` > 1, timestamped at its bucket start) is spread evenly over its
    bucket — one unit per request, or per second when the bucket holds more requests than seconds.
 2. Each unit's **tokens under the target** follow its cache rules and a tokenizer ratio
-   (`models.repricing.target_tokens`), and what they **count** against its limits follows its counting rules
+   (`models.target.target_tokens`), and what they **count** against its limits follows its counting rules
    (`counted_columns`: cached input excluded where it is, `max_tokens` reserved at the start where it is,
    output burn-down).
 3. The demand goes through the target's **limits as enforced** (`models.enforcement`): per-minute or
@@ -17,7 +17,7 @@ would have cost (DESIGN.md, "Switching").
    client queue: added delay p50/p99, queue length). Either way: the keys (or accounts) and the limit per key
    that would have avoided all throttling.
 5. **Re-pricing** every unit under the target's price versions, time windows, promotions and cache rules,
-   with a band from the tokenizer-ratio range (`models.repricing`).
+   with a band from the tokenizer-ratio range (`models.target`, priced by `models.pricing`).
 
 Limits are replayed one by one and a second admits the smallest share any of them admits; exact when one
 limit binds at a time, a little pessimistic when two with different windows bind together.
@@ -53,13 +53,8 @@ from models.enforcement import (
 )
 from models.errors import InputError
 from models.money import FxTable, Money
-from models.repricing import (
-    PricedTraffic,
-    counted_columns,
-    price_units,
-    target_tokens,
-    version_index,
-)
+from models.pricing import PricedTraffic, price_units, version_index
+from models.target import counted_columns, target_tokens
 
 Policy = Literal["reject", "queue"]
 POLICIES: tuple[Policy, ...] = ("reject", "queue")
@@ -573,7 +568,7 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
             f"(the version in force at {options.version_at:%Y-%m-%d %H:%M})"
         )
     else:
-        vidx = version_index(pl.col("ts"), offer, "earliest")
+        vidx = version_index(pl.col("ts"), offer.versions, "earliest")
     units = traffic.units.with_columns(vidx.alias("vidx"))
     units = target_tokens(units, offer, options.ratio, reestimate=True)
     used = sorted(units["vidx"].unique().to_list())

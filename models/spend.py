@@ -4,7 +4,7 @@ Price is linear in tokens, so usage is summed first and priced afterwards — bu
 changes the price: a catalog version, a time-of-day window, a promotion, a long-context tier or an FX day.
 `pricing_grain_minutes` says how fine the time buckets must be for that (windows may open on half hours,
 DeepSeek's at 16:30 UTC), `tier_bounds` which per-request input sizes must not be mixed. Each group is then
-priced with `models.pricing.rates_at` for the version in force at its bucket. A model no catalog offer
+classified and priced by the one engine, `models.pricing`. A model no catalog offer
 matches, or a time no version covers, is listed as unpriced — never priced at zero.
 """
 
@@ -19,10 +19,11 @@ from typing import Any
 
 import polars as pl
 
-from models.catalog import Catalog, Offer
+from models.catalog import Catalog
 from models.errors import InputError
 from models.money import Money, per_currency
-from models.pricing import Rates, TokenCounts, period_at, rates_at
+from models.pricing import TokenCounts, classify_usage
+from models.pricing import tier_bounds as pricing_tier_bounds
 
 # The keys a spend or usage report can group by; "key" is the API key id, "day"/"hour" are UTC.
 GROUP_KEYS = ("provider", "model", "team", "project", "key", "endpoint", "day", "hour")
@@ -71,9 +72,7 @@ def pricing_grain_minutes(catalog: Catalog) -> int:
 
 def tier_bounds(catalog: Catalog) -> tuple[int, ...]:
     """Every long-context threshold in the catalog: requests on either side of one are never summed."""
-    return tuple(
-        sorted({t.above_input_tokens for o in catalog.offers.values() for v in o.versions for t in v.tiers})
-    )
+    return pricing_tier_bounds(list(catalog.offers.values()))
 
 
 @dataclass(frozen=True)
@@ -96,6 +95,7 @@ class SpendRow:
     unpriced_models: tuple[str, ...]
     unpriced_requests: int
     fx: tuple[str, ...]  # the rates used to show money in the row's currency
+    currency_note: str = ""  # how the row's currency was chosen when its prices came in several
 
     def to_json(self) -> dict[str, Any]:
         keys = {k: _json_key(v) for k, v in self.keys.items()}
@@ -111,6 +111,7 @@ class SpendRow:
             "periods": list(self.periods),
             "unpriced": {"models": list(self.unpriced_models), "requests": self.unpriced_requests},
             "fx": list(self.fx),
+            **({"currency_note": self.currency_note} if self.currency_note else {}),
         }
 
 
@@ -136,36 +137,6 @@ class _Row:
     unpriced_requests: int = 0
 
 
-class _Pricer:
-    """Finds offers and rates once per distinct question: thousands of groups share a handful of rates."""
-
-    def __init__(self, catalog: Catalog) -> None:
-        self.catalog = catalog
-        self._offers: dict[tuple[str | None, str], Offer | None] = {}
-        self._rates: dict[tuple[str, str, str, str | None, int], Rates | None] = {}
-
-    def offer(self, provider: str | None, model: str) -> Offer | None:
-        key = (provider, model)
-        if key not in self._offers:
-            self._offers[key] = self.catalog.find(provider, model)
-        return self._offers[key]
-
-    def rates(self, offer: Offer, at: datetime, input_each: int) -> Rates | None:
-        try:
-            version = offer.version_at(at)
-        except InputError:  # no version in force then
-            return None
-        period, _ = period_at(version, at)
-        promotion = next((p.name for p in version.promotions if p.active(at)), None)
-        key = (offer.id, version.version_id, period, promotion, input_each)
-        if key not in self._rates:
-            try:
-                self._rates[key] = rates_at(version, at, input_each)
-            except InputError:  # a version that publishes no price
-                self._rates[key] = None
-        return self._rates[key]
-
-
 def price_spend(
     groups: pl.DataFrame, by: Sequence[str], catalog: Catalog, currency: str | None = None
 ) -> list[SpendRow]:
@@ -173,46 +144,23 @@ def price_spend(
     roll them up into one row per value of `by`.
 
     `groups` has `provider`, `model`, `bucket` (start of its time bucket), `input_each` (input tokens per
-    request, a representative of its long-context class), `requests`, the token columns, `billed_cost`,
-    `billed_currency`, and one column per key of `by` (`day` as a date, `hour` as a datetime).
+    request, a representative of its long-context band), optionally `service_tier` and `batch`, `requests`,
+    the token columns, `billed_cost`, `billed_currency`, and one column per key of `by` (`day` as a date,
+    `hour` as a datetime).
 
-    Tens of thousands of groups (a month of half-hour buckets per team and model) share a few dozen rates:
-    each distinct pricing question (offer, bucket, band) is answered once, the groups' tokens are summed per
-    rate and day (price is linear, and FX goes by the day), and only those sums are priced one by one.
+    Every group is classified by the pricing engine (`models.pricing.classify_usage`); the groups' tokens are
+    summed per price class and day (price is linear, and FX goes by the day), and only those sums are
+    priced one by one.
     """
     if groups.is_empty():
         return []
-    pricer = _Pricer(catalog)
-    question_keys = ["provider", "model", "bucket", "input_each"]
-    questions = groups.select(question_keys).unique()
-    found: dict[Rates, int] = {}  # each distinct rate -> its number
-    rate_no: list[int | None] = []
-    unpriced: list[str | None] = []
-    matched_provider: list[str | None] = []
-    for provider, model, bucket, input_each in questions.iter_rows():
-        offer = pricer.offer(provider, model)
-        matched_provider.append(offer.provider if offer is not None else None)
-        rates = pricer.rates(offer, bucket, int(input_each)) if offer is not None else None
-        if rates is None:
-            label = f"{provider or '?'}/{model}"
-            if offer is not None:
-                label += f" (no price in force then; see `quotascope catalog show {offer.id}`)"
-            rate_no.append(None)
-            unpriced.append(label)
-            continue
-        rate_no.append(found.setdefault(rates, len(found)))
-        unpriced.append(None)
-    answers = questions.with_columns(
-        pl.Series("_rate", rate_no, dtype=pl.Int64),
-        pl.Series("_unpriced", unpriced, dtype=pl.String),
-        pl.Series("_matched_provider", matched_provider, dtype=pl.String),
-    )
-    priced = groups.join(answers, on=question_keys, how="left", nulls_equal=True)
+    classified = classify_usage(_with_usage_columns(groups), catalog)
+    priced = classified.frame
     key_columns = [f"_key_{k}" for k in by]
     priced = priced.with_columns(
         *(
             (
-                pl.coalesce("provider", "_matched_provider")  # the log did not say; the catalog match does
+                pl.coalesce("provider", "matched_provider")  # the log did not say; the catalog match does
                 if k == "provider"
                 else pl.col(k)
             ).alias(f"_key_{k}")
@@ -220,24 +168,23 @@ def price_spend(
         ),
         pl.col("bucket").dt.date().alias("_day"),
     )
-    counts = ["requests", *TOKEN_FIELDS]
+    counts = ["requests", *TOKEN_FIELDS, "cache_write_1h_tokens"]
     sums = (
-        priced.group_by([*key_columns, "_rate", "_unpriced", "_day"])
+        priced.group_by([*key_columns, "rate", "unpriced", "_day"])
         .agg(pl.col(c).sum() for c in counts)
         .sort("_day")
     )
-    by_number = list(found)  # in the order they were numbered
     rows: dict[tuple[Any, ...], _Row] = {}
     for g in sums.iter_rows(named=True):
         keys = {k: g[f"_key_{k}"] for k in by}
         row = rows.setdefault(tuple(keys.values()), _Row(keys))
-        for name in counts:
+        for name in counts[:-1]:
             row.counts[name] += int(g[name])
-        if g["_rate"] is None:
-            row.unpriced.add(g["_unpriced"])
+        if g["rate"] is None:
+            row.unpriced.add(g["unpriced"])
             row.unpriced_requests += int(g["requests"])
             continue
-        rates = by_number[g["_rate"]]
+        rates = classified.rates[g["rate"]]
         tokens = TokenCounts(
             input=int(g["input_tokens"]),
             output=int(g["output_tokens"]),
@@ -245,14 +192,16 @@ def price_spend(
             cache_write=int(g["cache_write_tokens"]),
             reasoning=int(g["reasoning_tokens"]),
             requests=int(g["requests"]),
+            cache_write_1h=int(g["cache_write_1h_tokens"]),
         )
         key = (rates.currency, g["_day"])
-        row.cost[key] = row.cost.get(key, Decimal(0)) + rates.cost(tokens).amount
+        cost = rates.cost(tokens).amount
+        row.cost[key] = row.cost.get(key, Decimal(0)) + cost
         row.savings[key] = row.savings.get(key, Decimal(0)) + rates.cache_savings(tokens).amount
         if rates.discounted:
-            row.discounted[key] = row.discounted.get(key, Decimal(0)) + rates.cost(tokens).amount
+            row.discounted[key] = row.discounted.get(key, Decimal(0)) + cost
         row.versions.add(rates.version_id)
-        row.periods.add(rates.period + (f" + {rates.promotion}" if rates.promotion else ""))
+        row.periods.add(rates.label)
     billed = priced.filter(pl.col("billed_cost").is_not_null())
     if not billed.is_empty():
         billed_sums = billed.group_by(
@@ -266,6 +215,17 @@ def price_spend(
     return [_finish(rows[k], catalog, currency) for k in sorted(rows, key=_sort_key)]
 
 
+def _with_usage_columns(groups: pl.DataFrame) -> pl.DataFrame:
+    """Groups read from a store that predates a price dimension get its neutral value."""
+    neutral = {
+        "service_tier": pl.lit(None, dtype=pl.String),
+        "batch": pl.lit(False),
+        "cache_write_1h_tokens": pl.lit(0, dtype=pl.Int64),
+    }
+    missing = [expr.alias(name) for name, expr in neutral.items() if name not in groups.columns]
+    return groups.with_columns(missing) if missing else groups
+
+
 def _sort_key(values: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple((v is None, "" if v is None else v) for v in values)
 
@@ -274,13 +234,16 @@ def _finish(row: _Row, catalog: Catalog, currency: str | None) -> SpendRow:
     native = sorted({c for c, _ in row.cost} | {c for c, _ in row.billed})
     shown = currency
     if shown is None:
-        if len({c for c, _ in row.cost}) > 1:
-            keys = ", ".join(f"{k}={v}" for k, v in row.keys.items()) or "the total"
-            raise InputError(
-                f"costs in {' and '.join(sorted({c for c, _ in row.cost}))} fall in one row ({keys}); "
-                "pass --display-currency, or group --by provider"
-            )
-        shown = next(iter({c for c, _ in row.cost}), native[0] if native else None)
+        # prices in several currencies (DeepSeek: CNY, then USD) are shown in the newest one's, converted at
+        # the catalog's dated FX (`fx` lists the rates; `currency_note` says so)
+        newest = max(row.cost, key=lambda k: (k[1], k[0]))[0] if row.cost else None
+        shown = newest if newest is not None else (native[0] if native else None)
+    note = ""
+    if currency is None and len({c for c, _ in row.cost}) > 1:
+        others = " and ".join(sorted({c for c, _ in row.cost} - {shown or ""}))
+        note = (
+            f"costs in {others} converted to {shown} (the newest price's currency) at the catalog's dated FX"
+        )
     rates_used: set[str] = set()
 
     def convert(amounts: Mapping[tuple[str, date], Decimal], to: str | None) -> Money | None:
@@ -312,6 +275,7 @@ def _finish(row: _Row, catalog: Catalog, currency: str | None) -> SpendRow:
         unpriced_models=tuple(sorted(row.unpriced)),
         unpriced_requests=row.unpriced_requests,
         fx=tuple(sorted(rates_used)),
+        currency_note=note,
     )
 
 

@@ -11,7 +11,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from models.catalog import Catalog, parse_catalog
+from models.catalog import Catalog
+from models.catalog_parse import parse_catalog
 from models.errors import CatalogError
 from models.money import FxTable, plain
 

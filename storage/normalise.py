@@ -33,7 +33,6 @@ from models.usage_record import (
     redact_excerpt,
 )
 from storage.arrow import int64_array
-from storage.db import StorageError
 
 RAW_CHARS = 1000  # how much of a rejected record travels to Python for its redacted excerpt
 
@@ -83,6 +82,11 @@ def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+_EARLIEST_EPOCH_S = int(EARLIEST_TIMESTAMP.replace(tzinfo=UTC).timestamp())
+# The most digits (a sign counts) a count may have to be read at all: 18 digits stay below 2**60, so the sums
+# the checks make of up to four counts never overflow BIGINT; a longer count is rejected as too large
+MAX_COUNT_CHARS = 18
+
 _MACROS = (
     "CREATE OR REPLACE MACRO qs_is_int(x) AS json_type(x) IN ('UBIGINT', 'BIGINT')",
     # text without the spaces around it (trim: Unicode space separators), NULL when nothing is left; trim
@@ -92,12 +96,18 @@ _MACROS = (
     # a JSON value described for a reject reason, shortened
     "CREATE OR REPLACE MACRO qs_show(x) AS CASE json_type(x) "
     "WHEN 'VARCHAR' THEN 'the string \"' || left(x ->> '$', 24) || '\"' "
-    "WHEN 'DOUBLE' THEN 'the fraction ' || left(x::VARCHAR, 24) "
+    "WHEN 'DOUBLE' THEN CASE WHEN regexp_full_match(x::VARCHAR, '-?[0-9]+') "
+    "THEN 'the whole number ' || left(x::VARCHAR, 30) || ', more than a count can hold' "
+    "WHEN contains(x::VARCHAR, '.') THEN 'the fraction ' || left(x::VARCHAR, 24) "
+    "ELSE 'the number ' || left(x::VARCHAR, 24) END "
     "WHEN 'BOOLEAN' THEN x::VARCHAR WHEN 'ARRAY' THEN 'a list' WHEN 'OBJECT' THEN 'an object' "
     "ELSE left(x::VARCHAR, 24) END",
-    # Unix time in seconds, milliseconds or microseconds, told apart by size
-    "CREATE OR REPLACE MACRO qs_epoch(x) AS TRY(CASE WHEN x > 1e14 THEN to_timestamp(x / 1e6) "
-    "WHEN x > 1e11 THEN to_timestamp(x / 1e3) ELSE to_timestamp(x) END)::TIMESTAMP",
+    # Unix time in seconds, milliseconds or microseconds, told apart by size: a number is read in the
+    # smallest unit that puts it after EARLIEST_TIMESTAMP, so seconds of a far-off year (253402300799 is
+    # 9999-12-31) stay seconds, and are then rejected as in the future, not read as milliseconds of 1978
+    "CREATE OR REPLACE MACRO qs_epoch(x) AS TRY(CASE "
+    f"WHEN x >= {_EARLIEST_EPOCH_S}e6 THEN to_timestamp(x / 1e6) "
+    f"WHEN x >= {_EARLIEST_EPOCH_S}e3 THEN to_timestamp(x / 1e3) ELSE to_timestamp(x) END)::TIMESTAMP",
     # a JSON timestamp: a number (Unix time), a numeric string, or ISO 8601 text (UTC unless it has an offset)
     "CREATE OR REPLACE MACRO qs_ts(x) AS CASE "
     "WHEN TRY_CAST(x::VARCHAR AS DOUBLE) IS NOT NULL THEN qs_epoch(TRY_CAST(x::VARCHAR AS DOUBLE)) "
@@ -236,7 +246,9 @@ class _Builder:
         columns["flag_endpoint"] = f"CASE {flags} END" if flags else "NULL::VARCHAR"
         raw_cols = ",\n        ".join(f"{expr} AS {name}" for name, expr in columns.items())
         ints = ",\n        ".join(
-            f"TRY_CAST(r_{name}::VARCHAR AS BIGINT) AS v_{name}" for name in self.tokens
+            f"TRY_CAST(CASE WHEN length(r_{name}::VARCHAR) <= {MAX_COUNT_CHARS} THEN r_{name}::VARCHAR END "
+            f"AS BIGINT) AS v_{name}"
+            for name in self.tokens
         )
         return f"""
 fields AS (
@@ -329,9 +341,14 @@ typed AS (
             checks += [
                 (
                     f"{raw} IS NOT NULL AND NOT qs_is_int({raw})",
-                    f"{label} || ' is ' || qs_show({raw}) || ', not a whole number'",
+                    f"{label} || ' is ' || qs_show({raw}) || CASE WHEN json_type({raw}) = 'DOUBLE' "
+                    f"AND regexp_full_match({raw}::VARCHAR, '-?[0-9]+') THEN '' "
+                    "ELSE ', not a whole number' END",
                 ),
-                (f"{value} < 0", f"{label} || ' is negative (' || {value} || ')'"),
+                (
+                    f"{value} < 0 OR starts_with({raw}::VARCHAR, '-')",
+                    f"{label} || ' is negative (' || left({raw}::VARCHAR, 24) || ')'",
+                ),
                 (
                     f"{raw} IS NOT NULL AND ({value} IS NULL OR {value} > {self._bound(name)})",
                     f"{label} || ' is implausibly large (' || left({raw}::VARCHAR, 24) || ')'",
@@ -383,10 +400,13 @@ typed AS (
             ("ts_raw IS NULL", "'no timestamp'"),
             ("ts IS NULL", "'timestamp ' || qs_show(ts_raw) || ' is not a date-time'"),
             (
-                f"ts < TIMESTAMP '{EARLIEST_TIMESTAMP.isoformat(sep=' ')}' "
-                f"OR ts > $now::TIMESTAMP + INTERVAL {FUTURE_SLACK_DAYS} DAY",
+                f"ts < TIMESTAMP '{EARLIEST_TIMESTAMP.isoformat(sep=' ')}'",
                 "'timestamp ' || strftime(ts, '%Y-%m-%d %H:%M:%S') || ' is implausible "
-                "(before 2020 or in the future; milliseconds read as seconds?)'",
+                f"(before {EARLIEST_TIMESTAMP.year}: no LLM usage log is that old)'",
+            ),
+            (
+                f"ts > $now::TIMESTAMP + INTERVAL {FUTURE_SLACK_DAYS} DAY",
+                "'timestamp ' || strftime(ts, '%Y-%m-%d %H:%M:%S') || ' is implausible (in the future)'",
             ),
             (
                 "billed_raw IS NOT NULL AND billed_cost IS NULL",
@@ -630,6 +650,14 @@ def lines_table(
     return pa.table({"line": lines, "line_no": int64_array(numbers)}), []
 
 
+def _unchecked(line: pa.Table, error: duckdb.Error) -> Reject:
+    """The reject of one line that made the check statement itself fail."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    (row,) = line.to_pylist()
+    return Reject(row["line_no"], f"could not be checked: {first}"[:300], redact_excerpt(row["line"] or ""))
+
+
 class Normaliser:
     """Runs a spec's statements on blocks; safe to call from several threads at once."""
 
@@ -673,22 +701,45 @@ class Normaliser:
         source, rejects = lines_table(data, first_line, line_numbers)
         cursor = self._cursor()
         try:
-            cursor.register("src", source)
-            sql = self.sql_for(spec, "rows", tag_columns(context))
-            staged = cursor.sql(sql, params=_used(sql, context.params())).to_arrow_table()
-            ok = staged.column("ok")
-            failed = pc.invert(ok)
-            if pc.any(failed).as_py():
-                failing = pc.filter(staged.column("line_no"), failed)
-                rejects += self._reasons(
-                    cursor, spec, source.filter(pc.is_in(source.column("line_no"), failing)), context
-                )
-                staged = staged.filter(ok)
-        except duckdb.Error as e:
-            raise StorageError(f"normalising a block of {spec.name} records failed: {e}") from e
+            parts = self._lines(cursor, spec, source, context)
         finally:
             cursor.close()
+        rows = [part.rows for part in parts if part.rows.num_rows] or [parts[0].rows]
+        rejects += [r for part in parts for r in part.rejects]
         rejects.sort(key=lambda r: r.line_no)
+        return Normalised(pa.concat_tables(rows), rejects)
+
+    def _lines(
+        self, cursor: duckdb.DuckDBPyConnection, spec: RecordSpec, source: pa.Table, context: IngestContext
+    ) -> list[Normalised]:
+        """Normalise these lines; if the statement itself fails on them (a record no check foresaw), halve
+        them until the line that makes it fail stands alone, and reject that line with DuckDB's words."""
+        try:
+            return [self._checked(cursor, spec, source, context)]
+        except duckdb.Error as e:
+            if source.num_rows > 1:
+                half = source.num_rows // 2
+                return self._lines(cursor, spec, source.slice(0, half), context) + self._lines(
+                    cursor, spec, source.slice(half), context
+                )
+            empty = self._checked(cursor, spec, source.slice(0, 0), context)
+            return [Normalised(empty.rows, [_unchecked(source, e)] if source.num_rows else [])]
+
+    def _checked(
+        self, cursor: duckdb.DuckDBPyConnection, spec: RecordSpec, source: pa.Table, context: IngestContext
+    ) -> Normalised:
+        cursor.register("src", source)
+        sql = self.sql_for(spec, "rows", tag_columns(context))
+        staged = cursor.sql(sql, params=_used(sql, context.params())).to_arrow_table()
+        ok = staged.column("ok")
+        failed = pc.invert(ok)
+        rejects: list[Reject] = []
+        if pc.any(failed).as_py():
+            failing = pc.filter(staged.column("line_no"), failed)
+            rejects = self._reasons(
+                cursor, spec, source.filter(pc.is_in(source.column("line_no"), failing)), context
+            )
+            staged = staged.filter(ok)
         return Normalised(staged.drop_columns(["ok"]), rejects)
 
     def explain(
@@ -698,9 +749,15 @@ class Normaliser:
         source, rejects = lines_table(data, line_numbers=line_numbers)
         cursor = self._cursor()
         try:
-            rejects += self._reasons(cursor, spec, source, context)
-        except duckdb.Error as e:
-            raise StorageError(f"explaining rejected {spec.name} records failed: {e}") from e
+            try:
+                rejects += self._reasons(cursor, spec, source, context)
+            except duckdb.Error:  # one of them breaks the statement: each line on its own
+                for index in range(source.num_rows):
+                    line = source.slice(index, 1)
+                    try:
+                        rejects += self._reasons(cursor, spec, line, context)
+                    except duckdb.Error as e:
+                        rejects.append(_unchecked(line, e))
         finally:
             cursor.close()
         rejects.sort(key=lambda r: r.line_no)

@@ -1,4 +1,4 @@
-"""Named reads for replays and spend: stored usage as the frames `models.replay` and `models.repricing` take.
+"""Named reads for replays and spend: stored usage as the frames `models.replay` and `models.pricing` take.
 
 Every read opens the database read-only for one query (`storage.db.open_read`), so a running ingest and a
 replay take turns rather than fail.

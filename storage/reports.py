@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from models.catalog import Catalog
+from models.pricing import band_input, tier_band_sql
 from models.spend import TIME_KEYS, SpendRow, price_spend, pricing_grain_minutes, tier_bounds
 from models.usage import Distribution, UsageProfile
 from storage.db import open_read, query_frame
@@ -48,22 +49,12 @@ _SUMS = """
     sum(reasoning_tokens)::BIGINT AS reasoning_tokens"""
 
 
-def _size_class(bounds: Sequence[int]) -> str:
-    """Which long-context band a row's per-request input falls in (0 below the smallest threshold)."""
-    if not bounds:
-        return "0"
-    arms = " ".join(
-        f"WHEN input_tokens > {int(b)}::HUGEINT * n_requests THEN {i + 1}"
-        for i, b in reversed(list(enumerate(bounds)))
-    )
-    return f"CASE {arms} ELSE 0 END"
-
-
 def read_spend_groups(
     db: Path, selection: UsageFilter, by: Sequence[str], grain_minutes: int, bounds: Sequence[int]
 ) -> pl.DataFrame:
     """Usage summed per price-homogeneous group: provider, model, the `by` keys, a `grain_minutes` time bucket
-    (`bucket`, its start) and a long-context band (`input_each`: a per-request input size inside the band).
+    (`bucket`, its start), the service tier and batch flag, and a long-context band (`input_each`: a
+    per-request input size inside the band; the band rule is the pricing engine's, `tier_band_sql`).
 
     Grouping by an integer bucket number is several times faster than by a truncated timestamp on ten
     million rows; `day` and `hour` are derived from the bucket afterwards, on a few thousand groups.
@@ -73,6 +64,20 @@ def read_spend_groups(
     keys = "".join(f"{_KEY_SQL[k]} AS {k}, " for k in extra)
     grain_us = int(grain_minutes) * 60_000_000
     with open_read(db) as con:
+        columns = {
+            row[0]
+            for row in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE table_name = 'usage'"
+            ).fetchall()
+        }
+        dimensions = "".join(
+            f"\n                {name}," for name in ("service_tier", "batch") if name in columns
+        )
+        write_1h = (
+            ",\n    sum(cache_write_1h_tokens)::BIGINT AS cache_write_1h_tokens"
+            if "cache_write_1h_tokens" in columns
+            else ""
+        )
         billed = bool(
             con.execute(
                 f"SELECT 1 FROM usage WHERE billed_cost IS NOT NULL AND {where} LIMIT 1", params
@@ -81,13 +86,13 @@ def read_spend_groups(
         billed_sql = ", sum(billed_cost) AS billed_cost, billed_currency" if billed else ""
         sql = f"""
             SELECT provider, model, {keys}epoch_us(ts) // {grain_us} AS bucket_no,
-                {_size_class(bounds)} AS size_class,
-                {_SUMS}{billed_sql}
+                {tier_band_sql(bounds, "input_tokens", "n_requests")} AS size_class,{dimensions}
+                {_SUMS}{write_1h}{billed_sql}
             FROM usage WHERE {where}
             GROUP BY ALL
         """
         frame = query_frame(con, sql, params)
-    representative = [0, *(int(b) + 1 for b in bounds)]  # an input size inside each band
+    representative = band_input(bounds)
     frame = frame.with_columns(
         (pl.col("bucket_no") * grain_us).cast(pl.Datetime("us")).alias("bucket"),
         pl.col("size_class")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import duckdb
@@ -53,15 +52,19 @@ class StreamedLines:
 
 
 class ReaderGaveUp(StorageError):
-    """DuckDB's JSON reader failed on this file; the "lines" reader (or the block reader) takes over."""
+    """DuckDB's reader failed on this file; the next reader (the block reader last) takes over."""
 
 
 class LineStream:
-    """Stream a JSON-lines file through DuckDB as canonical rows; close() frees it."""
+    """Stream a JSON-lines file through DuckDB as canonical rows; close() frees it.
+
+    `name` is what DuckDB opens: a name that is not a pattern (`collectors.ingest.files.OpenedFile`), since
+    DuckDB's readers expand `*`, `?`, `[...]` and `{...}` in the names they are given.
+    """
 
     def __init__(
         self,
-        path: Path,
+        name: str,
         spec: RecordSpec,
         context: IngestContext,
         *,
@@ -88,14 +91,14 @@ class LineStream:
 
             def read_json(columns: str) -> str:
                 return (
-                    f"read_json({_lit(str(path))}, columns = {columns}, format = 'newline_delimited', "
+                    f"read_json({_lit(name)}, columns = {columns}, format = 'newline_delimited', "
                     f"records = true, ignore_errors = true, compression = {compression})"
                 )
 
             self.sql = build_sql(spec, "stage", tag_columns(context), json_reader=read_json)
         else:
             source = (
-                f"read_csv({_lit(str(path))}, columns = {{'line': 'VARCHAR'}}, header = false, "
+                f"read_csv({_lit(name)}, columns = {{'line': 'VARCHAR'}}, header = false, "
                 "delim = '\x01', quote = '', escape = '', auto_detect = false, strict_mode = false, "
                 f"ignore_errors = true, compression = {compression})"
             )
@@ -109,10 +112,8 @@ class LineStream:
             reader = self.con.sql(self.sql, params=self.params).to_arrow_reader(batch_rows)
             for batch in reader:
                 yield self._take(pa.Table.from_batches([batch]))
-        except duckdb.Error as e:
-            if self.reader == "json":
-                raise ReaderGaveUp(f"DuckDB's JSON reader failed: {e}") from e
-            raise StorageError(f"reading the log with DuckDB failed: {e}") from e
+        except duckdb.Error as e:  # a line it cannot take (too long, a count that overflows): the next reader
+            raise ReaderGaveUp(f"DuckDB's {self.reader} reader failed: {e}") from e
 
     def _take(self, table: pa.Table) -> pa.Table:
         first = self.seen.lines + 1

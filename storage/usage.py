@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from models.catalog import Catalog
+from models.outside_text import redact_secrets
 from models.usage_record import SAME_REQUEST_WITHIN
 from storage.db import open_write, scalar
 from storage.normalise import IngestContext, Normalised, Normaliser, Reject
@@ -175,9 +176,14 @@ def store_batch(
     rejects: Sequence[Reject],
     *,
     finished_hash: str | None = None,
-    extra: BatchCounts | None = None,
+    finished: bool = False,
 ) -> tuple[SourceRun, BatchCounts]:
-    """Store one batch in one transaction: new rows, rejects, the source's counts (and its end, if done)."""
+    """Store one batch in one transaction: new rows, rejects, the source's counts (and its end, if done:
+    `finished_hash` given, or `finished` for a file that could not be read to its end).
+
+    This is the one write path of every input (log readers, the OTLP receiver): each reject's reason and
+    excerpt pass `models.outside_text.redact_secrets` here, so no reader can store a key in a reason."""
+    rejects = [Reject(r.line_no, redact_secrets(r.reason), redact_secrets(r.excerpt)) for r in rejects]
     staged = [t for t in staged if t.num_rows]
     # one chunk per column: DuckDB scans it faster than the stream's many small batches
     table = pa.concat_tables(staged, promote_options="default").combine_chunks() if staged else None
@@ -222,9 +228,7 @@ def store_batch(
                     "excerpts": [r.excerpt for r in rejects],
                 },
             )
-        counts = BatchCounts(valid + len(rejects), stored, valid - stored, len(rejects)) + (
-            extra or BatchCounts()
-        )
+        counts = BatchCounts(valid + len(rejects), stored, valid - stored, len(rejects))
         con.execute(
             """
             UPDATE sources SET rows_read = rows_read + $read, rows_stored = rows_stored + $stored,
@@ -238,7 +242,7 @@ def store_batch(
                 "stored": counts.stored,
                 "dup": counts.duplicates,
                 "rej": counts.rejected,
-                "done": finished_hash is not None,
+                "done": finished or finished_hash is not None,
                 "now": now,
                 "hash": finished_hash,
                 "id": run.source_id,

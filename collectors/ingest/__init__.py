@@ -15,6 +15,7 @@ from collectors.ingest.files import expand_paths
 from collectors.ingest.formats import FORMATS
 from collectors.ingest.pipeline import FileResult, IngestOptions, ingest_file
 from collectors.ingest.progress import Progress
+from collectors.ingest.records import check_csv_map
 from models.errors import InputError
 from storage.usage import IngestContext, Normaliser
 
@@ -55,7 +56,12 @@ def ingest_paths(
     notice: Callable[[str], None] = lambda _: None,
     on_file: Callable[[FileResult], None] = lambda _: None,
 ) -> list[FileResult]:
-    """Ingest every file (a folder stands for its log files); `on_file` hears of each as it finishes."""
+    """Ingest every file (a folder stands for its log files); `on_file` hears of each as it finishes.
+
+    A file that cannot be read is one reject with its reason (`FileResult.unreadable`) and the next file is
+    read; only a mistake in the command (a missing path, an unknown --csv-map field) or the database's
+    trouble raises."""
+    check_csv_map((options or IngestOptions()).csv_map)
     files = expand_paths(list(paths), notice)
     context = IngestContext(salt=salt, tags=dict(tags or {}))
     normaliser = Normaliser()

@@ -12,6 +12,15 @@ from typing import Any, Literal
 from models.errors import InputError
 
 Container = Literal["empty", "jsonl", "json", "csv"]
+DEEP_JSON_REASON = "JSON nested too deeply to read (deeper than Python's parser goes, about 1,000 levels)"
+
+
+def load_json(text: str) -> Any:
+    """`json.loads`, with nesting too deep for Python's parser a ValueError like any other bad JSON."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError(DEEP_JSON_REASON) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +53,7 @@ def _container(sample: str) -> Container:
     if stripped[0] == "{":
         first = _first_lines(sample, 1)[0].strip()
         try:
-            json.loads(first)
+            load_json(first)
             return "jsonl"
         except ValueError:
             pass
@@ -60,12 +69,12 @@ def _records(sample: str, container: Container) -> list[Any]:
     if container == "jsonl":
         for line in _first_lines(sample):
             try:
-                found.append(json.loads(line))
+                found.append(load_json(line))
             except ValueError:
                 continue
     elif container == "json":
         try:
-            document = json.loads(sample)
+            document = load_json(sample)
         except ValueError:
             document = None
             stripped = sample.lstrip()
@@ -73,7 +82,7 @@ def _records(sample: str, container: Container) -> list[Any]:
                 try:
                     element, _ = json.JSONDecoder().raw_decode(stripped[1:].lstrip())
                     found.append(element)
-                except ValueError:
+                except (ValueError, RecursionError):
                     pass
         if isinstance(document, list):
             found.extend(document[:5])

@@ -1,16 +1,23 @@
 """Reading log files as streams of bytes: gzip, a byte-order mark, blocks of whole lines, a content hash.
 
+A file is opened once (`OpenedFile`): every pass over it (detection, hashing, the readers, fetching
+rejected lines again) reads that one descriptor by position, so all of them see the same file even if its
+name is replaced meanwhile, and DuckDB is handed a name for the descriptor that is never a pattern (a file
+called `log[1].jsonl` is that file, not a glob matching `log1.jsonl`).
+
 Nothing here holds a whole file: blocks are a few megabytes, a line longer than `MAX_LINE_BYTES` is cut off
 and reported instead of swallowing memory, and gzip output is inflated in bounded steps.
 """
 
 from __future__ import annotations
 
+import os
+import stat
+import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import xxhash
@@ -20,6 +27,7 @@ from models.errors import InputError
 BLOCK_BYTES = 16 << 20  # lines are handed on in blocks of about this size
 READ_BYTES = 4 << 20
 MAX_LINE_BYTES = 64 << 20  # a "line" longer than this is not a log record (a binary file?)
+OVERLONG_REASON = f"a line longer than {MAX_LINE_BYTES >> 20} MB (not a log record)"
 GZIP_MAGIC = b"\x1f\x8b"
 NEWLINE = 10
 # A file's content hash names its algorithm. XXH3-128 tells files apart as well as a cryptographic hash
@@ -39,34 +47,88 @@ class LineBlock:
     overlong: tuple[int, ...] = ()  # numbers of lines cut off for being longer than MAX_LINE_BYTES
 
 
-class ByteSource:
-    """A file's decompressed bytes in bounded pieces, hashing the bytes on disk as they are read.
-
-    `consumed` counts the bytes read from disk (for progress); `content_hash` is the file's content hash once
-    the stream is exhausted; `bom` says whether `pieces()` (or `peek()`) removed a byte-order mark.
-    """
+class OpenedFile:
+    """A log file opened once, read by position by every pass; `duckdb_name` names it for DuckDB."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            self.size = path.stat().st_size
-            self._file: BinaryIO = path.open("rb")
+            # O_NONBLOCK: opening a named pipe must not wait for a writer (it is refused just below)
+            self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         except FileNotFoundError:
             raise InputError(f"{path}: no such file") from None
         except PermissionError:
             raise InputError(f"{path}: permission denied") from None
         except OSError as e:
-            raise InputError(f"{path}: cannot be read ({e.strerror})") from e
+            raise InputError(f"{path}: cannot be opened ({e.strerror})") from e
+        self._alias: tempfile.TemporaryDirectory[str] | None = None
+        try:
+            status = os.fstat(self._fd)
+            if not stat.S_ISREG(status.st_mode):
+                raise InputError(f"{path}: not a regular file (a folder, pipe or device)")
+            self.size = status.st_size
+            self.compressed = self.read_at(0, 2) == GZIP_MAGIC
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        try:
+            return os.pread(self._fd, size, offset)
+        except OSError as e:
+            raise InputError(f"{self.path}: reading failed ({e.strerror})") from e
+
+    def read_into(self, buffer: bytearray, offset: int) -> int:
+        try:
+            return os.preadv(self._fd, [buffer], offset)
+        except OSError as e:
+            raise InputError(f"{self.path}: reading failed ({e.strerror})") from e
+
+    @property
+    def duckdb_name(self) -> str:
+        """A name DuckDB opens as this very file and never expands as a pattern (`*`, `?`, `[`, `{`, `~`,
+        `s3://` in the file's own name are just characters of a name it is not shown)."""
+        proc = Path(f"/proc/self/fd/{self._fd}")
+        if proc.exists():
+            return str(proc)
+        if self._alias is None:  # no /proc (macOS): a plain link name pointing at the file
+            self._alias = tempfile.TemporaryDirectory(prefix="quotascope-file-")
+            (Path(self._alias.name) / "log").symlink_to(self.path.resolve())
+        return str(Path(self._alias.name) / "log")
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._alias is not None:
+            self._alias.cleanup()
+            self._alias = None
+
+    def __enter__(self) -> OpenedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ByteSource:
+    """One pass over an opened file's decompressed bytes in bounded pieces, hashing the bytes on disk.
+
+    `consumed` counts the bytes read from disk (for progress); `content_hash` is the file's content hash once
+    the stream is exhausted; `bom` says whether `pieces()` (or `peek()`) removed a byte-order mark.
+    """
+
+    def __init__(self, file: OpenedFile) -> None:
+        self.file = file
+        self.path = file.path
+        self.size = file.size
+        self.compressed = file.compressed
         self._hash = xxhash.xxh3_128()
         self.bom = False
         self.consumed = 0
-        head = self._file.read(2)
-        self._file.seek(0)
-        self.compressed = head == GZIP_MAGIC
-        self._started = False
 
     def close(self) -> None:
-        self._file.close()
+        pass  # the descriptor belongs to the OpenedFile
 
     def __enter__(self) -> ByteSource:
         return self
@@ -82,10 +144,7 @@ class ByteSource:
         # uncompressed files are read in whole blocks (one copy less); gzip input in smaller steps
         size = READ_BYTES if self.compressed else BLOCK_BYTES
         while True:
-            try:
-                piece = self._file.read(size)
-            except OSError as e:
-                raise InputError(f"{self.path}: reading failed ({e.strerror})") from e
+            piece = self.file.read_at(self.consumed, size)
             if not piece:
                 return
             self._hash.update(piece)
@@ -128,7 +187,7 @@ class ByteSource:
 
     def peek(self, limit: int = 1 << 20) -> bytes:
         """Up to `limit` decompressed bytes from the start (BOM removed), without consuming the stream."""
-        with ByteSource(self.path) as other:
+        with ByteSource(self.file) as other:
             out = bytearray()
             try:
                 for piece in other.pieces():
@@ -152,7 +211,15 @@ def line_blocks(pieces: Iterator[bytes], block_bytes: int = BLOCK_BYTES) -> Iter
     next_line = 1
     overlong: list[int] = []
     skipping = False  # inside a line already reported as too long: drop bytes up to its newline
-    for piece in pieces:
+    failure: list[Exception] = []
+
+    def guarded() -> Iterator[bytes]:
+        try:
+            yield from pieces
+        except Exception as e:  # handed on below, after the whole lines read before it
+            failure.append(e)
+
+    for piece in guarded():
         if skipping:
             cut = piece.find(b"\n")
             if cut < 0:
@@ -177,6 +244,14 @@ def line_blocks(pieces: Iterator[bytes], block_bytes: int = BLOCK_BYTES) -> Iter
             overlong.append(next_line)
             parts, size = [], 0
             skipping = True
+    if failure:
+        # the stream broke off (a cut-off .gz, a read error): the whole lines read so far are still lines,
+        # the unfinished one is not
+        data = b"".join(parts)
+        cut = data.rfind(b"\n")
+        if cut >= 0 or overlong:
+            yield LineBlock(data[: cut + 1], next_line, data.count(b"\n", 0, cut + 1), tuple(overlong))
+        raise failure[0]
     if size:
         data = b"".join(parts) + b"\n"
         yield LineBlock(data, next_line, data.count(b"\n"), tuple(overlong))
@@ -189,7 +264,7 @@ def text_lines(pieces: Iterator[bytes]) -> Iterator[tuple[int, str | None, bytes
     number = 0
     for block in line_blocks(pieces):
         for n in block.overlong:
-            yield n, None, b"<line longer than 64 MB>"
+            yield n, None, b""
         number = block.first_line
         for raw in bytes(block.data).split(b"\n")[:-1]:
             try:
@@ -277,11 +352,11 @@ class _LineCounter:
         return FileLines(content_hash, self.lines + (not self._at_line_start), self.candidates)
 
 
-def hash_and_count(path: Path) -> FileLines:
+def hash_and_count(file: OpenedFile) -> FileLines:
     """The file's content hash (of the bytes on disk), its number of lines as DuckDB's reader counts them (of
     the decompressed content), and the lines that may be blank."""
     counter = _LineCounter()
-    with ByteSource(path) as source:
+    with ByteSource(file) as source:
         if source.compressed:
             for piece in source.pieces():
                 counter.feed(piece)
@@ -290,31 +365,34 @@ def hash_and_count(path: Path) -> FileLines:
         buffer = bytearray(READ_BYTES)
         view = memoryview(buffer)
         digest = xxhash.xxh3_128()
-        with path.open("rb") as handle:
-            while n := handle.readinto(buffer):
-                digest.update(view[:n])
-                counter.feed(view[:n])
+        offset = 0
+        while n := file.read_into(buffer, offset):
+            digest.update(view[:n])
+            counter.feed(view[:n])
+            offset += n
         return counter.result(HASH_PREFIX + digest.hexdigest())
 
 
-def blank_lines(path: Path, candidates: list[int]) -> list[int]:
+def blank_lines(file: OpenedFile, candidates: list[int]) -> list[int]:
     """Which of these lines (numbers, sorted) hold nothing but white space."""
     return [
         number
-        for numbers, data in fetch_lines(path, candidates)
+        for numbers, data in fetch_lines(file, candidates)
         for number, line in zip(numbers, data.split(b"\n"), strict=False)
         if not line.strip(WHITESPACE)
     ]
 
 
-def fetch_lines(path: Path, wanted: list[int], group: int = 10_000) -> Iterator[tuple[list[int], bytes]]:
+def fetch_lines(
+    file: OpenedFile, wanted: list[int], group: int = 10_000
+) -> Iterator[tuple[list[int], bytes]]:
     """The raw lines with the given (sorted) numbers, in groups: (numbers, newline-terminated bytes)."""
     if not wanted:
         return
     position = 0
     numbers: list[int] = []
     parts: list[bytes] = []
-    with ByteSource(path) as source:
+    with ByteSource(file) as source:
         for block in line_blocks(source.pieces()):
             end = block.first_line + block.n_lines
             if wanted[position] >= end:

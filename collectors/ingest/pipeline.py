@@ -27,11 +27,13 @@ from typing import Literal
 import pyarrow as pa
 
 from collectors.ingest import records
-from collectors.ingest.detect import Detection, detect
+from collectors.ingest.detect import Detection
 from collectors.ingest.files import (
     BLOCK_BYTES,
+    OVERLONG_REASON,
     ByteSource,
     FileLines,
+    OpenedFile,
     blank_lines,
     fetch_lines,
     hash_and_count,
@@ -39,6 +41,7 @@ from collectors.ingest.files import (
 )
 from collectors.ingest.formats import csv_spec, spec_for
 from collectors.ingest.progress import Progress
+from collectors.ingest.route import Reader, Route, plan_route
 from models.errors import InputError
 from models.usage_record import RecordSpec
 from storage.staging import LineStream, ReaderGaveUp
@@ -80,13 +83,15 @@ class FileResult:
     path: Path
     format: str
     description: str
-    reader: str  # which reader read it: "duckdb-json", "duckdb-lines" or "blocks" (see ingest_file)
+    reader: str  # which reader read it: "duckdb-json", "duckdb-lines", "blocks", or "none" (unreadable)
     source_id: int | None
     counts: BatchCounts
     size_bytes: int
     seconds: float
     sample_rejects: tuple[Reject, ...]
     reject_reasons: Mapping[str, int]
+    # why the file, or the rest of it, could not be read (also its last reject); None when read to its end
+    unreadable: str | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -102,6 +107,7 @@ class FileResult:
             "bytes": self.size_bytes,
             "seconds": round(self.seconds, 3),
             "reject_reasons": dict(self.reject_reasons),
+            "unreadable": self.unreadable,
             "rejects": [
                 {"line": r.line_no, "reason": r.reason, "excerpt": r.excerpt} for r in self.sample_rejects
             ],
@@ -116,6 +122,13 @@ class _Work:
     numbers: list[int] | None
     early_rejects: list[Reject]
     consumed: int  # bytes of the file read so far, for progress
+    n_lines: int = 0  # lines of `data`, when `numbers` is None
+
+    @property
+    def last_line(self) -> int:
+        """The number of the last line (or record) this work covers."""
+        last = self.first_line + self.n_lines - 1 if self.numbers is None else max(self.numbers, default=0)
+        return max([last, *(r.line_no for r in self.early_rejects)])
 
 
 def _work_items(detection: Detection, source: ByteSource, options: IngestOptions) -> Iterator[_Work]:
@@ -123,8 +136,8 @@ def _work_items(detection: Detection, source: ByteSource, options: IngestOptions
     if container == "jsonl" and fmt in ("openai", "anthropic"):
         spec = spec_for(fmt, detection.root)
         for block in line_blocks(source.pieces(), options.block_bytes):
-            overlong = [Reject(n, "a line longer than 64 MB (not a log record)", "") for n in block.overlong]
-            yield _Work(spec, block.data, block.first_line, None, overlong, source.consumed)
+            overlong = [Reject(n, OVERLONG_REASON, "") for n in block.overlong]
+            yield _Work(spec, block.data, block.first_line, None, overlong, source.consumed, block.n_lines)
         return
     if container == "csv":
         rows = records.csv_rows(source, detection.delimiter)
@@ -161,19 +174,24 @@ class _Writer:
         self.totals = BatchCounts()
         self.reasons: Counter[str] = Counter()
         self.samples: list[Reject] = []
+        self.failed = False  # a batch could not be stored: the database's trouble, never the file's
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quotascope-store")
         self._inflight: Future[None] | None = None
 
-    def _store(self, batch: list[Normalised], final_hash: str | None, extra: BatchCounts | None) -> None:
+    def _store(self, batch: list[Normalised], final_hash: str | None, finished: bool) -> None:
         rejects = [r for n in batch for r in n.rejects]
-        self.run, counts = store_batch(
-            self.db,
-            self.run,
-            [n.rows for n in batch if n.rows.num_rows],
-            rejects,
-            finished_hash=final_hash,
-            extra=extra,
-        )
+        try:
+            self.run, counts = store_batch(
+                self.db,
+                self.run,
+                [n.rows for n in batch if n.rows.num_rows],
+                rejects,
+                finished_hash=final_hash,
+                finished=finished,
+            )
+        except BaseException:
+            self.failed = True
+            raise
         self.totals = self.totals + counts
         for r in rejects:
             self.reasons[r.reason] += 1
@@ -181,10 +199,10 @@ class _Writer:
                 self.samples.append(r)
 
     def submit(
-        self, batch: list[Normalised], final_hash: str | None = None, extra: BatchCounts | None = None
+        self, batch: list[Normalised], final_hash: str | None = None, *, finished: bool = False
     ) -> None:
         self.wait()
-        self._inflight = self._pool.submit(self._store, batch, final_hash, extra)
+        self._inflight = self._pool.submit(self._store, batch, final_hash, finished)
 
     @property
     def busy(self) -> bool:
@@ -207,80 +225,124 @@ def ingest_file(
     options: IngestOptions | None = None,
     progress: Progress | None = None,
 ) -> FileResult:
-    """Ingest one file: JSON-lines responses are streamed through DuckDB, everything else the block reader."""
+    """Ingest one file along its route (see `collectors.ingest.route`).
+
+    Never fails for what the file holds: a file that cannot be opened or recognised is one reject (line 0)
+    with its reason, a file that breaks off (a cut-off .gz, a read error) keeps what was read before and
+    gets one reject for the rest; `FileResult.unreadable` says why. Only the database's trouble (locked,
+    full) raises.
+    """
     options = options or IngestOptions()
     progress = progress or Progress(enabled=False)
     started = time.perf_counter()
-    forced = None if options.format == "auto" else options.format
-    with ByteSource(path) as source:
-        sample = source.peek()
-        detection = detect(sample, str(path), forced)
-        size, compressed, bom = source.size, source.compressed, source.bom
-    # for the progress bar: how many bytes of the file a line stands for, judged by its first megabyte
-    bytes_per_line = len(sample) / max(1, sample.count(b"\n")) if not compressed else 0.0
-    run = SourceRun(
+    try:
+        file = OpenedFile(path)
+    except InputError as e:
+        return _unreadable(db, path, 0, "unknown", context, str(e), started)
+    with file:
+        try:
+            route = plan_route(file, options)
+        except InputError as e:
+            return _unreadable(db, path, file.size, "unknown", context, str(e), started)
+        except RecursionError:  # a guard that is missing somewhere: still one file's problem
+            reason = f"{path}: JSON nested too deeply to read"
+            return _unreadable(db, path, file.size, "unknown", context, reason, started)
+        try:
+            return _follow(db, route, context, normaliser, options, progress, started)
+        finally:
+            progress.finish()
+
+
+def _new_run(path: Path, size: int, fmt: str, context: IngestContext) -> SourceRun:
+    return SourceRun(
         path=str(path.resolve()),
         size_bytes=size,
-        format=detection.format,
+        format=fmt,
         tags=dict(context.tags),
         started_at=datetime.now(UTC).replace(tzinfo=None),
     )
+
+
+def _unreadable(
+    db: Path, path: Path, size: int, fmt: str, context: IngestContext, reason: str, started: float
+) -> FileResult:
+    """A file nothing could be read from: one reject at line 0, the whole file, with the reason."""
+    reject = Reject(0, reason, "")
+    run, counts = store_batch(db, _new_run(path, size, fmt, context), [], [reject], finished=True)
+    return FileResult(
+        path=path,
+        format=fmt,
+        description="not read: " + reason,
+        reader="none",
+        source_id=run.source_id,
+        counts=counts,
+        size_bytes=size,
+        seconds=time.perf_counter() - started,
+        sample_rejects=(reject,),
+        reject_reasons={reason: 1},
+        unreadable=reason,
+    )
+
+
+def _follow(
+    db: Path,
+    route: Route,
+    context: IngestContext,
+    normaliser: Normaliser,
+    options: IngestOptions,
+    progress: Progress,
+    started: float,
+) -> FileResult:
+    """Try the route's readers in order until one accounts for every line (the block reader always does)."""
+    file, detection = route.file, route.detection
+    run = _new_run(file.path, file.size, detection.format, context)
     writer = _Writer(db, run)
     description = detection.description
-    used = "blocks"
+    used: Reader = "blocks"
+    broke_off: str | None = None
+    streamed = [r for r in route.readers if r != "blocks"]
+    check = _FileCheck(file) if streamed else None
     try:
-        readers: list[Literal["json", "lines"]] = []
-        if detection.container == "jsonl" and detection.format in ("openai", "anthropic"):
-            if options.reader == "fast" and not bom:
-                readers.append("json")
-            if options.reader in ("fast", "lines"):
-                readers.append("lines")
-        check = _FileCheck(path) if readers else None
-        for reader in readers:
+        for reader in streamed:
             assert check is not None
-            if _ingest_streamed(
-                path,
-                reader,
-                check,
-                detection,
-                compressed,
-                context,
-                normaliser,
-                options,
-                writer,
-                progress,
-                bytes_per_line,
-            ):
-                used = f"duckdb-{reader}"
+            if _ingest_streamed(route, reader, check, context, normaliser, options, writer, progress):
+                used = reader
                 break
             writer.close()
             writer = _Writer(db, run)
         if used == "blocks":
-            if readers:
+            if streamed:
                 description += " (read line by line: DuckDB's readers could not account for every line)"
-            _ingest_blocks(path, detection, context, normaliser, options, writer, progress)
+            broke_off = _ingest_blocks(route, context, normaliser, options, writer, progress)
+    except Exception as e:
+        if writer.failed:
+            raise  # the database's trouble, not the file's
+        # a fault no reader caught (a quotascope bug): what was stored stays, the rest is one reject
+        broke_off = f"{file.path}: could not be read to its end ({type(e).__name__}: {e})"
+        writer.submit([Normalised(pa.table({}), [Reject(0, broke_off, "")])], finished=True)
+        writer.wait()
     finally:
         writer.close()
-        progress.finish()
     return FileResult(
-        path=path,
+        path=file.path,
         format=detection.format,
         description=description,
         reader=used,
         source_id=writer.run.source_id,
         counts=writer.totals,
-        size_bytes=size,
+        size_bytes=file.size,
         seconds=time.perf_counter() - started,
         sample_rejects=tuple(writer.samples),
         reject_reasons=dict(writer.reasons.most_common()),
+        unreadable=broke_off,
     )
 
 
 class _FileCheck:
     """The file's hash and line count, computed once on a thread beside the first reader that needs it."""
 
-    def __init__(self, path: Path) -> None:
-        self._path = path
+    def __init__(self, file: OpenedFile) -> None:
+        self._file = file
         self._result: FileLines | None = None
         self._failed: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True, name="quotascope-hash")
@@ -288,37 +350,35 @@ class _FileCheck:
 
     def _run(self) -> None:
         try:
-            self._result = hash_and_count(self._path)
+            self._result = hash_and_count(self._file)
         except BaseException as e:  # handed to the main thread by result()
             self._failed = e
 
-    def result(self) -> FileLines:
+    def result(self) -> FileLines | None:
+        """None when the file could not be read to its end (the block reader then says why)."""
         self._thread.join()
-        if self._failed is not None:
-            raise self._failed
-        assert self._result is not None
         return self._result
 
 
 def _ingest_streamed(
-    path: Path,
-    reader: Literal["json", "lines"],
+    route: Route,
+    reader: Reader,
     check: _FileCheck,
-    detection: Detection,
-    compressed: bool,
     context: IngestContext,
     normaliser: Normaliser,
     options: IngestOptions,
     writer: _Writer,
     progress: Progress,
-    bytes_per_line: float,
 ) -> bool:
     """DuckDB reads and normalises the file while batches are stored; False (and nothing left stored) if
-    DuckDB's rows cannot be matched to the file's lines."""
+    DuckDB failed or its rows cannot be matched to the file's lines."""
+    file, detection = route.file, route.detection
+    kind: Literal["json", "lines"] = "json" if reader == "duckdb-json" else "lines"
     spec = spec_for(detection.format, detection.root)
-    stream = LineStream(path, spec, context, compressed=compressed, threads=options.workers, reader=reader)
-    size = path.stat().st_size
-    progress.start(path.name, size)
+    stream = LineStream(
+        file.duckdb_name, spec, context, compressed=file.compressed, threads=options.workers, reader=kind
+    )
+    progress.start(file.path.name, file.size)
     try:
         pending: list[pa.Table] = []
         pending_rows = 0
@@ -326,7 +386,9 @@ def _ingest_streamed(
             for rows in stream.rows():
                 pending.append(rows)
                 pending_rows += rows.num_rows
-                progress.update(min(size, int(stream.seen.lines * bytes_per_line)), stream.seen.lines)
+                progress.update(
+                    min(file.size, int(stream.seen.lines * route.bytes_per_line)), stream.seen.lines
+                )
                 if pending_rows >= options.batch_rows or (
                     pending_rows >= options.min_batch_rows and not writer.busy
                 ):
@@ -339,45 +401,48 @@ def _ingest_streamed(
             gave_up = False
         except ReaderGaveUp:
             gave_up = True
-        file = check.result()
-        if gave_up or not _rows_are_lines(path, reader, stream.seen.lines, file):
+        lines = check.result()
+        if gave_up or lines is None or not _rows_are_lines(file, kind, stream.seen.lines, lines):
             writer.wait()
             if writer.run.source_id is not None:
                 discard_source(writer.db, writer.run.source_id)
             return False
         rejects: list[Reject] = []
-        for numbers, data in fetch_lines(path, stream.seen.problems):
+        for numbers, data in fetch_lines(file, stream.seen.problems):
             rejects += normaliser.explain(spec, data, numbers, context)
         # the last rows, the rejects and the file's end in one transaction
         last = pa.concat_tables(pending) if pending else pa.table({})
-        writer.submit([Normalised(last, rejects)], file.content_hash)
+        writer.submit([Normalised(last, rejects)], lines.content_hash)
         writer.wait()
         return True
     finally:
         stream.close()
 
 
-def _rows_are_lines(path: Path, reader: Literal["json", "lines"], rows: int, file: FileLines) -> bool:
+def _rows_are_lines(file: OpenedFile, reader: Literal["json", "lines"], rows: int, lines: FileLines) -> bool:
     """Whether the n-th row DuckDB produced was the file's n-th line, for every row and every line."""
     if reader == "lines":  # one row per line, blank ones included
-        return rows == file.lines
+        return rows == lines.lines
     # one row per line that is not blank: all is well if the blank lines are all after the last record
-    if file.blank_candidates is None:
+    if lines.blank_candidates is None:
         return False
-    blank = blank_lines(path, file.blank_candidates) if file.blank_candidates else []
-    return rows + len(blank) == file.lines and all(number > rows for number in blank)
+    blank = blank_lines(file, lines.blank_candidates) if lines.blank_candidates else []
+    return rows + len(blank) == lines.lines and all(number > rows for number in blank)
 
 
 def _ingest_blocks(
-    path: Path,
-    detection: Detection,
+    route: Route,
     context: IngestContext,
     normaliser: Normaliser,
     options: IngestOptions,
     writer: _Writer,
     progress: Progress,
-) -> None:
-    """The exact reader: Python reads blocks of lines (or records), worker threads normalise them."""
+) -> str | None:
+    """The exact reader: Python reads blocks of lines (or records), worker threads normalise them.
+
+    It never gives up on a file: when reading breaks off (a cut-off .gz, a read error, a fault in a block),
+    what was read before is stored, the rest is one reject with the reason, and the reason is returned.
+    """
 
     def normalise(work: _Work) -> Normalised:
         result = normaliser.normalise(
@@ -385,38 +450,61 @@ def _ingest_blocks(
         )
         return Normalised(result.rows, work.early_rejects + result.rejects)
 
-    with ByteSource(path) as source:
-        pending: list[Normalised] = []
-        pending_rows = 0
-        rows_seen = 0
-        progress.start(path.name, source.size)
-        queue: deque[tuple[Future[Normalised], int]] = deque()
-        pool = ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="quotascope-parse")
-        try:
+    source = ByteSource(route.file)
+    pending: list[Normalised] = []
+    pending_rows = 0
+    rows_seen = 0
+    last_line = 0
+    broke_off: str | None = None
+    progress.start(route.file.path.name, source.size)
+    queue: deque[tuple[Future[Normalised], _Work]] = deque()
+    pool = ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="quotascope-parse")
+    try:
 
-            def take() -> None:
-                nonlocal pending, pending_rows, rows_seen
-                future, consumed = queue.popleft()
+        def take() -> None:
+            nonlocal pending, pending_rows, rows_seen, last_line, broke_off
+            future, work = queue.popleft()
+            try:
                 done = future.result()
-                pending.append(done)
-                size = done.rows.num_rows + len(done.rejects)
-                pending_rows += size
-                rows_seen += size
-                progress.update(consumed, rows_seen)
-                if pending_rows >= options.batch_rows:
-                    writer.submit(pending)
-                    pending, pending_rows = [], 0
+            except Exception as e:  # a fault while checking one block: its lines are one reject
+                reason = f"lines {work.first_line}-{work.last_line} could not be checked: {_first_line(e)}"
+                done = Normalised(pa.table({}), [Reject(work.first_line, reason, "")])
+            pending.append(done)
+            size = done.rows.num_rows + len(done.rejects)
+            last_line = max(last_line, work.last_line)
+            pending_rows += size
+            rows_seen += size
+            progress.update(work.consumed, rows_seen)
+            if pending_rows >= options.batch_rows:
+                writer.submit(pending)
+                pending, pending_rows = [], 0
 
-            if detection.container != "empty":
-                for work in _work_items(detection, source, options):
-                    queue.append((pool.submit(normalise, work), work.consumed))
+        if route.detection.container != "empty":
+            try:
+                for work in _work_items(route.detection, source, options):
+                    queue.append((pool.submit(normalise, work), work))
                     while len(queue) > options.workers:
                         take()
-            while queue:
-                take()
-            writer.submit(pending, source.content_hash)
-            writer.wait()
-        finally:
-            for future, _ in queue:
-                future.cancel()
-            pool.shutdown(wait=True)
+            except (InputError, ValueError, RecursionError, MemoryError, OSError) as e:
+                if writer.failed:
+                    raise
+                broke_off = _first_line(e)
+        while queue:
+            take()
+        if broke_off is not None:
+            where = f"after line {last_line}" if last_line else "before its first line"
+            reason = f"{broke_off}; reading stopped {where}, the rest of the file is not read"
+            pending.append(Normalised(pa.table({}), [Reject(last_line + 1, reason, "")]))
+            broke_off = reason
+        writer.submit(pending, source.content_hash)
+        writer.wait()
+    finally:
+        for future, _ in queue:
+            future.cancel()
+        pool.shutdown(wait=True)
+    return broke_off
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -15,7 +15,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from collectors.ingest.files import ByteSource, text_lines
+from collectors.ingest.detect import DEEP_JSON_REASON, load_json
+from collectors.ingest.files import OVERLONG_REASON, ByteSource, text_lines
 from models.errors import InputError
 from models.usage_record import CSV_FIELDS, redact_excerpt
 from storage.usage import Reject
@@ -87,7 +88,10 @@ def _blocks(items: Iterable[tuple[int, Mapping[str, Any] | None, str, str]]) -> 
         if record is None:
             block.reject(number, reason, raw)
         else:
-            block.add(number, record)
+            try:
+                block.add(number, record)
+            except RecursionError:
+                block.reject(number, DEEP_JSON_REASON, raw)
         if len(block) >= BLOCK_RECORDS:
             yield block
             block = RecordBlock()
@@ -96,6 +100,9 @@ def _blocks(items: Iterable[tuple[int, Mapping[str, Any] | None, str, str]]) -> 
 
 
 def _not_utf8(raw: bytes) -> str:
+    """Why `text_lines` gave no text for this line: not UTF-8, or (no bytes kept) far too long."""
+    if not raw:
+        return OVERLONG_REASON
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -116,9 +123,9 @@ def json_values(source: ByteSource, container: str) -> Iterator[tuple[int, Any, 
             if not text.strip():
                 continue
             try:
-                yield number, json.loads(text), "", text
-            except ValueError:
-                yield number, None, "not valid JSON", text
+                yield number, load_json(text), "", text
+            except ValueError as e:
+                yield number, None, DEEP_JSON_REASON if str(e) == DEEP_JSON_REASON else "not valid JSON", text
         return
     data = bytearray()
     for piece in source.pieces():
@@ -134,13 +141,19 @@ def json_values(source: ByteSource, container: str) -> Iterator[tuple[int, Any, 
         yield 1, None, f"not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})", ""
         return
     try:
-        document = json.loads(text)
+        document = load_json(text)
     except json.JSONDecodeError as e:
         yield e.lineno, None, f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})", text[e.pos :]
         return
+    except ValueError as e:  # nested too deeply
+        yield 1, None, str(e), text
+        return
     elements = document if isinstance(document, list) else [document]
     for index, element in enumerate(elements, start=1):
-        yield index, element, "", json.dumps(element, default=str)[:1000]
+        try:
+            yield index, element, "", json.dumps(element, default=str)[:1000]
+        except RecursionError:
+            yield index, None, DEEP_JSON_REASON, ""
 
 
 def plain_records(values: Iterable[tuple[int, Any, str, str]]) -> Iterator[RecordBlock]:
@@ -207,7 +220,7 @@ def litellm_records(rows: Iterable[tuple[int, Any, str, str]]) -> Iterator[Recor
             metadata = record.get("metadata")
             if isinstance(metadata, str):
                 try:
-                    record["metadata"] = json.loads(metadata)
+                    record["metadata"] = load_json(metadata)
                 except ValueError:
                     record.pop("metadata")
             yield number, record, "", raw
@@ -275,13 +288,18 @@ def csv_rows(source: ByteSource, delimiter: str) -> Iterator[tuple[int, Any, str
         yield start, dict(zip(header, cells, strict=True)), "", raw
 
 
-def csv_mapping(header: list[str], explicit: Mapping[str, str]) -> dict[str, str]:
-    """canonical field -> CSV column, from `--csv-map column=field` and header names that say it."""
+def check_csv_map(explicit: Mapping[str, str]) -> None:
+    """`--csv-map` names only canonical fields (checked before any file is read: a mistake in the command)."""
     unknown = sorted(set(explicit.values()) - set(CSV_FIELDS))
     if unknown:
         raise InputError(
             f"--csv-map names unknown field(s) {', '.join(unknown)}; fields are {', '.join(CSV_FIELDS)}"
         )
+
+
+def csv_mapping(header: list[str], explicit: Mapping[str, str]) -> dict[str, str]:
+    """canonical field -> CSV column, from `--csv-map column=field` and header names that say it."""
+    check_csv_map(explicit)
     missing_columns = sorted(set(explicit) - set(header))
     if missing_columns:
         raise InputError(

@@ -21,6 +21,12 @@
     [catalog]
     interval = { minutes = 10 }
 
+    [otlp]                             # the OTLP/HTTP receiver, running beside the jobs
+    host = "127.0.0.1"
+    port = 4318
+    token_env = "OTLP_TOKEN"           # optional: require `Authorization: Bearer` with this variable's value
+    attributes = { team = "service.name" }
+
 Every mistake is an `InputError` naming the file, the job and the field.
 """
 
@@ -37,6 +43,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from collectors.ingest.formats import FORMATS
 from collectors.probe.endpoints import Endpoint, load_endpoints
 from models.errors import InputError
+from models.genai_spans import parse_attribution
 from models.probe import LoadPlan
 
 INGEST_FORMATS = ("auto", *FORMATS)
@@ -62,6 +69,7 @@ _PROBE_FIELDS = (
 )
 _WATCH_FIELDS = (*_COMMON_FIELDS, "folder", "format", "tags", "settle_s", "incomplete_line_s")
 _CATALOG_FIELDS = _COMMON_FIELDS
+_OTLP_FIELDS = ("host", "port", "token_env", "attributes", "max_body_bytes")
 
 
 class ScheduleConfigError(InputError):
@@ -143,6 +151,17 @@ Job = ProbeJob | WatchJob | CatalogJob
 
 
 @dataclass(frozen=True, slots=True)
+class OtlpService:
+    """The OTLP receiver, run for as long as the schedule runs (not a job: it has no runs)."""
+
+    host: str = "127.0.0.1"
+    port: int = 4318
+    token_env: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)  # column -> span or resource attribute
+    max_body_bytes: int = 16 << 20
+
+
+@dataclass(frozen=True, slots=True)
 class ScheduleConfig:
     origin: str
     jobs: tuple[Job, ...]
@@ -151,6 +170,7 @@ class ScheduleConfig:
     shutdown_grace_s: float = 15.0
     workers: int = 4
     endpoints_file: Path | None = None
+    otlp: OtlpService | None = None
 
     @property
     def probes(self) -> tuple[ProbeJob, ...]:
@@ -307,11 +327,11 @@ def parse_schedule(
     raw: Mapping[str, Any], origin: str, base: Path, default_endpoints: Path | None
 ) -> ScheduleConfig:
     """A parsed TOML document as a `ScheduleConfig`; paths are relative to `base` (the file's folder)."""
-    allowed = ("scheduler", "probe", "watch", "catalog")
+    allowed = ("scheduler", "probe", "watch", "catalog", "otlp")
     extra = sorted(set(raw) - set(allowed))
     if extra:
         raise ScheduleConfigError(
-            "unknown top-level key (expected [scheduler], [[probe]], [[watch]], [catalog])",
+            "unknown top-level key (expected [scheduler], [[probe]], [[watch]], [catalog], [otlp])",
             origin=origin,
             field=extra[0],
         )
@@ -341,9 +361,10 @@ def parse_schedule(
         job_id = _job_id(table, "catalog", origin)
         t = _Table(table, origin, job_id, _CATALOG_FIELDS, "catalog")
         jobs.append(CatalogJob(job_id, t.trigger(Interval(600.0)), t.flag("run_on_start", True)))
-    if not jobs:
+    otlp = _otlp(raw["otlp"], origin) if "otlp" in raw else None
+    if not jobs and otlp is None:
         raise ScheduleConfigError(
-            "has no jobs: add a [[probe]], a [[watch]] or a [catalog] table", origin=origin
+            "has no jobs: add a [[probe]], a [[watch]], a [catalog] or an [otlp] table", origin=origin
         )
     seen: set[str] = set()
     for job in jobs:
@@ -360,6 +381,32 @@ def parse_schedule(
         shutdown_grace_s=settings.number("shutdown_grace_s", 15.0, strict=False),
         workers=settings.whole("workers", 4),
         endpoints_file=endpoints_file,
+        otlp=otlp,
+    )
+
+
+def _otlp(table: Any, origin: str) -> OtlpService:
+    if isinstance(table, list):
+        raise ScheduleConfigError("must be one table ([otlp]), not an array", origin=origin, field="otlp")
+    t = _Table(table, origin, "otlp", _OTLP_FIELDS, "otlp")
+    port = t.whole("port", 4318, minimum=0)
+    if port > 65535:
+        t.fail(f"must be a port number (0-65535), got {port}", "port")
+    attributes = t.raw.get("attributes", {})
+    if not isinstance(attributes, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in attributes.items()
+    ):
+        t.fail('must be a table of strings, e.g. { team = "service.name" }', "attributes")
+    try:  # the rules of --attribute (known columns, no content attributes)
+        checked = parse_attribution([f"{k}={v}" for k, v in attributes.items()])
+    except InputError as e:
+        t.fail(str(e).removeprefix("--attribute: "), "attributes")
+    return OtlpService(
+        host=t.text("host", "127.0.0.1"),
+        port=port,
+        token_env=t.text("token_env") if "token_env" in t.raw else None,
+        attributes=checked,
+        max_body_bytes=t.whole("max_body_bytes", 16 << 20, minimum=1024),
     )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -36,11 +37,13 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from collectors.ingest import IngestOptions, ingest_paths
+from collectors.otlp import OtlpOptions, OtlpServer
 from collectors.probe import EndpointError, make_client, run_probe
 from collectors.scheduler.config import CatalogJob, Cron, Interval, Job, ProbeJob, ScheduleConfig, WatchJob
 from collectors.scheduler.watch import scan_folder
 from models.catalog import Catalog
 from models.errors import InputError, QuotascopeError
+from models.outside_text import redact_secrets
 from models.probe import ProbeRun, summarize
 from storage.catalog import load_catalog
 from storage.db import StorageError, open_write
@@ -59,6 +62,9 @@ class IngestCounts:
     stored: int = 0
     duplicates: int = 0
     rejected: int = 0
+    # why the file, or its rest, could not be read (its records before that are counted above): the watcher
+    # marks it failed and reads it again only once it changes
+    unreadable: str | None = None
 
 
 class Ingest(Protocol):
@@ -77,6 +83,7 @@ def log_ingest(salt: str) -> Ingest:
             sum(r.counts.stored for r in results),
             sum(r.counts.duplicates for r in results),
             sum(r.counts.rejected for r in results),
+            next((r.unreadable for r in results if r.unreadable), None),
         )
 
     return ingest
@@ -191,8 +198,10 @@ class ScheduleRunner:
         on_run: Callable[[JobRun], None] = lambda run: None,
         on_notice: Callable[[str], None] = lambda text: None,
         session_id: str | None = None,
+        salt: str | None = None,
     ) -> None:
         self.config = config
+        self.salt = salt  # hashes user ids of the OTLP receiver's spans
         self.db = Path(db)
         self.catalog_source = catalog
         self.ingest = ingest
@@ -211,6 +220,8 @@ class ScheduleRunner:
         self._executor: _NotingExecutor | None = None  # the pool of the running APScheduler
         self._recorded = 0
         self._snapshotted = False  # catalog_prices written by this session
+        self._otlp_token: str | None = None
+        self.otlp: OtlpServer | None = None  # the receiver while `run` runs
         # The ingest skips records already stored by reading `usage` in its write transaction; two ingests
         # in one process would not see each other's uncommitted rows, so they take turns.
         self._ingest_lock = threading.Lock()
@@ -242,6 +253,16 @@ class ScheduleRunner:
                     ) from None
         if self.config.watches and self.ingest is None:
             raise InputError("a [[watch]] job needs the ingest, and none was given")
+        if self.config.otlp is not None:
+            if self.salt is None:
+                raise InputError("the [otlp] receiver needs the salt, and none was given")
+            variable = self.config.otlp.token_env
+            if variable is not None:
+                self._otlp_token = os.environ.get(variable, "").strip() or None
+                if self._otlp_token is None:
+                    raise InputError(f"[otlp] token_env names {variable}, which is not set (or empty)")
+                secrets.append(self._otlp_token)
+                self._secrets = tuple(sorted(set(secrets), key=len, reverse=True))
         with open_write(self.db):
             pass  # every migration applied before the first job (threads then never race on them)
         self._marks = file_marks(self.db, [job.id for job in self.config.watches])
@@ -284,8 +305,40 @@ class ScheduleRunner:
             )
         return scheduler
 
+    def start_otlp(self) -> OtlpServer | None:
+        """Start the [otlp] receiver on its own thread; it shares the ingest's turn-taking lock."""
+        service = self.config.otlp
+        if service is None:
+            return None
+        assert self.salt is not None, "prepare() checks the salt"
+        options = OtlpOptions(
+            host=service.host,
+            port=service.port,
+            token=self._otlp_token,
+            attribution=service.attributes,
+            max_body_bytes=service.max_body_bytes,
+            shutdown_grace_s=self.config.shutdown_grace_s,
+        )
+        self.otlp = OtlpServer(self.db, self.salt, options, lock=self._ingest_lock).start()
+        self.on_notice(f"otlp: receiving on {self.otlp.endpoint}/v1/traces")
+        return self.otlp
+
+    def stop_otlp(self) -> None:
+        """Stop accepting spans, let requests in flight commit, store what is queued."""
+        if self.otlp is None:
+            return
+        self.otlp.stop()
+        totals, stats = self.otlp.writer.totals, self.otlp.receiver.stats
+        self.on_notice(
+            f"otlp: stopped after {stats.requests:,} requests: {stats.llm_spans:,} LLM spans, "
+            f"stored {totals.stored:,} + duplicates {totals.duplicates:,} + rejected {totals.rejected:,}"
+        )
+        self.otlp = None
+
     def run(self, stop: threading.Event, for_seconds: float | None = None) -> None:
-        """Run the schedule until `stop` is set or `for_seconds` have passed, then stop cleanly."""
+        """Run the schedule (and the [otlp] receiver) until `stop` is set or `for_seconds` have passed, then
+        stop cleanly."""
+        self.start_otlp()
         scheduler = self.build_scheduler()
         scheduler.start()
         try:
@@ -297,6 +350,7 @@ class ScheduleRunner:
         finally:
             self._stopping.set()
             scheduler.shutdown(wait=False)  # no new runs; runs already queued record themselves as skipped
+            self.stop_otlp()
             if self._drain() and self._executor is not None:
                 self._executor.join()
 
@@ -534,15 +588,22 @@ class ScheduleRunner:
                 trouble = f"{seen.path.name} was not read: {self._sentence(e)}"
                 left = len(scan.ready) - index
                 break
+            except Exception as e:  # a fault no reader caught: still this file's alone, the others go on
+                mark = seen.mark(self._sentence(e))
+                failed.append(f"{seen.path.name}: {mark.error}")
             else:
-                mark = seen.mark()
-                read_files += 1
                 totals = IngestCounts(
                     totals.read + counts.read,
                     totals.stored + counts.stored,
                     totals.duplicates + counts.duplicates,
                     totals.rejected + counts.rejected,
                 )
+                if counts.unreadable:  # its readable records are stored, the rest waits for a change
+                    mark = seen.mark(self._redact(counts.unreadable))
+                    failed.append(f"{seen.path.name}: {mark.error}")
+                else:
+                    mark = seen.mark()
+                    read_files += 1
             write_file_marks(self.db, [(job.id, mark)], utc_now())
             marks[mark.path] = mark
         summary = {
@@ -581,6 +642,4 @@ class ScheduleRunner:
         return _Outcome("ok", None, summary)
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text[:MAX_ERROR_CHARS]
+        return redact_secrets(text, self._secrets)[:MAX_ERROR_CHARS]

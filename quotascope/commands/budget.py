@@ -12,7 +12,7 @@ from models.budget import Budget, as_of_for, budgets_for, offpeak_advice, parse_
 from models.errors import InputError
 from models.forecast import month_days, month_start, parse_month
 from models.money import format_amount
-from models.repricing import require_currency
+from models.pricing import require_currency
 from models.spend import pricing_grain_minutes, tier_bounds
 from quotascope import settings
 from quotascope.commands.plan import moment, positive

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from collectors.prices.litellm import DEFAULT_ID_PREFIX, import_litellm, read_litellm_file
 from models.catalog import Offer, to_utc_naive
 from models.catalog_view import check_catalog, offer_document, offer_row, offer_text, summarize
 from models.money import plain
@@ -15,7 +16,6 @@ from quotascope import settings
 from quotascope.context import catalog_from
 from quotascope.output import emit, table
 from storage.catalog import write_catalog_file
-from storage.litellm import DEFAULT_ID_PREFIX, import_litellm, read_litellm_file
 
 
 def _moment(text: str) -> datetime:

@@ -9,7 +9,7 @@ from typing import Any
 
 from models.errors import InputError
 from models.money import per_currency
-from models.repricing import require_currency
+from models.pricing import require_currency
 from models.spend import GROUP_KEYS, SpendRow, parse_by, totals
 from models.usage import Distribution, UsageProfile
 from quotascope import settings
@@ -166,6 +166,9 @@ def render_spend(rows: list[SpendRow], by: tuple[str, ...]) -> str:
     rates = sorted({f for r in rows for f in r.fx})
     if rates:
         lines.append(f"FX: {'; '.join(rates)}")
+    notes = sorted({r.currency_note for r in rows if r.currency_note})
+    if notes:
+        lines.append(f"currency: {'; '.join(notes)}; pass --display-currency to choose")
     stated = [r.billed_cost for r in rows if r.billed_cost]
     if stated:
         lines.append(

@@ -36,7 +36,8 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
         "schedule",
         parents=[parent],
         help="run probes, folder ingestion and catalog reloads on a schedule",
-        description="Run the jobs of a schedule config (TOML: [[probe]], [[watch]], [catalog]; see "
+        description="Run the jobs of a schedule config (TOML: [[probe]], [[watch]], [catalog], and the "
+        "OTLP receiver as [otlp]; see "
         "data/schedule.example.toml) until Ctrl-C or SIGTERM. One run of a job at a time, late runs "
         "coalesced, every run recorded in the job_runs table with its outcome and duration; a failing "
         "job never stops the others. On Ctrl-C/SIGTERM nothing new starts and running jobs get "
@@ -115,6 +116,8 @@ def describe_run(run: JobRun) -> str:
 
 def _started(config: ScheduleConfig, db: Path, once: bool) -> str:
     jobs = "; ".join(f"{job.id} {job.trigger.describe()}" for job in config.jobs)
+    if config.otlp is not None and not once:
+        jobs += f"; OTLP receiver on {config.otlp.host}:{config.otlp.port}"
     mode = "running every job once" if once else "running until Ctrl-C or SIGTERM"
     return f"schedule {config.origin}: {len(config.jobs)} job(s) ({jobs}); database {db}; {mode}"
 
@@ -127,15 +130,18 @@ def run(args: argparse.Namespace) -> int:
     def report(job_run: JobRun) -> None:
         print(describe_run(job_run), file=out, flush=True)
 
-    ingest = log_ingest(load_salt(Path(settings.get("salt_file")))) if config.watches else None
+    salt = load_salt(Path(settings.get("salt_file"))) if config.watches or config.otlp else None
+    ingest = log_ingest(salt) if config.watches and salt is not None else None
     runner = ScheduleRunner(
-        config, db, catalog=catalog_source(args), ingest=ingest, on_run=report, on_notice=_say
+        config, db, catalog=catalog_source(args), ingest=ingest, on_run=report, on_notice=_say, salt=salt
     )
     runner.prepare()
     print(_started(config, db, args.once), file=out, flush=True)
     stop = threading.Event()
     with stop_signals(stop, runner, config.shutdown_grace_s):
         if args.once:
+            if config.otlp is not None:
+                _say("the [otlp] receiver runs only without --once")
             runner.run_once(stop)
         else:
             runner.run(stop, args.for_seconds)

@@ -15,7 +15,8 @@ import pytest
 from collectors.emulator import EmulatorConfig, EmulatorServer
 from collectors.probe import Endpoint, make_client, run_probe
 from collectors.probe.prompts import CANARIES
-from models.catalog import Offer, parse_catalog
+from models.catalog import Offer
+from models.catalog_parse import parse_catalog
 from models.probe import LoadPlan, ProbeRun, summarize
 
 MODEL = EmulatorConfig().model

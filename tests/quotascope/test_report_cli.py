@@ -65,7 +65,7 @@ def test_spend_json_rows(loaded: Path, capsys: pytest.CaptureFixture[str]) -> No
     }
     vllm = by_model["deepseek-ai/DeepSeek-R1"]
     assert vllm["cost"] is None and vllm["unpriced"] == {
-        "models": ["?/deepseek-ai/DeepSeek-R1"],
+        "models": ["?/deepseek-ai/DeepSeek-R1 (no catalog offer sells this model)"],
         "requests": 2,
     }
 

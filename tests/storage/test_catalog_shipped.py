@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from collectors.prices.litellm import import_litellm
 from models.catalog import Catalog, Offer
 from models.errors import UnpricedError
 from models.money import Money
 from models.pricing import TokenCounts, price_tokens, rates_at
 from quotascope import settings
 from storage.catalog import load_catalog
-from storage.litellm import import_litellm
 
 CATALOG_DIR = Path(settings.BY_NAME["catalog_dir"].default)
 EXCERPT = Path(__file__).parent.parent / "data" / "litellm_prices_excerpt.json"

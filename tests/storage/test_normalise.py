@@ -106,7 +106,7 @@ def test_duckdbs_json_reader_and_line_reader_make_the_same_rows(lines: list[str]
         log.write_text("\n".join(lines) + "\n")
         seen = {}
         for reader in ("json", "lines"):
-            stream = LineStream(log, OPENAI, CONTEXT, compressed=False, threads=2, reader=reader)
+            stream = LineStream(str(log), OPENAI, CONTEXT, compressed=False, threads=2, reader=reader)
             try:
                 rows = [row for table in stream.rows() for row in table.to_pylist()]
             finally:

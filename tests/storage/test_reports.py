@@ -122,7 +122,9 @@ def test_unpriced_usage_is_listed_never_free(tmp_path: Path) -> None:
         "see `quotascope catalog show test/deepseek-reasoner`)",
     )
     assert rows["deepseek-reasoner"].requests == 2 and rows["deepseek-reasoner"].unpriced_requests == 1
-    assert rows["mystery-1"].cost is None and rows["mystery-1"].unpriced_models == ("acme/mystery-1",)
+    assert rows["mystery-1"].cost is None and rows["mystery-1"].unpriced_models == (
+        "acme/mystery-1 (no catalog offer sells this model)",
+    )
 
 
 def test_filters_select_by_time_and_attribution(tmp_path: Path) -> None:

@@ -19,12 +19,19 @@ from typing import Any
 
 import pytest
 
-from models.catalog import Catalog, parse_catalog
+from collectors.prices.litellm import (
+    LitellmImport,
+    compress_mask,
+    import_litellm,
+    off_peak_mask,
+    read_litellm_file,
+)
+from models.catalog import Catalog
+from models.catalog_parse import parse_catalog
 from models.errors import InputError
 from models.pricing import rates_at
 from quotascope import settings
 from storage.catalog import load_catalog, read_catalog_file, render_toml, write_catalog_file
-from storage.litellm import LitellmImport, compress_mask, import_litellm, off_peak_mask, read_litellm_file
 
 EXCERPT = Path(__file__).parent.parent / "data" / "litellm_prices_excerpt.json"
 AS_OF = date(2026, 11, 23)

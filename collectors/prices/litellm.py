@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from models.catalog import MINUTES_PER_DAY, Catalog, Offer, parse_catalog
+from models.catalog import MINUTES_PER_DAY, Catalog, Offer
+from models.catalog_parse import parse_catalog
 from models.errors import CatalogError, InputError
 from models.money import MILLION, FxTable
 from storage.catalog import render_toml

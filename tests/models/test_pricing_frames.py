@@ -1,4 +1,5 @@
-"""Vectorised re-pricing is `models.pricing` and `models.capacity` on many rows: hold them to each other."""
+"""Frames of traffic priced by the one engine (`models.pricing.price_units`) sum to what each request costs
+alone; target tokens (`models.target`) follow `models.capacity`'s rules on many rows."""
 
 from __future__ import annotations
 
@@ -22,17 +23,10 @@ from models.catalog import (
     TimeSpan,
 )
 from models.money import FxRate, FxTable, Money
-from models.pricing import TokenCounts, price_tokens
+from models.pricing import TokenCounts, price_tokens, price_units, version_index
 from models.profile import TokenProfile
 from models.replay import traffic_from_usage
-from models.repricing import (
-    cacheable,
-    counted_columns,
-    price_units,
-    reprice,
-    target_tokens,
-    version_index,
-)
+from models.target import cacheable, counted_columns, target_tokens
 from tests.models.factories import d, version
 
 START = datetime(2026, 10, 30)
@@ -87,7 +81,7 @@ def request_rows(draw: st.DrawFn) -> list[dict[str, Any]]:
 
 def priced_as_recorded(rows: list[dict[str, Any]], currency: str) -> Any:
     units = traffic_from_usage(pl.DataFrame(rows)).units.with_columns(
-        version_index(pl.col("ts"), OFFER).alias("vidx")
+        version_index(pl.col("ts"), OFFER.versions, "unpriced").alias("vidx")
     )
     return price_units(
         target_tokens(units, OFFER, Decimal(1), reestimate=False), OFFER, fx=FX, currency=currency
@@ -179,7 +173,7 @@ def test_target_cache_is_re_estimated_per_request_and_times_the_hit_factor() -> 
     )
     rules = CacheRules(enabled=True, min_tokens=1024, step_tokens=128, hit_factor=d("0.5"))
     target = Offer("t/o", "t", "o", "o", (version(prices=Prices(input=d(1), output=d(1)), cache=rules),))
-    units = traffic.units.with_columns(version_index(pl.col("ts"), target, "earliest").alias("vidx"))
+    units = traffic.units.with_columns(version_index(pl.col("ts"), target.versions, "earliest").alias("vidx"))
     tokens = target_tokens(units, target, Decimal(1), reestimate=True)
     # 4,032 → 1,024 + 23 × 128 = 3,968, half of it hit; 1,000 is under the minimum
     assert tokens["cached_t"].to_list() == [1984, 0]
@@ -196,7 +190,11 @@ def test_times_no_version_covers_stay_unpriced_unless_the_first_version_stands_i
     priced = priced_as_recorded(rows, "CNY")
     # ¥1 per 1M at the launch promotion's half price; Friday 00:00 is off-peak
     assert priced.cost == Money(d("0.5"), "CNY") and priced.unpriced_requests == 1
-    what_if = reprice(traffic_from_usage(pl.DataFrame(rows)).units, OFFER, fx=FX, currency="CNY")
+    units = traffic_from_usage(pl.DataFrame(rows)).units
+    units = units.with_columns(version_index(pl.col("ts"), OFFER.versions, "earliest").alias("vidx"))
+    what_if = price_units(
+        target_tokens(units, OFFER, Decimal(1), reestimate=True), OFFER, fx=FX, currency="CNY"
+    )
     assert what_if.unpriced_requests == 0  # 2020 priced as the first version: a what-if, not a bill
     assert what_if.cost == Money(d("0.501"), "CNY")  # Wednesday 00:00 is off-peak too: ¥1 per 1M
 

@@ -1,0 +1,148 @@
+"""Running the receiver: under uvicorn in the foreground (`quotascope otlp`), or in a thread (the scheduler,
+tests). Stopping (SIGTERM, Ctrl-C, `stop()`) stops accepting connections, lets the requests in flight finish
+— each waits for its spans' commit — then stores whatever is still queued, and returns."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType, TracebackType
+
+import uvicorn
+
+from collectors.emulator.server import bind
+from collectors.otlp.app import DEFAULT_MAX_BODY_BYTES, Receiver, ReceiverConfig, build_app
+from collectors.otlp.writer import SpanBatcher, SpanWriter
+
+DEFAULT_PORT = 4318  # OTLP/HTTP's registered port
+
+
+@dataclass(frozen=True)
+class OtlpOptions:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    token: str | None = None
+    attribution: Mapping[str, str] = field(default_factory=dict)  # column -> attribute
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_pending_spans: int = 100_000
+    batch_spans: int = 50_000
+    linger_s: float = 0.05
+    shutdown_grace_s: float = 30.0
+
+
+class OtlpServer:
+    """The receiver on a socket, in a background thread:
+
+    with OtlpServer(db, salt, OtlpOptions(port=0)) as server:
+        export_to(server.endpoint)
+    """
+
+    def __init__(
+        self,
+        db: Path,
+        salt: str,
+        options: OtlpOptions,
+        *,
+        lock: threading.Lock | None = None,
+        sock: socket.socket | None = None,
+    ) -> None:
+        self.options = options
+        self._sock = sock or bind(options.host, options.port)
+        self.host = options.host
+        self.port: int = self._sock.getsockname()[1]
+        self.batcher = SpanBatcher(options.attribution)
+        self.writer = SpanWriter(
+            db,
+            salt,
+            origin=f"otlp://{self.address}",
+            max_pending_spans=options.max_pending_spans,
+            batch_spans=options.batch_spans,
+            linger_s=options.linger_s,
+            lock=lock,
+        )
+        self.receiver = Receiver(
+            ReceiverConfig(options.token, options.max_body_bytes), self.batcher, self.writer
+        )
+        config = uvicorn.Config(
+            build_app(self.receiver),
+            lifespan="off",
+            access_log=False,  # a request line names no content, but keep logs to what we say ourselves
+            log_level="warning",
+            log_config=None,
+            timeout_graceful_shutdown=int(options.shutdown_grace_s),
+            backlog=2048,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL an exporter's OTEL_EXPORTER_OTLP_ENDPOINT takes (it appends /v1/traces)."""
+        return f"http://{self.address}"
+
+    def serve_forever(self) -> None:
+        """Serve until SIGINT/SIGTERM, then drain and return (the process then exits 0; uvicorn's own
+        handlers would re-raise the signal). A second signal stops waiting for requests in flight."""
+        stop = threading.Event()
+
+        def handle(number: int, frame: FrameType | None) -> None:
+            if stop.is_set():
+                self._server.force_exit = True
+            stop.set()
+
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.start()
+            while not stop.wait(0.5):
+                if self._thread is not None and not self._thread.is_alive():
+                    raise RuntimeError("the OTLP receiver stopped by itself")
+        finally:
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def start(self) -> OtlpServer:
+        self._thread = threading.Thread(target=self._run, name=f"otlp:{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the OTLP receiver did not start")
+            time.sleep(0.005)
+        return self
+
+    def _run(self) -> None:
+        self._server.run(sockets=[self._sock])
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=self.options.shutdown_grace_s + 10)
+        self.close()
+
+    def close(self) -> None:
+        """Store what is queued and release everything (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.writer.close()
+        self._sock.close()
+
+    def __enter__(self) -> OtlpServer:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()

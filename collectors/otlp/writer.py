@@ -1,0 +1,253 @@
+"""From decoded spans to stored usage rows, as the ingest stores them.
+
+`SpanBatcher.prepare` turns one request's spans into canonical rows and rejects with the ingest's own
+checks (`storage.normalise`, the same bounds and reasons as a log file's records); `SpanWriter` stores what
+the requests bring in batches, one transaction each through `storage.usage.store_batch` (the usage write
+path: deduplication by record key within a week, rejects with reasons, the source's counts), and tells each
+request when its spans are committed. It opens the database only for a batch, so readers take their turns.
+
+A request is acknowledged only after the transaction holding its spans committed; a request that would
+queue more spans than `max_pending_spans` is refused up front (HTTP 429 with Retry-After) so that nothing
+accepted is ever dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from collectors.ingest.formats import csv_spec
+from models.genai_spans import ATTRIBUTES_READ, SDK_NAME, Span, classify, usage_from_span
+from models.usage_record import RecordSpec
+from storage.db import StorageError
+from storage.usage import BatchCounts, IngestContext, Normaliser, Reject, SourceRun, store_batch
+
+# What each canonical field is called in a reject reason.
+_LABELS = {
+    "request_id": "span id",
+    "ts": "span start time",
+    "model": "model (gen_ai.response.model / gen_ai.request.model / llm.model_name)",
+    "provider": "provider",
+    "endpoint": "endpoint",
+    "team": "team",
+    "project": "project",
+    "user": "user",
+    "key_id": "key_id",
+    "input_tokens": "input token count",
+    "output_tokens": "output token count",
+    "cached_input_tokens": "cache read token count",
+    "cache_write_tokens": "cache write token count",
+    "reasoning_tokens": "reasoning token count",
+    "ttft_ms": "TTFT",
+    "latency_ms": "span duration",
+    "status": "span status",
+}
+SPEC: RecordSpec = replace(csv_spec(_LABELS), name="otlp")
+
+NO_USAGE = "an LLM span without token counts (a call cut short, or streamed without usage)"
+
+
+@dataclass
+class Prepared:
+    """One request's spans: a JSON record per LLM span with usage, and how many spans were what."""
+
+    records: list[str]
+    no_usage: int  # LLM calls without token counts: refused, with that reason
+    spans: int  # every span in the request
+    ignored: int  # not LLM calls, or failed calls with no usage
+
+    @property
+    def llm_spans(self) -> int:
+        return len(self.records) + self.no_usage
+
+
+@dataclass
+class _Queued:
+    prepared: Prepared
+    done: Future[list[Reject]] = field(default_factory=Future)  # this request's refused spans
+
+
+class SpanBatcher:
+    """Turns one request's spans into canonical records (`models.genai_spans`); thread-safe, no I/O."""
+
+    def __init__(self, attribution: Mapping[str, str]) -> None:
+        self.attribution = dict(attribution)
+        self.wanted = ATTRIBUTES_READ | {SDK_NAME} | frozenset(self.attribution.values())
+
+    def prepare(self, spans: Iterable[Span]) -> Prepared:
+        records: list[str] = []
+        no_usage = total = ignored = 0
+        for span in spans:
+            total += 1
+            usage = usage_from_span(span, self.attribution)
+            if usage is not None:
+                records.append(json.dumps(usage.record(), separators=(",", ":"), ensure_ascii=False))
+            elif not span.error and classify(span) == "no_usage":
+                no_usage += 1
+            else:
+                ignored += 1
+        return Prepared(records, no_usage, total, ignored)
+
+
+class WriterBusy(Exception):
+    """The writer holds as many spans as it may; the request is refused, to be retried (HTTP 429)."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"the writer is behind; retry after {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class SpanWriter:
+    """Stores queued requests' rows in batches on its own thread; `submit` returns when to acknowledge."""
+
+    def __init__(
+        self,
+        db: Path,
+        salt: str,
+        *,
+        origin: str,
+        max_pending_spans: int = 100_000,
+        batch_spans: int = 50_000,
+        linger_s: float = 0.05,
+        lock: threading.Lock | None = None,
+    ) -> None:
+        self.db = db
+        self.run = SourceRun(
+            path=origin,
+            size_bytes=0,
+            format="otlp",
+            tags={},
+            started_at=datetime.now(UTC).replace(tzinfo=None),
+        )
+        self.context = IngestContext(salt=salt)
+        self.normaliser = Normaliser()
+        self._next_line = 1  # the `line_no` of this receiver's records, in the order they are stored
+        self.max_pending_spans = max_pending_spans
+        self.batch_spans = batch_spans
+        self.linger_s = linger_s
+        self.totals = BatchCounts()
+        self.failing: str | None = None  # the last storage error, until a batch commits again
+        self._lock = lock or threading.Lock()  # shared with other writers of this process (the scheduler)
+        self._queue: deque[_Queued] = deque()
+        self._pending = 0
+        self._cond = threading.Condition()
+        self._closing = False
+        self._rate = 0.0  # spans per second stored, smoothed: the Retry-After estimate
+        self._thread = threading.Thread(target=self._loop, name="quotascope-otlp-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending_spans(self) -> int:
+        return self._pending
+
+    def submit(self, prepared: Prepared) -> Future[list[Reject]]:
+        """Queue one request's records; the future gives its refused spans once the batch holding them is
+        committed (or raises `StorageError` when it could not be).
+
+        Raises `WriterBusy` when taking them would hold more than `max_pending_spans`.
+        """
+        size = max(1, prepared.llm_spans)
+        with self._cond:
+            if self._closing:
+                raise WriterBusy(1)
+            if self._pending and self._pending + size > self.max_pending_spans:
+                raise WriterBusy(self._retry_after())
+            item = _Queued(prepared)
+            self._queue.append(item)
+            self._pending += size
+            self._cond.notify()
+        return item.done
+
+    def _retry_after(self) -> int:
+        if self._rate <= 0:
+            return 1
+        return int(min(30, max(1, round(self._pending / self._rate))))
+
+    def close(self) -> None:
+        """Store everything queued, then stop the thread."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+        self.normaliser.close()
+
+    def _take(self) -> list[_Queued]:
+        with self._cond:
+            while not self._queue and not self._closing:
+                self._cond.wait()
+            if not self._queue:
+                return []
+        time.sleep(self.linger_s)  # let a burst of requests share one transaction
+        batch: list[_Queued] = []
+        spans = 0
+        with self._cond:
+            while self._queue and (
+                not batch or spans + self._queue[0].prepared.llm_spans <= self.batch_spans
+            ):
+                item = self._queue.popleft()
+                batch.append(item)
+                spans += item.prepared.llm_spans
+        return batch
+
+    def _loop(self) -> None:
+        delay = 0.1
+        while True:
+            batch = self._take()
+            if not batch:
+                return
+            started = time.perf_counter()
+            try:
+                self._store(batch)
+            except StorageError as e:  # the database (or normalising in DuckDB) failed: nothing was stored
+                self.failing = str(e)
+                for item in batch:
+                    item.done.set_exception(e)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            else:
+                self.failing = None
+                delay = 0.1
+                spans = sum(i.prepared.llm_spans for i in batch)
+                rate = spans / max(1e-6, time.perf_counter() - started + self.linger_s)
+                self._rate = rate if self._rate <= 0 else 0.7 * self._rate + 0.3 * rate
+            finally:
+                with self._cond:
+                    self._pending -= sum(max(1, i.prepared.llm_spans) for i in batch)
+
+    def _store(self, batch: list[_Queued]) -> None:
+        """Normalise the batch's records together (one DuckDB statement for many requests), store them in one
+        transaction, and give each request its own refused spans."""
+        first = self._next_line
+        numbers: list[int] = []
+        lines: list[str] = []
+        rejects: list[Reject] = []
+        ranges: list[tuple[int, int]] = []
+        line = first
+        for item in batch:
+            prepared = item.prepared
+            start = line
+            numbers.extend(range(line, line + len(prepared.records)))
+            lines.extend(prepared.records)
+            line += len(prepared.records)
+            rejects.extend(Reject(line + i, NO_USAGE, "") for i in range(prepared.no_usage))
+            line += prepared.no_usage
+            ranges.append((start, line))
+        tables = []
+        if lines:
+            data = ("\n".join(lines) + "\n").encode()
+            normalised = self.normaliser.normalise(SPEC, data, self.context, line_numbers=numbers)
+            tables.append(normalised.rows)
+            rejects = normalised.rejects + rejects
+        with self._lock:
+            self.run, counts = store_batch(self.db, self.run, tables, rejects)
+        self._next_line = line
+        self.totals = self.totals + counts
+        for item, (start, end) in zip(batch, ranges, strict=True):
+            item.done.set_result([r for r in rejects if start <= r.line_no < end])

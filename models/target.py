@@ -1,0 +1,96 @@
+"""The recorded traffic's tokens as a target offer would see them, and what they count against its limits.
+
+Units (see `models.replay`: one row per request, or per slice of an aggregated bucket, with its weight `w`
+and token totals `input` — all prompt tokens, cache hits and writes included —, `cached`, `write`, `output`
+— reasoning included —, `reasoning`) carry their tokens to a *target* offer: cached tokens re-estimated for
+its cache rules and every count scaled by a tokenizer ratio. What those tokens cost is the pricing engine's
+(`models.pricing.price_units`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+import polars as pl
+
+from models.catalog import CountingRules, Offer
+
+TOKEN_COLUMNS = ("input", "cached", "write", "output", "reasoning")
+PRICED_COLUMNS = ("in_t", "cached_t", "write_t", "out_t", "reason_t")
+
+
+def _per_version(vidx: pl.Expr, values: Sequence[float | int | bool | str], dtype: pl.DataType) -> pl.Expr:
+    if len(set(values)) == 1:
+        return pl.lit(values[0], dtype=dtype)
+    return vidx.replace_strict(list(range(len(values))), list(values), default=None, return_dtype=dtype)
+
+
+# ------------------------------------------------------------------------------------------ tokens
+
+
+def cacheable(prefix: pl.Expr, min_tokens: pl.Expr, step_tokens: pl.Expr, enabled: pl.Expr) -> pl.Expr:
+    """`CacheRules.cacheable` on a column: the part of a stable prefix a provider serves from cache."""
+    floor = pl.max_horizontal(min_tokens, pl.lit(1))
+    return (
+        pl.when(~enabled | (prefix < floor))
+        .then(pl.lit(0, dtype=pl.Int64))
+        .otherwise(min_tokens + ((prefix - min_tokens) // step_tokens) * step_tokens)
+    )
+
+
+def target_tokens(units: pl.DataFrame, offer: Offer, ratio: Decimal, *, reestimate: bool) -> pl.DataFrame:
+    """Adds the tokens each unit would carry under `offer` (`in_t`, `cached_t`, `write_t`, `out_t`,
+    `reason_t`, whole numbers per unit; needs `vidx` for per-version cache rules).
+
+    Every count is scaled by the tokenizer `ratio` and rounded. With `reestimate`, the cached part is the
+    target's cacheable share of the recorded cached prefix (per request: DeepSeek's 64-token units vs
+    OpenAI's 1,024 minimum and 128-token steps), times its best-effort hit factor; cache writes carry over
+    where the log recorded them. Without, the recorded cache figures are kept (pricing what was served).
+    """
+    r = float(ratio)
+
+    def scaled(column: str) -> pl.Expr:
+        return (pl.col(column).cast(pl.Float64) * r).round(0).cast(pl.Int64)
+
+    frame = units.with_columns(
+        scaled("input").alias("in_t"),
+        scaled("output").alias("out_t"),
+    ).with_columns(pl.min_horizontal(scaled("reasoning"), pl.col("out_t")).alias("reason_t"))
+    if not reestimate:
+        cached = pl.min_horizontal(scaled("cached"), pl.col("in_t"))
+        return frame.with_columns(cached.alias("cached_t")).with_columns(
+            pl.min_horizontal(scaled("write"), pl.col("in_t") - pl.col("cached_t")).alias("write_t")
+        )
+    vidx = pl.col("vidx")
+    caches = [v.cache for v in offer.versions]
+    enabled = _per_version(vidx, [c.enabled for c in caches], pl.Boolean()).fill_null(False)
+    min_tokens = _per_version(vidx, [c.min_tokens for c in caches], pl.Int64()).fill_null(0)
+    step = _per_version(vidx, [max(1, c.step_tokens) for c in caches], pl.Int64()).fill_null(1)
+    hit = _per_version(vidx, [float(c.hit_factor) for c in caches], pl.Float64()).fill_null(1.0)
+    prefix = (pl.col("cached").cast(pl.Float64) / pl.col("w") * r).floor().cast(pl.Int64)
+    per_request = (cacheable(prefix, min_tokens, step, enabled).cast(pl.Float64) * hit).floor()
+    cached = pl.min_horizontal((per_request * pl.col("w")).round(0).cast(pl.Int64), pl.col("in_t"))
+    return frame.with_columns(cached.alias("cached_t")).with_columns(
+        pl.when(enabled)
+        .then(pl.min_horizontal(scaled("write"), pl.col("in_t") - pl.col("cached_t")))
+        .otherwise(pl.lit(0, dtype=pl.Int64))
+        .alias("write_t")
+    )
+
+
+def counted_columns(counting: CountingRules, max_tokens: int | None) -> dict[str, pl.Expr]:
+    """`models.capacity.counted_tokens` on columns of target tokens: what each unit counts against the limits
+    (`c_in` against ITPM, `c_out` against OTPM, `c_total` against TPM/TPD), as floats."""
+    inp = pl.col("in_t").cast(pl.Float64)
+    counted_in = inp if counting.cached_counted else inp - pl.col("cached_t").cast(pl.Float64)
+    out = pl.col("out_t").cast(pl.Float64)
+    if counting.reserve_max_tokens and max_tokens is not None:
+        out = pl.max_horizontal(out, pl.lit(float(max_tokens)) * pl.col("w"))
+    counted_out = out * float(counting.output_burndown)
+    total = {
+        "input+output": counted_in + counted_out,
+        "input": counted_in,
+        "output": counted_out,
+    }[counting.tokens]
+    return {"c_in": counted_in, "c_out": counted_out, "c_total": total}

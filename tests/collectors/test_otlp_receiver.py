@@ -1,0 +1,317 @@
+"""The OTLP/HTTP receiver on a real socket: encodings, answers as the OTLP specification says, exactly once,
+nothing accepted dropped, no content stored."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import pytest
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from collectors.otlp import OtlpOptions, OtlpServer
+from tests.collectors.otlp_support import START_NS, llm_attributes, request_of
+
+PROTOBUF = {"Content-Type": "application/x-protobuf"}
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "otlp.duckdb"
+
+
+@pytest.fixture
+def server(db: Path) -> Iterator[OtlpServer]:
+    with OtlpServer(db, "test-salt", OtlpOptions(port=0, attribution={"team": "service.name"})) as running:
+        yield running
+
+
+def post(
+    server: OtlpServer, body: bytes, headers: dict[str, str], path: str = "/v1/traces"
+) -> httpx.Response:
+    return httpx.post(server.endpoint + path, content=body, headers=headers, timeout=30)
+
+
+def rows(db: Path, sql: str = "SELECT * FROM usage ORDER BY ts") -> list[dict[str, Any]]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        result = con.execute(sql)
+        names = [d[0] for d in result.description]
+        return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+
+
+def partial(response: httpx.Response) -> tuple[int, str]:
+    message = ExportTraceServiceResponse.FromString(response.content)
+    return message.partial_success.rejected_spans, message.partial_success.error_message
+
+
+def test_protobuf_spans_are_stored_and_other_spans_ignored(server: OtlpServer, db: Path) -> None:
+    body = request_of(
+        [llm_attributes(1), {"http.request.method": "GET"}, llm_attributes(2)]
+    ).SerializeToString()
+    response = post(server, body, PROTOBUF)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/x-protobuf"
+    assert partial(response) == (0, "")
+    stored = rows(db)
+    assert [(r["model"], r["provider"], r["team"]) for r in stored] == [
+        ("gpt-4o-2024-08-06", "openai", "checkout")
+    ] * 2
+    assert [(r["input_tokens"], r["cached_input_tokens"], r["output_tokens"]) for r in stored] == [
+        (1201, 1024, 300),
+        (1202, 1024, 300),
+    ]
+    assert stored[0]["latency_ms"] == pytest.approx(900.0)
+    assert stored[0]["ts"].isoformat() == "2025-12-06T05:46:40"
+    (source,) = rows(db, "SELECT * FROM sources")
+    assert source["format"] == "otlp" and source["path"] == f"otlp://{server.address}"
+    assert (source["rows_read"], source["rows_stored"]) == (2, 2)
+
+
+def test_an_exporter_retry_stores_nothing_new(server: OtlpServer, db: Path) -> None:
+    body = request_of([llm_attributes(n) for n in range(5)]).SerializeToString()
+    assert post(server, body, PROTOBUF).status_code == 200
+    assert post(server, body, PROTOBUF).status_code == 200
+    assert len(rows(db)) == 5
+    (source,) = rows(db, "SELECT * FROM sources")
+    assert (source["rows_read"], source["rows_stored"], source["rows_duplicate"]) == (10, 5, 5)
+
+
+def otlp_json(ids: str) -> dict[str, Any]:
+    """A request in OTLP's JSON encoding: hex (or base64) ids, 64-bit integers as strings, camelCase."""
+    trace_id, span_id = bytes.fromhex("5b8efff798038103d269b633813fc60c"), bytes.fromhex("eee19b7ec3c1b174")
+    encode = (lambda b: b.hex()) if ids == "hex" else (lambda b: base64.b64encode(b).decode())
+    return {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "search"}}]},
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "my.instrumentation"},
+                        "spans": [
+                            {
+                                "traceId": encode(trace_id),
+                                "spanId": encode(span_id),
+                                "name": "chat",
+                                "kind": 3,
+                                "startTimeUnixNano": str(START_NS),
+                                "endTimeUnixNano": str(START_NS + 2_000_000_000),
+                                "attributes": [
+                                    {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+                                    {"key": "gen_ai.system", "value": {"stringValue": "deepseek"}},
+                                    {
+                                        "key": "gen_ai.request.model",
+                                        "value": {"stringValue": "deepseek-chat"},
+                                    },
+                                    {
+                                        "key": "gen_ai.usage.input_tokens",
+                                        "value": {"intValue": "1234567"},
+                                    },
+                                    {"key": "gen_ai.usage.output_tokens", "value": {"intValue": 12}},
+                                ],
+                                "status": {"code": 2},
+                                "futureField": {"ignored": True},
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
+
+
+@pytest.mark.parametrize("ids", ["hex", "base64"])
+def test_json_with_hex_or_base64_ids_and_string_integers(server: OtlpServer, db: Path, ids: str) -> None:
+    response = post(server, json.dumps(otlp_json(ids)).encode(), JSON)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {}
+    (row,) = rows(db)
+    assert row["record_key"] == "otlp:5b8efff798038103d269b633813fc60c:eee19b7ec3c1b174"
+    assert (row["input_tokens"], row["output_tokens"], row["status"]) == (1234567, 12, "error")
+    assert (row["provider"], row["team"], row["latency_ms"]) == ("deepseek", "search", 2000.0)
+
+
+def test_gzip_bodies_and_limits(db: Path) -> None:
+    options = OtlpOptions(port=0, max_body_bytes=200_000)
+    with OtlpServer(db, "salt", options) as server:
+        body = request_of([llm_attributes(n) for n in range(20)]).SerializeToString()
+        gzipped = {**PROTOBUF, "Content-Encoding": "gzip"}
+        assert post(server, gzip.compress(body), gzipped).status_code == 200
+        assert len(rows(db)) == 20
+        bomb = gzip.compress(b"\0" * 10_000_000)  # 10 kB that inflate to 10 MB
+        assert len(bomb) < 200_000
+        assert post(server, bomb, gzipped).status_code == 413
+        assert post(server, b"\0" * 300_000, PROTOBUF).status_code == 413
+        assert post(server, b"not gzip at all", gzipped).status_code == 400
+        assert post(server, body, {**PROTOBUF, "Content-Encoding": "br"}).status_code == 415
+        assert post(server, body, {"Content-Type": "text/plain"}).status_code == 415
+
+
+def test_undecodable_bodies_get_400_without_quoting_them(server: OtlpServer, db: Path) -> None:
+    secret = "my card number is 4111 1111"
+    broken = otlp_json("hex")
+    span = broken["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    span["attributes"].append({"key": "input.value", "value": {"intValue": secret}})
+    for body, headers in (
+        (b"\x0a\xff\xff\xff\xff\x0f" + secret.encode(), PROTOBUF),
+        (json.dumps(broken).encode(), JSON),
+        (b"{" + secret.encode(), JSON),
+        (b"[1, 2]", JSON),
+    ):
+        response = post(server, body, headers)
+        assert response.status_code == 400
+        assert secret not in response.text and "4111" not in response.text
+    bad_id = otlp_json("hex")
+    bad_id["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"] = "zz"
+    assert post(server, json.dumps(bad_id).encode(), JSON).status_code == 400
+    assert not db.exists() or rows(db) == []
+
+
+def test_refused_spans_are_counted_in_partial_success_with_reasons(server: OtlpServer, db: Path) -> None:
+    spans = [
+        llm_attributes(1),
+        llm_attributes(2, **{"gen_ai.usage.input_tokens": -5}),
+        {k: v for k, v in llm_attributes(3).items() if "model" not in k},
+        llm_attributes(4, **{"gen_ai.usage.output_tokens": 2.5}),
+        llm_attributes(5, **{"gen_ai.usage.cache_read.input_tokens": 5000}),  # more cached than input
+        {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o"},
+    ]
+    response = post(server, request_of(spans).SerializeToString(), PROTOBUF)
+    assert response.status_code == 200
+    rejected, message = partial(response)
+    assert rejected == 5
+    assert "no model name" in message and "negative" in message and "without token counts" in message
+    assert len(rows(db)) == 1
+    reasons = [r["reason"] for r in rows(db, "SELECT * FROM rejects ORDER BY line_no")]
+    assert len(reasons) == 5
+    (source,) = rows(db, "SELECT * FROM sources")
+    read, stored, duplicates, refused = (
+        source["rows_read"],
+        source["rows_stored"],
+        source["rows_duplicate"],
+        source["rows_rejected"],
+    )
+    assert (read, stored, duplicates, refused) == (6, 1, 0, 5)
+
+
+def test_a_count_no_column_can_hold_is_refused(server: OtlpServer, db: Path) -> None:
+    spans = [llm_attributes(1, **{"gen_ai.usage.input_tokens": 2**62}), llm_attributes(2)]
+    response = post(server, request_of(spans).SerializeToString(), PROTOBUF)
+    assert response.status_code == 200
+    assert partial(response)[0] == 1
+    assert [r["input_tokens"] for r in rows(db)] == [1202]
+
+
+def test_bearer_token(db: Path) -> None:
+    with OtlpServer(db, "salt", OtlpOptions(port=0, token="s3cr3t-token")) as server:
+        body = request_of([llm_attributes(1)]).SerializeToString()
+        assert post(server, body, PROTOBUF).status_code == 401
+        assert post(server, body, {**PROTOBUF, "Authorization": "Bearer wrong"}).status_code == 401
+        assert (
+            post(server, b"", {**PROTOBUF, "Authorization": "Basic s3cr3t-token"}, "/v1/metrics").status_code
+            == 401
+        )
+        ok = post(server, body, {**PROTOBUF, "Authorization": "Bearer s3cr3t-token"})
+        assert ok.status_code == 200
+        assert "s3cr3t" not in ok.text
+
+
+def test_metrics_and_logs_are_answered_200(server: OtlpServer) -> None:
+    assert post(server, b"\x0a\x00", PROTOBUF, "/v1/metrics").status_code == 200
+    assert post(server, b"{}", JSON, "/v1/logs").json() == {}
+
+
+def test_a_busy_writer_answers_429_with_retry_after_and_keeps_what_it_accepted(db: Path) -> None:
+    lock = threading.Lock()  # held: the writer cannot store, as if another writer had the database
+    options = OtlpOptions(port=0, max_pending_spans=3, linger_s=0.0)
+    with OtlpServer(db, "salt", options, lock=lock) as server:
+        lock.acquire()
+        first_body = request_of([llm_attributes(n) for n in range(3)]).SerializeToString()
+        first: list[httpx.Response] = []
+        sender = threading.Thread(target=lambda: first.append(post(server, first_body, PROTOBUF)))
+        sender.start()
+        while server.writer.pending_spans < 3:
+            threading.Event().wait(0.01)
+        busy = post(server, request_of([llm_attributes(9)]).SerializeToString(), PROTOBUF)
+        assert busy.status_code == 429
+        assert int(busy.headers["retry-after"]) >= 1
+        assert first == []  # not acknowledged before it is committed
+        lock.release()
+        sender.join(timeout=30)
+        assert first[0].status_code == 200
+    assert len(rows(db)) == 3
+
+
+def test_an_unwritable_database_answers_503_and_acknowledges_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    with OtlpServer(folder, "salt", OtlpOptions(port=0, linger_s=0.0)) as server:
+        response = post(server, request_of([llm_attributes(1)]).SerializeToString(), PROTOBUF)
+        assert response.status_code == 503
+        assert int(response.headers["retry-after"]) >= 1
+
+
+def test_content_never_reaches_the_database_or_the_log(
+    server: OtlpServer, db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "PATIENT-RECORD-7731"
+    content = {
+        "openinference.span.kind": "LLM",
+        "llm.system": "openai",
+        "llm.model_name": "gpt-4o",
+        "llm.token_count.prompt": 12,
+        "llm.token_count.completion": 3,
+        "input.value": f"summarise {secret}",
+        "output.value": f"{secret} is fine",
+        "llm.input_messages.0.message.content": secret,
+        "gen_ai.prompt.0.content": secret,
+        "gen_ai.completion.0.content": secret,
+        "gen_ai.input.messages": json.dumps([{"content": secret}]),
+    }
+    bad = dict(content, **{"llm.token_count.prompt": -1})
+    with caplog.at_level(logging.DEBUG):
+        response = post(server, request_of([content, bad]).SerializeToString(), PROTOBUF)
+    assert response.status_code == 200 and partial(response)[0] == 1
+    assert secret not in response.text
+    server.stop()
+    assert len(rows(db)) == 1
+    for path in db.parent.iterdir():
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    assert secret not in caplog.text
+
+
+def test_attribute_refuses_content_and_unknown_columns() -> None:
+    from collectors.otlp import parse_attribution
+    from models.errors import InputError
+
+    assert parse_attribution(["team=service.name", "project = app.project"]) == {
+        "team": "service.name",
+        "project": "app.project",
+    }
+    for bad in ("team=input.value", "user=gen_ai.prompt.0.content", "colour=service.name", "team"):
+        with pytest.raises(InputError):
+            parse_attribution([bad])
+
+
+def test_span_ids_json_roundtrip_matches_protobuf(server: OtlpServer, db: Path) -> None:
+    """The same span sent once as protobuf and once as JSON is one record (same key)."""
+    ids = [(os.urandom(16), os.urandom(8))]
+    request = request_of([llm_attributes(1)], ids=ids)
+    assert post(server, request.SerializeToString(), PROTOBUF).status_code == 200
+    document = json_format.MessageToDict(request)
+    for span in document["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+        span["traceId"], span["spanId"] = ids[0][0].hex(), ids[0][1].hex()
+    assert post(server, json.dumps(document).encode(), JSON).status_code == 200
+    assert len(rows(db)) == 1
