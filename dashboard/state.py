@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import streamlit as st
 
 from dashboard.auth import VIEWER_KEY
+from dashboard.tables import Column, in_words, number_formats
 from models.access import Scope
 from models.catalog import Catalog
 from models.errors import QuotascopeError
@@ -207,3 +208,15 @@ def usage_selection(nothing: str = "No usage stored yet.") -> UsageFilter | None
         model=f.models[0] if f.models else None,
         team=f.teams[0] if f.teams else None,
     )
+
+
+def show_table(frame: Any, columns: list[Column], key: str) -> None:
+    """`frame` as a table in words (`dashboard.tables.in_words`): labels with units, no empty cells."""
+    shown = in_words(frame, columns)
+    formats = number_formats(columns)
+    config = {
+        label: st.column_config.NumberColumn(format=fmt)
+        for label, fmt in formats.items()
+        if shown.schema[label].is_numeric()
+    }
+    st.dataframe(shown, hide_index=True, key=key, column_config=config)

@@ -4,7 +4,7 @@ budget line the dashboard draws, and off-peak advice (what moving batch traffic 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -14,7 +14,7 @@ import polars as pl
 from models.catalog import Catalog
 from models.errors import InputError
 from models.forecast import MONEY, SpendForecast, month_days
-from models.money import format_amount
+from models.money import FxRate, FxTable, Money, format_amount
 from models.pricing import TokenCounts, classify_usage, period_levels
 
 ScopeKind = Literal["total", "team", "project"]
@@ -77,13 +77,28 @@ class Alert:
     kind: AlertKind  # spent: already spent; forecast: projected by month end
     message: str
 
+    @property
+    def rank(self) -> tuple[Decimal, bool]:
+        """Higher is graver: a higher threshold, and at the same threshold spent before forecast."""
+        return self.threshold, self.kind == "spent"
+
 
 @dataclass(frozen=True)
 class BudgetStatus:
+    """A budget against the month's spend and forecast, all in one currency: the budget's own, or a display
+    currency the budget was converted to (`rate` says with which published rate; `set_as` is the budget as
+    it was set)."""
+
     budget: Budget
     forecast: SpendForecast
-    alerts: tuple[Alert, ...]  # every threshold reached, whether or not it was raised before
+    alert: Alert | None  # the highest threshold reached, by the spend or by the forecast; None below all
     unpriced_requests: float = 0.0
+    rate: FxRate | None = None
+    set_as: Money | None = None
+
+    @property
+    def alerts(self) -> tuple[Alert, ...]:
+        return () if self.alert is None else (self.alert,)
 
     @property
     def share_spent(self) -> Decimal:
@@ -103,42 +118,66 @@ class BudgetStatus:
         amount = self.budget.amount
         return self.forecast.exhausted_on(amount, "high"), self.forecast.exhausted_on(amount, "low")
 
+    def describe_amount(self) -> str:
+        """The budget in the status's currency, and as it was set with the rate when it was converted:
+        `2,200.03 USD (15,000.00 CNY at 1 USD = 6.818 CNY of 2026-11-01)`."""
+        shown = f"{format_amount(self.budget.amount, 2)} {self.budget.currency}"
+        if self.rate is None or self.set_as is None:
+            return shown
+        own = f"{format_amount(self.set_as.amount, 2)} {self.set_as.currency}"
+        return f"{shown} ({own} at {self.rate.short()})"
+
 
 def _percent(share: Decimal) -> str:
     return f"{share * 100:.0f} %"
 
 
-def alerts_due(
+def alert_due(
     budget: Budget, forecast: SpendForecast, thresholds: Sequence[Decimal] = THRESHOLDS
-) -> list[Alert]:
-    """Every threshold the month's spend has reached, and every one its forecast reaches by month end."""
-    alerts = []
+) -> Alert | None:
+    """The one alert a budget's month calls for: at the highest threshold reached, already spent if the
+    spend reached it, else forecast by month end (None below every threshold). Lower thresholds are implied
+    by it: three alerts with one forecast say nothing the highest does not."""
     where = f"{budget.label} {forecast.month:%Y-%m}"
     of_budget = f"of the {format_amount(budget.amount, 2)} {budget.currency} budget"
-    for threshold in sorted(thresholds):
+    spent = (
+        f"spent {format_amount(forecast.spent, 2)} {budget.currency} "
+        f"({_percent(forecast.spent / budget.amount)})"
+    )
+    end = (
+        f"forecast to end the month at {format_amount(forecast.forecast, 2)} {budget.currency} "
+        f"({_percent(forecast.forecast / budget.amount)})"
+    )
+    for threshold in sorted(thresholds, reverse=True):
         line = budget.amount * threshold
         at = f"(threshold {_percent(threshold)})"
         if forecast.spent >= line:
-            spent = f"{format_amount(forecast.spent, 2)} {budget.currency}"
-            share = _percent(forecast.spent / budget.amount)
-            alerts.append(Alert(threshold, "spent", f"{where}: spent {spent}, {share} {of_budget} {at}"))
-        elif forecast.forecast >= line:
-            end = f"{format_amount(forecast.forecast, 2)} {budget.currency}"
-            share = _percent(forecast.forecast / budget.amount)
-            alerts.append(
-                Alert(
-                    threshold,
-                    "forecast",
-                    f"{where}: forecast to end the month at {end}, {share} {of_budget} {at}",
-                )
-            )
-    return alerts
+            return Alert(threshold, "spent", f"{where}: {spent} {of_budget} {at}; {end}")
+        if forecast.forecast >= line:
+            return Alert(threshold, "forecast", f"{where}: {end} {of_budget} {at}; {spent} so far")
+    return None
 
 
-def budget_status(budget: Budget, forecast: SpendForecast, unpriced_requests: float = 0.0) -> BudgetStatus:
+def budget_status(
+    budget: Budget,
+    forecast: SpendForecast,
+    unpriced_requests: float = 0.0,
+    *,
+    rate: FxRate | None = None,
+    set_as: Money | None = None,
+) -> BudgetStatus:
     if forecast.currency != budget.currency:
         raise InputError(f"the forecast is in {forecast.currency}, the budget in {budget.currency}")
-    return BudgetStatus(budget, forecast, tuple(alerts_due(budget, forecast)), unpriced_requests)
+    return BudgetStatus(budget, forecast, alert_due(budget, forecast), unpriced_requests, rate, set_as)
+
+
+def budget_in(budget: Budget, currency: str, fx: FxTable, on: date) -> tuple[Budget, FxRate | None]:
+    """The budget in `currency`, converted with the catalog's rate in force `on` (None: no conversion)."""
+    conversion = fx.convert(Money(budget.amount, budget.currency), currency, on)
+    if conversion.rate is None:
+        return budget, None
+    converted = replace(budget, amount=conversion.money.amount, currency=currency)
+    return converted, conversion.rate
 
 
 def budget_line(budget: Budget, month: date) -> pl.DataFrame:

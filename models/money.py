@@ -66,6 +66,11 @@ class FxRate:
     def describe(self) -> str:
         return f"1 {self.base} = {self.rate} {self.quote} ({self.source}, {self.as_of.isoformat()})"
 
+    def short(self) -> str:
+        """The rate and its date, for a line that has no room for the source: `1 USD = 6.818 CNY of
+        2026-11-01`."""
+        return f"1 {self.base} = {self.rate} {self.quote} of {self.as_of.isoformat()}"
+
 
 @dataclass(frozen=True, slots=True)
 class Conversion:

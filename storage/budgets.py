@@ -14,9 +14,10 @@ from typing import Any
 
 import polars as pl
 
-from models.budget import Budget, BudgetStatus, as_of_for, budget_status, budgets_for
+from models.budget import Budget, BudgetStatus, as_of_for, budget_in, budget_status, budgets_for
 from models.catalog import Catalog
 from models.forecast import HISTORY_DAYS, daily_mapping, forecast_month, month_days
+from models.money import Money
 from storage.db import open_read, open_write, query_frame
 from storage.replay import ALL_USAGE, UsageFilter
 from storage.reports import spend_report
@@ -150,50 +151,51 @@ class RaisedAlert:
 
 
 def record_alerts(path: Path, status: BudgetStatus, raised_at: datetime) -> list[RaisedAlert]:
-    """Store the status's alerts not raised before (per budget, month, threshold and kind); return those."""
-    budget, forecast = status.budget, status.forecast
+    """Store the status's alert if it is graver than every one raised for this budget and month (a higher
+    threshold, or spent where only a forecast was raised), and return it: one alert per budget and month
+    at the highest threshold crossed, raised again only when it escalates."""
+    budget, forecast, alert = status.budget, status.forecast, status.alert
     assert budget.budget_id is not None
-    raised = []
+    if alert is None:
+        return []
     with open_write(path) as con:
-        for alert in status.alerts:
-            seen = con.execute(
-                "SELECT 1 FROM alerts WHERE budget_id = ? AND month = ? AND threshold = ? AND kind = ?",
-                [budget.budget_id, forecast.month, alert.threshold, alert.kind],
-            ).fetchone()
-            if seen:
-                continue
-            row = con.execute(
-                "INSERT INTO alerts (budget_id, scope, month, threshold, kind, spent, forecast, "
-                "budget_amount, currency, message, raised_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "RETURNING alert_id",
-                [
-                    budget.budget_id,
-                    budget.label,
-                    forecast.month,
-                    alert.threshold,
-                    alert.kind,
-                    forecast.spent,
-                    forecast.forecast,
-                    budget.amount,
-                    budget.currency,
-                    alert.message,
-                    raised_at,
-                ],
-            ).fetchone()
-            assert row is not None
-            raised.append(
-                RaisedAlert(
-                    int(row[0]),
-                    budget,
-                    forecast.month,
-                    alert.threshold,
-                    alert.kind,
-                    alert.message,
-                    forecast.spent,
-                    forecast.forecast,
-                )
-            )
-    return raised
+        raised_before = con.execute(
+            "SELECT threshold, kind FROM alerts WHERE budget_id = ? AND month = ?",
+            [budget.budget_id, forecast.month],
+        ).fetchall()
+        if any((Decimal(t), k == "spent") >= alert.rank for t, k in raised_before):
+            return []
+        row = con.execute(
+            "INSERT INTO alerts (budget_id, scope, month, threshold, kind, spent, forecast, "
+            "budget_amount, currency, message, raised_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "RETURNING alert_id",
+            [
+                budget.budget_id,
+                budget.label,
+                forecast.month,
+                alert.threshold,
+                alert.kind,
+                forecast.spent,
+                forecast.forecast,
+                budget.amount,
+                budget.currency,
+                alert.message,
+                raised_at,
+            ],
+        ).fetchone()
+    assert row is not None
+    return [
+        RaisedAlert(
+            int(row[0]),
+            budget,
+            forecast.month,
+            alert.threshold,
+            alert.kind,
+            alert.message,
+            forecast.spent,
+            forecast.forecast,
+        )
+    ]
 
 
 def set_webhook_status(path: Path, statuses: dict[int, str]) -> None:
@@ -288,17 +290,23 @@ def budget_statuses(
     now: datetime,
     *,
     confidence: Decimal = Decimal("0.9"),
+    currency: str | None = None,
     selection: UsageFilter = ALL_USAGE,
 ) -> list[BudgetStatus]:
     """Every budget in force for `month` (that `selection`'s scope may see: `visible_budget`) with its
-    spend, forecast and the alerts due, as of `now` (clamped to the month). Read-only: the dashboard calls
-    this; `quotascope budget status` then records the alerts."""
+    spend, forecast and the alert due, as of `now` (clamped to the month). Read-only: the dashboard calls
+    this; `quotascope budget status` then records the alerts.
+
+    In each budget's own currency, or with `currency` all in that one: the budget converted with the
+    catalog's rate in force on the as-of day (the status names it), the spend priced in it as the spend
+    report prices it, so a page never sets a figure in one currency beside a budget in another."""
     as_of = as_of_for(month, now)
     budgets = [b for b in budgets_for(read_budgets(path), month) if visible_budget(b, selection)]
     since = datetime.combine(min(month, as_of.date() - timedelta(days=HISTORY_DAYS)), datetime.min.time())
     until = min(as_of, datetime.combine(month_days(month)[-1] + timedelta(days=1), datetime.min.time()))
     statuses = []
-    for budget in budgets:
+    for own in budgets:
+        budget, rate = budget_in(own, currency, catalog.fx, as_of.date()) if currency else (own, None)
         team = budget.scope_value if budget.scope == "team" else None
         project = budget.scope_value if budget.scope == "project" else None
         spend = read_daily_spend(
@@ -307,5 +315,8 @@ def budget_statuses(
         forecast = forecast_month(
             daily_mapping(spend.daily), month, as_of, budget.currency, confidence=confidence
         )
-        statuses.append(budget_status(budget, forecast, spend.unpriced_since(month)))
+        set_as = None if rate is None else Money(own.amount, own.currency)
+        statuses.append(
+            budget_status(budget, forecast, spend.unpriced_since(month), rate=rate, set_as=set_as)
+        )
     return statuses

@@ -2,51 +2,86 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import polars as pl
 import streamlit as st
 
 from dashboard import state
+from dashboard.tables import Column
 from models.catalog import Offer, OfferVersion
-from models.money import plain
+from models.money import FxTable, Money, plain
 from quotascope import settings
 
 
-def _price(value: object) -> str | None:
-    return None if value is None else plain(value)  # type: ignore[arg-type]
+def _price(value: Decimal | None) -> str | None:
+    return None if value is None else plain(value)
 
 
-def _offers_frame(offers: list[Offer]) -> pl.DataFrame:
+def _offers_frame(offers: list[Offer], currency: str, fx: FxTable) -> pl.DataFrame:
+    """One row per offer, its version in force now: prices in the offer's own currency and in `currency`
+    (at the catalog's rate in force today), limits, windows."""
     rows = []
+    today = state.now()
     for offer in offers:
-        v = (
-            offer.version_at(state.now())
-            if offer.versions[0].effective_from <= state.now()
-            else offer.versions[0]
-        )
+        v = offer.version_at(today) if offer.versions[0].effective_from <= today else offer.versions[0]
         limits = v.limits.effective()
+        p = v.prices
+
+        def shown(value: Decimal | None, own: str = v.currency) -> Decimal | None:
+            if value is None:
+                return None
+            return fx.convert(Money(value, own), currency, today.date()).money.amount
+
         rows.append(
             {
                 "offer": offer.id,
                 "provider": offer.provider,
                 "model": offer.model,
                 "region": offer.region,
-                "currency": v.currency,
-                "input / 1M": _price(v.prices.input if v.prices else None),
-                "cached / 1M": _price(v.prices.cached_input if v.prices else None),
-                "output / 1M": _price(v.prices.output if v.prices else None),
-                "TPM": limits.tpm,
-                "RPM": limits.rpm,
-                "ITPM": limits.itpm,
-                "OTPM": limits.otpm,
+                "own": None
+                if p is None
+                else f"{_price(p.input)} / {_price(p.cached_input) or '–'} / {_price(p.output)} {v.currency}",
+                "input": shown(p.input if p else None),
+                "cached": shown(p.cached_input if p else None),
+                "output": shown(p.output if p else None),
+                "tpm": limits.tpm,
+                "rpm": limits.rpm,
+                "itpm": limits.itpm,
+                "otpm": limits.otpm,
                 "concurrency": limits.max_concurrency,
                 "scope": limits.scope,
-                "time windows": ", ".join(f"{w.name} ×{plain(w.multiplier)}" for w in v.windows) or None,
+                "windows": ", ".join(f"{w.name} ×{plain(w.multiplier)}" for w in v.windows) or None,
                 "versions": len(offer.versions),
-                "as of": v.as_of,
+                "as_of": v.as_of.isoformat(),
                 "file": offer.origin.rsplit("/", 1)[-1],
             }
         )
-    return pl.DataFrame(rows)
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def _offer_columns(currency: str) -> list[Column]:
+    unpublished = "not published"
+    return [
+        Column("offer", "Offer"),
+        Column("provider", "Provider"),
+        Column("model", "Model"),
+        Column("region", "Region", missing="any"),
+        Column("own", "Input / cached / output per 1M tokens, own currency", missing="unpriced"),
+        Column("input", f"Input per 1M tokens ({currency})", 4, missing="unpriced"),
+        Column("cached", f"Cached input per 1M tokens ({currency})", 4, missing="no cache price"),
+        Column("output", f"Output per 1M tokens ({currency})", 4, missing="unpriced"),
+        Column("tpm", "Tokens per minute", missing=unpublished),
+        Column("rpm", "Requests per minute", missing=unpublished),
+        Column("itpm", "Input tokens per minute", missing=unpublished),
+        Column("otpm", "Output tokens per minute", missing=unpublished),
+        Column("concurrency", "Concurrent requests", missing=unpublished),
+        Column("scope", "Limits apply per"),
+        Column("windows", "Time-of-day prices", missing="same all day"),
+        Column("versions", "Versions"),
+        Column("as_of", "Prices as of"),
+        Column("file", "Catalog file"),
+    ]
 
 
 def _version_details(v: OfferVersion) -> None:
@@ -118,22 +153,33 @@ def render() -> None:
     providers = sorted({o.provider for o in catalog.offers.values()})
     chosen = st.multiselect("Providers", providers, key="catalog_providers")
     offers = [o for o in catalog.offers.values() if not chosen or o.provider in chosen]
-    st.dataframe(_offers_frame(offers), hide_index=True, key="catalog_table")
+    currency = state.filters().display_currency or "USD"
+    st.caption(
+        f"Prices in {currency} at the catalog's FX rate in force today (below), beside each offer's own."
+    )
+    state.show_table(_offers_frame(offers, currency, catalog.fx), _offer_columns(currency), "catalog_table")
     offer_id = st.selectbox("Offer details", [o.id for o in offers], key="catalog_offer")
     if offer_id:
         for version in reversed(catalog.get(offer_id).versions):
             _version_details(version)
             st.divider()
     st.subheader("FX rates")
-    st.dataframe(
-        pl.DataFrame(
-            [
-                {"pair": f"{r.base}/{r.quote}", "rate": plain(r.rate), "as of": r.as_of, "source": r.source}
-                for r in catalog.fx.rates
-            ]
-        ),
-        hide_index=True,
-        key="catalog_fx",
+    fx = pl.DataFrame(
+        [
+            {"pair": f"{r.base}/{r.quote}", "rate": r.rate, "as_of": r.as_of.isoformat(), "source": r.source}
+            for r in catalog.fx.rates
+        ],
+        schema={"pair": pl.String, "rate": pl.Float64, "as_of": pl.String, "source": pl.String},
+    )
+    state.show_table(
+        fx,
+        [
+            Column("pair", "Pair (1 base = rate quote)"),
+            Column("rate", "Rate", 4),
+            Column("as_of", "Published on"),
+            Column("source", "Source"),
+        ],
+        "catalog_fx",
     )
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import polars as pl
 import streamlit as st
 
 from dashboard import charts, state
+from dashboard.tables import Column
 from models.errors import QuotascopeError
+from models.money import FxTable, Money
 from storage.probes import probe_percentiles, probe_rate_limits, probe_runs
 
 ERROR_COLUMNS = {
@@ -31,26 +35,39 @@ def _summary(frame: pl.DataFrame, ttft_alert_ms: float, success_alert: float) ->
         separator=", ",
         ignore_nulls=True,
     )
-    return frame.select(
-        pl.col("endpoint"),
-        pl.col("runs"),
-        pl.col("requests"),
-        (success * 100).round(1).alias("success %"),
-        pl.col("ttft_p50_ms").round(0).alias("TTFT p50 ms"),
-        pl.col("ttft_p95_ms").round(0).alias("TTFT p95 ms"),
-        pl.col("ttft_p99_ms").round(0).alias("TTFT p99 ms"),
-        pl.col("ttfo_p50_ms").round(0).alias("TTFO p50 ms"),
-        pl.col("output_tokens_per_s_p50").round(1).alias("tokens/s p50"),
-        pl.col("e2e_p99_ms").round(0).alias("E2E p99 ms"),
-        pl.col("errors_quota_429").alias("429s"),
-        pl.col("errors_overload_5xx").alias("5xx"),
-        pl.col("errors_timeout").alias("timeouts"),
-        (pl.col("canary_pass_rate") * 100).round(0).alias("canary pass %"),
-        pl.concat_str(
-            [pl.col("cost").round(6).cast(pl.String), pl.col("cost_currency")], separator=" "
-        ).alias("probe cost"),
-        alerts.alias("alerts"),
-    )
+    return frame.with_columns((success * 100).round(1).alias("success_percent"), alerts.alias("alerts"))
+
+
+def _in_currency(frame: pl.DataFrame, fx: FxTable, currency: str) -> pl.DataFrame:
+    """The probes' own cost (`cost`, `cost_currency`) in `currency`, at the rate of the last run's day."""
+    costs = [
+        None
+        if cost is None or own is None
+        else fx.convert(Money(Decimal(cost), own), currency, last.date()).money.amount
+        for cost, own, last in frame.select("cost", "cost_currency", "last_run").iter_rows()
+    ]
+    return frame.with_columns(pl.Series("cost_shown", costs, dtype=pl.Decimal(38, 12)))
+
+
+def _columns(currency: str) -> list[Column]:
+    return [
+        Column("endpoint", "Endpoint"),
+        Column("runs", "Runs"),
+        Column("requests", "Requests"),
+        Column("success_percent", "Success (%)", 1, missing="no requests"),
+        Column("ttft_p50_ms", "Time to first token, median (ms)", 0, missing="no token"),
+        Column("ttft_p95_ms", "Time to first token, p95 (ms)", 0, missing="no token"),
+        Column("ttft_p99_ms", "Time to first token, p99 (ms)", 0, missing="no token"),
+        Column("ttfo_p50_ms", "Time to first answer token, median (ms)", 0, missing="no answer token"),
+        Column("output_tokens_per_s_p50", "Output tokens per second, median", 1, missing="no tokens"),
+        Column("e2e_p99_ms", "End to end, p99 (ms)", 0, missing="no response"),
+        Column("errors_quota_429", "Refused for quota (429)"),
+        Column("errors_overload_5xx", "Server errors (5xx)"),
+        Column("errors_timeout", "Timeouts"),
+        Column("canary_pass_rate_percent", "Canary passed (%)", 0, missing="no canary asked"),
+        Column("cost_shown", f"Cost of the probes ({currency})", 6, missing="unpriced"),
+        Column("alerts", "Alerts", missing="none"),
+    ]
 
 
 def render() -> None:
@@ -90,8 +107,10 @@ def render() -> None:
     )
     selected = tuple(chosen) or tuple(names)
     summary = state.read(probe_percentiles, endpoints=selected, since=filters.since, until=filters.until)
-    table = _summary(summary, ttft_alert, success_alert)
-    st.dataframe(table, hide_index=True, key="endpoints_table")
+    currency = filters.display_currency or "USD"
+    table = _in_currency(_summary(summary, ttft_alert, success_alert), state.catalog().fx, currency)
+    table = table.with_columns((pl.col("canary_pass_rate") * 100).alias("canary_pass_rate_percent"))
+    state.show_table(table, _columns(currency), "endpoints_table")
     for row in table.filter(pl.col("alerts") != "").iter_rows(named=True):
         message = f"**{row['endpoint']}**: {row['alerts']}"
         if "canary failed" in row["alerts"]:
@@ -149,7 +168,13 @@ def render() -> None:
     if limits.is_empty():
         st.caption("No endpoint announced x-ratelimit-limit-* headers.")
     else:
-        st.dataframe(limits, hide_index=True, key="endpoints_limits")
+        columns = [
+            Column("endpoint", "Endpoint"),
+            Column("header", "Header"),
+            Column("value", "Value announced"),
+            Column("seen_at", "Last seen (UTC)"),
+        ]
+        state.show_table(limits, columns, "endpoints_limits")
 
 
 render()

@@ -10,7 +10,8 @@ import polars as pl
 import streamlit as st
 
 from dashboard import charts, state
-from models.budget import forecast_band
+from dashboard.tables import Column
+from models.budget import BudgetStatus, forecast_band
 from models.capacity import measured_latency
 from models.catalog import Limits
 from models.errors import QuotascopeError
@@ -51,17 +52,18 @@ def _providers_table(since: datetime, until: datetime, currency: str) -> pl.Data
         provider, model = row.keys.get("provider"), str(row.keys.get("model"))
         usage = state.read(read_usage_profile, selection=UsageFilter(since, until, provider, model))
         offer = catalog.find(provider, model)
-        entry: dict[str, object] = {
+        entry: dict[str, object] = dict.fromkeys(_PROVIDER_COLUMNS_SOURCES)
+        entry |= {
             "provider": provider,
             "model": model,
             "requests": row.requests,
             "offer": offer.id if offer else "not in catalog",
-            "cost": None if row.cost is None else str(row.cost.quantize(2)),
+            "cost": None if row.cost is None else row.cost.amount,
         }
         if usage.ttft_ms is not None:
-            entry["TTFT p50 ms"] = round(usage.ttft_ms.p50)
+            entry["ttft_p50_ms"] = round(usage.ttft_ms.p50)
         if usage.tokens_per_s is not None:
-            entry["tokens/s p50"] = round(usage.tokens_per_s.p50, 1)
+            entry["tokens_per_s_p50"] = round(usage.tokens_per_s.p50, 1)
         if offer is not None and usage.requests:
             version = offer.version_at(until - timedelta(seconds=1))
             limits = version.limits.effective()
@@ -81,13 +83,37 @@ def _providers_table(since: datetime, until: datetime, currency: str) -> pl.Data
                 )
             )
             rate = plan.capacity.questions_per_minute
-            entry["q/min sustainable"] = None if rate is None else round(float(rate), 1)
+            entry["questions_per_minute"] = None if rate is None else round(float(rate), 1)
             entry["binding"] = plan.capacity.binding_limit
-            entry["cost / 1k requests"] = (
-                None if plan.cost is None else str(plan.cost.per_1k_questions.quantize(4))
-            )
+            entry["cost_per_1k"] = None if plan.cost is None else plan.cost.per_1k_questions.amount
         rows.append(entry)
     return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def _provider_columns(currency: str) -> list[Column]:
+    return [
+        Column("provider", "Provider", missing="not in the log"),
+        Column("model", "Model"),
+        Column("offer", "Offer"),
+        Column("requests", "Requests"),
+        Column("cost", f"Cost ({currency})", 2, missing="unpriced"),
+        Column("ttft_p50_ms", "Time to first token, median (ms)", missing="not logged"),
+        Column("tokens_per_s_p50", "Output tokens per second, median", 1, missing="not logged"),
+        Column("limits", "Limits", missing="offer not in catalog"),
+        Column("questions_per_minute", "Sustainable requests per minute", 1, missing="no limit published"),
+        Column("binding", "Binding limit", missing="none"),
+        Column("cost_per_1k", f"Cost per 1,000 requests ({currency})", 4, missing="unpriced"),
+    ]
+
+
+_PROVIDER_COLUMNS_SOURCES = [c.source for c in _provider_columns("")]
+
+
+def _budget_alerts(statuses: list[BudgetStatus]) -> None:
+    """One alert per budget and month, at the highest threshold crossed, in the display currency."""
+    for status in statuses:
+        if status.alert is not None:
+            st.warning(status.alert.message, icon=":material/warning:")
 
 
 def render() -> None:
@@ -114,29 +140,28 @@ def render() -> None:
     spent = Decimal(sum(spend.daily["amount"].to_list(), Decimal(0))) if spend.daily.height else Decimal(0)
     rows = state.read(spend_report, priced=True, selection=UsageFilter(since, now), by=(), currency=currency)
     total = rows[0] if rows else None
-    statuses = state.read(budget_statuses, priced=True, month=month, now=now)
-    # the total budget; for a team lead (who sees no total) their team's, in the display currency first
-    headline = [s for s in statuses if s.budget.scope == "total"] or [
-        s for s in statuses if s.budget.scope == "team"
-    ]
-    totals = sorted(headline, key=lambda s: s.budget.currency != currency)
-    overall = totals[0] if totals else None  # in the display currency if there is one, else its own
-    bcur = overall.budget.currency if overall is not None else currency
+    # every budget converted to the display currency with the dated rate, which the page names
+    statuses = state.read(budget_statuses, priced=True, month=month, now=now, currency=currency)
+    # the total budget; for a team lead (who sees no total) their team's
+    overall = next((s for s in statuses if s.budget.scope == "total"), None) or next(
+        (s for s in statuses if s.budget.scope == "team"), None
+    )
     cols = st.columns(4)
     cols[0].metric("Spent this month", _money(spent, currency))
     if overall is not None:
         f = overall.forecast
         cols[1].metric(
             "Forecast month end",
-            _money(f.forecast, bcur),
-            help=f"{f.confidence:.0%} interval {_money(f.low, bcur)} – {_money(f.high, bcur)}",
+            _money(f.forecast, currency),
+            help=f"{f.confidence:.0%} interval {_money(f.low, currency)} – {_money(f.high, currency)}",
         )
         cols[2].metric(
             "Budget used",
             f"{overall.share_spent:.0%}",
-            delta=f"forecast {overall.share_forecast:.0%} of {_money(overall.budget.amount, bcur)}"
+            delta=f"forecast {overall.share_forecast:.0%} of {_money(overall.budget.amount, currency)}"
             + ("" if overall.budget.scope == "total" else f" ({overall.budget.label})"),
             delta_color="inverse",
+            help=f"Budget {overall.describe_amount()}",
         )
     else:
         cols[1].metric("Forecast month end", "no budget")
@@ -150,9 +175,16 @@ def render() -> None:
         cols[2].metric("Cached share", f"{total.cached_input_tokens / max(total.input_tokens, 1):.0%}")
         cols[3].metric("Output tokens", f"{total.output_tokens:,}")
     if overall is not None:
-        st.plotly_chart(charts.budget_forecast(forecast_band(overall), bcur), key="overview_forecast_chart")
-        for alert in overall.alerts:
-            st.warning(alert.message, icon=":material/warning:")
+        st.plotly_chart(
+            charts.budget_forecast(forecast_band(overall), currency), key="overview_forecast_chart"
+        )
+    converted = [s for s in statuses if s.rate is not None]
+    if converted:
+        st.caption(
+            "Budgets converted to the display currency with the catalog's dated rate (sources on the "
+            "Catalog page): " + "; ".join(f"{s.budget.label} {s.describe_amount()}" for s in converted)
+        )
+    _budget_alerts(statuses)
     if total is not None and total.unpriced_requests:
         unknown = ", ".join(sorted({m.split(" (")[0] for m in total.unpriced_models}))
         st.info(
@@ -164,7 +196,8 @@ def render() -> None:
         "Sustainable q/min and cost per 1,000 requests for this month's average request to each model, "
         "under the offer's limits, with the measured TTFT, tokens/s and cache share."
     )
-    st.dataframe(_providers_table(since, now, currency), hide_index=True, key="overview_providers")
+    providers = _providers_table(since, now, currency)
+    state.show_table(providers, _provider_columns(currency), "overview_providers")
 
 
 render()

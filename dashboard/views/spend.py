@@ -3,19 +3,24 @@ consumers; the price versions used; CSV export."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import polars as pl
 import streamlit as st
 
 from dashboard import charts, state
+from dashboard.tables import Column, in_words
 from models.budget import forecast_band
 from models.forecast import month_start
+from models.money import format_amount
+from models.spend import SpendRow
 from storage.budgets import budget_statuses
 from storage.reports import spend_report
 
 GROUPS = {"team": "team", "provider": "provider", "model": "model", "project": "project", "key": "key"}
 
 
-def _frame(rows: list, keys: tuple[str, ...]) -> pl.DataFrame:  # type: ignore[type-arg]
+def _frame(rows: list[SpendRow], keys: tuple[str, ...]) -> pl.DataFrame:
     return pl.DataFrame(
         [
             {
@@ -25,15 +30,32 @@ def _frame(rows: list, keys: tuple[str, ...]) -> pl.DataFrame:  # type: ignore[t
                 "cached_input_tokens": row.cached_input_tokens,
                 "output_tokens": row.output_tokens,
                 "reasoning_tokens": row.reasoning_tokens,
-                "cost": None if row.cost is None else float(row.cost.amount),
-                "cache_savings": None if row.cache_savings is None else float(row.cache_savings.amount),
-                "price_versions": ", ".join(row.price_versions),
-                "periods": ", ".join(row.periods),
+                "cost": None if row.cost is None else row.cost.amount,
+                "cache_savings": None if row.cache_savings is None else row.cache_savings.amount,
+                "price_versions": ", ".join(row.price_versions) or None,
+                "periods": ", ".join(row.periods) or None,
+                "unpriced": row.unpriced_requests,
             }
             for row in rows
         ],
         infer_schema_length=None,
     )
+
+
+def _columns(group: str, currency: str) -> list[Column]:
+    return [
+        Column(GROUPS[group], group.capitalize(), missing="not in the log"),
+        Column("requests", "Requests"),
+        Column("input_tokens", "Input tokens (cache included)"),
+        Column("cached_input_tokens", "Cached input tokens"),
+        Column("output_tokens", "Output tokens (reasoning included)"),
+        Column("reasoning_tokens", "Reasoning tokens"),
+        Column("cost", f"Cost ({currency})", 2, missing="unpriced"),
+        Column("cache_savings", f"Cache savings ({currency})", 2, missing="unpriced"),
+        Column("unpriced", "Unpriced requests"),
+        Column("price_versions", "Price versions", missing="none (unpriced)"),
+        Column("periods", "Priced in", missing="none (unpriced)"),
+    ]
 
 
 def render() -> None:
@@ -48,21 +70,23 @@ def render() -> None:
     rows = state.read(
         spend_report, priced=True, selection=selection, by=(grain, GROUPS[group]), currency=currency
     )
-    frame = _frame(rows, (grain, GROUPS[group]))
+    frame = _frame(rows, (grain, GROUPS[group])).with_columns(
+        pl.col("cost", "cache_savings").cast(pl.Float64)
+    )
     totals = state.read(
         spend_report, priced=True, selection=selection, by=(GROUPS[group],), currency=currency
     )
     table = _frame(totals, (GROUPS[group],)).sort("cost", descending=True, nulls_last=True)
-    total_cost = table["cost"].sum() if table.height else 0.0
-    savings = table["cache_savings"].sum() if table.height else 0.0
+    total_cost = sum((r.cost.amount for r in totals if r.cost is not None), Decimal(0))
+    savings = sum((r.cache_savings.amount for r in totals if r.cache_savings is not None), Decimal(0))
     m = st.columns(4)
-    m[0].metric("Spend in period", f"{total_cost:,.2f} {currency}")
+    m[0].metric("Spend in period", f"{format_amount(total_cost, 2)} {currency}")
     m[1].metric(
         "Cache savings",
-        f"{savings:,.2f} {currency}",
+        f"{format_amount(savings, 2)} {currency}",
         help="What the cached input tokens would have cost at the miss price, minus what they cost",
     )
-    m[2].metric("Requests", f"{int(table['requests'].sum()):,}")
+    m[2].metric("Requests", f"{sum(r.requests for r in totals):,}")
     offpeak = _discounted_share(totals)
     m[3].metric(
         "Spend in discounted hours",
@@ -98,24 +122,18 @@ def render() -> None:
     )
     with right:
         st.markdown("**Top consumers**")
-        st.dataframe(
-            table.head(10).select(GROUPS[group], "requests", "cost", "cache_savings"),
-            hide_index=True,
-            key="spend_top",
-            column_config={
-                "cost": st.column_config.NumberColumn(format="%.2f"),
-                "cache_savings": st.column_config.NumberColumn(format="%.2f"),
-            },
-        )
+        columns = _columns(group, currency)
+        top = [c for c in columns if c.source in (GROUPS[group], "requests", "cost", "cache_savings")]
+        state.show_table(table.head(10), top, "spend_top")
     st.subheader("Detail")
-    st.dataframe(table, hide_index=True, key="spend_table")
+    state.show_table(table, columns, "spend_table")
     unpriced = sorted({m for r in totals for m in r.unpriced_models})
     if unpriced:
         names = ", ".join(sorted({u.split(" (")[0] for u in unpriced}))
         st.info(f"Unpriced (not counted above, never as free): {names}")
     st.download_button(
         "Download CSV",
-        table.write_csv(),
+        in_words(table, columns).write_csv(),
         file_name=f"quotascope-spend-by-{group}.csv",
         mime="text/csv",
         key="spend_csv",
@@ -126,28 +144,30 @@ def render() -> None:
     )
 
 
-def _discounted_share(rows: list) -> float | None:  # type: ignore[type-arg]
+def _discounted_share(rows: list[SpendRow]) -> float | None:
     """The share of spend priced in discounted time-of-day periods (see models.pricing.discounted_period)."""
-    priced = [r for r in rows if r.cost is not None]
-    total = sum(float(r.cost.amount) for r in priced)
+    total = sum((r.cost.amount for r in rows if r.cost is not None), Decimal(0))
     if not total:
         return None
-    return sum(float(r.discounted_cost.amount) for r in priced if r.discounted_cost is not None) / total
+    discounted = sum((r.discounted_cost.amount for r in rows if r.discounted_cost is not None), Decimal(0))
+    return float(discounted / total)
 
 
 def _budget(currency: str) -> None:
     now = state.now()
-    statuses = state.read(budget_statuses, priced=True, month=month_start(now.date()), now=now)
-    shown = [s for s in statuses if s.budget.currency == currency]
-    if not shown:
+    statuses = state.read(
+        budget_statuses, priced=True, month=month_start(now.date()), now=now, currency=currency
+    )
+    if not statuses:
         st.caption(
-            "No budget in this currency for this month: `quotascope budget set --scope total --amount N "
+            "No budget for this month: `quotascope budget set --scope total --amount N "
             f"--currency {currency}`."
         )
         return
-    labels = [s.budget.label for s in shown]
+    labels = [s.budget.label for s in statuses]
     label = st.selectbox("Budget", labels, key="spend_budget")
-    status = shown[labels.index(label)]
+    status = statuses[labels.index(label)]
+    st.caption(f"Budget {status.describe_amount()}")
     st.plotly_chart(charts.budget_forecast(forecast_band(status), currency), key="spend_budget_chart")
 
 

@@ -11,6 +11,7 @@ import polars as pl
 import streamlit as st
 
 from dashboard import charts, state
+from dashboard.tables import Column
 from models.catalog import Catalog
 from models.errors import QuotascopeError
 from models.replay import ReplayOptions
@@ -39,6 +40,25 @@ def _compare(
         currency=currency,
     )
     return simulate_offers(db, catalog, offers, options, selection).comparison()
+
+
+def _columns(currency: str) -> list[Column]:
+    not_queued = "not queued: refused with a 429"
+    return [
+        Column("offer", "Target offer"),
+        Column("policy", "Over the limit"),
+        Column("throttled_percent", "Requests throttled (%)", 2),
+        Column("minutes_over_limit", "Minutes over the limit"),
+        Column("delay_p50_s", "Added delay, median (s)", 2, missing=not_queued),
+        Column("delay_p99_s", "Added delay, 99th percentile (s)", 2, missing=not_queued),
+        Column("keys", "Keys replayed"),
+        Column("scope", "Limit scope"),
+        Column("keys_needed", "Keys needed for no throttling", missing="no limit published"),
+        Column("cost", f"Cost on the target ({currency})", 2, missing="unpriced"),
+        Column("cost_low", f"Low, tokenizer ratio ({currency})", 2, missing="unpriced"),
+        Column("cost_high", f"High, tokenizer ratio ({currency})", 2, missing="unpriced"),
+        Column("cost_actual", f"As served ({currency})", 2, missing="unpriced"),
+    ]
 
 
 def render() -> None:
@@ -87,22 +107,8 @@ def render() -> None:
     except QuotascopeError as e:
         st.error(str(e))
         return
-    table = frame.select(
-        "offer",
-        "policy",
-        (pl.col("throttled_share") * 100).round(2).alias("throttled %"),
-        "minutes_over_limit",
-        pl.col("delay_p50_s").round(2).alias("added delay p50 s"),
-        pl.col("delay_p99_s").round(2).alias("added delay p99 s"),
-        "keys",
-        "scope",
-        "keys_needed",
-        pl.col("cost").round(2).cast(pl.Float64).alias(f"cost ({currency})"),
-        pl.col("cost_low").round(2).cast(pl.Float64).alias("low"),
-        pl.col("cost_high").round(2).cast(pl.Float64).alias("high"),
-        pl.col("cost_actual").round(2).cast(pl.Float64).alias(f"as served ({currency})"),
-    )
-    st.dataframe(table, hide_index=True, key="switch_table")
+    frame = frame.with_columns((pl.col("throttled_share") * 100).alias("throttled_percent"))
+    state.show_table(frame, _columns(currency), "switch_table")
     left, right = st.columns(2)
     left.plotly_chart(charts.switch_costs(frame), key="switch_cost_chart")
     demand = state.read(read_demand, selection=selection, every_s=60)

@@ -78,9 +78,16 @@ def test_catalog_view(app: AppTest) -> None:
     app.switch_page("views/catalog.py").run()
     assert not app.exception
     table = app.dataframe[0].value
-    assert "volcengine/deepseek-r1" in set(table["offer"])
+    assert "volcengine/deepseek-r1" in set(table["Offer"])
     app.multiselect(key="catalog_providers").set_value(["deepseek"]).run()
     table = app.dataframe[0].value
-    assert set(table["provider"]) == {"deepseek"}
+    assert set(table["Provider"]) == {"deepseek"}
+    # prices in the display currency beside the offer's own
+    app.selectbox(key="display_currency").set_value("CNY").run()
+    table = app.dataframe[0].value
+    reasoner = table[table["Offer"] == "deepseek/deepseek-reasoner"].iloc[0]
+    own = reasoner["Input / cached / output per 1M tokens, own currency"]
+    assert own.endswith(" USD")
+    assert reasoner["Input per 1M tokens (CNY)"] > float(own.split(" / ")[0]) * 6
     app.selectbox(key="catalog_offer").set_value("deepseek/deepseek-reasoner").run()
     assert any("off-peak" in c.value for c in app.caption)

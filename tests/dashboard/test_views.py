@@ -48,6 +48,11 @@ def metric(at: AppTest, label: str) -> str:
     return next(str(m.value) for m in at.metric if m.label == label)
 
 
+def number(cell: object) -> float:
+    """A table cell as a number, whether the column is numeric or text (a column with a word in it)."""
+    return float(str(cell).replace(",", ""))
+
+
 def amount(text: str) -> Decimal:
     return Decimal(text.split()[0].replace(",", ""))
 
@@ -71,12 +76,18 @@ def test_empty_database_says_which_command_fills_it(
     assert any("quotascope" in i.value for i in at.info), [i.value for i in at.info]
 
 
-def test_overview_spend_equals_the_spend_report(demo: AppTest, demo_db: tuple[Path, Path]) -> None:
+def test_overview_spend_equals_the_spend_report(
+    demo: AppTest, demo_db: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     db, user = demo_db
     catalog = load_catalog(Path("data/catalog"), [user])
-    now = datetime.now()
+    # the page's "now" pinned to a moment after the demo's last request: the demo writes traffic up to the
+    # instant it ran, and the page's own clock (whole minutes) would leave out that last minute
+    now = datetime.now() + timedelta(minutes=5)
+    monkeypatch.setenv("QUOTASCOPE_NOW", now.isoformat())
+    demo.run()
     since = datetime.combine(month_start(now.date()), datetime.min.time())
-    rows = spend_report(db, catalog, UsageFilter(since, now + timedelta(minutes=5)), ("team",), "CNY")
+    rows = spend_report(db, catalog, UsageFilter(since, now), ("team",), "CNY")
     expected = sum((r.cost.amount for r in rows if r.cost is not None), Decimal(0))
     assert amount(metric(demo, "Spent this month")) == pytest.approx(expected, abs=Decimal("0.01"))
     assert amount(metric(demo, "Requests")) > 0
@@ -89,20 +100,20 @@ def test_spend_view_totals_and_breakdown(demo: AppTest, demo_db: tuple[Path, Pat
     catalog = load_catalog(Path("data/catalog"), [user])
     table = demo.dataframe[1].value
     rows = spend_report(db, catalog, UsageFilter(), ("team",), "CNY")
-    assert set(table["team"]) == {r.keys["team"] for r in rows}
+    assert set(table["Team"]) == {r.keys["team"] for r in rows}
     by_team = {r.keys["team"]: r for r in rows}
     for record in table.to_dict("records"):
-        row = by_team[record["team"]]
-        assert record["requests"] == row.requests
+        row = by_team[record["Team"]]
+        assert record["Requests"] == row.requests
         if row.cost is not None:
-            assert record["cost"] == pytest.approx(float(row.cost.amount))
+            assert number(record["Cost (CNY)"]) == pytest.approx(float(row.cost.amount), abs=0.005)
     priced = [r for r in rows if r.cost is not None]
     cheap = sum(r.discounted_cost.amount for r in priced if r.discounted_cost is not None)
     share = cheap / sum(r.cost.amount for r in priced if r.cost is not None)
     assert metric(demo, "Spend in discounted hours") == f"{share:.0%}"
     demo.segmented_control(key="spend_by").set_value("model").run()
     assert not demo.exception
-    assert "model" in demo.dataframe[1].value.columns
+    assert "Model" in demo.dataframe[1].value.columns
 
 
 def test_usage_profile_equals_storage_and_opens_in_planner(demo: AppTest, demo_db: tuple[Path, Path]) -> None:
@@ -121,7 +132,7 @@ def test_endpoints_flag_the_distilled_and_the_throttled(demo: AppTest, demo_db: 
     demo.switch_page("views/endpoints.py").run()
     table = demo.dataframe[0].value
     expected = probe_percentiles(demo_db[0])
-    assert set(table["endpoint"]) == set(expected["endpoint"].to_list())
+    assert set(table["Endpoint"]) == set(expected["endpoint"].to_list())
     warnings = " ".join(w.value for w in demo.warning)
     assert "distilled" in warnings and "canary failed" in warnings
     assert "429s" in warnings
@@ -137,9 +148,10 @@ def test_switch_view_equals_the_simulation(demo: AppTest, demo_db: tuple[Path, P
     demo.switch_page("views/switch.py").run()
     table = demo.dataframe[0].value
     catalog = load_catalog(Path("data/catalog"), [user])
-    targets = tuple(table["offer"])
+    targets = tuple(table["Target offer"])
     dims_first = table.iloc[0]
-    assert dims_first["policy"] == "reject"
+    assert dims_first["Over the limit"] == "reject"
+    assert dims_first["Added delay, median (s)"] == "not queued: refused with a 429"
     expected = simulate_offers(
         db,
         catalog,
@@ -148,9 +160,37 @@ def test_switch_view_equals_the_simulation(demo: AppTest, demo_db: tuple[Path, P
         UsageFilter(),
     ).comparison()
     for record, row in zip(table.to_dict("records"), expected.iter_rows(named=True), strict=True):
-        assert record["throttled %"] == pytest.approx(round(row["throttled_share"] * 100, 2))
-        assert record["keys_needed"] == row["keys_needed"]
-    tight = table[table["offer"] == "cloud/deepseek-r1-10k"].iloc[0]
-    assert tight["throttled %"] > 0  # 10,000 TPM cannot carry the demo's traffic
-    demo.number_input(key="switch_keys").set_value(int(tight["keys_needed"])).run()
+        assert record["Requests throttled (%)"] == pytest.approx(round(row["throttled_share"] * 100, 2))
+        assert number(record["Keys needed for no throttling"]) == row["keys_needed"]
+    tight = table[table["Target offer"] == "cloud/deepseek-r1-10k"].iloc[0]
+    assert tight["Requests throttled (%)"] > 0  # 10,000 TPM cannot carry the demo's traffic
+    demo.number_input(key="switch_keys").set_value(int(number(tight["Keys needed for no throttling"]))).run()
     assert not demo.exception
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_every_table_is_in_words_with_no_empty_cell(demo: AppTest, view: str) -> None:
+    demo.switch_page(view).run()
+    assert not demo.exception, demo.exception
+    for shown in demo.dataframe:
+        table = shown.value
+        assert not [c for c in table.columns if "_" in str(c)], f"{view}: a header in code, not words"
+        empty = [c for c in table.columns if table[c].isna().any()]
+        assert not empty, f"{view}: empty (None) cells in {empty}"
+
+
+def test_overview_shows_every_figure_in_the_display_currency(demo: AppTest) -> None:
+    """The demo's budgets are in CNY; shown in USD, the budget is converted at the dated rate and said so,
+    and each budget raises one alert at most."""
+    demo.selectbox(key="display_currency").set_value("USD").run()
+    assert not demo.exception
+    money = ("Spent this month", "Forecast month end", "Cache savings")
+    assert all(metric(demo, label).endswith(" USD") for label in money)
+    used = next(m for m in demo.metric if m.label == "Budget used")
+    assert "USD" in str(used.delta) and "CNY" not in str(used.delta)
+    note = next(c.value for c in demo.caption if c.value.startswith("Budgets converted"))
+    assert "15,000.00 CNY at 1 USD = " in note and " CNY of 20" in note
+    alerts = [w.value for w in demo.warning]
+    scopes = [a.split(" ")[0] for a in alerts]
+    assert len(scopes) == len(set(scopes)), alerts  # one alert per budget
+    assert all("USD" in a and "CNY" not in a for a in alerts)

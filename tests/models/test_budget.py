@@ -10,8 +10,9 @@ import pytest
 
 from models.budget import (
     Budget,
-    alerts_due,
+    alert_due,
     as_of_for,
+    budget_in,
     budget_line,
     budget_status,
     budgets_for,
@@ -23,7 +24,7 @@ from models.budget import (
 from models.catalog import Catalog, Offer, Prices, PriceWindow, TimeSpan
 from models.errors import InputError
 from models.forecast import forecast_month
-from models.money import FxRate, FxTable
+from models.money import FxRate, FxTable, Money
 from tests.models.factories import d, version
 
 NOV = date(2026, 11, 1)
@@ -54,18 +55,45 @@ def test_a_months_own_budget_replaces_the_standing_one() -> None:
     assert budgets_for([standing, november, team], date(2026, 12, 1)) == [standing, team]
 
 
-def test_alerts_at_80_95_and_100_percent_spent_or_forecast() -> None:
+def test_one_alert_at_the_highest_threshold_spent_or_forecast() -> None:
     # 100 spent as of Nov 11, 300 forecast
     f = forecast_month(steady(), NOV, datetime(2026, 11, 11), "USD")
-    alerts = alerts_due(Budget("total", None, d(120), "USD"), f)
-    # 100 / 120 = 83 %: the 80 % line is spent; 95 % and 100 % are only forecast
-    assert [(a.threshold, a.kind) for a in alerts] == [
-        (d("0.8"), "spent"),
-        (d("0.95"), "forecast"),
-        (1, "forecast"),
-    ]
-    assert "spent 100.00 USD, 83 % of the 120.00 USD budget (threshold 80 %)" in alerts[0].message
-    assert alerts_due(Budget("total", None, d(1000), "USD"), f) == []
+    # 100 / 120 = 83 %: the 80 % line is spent, but the forecast (250 %) crosses 100 %: one alert, at 100 %
+    alert = alert_due(Budget("total", None, d(120), "USD"), f)
+    assert alert is not None and (alert.threshold, alert.kind) == (1, "forecast")
+    assert alert.message == (
+        "total 2026-11: forecast to end the month at 300.00 USD (250 %) of the 120.00 USD budget "
+        "(threshold 100 %); spent 100.00 USD (83 %) so far"
+    )
+    # spent past the highest line: the alert says spent, with the forecast beside it
+    spent = alert_due(Budget("total", None, d(90), "USD"), f)
+    assert spent is not None and (spent.threshold, spent.kind) == (1, "spent")
+    assert spent.message.startswith("total 2026-11: spent 100.00 USD (111 %) of the 90.00 USD budget")
+    # forecast 300 of 330 = 91 %: only the 80 % line, forecast
+    low = alert_due(Budget("total", None, d(330), "USD"), f)
+    assert low is not None and (low.threshold, low.kind) == (d("0.8"), "forecast")
+    assert alert_due(Budget("total", None, d(1000), "USD"), f) is None
+    # graver: a higher threshold, then spent over forecast at the same one
+    assert spent.rank > alert.rank > low.rank
+
+
+def test_a_budget_shown_in_another_currency_names_the_dated_rate() -> None:
+    fx = FxTable(
+        (
+            FxRate("USD", "CNY", d("7.3"), date(2025, 2, 1), "a"),
+            FxRate("USD", "CNY", d("6.8"), date(2026, 11, 1), "b"),
+        )
+    )
+    budget = Budget("total", None, d(6800), "CNY", budget_id=1)
+    converted, rate = budget_in(budget, "USD", fx, date(2026, 11, 20))
+    assert (converted.amount, converted.currency, converted.budget_id) == (d(1000), "USD", 1)
+    assert rate is not None and rate.as_of == date(2026, 11, 1)
+    assert budget_in(budget, "USD", fx, date(2026, 10, 31))[0].amount == d(6800) / d("7.3")
+    assert budget_in(budget, "CNY", fx, date(2026, 11, 20)) == (budget, None)
+    f = forecast_month(steady(), NOV, datetime(2026, 11, 11), "USD")
+    status = budget_status(converted, f, rate=rate, set_as=Money(d(6800), "CNY"))
+    assert status.describe_amount() == "1,000.00 USD (6,800.00 CNY at 1 USD = 6.8 CNY of 2026-11-01)"
+    assert status.share_spent == d("0.1")
 
 
 def test_status_band_and_budget_line() -> None:

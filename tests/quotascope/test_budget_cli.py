@@ -145,25 +145,21 @@ def test_status_forecasts_raises_alerts_once_and_posts_them(
     assert total["spent"] == {"amount": "5.60", "currency": "USD"}
     assert total["forecast"]["amount"] == "16.80"
     assert total["exhausted_on"] == "2026-11-09"
-    # search: $2.80 spent of $3 (93 %: the 80 % line), forecast $8.40: 95 % and 100 % by month end
+    # search: $2.80 spent of $3 (93 %: the 80 % line), forecast $8.40: one alert, at 100 % by month end
     assert search["spent"]["amount"] == "2.80" and search["forecast"]["amount"] == "8.40"
     assert search["exhausted_on"] == "2026-11-11"
-    assert [(a["threshold"], a["kind"]) for a in search["new_alerts"]] == [
-        (0.8, "spent"),
-        (0.95, "forecast"),
-        (1.0, "forecast"),
-    ]
+    assert [(a["threshold"], a["kind"]) for a in search["new_alerts"]] == [(1.0, "forecast")]
     assert {a["webhook"] for a in search["new_alerts"]} == {"delivered (HTTP 200)"}
     # the webhook got the budget's figures, nothing of the usage itself
-    assert len(receiver.received) == 3
+    assert len(receiver.received) == 1
     assert receiver.received[0]["scope"] == "team=search" and receiver.received[0]["spent"] == "2.80"
-    assert receiver.received[0]["threshold"] == 0.8 and receiver.received[0]["kind"] == "spent"
+    assert receiver.received[0]["threshold"] == 1.0 and receiver.received[0]["kind"] == "forecast"
     # a second look raises nothing new
     again = budget(capsys, db, "status", "--as-of", AS_OF)
-    assert all(b["new_alerts"] == [] for b in again["budgets"]) and len(receiver.received) == 3
+    assert all(b["new_alerts"] == [] for b in again["budgets"]) and len(receiver.received) == 1
     with duckdb.connect(str(db), read_only=True) as con:
         stored = con.execute("SELECT scope, kind, webhook_status FROM alerts ORDER BY alert_id").fetchall()
-    assert ("team=search", "spent", "delivered (HTTP 200)") in stored
+    assert ("team=search", "forecast", "delivered (HTTP 200)") in stored
     assert ("total", "spent", None) in stored  # no webhook on the total
 
 

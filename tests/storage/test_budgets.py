@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from models.budget import Budget, budget_status
+from models.budget import Budget, BudgetStatus, budget_status
 from models.catalog import Catalog, ContextTier, Offer, Prices
 from models.forecast import forecast_month
 from models.money import FxRate, FxTable
 from storage.budgets import (
+    budget_statuses,
     budgets_frame,
     read_alerts,
     read_budgets,
@@ -46,21 +47,24 @@ def test_budgets_are_saved_replaced_listed_and_removed(tmp_path: Path) -> None:
     assert len(read_budgets(db)) == 1
 
 
-def test_alerts_are_raised_once(tmp_path: Path) -> None:
+def test_one_alert_per_budget_and_month_raised_again_only_when_graver(tmp_path: Path) -> None:
     db = tmp_path / "q.duckdb"
     budget = save_budget(db, Budget("total", None, d(120), "USD"), NOW)
-    spend = {date(2026, 11, day): Decimal(10) for day in range(1, 11)}
-    status = budget_status(budget, forecast_month(spend, NOV, datetime(2026, 11, 11), "USD"))
-    first = record_alerts(db, status, NOW)
-    assert [(a.threshold, a.kind) for a in first] == [
-        (d("0.8"), "spent"),
-        (d("0.95"), "forecast"),
-        (1, "forecast"),
-    ]
-    assert first[0].payload()["spent"] == "100.00" and first[0].payload()["scope"] == "total"
-    assert record_alerts(db, status, NOW) == []  # already raised
+
+    def status_at(day: int) -> BudgetStatus:
+        spend = {date(2026, 11, n): Decimal(10) for n in range(1, day)}
+        return budget_status(budget, forecast_month(spend, NOV, datetime(2026, 11, day), "USD"))
+
+    early = status_at(5)  # 40 spent, forecast 300: 100 % forecast (and 80 % of nothing spent yet)
+    first = record_alerts(db, early, NOW)
+    assert [(a.threshold, a.kind) for a in first] == [(1, "forecast")]
+    assert first[0].payload()["spent"] == "40.00" and first[0].payload()["scope"] == "total"
+    assert record_alerts(db, early, NOW) == []  # already raised
+    assert record_alerts(db, status_at(11), NOW) == []  # 83 % spent: still 100 % forecast at most
+    late = record_alerts(db, status_at(14), NOW)  # 130 spent: the 100 % line is spent now
+    assert [(a.threshold, a.kind) for a in late] == [(1, "spent")]
     alerts = read_alerts(db, NOV)
-    assert alerts.height == 3 and set(alerts["kind"]) == {"spent", "forecast"}
+    assert alerts["kind"].to_list() == ["spent", "forecast"]
     assert read_alerts(db, date(2026, 12, 1)).height == 0
     assert read_alerts(tmp_path / "none.duckdb").height == 0
 
@@ -139,3 +143,15 @@ def test_daily_spend_is_priced_as_served(spend_db: Path) -> None:
     assert spend.unpriced_since(NOV) == 1 and spend.unpriced_since(date(2026, 11, 4)) == 0
     team_a = read_daily_spend(spend_db, CATALOG, "CNY", UsageFilter(team="a"))
     assert team_a.daily["amount"].to_list() == [Decimal("0.008")]
+
+
+def test_statuses_in_a_display_currency_convert_the_budget_with_the_dated_rate(spend_db: Path) -> None:
+    save_budget(spend_db, Budget("total", None, d(8), "CNY"), NOW)
+    own = budget_statuses(spend_db, CATALOG, NOV, NOW)[0]
+    shown = budget_statuses(spend_db, CATALOG, NOV, NOW, currency="USD")[0]
+    assert (own.budget.amount, own.budget.currency, own.rate) == (d(8), "CNY", None)
+    assert own.forecast.spent == Decimal("0.608")
+    # the budget at the catalog's rate (1 USD = 8 CNY), the spend priced in USD as the spend report prices it
+    assert (shown.budget.amount, shown.budget.currency, shown.forecast.spent) == (1, "USD", Decimal("0.076"))
+    assert shown.share_spent == own.share_spent
+    assert shown.describe_amount() == "1.00 USD (8.00 CNY at 1 USD = 8 CNY of 2026-01-01)"
