@@ -11,6 +11,7 @@ from typing import NoReturn
 
 from models.errors import QuotascopeError
 from quotascope import __version__, settings
+from quotascope.output import say
 
 # Each command is a module of `quotascope.commands` with `register(commands, parent)`; this is the order of
 # `quotascope --help`. A command whose module is not there yet is simply not offered.
@@ -18,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "demo",
     "dashboard",
     "ingest",
+    "pull",
     "report",
     "plan",
     "catalog",
@@ -93,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.run(args)
     except QuotascopeError as e:
-        print(f"quotascope: {e}", file=sys.stderr)
+        say(f"quotascope: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("quotascope: interrupted", file=sys.stderr)

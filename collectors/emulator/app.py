@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from collectors.emulator.billing import Billing, billing_routes
 from collectors.emulator.cache import PrefixCache
 from collectors.emulator.config import EmulatorConfig
 from collectors.emulator.limiter import Limiter
@@ -458,6 +459,15 @@ async def chat_completions(request: Request) -> Response:
             )
         cached = emulator.cache.hit_and_store(prompt) if config.cache else 0
         reply = emulator.plan_reply(messages, budget, len(prompt), cached, fault, arrival)
+        request.app.state.billing.record(
+            request,
+            config.model,
+            reply.prompt_tokens,
+            reply.cached_tokens,
+            len(reply.tokens),
+            reply.reasoning_tokens,
+            body.get("service_tier"),
+        )
         headers = {
             **emulator.limiter.headers(time.monotonic()),
             "x-request-id": reply.id,
@@ -520,12 +530,15 @@ async def list_models(request: Request) -> Response:
     return JSONResponse({"object": "list", "data": [model]}, headers=headers)
 
 
-def build_app(config: EmulatorConfig) -> Starlette:
+def build_app(config: EmulatorConfig, billing: Billing | None = None) -> Starlette:
+    """The app; `billing` prices what it answers and serves the admin usage and cost reports."""
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
+            *billing_routes(),
         ]
     )
     app.state.emulator = Emulator(config)
+    app.state.billing = billing if billing is not None else Billing()
     return app

@@ -148,6 +148,9 @@ class Receiver:
                 self.stats.refused_storage += 1
                 log.warning("a batch of spans could not be stored: %s", e)
                 return _failure(503, "the database cannot be written now; retry later", json_body, 5)
+            except Exception:  # logged by the writer; the spans were not stored
+                self.stats.refused_storage += 1
+                return _failure(500, "the receiver failed to store the spans (a quotascope bug)", json_body)
         self.stats.rejected += len(refused)
         body_out, media_out = encode_response(len(refused), _reasons(refused), json_body=json_body)
         return Response(body_out, media_type=media_out)

@@ -84,14 +84,14 @@ def decode_body(body: bytes, *, json_body: bool, gzipped: bool, limit: int) -> E
         return request
     try:
         document = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise UndecodableBody("the body is not JSON") from e
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise UndecodableBody("the body is not JSON (or nests deeper than any OTLP request)") from e
     if not isinstance(document, dict):
         raise UndecodableBody("the body is not a JSON object (an ExportTraceServiceRequest)")
     try:
         _otlp_json_to_canonical(document)
         json_format.ParseDict(document, request, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError, AttributeError, KeyError) as e:
+    except (json_format.ParseError, ValueError, TypeError, AttributeError, KeyError, RecursionError) as e:
         raise UndecodableBody(
             "the body is JSON but not an OTLP ExportTraceServiceRequest (ids must be hex or base64, "
             "64-bit integers numbers or strings)"

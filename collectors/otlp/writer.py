@@ -14,6 +14,7 @@ accepted is ever dropped.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import deque
@@ -50,6 +51,8 @@ _LABELS = {
     "status": "span status",
 }
 SPEC: RecordSpec = replace(csv_spec(_LABELS), name="otlp")
+
+log = logging.getLogger("quotascope.otlp")
 
 NO_USAGE = "an LLM span without token counts (a call cut short, or streamed without usage)"
 
@@ -205,10 +208,13 @@ class SpanWriter:
             started = time.perf_counter()
             try:
                 self._store(batch)
-            except StorageError as e:  # the database (or normalising in DuckDB) failed: nothing was stored
+            except Exception as e:  # nothing of the batch was stored: its requests are refused, to be retried
+                if not isinstance(e, StorageError):  # a quotascope bug: say so, keep serving
+                    log.exception("storing a batch of spans failed")
                 self.failing = str(e)
                 for item in batch:
-                    item.done.set_exception(e)
+                    if not item.done.done():
+                        item.done.set_exception(e)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
             else:

@@ -11,6 +11,7 @@ from dashboard import charts, state
 from dashboard.tables import Column
 from models.errors import QuotascopeError
 from models.money import FxTable, Money
+from models.outside_text import for_markdown
 from storage.probes import probe_percentiles, probe_rate_limits, probe_runs
 
 ERROR_COLUMNS = {
@@ -83,7 +84,7 @@ def render() -> None:
     try:
         runs = state.read(probe_runs, since=filters.since, until=filters.until)
     except QuotascopeError as e:
-        st.error(str(e))
+        st.error(for_markdown(e))
         return
     if runs.is_empty():
         state.empty_state("No probe results in this period.", "quotascope probe --endpoint NAME")
@@ -112,7 +113,7 @@ def render() -> None:
     table = table.with_columns((pl.col("canary_pass_rate") * 100).alias("canary_pass_rate_percent"))
     state.show_table(table, _columns(currency), "endpoints_table")
     for row in table.filter(pl.col("alerts") != "").iter_rows(named=True):
-        message = f"**{row['endpoint']}**: {row['alerts']}"
+        message = f"**{for_markdown(row['endpoint'])}**: {for_markdown(row['alerts'])}"
         if "canary failed" in row["alerts"]:
             message += (
                 " — the model behind it may not be the one you pay for (a distilled model fails the canary)"

@@ -17,6 +17,7 @@ from models.catalog import Limits
 from models.errors import QuotascopeError
 from models.forecast import month_start
 from models.money import format_amount
+from models.outside_text import for_markdown
 from models.plan import PlanRequest, make_plan
 from models.profile import rounded_usage_profile
 from storage.budgets import budget_statuses, read_daily_spend
@@ -113,7 +114,7 @@ def _budget_alerts(statuses: list[BudgetStatus]) -> None:
     """One alert per budget and month, at the highest threshold crossed, in the display currency."""
     for status in statuses:
         if status.alert is not None:
-            st.warning(status.alert.message, icon=":material/warning:")
+            st.warning(for_markdown(status.alert.message), icon=":material/warning:")
 
 
 def render() -> None:
@@ -126,7 +127,7 @@ def render() -> None:
     try:
         dims = state.read(usage_dimensions)
     except QuotascopeError as e:
-        st.error(str(e))
+        st.error(for_markdown(e))
         return
     if dims.requests == 0:
         state.empty_state("No usage stored yet.", "quotascope ingest PATH")
@@ -186,7 +187,9 @@ def render() -> None:
         )
     _budget_alerts(statuses)
     if total is not None and total.unpriced_requests:
-        unknown = ", ".join(sorted({m.split(" (")[0] for m in total.unpriced_models}))
+        unknown = ", ".join(
+            for_markdown(m) for m in sorted({m.split(" (")[0] for m in total.unpriced_models})
+        )
         st.info(
             f"{total.unpriced_requests:,.0f} requests this month are unpriced ({unknown}); "
             "they are not counted as free. Add the offer with your own catalog file (see the Catalog page)."

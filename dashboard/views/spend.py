@@ -13,6 +13,7 @@ from dashboard.tables import Column, in_words
 from models.budget import forecast_band
 from models.forecast import month_start
 from models.money import format_amount
+from models.outside_text import for_markdown, to_csv
 from models.spend import SpendRow
 from storage.budgets import budget_statuses
 from storage.reports import spend_report
@@ -129,18 +130,18 @@ def render() -> None:
     state.show_table(table, columns, "spend_table")
     unpriced = sorted({m for r in totals for m in r.unpriced_models})
     if unpriced:
-        names = ", ".join(sorted({u.split(" (")[0] for u in unpriced}))
+        names = ", ".join(for_markdown(n) for n in sorted({u.split(" (")[0] for u in unpriced}))
         st.info(f"Unpriced (not counted above, never as free): {names}")
     st.download_button(
         "Download CSV",
-        in_words(table, columns).write_csv(),
+        to_csv(in_words(table, columns)),
         file_name=f"quotascope-spend-by-{group}.csv",
         mime="text/csv",
         key="spend_csv",
     )
     st.caption(
         f"Money in {currency}. Price versions used: "
-        + ", ".join(sorted({v for r in totals for v in r.price_versions}))
+        + ", ".join(for_markdown(v) for v in sorted({v for r in totals for v in r.price_versions}))
     )
 
 

@@ -74,6 +74,13 @@ def run(args: argparse.Namespace) -> int:
     db = db_path(args)
     server = OtlpServer(db, load_salt(Path(settings.get("salt_file"))), options)
     out = sys.stderr if args.json else sys.stdout
+    if options.token is None and options.host not in ("127.0.0.1", "::1", "localhost"):
+        print(
+            f"quotascope otlp: listening on {options.host} without a token: anyone who can reach it can add "
+            "usage rows (use --token-env VAR)",
+            file=sys.stderr,
+            flush=True,
+        )
     print(
         f"quotascope otlp: receiving on {server.endpoint}/v1/traces into {db}"
         + (" (bearer token required)" if options.token else "")

@@ -130,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
     def report(job_run: JobRun) -> None:
         print(describe_run(job_run), file=out, flush=True)
 
-    salt = load_salt(Path(settings.get("salt_file"))) if config.watches or config.otlp else None
+    needs_salt = config.watches or config.pulls or config.otlp
+    salt = load_salt(Path(settings.get("salt_file"))) if needs_salt else None
     ingest = log_ingest(salt) if config.watches and salt is not None else None
     runner = ScheduleRunner(
         config, db, catalog=catalog_source(args), ingest=ingest, on_run=report, on_notice=_say, salt=salt

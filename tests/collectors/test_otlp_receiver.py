@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,9 @@ def test_undecodable_bodies_get_400_without_quoting_them(server: OtlpServer, db:
         (json.dumps(broken).encode(), JSON),
         (b"{" + secret.encode(), JSON),
         (b"[1, 2]", JSON),
+        (b"[" * 100_000 + b"]" * 100_000, JSON),
+        (b'{"resourceSpans": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", JSON),
+        (b"\x0a" * 200_000, PROTOBUF),
     ):
         response = post(server, body, headers)
         assert response.status_code == 400
@@ -315,3 +319,28 @@ def test_span_ids_json_roundtrip_matches_protobuf(server: OtlpServer, db: Path) 
         span["traceId"], span["spanId"] = ids[0][0].hex(), ids[0][1].hex()
     assert post(server, json.dumps(document).encode(), JSON).status_code == 200
     assert len(rows(db)) == 1
+
+
+def test_readers_take_their_turn_while_spans_keep_arriving(server: OtlpServer, db: Path) -> None:
+    """The receiver holds the database one batch at a time: a report's read-only queries get in between."""
+    from storage.db import open_read
+
+    assert post(server, request_of([llm_attributes(0)]).SerializeToString(), PROTOBUF).status_code == 200
+    answers: list[int] = []
+
+    def send() -> None:
+        for r in range(15):
+            body = request_of([llm_attributes(r * 200 + i + 1) for i in range(200)]).SerializeToString()
+            answers.append(post(server, body, PROTOBUF).status_code)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    seen = []
+    while sender.is_alive():
+        with open_read(db, timeout_s=20) as con:
+            seen.append(con.execute("SELECT count(*) FROM usage").fetchone()[0])  # type: ignore[index]
+        time.sleep(0.1)  # a dashboard's queries, not a loop holding the file
+    sender.join()
+    assert answers == [200] * 15
+    assert len(seen) >= 2 and seen == sorted(seen)
+    assert rows(db, "SELECT count(*) AS n FROM usage")[0]["n"] == 3001
