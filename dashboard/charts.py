@@ -8,12 +8,14 @@ category."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date, datetime, time, timedelta
 
 import plotly.graph_objects as go
 import polars as pl
 
 from models.outside_text import for_chart
 
+DAY_MS = 86_400_000  # a day on a Plotly date axis
 PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563")
 LAYOUT = {
     "template": "plotly_white",
@@ -344,14 +346,28 @@ def billing_gap(frame: pl.DataFrame, threshold: float, currency: str) -> go.Figu
         figure.add_bar(
             x=part["day"].to_list(),
             y=part["gap"].to_list(),
-            name=provider,
+            name=for_chart(provider),
             marker_color=colours,
             customdata=shares,
-            hovertemplate="%{x}: %{y:.4f} "
+            width=DAY_MS * 0.8,
+            hovertemplate="%{x|%Y-%m-%d}: %{y:.4f} "
             + currency
             + " (%{customdata} of the bill)<extra>"
-            + provider
+            + for_chart(provider)
             + "</extra>",
         )
     figure.add_hline(y=0, line_color="#4b5563", line_width=1)
+    # whole days on the axis, even for a single day (Plotly would zoom a lone bar into microseconds)
+    first, last = frame["day"].min(), frame["day"].max()
+    assert isinstance(first, date) and isinstance(last, date)
+    half_day = timedelta(hours=12)
+    figure.update_xaxes(
+        type="date",
+        tickformat="%Y-%m-%d",
+        dtick=DAY_MS,
+        range=[
+            (datetime.combine(first, time()) - half_day).isoformat(),
+            (datetime.combine(last, time()) + half_day).isoformat(),
+        ],
+    )
     return figure

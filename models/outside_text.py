@@ -42,8 +42,9 @@ _CSV_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "
 _SECRETS = (
     # OpenAI, DeepSeek, Anthropic (sk-ant-...), project and restricted keys
     re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_\-]{6,}"),
+    re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/\-=]{8,}"),
     re.compile(
-        r"(?i)\b(bearer|basic|token|api[_-]?key|x-api-key|authorization)(\s*[:=]\s*|\s+)[A-Za-z0-9._~+/\-=]{8,}"
+        r"(?i)\b(api[_-]?key|x-api-key|authorization|access[_-]?token|secret)(\s*[:=]\s*)[A-Za-z0-9._~+/\-=]{8,}"
     ),
     re.compile(r"\bAKIA[0-9A-Z]{16}\b"),  # AWS access key id
     re.compile(r"\bAIza[0-9A-Za-z_\-]{30,}"),  # Google API key

@@ -42,6 +42,9 @@ _USAGE_COLUMNS = (
     "output_tokens",
     "reasoning_tokens",
     "tags",
+    "service_tier",
+    "batch",
+    "cache_write_1h_tokens",
 )
 
 

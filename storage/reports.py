@@ -14,14 +14,17 @@ from pathlib import Path
 import polars as pl
 
 from models.catalog import Catalog
+from models.focus import FocusExport, Grain, focus_rows
 from models.pricing import band_input, tier_band_sql
 from models.spend import TIME_KEYS, SpendRow, price_spend, pricing_grain_minutes, tier_bounds
 from models.usage import Distribution, UsageProfile
+from storage.catalog import load_catalog
 from storage.db import open_read, query_frame
 from storage.replay import UsageFilter
 
 __all__ = [
     "UsageFilter",
+    "focus_export",
     "read_rejects",
     "read_spend_groups",
     "read_usage_buckets",
@@ -136,6 +139,18 @@ def spend_report(
         db, selection, by, pricing_grain_minutes(catalog), tier_bounds(catalog), table=table
     )
     return price_spend(groups, by, catalog, currency)
+
+
+def focus_export(
+    db: Path, catalog: Catalog, catalog_dir: Path, selection: UsageFilter, grain: Grain = "day"
+) -> FocusExport:
+    """Stored usage as FOCUS 1.0 rows (`models.focus.focus_rows`): summed here per price-homogeneous group
+    and team, project and key; priced and mapped there, with list prices from the shipped catalog in
+    `catalog_dir` (without the user's overrides, which are their contract)."""
+    groups = read_spend_groups(
+        db, selection, ("team", "project", "key"), pricing_grain_minutes(catalog), tier_bounds(catalog)
+    )
+    return focus_rows(groups, catalog, load_catalog(Path(catalog_dir)), grain)
 
 
 def read_usage_buckets(db: Path, selection: UsageFilter, by: Sequence[str]) -> pl.DataFrame:

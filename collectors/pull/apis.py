@@ -197,7 +197,22 @@ def _results(bucket: Mapping[str, Any]) -> Any:
     return bucket.get("results", bucket.get("result"))
 
 
-def _page_items(pages: Iterable[tuple[int, Mapping[str, Any]]]) -> Iterator[tuple[int, Any, str, str]]:
+@dataclass(frozen=True, slots=True)
+class PriceDimensions:
+    """What of a usage result changes its price but has no canonical usage column: the service tier, the
+    batch flag, and Anthropic's 1-hour cache writes (a part of `cache_write_tokens`)."""
+
+    service_tier: str | None = None
+    batch: bool = False
+    cache_write_1h_tokens: int = 0
+
+
+Dimensions = dict[int, PriceDimensions]  # by the result's number
+
+
+def _page_items(
+    pages: Iterable[tuple[int, Mapping[str, Any]]], dimensions: Dimensions
+) -> Iterator[tuple[int, Any, str, str]]:
     """One bucket per result, numbered in the order read, as the export reader takes them: each record needs a
     number of its own (the normaliser explains a refused record by its number)."""
     number = 0
@@ -213,21 +228,30 @@ def _page_items(pages: Iterable[tuple[int, Mapping[str, Any]]]) -> Iterator[tupl
                 continue
             for result in results:
                 number += 1
+                if isinstance(result, dict):
+                    tier = result.get("service_tier")
+                    dimensions[number] = PriceDimensions(
+                        tier if isinstance(tier, str) else None, result.get("batch") is True
+                    )
                 one = {**bucket, "object": "bucket", "results": [result]}
                 one.pop("result", None)
                 yield number, one, "", json.dumps(result, default=str)[:1000]
 
 
-def openai_usage_records(pages: Iterable[tuple[int, Mapping[str, Any]]]) -> Iterator[RecordBlock]:
+def openai_usage_records(
+    pages: Iterable[tuple[int, Mapping[str, Any]]], dimensions: Dimensions
+) -> Iterator[RecordBlock]:
     """OpenAI usage pages as the organisation-export reader flattens them (one record per result)."""
-    return usage_export_records(_page_items(pages))
+    return usage_export_records(_page_items(pages, dimensions))
 
 
 def _whole(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def anthropic_usage_records(pages: Iterable[tuple[int, Mapping[str, Any]]]) -> Iterator[RecordBlock]:
+def anthropic_usage_records(
+    pages: Iterable[tuple[int, Mapping[str, Any]]], dimensions: Dimensions
+) -> Iterator[RecordBlock]:
     """Anthropic usage pages flattened to one record per result, cache writes summed over both TTLs."""
     block = RecordBlock()
     number = 0
@@ -254,6 +278,12 @@ def anthropic_usage_records(pages: Iterable[tuple[int, Mapping[str, Any]]]) -> I
                     block.reject(number, record, json.dumps(result, default=str))
                 else:
                     block.add(number, record)
+                    tier = result.get("service_tier")
+                    dimensions[number] = PriceDimensions(
+                        tier if isinstance(tier, str) else None,
+                        tier == "batch",
+                        int(record["_tags"].get("cache_write_1h_tokens", 0)),
+                    )
     if len(block):
         yield block
 
@@ -291,10 +321,14 @@ def usage_spec(kind: PullKind) -> RecordSpec:
     return OPENAI_USAGE_EXPORT if kind.provider == "openai" else ANTHROPIC_USAGE_REPORT
 
 
-def usage_records(kind: PullKind, pages: Iterable[tuple[int, Mapping[str, Any]]]) -> Iterator[RecordBlock]:
+def usage_records(
+    kind: PullKind, pages: Iterable[tuple[int, Mapping[str, Any]]], dimensions: Dimensions
+) -> Iterator[RecordBlock]:
+    """The pages as blocks of records for the usage normaliser; each result's price dimensions go into
+    `dimensions`, by the number its record carries."""
     if kind.provider == "openai":
-        return openai_usage_records(pages)
-    return anthropic_usage_records(pages)
+        return openai_usage_records(pages, dimensions)
+    return anthropic_usage_records(pages, dimensions)
 
 
 # ------------------------------------------------------------------------------------------ cost pages

@@ -18,7 +18,15 @@ from typing import Any
 import httpx
 import pyarrow as pa
 
-from collectors.pull.apis import KINDS, PullKind, cost_lines, usage_records, usage_spec
+from collectors.pull.apis import (
+    KINDS,
+    Dimensions,
+    PriceDimensions,
+    PullKind,
+    cost_lines,
+    usage_records,
+    usage_spec,
+)
 from collectors.pull.http import AdminKey, FetchStats, Sleep, fetch_pages
 from models.errors import InputError
 from storage.normalise import IngestContext, Normaliser
@@ -152,8 +160,9 @@ def normalise_usage(
     normaliser = Normaliser()
     tables: list[pa.Table] = []
     rejects: list[PullReject] = []
+    dimensions: Dimensions = {}
     try:
-        for block in usage_records(kind, pages):
+        for block in usage_records(kind, pages, dimensions):
             rejects += [PullReject(r.line_no, r.reason, r.excerpt) for r in block.rejects]
             if not block.lines:
                 continue
@@ -164,4 +173,16 @@ def normalise_usage(
     finally:
         normaliser.close()
     rows = pa.concat_tables(tables, promote_options="default") if tables else None
-    return rows, rejects
+    return (with_dimensions(rows, dimensions) if rows is not None else None), rejects
+
+
+def with_dimensions(rows: pa.Table, dimensions: Dimensions) -> pa.Table:
+    """`rows` with each result's service tier, batch flag and 1-hour cache writes (by its `line_no`)."""
+    found = [dimensions.get(int(n), PriceDimensions()) for n in rows.column("line_no").to_pylist()]
+    return (
+        rows.append_column("service_tier", pa.array([d.service_tier for d in found], pa.string()))
+        .append_column("batch", pa.array([d.batch for d in found], pa.bool_()))
+        .append_column(
+            "cache_write_1h_tokens", pa.array([d.cache_write_1h_tokens for d in found], pa.int64())
+        )
+    )

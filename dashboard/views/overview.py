@@ -88,6 +88,8 @@ def _providers_table(since: datetime, until: datetime, currency: str) -> pl.Data
             entry["binding"] = plan.capacity.binding_limit
             entry["cost_per_1k"] = None if plan.cost is None else plan.cost.per_1k_questions.amount
         rows.append(entry)
+    if not rows:  # no usage this month up to now (the month's first minute, or only older usage stored)
+        return pl.DataFrame(schema=dict.fromkeys(_PROVIDER_COLUMNS_SOURCES, pl.String()))
     return pl.DataFrame(rows, infer_schema_length=None)
 
 

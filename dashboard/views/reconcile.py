@@ -10,8 +10,10 @@ import polars as pl
 import streamlit as st
 
 from dashboard import charts, state
+from dashboard.tables import Column
 from models.errors import QuotascopeError
 from models.money import Money
+from models.outside_text import for_display, for_markdown
 from models.reconcile import ReconcileRow, parse_threshold
 from quotascope import settings
 from storage.reconcile import has_pulls, read_gap_alerts, reconcile_days
@@ -33,22 +35,46 @@ def _money(value: Money | None) -> str:
     return "-" if value is None else f"{value.amount.quantize(Decimal('0.0001'))} {value.currency}"
 
 
+def _columns(currency: str) -> list[Column]:
+    return [
+        Column("day", "Day (UTC)"),
+        Column("provider", "Provider", missing="not in the log"),
+        Column("computed", f"Computed from logs ({currency})", 4, missing="nothing logged"),
+        Column("billed", f"Billed ({currency})", 4, missing="no bill pulled"),
+        Column("gap", f"Gap, billed - computed ({currency})", 4, missing="no bill pulled"),
+        Column("gap_share", "Gap share of the bill (%)", 2, missing="nothing billed"),
+        Column("flagged", "Flagged"),
+        Column("explanations", "What explains it", missing="nothing to explain"),
+    ]
+
+
 def _table(rows: list[ReconcileRow]) -> pl.DataFrame:
+    """One row per day and provider; outside text (provider and model names) made safe for a table cell."""
+
+    def amount(value: Money | None) -> Decimal | None:
+        return None if value is None else value.amount
+
     return pl.DataFrame(
-        [
-            {
-                "day": r.keys.get("day"),
-                "provider": r.keys.get("provider"),
-                "computed": _money(r.computed),
-                "billed": _money(r.billed),
-                "gap": _money(r.gap),
-                "gap share": None if r.gap_share is None else f"{r.gap_share:.2%}",
-                "flagged": r.flagged,
-                "what explains it": " | ".join(r.explanations),
-            }
-            for r in rows
-        ],
-        schema_overrides={"day": pl.Date()},
+        {
+            "day": [str(r.keys.get("day")) for r in rows],
+            "provider": [for_display(p) if (p := r.keys.get("provider")) is not None else None for r in rows],
+            "computed": [amount(r.computed) for r in rows],
+            "billed": [amount(r.billed) for r in rows],
+            "gap": [amount(r.gap) for r in rows],
+            "gap_share": [None if r.gap_share is None else float(r.gap_share * 100) for r in rows],
+            "flagged": ["yes" if r.flagged else "no" for r in rows],
+            "explanations": [for_display("; ".join(r.explanations)) or None for r in rows],
+        },
+        schema={
+            "day": pl.String(),
+            "provider": pl.String(),
+            "computed": pl.Decimal(38, 10),
+            "billed": pl.Decimal(38, 10),
+            "gap": pl.Decimal(38, 10),
+            "gap_share": pl.Float64(),
+            "flagged": pl.String(),
+            "explanations": pl.String(),
+        },
     )
 
 
@@ -70,6 +96,10 @@ def _chart_frame(rows: list[ReconcileRow]) -> pl.DataFrame:
             "flagged": pl.Boolean(),
         },
     )
+
+
+def _share(row: ReconcileRow) -> str:
+    return "n/a" if row.gap_share is None else f"{row.gap_share:.1%}"
 
 
 def _totals(rows: list[ReconcileRow], field: str) -> Money | None:
@@ -137,17 +167,33 @@ def render() -> None:
     d.metric("Flagged days", f"{len({r.keys.get('day') for r in flagged})}")
     currency = billed.currency if billed else (computed.currency if computed else "USD")
     st.plotly_chart(charts.billing_gap(_chart_frame(rows), float(threshold), currency), key="reconcile_chart")
-    st.dataframe(_table(rows), hide_index=True, key="reconcile_table")
+    state.show_table(_table(rows), _columns(currency), "reconcile_table")
+    for row in flagged:
+        where = ", ".join(for_display(v) for v in row.keys.values() if v is not None)
+        st.markdown(f"**{for_markdown(where)}** flagged: {_share(row)} of the bill")
+        st.text(
+            "\n".join(f"- {for_display(text)}" for text in row.explanations) or "- nothing known explains it"
+        )
     alerts = state.read(read_gap_alerts, selection=selection)
     st.subheader("Alerts")
     if alerts.is_empty():
         st.caption("No gap alert raised in this period (`quotascope report reconcile` raises them).")
     else:
-        st.dataframe(
-            alerts.select("raised_at", "day", "provider", "message", "webhook_status"),
-            hide_index=True,
-            key="reconcile_alerts",
+        shown = alerts.select(
+            "raised_at",
+            pl.col("day").cast(pl.String),
+            pl.col("provider").map_elements(for_display, return_dtype=pl.String),
+            pl.col("message").map_elements(for_display, return_dtype=pl.String),
+            "webhook_status",
         )
+        columns = [
+            Column("raised_at", "Raised (UTC)"),
+            Column("day", "Day (UTC)"),
+            Column("provider", "Provider", missing="all"),
+            Column("message", "Alert"),
+            Column("webhook_status", "Webhook", missing="no webhook set"),
+        ]
+        state.show_table(shown, columns, "reconcile_alerts")
 
 
 render()

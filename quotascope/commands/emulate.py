@@ -142,6 +142,12 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     o.add_argument(
         "--no-usage", action="store_true", help="send no usage, as hosts that ignore stream_options"
     )
+    o.add_argument(
+        "--no-role-chunk",
+        action="store_true",
+        help="no role-only first chunk: the role comes with the first token (by default a role chunk is "
+        "sent on arrival, as vLLM's server does, which clients timing the first chunk read as TTFT)",
+    )
     o.add_argument("--distilled", action="store_true", help="answer the canary questions wrongly")
     o.add_argument(
         "--require-api-key", action="store_true", help="refuse requests without a bearer key (any)"
@@ -192,6 +198,7 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
         fault_429_retry_ms=args.fault_429_retry_ms,
         cache=not args.no_cache,
         usage=not args.no_usage,
+        role_chunk=not args.no_role_chunk,
         distilled=args.distilled,
         require_api_key=args.require_api_key,
         seed=args.seed,

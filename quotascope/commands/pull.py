@@ -10,6 +10,7 @@ from typing import Any
 
 from collectors.ingest import load_salt
 from collectors.pull import KINDS, AdminKey, PullResult, new_client, pull, pull_kind
+from models.outside_text import for_terminal
 from quotascope import settings
 from quotascope.commands.report import when
 from quotascope.context import db_path
@@ -78,6 +79,6 @@ def render(result: PullResult) -> str:
         + (f"; replaced {c.replaced:,} row(s) an earlier pull stored for these days" if c.replaced else ""),
     ]
     for reason, count in result.reject_reasons.items():
-        lines.append(f"  rejected {count:,}: {reason}")
+        lines.append(f"  rejected {count:,}: {for_terminal(reason)}")
     lines.append("compare with your logs: quotascope report reconcile --since " + result.since.isoformat())
     return "\n".join(lines)

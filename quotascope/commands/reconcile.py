@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from models.outside_text import for_terminal
 from models.reconcile import RECONCILE_KEYS, ReconcileRow, parse_reconcile_by, parse_threshold
 from quotascope import settings
 from quotascope.context import catalog_from, db_path
@@ -110,12 +111,15 @@ def render(
     lines = [table([*by, "computed", "billed", "gap", "gap share", f"> {threshold * 100:g} %"], body)]
     for row in rows:
         if row.explanations and (row.flagged or row.gap is None or row.gap.amount):
-            where = ", ".join(_cell(row.to_json()[k]) for k in by)
+            where = ", ".join(for_terminal(_cell(row.to_json()[k])) for k in by)
             lines.append(f"\n{where}:")
-            lines += [f"  - {text}" for text in row.explanations]
+            # one line each: a model name with a newline in it cannot fake another line
+            lines += [f"  - {for_terminal(text)}" for text in row.explanations]
     for alert in alerts:
         status = delivered.get(alert.alert_id)
-        lines.append(f"\nnew alert: {alert.message}" + (f" [webhook {status}]" if status else ""))
+        lines.append(
+            f"\nnew alert: {for_terminal(alert.message)}" + (f" [webhook {status}]" if status else "")
+        )
     return "\n".join(lines)
 
 

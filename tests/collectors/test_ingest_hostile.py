@@ -251,3 +251,20 @@ def test_fuzzed_lines_never_cost_a_neighbour(
     keys = {k for (k,) in query(db, "SELECT record_key FROM usage")}
     assert {"chatcmpl-first", "chatcmpl-last"} <= keys
     assert query(db, "SELECT count(*) FROM rejects WHERE reason IS NULL OR reason = ''") == [(0,)]
+
+
+def test_a_litellm_row_with_shifted_columns_never_stores_the_key(tmp_path: Path) -> None:
+    header = "request_id,call_type,api_key,spend,total_tokens,prompt_tokens,completion_tokens,startTime,model"
+    good = "r1,acompletion,88dc28d0,0.01,12,10,2,2025-11-24 08:00:00.000,gpt-4o"
+    # a gateway wrote two extra columns before the key: it lands in total_tokens, the first bad count
+    shifted = "r2,acompletion,proxy,0.01,sk-live-0123456789abcdefghijklmn,10,2,2025-11-24 08:01:00.000,gpt-4o"
+    log = tmp_path / "spend.csv"
+    log.write_text("\n".join([header, good, shifted, good.replace("r1", "r3")]) + "\n")
+    db = tmp_path / "q.duckdb"
+    (result,) = ingest(db, log)
+    assert identity_holds(result) and (result.counts.stored, result.counts.rejected) == (2, 1)
+    kept = " ".join(str(v) for row in query(db, "SELECT * FROM rejects") for v in row)
+    kept += " ".join(str(v) for row in query(db, "SELECT * FROM usage") for v in row)
+    assert "0123456789abcdef" not in kept and "sk-live-01" not in kept
+    assert "total_tokens is the string" in kept  # the reason is kept, the key in it is not
+    assert "0123456789abcdef" not in json.dumps(result.to_json())

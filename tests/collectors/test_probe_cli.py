@@ -76,12 +76,13 @@ def test_probe_json_summary_is_stored_and_never_shows_the_key(
     ):
         assert key in summary
     assert summary["requests"] == 6 + 6 and summary["ok"] == 12
+    assert summary["warmup_requests"] == 1 and summary["ramp_s"] == 0.05 and not summary["burst"]
     assert summary["canary_pass_rate"] == 1.0
     assert summary["rate_limit"]["limits"]["requests"] == 600
     assert set(summary["ttft_ms"]) >= {"p50", "p95", "p99"}
     runs = probe_runs(db)
     assert runs["run_id"].to_list() == [summary["run_id"]]
-    assert len(probe_results(db)) == 12
+    assert len(probe_results(db)) == 12 + 1  # the warm-up is stored (and priced), not in the figures
     assert caplog.records, "the check below needs httpx's debug logging to have run"
     for text in (out, err, caplog.text, *(str(r.__dict__) for r in caplog.records)):
         assert FAKE_KEY not in text
@@ -238,14 +239,14 @@ def test_ctrl_c_stops_the_probe_and_keeps_what_it_measured(tmp_path: Path) -> No
         try:
             deadline = time.monotonic() + 60
             while (
-                server.emulator.stats.requests < 3 and process.poll() is None and time.monotonic() < deadline
+                server.emulator.stats.requests < 4 and process.poll() is None and time.monotonic() < deadline
             ):
                 time.sleep(0.05)  # the first requests (a signal before then finds no handler yet)
             process.send_signal(signal.SIGINT)
             out, err = process.communicate(timeout=60)
         finally:
             process.kill()
-        received = server.emulator.stats.requests
+        received = server.emulator.stats.requests - 1  # the first was the warm-up
     assert process.returncode == 130, err
     assert "stopping the probe" in err
     assert "interrupted" in out

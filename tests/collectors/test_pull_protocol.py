@@ -94,7 +94,9 @@ def test_openai_usage_request_shape_and_pagination(tmp_path: Path) -> None:
         seen.append(request)
         if request.url.params.get("page") is None:
             return httpx.Response(200, json=page([bucket(DAY, [openai_usage_result()])], "cursor-2"))
-        return httpx.Response(200, json=page([bucket(DAY + 86400, [openai_usage_result("o1", 5)])]))
+        return httpx.Response(
+            200, json=page([bucket(DAY + 86400, [openai_usage_result("o1", 5, batch=True)])])
+        )
 
     result = run_pull(tmp_path / "q.duckdb", "openai-usage", handler)
     assert len(seen) == 2 and result.pages == 2
@@ -121,6 +123,11 @@ def test_openai_usage_request_shape_and_pagination(tmp_path: Path) -> None:
     assert sorted(stored) == [
         (datetime(2025, 12, 6), 3, 1000, 200),
         (datetime(2025, 12, 7), 5, 1000, 200),
+    ]
+    # the price dimensions the canonical columns lack travel beside them, for the pricing engine
+    assert rows(tmp_path / "q.duckdb", "SELECT service_tier, batch FROM provider_usage ORDER BY ts") == [
+        ("default", False),
+        ("default", True),
     ]
 
 
@@ -404,8 +411,8 @@ def test_anthropic_costs_are_cents_and_usage_normalises_the_cache(tmp_path: Path
     assert rows(
         db,
         "SELECT provider, project, key_id, input_tokens, cached_input_tokens, cache_write_tokens, "
-        "output_tokens, requests_known, tags['cache_write_1h_tokens'] FROM provider_usage",
-    ) == [("anthropic", "wrkspc_1", "apikey_1", 1150, 1000, 50, 7, False, "20")]
+        "output_tokens, requests_known, cache_write_1h_tokens, service_tier, batch FROM provider_usage",
+    ) == [("anthropic", "wrkspc_1", "apikey_1", 1150, 1000, 50, 7, False, 20, "standard", False)]
 
 
 def test_incremental_pulls_start_at_the_last_day_held(tmp_path: Path) -> None:
