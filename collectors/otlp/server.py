@@ -28,6 +28,7 @@ class OtlpOptions:
     token: str | None = None
     attribution: Mapping[str, str] = field(default_factory=dict)  # column -> attribute
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_inflight_requests: int = 16
     max_pending_spans: int = 100_000
     batch_spans: int = 50_000
     linger_s: float = 0.05
@@ -65,7 +66,9 @@ class OtlpServer:
             lock=lock,
         )
         self.receiver = Receiver(
-            ReceiverConfig(options.token, options.max_body_bytes), self.batcher, self.writer
+            ReceiverConfig(options.token, options.max_body_bytes, options.max_inflight_requests),
+            self.batcher,
+            self.writer,
         )
         config = uvicorn.Config(
             build_app(self.receiver),
