@@ -8,6 +8,7 @@ import streamlit as st
 
 from dashboard import auth, state
 from models.errors import QuotascopeError
+from models.outside_text import for_markdown
 from quotascope import settings
 from storage.explore import Dimensions, usage_dimensions
 
@@ -20,7 +21,7 @@ viewer = auth.require_viewer(state.db_path(), state.data_version())
 with st.sidebar:
     st.markdown("### quotascope")
     auth.sign_out_button(viewer)
-    st.caption(f"Database: `{state.db_path()}`")
+    st.caption(f"Database: {for_markdown(state.db_path())}")
     currencies = state.catalog().fx.currencies()
     preferred = settings.get("display_currency").upper() or "USD"
     st.selectbox(
@@ -53,6 +54,7 @@ pages = [
     st.Page(VIEWS / "overview.py", title="Overview", icon=":material/dashboard:", default=True),
     st.Page(VIEWS / "planner.py", title="Planner", icon=":material/calculate:"),
     st.Page(VIEWS / "spend.py", title="Spend", icon=":material/payments:"),
+    st.Page(VIEWS / "reconcile.py", title="Billing gap", icon=":material/receipt_long:"),
     st.Page(VIEWS / "usage.py", title="Usage profile", icon=":material/bar_chart:"),
     st.Page(VIEWS / "endpoints.py", title="Endpoints", icon=":material/monitor_heart:"),
     st.Page(VIEWS / "switch.py", title="Switch", icon=":material/swap_horiz:"),

@@ -1,13 +1,21 @@
 """Figure builders: polars frames in, Plotly figures out. No `st.*` here, so each is tested directly
-(AppTest cannot see inside a Plotly chart). Every axis says what it measures and in which unit."""
+(AppTest cannot see inside a Plotly chart). Every axis says what it measures and in which unit.
+
+Plotly obeys a few HTML tags in any label (`<a href>`, `<br>`, `<b>`): every name that came from data (a
+model, team, offer or endpoint) passes `models.outside_text.for_chart` before it becomes a trace name or a
+category."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date, datetime, time, timedelta
 
 import plotly.graph_objects as go
 import polars as pl
 
+from models.outside_text import for_chart
+
+DAY_MS = 86_400_000  # a day on a Plotly date axis
 PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563")
 LAYOUT = {
     "template": "plotly_white",
@@ -122,13 +130,15 @@ def time_series(
         values = [float(v) if v is not None else None for v in part[y].to_list()]
         trace_color = PALETTE[stable[name] % len(PALETTE)]
         if kind == "bar":
-            figure.add_trace(go.Bar(x=part[x].to_list(), y=values, name=name, marker_color=trace_color))
+            figure.add_trace(
+                go.Bar(x=part[x].to_list(), y=values, name=for_chart(name), marker_color=trace_color)
+            )
         else:
             figure.add_trace(
                 go.Scatter(
                     x=part[x].to_list(),
                     y=values,
-                    name=name,
+                    name=for_chart(name),
                     mode="lines+markers",
                     line={"color": trace_color},
                 )
@@ -249,7 +259,7 @@ def switch_costs(frame: pl.DataFrame) -> go.Figure:
     currency = priced["currency"][0]
     figure = _figure("Cost of the period: as served and on each target", "", f"cost ({currency})")
     actual = next((v for v in frame["cost_actual"].to_list() if v is not None), None)
-    labels = ["as served", *priced["offer"].to_list()]
+    labels = ["as served", *(for_chart(offer) for offer in priced["offer"].to_list())]
     costs = [None if actual is None else float(actual), *(float(v) for v in priced["cost"].to_list())]
     upper = [
         0.0,
@@ -307,9 +317,57 @@ def demand_against_limits(demand: pl.DataFrame, limits: dict[str, float]) -> go.
                 x=span,
                 y=[value, value],
                 mode="lines",
-                name=f"{label}: {value:,.0f}/min",
+                name=f"{for_chart(label)}: {value:,.0f}/min",
                 line={"color": PALETTE[i % len(PALETTE)], "dash": "dash"},
             )
         )
     figure.update_yaxes(type="log", rangemode="normal")
+    return figure
+
+
+def billing_gap(frame: pl.DataFrame, threshold: float, currency: str) -> go.Figure:
+    """The gap between the bill and the cost computed from the logs, per day and provider (`day`,
+    `provider`, `gap`, `gap_share`, `flagged`): bars of the gap in money, flagged days in red, each bar's
+    share of the bill in its hover, and the threshold named in the title."""
+    figure = _figure(
+        f"Billed minus computed per day (flagged above {threshold:.1%} of the bill)",
+        "day (UTC)",
+        f"gap ({currency})",
+    )
+    figure.update_yaxes(rangemode="normal")
+    if frame.is_empty():
+        return empty_figure(figure.layout.title.text, "nothing billed or logged in this period")
+    for i, provider in enumerate(sorted(set(frame["provider"].fill_null("?").to_list()))):
+        part = frame.filter(pl.col("provider").fill_null("?") == provider).sort("day")
+        colours = [
+            "#dc2626" if flagged else PALETTE[i % len(PALETTE)] for flagged in part["flagged"].to_list()
+        ]
+        shares = ["n/a" if s is None else f"{s:.2%}" for s in part["gap_share"].to_list()]
+        figure.add_bar(
+            x=part["day"].to_list(),
+            y=part["gap"].to_list(),
+            name=for_chart(provider),
+            marker_color=colours,
+            customdata=shares,
+            width=DAY_MS * 0.8,
+            hovertemplate="%{x|%Y-%m-%d}: %{y:.4f} "
+            + currency
+            + " (%{customdata} of the bill)<extra>"
+            + for_chart(provider)
+            + "</extra>",
+        )
+    figure.add_hline(y=0, line_color="#4b5563", line_width=1)
+    # whole days on the axis, even for a single day (Plotly would zoom a lone bar into microseconds)
+    first, last = frame["day"].min(), frame["day"].max()
+    assert isinstance(first, date) and isinstance(last, date)
+    half_day = timedelta(hours=12)
+    figure.update_xaxes(
+        type="date",
+        tickformat="%Y-%m-%d",
+        dtick=DAY_MS,
+        range=[
+            (datetime.combine(first, time()) - half_day).isoformat(),
+            (datetime.combine(last, time()) + half_day).isoformat(),
+        ],
+    )
     return figure

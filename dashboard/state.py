@@ -127,10 +127,13 @@ def scoped(call: Callable[..., Any], kwargs: dict[str, Any], viewer: Scope) -> d
     return {**kwargs, "selection": selection.within(viewer)}
 
 
-def read(call: Callable[..., T], *, priced: bool = False, **kwargs: Any) -> T:
+def read(call: Callable[..., T], *, priced: bool = False, viewer: Scope | None = None, **kwargs: Any) -> T:
     """`call(db_path, **kwargs)` within the viewer's scope (`scoped`), through the cache, keyed on the data
-    version (and, when `priced`, on the catalog files, and `call` gets `catalog=` the loaded catalog)."""
-    kwargs = scoped(call, kwargs, scope())
+    version (and, when `priced`, on the catalog files, and `call` gets `catalog=` the loaded catalog).
+
+    `viewer` is the scope taken while the page ran, for a read done later outside it (a download's data,
+    made when the button is clicked); by default the current viewer's."""
+    kwargs = scoped(call, kwargs, viewer if viewer is not None else scope())
     db = db_path()
     key = f"{call.__module__}.{call.__qualname__}"
     result: T = _cached(

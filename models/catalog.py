@@ -28,6 +28,13 @@ Window = Literal["minute", "second", "bucket"]
 SCOPES: tuple[Scope, ...] = ("key", "account", "project")
 COUNTED_TOKENS: tuple[CountedTokens, ...] = ("input+output", "input", "output")
 WINDOWS: tuple[Window, ...] = ("minute", "second", "bucket")
+# Bounds every catalog value keeps, checked when a catalog is read (`catalog validate` included): beyond them
+# a value is a unit mistake or hostile, and would carry money past Decimal's 28 digits. The dearest model
+# today costs USD 600 per 1M output tokens, 15 million in Vietnamese dong: a billion leaves room for both.
+MAX_PRICE_PER_MTOK = Decimal(1_000_000_000)
+MAX_CATALOG_NUMBER = Decimal(1_000_000_000)  # any other number: multipliers, fees, FX rates, PTU weights
+MAX_CATALOG_WHOLE = 10**15  # limits (TPM, RPM, ...), cache steps, token thresholds
+
 ALL_DAYS = frozenset(range(7))
 MINUTES_PER_DAY = 1440
 

@@ -14,6 +14,9 @@ from typing import Any
 
 from models.catalog import (
     COUNTED_TOKENS,
+    MAX_CATALOG_NUMBER,
+    MAX_CATALOG_WHOLE,
+    MAX_PRICE_PER_MTOK,
     MINUTES_PER_DAY,
     SCOPES,
     WINDOWS,
@@ -73,7 +76,14 @@ class _Reader:
             raise self.error(key, f"must be a non-empty string, got {value!r}")
         return value.strip()
 
-    def decimal(self, key: str, *, required: bool = False, positive: bool = False) -> Decimal | None:
+    def decimal(
+        self,
+        key: str,
+        *,
+        required: bool = False,
+        positive: bool = False,
+        maximum: Decimal = MAX_CATALOG_NUMBER,
+    ) -> Decimal | None:
         if key not in self.table:
             if required:
                 raise self.error(key, "is required")
@@ -90,10 +100,14 @@ class _Reader:
             raise self.error(key, f"must be finite, got {raw!r}")
         if value < 0 or (positive and value == 0):
             raise self.error(key, f"must be {'positive' if positive else 'zero or more'}, got {raw!r}")
+        if value > maximum:
+            raise self.error(key, f"is implausibly large ({raw!r}; at most {maximum:,}): a unit mistake?")
         return value
 
-    def required_decimal(self, key: str, *, positive: bool = False) -> Decimal:
-        value = self.decimal(key, required=True, positive=positive)
+    def required_decimal(
+        self, key: str, *, positive: bool = False, maximum: Decimal = MAX_CATALOG_NUMBER
+    ) -> Decimal:
+        value = self.decimal(key, required=True, positive=positive, maximum=maximum)
         assert value is not None
         return value
 
@@ -105,6 +119,8 @@ class _Reader:
             raise self.error(key, f"must be a whole number, got {raw!r}")
         if raw < 0 or (positive and raw == 0):
             raise self.error(key, f"must be {'positive' if positive else 'zero or more'}, got {raw!r}")
+        if raw > MAX_CATALOG_WHOLE:
+            raise self.error(key, f"is implausibly large ({raw!r}; at most {MAX_CATALOG_WHOLE:,})")
         return raw
 
     def boolean(self, key: str, default: bool) -> bool:
@@ -216,14 +232,15 @@ _OFFER_KEYS = (
 
 def _prices(r: _Reader) -> Prices:
     r.unknown_keys(_PRICE_KEYS)
+    per_mtok = MAX_PRICE_PER_MTOK
     return Prices(
-        input=r.required_decimal("input"),
-        output=r.required_decimal("output"),
-        cached_input=r.decimal("cached_input"),
-        cache_write=r.decimal("cache_write"),
-        cache_write_1h=r.decimal("cache_write_1h"),
-        reasoning_output=r.decimal("reasoning_output"),
-        cache_storage_per_hour=r.decimal("cache_storage_per_hour"),
+        input=r.required_decimal("input", maximum=per_mtok),
+        output=r.required_decimal("output", maximum=per_mtok),
+        cached_input=r.decimal("cached_input", maximum=per_mtok),
+        cache_write=r.decimal("cache_write", maximum=per_mtok),
+        cache_write_1h=r.decimal("cache_write_1h", maximum=per_mtok),
+        reasoning_output=r.decimal("reasoning_output", maximum=per_mtok),
+        cache_storage_per_hour=r.decimal("cache_storage_per_hour", maximum=per_mtok),
     )
 
 

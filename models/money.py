@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 from models.errors import InputError
 
@@ -26,7 +26,12 @@ class Money:
         return Money(self.amount * Decimal(factor), self.currency)
 
     def quantize(self, places: int = 6) -> Money:
-        return Money(self.amount.quantize(Decimal(1).scaleb(-places)), self.currency)
+        # with enough digits of precision for the amount: quantize never fails (InvalidOperation) on a
+        # large one; the catalog's bounds keep real amounts far below this anyway
+        with localcontext() as context:
+            if self.amount.is_finite():
+                context.prec = max(context.prec, self.amount.adjusted() + places + 2)
+            return Money(self.amount.quantize(Decimal(1).scaleb(-places)), self.currency)
 
     def to_json(self, places: int = 6) -> dict[str, str]:
         return {"amount": plain(self.quantize(places).amount), "currency": self.currency}

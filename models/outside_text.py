@@ -7,8 +7,7 @@ One function per destination, so whoever adds a page, an export or a command cal
 - JSON output: `for_json_text`. C1 controls and DEL, which JSON leaves raw, escaped as `\\u009b`.
 - a plain-text widget (table cell, option of a select box): `for_display`. Control characters escaped.
 - Markdown (st.markdown, st.info, st.caption, widget labels): `for_markdown`. Control characters escaped,
-  then every Markdown and Streamlit directive character backslash-escaped: a name shows as typed, never as
-  a link, image, colour or formula.
+  the text set in an inline code span: a name shows as typed, never as a link, image, colour or formula.
 - a Plotly chart (legend, axis, hover): `for_chart`. `<`, `>`, `&` as entities (Plotly obeys `<a href>`).
 - a CSV cell: `for_csv_cell`, `csv_safe_frame`, `to_csv`. A text cell starting with `=`, `+`, `-`, `@`,
   tab or carriage return gets a leading `'` (OWASP, "CSV Injection"): a spreadsheet shows it, never runs it.
@@ -22,8 +21,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import polars as pl
+if TYPE_CHECKING:  # polars costs a tenth of a second to import; printing to a terminal never needs it
+    import polars as pl
 
 # C0 controls and DEL, C1 controls, and the Unicode format characters that reorder or hide text
 # ("Trojan Source", CVE-2021-42574): bidirectional embeddings/overrides/isolates, zero-width joiners aside
@@ -34,8 +35,6 @@ _CONTROL_BUT_NEWLINE = re.compile(
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _JSON_RAW = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
-# Markdown (CommonMark + GFM) and Streamlit's own directives (`:red[...]`, `:material/icon:`, `$math$`)
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$=&\"'^])")
 _CSV_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 # Key shapes of the providers quotascope talks to, and generic bearer tokens. Over-matching an id that looks
@@ -43,8 +42,9 @@ _CSV_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "
 _SECRETS = (
     # OpenAI, DeepSeek, Anthropic (sk-ant-...), project and restricted keys
     re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_\-]{6,}"),
+    re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/\-=]{8,}"),
     re.compile(
-        r"(?i)\b(bearer|basic|token|api[_-]?key|x-api-key|authorization)(\s*[:=]\s*|\s+)[A-Za-z0-9._~+/\-=]{8,}"
+        r"(?i)\b(api[_-]?key|x-api-key|authorization|access[_-]?token|secret)(\s*[:=]\s*)[A-Za-z0-9._~+/\-=]{8,}"
     ),
     re.compile(r"\bAKIA[0-9A-Z]{16}\b"),  # AWS access key id
     re.compile(r"\bAIza[0-9A-Za-z_\-]{30,}"),  # Google API key
@@ -83,8 +83,18 @@ def for_display(text: object) -> str:
 
 
 def for_markdown(text: object) -> str:
-    """For text placed inside Markdown: shown exactly as typed, never a link, heading, colour or formula."""
-    return _MARKDOWN.sub(r"\\\1", for_display(text))
+    """For text placed inside Markdown: an inline code span, shown exactly as typed.
+
+    Backslash-escaping is not enough: GitHub-flavoured Markdown turns any `http://...` in text into a live
+    link, escaped or not. Inside a code span nothing is a link, heading, colour (`:red[...]`) or formula
+    (`$...$`); the span's fence is one backtick longer than any run of backticks in the text."""
+    shown = for_display(text)
+    if not shown:
+        return ""
+    longest = max((len(run) for run in re.findall("`+", shown)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if shown.startswith("`") or shown.endswith("`") else ""
+    return f"{fence}{pad}{shown}{pad}{fence}"
 
 
 def for_chart(text: object) -> str:
@@ -105,6 +115,8 @@ def for_csv_cell(value: object) -> object:
 def csv_safe_frame(frame: pl.DataFrame) -> pl.DataFrame:
     """Every text column's cells through `for_csv_cell` (vectorised; other characters kept as they are:
     CSV quoting carries line breaks, and a spreadsheet shows control characters inert)."""
+    import polars as pl
+
     text_columns = [name for name, dtype in frame.schema.items() if dtype in (pl.String, pl.Categorical)]
     if not text_columns:
         return frame

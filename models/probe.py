@@ -25,6 +25,7 @@ from models.money import Money
 
 Profile = Literal["sequential", "concurrency", "rate", "poisson", "sweep"]
 PROFILES: tuple[Profile, ...] = ("sequential", "concurrency", "rate", "poisson", "sweep")
+CLOSED_LOOP: tuple[Profile, ...] = ("concurrency", "sweep")
 
 ErrorClass = Literal["quota_429", "overload_5xx", "timeout", "connection", "protocol", "client_4xx"]
 # quota_429: the provider's limits said no (429). overload_5xx: the provider failed (5xx, or an error event
@@ -40,9 +41,28 @@ ERROR_CLASSES: tuple[ErrorClass, ...] = (
     "client_4xx",
 )
 
-RequestKind = Literal["load", "canary"]
+RequestKind = Literal["load", "canary", "warmup"]
+# warmup: sent before the timed requests (a first connection, and the request duration the ramp is sized
+# from); stored and priced, never in the figures
 CanaryVerdict = Literal["pass", "fail", "unclear"]
 PERCENTILES: tuple[int, ...] = (50, 95, 99)
+DEFAULT_WARMUP_REQUESTS = 1
+
+
+# Who measured a run, and how each tool times its first token (stored with every run: the same endpoint
+# reads differently under each). Imported runs keep the tool's TTFT; tokens/s and ITL are recomputed under
+# ours from the tool's timings (output tokens / (last token − first token)).
+Tool = Literal["quotascope", "aiperf", "guidellm", "vllm"]
+TTFT_DEFINITIONS: dict[str, str] = {
+    "quotascope": "first token of any kind (content, reasoning or tool call; an empty role chunk is not "
+    "one), from the intended send time",
+    "aiperf": "first response carrying content or reasoning (empty first responses, such as a role-only "
+    "chunk, are ignored), from the request's start",
+    "guidellm": "first streamed line carrying content, reasoning or a tool call, from the backend's request "
+    "start",
+    "vllm": "first SSE message with a non-empty choices list, even a role-only chunk with empty content, "
+    "from the request's start",
+}
 
 
 # --------------------------------------------------------------------------------------------- the plan
@@ -75,7 +95,10 @@ class LoadPlan:
     max_429_strikes: int = 3  # stop after this many rounds of 429 in a row despite honouring Retry-After
     max_retry_wait_s: float = 60.0  # a Retry-After longer than this stops the run instead of sleeping
     max_duration_s: float | None = None  # no new request is sent after this long
-    ramp_s: float = 0.0  # closed loop: worker i starts at i × ramp_s / concurrency instead of all at once
+    # closed loop: worker i starts at i × ramp_s / concurrency; 0 starts them all at once (a burst), None
+    # sizes it from the warm-up requests' duration (see `from_options`, which gives a user's defaults)
+    ramp_s: float | None = 0.0
+    warmup_requests: int = 0  # sent one after another before the timed requests, kept out of the figures
     saturation_lag_ms: float = 20.0  # event-loop lag above this flags a sample as client-saturated
 
     def __post_init__(self) -> None:
@@ -93,8 +116,10 @@ class LoadPlan:
             raise InputError("--max-tokens must be at least 1")
         if self.max_in_flight < 1 or self.max_429_strikes < 1:
             raise InputError("max_in_flight and max_429_strikes must be at least 1")
-        if self.ramp_s < 0 or self.max_retry_wait_s < 0:
+        if (self.ramp_s is not None and self.ramp_s < 0) or self.max_retry_wait_s < 0:
             raise InputError("--ramp-s and waits must be zero or more")
+        if self.warmup_requests < 0:
+            raise InputError("--warmup must be zero or more requests")
         if self.max_duration_s is not None and self.max_duration_s <= 0:
             raise InputError("waits and durations must be positive")
 
@@ -118,9 +143,16 @@ class LoadPlan:
         concurrency: Sequence[int] = (1,),
         rate_per_s: float | None = None,
         poisson: bool = False,
+        *,
+        ramp_s: float | None = None,
+        warmup_requests: int = DEFAULT_WARMUP_REQUESTS,
         **kwargs: Any,
     ) -> LoadPlan:
-        """The profile a CLI's options mean: a rate → rate/Poisson; several concurrencies → a sweep."""
+        """The profile a CLI's options mean: a rate → rate/Poisson; several concurrencies → a sweep.
+
+        With a user's defaults, which measure the endpoint rather than the client: one warm-up request first
+        (it opens a connection and times one request), then concurrent workers started spread over that
+        request's duration (`ramp_s=None`). `ramp_s=0` asks for a burst on purpose."""
         levels = tuple(concurrency) or (1,)
         profile: Profile
         if rate_per_s is not None:
@@ -133,7 +165,19 @@ class LoadPlan:
             profile = "sequential"
         else:
             profile = "concurrency"
-        return LoadPlan(profile=profile, concurrency=levels, rate_per_s=rate_per_s, **kwargs)
+        return LoadPlan(
+            profile=profile,
+            concurrency=levels,
+            rate_per_s=rate_per_s,
+            ramp_s=ramp_s,
+            warmup_requests=warmup_requests,
+            **kwargs,
+        )
+
+    @property
+    def peak_concurrency(self) -> int:
+        """The most requests a closed-loop phase keeps in flight (open loop: `max_in_flight`)."""
+        return self.max_in_flight if self.profile in ("rate", "poisson") else max(self.concurrency)
 
 
 # --------------------------------------------------------------------------------------------- results
@@ -210,6 +254,14 @@ class ProbeRun:
     stop_reason: str = ""
     not_sent: int = 0  # planned requests never sent (early stop or time budget)
     loop_lag: LagStats = field(default_factory=LagStats)
+    ramp_s: float = 0.0  # how long the closed-loop workers' starts were spread over (0: a burst)
+    tool: Tool = "quotascope"  # which client measured it: quotascope, or a peer whose results were imported
+
+    @property
+    def burst(self) -> bool:
+        """Concurrent workers all started at the same instant: the client's own start-up is in the figures."""
+        closed = [c for c in self.plan.concurrency if c > 1] if self.plan.profile in CLOSED_LOOP else []
+        return bool(closed) and self.ramp_s == 0
 
 
 # --------------------------------------------------------------------------------------------- summary
@@ -286,10 +338,13 @@ def cost_total(results: Iterable[RequestResult]) -> Money | None:
 
 
 def summarize_results(results: Sequence[RequestResult]) -> dict[str, Any]:
+    """Figures over the load requests; `requests` and `ok` count load and canary requests, the cost every
+    request sent (warm-ups too)."""
+    cost = cost_total(results)
+    results = [r for r in results if r.kind != "warmup"]
     load = [r for r in results if r.kind == "load"]
     canaries = [r for r in results if r.kind == "canary" and r.canary_verdict is not None]
     errors = {cls: n for cls in ERROR_CLASSES if (n := sum(1 for r in results if r.error_class == cls))}
-    cost = cost_total(results)
     return {
         "requests": len(results),
         "ok": sum(1 for r in results if r.ok),
@@ -316,6 +371,7 @@ def summarize(run: ProbeRun) -> dict[str, Any]:
     """The run's summary document (`quotascope probe --json` prints it)."""
     document: dict[str, Any] = {
         "run_id": run.run_id,
+        "tool": run.tool,
         "endpoint": run.endpoint,
         "model": run.model,
         "offer": run.offer_id,
@@ -334,6 +390,9 @@ def summarize(run: ProbeRun) -> dict[str, Any]:
         "stopped_early": run.stopped_early,
         "stop_reason": run.stop_reason,
         "not_sent": run.not_sent,
+        "warmup_requests": sum(1 for r in run.results if r.kind == "warmup"),
+        "ramp_s": round(run.ramp_s, 3),
+        "burst": run.burst,
     }
     phases = list(dict.fromkeys(r.phase for r in run.results if r.kind == "load"))
     if len(phases) > 1:

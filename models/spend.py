@@ -154,7 +154,7 @@ def price_spend(
     """
     if groups.is_empty():
         return []
-    classified = classify_usage(_with_usage_columns(groups), catalog)
+    classified = classify_usage(with_usage_columns(groups), catalog)
     priced = classified.frame
     key_columns = [f"_key_{k}" for k in by]
     priced = priced.with_columns(
@@ -215,7 +215,7 @@ def price_spend(
     return [_finish(rows[k], catalog, currency) for k in sorted(rows, key=_sort_key)]
 
 
-def _with_usage_columns(groups: pl.DataFrame) -> pl.DataFrame:
+def with_usage_columns(groups: pl.DataFrame) -> pl.DataFrame:
     """Groups read from a store that predates a price dimension get its neutral value."""
     neutral = {
         "service_tier": pl.lit(None, dtype=pl.String),

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import logging
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from models.errors import QuotascopeError
 from quotascope import __version__, settings
+from quotascope.output import say
 
 # Each command is a module of `quotascope.commands` with `register(commands, parent)`; this is the order of
 # `quotascope --help`. A command whose module is not there yet is simply not offered.
@@ -18,6 +20,7 @@ COMMANDS: tuple[str, ...] = (
     "demo",
     "dashboard",
     "ingest",
+    "pull",
     "report",
     "plan",
     "catalog",
@@ -25,6 +28,7 @@ COMMANDS: tuple[str, ...] = (
     "emulate",
     "simulate",
     "budget",
+    "export",
     "schedule",
     "otlp",
     "users",
@@ -86,14 +90,29 @@ def chosen_command(argv: Sequence[str]) -> str | None:
     return argv[0] if argv and argv[0] in COMMANDS else None
 
 
+class _SayHandler(logging.Handler):
+    """quotascope's own warnings (a wait for a database lock) on stderr, as one sanitised line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        say(f"quotascope: {record.getMessage()}", file=sys.stderr, flush=True)
+
+
+def _tell_warnings() -> None:
+    logger = logging.getLogger("quotascope")
+    if not any(isinstance(h, _SayHandler) for h in logger.handlers):
+        logger.addHandler(_SayHandler(logging.WARNING))
+        logger.setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(chosen_command(argv))
     args = parser.parse_args(argv)
+    _tell_warnings()
     try:
         code: int = args.run(args)
     except QuotascopeError as e:
-        print(f"quotascope: {e}", file=sys.stderr)
+        say(f"quotascope: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("quotascope: interrupted", file=sys.stderr)

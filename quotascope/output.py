@@ -1,4 +1,9 @@
-"""How commands print: readable text by default, one JSON document with `--json`."""
+"""How commands print: readable text by default, one JSON document with `--json`.
+
+Everything printed passes `models.outside_text`: text through `for_terminal` (table cells one by one, so a
+line break inside a value is shown as `\\n`; whole messages keeping their own line breaks), JSON through
+`for_json_text`. Print with `say`/`emit`/`table`, never a bare `print` of outside text.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,10 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TextIO
 
 from models.money import Money, plain
+from models.outside_text import for_json_text, for_terminal
 
 
 def _default(value: Any) -> Any:
@@ -25,18 +31,25 @@ def _default(value: Any) -> Any:
 
 
 def dumps(document: Any) -> str:
-    return json.dumps(document, indent=2, default=_default, ensure_ascii=False)
+    return for_json_text(json.dumps(document, indent=2, default=_default, ensure_ascii=False))
 
 
 def emit(as_json: bool, document: Any, render_text: Callable[[], str]) -> None:
-    sys.stdout.write((dumps(document) if as_json else render_text()) + "\n")
+    sys.stdout.write((dumps(document) if as_json else for_terminal(render_text(), keep_newlines=True)) + "\n")
+
+
+def say(text: str, *, file: TextIO | None = None, flush: bool = False) -> None:
+    """Print a message (its line breaks kept, every other control character shown escaped)."""
+    print(for_terminal(text, keep_newlines=True), file=file or sys.stdout, flush=flush)
 
 
 def table(
     headers: Sequence[str], rows: Sequence[Sequence[Any]], align_right: Sequence[bool] | None = None
 ) -> str:
     """A plain-text table with a header rule; numbers right-aligned by default."""
-    cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in row] for row in rows]
+    cells = [[str(h) for h in headers]] + [
+        ["" if v is None else for_terminal(v) for v in row] for row in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     if align_right is None:
         align_right = [

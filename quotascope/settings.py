@@ -72,6 +72,19 @@ SETTINGS: tuple[Setting, ...] = (
         str(PROJECT_ROOT / "data" / "endpoints.toml"),
         "TOML file naming the endpoints `quotascope probe` can probe.",
     ),
+    Setting(
+        "reconcile_threshold",
+        "QUOTASCOPE_GAP_THRESHOLD",
+        "2%",
+        "A day whose billed cost and computed cost differ by more than this share is flagged and alerted "
+        "(`report reconcile`, the Reconcile page).",
+    ),
+    Setting(
+        "reconcile_webhook",
+        "QUOTASCOPE_GAP_WEBHOOK",
+        "",
+        "URL `report reconcile` POSTs each new billing-gap alert to, as JSON; empty sends none.",
+    ),
 )
 
 BY_NAME = {setting.name: setting for setting in SETTINGS}

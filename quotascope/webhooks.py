@@ -1,4 +1,5 @@
-"""Delivering budget alerts to a webhook: one JSON POST each, never blocking the command that raised them.
+"""Delivering alerts (budgets, billing gaps) to a webhook: one JSON POST each, never blocking the command
+that raised them.
 
 The client is a parameter (tests talk to a real local server); a failure is recorded as one sentence on the
 alert and reported, never raised.
@@ -7,6 +8,7 @@ alert and reported, never raised.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import httpx
 
@@ -21,8 +23,13 @@ def new_client() -> httpx.Client:
 
 def deliver(client: httpx.Client, url: str, alert: RaisedAlert) -> str:
     """POST one alert; returns what happened ("delivered (HTTP 200)" or "failed: ...")."""
+    return post_json(client, url, alert.payload())
+
+
+def post_json(client: httpx.Client, url: str, payload: dict[str, Any]) -> str:
+    """POST one JSON alert (budget or billing gap); returns what happened, never raises."""
     try:
-        response = client.post(url, json=alert.payload())
+        response = client.post(url, json=payload)
     except httpx.HTTPError as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return f"failed: {reason}"

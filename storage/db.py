@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
+import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,6 +33,7 @@ if TYPE_CHECKING:  # polars costs a tenth of a second to import; an ingest never
     import polars as pl
 
 LOCK_TIMEOUT_S = 60.0  # how long to wait for the other side's batch or query before giving up
+WAIT_NOTICE_S = 2.0  # after this long, a wait is told (what is waited for, and who holds the file)
 FIRST_BACKOFF_S = 0.02
 MAX_BACKOFF_S = 0.5
 
@@ -69,22 +73,70 @@ def _connect(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
 
 
 def _with_retry(connect: Callable[[], T], path: Path, timeout_s: float) -> T:
-    """Call `connect` until the file is free of the other side's lock, backing off with jitter."""
-    deadline = time.monotonic() + timeout_s
+    """Call `connect` until the file is free of the other side's lock, backing off with jitter.
+
+    After `WAIT_NOTICE_S` the wait is told (a warning of the `quotascope.storage` logger: the CLI's stderr),
+    naming what it waits for and who holds the file as DuckDB reports it; the error after `timeout_s`
+    names the holder the same way."""
+    started = time.monotonic()
+    deadline = started + timeout_s
     delay = FIRST_BACKOFF_S
+    told = False
     while True:
         try:
             return connect()
         except duckdb.Error as e:
             if not _is_lock_conflict(e):
                 raise StorageError(f"cannot open the database {path}: {_first_line(e)}") from e
+            holder = lock_holder(str(e))
             if time.monotonic() + delay > deadline:
                 raise StorageError(
-                    f"the database {path} stayed locked by another quotascope process for {timeout_s:g} s; "
+                    f"the database {path} stayed locked for {timeout_s:g} s by {holder}; "
                     "try again when it has finished"
                 ) from e
+            if not told and time.monotonic() - started >= WAIT_NOTICE_S:
+                told = True
+                log.warning(
+                    "waiting for the database %s: it is locked by %s (giving up after %g s)",
+                    path,
+                    holder,
+                    timeout_s,
+                )
         time.sleep(delay * (0.5 + random.random()))
         delay = min(delay * 2, MAX_BACKOFF_S)
+
+
+_HOLDER = re.compile(r"held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
+
+
+def lock_holder(message: str) -> str:
+    """Who holds the file, in words, from DuckDB's lock error: the program and PID it names, and whether
+    that process is quotascope (its command line, where /proc shows it); never a guess."""
+    found = _HOLDER.search(message)
+    if found is None:
+        if "different configuration" in message or "Unique file handle" in message:
+            return "another connection of this same process"
+        return "another program (DuckDB did not say which)"
+    pid, program = found.group("pid"), found.group("program")
+    if int(pid) == os.getpid():
+        return f"this process (PID {pid})"
+    command = _command_line(int(pid))
+    if command is not None and "quotascope" in command:
+        return f"another quotascope process (PID {pid}: {command})"
+    return f"PID {pid} ({command or program})"
+
+
+def _command_line(pid: int) -> str | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    words = [w.decode("utf-8", "replace") for w in raw.split(b"\0") if w]
+    text = " ".join(" ".join([Path(words[0]).name, *words[1:]]).split()) if words else ""
+    return text[:120] or None
+
+
+log = logging.getLogger("quotascope.storage")
 
 
 def _first_line(error: BaseException) -> str:

@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import polars as pl
 
 from models.catalog import to_utc_naive
+from models.errors import QuotascopeError
 from models.money import plain
-from models.probe import ProbeRun, RequestResult, summarize
-from storage.db import open_read, open_write, query_frame
+from models.probe import TTFT_DEFINITIONS, ProbeRun, RequestResult, summarize
+from storage.db import open_read, open_write, query_frame, scalar
+from storage.normalise import Reject
 
 _RESULT_SCHEMA: dict[str, Any] = {
     "run_id": pl.String,
@@ -98,46 +102,135 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
-def write_probe_run(path: Path, run: ProbeRun) -> None:
-    """Store one run and its results in one transaction."""
+_RUN_COLUMNS = (
+    "run_id, endpoint, base_url, model, offer_id, profile, plan, started_at, finished_at, requests, ok, "
+    "not_sent, stopped_early, stop_reason, canary_pass_rate, cost, cost_currency, loop_lag_p50_ms, "
+    "loop_lag_p99_ms, loop_lag_max_ms, summary, tool, ttft_definition, source_id"
+)
+
+
+def _run_row(run: ProbeRun, source_id: int | None) -> list[Any]:
     summary = summarize(run)
     cost = summary["cost"]
-    results = pl.DataFrame(
-        [_result_row(run.run_id, r) for r in run.results], schema=_RESULT_SCHEMA, orient="row"
-    )
+    return [
+        run.run_id,
+        run.endpoint,
+        run.base_url,
+        run.model,
+        run.offer_id,
+        run.plan.profile,
+        json.dumps(run.plan.to_json()),
+        run.started_at,
+        run.finished_at,
+        summary["requests"],
+        summary["ok"],
+        run.not_sent,
+        run.stopped_early,
+        run.stop_reason,
+        summary["canary_pass_rate"],
+        Decimal(cost["amount"]) if cost else None,
+        cost["currency"] if cost else None,
+        run.loop_lag.p50_ms,
+        run.loop_lag.p99_ms,
+        run.loop_lag.max_ms,
+        json.dumps(summary, default=_json_default),
+        run.tool,
+        TTFT_DEFINITIONS[run.tool],
+        source_id,
+    ]
+
+
+def _store_run(
+    con: duckdb.DuckDBPyConnection, run: ProbeRun, source_id: int | None, merge: bool = False
+) -> tuple[int, int]:
+    """Store `run` inside the caller's transaction: (results stored, results already there).
+
+    With `merge`, a run read again (a peer's file imported twice, or grown since) keeps its stored results,
+    gains the new ones, and has its row recomputed from the whole run as read now; without, a run id that
+    exists is an error (a probe's runs are written once).
+    """
+    rows = con.execute("SELECT seq FROM probe_results WHERE run_id = ?", [run.run_id]).fetchall()
+    stored_seqs = {seq for (seq,) in rows} if merge else set()
+    row = _run_row(run, source_id)
+    if merge and scalar(con, "SELECT count(*) FROM probe_runs WHERE run_id = ?", [run.run_id]):
+        names = [name.strip() for name in _RUN_COLUMNS.split(",")][1:]
+        assignments = ", ".join(f"{name} = ?" for name in names)
+        con.execute(f"UPDATE probe_runs SET {assignments} WHERE run_id = ?", [*row[1:], run.run_id])
+    else:
+        con.execute(f"INSERT INTO probe_runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * len(row))})", row)
+    new = [r for r in run.results if r.seq not in stored_seqs]
+    if new:
+        results = pl.DataFrame([_result_row(run.run_id, r) for r in new], schema=_RESULT_SCHEMA, orient="row")
+        con.register("new_probe_results", results)
+        con.execute(f"INSERT INTO probe_results SELECT {', '.join(_RESULT_SCHEMA)} FROM new_probe_results")
+        con.unregister("new_probe_results")
+    return len(new), len(run.results) - len(new)
+
+
+def write_probe_run(path: Path, run: ProbeRun) -> None:
+    """Store one run and its results in one transaction."""
     with open_write(path) as con:
-        con.execute(
-            "INSERT INTO probe_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                run.run_id,
-                run.endpoint,
-                run.base_url,
-                run.model,
-                run.offer_id,
-                run.plan.profile,
-                json.dumps(run.plan.to_json()),
-                run.started_at,
-                run.finished_at,
-                summary["requests"],
-                summary["ok"],
-                run.not_sent,
-                run.stopped_early,
-                run.stop_reason,
-                summary["canary_pass_rate"],
-                Decimal(cost["amount"]) if cost else None,
-                cost["currency"] if cost else None,
-                run.loop_lag.p50_ms,
-                run.loop_lag.p99_ms,
-                run.loop_lag.max_ms,
-                json.dumps(summary, default=_json_default),
-            ],
-        )
-        if len(results):
-            con.register("new_probe_results", results)
-            con.execute(
-                f"INSERT INTO probe_results SELECT {', '.join(_RESULT_SCHEMA)} FROM new_probe_results"
+        _store_run(con, run, None)
+
+
+@dataclass(frozen=True)
+class ImportCounts:
+    """One import of a peer's result file: `read = stored + duplicates + rejected`, always."""
+
+    source_id: int
+    read: int
+    stored: int
+    duplicates: int
+    rejected: int
+    runs: tuple[str, ...]
+
+
+def store_probe_import(
+    path: Path,
+    file: Path,
+    file_format: str,
+    content_hash: str,
+    runs: Sequence[ProbeRun],
+    read: int,
+    rejects: Sequence[Reject],
+) -> ImportCounts:
+    """Store the runs read from one peer file, its rejects and its counts as one `sources` row, in one
+    transaction: a killed import leaves nothing; importing the file again stores each record once."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with open_write(path) as con:
+        source_id = int(
+            scalar(
+                con,
+                "INSERT INTO sources (path, size_bytes, content_hash, format, started_at) "
+                "VALUES (?, ?, ?, ?, ?) RETURNING source_id",
+                [str(file.resolve()), file.stat().st_size, content_hash, file_format, now],
             )
-            con.unregister("new_probe_results")
+        )
+        stored = duplicates = 0
+        for run in runs:
+            new, old = _store_run(con, run, source_id, merge=True)
+            stored, duplicates = stored + new, duplicates + old
+        if rejects:
+            con.execute(
+                "INSERT INTO rejects SELECT $source_id, unnest($lines), unnest($reasons), unnest($excerpts)",
+                {
+                    "source_id": source_id,
+                    "lines": [r.line_no for r in rejects],
+                    "reasons": [r.reason for r in rejects],
+                    "excerpts": [r.excerpt for r in rejects],
+                },
+            )
+        if stored + duplicates + len(rejects) != read:
+            raise QuotascopeError(
+                f"{file}: {read} records read but {stored} stored, {duplicates} duplicates and "
+                f"{len(rejects)} rejected: nothing was stored"
+            )
+        con.execute(
+            "UPDATE sources SET rows_read = ?, rows_stored = ?, rows_duplicate = ?, rows_rejected = ?, "
+            "finished_at = ? WHERE source_id = ?",
+            [read, stored, duplicates, len(rejects), datetime.now(UTC).replace(tzinfo=None), source_id],
+        )
+    return ImportCounts(source_id, read, stored, duplicates, len(rejects), tuple(r.run_id for r in runs))
 
 
 # --------------------------------------------------------------------------------------------- queries
@@ -197,7 +290,7 @@ def probe_runs(
     sql = f"""
         SELECT r.run_id, r.endpoint, r.model, r.offer_id, r.profile, r.started_at, r.finished_at,
                r.stopped_early, r.stop_reason, r.not_sent, r.cost, r.cost_currency,
-               r.loop_lag_p99_ms, {_QUANTILES}
+               r.loop_lag_p99_ms, coalesce(r.tool, 'quotascope') AS tool, r.ttft_definition, {_QUANTILES}
         FROM probe_runs r LEFT JOIN probe_results p USING (run_id)
         {where}
         GROUP BY ALL
@@ -214,17 +307,19 @@ def probe_percentiles(
     until: datetime | None = None,
     by_phase: bool = False,
 ) -> pl.DataFrame:
-    """Percentiles over every run in the window, per endpoint (and per load phase with `by_phase`)."""
+    """Percentiles over every run in the window, per endpoint and the tool that measured it (tools time TTFT
+    differently, so their runs are never pooled), and per load phase with `by_phase`."""
     where, params = _where(endpoints, since, until)
     phase = ", p.phase" if by_phase else ""
     sql = f"""
-        SELECT r.endpoint{phase}, count(DISTINCT r.run_id) AS runs, min(r.started_at) AS first_run,
-               max(r.started_at) AS last_run, {_QUANTILES},
+        SELECT r.endpoint, coalesce(r.tool, 'quotascope') AS tool{phase}, count(DISTINCT r.run_id) AS runs,
+               min(r.started_at) AS first_run, max(r.started_at) AS last_run,
+               any_value(r.ttft_definition) AS ttft_definition, {_QUANTILES},
                sum(p.cost) AS cost, any_value(p.cost_currency) AS cost_currency
         FROM probe_runs r JOIN probe_results p USING (run_id)
         {where}
-        GROUP BY r.endpoint{phase}
-        ORDER BY r.endpoint{phase}
+        GROUP BY r.endpoint, coalesce(r.tool, 'quotascope'){phase}
+        ORDER BY r.endpoint, tool{phase}
     """
     with open_read(path) as con:
         return query_frame(con, sql, params)

@@ -14,14 +14,17 @@ from pathlib import Path
 import polars as pl
 
 from models.catalog import Catalog
+from models.focus import FocusExport, Grain, focus_rows
 from models.pricing import band_input, tier_band_sql
 from models.spend import TIME_KEYS, SpendRow, price_spend, pricing_grain_minutes, tier_bounds
 from models.usage import Distribution, UsageProfile
+from storage.catalog import load_catalog
 from storage.db import open_read, query_frame
 from storage.replay import UsageFilter
 
 __all__ = [
     "UsageFilter",
+    "focus_export",
     "read_rejects",
     "read_spend_groups",
     "read_usage_buckets",
@@ -40,6 +43,8 @@ _KEY_SQL = {
     "day": "CAST(bucket AS DATE)",
     "hour": "date_trunc('hour', bucket)",
 }
+# the tables in the canonical usage shape: the logs, and the pulled provider usage (storage.pulls)
+SPEND_TABLES = ("usage", "provider_usage_all", "provider_usage_counted")
 _SUMS = """
     sum(n_requests)::BIGINT AS requests,
     sum(input_tokens)::BIGINT AS input_tokens,
@@ -50,7 +55,13 @@ _SUMS = """
 
 
 def read_spend_groups(
-    db: Path, selection: UsageFilter, by: Sequence[str], grain_minutes: int, bounds: Sequence[int]
+    db: Path,
+    selection: UsageFilter,
+    by: Sequence[str],
+    grain_minutes: int,
+    bounds: Sequence[int],
+    *,
+    table: str = "usage",
 ) -> pl.DataFrame:
     """Usage summed per price-homogeneous group: provider, model, the `by` keys, a `grain_minutes` time bucket
     (`bucket`, its start), the service tier and batch flag, and a long-context band (`input_each`: a
@@ -58,7 +69,10 @@ def read_spend_groups(
 
     Grouping by an integer bucket number is several times faster than by a truncated timestamp on ten
     million rows; `day` and `hour` are derived from the bucket afterwards, on a few thousand groups.
+    `table` is `usage` (the logs) or a view of pulled provider usage in its shape (`provider_usage_all`).
     """
+    if table not in SPEND_TABLES:
+        raise ValueError(f"not a usage table: {table}")
     where, params = selection.where()
     extra = [k for k in by if k not in ("provider", "model", *TIME_KEYS)]
     keys = "".join(f"{_KEY_SQL[k]} AS {k}, " for k in extra)
@@ -67,7 +81,7 @@ def read_spend_groups(
         columns = {
             row[0]
             for row in con.execute(
-                "SELECT column_name FROM duckdb_columns() WHERE table_name = 'usage'"
+                "SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table]
             ).fetchall()
         }
         dimensions = "".join(
@@ -80,7 +94,7 @@ def read_spend_groups(
         )
         billed = bool(
             con.execute(
-                f"SELECT 1 FROM usage WHERE billed_cost IS NOT NULL AND {where} LIMIT 1", params
+                f"SELECT 1 FROM {table} WHERE billed_cost IS NOT NULL AND {where} LIMIT 1", params
             ).fetchall()
         )
         billed_sql = ", sum(billed_cost) AS billed_cost, billed_currency" if billed else ""
@@ -88,7 +102,7 @@ def read_spend_groups(
             SELECT provider, model, {keys}epoch_us(ts) // {grain_us} AS bucket_no,
                 {tier_band_sql(bounds, "input_tokens", "n_requests")} AS size_class,{dimensions}
                 {_SUMS}{write_1h}{billed_sql}
-            FROM usage WHERE {where}
+            FROM {table} WHERE {where}
             GROUP BY ALL
         """
         frame = query_frame(con, sql, params)
@@ -112,11 +126,31 @@ def read_spend_groups(
 
 
 def spend_report(
-    db: Path, catalog: Catalog, selection: UsageFilter, by: Sequence[str], currency: str | None = None
+    db: Path,
+    catalog: Catalog,
+    selection: UsageFilter,
+    by: Sequence[str],
+    currency: str | None = None,
+    *,
+    table: str = "usage",
 ) -> list[SpendRow]:
-    """`quotascope report spend`: one priced row per value of `by`."""
-    groups = read_spend_groups(db, selection, by, pricing_grain_minutes(catalog), tier_bounds(catalog))
+    """`quotascope report spend`: one priced row per value of `by` (of the logs, or of pulled `table`)."""
+    groups = read_spend_groups(
+        db, selection, by, pricing_grain_minutes(catalog), tier_bounds(catalog), table=table
+    )
     return price_spend(groups, by, catalog, currency)
+
+
+def focus_export(
+    db: Path, catalog: Catalog, catalog_dir: Path, selection: UsageFilter, grain: Grain = "day"
+) -> FocusExport:
+    """Stored usage as FOCUS 1.0 rows (`models.focus.focus_rows`): summed here per price-homogeneous group
+    and team, project and key; priced and mapped there, with list prices from the shipped catalog in
+    `catalog_dir` (without the user's overrides, which are their contract)."""
+    groups = read_spend_groups(
+        db, selection, ("team", "project", "key"), pricing_grain_minutes(catalog), tier_bounds(catalog)
+    )
+    return focus_rows(groups, catalog, load_catalog(Path(catalog_dir)), grain)
 
 
 def read_usage_buckets(db: Path, selection: UsageFilter, by: Sequence[str]) -> pl.DataFrame:

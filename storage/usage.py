@@ -34,6 +34,7 @@ __all__ = [
     "Normaliser",
     "Reject",
     "SourceRun",
+    "kept_reject",
     "snapshot_catalog",
     "store_batch",
 ]
@@ -169,6 +170,11 @@ def _timestamp(at: datetime) -> str:
     return f"TIMESTAMP '{at:%Y-%m-%d %H:%M:%S.%f}'"
 
 
+def kept_reject(reject: Reject) -> Reject:
+    """A reject as it may be kept and shown: its reason and excerpt without anything shaped like a key."""
+    return Reject(reject.line_no, redact_secrets(reject.reason), redact_secrets(reject.excerpt))
+
+
 def store_batch(
     db: Path,
     run: SourceRun,
@@ -183,7 +189,7 @@ def store_batch(
 
     This is the one write path of every input (log readers, the OTLP receiver): each reject's reason and
     excerpt pass `models.outside_text.redact_secrets` here, so no reader can store a key in a reason."""
-    rejects = [Reject(r.line_no, redact_secrets(r.reason), redact_secrets(r.excerpt)) for r in rejects]
+    rejects = [kept_reject(r) for r in rejects]
     staged = [t for t in staged if t.num_rows]
     # one chunk per column: DuckDB scans it faster than the stream's many small batches
     table = pa.concat_tables(staged, promote_options="default").combine_chunks() if staged else None

@@ -3,8 +3,9 @@
 POST /v1/chat/completions (streaming SSE and plain JSON) and GET /v1/models. A request goes through, in order:
 the key check (presence only, if required), body checks (unknown parameters are refused, as strict endpoints
 do with vendor flags), the 429 fault, the limiter (TPM/RPM buckets, concurrency), the 5xx fault, the prefix
-cache, then the reply: a role chunk at once, `reasoning_content` tokens from TTFT, then `content` tokens, each
-due at `t_first + i / tokens_per_s`, a finish chunk, the usage chunk if asked for, and `data: [DONE]`.
+cache, then the reply: a role chunk at once (unless `role_chunk` is off: then the role comes with the first
+token), `reasoning_content` tokens from TTFT, then `content` tokens, each due at `t_first + i / tokens_per_s`,
+a finish chunk, the usage chunk if asked for, and `data: [DONE]`.
 Every response carries the `x-ratelimit-*` headers of the configured limits.
 """
 
@@ -26,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from collectors.emulator.billing import Billing, billing_routes
 from collectors.emulator.cache import PrefixCache
 from collectors.emulator.config import EmulatorConfig
 from collectors.emulator.limiter import Limiter
@@ -263,7 +265,10 @@ async def _sleep_until(when: float, precise: bool = False) -> None:
 async def stream_reply(emulator: Emulator, reply: Reply, include_usage: bool) -> AsyncIterator[bytes]:
     config, created = emulator.config, emulator.created
     writer = ChunkWriter(reply.id, created, config.model)
-    yield writer.delta('{"role":"assistant","content":""}').encode()
+    role = '"role":"assistant",'
+    if config.role_chunk:
+        yield writer.delta('{"role":"assistant","content":""}').encode()
+        role = ""
     tokens, due, n = reply.tokens, reply.due, len(reply.tokens)
     chunk_s = config.chunk_ms / 1000
     last_emit = -math.inf
@@ -281,7 +286,12 @@ async def stream_reply(emulator: Emulator, reply: Reply, include_usage: bool) ->
         while j < n and due[j] <= target and tokens[j][0] == reasoning and j != reply.fault_at:
             j += 1
         text = json.dumps("".join(t for _, t in tokens[i:j]))
-        delta = f'{{"reasoning_content":{text},"content":null}}' if reasoning else f'{{"content":{text}}}'
+        delta = (
+            f'{{{role}"reasoning_content":{text},"content":null}}'
+            if reasoning
+            else f'{{{role}"content":{text}}}'
+        )
+        role = ""
         out += writer.delta(delta)
         if j == n:
             out += writer.delta("{}", reply.finish_reason)
@@ -458,6 +468,15 @@ async def chat_completions(request: Request) -> Response:
             )
         cached = emulator.cache.hit_and_store(prompt) if config.cache else 0
         reply = emulator.plan_reply(messages, budget, len(prompt), cached, fault, arrival)
+        request.app.state.billing.record(
+            request,
+            config.model,
+            reply.prompt_tokens,
+            reply.cached_tokens,
+            len(reply.tokens),
+            reply.reasoning_tokens,
+            body.get("service_tier"),
+        )
         headers = {
             **emulator.limiter.headers(time.monotonic()),
             "x-request-id": reply.id,
@@ -520,12 +539,15 @@ async def list_models(request: Request) -> Response:
     return JSONResponse({"object": "list", "data": [model]}, headers=headers)
 
 
-def build_app(config: EmulatorConfig) -> Starlette:
+def build_app(config: EmulatorConfig, billing: Billing | None = None) -> Starlette:
+    """The app; `billing` prices what it answers and serves the admin usage and cost reports."""
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
+            *billing_routes(),
         ]
     )
     app.state.emulator = Emulator(config)
+    app.state.billing = billing if billing is not None else Billing()
     return app

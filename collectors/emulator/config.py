@@ -32,6 +32,10 @@ class EmulatorConfig:
     cache_unit: int = 64  # DeepSeek's storage unit
     cache_blocks: int = 200_000  # LRU capacity in blocks
     usage: bool = True  # False: no `usage` at all, as hosts that ignore `stream_options` do
+    # True: a role-only chunk (`{"role":"assistant","content":""}`, no token) on arrival, as vLLM's server
+    # sends; clients that time the first chunk with `choices` (vLLM bench) then read TTFT ≈ 0. False: the
+    # role rides in the first token's chunk, and every definition of TTFT agrees
+    role_chunk: bool = True
     distilled: bool = False  # answer the canary questions wrongly
     require_api_key: bool = False  # a bearer key must be present (any value; it is never logged)
     seed: int = 0

@@ -12,6 +12,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from collectors.emulator.app import DroppedStream, Emulator, build_app
+from collectors.emulator.billing import Billing
 from collectors.emulator.config import EmulatorConfig
 from models.errors import InputError
 
@@ -60,9 +61,13 @@ def _server(app: Starlette, *, access_log: bool, log_level: str, configure_loggi
     return uvicorn.Server(config)
 
 
-def serve(sock: socket.socket, config: EmulatorConfig, *, access_log: bool = False) -> None:
+def serve(
+    sock: socket.socket, config: EmulatorConfig, *, access_log: bool = False, billing: Billing | None = None
+) -> None:
     """Serve in the foreground until SIGINT/SIGTERM (uvicorn handles both)."""
-    server = _server(build_app(config), access_log=access_log, log_level="info", configure_logging=True)
+    server = _server(
+        build_app(config, billing), access_log=access_log, log_level="info", configure_logging=True
+    )
     server.run(sockets=[sock])
 
 
@@ -85,9 +90,11 @@ class EmulatorServer:
         probe(emulator.base_url)
     """
 
-    def __init__(self, config: EmulatorConfig, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, config: EmulatorConfig, host: str = "127.0.0.1", port: int = 0, billing: Billing | None = None
+    ) -> None:
         self.config = config
-        self.app = build_app(config)
+        self.app = build_app(config, billing)
         self.host = host
         self._sock = bind(host, port)
         self.port: int = self._sock.getsockname()[1]
@@ -98,6 +105,11 @@ class EmulatorServer:
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/v1"
+
+    @property
+    def billing(self) -> Billing:
+        billing: Billing = self.app.state.billing
+        return billing
 
     @property
     def emulator(self) -> Emulator:

@@ -54,6 +54,7 @@ from storage.usage import (
     Reject,
     SourceRun,
     discard_source,
+    kept_reject,
     store_batch,
 )
 
@@ -179,7 +180,7 @@ class _Writer:
         self._inflight: Future[None] | None = None
 
     def _store(self, batch: list[Normalised], final_hash: str | None, finished: bool) -> None:
-        rejects = [r for n in batch for r in n.rejects]
+        rejects = [kept_reject(r) for n in batch for r in n.rejects]  # as stored: no key in a reason
         try:
             self.run, counts = store_batch(
                 self.db,
@@ -267,7 +268,8 @@ def _unreadable(
     db: Path, path: Path, size: int, fmt: str, context: IngestContext, reason: str, started: float
 ) -> FileResult:
     """A file nothing could be read from: one reject at line 0, the whole file, with the reason."""
-    reject = Reject(0, reason, "")
+    reject = kept_reject(Reject(0, reason, ""))
+    reason = reject.reason
     run, counts = store_batch(db, _new_run(path, size, fmt, context), [], [reject], finished=True)
     return FileResult(
         path=path,

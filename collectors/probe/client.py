@@ -23,6 +23,7 @@ import httpcore
 import httpx
 
 from collectors.probe.transport import ON_THE_WIRE
+from models.outside_text import redact_secrets
 from models.probe import ErrorClass
 
 # httpx imports httpcore and anyio's socket layer on its first request (~60 ms here): imported above, so
@@ -69,10 +70,11 @@ class Exchange:
 
 
 def redact(text: str, secret: str | None) -> str:
-    """`text` with the secret (and anything after a Bearer) replaced, whitespace collapsed, cut short."""
+    """`text` with the secret, and anything shaped like a key or a bearer token
+    (`models.outside_text.redact_secrets`), replaced; whitespace collapsed, cut short."""
     if secret:
         text = text.replace(secret, "[redacted]")
-    text = " ".join(text.split())
+    text = " ".join(redact_secrets(text).split())
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
@@ -178,7 +180,7 @@ class StreamReader:
             return False
         try:
             chunk = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             exchange.fail("protocol", "malformed chunk: not JSON")
             return False
         if not isinstance(chunk, dict):
@@ -305,8 +307,9 @@ async def exchange(
 
 async def _read(response: httpx.Response, result: Exchange, secret: str | None) -> None:
     result.status = response.status_code
+    # kept and shown later: a server that echoes the key in one of them must not get it stored
     result.ratelimit = {
-        name.lower(): value
+        redact(name.lower(), secret): redact(value, secret)
         for name, value in response.headers.items()
         if name.lower().startswith("x-ratelimit-")
     }
@@ -333,3 +336,4 @@ async def _read(response: httpx.Response, result: Exchange, secret: str | None) 
         reader.close(now())
     if not result.done:
         result.fail("protocol", "the stream ended without data: [DONE]")
+    result.error = redact(result.error, secret)  # a mid-stream error event may quote the key

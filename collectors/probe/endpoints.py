@@ -235,3 +235,10 @@ def find_endpoint(path: Path, name: str) -> Endpoint:
         known = ", ".join(sorted(endpoints)) or "none"
         raise InputError(f"no endpoint {name!r} in {path} (known: {known})")
     return endpoints[name]
+
+
+def adhoc_name(base_url: str, model: str) -> str:
+    """The name an endpoint probed without an endpoints file goes by: `model@host[:port]` (no credentials).
+    Imported peers' runs of the same URL and model take it too, so they land beside the probe's."""
+    host = base_url.split("://", 1)[-1].split("/", 1)[0].rpartition("@")[2]
+    return f"{model}@{host}"

@@ -1,10 +1,16 @@
 """Running a load plan against one endpoint: schedules, honouring Retry-After, early stop, measurements.
 
+Warm-up first (`warmup_requests`, one by default from the CLI): sent one after another before anything is
+timed, so the first timed request does not pay for the first connection, and timed to learn how long one
+request lasts. Stored as kind `warmup` (they cost tokens), never in the figures.
+
 Closed loop (sequential, fixed concurrency, sweep): each of C workers sends its next request the moment its
-previous one let go of its connection, so that moment is the request's intended send time `t0` (workers
-may start spread over `ramp_s`, else all at once). Open loop (constant rate,
-Poisson): request i is due at its scheduled arrival; if the client is late (event loop busy, `max_in_flight`
-reached) the delay counts against TTFT instead of vanishing.
+previous one let go of its connection, so that moment is the request's intended send time `t0`. Workers
+start spread over `ramp_s` (by default the warm-up's duration: the load reaches C in flight after one
+request's time, the same stagger it keeps afterwards); `ramp_s=0` starts them all at once, a burst, whose
+TTFT then includes the client's own start-up (at 256 streams, tens of ms on this client). Open loop
+(constant rate, Poisson): request i is due at its scheduled arrival; if the client is late (event loop
+busy, `max_in_flight` reached) the delay counts against TTFT instead of vanishing.
 
 On a 429 every worker pauses for `retry-after-ms` / `Retry-After` (exponential 1, 2, 4 s… without one);
 an open schedule shifts by the pause rather than charging it to the requests. A *strike* is a 429 for a
@@ -19,6 +25,7 @@ import asyncio
 import contextlib
 import math
 import random
+import statistics
 import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -161,6 +168,7 @@ class _Session:
         self.stop = stop
         self.not_sent = 0
         self.next_seq = 0
+        self.ramp_s = plan.ramp_s or 0.0
         self.started_at = datetime.now(UTC).replace(tzinfo=None)
         self.mono_start = now()
         self.deadline = self.mono_start + plan.max_duration_s if plan.max_duration_s else math.inf
@@ -196,6 +204,7 @@ class _Session:
     async def run(self) -> ProbeRun:
         self.lag.start()
         try:
+            await self.warm_up()
             for phase in self.plan.phases():
                 if self.stopping():
                     self.not_sent += self.plan.requests
@@ -221,7 +230,31 @@ class _Session:
             stop_reason=self.stop_reason,
             not_sent=self.not_sent,
             loop_lag=LagStats.of(self.lag.lags_ms),
+            ramp_s=self.ramp_s,
         )
+
+    async def warm_up(self) -> None:
+        """Send the warm-up requests one after another; size the ramp from their duration if asked to."""
+        phase = Phase("warmup", concurrency=1)
+        ready_at = now()
+        durations_ms: list[float] = []
+        for _ in range(self.plan.warmup_requests):
+            resumed = await self.resumed()
+            if self.stopping():
+                break
+            seq = self.next_seq
+            self.next_seq += 1
+            size = self.plan.input_tokens[0]
+            messages = build_prompt(size, f"{self.run_id[:8]}w{seq}", self.plan.seed)
+            work = Work(seq, phase, "warmup", messages, self.plan.max_tokens, size)
+            ready_at = await self.send(work, max(ready_at, resumed))
+            last = self.results[-1]
+            if last.ok and last.e2e_ms is not None:
+                durations_ms.append(last.e2e_ms)
+        if self.plan.ramp_s is None:
+            # the median warm-up: a request's duration, so C workers reach the stagger they keep afterwards;
+            # without any reply to time, a burst (and the run says so)
+            self.ramp_s = statistics.median(durations_ms) / 1000 if durations_ms else 0.0
 
     async def closed_loop(self, phase: Phase, concurrency: int) -> None:
         remaining = self.plan.requests
@@ -229,7 +262,7 @@ class _Session:
 
         async def worker(index: int) -> None:
             nonlocal remaining
-            ready_at = start + index * self.plan.ramp_s / concurrency
+            ready_at = start + index * self.ramp_s / concurrency
             if (delay := ready_at - now()) > 0:
                 await self.sleep(delay)
             while remaining > 0 and not self.stopping():
@@ -443,6 +476,5 @@ def proxy_for(url: str) -> str | None:
 def make_client(endpoint: Endpoint, plan: LoadPlan) -> httpx.AsyncClient:
     """A client sized for the plan: one pooled connection per request that can be open at once, spread over
     small pools (see `collectors.probe.transport`)."""
-    peak = plan.max_in_flight if plan.profile in ("rate", "poisson") else max(plan.concurrency)
-    transport = ShardedTransport(peak, proxy=proxy_for(endpoint.url))
+    transport = ShardedTransport(plan.peak_concurrency, proxy=proxy_for(endpoint.url))
     return httpx.AsyncClient(timeout=endpoint.timeout(), transport=transport)

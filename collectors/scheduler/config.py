@@ -18,6 +18,12 @@
     folder = "logs/incoming"           # relative to this file
     interval = { seconds = 30 }
 
+    [[pull]]
+    kind = "openai-costs"              # openai-usage, openai-costs, anthropic-usage, anthropic-costs
+    admin_key_env = "OPENAI_ADMIN_KEY" # default: OPENAI_ADMIN_KEY / ANTHROPIC_ADMIN_KEY by kind
+    base_url = "https://api.openai.com/v1"  # optional: the provider's by default
+    interval = { hours = 6 }           # the default; each run pulls from the last day held to today
+
     [catalog]
     interval = { minutes = 10 }
 
@@ -42,9 +48,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from collectors.ingest.formats import FORMATS
 from collectors.probe.endpoints import Endpoint, load_endpoints
+from collectors.pull.apis import KINDS as PULL_KINDS
 from models.errors import InputError
 from models.genai_spans import parse_attribution
-from models.probe import LoadPlan
+from models.probe import DEFAULT_WARMUP_REQUESTS, LoadPlan
 
 INGEST_FORMATS = ("auto", *FORMATS)
 INTERVAL_UNITS = {"seconds": 1.0, "minutes": 60.0, "hours": 3600.0, "days": 86400.0}
@@ -66,9 +73,12 @@ _PROBE_FIELDS = (
     "max_429_strikes",
     "max_retry_wait_s",
     "seed",
+    "ramp_s",
+    "warmup",
 )
 _WATCH_FIELDS = (*_COMMON_FIELDS, "folder", "format", "tags", "settle_s", "incomplete_line_s")
 _CATALOG_FIELDS = _COMMON_FIELDS
+_PULL_FIELDS = (*_COMMON_FIELDS, "kind", "admin_key_env", "base_url")
 _OTLP_FIELDS = ("host", "port", "token_env", "attributes", "max_body_bytes")
 
 
@@ -147,7 +157,20 @@ class CatalogJob:
     kind: str = "catalog"
 
 
-Job = ProbeJob | WatchJob | CatalogJob
+@dataclass(frozen=True, slots=True)
+class PullJob:
+    """`quotascope pull KIND` on a schedule; the key is named by a variable read when the scheduler starts."""
+
+    id: str
+    trigger: Trigger
+    pull_kind: str
+    admin_key_env: str
+    base_url: str | None = None
+    run_on_start: bool = True
+    kind: str = "pull"
+
+
+Job = ProbeJob | WatchJob | CatalogJob | PullJob
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +202,10 @@ class ScheduleConfig:
     @property
     def watches(self) -> tuple[WatchJob, ...]:
         return tuple(j for j in self.jobs if isinstance(j, WatchJob))
+
+    @property
+    def pulls(self) -> tuple[PullJob, ...]:
+        return tuple(j for j in self.jobs if isinstance(j, PullJob))
 
 
 # --------------------------------------------------------------------------------------------- parsing
@@ -327,11 +354,11 @@ def parse_schedule(
     raw: Mapping[str, Any], origin: str, base: Path, default_endpoints: Path | None
 ) -> ScheduleConfig:
     """A parsed TOML document as a `ScheduleConfig`; paths are relative to `base` (the file's folder)."""
-    allowed = ("scheduler", "probe", "watch", "catalog", "otlp")
+    allowed = ("scheduler", "probe", "watch", "pull", "catalog", "otlp")
     extra = sorted(set(raw) - set(allowed))
     if extra:
         raise ScheduleConfigError(
-            "unknown top-level key (expected [scheduler], [[probe]], [[watch]], [catalog], [otlp])",
+            "unknown top-level key (expected [scheduler], [[probe]], [[watch]], [[pull]], [catalog], [otlp])",
             origin=origin,
             field=extra[0],
         )
@@ -352,6 +379,8 @@ def parse_schedule(
         jobs.append(_probe(table, origin, index, endpoints, endpoints_file))
     for index, table in enumerate(_tables(raw, "watch", origin)):
         jobs.append(_watch(table, origin, index, base))
+    for index, table in enumerate(_tables(raw, "pull", origin)):
+        jobs.append(_pull(table, origin, index))
     if "catalog" in raw:
         table = raw["catalog"]
         if isinstance(table, list):
@@ -364,7 +393,8 @@ def parse_schedule(
     otlp = _otlp(raw["otlp"], origin) if "otlp" in raw else None
     if not jobs and otlp is None:
         raise ScheduleConfigError(
-            "has no jobs: add a [[probe]], a [[watch]], a [catalog] or an [otlp] table", origin=origin
+            "has no jobs: add a [[probe]], a [[watch]], a [[pull]], a [catalog] or an [otlp] table",
+            origin=origin,
         )
     seen: set[str] = set()
     for job in jobs:
@@ -468,6 +498,9 @@ def _probe(
         "max_429_strikes": t.whole("max_429_strikes", 3),
         "max_retry_wait_s": t.number("max_retry_wait_s", 60.0, strict=False),
         "seed": t.whole("seed", 0, minimum=0),
+        # as the CLI: one warm-up request, workers started over its duration; ramp_s = 0 for a burst
+        "ramp_s": None if "ramp_s" not in t.raw else t.number("ramp_s", None, strict=False),
+        "warmup_requests": t.whole("warmup", DEFAULT_WARMUP_REQUESTS, minimum=0),
     }
     try:
         plan = LoadPlan.from_options(t.wholes("concurrency", (1,)), rate, poisson, **options)
@@ -501,6 +534,27 @@ def _watch(table: Any, origin: str, index: int, base: Path) -> WatchJob:
         dict(tags),
         t.number("settle_s", 2.0, strict=False),
         t.number("incomplete_line_s", 60.0, strict=False),
+        t.flag("run_on_start", True),
+    )
+
+
+def _pull(table: Any, origin: str, index: int) -> PullJob:
+    name = table.get("kind") if isinstance(table, Mapping) else None
+    label = name if isinstance(name, str) and name.strip() else f"{index}"
+    job_id = _job_id(table, f"pull:{label}", origin)
+    t = _Table(table, origin, job_id, _PULL_FIELDS, f"pull[{index}]")
+    kind = t.text("kind")
+    if kind not in PULL_KINDS:
+        t.fail(f"unknown pull {kind!r} (use {', '.join(PULL_KINDS)})", "kind")
+    base_url = t.text("base_url") if "base_url" in t.raw else None
+    if base_url is not None and not base_url.startswith(("http://", "https://")):
+        t.fail(f"must be an http:// or https:// URL, got {base_url!r}", "base_url")
+    return PullJob(
+        job_id,
+        t.trigger(Interval(6 * 3600.0)),
+        kind,
+        t.text("admin_key_env", PULL_KINDS[kind].key_env_hint),
+        base_url,
         t.flag("run_on_start", True),
     )
 

@@ -39,7 +39,17 @@ from apscheduler.triggers.interval import IntervalTrigger
 from collectors.ingest import IngestOptions, ingest_paths
 from collectors.otlp import OtlpOptions, OtlpServer
 from collectors.probe import EndpointError, make_client, run_probe
-from collectors.scheduler.config import CatalogJob, Cron, Interval, Job, ProbeJob, ScheduleConfig, WatchJob
+from collectors.pull import AdminKey, PullResult, new_client, pull, pull_kind
+from collectors.scheduler.config import (
+    CatalogJob,
+    Cron,
+    Interval,
+    Job,
+    ProbeJob,
+    PullJob,
+    ScheduleConfig,
+    WatchJob,
+)
 from collectors.scheduler.watch import scan_folder
 from models.catalog import Catalog
 from models.errors import InputError, QuotascopeError
@@ -201,13 +211,14 @@ class ScheduleRunner:
         salt: str | None = None,
     ) -> None:
         self.config = config
-        self.salt = salt  # hashes user ids of the OTLP receiver's spans
+        self.salt = salt  # hashes user ids of the OTLP receiver's spans and of pulled usage
         self.db = Path(db)
         self.catalog_source = catalog
         self.ingest = ingest
         self.on_run = on_run
         self.on_notice = on_notice
         self.session_id = session_id or uuid.uuid4().hex
+        self._admin_keys: dict[str, AdminKey] = {}
         self._catalog: Catalog | None = None
         self._catalog_fingerprint: str | None = None
         self._marks: dict[str, dict[str, FileMark]] = {}
@@ -239,6 +250,11 @@ class ScheduleRunner:
             key = job.endpoint.api_key()
             if key:
                 secrets.append(key)
+        for pull_job in self.config.pulls:  # an unset variable stops the start, naming it
+            self._admin_keys[pull_job.id] = AdminKey.from_env(pull_job.admin_key_env)
+            secrets.append(self._admin_keys[pull_job.id].value())
+        if self.config.pulls and not self.salt:
+            raise InputError("a [[pull]] job needs the salt that hashes user ids, and none was given")
         self._secrets = tuple(sorted(set(secrets), key=len, reverse=True))
         self._catalog_fingerprint = self.catalog_source.fingerprint()
         self._catalog = self.catalog_source.load()
@@ -475,6 +491,8 @@ class ScheduleRunner:
                     result = self._probe(job, token)
                 elif isinstance(job, WatchJob):
                     result = self._watch(job, token)
+                elif isinstance(job, PullJob):
+                    result = self._pull(job, token)
                 else:
                     result = self._reload_catalog(job)
             except Cancelled:
@@ -610,6 +628,8 @@ class ScheduleRunner:
             "folder": str(job.folder),
             "files_read": read_files,
             "files_failed": len(failed),
+            # each file not read (wholly, or from some line on) with why; it is read again once it changes
+            "failed": failed,
             "files_waiting": len(scan.waiting),
             "files_unchanged": scan.unchanged,
             "files_left_for_next_run": left,
@@ -624,6 +644,21 @@ class ScheduleRunner:
             more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
             return _Outcome("error", f"{len(failed)} file(s) failed: {failed[0]}{more}", summary)
         return _Outcome("ok", None, summary)
+
+    def _pull(self, job: PullJob, token: RunToken) -> _Outcome:
+        """One `quotascope pull`: from the last day held to today, replacing those days (one transaction)."""
+        key = self._admin_keys[job.id]
+        salt = self.salt
+        assert salt is not None
+
+        async def run() -> PullResult:
+            async with new_client() as client:
+                return await pull(
+                    self.db, pull_kind(job.pull_kind), key, client, base_url=job.base_url, salt=salt
+                )
+
+        result = token.run_async(run)
+        return _Outcome("ok", None, result.to_json())
 
     def _reload_catalog(self, job: CatalogJob) -> _Outcome:
         fingerprint = self.catalog_source.fingerprint()

@@ -11,6 +11,7 @@ from dashboard import state
 from dashboard.tables import Column
 from models.catalog import Offer, OfferVersion
 from models.money import FxTable, Money, plain
+from models.outside_text import for_markdown
 from quotascope import settings
 
 
@@ -87,8 +88,8 @@ def _offer_columns(currency: str) -> list[Column]:
 def _version_details(v: OfferVersion) -> None:
     to = v.effective_to.date().isoformat() if v.effective_to else "open"
     st.markdown(
-        f"**{v.version_id}** — in force {v.effective_from.date()} → {to}, {v.currency}, "
-        f"as of {v.as_of}  \nSource: {v.source}"
+        f"**{for_markdown(v.version_id)}** — in force {v.effective_from.date()} → {to}, "
+        f"{for_markdown(v.currency)}, as of {v.as_of}  \nSource: {for_markdown(v.source)}"
     )
     if v.prices is None:
         st.caption("No token price published for this version (unpriced).")
@@ -108,12 +109,13 @@ def _version_details(v: OfferVersion) -> None:
             else "weekdays " + ",".join(str(d) for d in sorted(w.weekdays))
         )
         st.caption(
-            f"Window {w.name}: {', '.join(s.label() for s in w.spans)} UTC, {days}, prices ×"
+            f"Window {for_markdown(w.name)}: {', '.join(s.label() for s in w.spans)} UTC, {days}, prices ×"
             f"{plain(w.multiplier)} (other hours: {v.base_period})"
         )
     for promo in v.promotions:
         st.caption(
-            f"Promotion {promo.name}: {promo.start.date()} → {promo.end.date()}, ×{plain(promo.multiplier)}"
+            f"Promotion {for_markdown(promo.name)}: {promo.start.date()} → {promo.end.date()}, "
+            f"×{plain(promo.multiplier)}"
         )
     for tier in v.tiers:
         st.caption(
@@ -121,7 +123,7 @@ def _version_details(v: OfferVersion) -> None:
             f"output {plain(tier.prices.output)}"
         )
     for name, fee in v.fees_per_1k_calls.items():
-        st.caption(f"Fee {name}: {plain(fee)} {v.currency} per 1,000 calls")
+        st.caption(f"Fee {for_markdown(name)}: {plain(fee)} {for_markdown(v.currency)} per 1,000 calls")
     c, k = v.counting, v.cache
     st.caption(
         f"Counting: {c.tokens} tokens, cached {'counted' if c.cached_counted else 'not counted'}, "
@@ -135,7 +137,7 @@ def _version_details(v: OfferVersion) -> None:
             f"from {v.ptu.min_ptu} in steps of {v.ptu.step_ptu}"
         )
     if v.notes:
-        st.caption(f"Notes: {v.notes}")
+        st.caption(f"Notes: {for_markdown(v.notes)}")
 
 
 def render() -> None:

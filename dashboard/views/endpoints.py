@@ -11,6 +11,8 @@ from dashboard import charts, state
 from dashboard.tables import Column
 from models.errors import QuotascopeError
 from models.money import FxTable, Money
+from models.outside_text import for_markdown
+from models.probe import TTFT_DEFINITIONS
 from storage.probes import probe_percentiles, probe_rate_limits, probe_runs
 
 ERROR_COLUMNS = {
@@ -52,6 +54,7 @@ def _in_currency(frame: pl.DataFrame, fx: FxTable, currency: str) -> pl.DataFram
 def _columns(currency: str) -> list[Column]:
     return [
         Column("endpoint", "Endpoint"),
+        Column("tool", "Measured by"),
         Column("runs", "Runs"),
         Column("requests", "Requests"),
         Column("success_percent", "Success (%)", 1, missing="no requests"),
@@ -70,11 +73,34 @@ def _columns(currency: str) -> list[Column]:
     ]
 
 
+def _series(frame: pl.DataFrame) -> pl.DataFrame:
+    """One chart series per endpoint and measuring tool: a peer's runs are never joined to quotascope's."""
+    return frame.with_columns(
+        pl.when(pl.col("tool") == "quotascope")
+        .then(pl.col("endpoint"))
+        .otherwise(pl.concat_str([pl.col("endpoint"), pl.lit(" ("), pl.col("tool"), pl.lit(")")]))
+        .alias("series")
+    )
+
+
+def _definitions(frame: pl.DataFrame) -> None:
+    """Each tool's TTFT definition, as stored with its runs (older quotascope runs: today's definition)."""
+    tools = frame.select("tool", "ttft_definition").unique("tool").sort("tool")
+    lines = [
+        f"- **{for_markdown(row['tool'])}**: "
+        + for_markdown(row["ttft_definition"] or TTFT_DEFINITIONS.get(row["tool"], ""))
+        for row in tools.iter_rows(named=True)
+    ]
+    st.markdown("TTFT as each tool times it:\n" + "\n".join(lines))
+
+
 def render() -> None:
     st.header("Endpoints")
     st.caption(
         "Probe results per endpoint: TTFT (first token of any kind), TTFO (first answer token), "
-        "output tokens/s, success, errors by class, limits announced in x-ratelimit-* headers, canary."
+        "output tokens/s, success, errors by class, limits announced in x-ratelimit-* headers, canary. "
+        "Runs imported from AIPerf, GuideLLM or vLLM (`quotascope probe import FILE`) are shown beside "
+        "quotascope's, never pooled with them: each tool times TTFT its own way."
     )
     if not state.has_database():
         state.empty_state("No database yet.", "quotascope demo --no-serve")
@@ -83,7 +109,7 @@ def render() -> None:
     try:
         runs = state.read(probe_runs, since=filters.since, until=filters.until)
     except QuotascopeError as e:
-        st.error(str(e))
+        st.error(for_markdown(e))
         return
     if runs.is_empty():
         state.empty_state("No probe results in this period.", "quotascope probe --endpoint NAME")
@@ -111,21 +137,24 @@ def render() -> None:
     table = _in_currency(_summary(summary, ttft_alert, success_alert), state.catalog().fx, currency)
     table = table.with_columns((pl.col("canary_pass_rate") * 100).alias("canary_pass_rate_percent"))
     state.show_table(table, _columns(currency), "endpoints_table")
+    if summary["tool"].n_unique() > 1 or summary["tool"][0] != "quotascope":
+        _definitions(summary)
     for row in table.filter(pl.col("alerts") != "").iter_rows(named=True):
-        message = f"**{row['endpoint']}**: {row['alerts']}"
+        who = "" if row["tool"] == "quotascope" else f" (measured by {for_markdown(row['tool'])})"
+        message = f"**{for_markdown(row['endpoint'])}**{who}: {for_markdown(row['alerts'])}"
         if "canary failed" in row["alerts"]:
             message += (
                 " — the model behind it may not be the one you pay for (a distilled model fails the canary)"
             )
         st.warning(message, icon=":material/warning:")
-    runs = runs.filter(pl.col("endpoint").is_in(selected))
+    runs = _series(runs.filter(pl.col("endpoint").is_in(selected)))
     left, right = st.columns(2)
     left.plotly_chart(
         charts.threshold_series(
             runs,
             x="started_at",
             y="ttft_p99_ms",
-            color="endpoint",
+            color="series",
             title="P99 time to first token per run",
             y_title="P99 TTFT (ms)",
             threshold=ttft_alert,
@@ -138,7 +167,7 @@ def render() -> None:
             runs,
             x="started_at",
             y="output_tokens_per_s_p50",
-            color="endpoint",
+            color="series",
             title="Median output tokens per second per run",
             y_title="output tokens/s (p50)",
         ),

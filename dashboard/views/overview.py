@@ -17,6 +17,7 @@ from models.catalog import Limits
 from models.errors import QuotascopeError
 from models.forecast import month_start
 from models.money import format_amount
+from models.outside_text import for_markdown
 from models.plan import PlanRequest, make_plan
 from models.profile import rounded_usage_profile
 from storage.budgets import budget_statuses, read_daily_spend
@@ -87,6 +88,8 @@ def _providers_table(since: datetime, until: datetime, currency: str) -> pl.Data
             entry["binding"] = plan.capacity.binding_limit
             entry["cost_per_1k"] = None if plan.cost is None else plan.cost.per_1k_questions.amount
         rows.append(entry)
+    if not rows:  # no usage this month up to now (the month's first minute, or only older usage stored)
+        return pl.DataFrame(schema=dict.fromkeys(_PROVIDER_COLUMNS_SOURCES, pl.String()))
     return pl.DataFrame(rows, infer_schema_length=None)
 
 
@@ -113,7 +116,7 @@ def _budget_alerts(statuses: list[BudgetStatus]) -> None:
     """One alert per budget and month, at the highest threshold crossed, in the display currency."""
     for status in statuses:
         if status.alert is not None:
-            st.warning(status.alert.message, icon=":material/warning:")
+            st.warning(for_markdown(status.alert.message), icon=":material/warning:")
 
 
 def render() -> None:
@@ -126,7 +129,7 @@ def render() -> None:
     try:
         dims = state.read(usage_dimensions)
     except QuotascopeError as e:
-        st.error(str(e))
+        st.error(for_markdown(e))
         return
     if dims.requests == 0:
         state.empty_state("No usage stored yet.", "quotascope ingest PATH")
@@ -186,7 +189,9 @@ def render() -> None:
         )
     _budget_alerts(statuses)
     if total is not None and total.unpriced_requests:
-        unknown = ", ".join(sorted({m.split(" (")[0] for m in total.unpriced_models}))
+        unknown = ", ".join(
+            for_markdown(m) for m in sorted({m.split(" (")[0] for m in total.unpriced_models})
+        )
         st.info(
             f"{total.unpriced_requests:,.0f} requests this month are unpriced ({unknown}); "
             "they are not counted as free. Add the offer with your own catalog file (see the Catalog page)."

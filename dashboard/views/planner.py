@@ -13,6 +13,7 @@ from models.cost import Demand
 from models.errors import QuotascopeError
 from models.mix import mix_by_weights
 from models.money import Money
+from models.outside_text import for_markdown
 from models.plan import Plan, capacity_curve, cost_curve, plan_offers
 from models.profile import PRESETS, TokenProfile, rounded_usage_profile
 from models.selfhost import SelfHost, break_even
@@ -172,7 +173,7 @@ def render() -> None:
             display_currency=filters.display_currency,
         )
     except QuotascopeError as e:
-        st.error(str(e))
+        st.error(for_markdown(e))
         return
     best = max(
         (p for p in plans if p.capacity.questions_per_minute is not None),
@@ -195,7 +196,7 @@ def render() -> None:
     )
     notes = sorted({a for p in plans for a in p.assumptions})
     if notes:
-        st.caption("  \n".join(f"• {n}" for n in notes))
+        st.caption("  \n".join(f"• {for_markdown(n)}" for n in notes))
     left, right = st.columns(2)
     left.plotly_chart(
         charts.capacity_curve(capacity_curve(plans, TOKEN_GRID), float(profile.tokens_per_question)),
@@ -223,7 +224,7 @@ def _mix(plans: list[Plan], demand: Demand) -> None:
         try:
             mix = mix_by_weights(plans, weights, demand)
         except QuotascopeError as e:
-            st.error(str(e))
+            st.error(for_markdown(e))
             return
         st.dataframe(
             pl.DataFrame(
@@ -255,7 +256,7 @@ def _selfhost(plans: list[Plan]) -> None:
         plan = priced[0]
         assert plan.cost is not None
         currency = plan.cost.per_question.currency
-        st.caption(f"Compared with {plan.label}; node cost in {currency}.")
+        st.caption(f"Compared with {for_markdown(plan.label)}; node cost in {currency}.")
         cols = st.columns(3)
         cost = cols[0].number_input(
             f"Node cost per hour ({currency})", min_value=0.0, value=250.0, key="planner_node_cost"

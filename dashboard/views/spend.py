@@ -7,15 +7,19 @@ from decimal import Decimal
 
 import polars as pl
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from dashboard import charts, state
 from dashboard.tables import Column, in_words
 from models.budget import forecast_band
+from models.focus import focus_csv
 from models.forecast import month_start
 from models.money import format_amount
+from models.outside_text import for_markdown, to_csv
 from models.spend import SpendRow
+from quotascope import settings
 from storage.budgets import budget_statuses
-from storage.reports import spend_report
+from storage.reports import UsageFilter, focus_export, spend_report
 
 GROUPS = {"team": "team", "provider": "provider", "model": "model", "project": "project", "key": "key"}
 
@@ -129,18 +133,46 @@ def render() -> None:
     state.show_table(table, columns, "spend_table")
     unpriced = sorted({m for r in totals for m in r.unpriced_models})
     if unpriced:
-        names = ", ".join(sorted({u.split(" (")[0] for u in unpriced}))
+        names = ", ".join(for_markdown(n) for n in sorted({u.split(" (")[0] for u in unpriced}))
         st.info(f"Unpriced (not counted above, never as free): {names}")
-    st.download_button(
-        "Download CSV",
-        in_words(table, columns).write_csv(),
+    cols = st.columns([1, 1, 3])
+    cols[0].download_button(
+        "Download this table (CSV)",
+        to_csv(in_words(table, columns)),
         file_name=f"quotascope-spend-by-{group}.csv",
         mime="text/csv",
         key="spend_csv",
     )
+    _focus_download(cols[1], selection)
     st.caption(
         f"Money in {currency}. Price versions used: "
-        + ", ".join(sorted({v for r in totals for v in r.price_versions}))
+        + ", ".join(for_markdown(v) for v in sorted({v for r in totals for v in r.price_versions}))
+    )
+
+
+def _focus_download(column: DeltaGenerator, selection: UsageFilter) -> None:
+    """The period's usage as FOCUS 1.0 rows for finance's FinOps tools (what `quotascope export focus`
+    writes), made when the button is clicked, within the viewer's teams as the page ran."""
+    viewer = state.scope()
+    catalog_dir = settings.get("catalog_dir")
+
+    def focus_file() -> str:
+        export = state.read(
+            focus_export, priced=True, viewer=viewer, catalog_dir=catalog_dir, selection=selection
+        )
+        return focus_csv(export.rows)
+
+    since = f"{selection.since:%Y-%m-%d}" if selection.since else "start"
+    until = f"{selection.until:%Y-%m-%d}" if selection.until else "now"
+    column.download_button(
+        "Download FOCUS 1.0 (CSV)",
+        focus_file,
+        file_name=f"quotascope-focus-{since}-{until}.csv",
+        mime="text/csv",
+        key="spend_focus",
+        on_click="ignore",
+        help="One row per day, provider, model, token type and team/project/key with list, contracted and "
+        "effective cost: the FinOps Foundation's FOCUS 1.0 format (as `quotascope export focus`)",
     )
 
 

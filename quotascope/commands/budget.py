@@ -17,7 +17,7 @@ from models.spend import pricing_grain_minutes, tier_bounds
 from quotascope import settings
 from quotascope.commands.plan import moment, positive
 from quotascope.context import catalog_from, db_path
-from quotascope.output import emit, table
+from quotascope.output import emit, say, table
 from quotascope.webhooks import deliver_all, new_client
 from storage.budgets import (
     NO_BUDGETS_HINT,
@@ -197,7 +197,7 @@ def run_status(args: argparse.Namespace) -> int:
     result = {"month": f"{month:%Y-%m}", "as_of": as_of_for(month, now), "budgets": documents}
     emit(args.json, result, lambda: render_status(result))
     for failure in failures:  # a webhook that failed never fails the command: it is said, and recorded
-        print(f"quotascope: {failure}", file=sys.stderr)
+        say(f"quotascope: {failure}", file=sys.stderr)
     return 0
 
 

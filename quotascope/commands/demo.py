@@ -38,6 +38,7 @@ from models.probe import LoadPlan, summarize
 from quotascope import settings
 from quotascope.commands.dashboard import serve
 from quotascope.context import db_path
+from quotascope.output import say as print_line
 from storage.budgets import read_budgets, save_budget
 from storage.catalog import load_catalog, write_catalog_file
 from storage.demo import demo_sources, remove_database
@@ -120,7 +121,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
 
 
 def say(text: str) -> None:
-    print(text, flush=True)
+    print_line(text, flush=True)
 
 
 def demo_start(days: int) -> datetime:

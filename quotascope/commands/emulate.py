@@ -6,9 +6,21 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
+from decimal import Decimal
 from typing import Any
 
-from collectors.emulator import EmulatorConfig, bind, serve
+from collectors.emulator import Billing, EmulatorConfig, bind, serve
+from quotascope.context import catalog_from
+
+
+def _factor(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}") from None
+    if not value.is_finite() or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
+    return value
 
 
 def _share(text: str) -> float:
@@ -29,7 +41,9 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
         description="A real OpenAI-compatible server (POST /v1/chat/completions, GET /v1/models) to probe "
         "and test against: set TTFT, tokens/s, reasoning, TPM/RPM/concurrency limits (429 with "
         "Retry-After and x-ratelimit-* headers), a 64-token prefix cache, and injected faults. A token "
-        "is one word or punctuation mark. --json prints the address and settings as one JSON line first.",
+        "is one word or punctuation mark. It bills what it answers, priced by the catalog, and serves "
+        "OpenAI's and Anthropic's admin usage and cost reports for `quotascope pull`. "
+        "--json prints the address and settings as one JSON line first.",
     )
     d = EmulatorConfig()
     p.add_argument(
@@ -128,6 +142,12 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     o.add_argument(
         "--no-usage", action="store_true", help="send no usage, as hosts that ignore stream_options"
     )
+    o.add_argument(
+        "--no-role-chunk",
+        action="store_true",
+        help="no role-only first chunk: the role comes with the first token (by default a role chunk is "
+        "sent on arrival, as vLLM's server does, which clients timing the first chunk read as TTFT)",
+    )
     o.add_argument("--distilled", action="store_true", help="answer the canary questions wrongly")
     o.add_argument(
         "--require-api-key", action="store_true", help="refuse requests without a bearer key (any)"
@@ -135,6 +155,22 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     o.add_argument("--seed", metavar="N", type=int, default=0, help="seed of jitter and fault draws")
     o.add_argument(
         "--access-log", action="store_true", help="log one line per request (no headers, no bodies)"
+    )
+    b = p.add_argument_group(
+        "billing (the admin usage and cost reports `quotascope pull` reads, from the traffic answered)"
+    )
+    b.add_argument(
+        "--bill-as",
+        choices=("openai", "anthropic"),
+        default="openai",
+        help="whose catalog offer prices the traffic (default openai)",
+    )
+    b.add_argument(
+        "--bill-price-factor",
+        metavar="X",
+        type=_factor,
+        default=Decimal(1),
+        help="bill this times the catalog price (default 1; 1.05 bills 5 %% over it, a discrepancy to find)",
     )
     p.set_defaults(run=run)
 
@@ -162,6 +198,7 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
         fault_429_retry_ms=args.fault_429_retry_ms,
         cache=not args.no_cache,
         usage=not args.no_usage,
+        role_chunk=not args.no_role_chunk,
         distilled=args.distilled,
         require_api_key=args.require_api_key,
         seed=args.seed,
@@ -170,11 +207,13 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from(args)
+    billing = Billing(catalog_from(args), provider=args.bill_as, price_factor=args.bill_price_factor)
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     base_url = f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
     if args.json:
-        print(json.dumps({"base_url": base_url, "config": asdict(config)}), flush=True)
+        bill = {"as": args.bill_as, "price_factor": str(args.bill_price_factor)}
+        print(json.dumps({"base_url": base_url, "config": asdict(config), "billing": bill}), flush=True)
     else:
         limits = ", ".join(f"{k} {v}" for k in ("tpm", "rpm", "max_concurrency") if (v := getattr(config, k)))
         print(
@@ -183,5 +222,5 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
     sys.stdout.flush()
-    serve(sock, config, access_log=args.access_log)
+    serve(sock, config, access_log=args.access_log, billing=billing)
     return 0

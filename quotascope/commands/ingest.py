@@ -10,10 +10,11 @@ from typing import Any
 from collectors.ingest import FORMATS, FileResult, IngestOptions, ingest_paths, load_salt
 from collectors.ingest.progress import Progress
 from models.errors import CatalogError, InputError
+from models.outside_text import for_terminal
 from models.usage_record import CSV_FIELDS
 from quotascope import settings
 from quotascope.context import catalog_from, db_path
-from quotascope.output import emit
+from quotascope.output import emit, say
 from storage.usage import snapshot_catalog
 
 SHOWN_REJECTS = 5
@@ -81,11 +82,11 @@ def run(args: argparse.Namespace) -> int:
     salt = load_salt(Path(settings.get("salt_file")))
 
     def notice(message: str) -> None:
-        print(message, file=sys.stderr)
+        say(message, file=sys.stderr)
 
     def heard(result: FileResult) -> None:
         if not args.json:
-            print(render(result), flush=True)
+            say(render(result), flush=True)
 
     results = ingest_paths(
         db,
@@ -126,16 +127,19 @@ def _snapshot(args: argparse.Namespace, db: Path, notice: Any) -> None:
 def render(result: FileResult) -> str:
     c = result.counts
     speed = result.size_bytes / result.seconds / 1e6 if result.seconds > 0 else 0.0
+    shown = for_terminal  # every field below came from outside (a file's name, its records)
     lines = [
-        f"{result.path}: {result.format} — {result.description}",
+        f"{shown(result.path)}: {shown(result.format)} — {shown(result.description)}",
         f"  read {c.read:,} = stored {c.stored:,} + duplicates {c.duplicates:,} + rejected {c.rejected:,}"
         f"   ({result.seconds:.1f} s, {speed:.1f} MB/s)",
     ]
     for reject in result.sample_rejects[:SHOWN_REJECTS]:
-        lines.append(f"  line {reject.line_no}: {reject.reason}")
+        lines.append(f"  line {reject.line_no}: {shown(reject.reason)}")
         if reject.excerpt:
-            lines.append(f"      {reject.excerpt}")
+            lines.append(f"      {shown(reject.excerpt)}")
     if c.rejected > len(result.sample_rejects[:SHOWN_REJECTS]):
-        others = ", ".join(f"{n:,} × {reason}" for reason, n in list(result.reject_reasons.items())[:5])
+        others = ", ".join(
+            f"{n:,} × {shown(reason)}" for reason, n in list(result.reject_reasons.items())[:5]
+        )
         lines.append(f"  all rejects by reason: {others}")
     return "\n".join(lines)

@@ -10,7 +10,15 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from models.capacity import Latency
-from models.catalog import Catalog, CountingRules, Limits, OfferVersion, to_utc_naive
+from models.catalog import (
+    MAX_CATALOG_NUMBER,
+    MAX_PRICE_PER_MTOK,
+    Catalog,
+    CountingRules,
+    Limits,
+    OfferVersion,
+    to_utc_naive,
+)
 from models.cost import Demand
 from models.errors import InputError
 from models.mix import Mix, mix_by_overflow, mix_by_weights
@@ -28,7 +36,9 @@ COMPONENT_OPTIONS = ("system_tokens", "context_tokens", "user_tokens", "answer_t
 # ------------------------------------------------------------------------------------------ option types
 
 
-def _number(kind: str, minimum: Decimal, strict: bool) -> Callable[[str], Decimal]:
+def _number(
+    kind: str, minimum: Decimal, strict: bool, maximum: Decimal = MAX_CATALOG_NUMBER
+) -> Callable[[str], Decimal]:
     def parse(text: str) -> Decimal:
         try:
             value = Decimal(text.replace(",", "").replace("_", ""))
@@ -36,6 +46,8 @@ def _number(kind: str, minimum: Decimal, strict: bool) -> Callable[[str], Decima
             raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
         if not value.is_finite() or value < minimum or (strict and value == minimum):
             raise argparse.ArgumentTypeError(f"must be {kind}, got {text!r}")
+        if value > maximum:  # the catalog's own bounds (models.catalog): a unit mistake, not a value
+            raise argparse.ArgumentTypeError(f"is implausibly large (at most {maximum:,}), got {text!r}")
         return value
 
     return parse
@@ -58,6 +70,7 @@ def _whole(strict: bool = True) -> Callable[[str], int]:
 
 positive = _number("positive", Decimal(0), strict=True)
 non_negative = _number("zero or more", Decimal(0), strict=False)
+price_per_mtok = _number("zero or more", Decimal(0), strict=False, maximum=MAX_PRICE_PER_MTOK)
 
 
 def share(text: str) -> Decimal:
@@ -142,11 +155,11 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
         help="share of input served from cache (default: from prefix reuse and the offer's rules)",
     )
     price = p.add_argument_group("prices per 1M tokens (override the offer's)")
-    price.add_argument("--price-input", type=non_negative, metavar="P", help="cache miss")
-    price.add_argument("--price-cached", type=non_negative, metavar="P", help="cache hit")
-    price.add_argument("--price-cache-write", type=non_negative, metavar="P")
-    price.add_argument("--price-output", type=non_negative, metavar="P")
-    price.add_argument("--price-reasoning", type=non_negative, metavar="P")
+    price.add_argument("--price-input", type=price_per_mtok, metavar="P", help="cache miss")
+    price.add_argument("--price-cached", type=price_per_mtok, metavar="P", help="cache hit")
+    price.add_argument("--price-cache-write", type=price_per_mtok, metavar="P")
+    price.add_argument("--price-output", type=price_per_mtok, metavar="P")
+    price.add_argument("--price-reasoning", type=price_per_mtok, metavar="P")
     price.add_argument("--currency", metavar="CODE", help="currency of the prices you give")
     price.add_argument(
         "--fee-calls",

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from collectors.probe import Endpoint, find_endpoint, make_client, run_probe
+from collectors.probe.endpoints import adhoc_name
 from collectors.probe.loop import run_async
 from collectors.probe.runner import INTERRUPTED
 from models.catalog import Offer
 from models.errors import InputError
-from models.probe import LoadPlan, ProbeRun, summarize
+from models.probe import DEFAULT_WARMUP_REQUESTS, LoadPlan, ProbeRun, summarize
 from quotascope import settings
+from quotascope.commands import probe_import
 from quotascope.context import catalog_from, db_path
 from quotascope.output import emit, table
 from storage.probes import write_probe_run
@@ -75,14 +77,24 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     load.add_argument(
         "--ramp-s",
         type=float,
-        default=0.0,
         metavar="S",
-        help="start the concurrent workers spread over S seconds",
+        help="start the concurrent workers spread over S seconds (default: one request's duration, timed by "
+        "the warm-up; 0: all at once, a burst that also measures the client's own start-up)",
+    )
+    load.add_argument(
+        "--warmup",
+        type=int,
+        default=DEFAULT_WARMUP_REQUESTS,
+        metavar="N",
+        help=f"untimed requests first: a warm connection and the ramp's duration (default "
+        f"{DEFAULT_WARMUP_REQUESTS}; stored and priced, not in the figures)",
     )
     load.add_argument("--max-duration-s", type=float, metavar="S", help="send nothing new after this long")
     load.add_argument("--seed", type=int, default=0, help="Poisson gaps and prompt filler")
     p.add_argument("--no-store", action="store_true", help="print the summary without storing the run")
     p.set_defaults(run=run)
+    actions = p.add_subparsers(dest="probe_action", metavar="import", required=False)
+    probe_import.register(actions, parent)
 
 
 def endpoint_from(args: argparse.Namespace) -> Endpoint:
@@ -93,8 +105,8 @@ def endpoint_from(args: argparse.Namespace) -> Endpoint:
         path = Path(args.endpoints or settings.get("endpoints_file"))
         endpoint = find_endpoint(path, args.endpoint)
     elif args.base_url and args.model:
-        host = args.base_url.split("://", 1)[-1].split("/", 1)[0].rpartition("@")[2]
-        endpoint = Endpoint(f"{args.model}@{host}", args.base_url, args.model, api_key_env=args.api_key_env)
+        name = adhoc_name(args.base_url, args.model)
+        endpoint = Endpoint(name, args.base_url, args.model, api_key_env=args.api_key_env)
     else:
         raise InputError(
             "say what to probe: --endpoint NAME, or --base-url URL --model M [--api-key-env VAR]"
@@ -146,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         canary=args.canary,
         max_duration_s=args.max_duration_s,
         ramp_s=args.ramp_s,
+        warmup_requests=args.warmup,
         seed=args.seed,
     )
     offer_id = args.offer or endpoint.offer
@@ -168,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
 def render(summary: dict[str, Any], stored: Path | None) -> str:
     lines = [
         f"probe {summary['run_id'][:12]} of {summary['endpoint']} ({summary['model']}): "
-        f"{summary['profile']}, {summary['requests']} requests, {summary['ok']} ok, "
+        f"{summary['profile']}{' (burst)' if summary['burst'] else ''}, {summary['requests']} requests, "
+        f"{summary['ok']} ok, "
         f"{summary['duration_s']:g} s",
         "",
     ]
@@ -200,6 +214,15 @@ def render(summary: dict[str, Any], stored: Path | None) -> str:
         lines.append(
             f"probe cost: {summary['cost']['amount']} {summary['cost']['currency']} ({summary['offer']})"
         )
+    if summary["burst"]:
+        lines.append(
+            "burst: every concurrent worker started at the same instant (--ramp-s 0), so TTFT also holds the "
+            "client's own start-up; leave --ramp-s out to measure the endpoint"
+        )
+    elif summary["ramp_s"]:
+        lines.append(f"workers started spread over {summary['ramp_s']:g} s (--ramp-s)")
+    if summary["warmup_requests"]:
+        lines.append(f"{summary['warmup_requests']} warm-up request(s) first, not in the figures")
     lag = summary["loop_lag_ms"]
     flagged = summary["client_saturated"]
     lines.append(

@@ -9,10 +9,12 @@ from typing import Any
 
 from models.errors import InputError
 from models.money import per_currency
+from models.outside_text import for_terminal
 from models.pricing import require_currency
 from models.spend import GROUP_KEYS, SpendRow, parse_by, totals
 from models.usage import Distribution, UsageProfile
 from quotascope import settings
+from quotascope.commands import reconcile
 from quotascope.commands.plan import moment
 from quotascope.context import catalog_from, db_path
 from quotascope.output import emit, table
@@ -45,13 +47,14 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     p = commands.add_parser(
         "report",
         parents=[parent],
-        help="spend, usage per time bucket, the token profile, or rejected records",
+        help="spend, usage per time bucket, the token profile, rejected records, or reconcile with the bill",
         description="Reports over stored usage (load it with `quotascope ingest`).",
     )
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--since", type=when, help="from (UTC): 2025-03-01, 2025-03-01T08:00, 7d, 12h")
-    common.add_argument("--until", type=when, help="up to, not including (UTC)")
+    dates = argparse.ArgumentParser(add_help=False)
+    dates.add_argument("--since", type=when, help="from (UTC): 2025-03-01, 2025-03-01T08:00, 7d, 12h")
+    dates.add_argument("--until", type=when, help="up to, not including (UTC)")
+    common = argparse.ArgumentParser(add_help=False, parents=[dates])
     for name in ("provider", "model", "team", "project"):
         common.add_argument(f"--{name}", help=f"only this {name}")
     keys = ",".join(GROUP_KEYS)
@@ -84,6 +87,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     )
     for sub in (spend, usage, *(kinds.choices[k] for k in ("profile", "rejects"))):
         sub.set_defaults(run=run)
+    reconcile.register_kind(kinds, [parent, dates])
 
 
 def _selection(args: argparse.Namespace) -> UsageFilter:
@@ -157,7 +161,8 @@ def render_spend(rows: list[SpendRow], by: tuple[str, ...]) -> str:
     if unpriced:
         requests = sum(r.unpriced_requests for r in rows)
         lines.append(
-            f"unpriced ({requests:,} requests, not counted above): {', '.join(unpriced)} — "
+            f"unpriced ({requests:,} requests, not counted above): "
+            f"{', '.join(for_terminal(u) for u in unpriced)} — "
             "no catalog price; add the offer with --catalog FILE (or tag the provider at ingest)"
         )
     versions = sorted({v for r in rows for v in r.price_versions})

@@ -7,6 +7,7 @@ The emulator runs in a thread of this process, so the two share a GIL: tolerance
 from __future__ import annotations
 
 import asyncio
+import itertools
 import statistics
 from decimal import Decimal
 
@@ -69,9 +70,29 @@ def test_sweep_runs_each_concurrency_in_turn() -> None:
     with EmulatorServer(EmulatorConfig(ttft_ms=50, tokens_per_s=1000, output_tokens=3)) as server:
         run = probe(server.base_url, LoadPlan.from_options((1, 4), requests=8, max_tokens=10))
         peak = server.emulator.stats.max_in_flight
-    assert [r.phase for r in run.results] == ["c=1"] * 8 + ["c=4"] * 8
+    assert [r.phase for r in run.results] == ["warmup"] + ["c=1"] * 8 + ["c=4"] * 8
     assert peak == 4
     assert [p["phase"] for p in summarize(run)["phases"]] == ["c=1", "c=4"]
+
+
+def test_by_default_one_warm_up_sizes_the_ramp_and_a_ramp_of_zero_is_a_burst() -> None:
+    """The user's defaults: one untimed request first, then workers started over its duration; the warm-up is
+    kept (kind `warmup`) but in no figure. `ramp_s=0` starts every worker at once and the run says so."""
+    config = EmulatorConfig(ttft_ms=100, tokens_per_s=50, output_tokens=6)  # a request lasts ~0.2 s
+    with EmulatorServer(config) as server:
+        ramped = probe(server.base_url, LoadPlan.from_options((4,), requests=8, max_tokens=10))
+        burst = probe(server.base_url, LoadPlan.from_options((4,), requests=8, max_tokens=10, ramp_s=0))
+    (warmup,) = [r for r in ramped.results if r.kind == "warmup"]
+    assert warmup.e2e_ms is not None and ramped.ramp_s == pytest.approx(warmup.e2e_ms / 1000)
+    assert 0.19 <= ramped.ramp_s < 0.5
+    starts = sorted(r.intended_at for r in ramped.results if r.kind == "load")[:4]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
+    assert all(gap >= ramped.ramp_s / 4 - 0.002 for gap in gaps)  # worker i starts at i × ramp / 4
+    summary = summarize(ramped)
+    assert summary["requests"] == 8 and summary["warmup_requests"] == 1 and not summary["burst"]
+    assert burst.burst and summarize(burst)["burst"] and burst.ramp_s == 0
+    first = sorted(r.intended_at for r in burst.results if r.kind == "load")[:4]
+    assert (first[-1] - first[0]).total_seconds() < 0.05
 
 
 def test_open_loop_schedules_from_the_plan_not_from_replies() -> None:
@@ -81,7 +102,8 @@ def test_open_loop_schedules_from_the_plan_not_from_replies() -> None:
         again = probe(server.base_url, LoadPlan.from_options(rate_per_s=20, poisson=True, requests=6, seed=3))
 
     def offsets(run: ProbeRun) -> list[float]:
-        return [(r.intended_at - run.results[0].intended_at).total_seconds() for r in run.results]
+        load = [r for r in run.results if r.kind == "load"]
+        return [(r.intended_at - load[0].intended_at).total_seconds() for r in load]
 
     assert offsets(even) == pytest.approx([0, 0.05, 0.10, 0.15, 0.20, 0.25], abs=3e-6)  # datetimes hold µs
     assert offsets(first) == pytest.approx(offsets(again), abs=3e-6)  # seeded gaps

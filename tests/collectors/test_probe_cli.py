@@ -76,17 +76,32 @@ def test_probe_json_summary_is_stored_and_never_shows_the_key(
     ):
         assert key in summary
     assert summary["requests"] == 6 + 6 and summary["ok"] == 12
+    assert summary["warmup_requests"] == 1 and summary["ramp_s"] == 0.05 and not summary["burst"]
     assert summary["canary_pass_rate"] == 1.0
     assert summary["rate_limit"]["limits"]["requests"] == 600
     assert set(summary["ttft_ms"]) >= {"p50", "p95", "p99"}
     runs = probe_runs(db)
     assert runs["run_id"].to_list() == [summary["run_id"]]
-    assert len(probe_results(db)) == 12
+    assert len(probe_results(db)) == 12 + 1  # the warm-up is stored (and priced), not in the figures
     assert caplog.records, "the check below needs httpx's debug logging to have run"
     for text in (out, err, caplog.text, *(str(r.__dict__) for r in caplog.records)):
         assert FAKE_KEY not in text
     for path in tmp_path.iterdir():
         assert FAKE_KEY.encode() not in path.read_bytes()
+
+
+def test_a_burst_is_asked_for_and_says_so_and_the_default_ramp_is_shown(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with EmulatorServer(EmulatorConfig(ttft_ms=10, tokens_per_s=2000, output_tokens=6)) as server:
+        base = ["probe", "--base-url", server.base_url, "--model", MODEL, "--concurrency", "4"]
+        assert main([*base, "--requests", "4", "--ramp-s", "0", "--no-store"]) == 0
+        burst = capsys.readouterr().out
+        assert main([*base, "--requests", "4", "--no-store"]) == 0
+        ramped = capsys.readouterr().out
+    assert "concurrency (burst), 4 requests" in burst and "burst: every concurrent worker started" in burst
+    assert "burst" not in ramped and "workers started spread over" in ramped
+    assert "1 warm-up request(s) first, not in the figures" in ramped
 
 
 def test_a_key_the_server_echoes_back_is_redacted_before_storing(
@@ -238,14 +253,14 @@ def test_ctrl_c_stops_the_probe_and_keeps_what_it_measured(tmp_path: Path) -> No
         try:
             deadline = time.monotonic() + 60
             while (
-                server.emulator.stats.requests < 3 and process.poll() is None and time.monotonic() < deadline
+                server.emulator.stats.requests < 4 and process.poll() is None and time.monotonic() < deadline
             ):
                 time.sleep(0.05)  # the first requests (a signal before then finds no handler yet)
             process.send_signal(signal.SIGINT)
             out, err = process.communicate(timeout=60)
         finally:
             process.kill()
-        received = server.emulator.stats.requests
+        received = server.emulator.stats.requests - 1  # the first was the warm-up
     assert process.returncode == 130, err
     assert "stopping the probe" in err
     assert "interrupted" in out

@@ -394,3 +394,28 @@ def test_proxies_from_the_environment_are_kept(monkeypatch: pytest.MonkeyPatch) 
 def test_the_example_endpoints_file_parses() -> None:
     example = Path(__file__).resolve().parents[2] / "data" / "endpoints.example.toml"
     assert sorted(load_endpoints(example)) == ["ark-r1", "deepseek-v4-pro", "emulator"]
+
+
+def test_a_key_echoed_in_a_ratelimit_header_or_a_stream_error_is_never_kept() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            headers={
+                "content-type": "text/event-stream",
+                "x-ratelimit-limit-tokens": "10000",
+                "x-ratelimit-key": "sekrit",  # the probe's own key, echoed
+                "x-ratelimit-account": "sk-proj-0123456789abcdefghij",  # some other key
+            },
+            content=b'data: {"error": {"message": "bad key sekrit or Bearer abcdefghijklmnop"}}\n\n',
+        )
+
+    result = run_exchange(handler)
+    kept = json.dumps(result.ratelimit) + result.error
+    assert "sekrit" not in kept and "sk-proj-0123456789" not in kept and "abcdefghijklmnop" not in kept
+    assert result.ratelimit["x-ratelimit-limit-tokens"] == "10000"
+
+
+def test_a_stream_chunk_nested_too_deeply_is_a_protocol_error() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    result = run_exchange(streamed(b"data: " + deep + b"\n\n"))
+    assert result.error_class == "protocol" and "not JSON" in result.error

@@ -120,9 +120,41 @@ def test_a_lock_held_too_long_is_one_sentence(tmp_path: Path) -> None:
     writer = _hold(db, 3.0)
     try:
         with (
-            pytest.raises(StorageError, match=r"stayed locked by another quotascope process for 0\.3 s"),
+            pytest.raises(StorageError, match=r"stayed locked for 0\.3 s by PID \d+ \(python -c import sys"),
             open_write(db, timeout_s=0.3),
         ):
             pass
     finally:
         writer.communicate(timeout=30)
+
+
+def test_a_lock_wait_says_what_it_waits_for_and_names_the_holder_honestly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "held.duckdb"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({str(db)!r}); print(1, flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline()
+        with (
+            caplog.at_level("WARNING", logger="quotascope.storage"),
+            pytest.raises(StorageError) as raised,
+            open_write(db, timeout_s=3),
+        ):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()  # type: ignore[union-attr]
+    message = str(raised.value)
+    # not a quotascope process: it is named by its PID and command line, not blamed on quotascope
+    assert f"PID {holder.pid}" in message and "another quotascope process" not in message
+    assert "python" in message and "stayed locked for 3 s" in message
+    (told,) = [r.getMessage() for r in caplog.records if "waiting for the database" in r.getMessage()]
+    assert str(db) in told and f"PID {holder.pid}" in told
