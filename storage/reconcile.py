@@ -201,6 +201,19 @@ def reconcile_days(
     return reconcile_report(db, catalog, selection.since, selection.until, ("day", "provider"), threshold)
 
 
+def read_pull_history(db: Path, *, selection: UsageFilter, limit: int = 20) -> pl.DataFrame:
+    """The latest pulls, newest first, with their days and counts (how fresh the bill on the page is)."""
+    _whole_organisation(selection)
+    with open_read(db) as con:
+        return query_frame(
+            con,
+            "SELECT finished_at, kind, account, CAST(since AS DATE) AS first_day, "
+            "CAST(until - INTERVAL 1 DAY AS DATE) AS last_day, rows_read, rows_stored, rows_duplicate, "
+            "rows_rejected, rows_replaced FROM pull_runs ORDER BY run_id DESC LIMIT ?",
+            [max(0, int(limit))],
+        )
+
+
 def read_gap_alerts(db: Path, *, selection: UsageFilter) -> pl.DataFrame:
     """Gap alerts raised for days in `selection`'s period, newest first (organisation-wide, like the bill)."""
     _whole_organisation(selection)

@@ -16,7 +16,7 @@ from models.money import Money
 from models.outside_text import for_display, for_markdown
 from models.reconcile import ReconcileRow, parse_threshold
 from quotascope import settings
-from storage.reconcile import has_pulls, read_gap_alerts, reconcile_days
+from storage.reconcile import has_pulls, read_gap_alerts, read_pull_history, reconcile_days
 from storage.replay import UsageFilter
 
 PULL_COMMAND = "quotascope pull openai-costs --admin-key-env OPENAI_ADMIN_KEY"
@@ -194,6 +194,30 @@ def render() -> None:
             Column("webhook_status", "Webhook", missing="no webhook set"),
         ]
         state.show_table(shown, columns, "reconcile_alerts")
+    _pulls(selection)
+
+
+def _pulls(selection: UsageFilter) -> None:
+    st.subheader("Latest pulls")
+    history = state.read(read_pull_history, selection=selection)
+    shown = history.with_columns(
+        pl.col("account").map_elements(for_display, return_dtype=pl.String),
+        pl.col("first_day").cast(pl.String),
+        pl.col("last_day").cast(pl.String),
+    )
+    columns = [
+        Column("finished_at", "Finished (UTC)"),
+        Column("kind", "Report"),
+        Column("account", "Account (API base)"),
+        Column("first_day", "First day"),
+        Column("last_day", "Last day"),
+        Column("rows_read", "Results read"),
+        Column("rows_stored", "Stored"),
+        Column("rows_duplicate", "Duplicates"),
+        Column("rows_rejected", "Rejected"),
+        Column("rows_replaced", "Earlier rows replaced"),
+    ]
+    state.show_table(shown, columns, "reconcile_pulls")
 
 
 render()
