@@ -144,3 +144,11 @@ def test_nothing_to_reconcile_says_what_to_run(capsys: pytest.CaptureFixture[str
         pass  # a database with every table and nothing in them
     text = reconcile(capsys, db)
     assert "quotascope pull openai-costs" in text
+
+
+def test_the_period_is_whole_days(capsys: pytest.CaptureFixture[str], db: Path) -> None:
+    bill(db, ("o1", "21"))
+    # from the middle of the day: the morning's logs still count against the day's bill
+    text = reconcile(capsys, db, "--json", "--since", "2026-11-10T12:30", "--no-alerts")
+    (row,) = text["rows"]
+    assert row["computed"] == {"amount": "21", "currency": "USD"} and row["gap"]["amount"] == "0"
