@@ -16,6 +16,7 @@ from quotascope.webhooks import new_client, post_json
 from storage.reconcile import GapAlert, reconcile_report, record_gap_alerts, set_gap_webhook_status
 
 DEFAULT_DAYS = 30
+DEFAULT_THRESHOLD_TEXT = settings.BY_NAME["reconcile_threshold"].default
 
 
 def register_kind(kinds: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -39,8 +40,8 @@ def register_kind(kinds: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--threshold",
         type=parse_threshold,
         default=None,
-        help=f"flag gaps above this share (default {settings.BY_NAME['reconcile_threshold'].default}; "
-        "env QUOTASCOPE_GAP_THRESHOLD)",
+        help="flag gaps above this share, e.g. 2%% or 0.02 (default "
+        f"{DEFAULT_THRESHOLD_TEXT.replace('%', '%%')}; env QUOTASCOPE_GAP_THRESHOLD)",
     )
     p.add_argument("--no-alerts", action="store_true", help="do not record or send alerts for flagged days")
     p.set_defaults(run=run)

@@ -152,3 +152,11 @@ def test_the_period_is_whole_days(capsys: pytest.CaptureFixture[str], db: Path) 
     text = reconcile(capsys, db, "--json", "--since", "2026-11-10T12:30", "--no-alerts")
     (row,) = text["rows"]
     assert row["computed"] == {"amount": "21", "currency": "USD"} and row["gap"]["amount"] == "0"
+
+
+@pytest.mark.parametrize("command", [["report", "reconcile"], ["pull"]])
+def test_help_reads(capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main([*command, "--help"])
+    assert done.value.code == 0
+    assert "--since" in capsys.readouterr().out
