@@ -11,7 +11,7 @@ from models.errors import InputError
 from models.focus import focus_csv
 from models.money import format_amount
 from quotascope import settings
-from quotascope.commands.report import when
+from quotascope.arguments import when
 from quotascope.context import catalog_from, db_path
 from quotascope.output import emit
 from storage.reports import UsageFilter, focus_export

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from models.errors import InputError
@@ -14,8 +13,8 @@ from models.pricing import require_currency
 from models.spend import GROUP_KEYS, SpendRow, parse_by, totals
 from models.usage import Distribution, UsageProfile
 from quotascope import settings
+from quotascope.arguments import when, whole
 from quotascope.commands import reconcile
-from quotascope.commands.plan import moment
 from quotascope.context import catalog_from, db_path
 from quotascope.output import emit, table
 from storage.reports import (
@@ -27,21 +26,6 @@ from storage.reports import (
     spend_report,
 )
 
-_RELATIVE = re.compile(r"^(\d+)([dh])$")
-
-
-def when(text: str) -> datetime:
-    """An ISO date or date-time (UTC unless it has an offset), `now`, or `7d` / `12h` before now."""
-    now = datetime.now(UTC).replace(tzinfo=None)
-    stripped = text.strip().lower()
-    if stripped == "now":
-        return now
-    relative = _RELATIVE.match(stripped)
-    if relative:
-        amount, unit = int(relative.group(1)), relative.group(2)
-        return now - (timedelta(days=amount) if unit == "d" else timedelta(hours=amount))
-    return moment(text)
-
 
 def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     p = commands.add_parser(
@@ -52,7 +36,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     )
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     dates = argparse.ArgumentParser(add_help=False)
-    dates.add_argument("--since", type=when, help="from (UTC): 2025-03-01, 2025-03-01T08:00, 7d, 12h")
+    dates.add_argument("--since", type=when, help="from (UTC): 2025-03-01, 2025-03-01T08:00, 7d, 12h, now")
     dates.add_argument("--until", type=when, help="up to, not including (UTC)")
     common = argparse.ArgumentParser(add_help=False, parents=[dates])
     for name in ("provider", "model", "team", "project"):
@@ -79,7 +63,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
         help="average and p50/p90/p99 tokens per request (plan --from-usage)",
     )
     rejects = kinds.add_parser("rejects", parents=[parent], help="records ingestion rejected, with why")
-    rejects.add_argument("--limit", type=int, default=50, help="show at most this many (default 50)")
+    rejects.add_argument("--limit", type=whole, default=50, help="show at most this many (default 50)")
     rejects.add_argument(
         "--all-runs",
         action="store_true",
