@@ -160,3 +160,13 @@ def test_help_reads(capsys: pytest.CaptureFixture[str], command: list[str]) -> N
         main([*command, "--help"])
     assert done.value.code == 0
     assert "--since" in capsys.readouterr().out
+
+
+def test_a_mistake_is_one_sentence(capsys: pytest.CaptureFixture[str], db: Path) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["report", "reconcile", "--db", str(db), "--threshold", "lots"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "a gap threshold is a share like 0.02 or 2%" in err and "Traceback" not in err
+    assert main(["report", "reconcile", "--db", str(db), "--by", "team"]) == 2
+    assert "reconcile groups by some of day, provider, model, project" in capsys.readouterr().err
