@@ -1,6 +1,8 @@
 """How a provider enforces a limit on a stream of arrivals, vectorised with polars.
 
-These are the kernels `models.replay` runs recorded traffic through. Demand is fluid within a second: the
+This module is where a limit is enforced: `enforce_limits` takes a demand and an offer version and applies
+each of its limits as the provider does (`limit_rules` says how each is counted), with the kernels below;
+`models.replay` calls it for the units each version governs. Demand is fluid within a second: the
 requests that arrive in the same second are admitted (or served) in the same share. Three ways to count a
 limit (DESIGN.md, "Limits"):
 
@@ -27,9 +29,14 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import polars as pl
+
+from models.catalog import Limits, OfferVersion
+from models.target import counted_columns
 
 # Cumulative demand is float64: exact for whole tokens up to 2**53; spread (fractional) requests carry
 # rounding of about 1e-12 relative, hence a small slack in every comparison.
@@ -379,3 +386,204 @@ def peak_in_flight(start_s: pl.Series, end_s: pl.Series, weight: pl.Series) -> f
 def ceil_scale(factor: float) -> int:
     """Whole keys (or accounts) for a needed factor, forgiving float dust."""
     return max(1, math.ceil(factor - 1e-9))
+
+
+# ------------------------------------------------------------------------------------------ rules
+
+
+@dataclass(frozen=True, slots=True)
+class LimitRule:
+    """How one published limit is counted: on which measure (counted tokens of each kind, or requests), in
+    fixed windows or a continuous bucket of which size, with which allowance."""
+
+    name: str  # tpm, itpm, otpm, rpm, tpd, rpd
+    measure: str  # unit column it counts
+    kind: Literal["window", "bucket"]
+    cell_s: int
+    sigma: float  # allowance per window, or bucket capacity (all keys/accounts together)
+    rate: float  # per cell
+    per_key: int  # the limit as published, per key (or account)
+    per_minute_line: float | None  # the limit drawn against per-minute demand (None: a daily limit)
+
+
+_MEASURES = {"tpm": "c_total", "itpm": "c_in", "otpm": "c_out", "rpm": "w", "tpd": "c_total", "rpd": "w"}
+
+
+def limit_rules(limits: Limits, window: str, multiplier: int) -> list[LimitRule]:
+    """The rules a version's rate limits are enforced by: TPM / ITPM / OTPM / RPM per minute, per second
+    (limit / 60) or as a continuous bucket (the offer's `counting.window`), TPD / RPD per UTC day; each
+    times `multiplier` (keys or accounts sharing the traffic)."""
+    rules = []
+    for name in ("tpm", "itpm", "otpm", "rpm"):
+        value = getattr(limits, name)
+        if value is None:
+            continue
+        total = float(value) * multiplier
+        if window == "second":
+            rules.append(LimitRule(name, _MEASURES[name], "window", 1, total / 60, total / 60, value, total))
+        elif window == "bucket":
+            rules.append(LimitRule(name, _MEASURES[name], "bucket", 1, total, total / 60, value, total))
+        else:
+            rules.append(LimitRule(name, _MEASURES[name], "window", 60, total, total, value, total))
+    for name in ("tpd", "rpd"):
+        value = getattr(limits, name)
+        if value is not None:
+            total = float(value) * multiplier
+            rules.append(LimitRule(name, _MEASURES[name], "window", 86_400, total, total, value, None))
+    return rules
+
+
+# -------------------------------------------------------------------------------------- a version's limits
+
+
+@dataclass(frozen=True)
+class Enforced:
+    """The units one offer version governs, through its limits: `units` (t, w, throttled, delay_s,
+    served_s), per-minute `demand` against each limit, and the keys (or accounts) and per-key limits that
+    would have avoided all throttling."""
+
+    units: pl.DataFrame  # t, w, throttled, delay_s, served_s
+    demand: pl.DataFrame
+    keys_needed: float
+    limits_needed: dict[str, float]
+
+
+def enforce_limits(
+    units: pl.DataFrame,
+    version: OfferVersion,
+    *,
+    policy: str,
+    multiplier: int,
+    limit_overrides: Mapping[str, int] | None = None,
+    max_tokens: int | None = None,
+) -> tuple[Enforced, Limits]:
+    """THE place a limit is enforced: `units` (a time-sorted demand: `t` seconds, `w` requests, tokens,
+    `duration_s`) through `version`'s limits as the provider counts and enforces them — which tokens count
+    (`models.target.counted_columns`), the window (`limit_rules`), concurrency — under `policy` (reject or
+    queue), each limit times `multiplier` (keys or accounts). Returns the outcome and the limits applied."""
+    limits = version.limits
+    if limit_overrides:
+        overrides: dict[str, Any] = dict(limit_overrides)
+        limits = replace(limits, **overrides)
+    limits = limits.effective()
+    frame = units.with_columns(**counted_columns(version.counting, max_tokens)).with_columns(
+        pl.col("t").floor().cast(pl.Int64).alias("sec")
+    )
+    frame = frame.with_columns(
+        ((pl.col("sec") != pl.col("sec").shift(1)).fill_null(True).cum_sum() - 1).set_sorted().alias("m"),
+        (pl.col("sec") // 60).set_sorted().alias("minute"),
+    )
+    rules = limit_rules(limits, version.counting.window, multiplier)
+    ends = run_ends(frame["sec"])
+    seconds = run_sums(frame, ends, ["c_total", "c_in", "c_out", "w"]).with_columns(
+        frame["sec"].gather(ends).alias("sec")
+    )
+    slots = float(limits.max_concurrency) * multiplier if limits.max_concurrency is not None else None
+    needed: dict[str, float] = {}
+    for rule in rules:
+        asked = seconds[rule.measure]
+        if rule.kind == "window":
+            factor = window_scale_needed(seconds["sec"], asked, rule.cell_s, rule.sigma)
+        else:
+            factor = bucket_scale_needed(seconds["sec"], asked, rule.sigma, rule.rate)
+        needed[rule.name] = factor * multiplier
+    end = pl.col("t") + pl.col("duration_s")
+    before: pl.Series | None = None  # in flight before each request, had nothing been refused
+    if slots is not None:
+        before = in_flight_before(frame["t"], frame.select(end).to_series(), frame["w"])
+        peak = before + frame["w"]
+        needed["max_concurrency"] = float(peak.max()) / float(limits.max_concurrency or 1)  # type: ignore[arg-type]
+        frame = frame.with_columns(peak.alias("in_flight"))
+    if policy == "reject":
+        share = pl.Series("share", [1.0] * seconds.height, dtype=pl.Float64)
+        for rule in rules:
+            if rule.kind == "window":
+                part = window_admitted_share(seconds["sec"], seconds[rule.measure], rule.cell_s, rule.sigma)
+            else:
+                part = bucket_admitted_share(seconds["sec"], seconds[rule.measure], rule.sigma, rule.rate)
+            share = pl.DataFrame({"a": share, "b": part}).select(pl.min_horizontal("a", "b")).to_series()
+        refused_any = bool((share < 1).any())
+        admitted = (frame["w"] * share.gather(frame["m"])).alias("admitted") if refused_any else frame["w"]
+        if slots is not None:
+            known = None if refused_any else before  # token limits refused some: count again without them
+            admitted = concurrency_admitted(
+                frame["t"], frame.select(end).to_series(), admitted, slots, known
+            ).admitted
+        frame = frame.with_columns(
+            (pl.col("w") - admitted).clip(lower_bound=0.0).alias("throttled"),
+            pl.lit(0.0).alias("delay_s"),
+            pl.col("t").alias("served_s"),
+        )
+    else:
+        served = frame["t"]
+        for rule in rules:
+            part = shaper_served_at(frame["t"], frame[rule.measure], rule.cell_s, rule.sigma, rule.rate)
+            served = pl.DataFrame({"a": served, "b": part}).select(pl.max_horizontal("a", "b")).to_series()
+        if slots is not None:
+            on_time = bool((served == frame["t"]).all())  # token limits delayed nobody: same in-flight counts
+            known = before if on_time else None
+            served = concurrency_starts(served, frame["duration_s"], frame["w"], slots, known).admitted
+        frame = (
+            frame.with_columns(served.alias("served_s"))
+            .with_columns((pl.col("served_s") - pl.col("t")).clip(lower_bound=0.0).alias("delay_s"))
+            .with_columns(
+                pl.when(pl.col("delay_s") > 1e-6).then(pl.col("w")).otherwise(0.0).alias("throttled")
+            )
+        )
+    demand_frames = []
+    for rule in rules:
+        if rule.per_minute_line is None:
+            continue
+        per_minute = (
+            seconds.with_columns((pl.col("sec") // 60).set_sorted().alias("minute"))
+            .group_by("minute", maintain_order=True)
+            .agg(
+                pl.col(rule.measure).sum().alias("demand"),
+                (pl.col(rule.measure).max() * 60).alias("peak_rate"),
+            )
+            .with_columns(
+                pl.lit(rule.name).alias("limit"),
+                pl.lit(rule.per_minute_line).alias("limit_value"),
+                pl.lit(version.counting.window).alias("window"),
+            )
+        )
+        demand_frames.append(per_minute)
+    if slots is not None:
+        demand_frames.append(
+            frame.group_by("minute", maintain_order=True)
+            .agg(pl.col("w").sum().alias("demand"), pl.col("in_flight").max().alias("peak_rate"))
+            .with_columns(
+                pl.lit("max_concurrency").alias("limit"),
+                pl.lit(slots).alias("limit_value"),
+                pl.lit("concurrent").alias("window"),
+            )
+        )
+    demand = (
+        pl.concat(
+            [
+                f.select("minute", "limit", "demand", "peak_rate", "limit_value", "window")
+                for f in demand_frames
+            ]
+        )
+        if demand_frames
+        else pl.DataFrame(
+            schema={
+                "minute": pl.Int64(),
+                "limit": pl.String(),
+                "demand": pl.Float64(),
+                "peak_rate": pl.Float64(),
+                "limit_value": pl.Float64(),
+                "window": pl.String(),
+            }
+        )
+    )
+    keys = max(needed.values()) if needed else 0.0
+    out = frame.select("t", "w", "throttled", "delay_s", "served_s")
+    return Enforced(out, demand, keys, needed), limits
+
+
+def queue_lengths(units: pl.DataFrame) -> pl.Series:
+    """Requests waiting at each arrival (arrived so far minus served so far; served times are FIFO-sorted)."""
+    # FIFO: served times rise with arrival order, so they need no sort
+    done = total_at_or_before(units["served_s"], units["w"], units["t"])
+    return (units["w"].cum_sum() - done).clip(lower_bound=0.0)

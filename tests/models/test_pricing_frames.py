@@ -25,8 +25,8 @@ from models.catalog import (
 from models.money import FxRate, FxTable, Money
 from models.pricing import TokenCounts, price_tokens, price_units, version_index
 from models.profile import TokenProfile
-from models.replay import traffic_from_usage
 from models.target import cacheable, counted_columns, target_tokens
+from models.traffic import traffic_from_usage
 from tests.models.factories import d, version
 
 START = datetime(2026, 10, 30)

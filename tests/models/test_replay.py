@@ -23,14 +23,8 @@ from models.catalog import (
 )
 from models.errors import InputError
 from models.money import FxRate, FxTable, Money
-from models.replay import (
-    ReplayOptions,
-    comparison_rows,
-    demand_series,
-    infer_bucket_s,
-    replay,
-    traffic_from_usage,
-)
+from models.replay import ReplayOptions, comparison_rows, replay
+from models.traffic import demand_series, infer_bucket_s, traffic_from_usage
 from tests.models.factories import d, version
 
 NINE = datetime(2026, 11, 2, 9, 0, 0)  # a Monday
@@ -230,9 +224,9 @@ def test_aggregated_rows_are_spread_over_their_bucket() -> None:
 
 
 def test_huge_aggregated_rows_are_spread_in_wider_slices(monkeypatch: pytest.MonkeyPatch) -> None:
-    import models.replay
+    import models.traffic
 
-    monkeypatch.setattr(models.replay, "MAX_SPREAD_UNITS", 100)
+    monkeypatch.setattr(models.traffic, "MAX_SPREAD_UNITS", 100)
     day = rows({"ts": NINE.replace(hour=0), "n_requests": 86_400, "input_tokens": 86_400, "output_tokens": 0})
     traffic = traffic_from_usage(day, bucket_s=86_400)
     # 86,400 one-second slices wanted, 100 allowed: 100 slices of 864 s carrying 864 requests each
