@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -130,6 +131,12 @@ def run_aiperf(
     return [r for run in imported.runs for r in run.results if r.kind == "load"]
 
 
+def children_cpu_s() -> float:
+    """CPU seconds (user + system) used so far by this process's finished children: each tool's whole run."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def row(tool: str, level: int, results: list[RequestResult], args: argparse.Namespace) -> list[object]:
     n, tps = args.output_tokens, args.tokens_per_s
     truth = n * tps / (n - 1)
@@ -180,12 +187,18 @@ def main() -> None:
                 requests = max(args.min_requests, args.rounds * level)
                 tools = ["quotascope", "aiperf"] if index % 2 == 0 else ["aiperf", "quotascope"]
                 measured = {}
+                cpu: dict[str, float] = {}
                 for tool in tools:
+                    before = children_cpu_s()
                     if tool == "quotascope":
                         measured[tool] = run_quotascope(args, base_url, level, requests, work)
                     else:
                         measured[tool] = run_aiperf(args, base_url, level, requests, work, env)
-                rows += [row(tool, level, measured[tool], args) for tool in ("quotascope", "aiperf")]
+                    cpu[tool] = children_cpu_s() - before
+                rows += [
+                    [*row(tool, level, measured[tool], args), f"{cpu[tool]:.1f}"]
+                    for tool in ("quotascope", "aiperf")
+                ]
         finally:
             process.terminate()
             process.wait(timeout=10)
@@ -207,6 +220,7 @@ def main() -> None:
                 "tok/s err p50 %",
                 "tok/s |err| max %",
                 "flagged saturated",
+                "client CPU s",
             ],
             rows,
         )

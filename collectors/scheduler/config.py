@@ -51,7 +51,7 @@ from collectors.probe.endpoints import Endpoint, load_endpoints
 from collectors.pull.apis import KINDS as PULL_KINDS
 from models.errors import InputError
 from models.genai_spans import parse_attribution
-from models.probe import LoadPlan
+from models.probe import DEFAULT_WARMUP_REQUESTS, LoadPlan
 
 INGEST_FORMATS = ("auto", *FORMATS)
 INTERVAL_UNITS = {"seconds": 1.0, "minutes": 60.0, "hours": 3600.0, "days": 86400.0}
@@ -73,6 +73,8 @@ _PROBE_FIELDS = (
     "max_429_strikes",
     "max_retry_wait_s",
     "seed",
+    "ramp_s",
+    "warmup",
 )
 _WATCH_FIELDS = (*_COMMON_FIELDS, "folder", "format", "tags", "settle_s", "incomplete_line_s")
 _CATALOG_FIELDS = _COMMON_FIELDS
@@ -496,6 +498,9 @@ def _probe(
         "max_429_strikes": t.whole("max_429_strikes", 3),
         "max_retry_wait_s": t.number("max_retry_wait_s", 60.0, strict=False),
         "seed": t.whole("seed", 0, minimum=0),
+        # as the CLI: one warm-up request, workers started over its duration; ramp_s = 0 for a burst
+        "ramp_s": None if "ramp_s" not in t.raw else t.number("ramp_s", None, strict=False),
+        "warmup_requests": t.whole("warmup", DEFAULT_WARMUP_REQUESTS, minimum=0),
     }
     try:
         plan = LoadPlan.from_options(t.wholes("concurrency", (1,)), rate, poisson, **options)

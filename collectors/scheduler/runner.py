@@ -628,6 +628,8 @@ class ScheduleRunner:
             "folder": str(job.folder),
             "files_read": read_files,
             "files_failed": len(failed),
+            # each file not read (wholly, or from some line on) with why; it is read again once it changes
+            "failed": failed,
             "files_waiting": len(scan.waiting),
             "files_unchanged": scan.unchanged,
             "files_left_for_next_run": left,

@@ -140,7 +140,8 @@ def render() -> None:
     if summary["tool"].n_unique() > 1 or summary["tool"][0] != "quotascope":
         _definitions(summary)
     for row in table.filter(pl.col("alerts") != "").iter_rows(named=True):
-        message = f"**{for_markdown(row['endpoint'])}**: {for_markdown(row['alerts'])}"
+        who = "" if row["tool"] == "quotascope" else f" (measured by {for_markdown(row['tool'])})"
+        message = f"**{for_markdown(row['endpoint'])}**{who}: {for_markdown(row['alerts'])}"
         if "canary failed" in row["alerts"]:
             message += (
                 " — the model behind it may not be the one you pay for (a distilled model fails the canary)"

@@ -17,7 +17,7 @@ from collectors.scheduler import CatalogSource, ScheduleRunner, load_schedule, l
 from collectors.scheduler.config import ScheduleConfig
 from quotascope import settings
 from quotascope.context import db_path
-from quotascope.output import emit, table
+from quotascope.output import emit, say, table
 from storage.jobs import JobRun, job_summary
 
 
@@ -85,7 +85,7 @@ def stop_signals(stop: threading.Event, runner: ScheduleRunner, grace_s: float) 
 
 
 def _say(text: str) -> None:
-    print(f"quotascope: {text}", file=sys.stderr, flush=True)
+    say(f"quotascope: {text}", file=sys.stderr, flush=True)
 
 
 def describe_run(run: JobRun) -> str:
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stderr if args.json else sys.stdout
 
     def report(job_run: JobRun) -> None:
-        print(describe_run(job_run), file=out, flush=True)
+        say(describe_run(job_run), file=out, flush=True)
 
     needs_salt = config.watches or config.pulls or config.otlp
     salt = load_salt(Path(settings.get("salt_file"))) if needs_salt else None
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         config, db, catalog=catalog_source(args), ingest=ingest, on_run=report, on_notice=_say, salt=salt
     )
     runner.prepare()
-    print(_started(config, db, args.once), file=out, flush=True)
+    say(_started(config, db, args.once), file=out, flush=True)
     stop = threading.Event()
     with stop_signals(stop, runner, config.shutdown_grace_s):
         if args.once:

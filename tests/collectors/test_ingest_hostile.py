@@ -268,3 +268,51 @@ def test_a_litellm_row_with_shifted_columns_never_stores_the_key(tmp_path: Path)
     assert "0123456789abcdef" not in kept and "sk-live-01" not in kept
     assert "total_tokens is the string" in kept  # the reason is kept, the key in it is not
     assert "0123456789abcdef" not in json.dumps(result.to_json())
+
+
+CSV_CELLS = st.one_of(
+    st.text(max_size=12),
+    st.integers(-(2**80), 2**80).map(str),
+    st.sampled_from(["=1+1", "+cmd|' /C calc'!A0", "@SUM(1)", '"', "\x00", "1e30", "9223372036854775807"]),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(CSV_CELLS, min_size=4, max_size=4), min_size=1, max_size=10))
+def test_fuzzed_csv_rows_never_cost_a_neighbour(
+    tmp_path_factory: pytest.TempPathFactory, bad: list[list[str]]
+) -> None:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["ts", "model", "input_tokens", "output_tokens"])
+    writer.writerow(["2025-11-24T00:00:00Z", "first", "10", "1"])
+    writer.writerows(bad)
+    writer.writerow(["2025-11-24T00:00:01Z", "last", "10", "1"])
+    folder = tmp_path_factory.mktemp("fuzzcsv")
+    log = folder / "log.csv"
+    log.write_text(buffer.getvalue())
+    db = folder / "q.duckdb"
+    (result,) = ingest(db, log, fmt="csv")
+    assert identity_holds(result), result.counts
+    assert result.unreadable is None
+    models = {m for (m,) in query(db, "SELECT model FROM usage")}
+    assert {"first", "last"} <= models
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(JSON_VALUES, min_size=1, max_size=8))
+def test_fuzzed_json_document_elements_never_cost_a_neighbour(
+    tmp_path_factory: pytest.TempPathFactory, bad: list[object]
+) -> None:
+    folder = tmp_path_factory.mktemp("fuzzdoc")
+    log = folder / "doc.json"
+    log.write_text(json.dumps([response("first"), *bad, response("last")]))
+    db = folder / "q.duckdb"
+    (result,) = ingest(db, log, fmt="openai")
+    assert identity_holds(result), result.counts
+    assert result.unreadable is None and result.counts.read == len(bad) + 2
+    keys = {k for (k,) in query(db, "SELECT record_key FROM usage")}
+    assert {"chatcmpl-first", "chatcmpl-last"} <= keys

@@ -90,6 +90,20 @@ def test_probe_json_summary_is_stored_and_never_shows_the_key(
         assert FAKE_KEY.encode() not in path.read_bytes()
 
 
+def test_a_burst_is_asked_for_and_says_so_and_the_default_ramp_is_shown(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with EmulatorServer(EmulatorConfig(ttft_ms=10, tokens_per_s=2000, output_tokens=6)) as server:
+        base = ["probe", "--base-url", server.base_url, "--model", MODEL, "--concurrency", "4"]
+        assert main([*base, "--requests", "4", "--ramp-s", "0", "--no-store"]) == 0
+        burst = capsys.readouterr().out
+        assert main([*base, "--requests", "4", "--no-store"]) == 0
+        ramped = capsys.readouterr().out
+    assert "concurrency (burst), 4 requests" in burst and "burst: every concurrent worker started" in burst
+    assert "burst" not in ramped and "workers started spread over" in ramped
+    assert "1 warm-up request(s) first, not in the figures" in ramped
+
+
 def test_a_key_the_server_echoes_back_is_redacted_before_storing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

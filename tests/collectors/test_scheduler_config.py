@@ -95,9 +95,19 @@ cron = "*/5 9-17 * * 1-5"
     assert probe.trigger == Interval(90.0) and probe.trigger.describe() == "every 90 s"
     assert probe.plan.profile == "poisson" and probe.plan.rate_per_s == 2.5
     assert probe.plan.input_tokens == (100, 1000)
+    assert probe.plan.warmup_requests == 1 and probe.plan.ramp_s is None  # the CLI's defaults
     assert watch.id == "watch:incoming" and watch.format == "anthropic" and watch.settle_s == 0
     assert isinstance(watch.trigger, Cron) and watch.trigger.day_of_week == "mon,tue,wed,thu,fri"
     assert watch.trigger.describe() == "cron '*/5 9-17 * * 1-5'"
+
+
+def test_a_probe_may_ask_for_a_burst_and_no_warm_up(folder: Path) -> None:
+    text = (
+        "[[probe]]\nendpoint = 'ark'\ninterval = { seconds = 5 }\nconcurrency = 8\nramp_s = 0\nwarmup = 0\n"
+    )
+    (probe,) = load_schedule(write(folder, text)).jobs
+    assert isinstance(probe, ProbeJob)
+    assert probe.plan.ramp_s == 0 and probe.plan.warmup_requests == 0
 
 
 @pytest.mark.parametrize(

@@ -377,3 +377,52 @@ def test_stopping_cancels_a_probe_that_outlives_the_grace_period(tmp_path: Path)
         ("probe:stalled", "error"),
     ]
     assert rows(db, "SELECT count(*) FROM probe_runs") == [(0,)]  # no half run
+
+
+def test_unreadable_files_are_failed_with_their_reason_and_the_good_ones_go_on(tmp_path: Path) -> None:
+    import gzip
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    packed = gzip.compress(log_lines(100, 50).encode())
+    (incoming / "a_cut.jsonl.gz").write_bytes(packed[: len(packed) // 2])
+    (incoming / "b_deep.json").write_text("[" * 10_000 + "]" * 10_000 + "\n")
+    (incoming / "c_binary.log").write_bytes(bytes(range(256)) * 8 + b"\n")
+    (incoming / "d_huge_count.jsonl").write_text(
+        log_lines(200, 1).replace('"prompt_tokens": 300', f'"prompt_tokens": {2**63 - 1}') + log_lines(201, 2)
+    )
+    (incoming / "e_good.jsonl").write_text(log_lines(0, 5))
+    time.sleep(0.3)
+    schedule = '[[watch]]\nfolder = "incoming"\nsettle_s = 0.1\n'
+    runner, recorder = make_runner(tmp_path, {}, schedule)
+    runner.run_once(threading.Event())
+    (run,) = recorder.runs
+    assert run.outcome == "error" and run.error is not None and run.error.startswith("3 file(s) failed")
+    failed = "\n".join(run.summary["failed"])
+    assert "a_cut.jsonl.gz: " in failed and "gzip data ends early" in failed
+    assert "b_deep.json: " in failed and "c_binary.log: " in failed
+    # a bad line is a reject, not a failed file: its neighbours and the good file are stored
+    assert run.summary["files_read"] == 2 and run.summary["rejected"] >= 2
+    stored = rows(tmp_path / "q.duckdb", "SELECT count(*) FROM usage")[0][0]
+    assert (
+        stored == run.summary["stored"] > 5 + 2
+    )  # the good file, the bad line's neighbours, the cut .gz's lines
+    recorded = rows(tmp_path / "q.duckdb", "SELECT error FROM job_runs")
+    assert "failed" in str(recorded[0][0])
+    marks = rows(tmp_path / "q.duckdb", "SELECT path, state, error FROM watched_files ORDER BY path")
+    assert [(Path(str(p)).name, s) for p, s, _ in marks][:3] == [
+        ("a_cut.jsonl.gz", "failed"),
+        ("b_deep.json", "failed"),
+        ("c_binary.log", "failed"),
+    ]
+    assert all(e for _, s, e in marks if s == "failed")
+    # unchanged: not read again; changed: read again
+    runner, recorder = make_runner(tmp_path, {}, schedule)
+    runner.run_once(threading.Event())
+    assert recorder.runs[0].outcome == "ok" and recorder.runs[0].summary["files_unchanged"] == 5
+    (incoming / "a_cut.jsonl.gz").write_bytes(packed)
+    time.sleep(0.3)
+    runner, recorder = make_runner(tmp_path, {}, schedule)
+    runner.run_once(threading.Event())
+    (again,) = recorder.runs
+    assert again.outcome == "ok" and again.summary["files_read"] == 1 and again.summary["stored"] > 0

@@ -140,6 +140,31 @@ def test_endpoints_flag_the_distilled_and_the_throttled(demo: AppTest, demo_db: 
     assert "P99 TTFT high" in " ".join(w.value for w in demo.warning)
 
 
+def test_imported_peer_runs_show_beside_the_probe_never_pooled(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from collectors.probe.peers import Identity, import_peer_file
+
+    db = tmp_path / "q.duckdb"
+    peers = Path(__file__).resolve().parents[1] / "data" / "peers"
+    for name in ("aiperf_profile_export.jsonl", "guidellm_benchmarks.json", "vllm_save_detailed.json"):
+        import_peer_file(db, peers / name, identity=Identity(endpoint="gpu-box"))
+    at = start(monkeypatch, db)
+    at.switch_page("views/endpoints.py").run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert list(table["Endpoint"]) == ["gpu-box"] * 3
+    assert sorted(table["Measured by"]) == ["aiperf", "guidellm", "vllm"]  # one row per tool
+    runs = {row["tool"]: row for row in probe_percentiles(db).iter_rows(named=True)}
+    for row in table.to_dict("records"):
+        assert number(row["Time to first token, median (ms)"]) == round(
+            runs[row["Measured by"]]["ttft_p50_ms"]
+        )
+    definitions = " ".join(m.value for m in at.markdown)
+    assert "role" in definitions and "choices" in definitions  # vLLM's rule, stated beside its figures
+    assert "(measured by `guidellm`)" in " ".join(w.value for w in at.warning)
+
+
 def test_switch_view_equals_the_simulation(demo: AppTest, demo_db: tuple[Path, Path]) -> None:
     from models.replay import ReplayOptions
     from storage.simulation import simulate_offers
