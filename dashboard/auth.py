@@ -20,8 +20,17 @@ from typing import NoReturn
 
 import streamlit as st
 
-from models.access import EVERYTHING, Scope, SignInThrottle, User, oidc_providers, session_expired
-from models.errors import QuotascopeError
+from models.access import (
+    EVERYTHING,
+    MAX_NAME_CHARS,
+    Scope,
+    SignInThrottle,
+    User,
+    oidc_providers,
+    session_expired,
+    user_name,
+)
+from models.errors import InputError, QuotascopeError
 from quotascope import settings
 from storage.users import check_sign_in, read_users
 
@@ -162,7 +171,7 @@ def _sign_in_form(db: Path, oidc: tuple[str, ...], local: bool, refused: str | N
 
 
 def _check(db: Path, name: str, password: str) -> None:
-    throttle, key, now = _throttle(), name.strip().lower()[:254], _now()
+    throttle, key, now = _throttle(), _throttle_key(name), _now()
     wait = throttle.wait_s(key, now)
     if wait > 0:
         st.error(f"Too many failed sign-ins: try again in {math.ceil(wait)} s.")
@@ -179,6 +188,15 @@ def _check(db: Path, name: str, password: str) -> None:
     throttle.succeeded(key)
     _remember(Viewer(user.name, "password", now, user.scope))
     st.rerun()
+
+
+def _throttle_key(name: str) -> str:
+    """The name as stored (so that another spelling of it, say in full-width letters, counts as the same
+    name), or the text as typed when it cannot be a name."""
+    try:
+        return user_name(name)
+    except InputError:
+        return name[:MAX_NAME_CHARS]
 
 
 def sign_out_button(viewer: Viewer) -> None:

@@ -160,6 +160,8 @@ def test_failures_back_off_per_name(shared: Path) -> None:
     sign_in(at, "finance", FINANCE_PASSWORD)  # right, but too soon after three failures
     assert errors(at)[0].startswith("Too many failed sign-ins: try again in")
     assert not at.header
+    sign_in(at, " ＦＩＮＡＮＣＥ ", FINANCE_PASSWORD)  # another spelling of the name is the same name
+    assert errors(at)[0].startswith("Too many failed sign-ins")
     sign_in(at, "lead", LEAD_PASSWORD)  # another name is not held up by finance's failures
     assert at.header
 
