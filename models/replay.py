@@ -140,8 +140,12 @@ class Replay:
 
 def _weighted_quantiles(values: pl.Series, weights: pl.Series, qs: Sequence[float]) -> list[float]:
     """The value below which each share `q` of the weight lies (one sort for all of them)."""
-    frame = pl.DataFrame({"v": values, "w": weights}).sort("v").with_columns(pl.col("w").cum_sum().alias("c"))
-    total = float(frame["w"].sum())
+    frame = (
+        pl.DataFrame({"v": values, "weight": weights})
+        .sort("v")
+        .with_columns(pl.col("weight").cum_sum().alias("c"))
+    )
+    total = float(frame["weight"].sum())
     if total <= 0:
         return [0.0 for _ in qs]
     out = []
@@ -195,13 +199,13 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
     assert limits_used is not None
     version = newest
     done = (
-        pl.concat([s.units for s in segments]).sort("t", maintain_order=True)
+        pl.concat([s.units for s in segments]).sort("t_s", maintain_order=True)
         if len(segments) > 1
         else segments[0].units
     )
-    requests = float(done["w"].sum())
+    requests = float(done["requests"].sum())
     throttled = float(done["throttled"].sum())
-    minute = (pl.col("t") // 60).cast(pl.Int64).set_sorted()
+    minute = (pl.col("t_s") // 60).cast(pl.Int64).set_sorted()
     queue = queue_lengths(done) if options.policy == "queue" and throttled > SLACK else None
     if options.policy == "queue":
         per_minute = (
@@ -210,7 +214,7 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
             )
             .group_by("minute", maintain_order=True)
             .agg(
-                pl.col("w").sum().alias("requests"),
+                pl.col("requests").sum().alias("requests"),
                 pl.col("throttled").sum().alias("throttled"),
                 pl.col("delay_s").max().alias("max_delay_s"),
                 pl.col("queue").max().alias("max_queue"),
@@ -219,9 +223,9 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
     else:  # nothing waits: sums only, by running totals
         minutes_of = done.select(minute.alias("minute")).to_series()
         last = run_ends(minutes_of)
-        per_minute = run_sums(done, last, ["w", "throttled"]).select(
+        per_minute = run_sums(done, last, ["requests", "throttled"]).select(
             minutes_of.gather(last).alias("minute"),
-            pl.col("w").alias("requests"),
+            pl.col("requests").alias("requests"),
             "throttled",
             pl.lit(0.0).alias("max_delay_s"),
             pl.lit(0.0).alias("max_queue"),
@@ -235,7 +239,7 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
         )
     p50 = p99 = max_queue = None
     if options.policy == "queue":
-        p50, p99 = _weighted_quantiles(done["delay_s"], done["w"], (0.50, 0.99))
+        p50, p99 = _weighted_quantiles(done["delay_s"], done["requests"], (0.50, 0.99))
         max_queue = float(queue.max()) if queue is not None and queue.len() else 0.0  # type: ignore[arg-type]
     needed_by_name: dict[str, float] = {}
     for segment in segments:

@@ -47,8 +47,8 @@ MAX_SPREAD_UNITS = 20_000_000
 
 @dataclass(frozen=True)
 class Traffic:
-    """Recorded demand as units sorted by arrival: `ts`, `t` (seconds since `origin`, a UTC midnight so
-    minute and day windows align with the clock), `w` (requests), recorded tokens (`input`, `cached`,
+    """Recorded demand as units sorted by arrival: `ts`, `t_s` (seconds since `origin`, a UTC midnight so
+    minute and day windows align with the clock), `requests`, recorded tokens (`input`, `cached`,
     `write`, `output`, `reasoning`), `duration_s`, and `provider`, `model`, `team`, `project`."""
 
     units: pl.DataFrame
@@ -62,7 +62,7 @@ class Traffic:
 
     @property
     def requests(self) -> float:
-        return float(self.units["w"].sum()) if self.units.height else 0.0
+        return float(self.units["requests"].sum()) if self.units.height else 0.0
 
     @property
     def first(self) -> datetime | None:
@@ -130,8 +130,8 @@ def traffic_from_usage(
         units = pl.DataFrame(
             schema={
                 "ts": pl.Datetime("us"),
-                "t": pl.Float64(),
-                "w": pl.Float64(),
+                "t_s": pl.Float64(),
+                "requests": pl.Float64(),
                 **{c: pl.Int64() for c in ("input", "cached", "write", "output", "reasoning")},
                 "duration_s": pl.Float64(),
                 **{c: pl.String() for c in keep},
@@ -160,7 +160,7 @@ def traffic_from_usage(
         duration = pl.coalesce(pl.col("latency_ms") / 1000, assumed).clip(lower_bound=MIN_DURATION_S)
         return part.select(
             at.alias("ts"),
-            weight.cast(pl.Float64).alias("w"),
+            weight.cast(pl.Float64).alias("requests"),
             *[expr.cast(pl.Int64).alias(name) for name, expr in tokens.items()],
             duration.alias("duration_s"),
             pl.col("latency_ms").is_null().alias("_assumed"),
@@ -220,11 +220,11 @@ def traffic_from_usage(
     assert isinstance(first, datetime)
     origin = datetime(first.year, first.month, first.day)
     units = units.with_columns(
-        pl.col("ts").set_sorted(), ((pl.col("ts") - origin).dt.total_microseconds() / 1e6).alias("t")
+        pl.col("ts").set_sorted(), ((pl.col("ts") - origin).dt.total_microseconds() / 1e6).alias("t_s")
     )
-    assumed = float(units.select((pl.col("w") * pl.col("_assumed")).sum()).item() or 0.0)
+    assumed = float(units.select((pl.col("requests") * pl.col("_assumed")).sum()).item() or 0.0)
     units = units.select(
-        "ts", "t", "w", "input", "cached", "write", "output", "reasoning", "duration_s", *keep
+        "ts", "t_s", "requests", "input", "cached", "write", "output", "reasoning", "duration_s", *keep
     )
     return Traffic(units, origin, frame.height, aggregated.height, widths, assumed, latency, slice_s)
 
@@ -234,8 +234,8 @@ def demand_series(traffic: Traffic, every_s: int = 60) -> pl.DataFrame:
     `input_tokens`, `cached_input_tokens`, `output_tokens`, `tokens` (input + output)."""
     if every_s < 1:
         raise InputError("a demand series needs a step of at least one second")
-    frame = traffic.units.group_by((pl.col("t") // every_s).cast(pl.Int64).alias("step")).agg(
-        pl.col("w").sum().alias("requests"),
+    frame = traffic.units.group_by((pl.col("t_s") // every_s).cast(pl.Int64).alias("step")).agg(
+        pl.col("requests").sum().alias("requests"),
         pl.col("input").sum().alias("input_tokens"),
         pl.col("cached").sum().alias("cached_input_tokens"),
         pl.col("output").sum().alias("output_tokens"),

@@ -7,7 +7,8 @@ and shares; lists. Each is an argparse `type` that turns a mistake into one sent
 - a whole number: `1000`, `1,000` or `1_000`; `positive_whole` is at least 1, `whole` at least 0;
 - a number: a decimal (`0.5`, `1,250.75`), never a float; `positive` above 0, `non_negative` 0 or more,
   `share` between 0 and 1;
-- a list: comma-separated values of one of the above.
+- a list: comma-separated values of one of the above;
+- which stored usage a command reads: `selection_options` (the period and attribution filters).
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from models.catalog import MAX_CATALOG_NUMBER, MAX_PRICE_PER_MTOK, to_utc_naive
 from models.errors import InputError
 from models.forecast import parse_month
+
+if TYPE_CHECKING:
+    from storage.replay import UsageFilter
 
 T = TypeVar("T")
 _SPAN = re.compile(r"^(\d+)\s*([dhm])$")
@@ -162,6 +166,32 @@ def list_of(item: Callable[[str], T]) -> Callable[[str], list[T]]:
 
 whole_list = list_of(positive_whole)
 number_list = list_of(non_negative)
+
+
+# ------------------------------------------------------------------------------------------ selections
+
+
+def period_options() -> argparse.ArgumentParser:
+    """`--since` and `--until` (moments, as `when` reads them), for a command's `parents=`."""
+    period = argparse.ArgumentParser(add_help=False)
+    period.add_argument("--since", type=when, help="from (UTC): 2025-03-01, 2025-03-01T08:00, 7d, 12h, now")
+    period.add_argument("--until", type=when, help="up to, not including (UTC)")
+    return period
+
+
+def selection_options() -> argparse.ArgumentParser:
+    """The period and `--provider --model --team --project`: which stored usage a command reads
+    (`selection_from`)."""
+    selection = argparse.ArgumentParser(add_help=False, parents=[period_options()])
+    for name in ("provider", "model", "team", "project"):
+        selection.add_argument(f"--{name}", help=f"only this {name}")
+    return selection
+
+
+def selection_from(args: argparse.Namespace) -> UsageFilter:
+    from storage.replay import UsageFilter  # only commands that read usage open the store's modules
+
+    return UsageFilter(args.since, args.until, args.provider, args.model, args.team, args.project)
 
 
 def names(text: str) -> list[str]:

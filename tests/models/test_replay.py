@@ -219,7 +219,7 @@ def test_aggregated_rows_are_spread_over_their_bucket() -> None:
     dense = traffic_from_usage(
         rows({"ts": NINE, "n_requests": 600, "input_tokens": 600, "output_tokens": 0}), bucket_s=60
     )
-    assert dense.units.height == 60 and dense.units["w"].to_list() == [10.0] * 60
+    assert dense.units.height == 60 and dense.units["requests"].to_list() == [10.0] * 60
     assert dense.units["input"].sum() == 600
 
 
@@ -231,7 +231,7 @@ def test_huge_aggregated_rows_are_spread_in_wider_slices(monkeypatch: pytest.Mon
     traffic = traffic_from_usage(day, bucket_s=86_400)
     # 86,400 one-second slices wanted, 100 allowed: 100 slices of 864 s carrying 864 requests each
     assert traffic.units.height == 100 and traffic.spread_slice_s == 864
-    assert traffic.units["w"].to_list() == [864.0] * 100 and traffic.units["input"].sum() == 86_400
+    assert traffic.units["requests"].to_list() == [864.0] * 100 and traffic.units["input"].sum() == 86_400
     result = replay(traffic, PER_MINUTE, ReplayOptions(), fx=FX)
     assert any("slices of up to 864 s" in a for a in result.assumptions)
 
