@@ -20,7 +20,7 @@ from typing import NoReturn
 
 import streamlit as st
 
-from models.access import EVERYTHING, Scope, SignInThrottle, oidc_providers, session_expired
+from models.access import EVERYTHING, Scope, SignInThrottle, User, oidc_providers, session_expired
 from models.errors import QuotascopeError
 from quotascope import settings
 from storage.users import check_sign_in, read_users
@@ -45,9 +45,9 @@ def _throttle() -> SignInThrottle:
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _scopes(db: str, version: tuple[int, ...]) -> dict[str, Scope]:
-    """Every user's scope by name, re-read when the database changes."""
-    return {user.name: user.scope for user in read_users(Path(db))}
+def _users(db: str, version: tuple[int, ...]) -> dict[str, User]:
+    """Every user by name, re-read when the database changes."""
+    return {user.name: user for user in read_users(Path(db))}
 
 
 def _now() -> datetime:
@@ -68,26 +68,26 @@ def providers() -> tuple[str, ...]:
 def require_viewer(db: Path, version: tuple[int, ...]) -> Viewer:
     """The signed-in viewer; otherwise the sign-in form is shown and the run stops here."""
     try:
-        scopes = _scopes(str(db), version)
+        users = _users(str(db), version)
     except QuotascopeError as e:
         st.error(f"Cannot read the dashboard's users: {e}")
         st.stop()
     oidc = providers()
-    if not scopes and not oidc:
+    if not users and not oidc:
         return _remember(Viewer("open", "open", _now(), EVERYTHING))
     viewer = _current(oidc)
     if viewer is not None and session_expired(viewer.signed_in_at, _now(), _session_hours()):
         _sign_out(viewer, "Your session expired: sign in again.")
     refused = None
     if viewer is not None:
-        scope = scopes.get(viewer.name)
-        if scope is not None:
-            return _remember(replace(viewer, scope=scope))
+        user = users.get(viewer.name)
+        if user is not None:
+            return _remember(replace(viewer, scope=user.scope))
         if viewer.method == "password":
             _sign_out(viewer, f"{viewer.name} may no longer see this dashboard.")
         refused = viewer.name
     st.session_state.pop(VIEWER_KEY, None)
-    _sign_in_form(db, oidc, bool(scopes), refused)
+    _sign_in_form(db, oidc, any(u.has_password for u in users.values()), refused)
     st.stop()
 
 
