@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from models.billing import CostLine
-from storage.db import open_read, open_write, query_frame, scalar
+from storage.db import open_read, open_write, scalar
 
 _USAGE_COLUMNS = (
     "record_key",
@@ -235,30 +235,5 @@ def last_pulled_until(db: Path, kind: str, account: str) -> datetime | None:
     return value if isinstance(value, datetime) else None
 
 
-def read_pull_runs(db: Path, limit: int = 20) -> pl.DataFrame:
-    """The latest pulls, newest first, with their counts."""
-    with open_read(db) as con:
-        return query_frame(
-            con,
-            "SELECT run_id, kind, account, since, until, started_at, finished_at, pages, retries, rows_read, "
-            "rows_stored, rows_duplicate, rows_rejected, rows_replaced FROM pull_runs "
-            "ORDER BY run_id DESC LIMIT ?",
-            [max(0, int(limit))],
-        )
-
-
-def read_pull_rejects(db: Path, run_id: int) -> pl.DataFrame:
-    with open_read(db) as con:
-        return query_frame(
-            con,
-            "SELECT item_no, reason, excerpt FROM pull_rejects WHERE run_id = ? ORDER BY item_no",
-            [run_id],
-        )
-
-
 def day_start(day: date) -> datetime:
     return datetime(day.year, day.month, day.day)
-
-
-def day_after(day: date) -> datetime:
-    return day_start(day) + timedelta(days=1)

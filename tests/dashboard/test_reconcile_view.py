@@ -73,10 +73,13 @@ def test_the_page_shows_reconciliations_figures(
     assert metrics["Computed from logs"] == f"{row.computed.amount.quantize(Decimal('0.0001'))} USD"
     assert metrics["Gap"] == f"{row.gap.amount.quantize(Decimal('0.0001'))} USD"
     assert metrics["Flagged days"] == "1"
-    table = at.dataframe[0].value  # the reconciliation table (no alert was raised: no alerts table)
+    table = at.dataframe[0].value  # the reconciliation table
     assert table["Flagged"].tolist() == ["yes"]
     assert table["Billed (USD)"].tolist() == [float(row.billed.amount.quantize(Decimal("0.0001")))]
     assert f"{failed} requests billed but not logged" in table["What explains it"].iloc[0]
+    pulls = at.dataframe[-1].value  # the latest pulls, newest first: how fresh the bill is
+    assert pulls["Report"].tolist() == ["openai-costs", "openai-usage"]
+    assert pulls["Stored"].tolist() == [3, 1]
     # a looser threshold than the gap clears the flag
     at.number_input(key="reconcile_threshold").set_value(99.0).run()
     assert not at.exception
