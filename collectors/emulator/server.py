@@ -71,6 +71,18 @@ def serve(
     server.run(sockets=[sock])
 
 
+def start_in_thread(server: uvicorn.Server, sock: socket.socket, name: str, what: str) -> threading.Thread:
+    """Run `server` on `sock` in a daemon thread and return once it accepts connections."""
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.005)
+    return thread
+
+
 class EmulatorServer:
     """The emulator on a loopback port in a background thread:
 
@@ -87,7 +99,7 @@ class EmulatorServer:
         self._sock = bind(host, port)
         self.port: int = self._sock.getsockname()[1]
         self._server = _server(self.app, access_log=False, log_level="warning", configure_logging=False)
-        self._thread = threading.Thread(target=self._run, name=f"emulator:{self.port}", daemon=True)
+        self._thread: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
@@ -104,21 +116,14 @@ class EmulatorServer:
         state: Emulator = self.app.state.emulator
         return state
 
-    def _run(self) -> None:
-        self._server.run(sockets=[self._sock])
-
     def start(self) -> EmulatorServer:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the emulator did not start")
-            time.sleep(0.005)
+        self._thread = start_in_thread(self._server, self._sock, f"emulator:{self.port}", "the emulator")
         return self
 
     def stop(self) -> None:
         self._server.should_exit = True
-        self._thread.join(timeout=10)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
         self._sock.close()
 
     def __enter__(self) -> EmulatorServer:

@@ -18,6 +18,7 @@ import asyncio
 import hmac
 import json
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -53,6 +54,9 @@ class ReceiverStats:
 class ReceiverConfig:
     token: str | None = None  # the bearer token required, if any (its value; never logged)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # requests being read, decoded or waiting for their commit at once; more are answered 429 at once, so a
+    # flood waits at the exporters (which retry) instead of in this process, past their timeouts
+    max_inflight_requests: int = 16
 
 
 def _status_body(code: int, message: str, json_body: bool) -> tuple[bytes, str]:
@@ -91,6 +95,8 @@ class Receiver:
         self.batcher = batcher
         self.writer = writer
         self.stats = ReceiverStats()
+        self.inflight = 0  # requests past admission and not yet answered (one event loop: no lock needed)
+        self._seconds_per_request = 0.0  # smoothed time from admission to answer: the Retry-After estimate
 
     def authorised(self, request: Request) -> bool:
         if self.config.token is None:
@@ -115,6 +121,14 @@ class Receiver:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    def retry_after_s(self) -> int:
+        """How long a refused exporter should wait: about the time the requests ahead of it need."""
+        per = self._seconds_per_request or 1.0
+        waiting = (
+            self.inflight * per / max(1, self.config.max_inflight_requests) + self.writer.retry_after_s()
+        )
+        return int(min(30, max(1, round(waiting))))
+
     async def traces(self, request: Request) -> Response:
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         json_body = media == JSON
@@ -125,9 +139,24 @@ class Receiver:
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("gzip", "identity", ""):
             return _failure(415, "only gzip content encoding is accepted", json_body)
+        if self.inflight >= self.config.max_inflight_requests:
+            self.stats.refused_busy += 1
+            message = "the receiver is behind; retry after the time Retry-After says"
+            return _failure(429, message, json_body, retry_after=self.retry_after_s())
+        self.inflight += 1
+        started = time.perf_counter()
+        try:
+            return await self._admitted(request, json_body, encoding == "gzip")
+        finally:
+            self.inflight -= 1
+            took = time.perf_counter() - started
+            per = self._seconds_per_request
+            self._seconds_per_request = took if per <= 0 else 0.8 * per + 0.2 * took
+
+    async def _admitted(self, request: Request, json_body: bool, gzipped: bool) -> Response:
         try:
             body = await self.read_body(request)
-            prepared = await anyio.to_thread.run_sync(self._prepare, body, json_body, encoding == "gzip")
+            prepared = await anyio.to_thread.run_sync(self._prepare, body, json_body, gzipped)
         except BodyTooLarge as e:
             return _failure(413, str(e), json_body)
         except UndecodableBody as e:

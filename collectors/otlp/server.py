@@ -7,7 +7,6 @@ from __future__ import annotations
 import signal
 import socket
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from types import FrameType, TracebackType
 
 import uvicorn
 
-from collectors.emulator.server import bind
+from collectors.emulator.server import bind, start_in_thread
 from collectors.otlp.app import DEFAULT_MAX_BODY_BYTES, Receiver, ReceiverConfig, build_app
 from collectors.otlp.writer import SpanBatcher, SpanWriter
 
@@ -29,6 +28,7 @@ class OtlpOptions:
     token: str | None = None
     attribution: Mapping[str, str] = field(default_factory=dict)  # column -> attribute
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_inflight_requests: int = 16
     max_pending_spans: int = 100_000
     batch_spans: int = 50_000
     linger_s: float = 0.05
@@ -66,7 +66,9 @@ class OtlpServer:
             lock=lock,
         )
         self.receiver = Receiver(
-            ReceiverConfig(options.token, options.max_body_bytes), self.batcher, self.writer
+            ReceiverConfig(options.token, options.max_body_bytes, options.max_inflight_requests),
+            self.batcher,
+            self.writer,
         )
         config = uvicorn.Config(
             build_app(self.receiver),
@@ -113,17 +115,8 @@ class OtlpServer:
                 signal.signal(sig, handler)
 
     def start(self) -> OtlpServer:
-        self._thread = threading.Thread(target=self._run, name=f"otlp:{self.port}", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the OTLP receiver did not start")
-            time.sleep(0.005)
+        self._thread = start_in_thread(self._server, self._sock, f"otlp:{self.port}", "the OTLP receiver")
         return self
-
-    def _run(self) -> None:
-        self._server.run(sockets=[self._sock])
 
     def stop(self) -> None:
         self._server.should_exit = True

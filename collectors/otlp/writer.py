@@ -161,14 +161,15 @@ class SpanWriter:
             if self._closing:
                 raise WriterBusy(1)
             if self._pending and self._pending + size > self.max_pending_spans:
-                raise WriterBusy(self._retry_after())
+                raise WriterBusy(self.retry_after_s())
             item = _Queued(prepared)
             self._queue.append(item)
             self._pending += size
             self._cond.notify()
         return item.done
 
-    def _retry_after(self) -> int:
+    def retry_after_s(self) -> int:
+        """About how long the spans already queued take to store (at least 1 s)."""
         if self._rate <= 0:
             return 1
         return int(min(30, max(1, round(self._pending / self._rate))))

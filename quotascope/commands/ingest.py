@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from collectors.ingest import FORMATS, FileResult, IngestOptions, ingest_paths, load_salt
 from collectors.ingest.progress import Progress
-from models.catalog import to_utc_naive
 from models.errors import CatalogError, InputError
 from models.outside_text import for_terminal
 from models.usage_record import CSV_FIELDS
 from quotascope import settings
+from quotascope.arguments import when
 from quotascope.context import catalog_from, db_path
 from quotascope.output import emit, say
 from storage.usage import snapshot_catalog
@@ -77,21 +76,12 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--default-time",
-        type=_moment,
+        type=when,
         metavar="ISO",
         help="the time of records that carry none (Anthropic responses, batch results), e.g. "
         "2025-05-20T14:00Z (UTC unless it has an offset); without it such records are rejected",
     )
     p.set_defaults(run=run)
-
-
-def _moment(text: str) -> datetime:
-    try:
-        return to_utc_naive(datetime.fromisoformat(text.strip().replace("Z", "+00:00")))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"looks like 2025-05-20 or 2025-05-20T14:00Z, got {text!r}"
-        ) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -236,11 +236,32 @@ def test_metrics_and_logs_are_answered_200(server: OtlpServer) -> None:
     assert post(server, b"{}", JSON, "/v1/logs").json() == {}
 
 
+class Held:
+    """A lock held until the end of a `with` (released even when an assertion fails, so the writer and
+    the server can stop)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.held = False
+
+    def __enter__(self) -> Held:
+        self.lock.acquire()
+        self.held = True
+        return self
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.lock.release()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 def test_a_busy_writer_answers_429_with_retry_after_and_keeps_what_it_accepted(db: Path) -> None:
-    lock = threading.Lock()  # held: the writer cannot store, as if another writer had the database
+    held = Held()  # the writer cannot store, as if another writer had the database
     options = OtlpOptions(port=0, max_pending_spans=3, linger_s=0.0)
-    with OtlpServer(db, "salt", options, lock=lock) as server:
-        lock.acquire()
+    with OtlpServer(db, "salt", options, lock=held.lock) as server, held:
         first_body = request_of([llm_attributes(n) for n in range(3)]).SerializeToString()
         first: list[httpx.Response] = []
         sender = threading.Thread(target=lambda: first.append(post(server, first_body, PROTOBUF)))
@@ -251,7 +272,7 @@ def test_a_busy_writer_answers_429_with_retry_after_and_keeps_what_it_accepted(d
         assert busy.status_code == 429
         assert int(busy.headers["retry-after"]) >= 1
         assert first == []  # not acknowledged before it is committed
-        lock.release()
+        held.release()
         sender.join(timeout=30)
         assert first[0].status_code == 200
     assert len(rows(db)) == 3
@@ -344,3 +365,26 @@ def test_readers_take_their_turn_while_spans_keep_arriving(server: OtlpServer, d
     assert answers == [200] * 15
     assert len(seen) >= 2 and seen == sorted(seen)
     assert rows(db, "SELECT count(*) AS n FROM usage")[0]["n"] == 3001
+
+
+def test_requests_beyond_the_in_flight_limit_wait_at_the_exporter(db: Path) -> None:
+    """Admission comes before reading: a flood is answered 429 at once rather than queued past the
+    exporters' timeouts (their default is 10 s)."""
+    held = Held()
+    options = OtlpOptions(port=0, max_inflight_requests=1, linger_s=0.0)
+    with OtlpServer(db, "salt", options, lock=held.lock) as server, held:
+        first: list[httpx.Response] = []
+        body = request_of([llm_attributes(1)]).SerializeToString()
+        sender = threading.Thread(target=lambda: first.append(post(server, body, PROTOBUF)))
+        sender.start()
+        while server.receiver.inflight < 1:
+            time.sleep(0.01)
+        started = time.perf_counter()
+        refused = post(server, request_of([llm_attributes(2)]).SerializeToString(), PROTOBUF)
+        assert refused.status_code == 429 and time.perf_counter() - started < 5
+        assert int(refused.headers["retry-after"]) >= 1
+        held.release()
+        sender.join(timeout=30)
+        assert first[0].status_code == 200
+        assert server.receiver.stats.refused_busy == 1
+    assert len(rows(db)) == 1
