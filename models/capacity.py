@@ -54,6 +54,19 @@ class Latency:
         return cls(SEED_TTFT_MS, SEED_TOKENS_PER_S, assumed=True)
 
 
+def given_latency(ttft_ms: Decimal | None, tokens_per_s: Decimal | None) -> Latency:
+    """The latency a user gave; a figure left out is the seed measurement's, and the latency is then marked
+    assumed. Zero is a figure (a TTFT of 0 ms), never "not given"."""
+    seed = Latency.seed()
+    if ttft_ms is None and tokens_per_s is None:
+        return seed
+    return Latency(
+        seed.ttft_ms if ttft_ms is None else ttft_ms,
+        seed.tokens_per_s if tokens_per_s is None else tokens_per_s,
+        assumed=ttft_ms is None or tokens_per_s is None,
+    )
+
+
 def measured_latency(usage: UsageProfile) -> Latency:
     """The median TTFT and tokens/s that stored usage logged, each falling back to the seed measurement
     (and then marked assumed) where the logs did not have it."""

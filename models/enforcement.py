@@ -1,6 +1,8 @@
 """How a provider enforces a limit on a stream of arrivals, vectorised with polars.
 
-These are the kernels `models.replay` runs recorded traffic through. Demand is fluid within a second: the
+This module is where a limit is enforced: `enforce_limits` takes a demand and an offer version and applies
+each of its limits as the provider does (`limit_rules` says how each is counted), with the kernels below;
+`models.replay` calls it for the units each version governs. Demand is fluid within a second: the
 requests that arrive in the same second are admitted (or served) in the same share. Three ways to count a
 limit (DESIGN.md, "Limits"):
 
@@ -27,9 +29,14 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import polars as pl
+
+from models.catalog import Limits, OfferVersion
+from models.target import counted_columns
 
 # Cumulative demand is float64: exact for whole tokens up to 2**53; spread (fractional) requests carry
 # rounding of about 1e-12 relative, hence a small slack in every comparison.
@@ -180,8 +187,8 @@ def shaper_served_at(
         .otherwise(pl.min_horizontal(gap_cell, pl.lit(cell_list).gather(pl.col("j").clip(0, n - 1))))
     )
     later = (
-        pl.LazyFrame({"t": t.gather(late_rows), "X": position.gather(late_rows), "j": j})
-        .select(pl.max_horizontal(served_cell * cell_s, pl.col("t")))
+        pl.LazyFrame({"t_s": t.gather(late_rows), "X": position.gather(late_rows), "j": j})
+        .select(pl.max_horizontal(served_cell * cell_s, pl.col("t_s")))
         .collect()
         .to_series()
     )
@@ -195,8 +202,8 @@ def window_scale_needed(second: pl.Series, demand: pl.Series, window_s: int, all
     """How many times the allowance the busiest window needed (≤ 1: nothing would have been throttled)."""
     if demand.len() == 0:
         return 0.0
-    frame = pl.DataFrame({"w": second // window_s, "d": demand.cast(pl.Float64)})
-    busiest = frame.group_by("w").agg(pl.col("d").sum())["d"].max()
+    frame = pl.DataFrame({"window": second // window_s, "d": demand.cast(pl.Float64)})
+    busiest = frame.group_by("window").agg(pl.col("d").sum())["d"].max()
     return float(busiest) / allowance if isinstance(busiest, (int, float)) else 0.0
 
 
@@ -208,21 +215,21 @@ def bucket_scale_needed(second: pl.Series, demand: pl.Series, capacity: float, r
     """
     if demand.len() == 0:
         return 0.0
-    frame = pl.DataFrame({"t": second.cast(pl.Float64), "d": demand.cast(pl.Float64)}).with_columns(
+    frame = pl.DataFrame({"t_s": second.cast(pl.Float64), "d": demand.cast(pl.Float64)}).with_columns(
         pl.col("d").cum_sum().alias("C")
     )
     factor = float(frame["d"].max()) / capacity  # type: ignore[arg-type]
     for _ in range(100):
-        start_key = pl.col("C") - pl.col("d") - factor * refill_per_s * pl.col("t")
+        start_key = pl.col("C") - pl.col("d") - factor * refill_per_s * pl.col("t_s")
         scored = frame.with_columns(start_key.alias("k")).with_columns(
-            (pl.col("C") - factor * refill_per_s * pl.col("t") - pl.col("k").cum_min()).alias("deficit")
+            (pl.col("C") - factor * refill_per_s * pl.col("t_s") - pl.col("k").cum_min()).alias("deficit")
         )
         m = int(scored["deficit"].arg_max())  # type: ignore[arg-type]
         if float(scored["deficit"][m]) <= factor * capacity * (1 + 1e-12) + SLACK:
             return factor
         k = int(scored["k"].head(m + 1).arg_min())  # type: ignore[arg-type]
         stretch = float(frame["C"][m]) - float(frame["C"][k]) + float(frame["d"][k])
-        span = float(frame["t"][m]) - float(frame["t"][k])
+        span = float(frame["t_s"][m]) - float(frame["t_s"][k])
         factor = max(factor * (1 + 1e-12), stretch / (capacity + refill_per_s * span))
     return factor
 
@@ -248,8 +255,8 @@ def in_flight_before(start_s: pl.Series, end_s: pl.Series, weight: pl.Series) ->
     if bool((w == 1.0).all()):  # whole requests: no weights to carry through the sort
         ended = total_at_or_before(end_s.sort(), pl.repeat(1.0, end_s.len(), eager=True), start_s)
     else:
-        by_end = pl.DataFrame({"end": end_s, "w": w}).sort("end")
-        ended = total_at_or_before(by_end["end"], by_end["w"], start_s)
+        by_end = pl.DataFrame({"end": end_s, "requests": w}).sort("end")
+        ended = total_at_or_before(by_end["end"], by_end["requests"], start_s)
     return (started - ended).clip(lower_bound=0.0).alias("in_flight")
 
 
@@ -276,18 +283,22 @@ def concurrency_admitted(
         {
             "start": start_s,
             "end": end_s,
-            "w": weight.cast(pl.Float64),
+            "requests": weight.cast(pl.Float64),
             "u": in_flight if in_flight is not None else in_flight_before(start_s, end_s, weight),
         }
     ).with_row_index("i")
-    hot = frame.filter(pl.col("u") + pl.col("w") > slots + SLACK)
+    hot = frame.filter(pl.col("u") + pl.col("requests") > slots + SLACK)
     if not hot.height:
-        return ConcurrencyOutcome(frame["w"].alias("admitted"), 0)
+        return ConcurrencyOutcome(frame["requests"].alias("admitted"), 0)
     rejected: list[tuple[float, float]] = []  # (would-be end, weight) of rejected requests
     rejected_weight = 0.0
     taken = []
     for start, end, w, u in zip(
-        hot["start"].to_list(), hot["end"].to_list(), hot["w"].to_list(), hot["u"].to_list(), strict=True
+        hot["start"].to_list(),
+        hot["end"].to_list(),
+        hot["requests"].to_list(),
+        hot["u"].to_list(),
+        strict=True,
     ):
         while rejected and rejected[0][0] <= start:
             rejected_weight -= heapq.heappop(rejected)[1]
@@ -298,7 +309,7 @@ def concurrency_admitted(
         if w - take > SLACK:
             heapq.heappush(rejected, (end, w - take))
             rejected_weight += w - take
-    admitted = frame["w"].clone().scatter(hot["i"], pl.Series(taken, dtype=pl.Float64))
+    admitted = frame["requests"].clone().scatter(hot["i"], pl.Series(taken, dtype=pl.Float64))
     return ConcurrencyOutcome(admitted.alias("admitted"), hot.height)
 
 
@@ -379,3 +390,217 @@ def peak_in_flight(start_s: pl.Series, end_s: pl.Series, weight: pl.Series) -> f
 def ceil_scale(factor: float) -> int:
     """Whole keys (or accounts) for a needed factor, forgiving float dust."""
     return max(1, math.ceil(factor - 1e-9))
+
+
+# ------------------------------------------------------------------------------------------ rules
+
+
+@dataclass(frozen=True, slots=True)
+class LimitRule:
+    """How one published limit is counted: on which measure (counted tokens of each kind, or requests), in
+    fixed windows or a continuous bucket of which size, with which allowance."""
+
+    name: str  # tpm, itpm, otpm, rpm, tpd, rpd
+    measure: str  # unit column it counts
+    kind: Literal["window", "bucket"]
+    cell_s: int
+    sigma: float  # allowance per window, or bucket capacity (all keys/accounts together)
+    rate: float  # per cell
+    per_key: int  # the limit as published, per key (or account)
+    per_minute_line: float | None  # the limit drawn against per-minute demand (None: a daily limit)
+
+
+_MEASURES = {
+    "tpm": "c_total",
+    "itpm": "c_in",
+    "otpm": "c_out",
+    "rpm": "requests",
+    "tpd": "c_total",
+    "rpd": "requests",
+}
+
+
+def limit_rules(limits: Limits, window: str, multiplier: int) -> list[LimitRule]:
+    """The rules a version's rate limits are enforced by: TPM / ITPM / OTPM / RPM per minute, per second
+    (limit / 60) or as a continuous bucket (the offer's `counting.window`), TPD / RPD per UTC day; each
+    times `multiplier` (keys or accounts sharing the traffic)."""
+    rules = []
+    for name in ("tpm", "itpm", "otpm", "rpm"):
+        value = getattr(limits, name)
+        if value is None:
+            continue
+        total = float(value) * multiplier
+        if window == "second":
+            rules.append(LimitRule(name, _MEASURES[name], "window", 1, total / 60, total / 60, value, total))
+        elif window == "bucket":
+            rules.append(LimitRule(name, _MEASURES[name], "bucket", 1, total, total / 60, value, total))
+        else:
+            rules.append(LimitRule(name, _MEASURES[name], "window", 60, total, total, value, total))
+    for name in ("tpd", "rpd"):
+        value = getattr(limits, name)
+        if value is not None:
+            total = float(value) * multiplier
+            rules.append(LimitRule(name, _MEASURES[name], "window", 86_400, total, total, value, None))
+    return rules
+
+
+# -------------------------------------------------------------------------------------- a version's limits
+
+
+@dataclass(frozen=True)
+class Enforced:
+    """The units one offer version governs, through its limits: `units` (t_s, requests, throttled, delay_s,
+    served_s), per-minute `demand` against each limit, and the keys (or accounts) and per-key limits that
+    would have avoided all throttling."""
+
+    units: pl.DataFrame  # t_s, requests, throttled, delay_s, served_s
+    demand: pl.DataFrame
+    keys_needed: float
+    limits_needed: dict[str, float]
+
+
+def enforce_limits(
+    units: pl.DataFrame,
+    version: OfferVersion,
+    *,
+    policy: str,
+    multiplier: int,
+    limit_overrides: Mapping[str, int] | None = None,
+    max_tokens: int | None = None,
+) -> tuple[Enforced, Limits]:
+    """THE place a limit is enforced: `units` (a time-sorted demand: `t_s` seconds, `requests`, tokens,
+    `duration_s`) through `version`'s limits as the provider counts and enforces them — which tokens count
+    (`models.target.counted_columns`), the window (`limit_rules`), concurrency — under `policy` (reject or
+    queue), each limit times `multiplier` (keys or accounts). Returns the outcome and the limits applied."""
+    limits = version.limits
+    if limit_overrides:
+        overrides: dict[str, Any] = dict(limit_overrides)
+        limits = replace(limits, **overrides)
+    limits = limits.effective()
+    frame = units.with_columns(**counted_columns(version.counting, max_tokens)).with_columns(
+        pl.col("t_s").floor().cast(pl.Int64).alias("sec")
+    )
+    frame = frame.with_columns(
+        ((pl.col("sec") != pl.col("sec").shift(1)).fill_null(True).cum_sum() - 1).set_sorted().alias("m"),
+        (pl.col("sec") // 60).set_sorted().alias("minute"),
+    )
+    rules = limit_rules(limits, version.counting.window, multiplier)
+    ends = run_ends(frame["sec"])
+    seconds = run_sums(frame, ends, ["c_total", "c_in", "c_out", "requests"]).with_columns(
+        frame["sec"].gather(ends).alias("sec")
+    )
+    slots = float(limits.max_concurrency) * multiplier if limits.max_concurrency is not None else None
+    needed: dict[str, float] = {}
+    for rule in rules:
+        asked = seconds[rule.measure]
+        if rule.kind == "window":
+            factor = window_scale_needed(seconds["sec"], asked, rule.cell_s, rule.sigma)
+        else:
+            factor = bucket_scale_needed(seconds["sec"], asked, rule.sigma, rule.rate)
+        needed[rule.name] = factor * multiplier
+    end = pl.col("t_s") + pl.col("duration_s")
+    before: pl.Series | None = None  # in flight before each request, had nothing been refused
+    if slots is not None:
+        before = in_flight_before(frame["t_s"], frame.select(end).to_series(), frame["requests"])
+        peak = before + frame["requests"]
+        needed["max_concurrency"] = float(peak.max()) / float(limits.max_concurrency or 1)  # type: ignore[arg-type]
+        frame = frame.with_columns(peak.alias("in_flight"))
+    if policy == "reject":
+        share = pl.Series("share", [1.0] * seconds.height, dtype=pl.Float64)
+        for rule in rules:
+            if rule.kind == "window":
+                part = window_admitted_share(seconds["sec"], seconds[rule.measure], rule.cell_s, rule.sigma)
+            else:
+                part = bucket_admitted_share(seconds["sec"], seconds[rule.measure], rule.sigma, rule.rate)
+            share = pl.DataFrame({"a": share, "b": part}).select(pl.min_horizontal("a", "b")).to_series()
+        refused_any = bool((share < 1).any())
+        admitted = (
+            (frame["requests"] * share.gather(frame["m"])).alias("admitted")
+            if refused_any
+            else frame["requests"]
+        )
+        if slots is not None:
+            known = None if refused_any else before  # token limits refused some: count again without them
+            admitted = concurrency_admitted(
+                frame["t_s"], frame.select(end).to_series(), admitted, slots, known
+            ).admitted
+        frame = frame.with_columns(
+            (pl.col("requests") - admitted).clip(lower_bound=0.0).alias("throttled"),
+            pl.lit(0.0).alias("delay_s"),
+            pl.col("t_s").alias("served_s"),
+        )
+    else:
+        served = frame["t_s"]
+        for rule in rules:
+            part = shaper_served_at(frame["t_s"], frame[rule.measure], rule.cell_s, rule.sigma, rule.rate)
+            served = pl.DataFrame({"a": served, "b": part}).select(pl.max_horizontal("a", "b")).to_series()
+        if slots is not None:
+            on_time = bool(
+                (served == frame["t_s"]).all()
+            )  # token limits delayed nobody: same in-flight counts
+            known = before if on_time else None
+            served = concurrency_starts(served, frame["duration_s"], frame["requests"], slots, known).admitted
+        frame = (
+            frame.with_columns(served.alias("served_s"))
+            .with_columns((pl.col("served_s") - pl.col("t_s")).clip(lower_bound=0.0).alias("delay_s"))
+            .with_columns(
+                pl.when(pl.col("delay_s") > 1e-6).then(pl.col("requests")).otherwise(0.0).alias("throttled")
+            )
+        )
+    demand_frames = []
+    for rule in rules:
+        if rule.per_minute_line is None:
+            continue
+        per_minute = (
+            seconds.with_columns((pl.col("sec") // 60).set_sorted().alias("minute"))
+            .group_by("minute", maintain_order=True)
+            .agg(
+                pl.col(rule.measure).sum().alias("demand"),
+                (pl.col(rule.measure).max() * 60).alias("peak_rate"),
+            )
+            .with_columns(
+                pl.lit(rule.name).alias("limit"),
+                pl.lit(rule.per_minute_line).alias("limit_value"),
+                pl.lit(version.counting.window).alias("window"),
+            )
+        )
+        demand_frames.append(per_minute)
+    if slots is not None:
+        demand_frames.append(
+            frame.group_by("minute", maintain_order=True)
+            .agg(pl.col("requests").sum().alias("demand"), pl.col("in_flight").max().alias("peak_rate"))
+            .with_columns(
+                pl.lit("max_concurrency").alias("limit"),
+                pl.lit(slots).alias("limit_value"),
+                pl.lit("concurrent").alias("window"),
+            )
+        )
+    demand = (
+        pl.concat(
+            [
+                f.select("minute", "limit", "demand", "peak_rate", "limit_value", "window")
+                for f in demand_frames
+            ]
+        )
+        if demand_frames
+        else pl.DataFrame(
+            schema={
+                "minute": pl.Int64(),
+                "limit": pl.String(),
+                "demand": pl.Float64(),
+                "peak_rate": pl.Float64(),
+                "limit_value": pl.Float64(),
+                "window": pl.String(),
+            }
+        )
+    )
+    keys = max(needed.values()) if needed else 0.0
+    out = frame.select("t_s", "requests", "throttled", "delay_s", "served_s")
+    return Enforced(out, demand, keys, needed), limits
+
+
+def queue_lengths(units: pl.DataFrame) -> pl.Series:
+    """Requests waiting at each arrival (arrived so far minus served so far; served times are FIFO-sorted)."""
+    # FIFO: served times rise with arrival order, so they need no sort
+    done = total_at_or_before(units["served_s"], units["requests"], units["t_s"])
+    return (units["requests"].cum_sum() - done).clip(lower_bound=0.0)

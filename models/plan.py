@@ -255,14 +255,42 @@ def plan_offers(
     hourly_shape: Sequence[float | Decimal] | None = None,
     display_currency: str | None = None,
 ) -> list[Plan]:
-    """Plans for several catalog offers under one profile, shown in one currency so they compare.
+    """Plans for catalog offers (each version in force `at`) under one profile; see `plan_versions`."""
+    versions = [(offer_id, catalog.get(offer_id).version_at(at)) for offer_id in offer_ids]
+    return plan_versions(
+        versions,
+        profile,
+        latency,
+        at,
+        demand=demand,
+        cache_hit_rate=cache_hit_rate,
+        hourly_shape=hourly_shape,
+        fx=catalog.fx,
+        display_currency=display_currency,
+    )
 
-    Without a display currency, offers priced in different currencies are shown in the first one's.
-    """
-    versions = [catalog.get(offer_id).version_at(at) for offer_id in offer_ids]
+
+def plan_versions(
+    versions: Sequence[tuple[str, OfferVersion]],
+    profile: TokenProfile,
+    latency: Latency,
+    at: datetime,
+    *,
+    demand: Demand | None = None,
+    cache_hit_rate: Decimal | None = None,
+    hourly_shape: Sequence[float | Decimal] | None = None,
+    fx: FxTable | None = None,
+    display_currency: str | None = None,
+    fee_calls_per_question: Mapping[str, Decimal] | None = None,
+    ptus: int | None = None,
+) -> list[Plan]:
+    """Plans for (label, version) pairs — catalog versions, or versions with a user's overrides — under one
+    profile, shown in one currency so they compare: without a display currency, versions priced in
+    different currencies are shown in the first one's. The dashboard's planner and `quotascope plan` both
+    plan through here."""
     currency = display_currency
-    if currency is None and len({v.currency for v in versions}) > 1:
-        currency = versions[0].currency
+    if currency is None and len({v.currency for _, v in versions}) > 1:
+        currency = versions[0][1].currency
     return [
         make_plan(
             PlanRequest(
@@ -273,12 +301,14 @@ def plan_offers(
                 demand=demand,
                 cache_hit_rate=cache_hit_rate,
                 hourly_shape=hourly_shape,
-                fx=catalog.fx,
+                fx=fx,
                 display_currency=currency,
-                label=offer_id,
+                fee_calls_per_question=dict(fee_calls_per_question or {}),
+                ptus=ptus,
+                label=label,
             )
         )
-        for offer_id, version in zip(offer_ids, versions, strict=True)
+        for label, version in versions
     ]
 
 

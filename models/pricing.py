@@ -715,8 +715,8 @@ class PricedTraffic:
 def price_units(
     units: pl.DataFrame, offer: Offer, *, fx: FxTable, currency: str | None = None
 ) -> PricedTraffic:
-    """Price units (`models.target`: weight `w`, time `ts`, target tokens `in_t`, `cached_t`, `write_t`,
-    `out_t`, `reason_t`) that carry `vidx`, the version each is priced under.
+    """Price units (`models.target`: weight `requests`, time `ts`, target tokens `in_t`, `cached_t`,
+    `write_t`, `out_t`, `reason_t`) that carry `vidx`, the version each is priced under.
 
     Units are classified (`Classifier.key`, the long-context tier by each unit's per-request input) and
     summed per class and day; each sum is priced in Decimal and converted to `currency` (default: the
@@ -724,9 +724,9 @@ def price_units(
     `tier`, `variant`, `day`, `requests`, the token sums, `version_id`, `currency` (native), `amount`
     (native) and `amount_shown` (in `currency`).
     """
-    requests = float(units["w"].sum()) if units.height else 0.0
+    requests = float(units["requests"].sum()) if units.height else 0.0
     classifier = Classifier.of(offer.versions)
-    per_request = (pl.col("in_t").cast(pl.Float64) / pl.col("w")).floor()
+    per_request = (pl.col("in_t").cast(pl.Float64) / pl.col("requests")).floor()
     tier_col = pl.col("service_tier") if "service_tier" in units.columns else None
     batch_col = pl.col("batch") if "batch" in units.columns else None
     key = classifier.key(pl.col("vidx"), pl.col("ts"), per_request, tier_col, batch_col)
@@ -734,7 +734,7 @@ def price_units(
     grouped = (
         units.with_columns(packed.alias("_key"))
         .group_by("_key")
-        .agg(pl.col("w").sum().alias("requests"), *[pl.col(c).sum() for c in _PRICED])
+        .agg(pl.col("requests").sum().alias("requests"), *[pl.col(c).sum() for c in _PRICED])
         .sort("_key", nulls_last=True)
     )
     used = sorted({classifier.decode(int(k) % classifier.span).vidx for k in grouped["_key"].drop_nulls()})

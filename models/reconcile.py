@@ -23,6 +23,8 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import polars as pl
+
 from models.errors import InputError
 from models.money import Money
 from models.spend import TOKEN_FIELDS, SpendRow
@@ -274,6 +276,38 @@ def _explain(
             "provider usage of models the catalog cannot price: " + ", ".join(provider.unpriced_models)
         )
     return tuple(said)
+
+
+def rows_frame(rows: Sequence[ReconcileRow]) -> pl.DataFrame:
+    """The rows by day and provider as one frame (what the dashboard's table and chart draw): `day`,
+    `provider`, `computed` / `billed` / `gap` amounts (Decimal, in the bill's currency), `gap_share`,
+    `flagged`, and `explanations` joined by "; "."""
+
+    def amount(value: Money | None) -> Decimal | None:
+        return None if value is None else value.amount
+
+    return pl.DataFrame(
+        {
+            "day": [r.keys.get("day") for r in rows],
+            "provider": [r.keys.get("provider") for r in rows],
+            "computed": [amount(r.computed) for r in rows],
+            "billed": [amount(r.billed) for r in rows],
+            "gap": [amount(r.gap) for r in rows],
+            "gap_share": [r.gap_share for r in rows],
+            "flagged": [r.flagged for r in rows],
+            "explanations": ["; ".join(r.explanations) or None for r in rows],
+        },
+        schema={
+            "day": pl.Date(),
+            "provider": pl.String(),
+            "computed": pl.Decimal(38, 10),
+            "billed": pl.Decimal(38, 10),
+            "gap": pl.Decimal(38, 10),
+            "gap_share": pl.Decimal(38, 10),
+            "flagged": pl.Boolean(),
+            "explanations": pl.String(),
+        },
+    )
 
 
 def flagged_days(rows: Sequence[ReconcileRow]) -> list[ReconcileRow]:

@@ -1,14 +1,14 @@
 """Replay recorded traffic against another offer: how often its limits would have throttled it, and what it
 would have cost (DESIGN.md, "Switching").
 
-1. **Demand** is rebuilt from stored usage rows (`traffic_from_usage`): one unit per request at its own
-   time; an aggregated row (`n_requests` > 1, timestamped at its bucket start) is spread evenly over its
-   bucket — one unit per request, or per second when the bucket holds more requests than seconds.
+1. **Demand** is rebuilt from stored usage rows (`models.traffic.traffic_from_usage`): one unit per request
+   at its own time; an aggregated row is spread evenly over its bucket.
 2. Each unit's **tokens under the target** follow its cache rules and a tokenizer ratio
    (`models.target.target_tokens`), and what they **count** against its limits follows its counting rules
    (`counted_columns`: cached input excluded where it is, `max_tokens` reserved at the start where it is,
    output burn-down).
-3. The demand goes through the target's **limits as enforced** (`models.enforcement`): per-minute or
+3. The demand goes through the target's **limits as enforced** (`models.enforcement.enforce_limits`, the one
+   place a limit is enforced): per-minute or
    per-second windows or a continuous token bucket for TPM / ITPM / OTPM / RPM, day windows for TPD / RPD,
    concurrency from each request's duration (`latency_ms`, else TTFT + output at a tokens/s assumption).
    A key-scoped limit is multiplied by the number of keys (requests spread evenly over them); an account- or
@@ -27,252 +27,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
 import polars as pl
 
-from models.capacity import Latency
-from models.catalog import Limits, Offer, OfferVersion
-from models.enforcement import (
-    SLACK,
-    bucket_admitted_share,
-    bucket_scale_needed,
-    ceil_scale,
-    concurrency_admitted,
-    concurrency_starts,
-    in_flight_before,
-    run_ends,
-    run_sums,
-    shaper_served_at,
-    total_at_or_before,
-    window_admitted_share,
-    window_scale_needed,
-)
+from models.catalog import Limits, Offer
+from models.enforcement import SLACK, Enforced, ceil_scale, enforce_limits, queue_lengths, run_ends, run_sums
 from models.errors import InputError
 from models.money import FxTable, Money
 from models.pricing import PricedTraffic, price_units, version_index
-from models.target import counted_columns, target_tokens
+from models.target import target_tokens
+from models.traffic import Traffic
 
 Policy = Literal["reject", "queue"]
 POLICIES: tuple[Policy, ...] = ("reject", "queue")
-
-# What stored usage rows must (or may) carry; `storage.replay` selects exactly these.
-USAGE_SCHEMA: dict[str, pl.DataType] = {
-    "ts": pl.Datetime("us"),
-    "n_requests": pl.Int64(),
-    "input_tokens": pl.Int64(),
-    "cached_input_tokens": pl.Int64(),
-    "cache_write_tokens": pl.Int64(),
-    "output_tokens": pl.Int64(),
-    "reasoning_tokens": pl.Int64(),
-    "ttft_ms": pl.Float64(),
-    "latency_ms": pl.Float64(),
-    "provider": pl.String(),
-    "model": pl.String(),
-    "team": pl.String(),
-    "project": pl.String(),
-    "source_id": pl.Int64(),
-}
-REQUIRED = ("ts", "input_tokens", "output_tokens")
-# carried onto units only when the rows have them (a replay needs none; recorded cost needs provider/model)
-ATTRIBUTION = ("provider", "model", "team", "project")
-BUCKET_CANDIDATES_S = (86_400, 3_600, 900, 300, 60)  # export bucket widths, coarsest first
-DEFAULT_BUCKET_S = 60
-MIN_DURATION_S = 1e-3
-# Aggregated rows are spread one unit per request, or per second of their bucket; beyond this many units in
-# all (a year of day buckets holding millions of requests) the slices widen evenly to stay within it.
-MAX_SPREAD_UNITS = 20_000_000
-
-
-# ------------------------------------------------------------------------------------------ traffic
-
-
-@dataclass(frozen=True)
-class Traffic:
-    """Recorded demand as units sorted by arrival: `ts`, `t` (seconds since `origin`, a UTC midnight so
-    minute and day windows align with the clock), `w` (requests), recorded tokens (`input`, `cached`,
-    `write`, `output`, `reasoning`), `duration_s`, and `provider`, `model`, `team`, `project`."""
-
-    units: pl.DataFrame
-    origin: datetime
-    rows: int
-    aggregated_rows: int
-    bucket_s: Mapping[int | None, int]  # inferred or given bucket width per source of aggregated rows
-    assumed_duration_requests: float  # requests whose duration came from the latency assumption
-    latency: Latency
-    spread_slice_s: float = 0.0  # > 1: aggregated rows were spread in slices this wide, not per second
-
-    @property
-    def requests(self) -> float:
-        return float(self.units["w"].sum()) if self.units.height else 0.0
-
-    @property
-    def first(self) -> datetime | None:
-        return self.units["ts"].min() if self.units.height else None  # type: ignore[return-value]
-
-    @property
-    def last(self) -> datetime | None:
-        return self.units["ts"].max() if self.units.height else None  # type: ignore[return-value]
-
-
-def empty_usage() -> pl.DataFrame:
-    return pl.DataFrame(schema=USAGE_SCHEMA)
-
-
-def _normalise(rows: pl.DataFrame) -> pl.DataFrame:
-    missing = [c for c in REQUIRED if c not in rows.columns]
-    if missing:
-        raise InputError(f"usage rows need the columns {', '.join(missing)}")
-    wanted = {n: t for n, t in USAGE_SCHEMA.items() if n not in ATTRIBUTION or n in rows.columns}
-    extra = [
-        pl.lit(None, dtype=dtype).alias(name) for name, dtype in wanted.items() if name not in rows.columns
-    ]
-    frame = rows.with_columns(extra).select([pl.col(name).cast(dtype) for name, dtype in wanted.items()])
-    if "model" in frame.columns:
-        frame = frame.with_columns(pl.col("model").fill_null(""))
-    return frame.with_columns(
-        pl.col("n_requests").fill_null(1).clip(lower_bound=1),
-        *[pl.col(c).fill_null(0) for c in ("cached_input_tokens", "cache_write_tokens", "reasoning_tokens")],
-    )
-
-
-def infer_bucket_s(ts: pl.Series) -> int:
-    """The width of an export's buckets from their start times: the coarsest of day, hour, 15, 5 and 1
-    minutes that every start is aligned to and that is no wider than the closest two starts."""
-    epoch = (ts.dt.epoch("s")).unique().sort()
-    if epoch.len() == 0:
-        return DEFAULT_BUCKET_S
-    closest = int(epoch.diff().drop_nulls().min() or 0) if epoch.len() > 1 else None  # type: ignore[arg-type]
-    for width in BUCKET_CANDIDATES_S:
-        if (epoch % width).max() == 0 and (closest is None or width <= closest):
-            return width
-    return min(DEFAULT_BUCKET_S, closest) if closest else DEFAULT_BUCKET_S
-
-
-def _split(column: str) -> pl.Expr:
-    """The i-th of k whole-number shares of a row total: floor((i+1)·T/k) − floor(i·T/k), overflow-safe."""
-    total, k, i = pl.col(column), pl.col("_k"), pl.col("_i")
-    whole, rest = total // k, total % k
-    return ((i + 1) * whole + ((i + 1) * rest) // k) - (i * whole + (i * rest) // k)
-
-
-def traffic_from_usage(
-    rows: pl.DataFrame, *, latency: Latency | None = None, bucket_s: int | None = None
-) -> Traffic:
-    """Units from stored usage rows (`USAGE_SCHEMA`; canonical token semantics).
-
-    `bucket_s` gives the width of aggregated rows' buckets; by default it is inferred per source
-    (`infer_bucket_s`). A request's duration is its `latency_ms`; without one, TTFT (recorded, else the
-    assumption's) plus output tokens at the assumption's tokens per second.
-    """
-    latency = latency or Latency.seed()
-    frame = _normalise(rows)
-    keep = [c for c in ATTRIBUTION if c in frame.columns]
-    if frame.height == 0:
-        units = pl.DataFrame(
-            schema={
-                "ts": pl.Datetime("us"),
-                "t": pl.Float64(),
-                "w": pl.Float64(),
-                **{c: pl.Int64() for c in ("input", "cached", "write", "output", "reasoning")},
-                "duration_s": pl.Float64(),
-                **{c: pl.String() for c in keep},
-            }
-        )
-        return Traffic(units, datetime(1970, 1, 1), 0, 0, {}, 0.0, latency)
-    if bucket_s is not None and bucket_s < 1:
-        raise InputError(f"a bucket width is at least 1 second, got {bucket_s}")
-    frame = frame.sort("ts")  # one sort; the units keep this order
-    spread_any = bool((frame["n_requests"] > 1).any())
-    single = frame.filter(pl.col("n_requests") == 1) if spread_any else frame
-    aggregated = frame.filter(pl.col("n_requests") > 1) if spread_any else frame.clear()
-    widths: dict[int | None, int] = {}
-    if aggregated.height:
-        for (source,), part in aggregated.group_by("source_id"):
-            widths[source] = bucket_s or infer_bucket_s(part["ts"])
-    assumed_ttft_s = float(latency.ttft_ms) / 1000
-    tokens_per_s = float(latency.tokens_per_s)
-    slice_s = 0.0
-
-    def finish(
-        part: pl.DataFrame, weight: pl.Expr, tokens: Mapping[str, pl.Expr], at: pl.Expr
-    ) -> pl.DataFrame:
-        out_each = tokens["output"].cast(pl.Float64) / weight
-        assumed = pl.col("ttft_ms").fill_null(assumed_ttft_s * 1000) / 1000 + out_each / tokens_per_s
-        duration = pl.coalesce(pl.col("latency_ms") / 1000, assumed).clip(lower_bound=MIN_DURATION_S)
-        return part.select(
-            at.alias("ts"),
-            weight.cast(pl.Float64).alias("w"),
-            *[expr.cast(pl.Int64).alias(name) for name, expr in tokens.items()],
-            duration.alias("duration_s"),
-            pl.col("latency_ms").is_null().alias("_assumed"),
-            *keep,
-        )
-
-    recorded = {
-        "input": pl.col("input_tokens"),
-        "cached": pl.col("cached_input_tokens"),
-        "write": pl.col("cache_write_tokens"),
-        "output": pl.col("output_tokens"),
-        "reasoning": pl.col("reasoning_tokens"),
-    }
-    parts = [finish(single, pl.lit(1.0), recorded, pl.col("ts"))]
-    if aggregated.height:
-        width = pl.col("source_id").replace_strict(
-            list(widths), list(widths.values()), default=DEFAULT_BUCKET_S, return_dtype=pl.Int64
-        )
-        sliced = aggregated.with_columns(width.alias("_width")).with_columns(
-            pl.min_horizontal(pl.col("n_requests"), pl.col("_width")).alias("_k")
-        )
-        wanted = int(sliced["_k"].sum())
-        if wanted > MAX_SPREAD_UNITS:
-            coarser = wanted / MAX_SPREAD_UNITS
-            sliced = sliced.with_columns((pl.col("_k") / coarser).floor().clip(lower_bound=1).cast(pl.Int64))
-            slice_s = float(sliced.select((pl.col("_width") / pl.col("_k")).max()).item())
-        spread = sliced.with_columns(pl.int_ranges(0, pl.col("_k")).alias("_i")).explode("_i")
-        offset_us = ((pl.col("_i").cast(pl.Float64) + 0.5) * pl.col("_width") / pl.col("_k") * 1e6).cast(
-            pl.Int64
-        )
-        at = pl.col("ts") + pl.duration(microseconds=offset_us)
-        spread = (
-            spread.with_columns(
-                _split("input_tokens").alias("_in"),
-                _split("output_tokens").alias("_out"),
-                _split("cached_input_tokens").alias("_cached"),
-                _split("cache_write_tokens").alias("_write"),
-                _split("reasoning_tokens").alias("_reason"),
-            )
-            .with_columns(
-                pl.min_horizontal("_cached", "_in").alias("_cached"),
-                pl.min_horizontal("_reason", "_out").alias("_reason"),
-            )
-            .with_columns(pl.min_horizontal("_write", pl.col("_in") - pl.col("_cached")).alias("_write"))
-        )
-        weight = pl.col("n_requests").cast(pl.Float64) / pl.col("_k")
-        tokens = {
-            "input": pl.col("_in"),
-            "cached": pl.col("_cached"),
-            "write": pl.col("_write"),
-            "output": pl.col("_out"),
-            "reasoning": pl.col("_reason"),
-        }
-        parts.append(finish(spread, weight, tokens, at))
-    units = pl.concat(parts).sort("ts", maintain_order=True) if len(parts) > 1 else parts[0]
-    first = units["ts"].min()
-    assert isinstance(first, datetime)
-    origin = datetime(first.year, first.month, first.day)
-    units = units.with_columns(
-        pl.col("ts").set_sorted(), ((pl.col("ts") - origin).dt.total_microseconds() / 1e6).alias("t")
-    )
-    assumed = float(units.select((pl.col("w") * pl.col("_assumed")).sum()).item() or 0.0)
-    units = units.select(
-        "ts", "t", "w", "input", "cached", "write", "output", "reasoning", "duration_s", *keep
-    )
-    return Traffic(units, origin, frame.height, aggregated.height, widths, assumed, latency, slice_s)
-
 
 # ------------------------------------------------------------------------------------------ options
 
@@ -309,42 +80,6 @@ class ReplayOptions:
     def ratio(self) -> Decimal:
         low, high = self.tokenizer_ratio
         return (low + high) / 2
-
-
-@dataclass(frozen=True, slots=True)
-class _Rule:
-    name: str  # tpm, itpm, otpm, rpm, tpd, rpd
-    measure: str  # unit column it counts
-    kind: Literal["window", "bucket"]
-    cell_s: int
-    sigma: float  # allowance per window, or bucket capacity (all keys/accounts together)
-    rate: float  # per cell
-    per_key: int  # the limit as published, per key (or account)
-    per_minute_line: float | None  # the limit drawn against per-minute demand (None: a daily limit)
-
-
-_MEASURES = {"tpm": "c_total", "itpm": "c_in", "otpm": "c_out", "rpm": "w", "tpd": "c_total", "rpd": "w"}
-
-
-def _rules(limits: Limits, window: str, multiplier: int) -> list[_Rule]:
-    rules = []
-    for name in ("tpm", "itpm", "otpm", "rpm"):
-        value = getattr(limits, name)
-        if value is None:
-            continue
-        total = float(value) * multiplier
-        if window == "second":
-            rules.append(_Rule(name, _MEASURES[name], "window", 1, total / 60, total / 60, value, total))
-        elif window == "bucket":
-            rules.append(_Rule(name, _MEASURES[name], "bucket", 1, total, total / 60, value, total))
-        else:
-            rules.append(_Rule(name, _MEASURES[name], "window", 60, total, total, value, total))
-    for name in ("tpd", "rpd"):
-        value = getattr(limits, name)
-        if value is not None:
-            total = float(value) * multiplier
-            rules.append(_Rule(name, _MEASURES[name], "window", 86_400, total, total, value, None))
-    return rules
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -386,8 +121,10 @@ class Replay:
     cost_low: Money | None
     cost_high: Money | None
     assumptions: tuple[str, ...]
-    minutes: pl.DataFrame  # minute, requests, throttled, max_delay_s, max_queue
-    demand: pl.DataFrame  # minute, limit, demand, peak_rate, limit_value
+    minutes: pl.DataFrame  # minute, requests, throttled_requests, max_delay_s, max_queue_requests
+    # minute, limit, window, demand (per minute, in the limit's measure: counted tokens or requests),
+    # peak_rate (per minute, or requests in flight for max_concurrency), limit_value (in the same unit)
+    demand: pl.DataFrame
 
     @property
     def throttled_share(self) -> float:
@@ -403,8 +140,12 @@ class Replay:
 
 def _weighted_quantiles(values: pl.Series, weights: pl.Series, qs: Sequence[float]) -> list[float]:
     """The value below which each share `q` of the weight lies (one sort for all of them)."""
-    frame = pl.DataFrame({"v": values, "w": weights}).sort("v").with_columns(pl.col("w").cum_sum().alias("c"))
-    total = float(frame["w"].sum())
+    frame = (
+        pl.DataFrame({"v": values, "weight": weights})
+        .sort("v")
+        .with_columns(pl.col("weight").cum_sum().alias("c"))
+    )
+    total = float(frame["weight"].sum())
     if total <= 0:
         return [0.0 for _ in qs]
     out = []
@@ -412,147 +153,6 @@ def _weighted_quantiles(values: pl.Series, weights: pl.Series, qs: Sequence[floa
         index = int(frame["c"].search_sorted(q * total - SLACK, side="left"))
         out.append(float(frame["v"][min(index, frame.height - 1)]))
     return out
-
-
-@dataclass(frozen=True)
-class _Segment:
-    """The replay of the units one version governs."""
-
-    units: pl.DataFrame  # t, w, throttled, delay_s, served_s
-    demand: pl.DataFrame
-    keys_needed: float
-    limits_needed: dict[str, float]
-
-
-def _replay_segment(
-    units: pl.DataFrame, version: OfferVersion, options: ReplayOptions, multiplier: int
-) -> tuple[_Segment, Limits]:
-    limits = version.limits
-    if options.limits:
-        overrides: dict[str, Any] = dict(options.limits)
-        limits = replace(limits, **overrides)
-    limits = limits.effective()
-    frame = units.with_columns(**counted_columns(version.counting, options.max_tokens)).with_columns(
-        pl.col("t").floor().cast(pl.Int64).alias("sec")
-    )
-    frame = frame.with_columns(
-        ((pl.col("sec") != pl.col("sec").shift(1)).fill_null(True).cum_sum() - 1).set_sorted().alias("m"),
-        (pl.col("sec") // 60).set_sorted().alias("minute"),
-    )
-    rules = _rules(limits, version.counting.window, multiplier)
-    ends = run_ends(frame["sec"])
-    seconds = run_sums(frame, ends, ["c_total", "c_in", "c_out", "w"]).with_columns(
-        frame["sec"].gather(ends).alias("sec")
-    )
-    slots = float(limits.max_concurrency) * multiplier if limits.max_concurrency is not None else None
-    needed: dict[str, float] = {}
-    for rule in rules:
-        asked = seconds[rule.measure]
-        if rule.kind == "window":
-            factor = window_scale_needed(seconds["sec"], asked, rule.cell_s, rule.sigma)
-        else:
-            factor = bucket_scale_needed(seconds["sec"], asked, rule.sigma, rule.rate)
-        needed[rule.name] = factor * multiplier
-    end = pl.col("t") + pl.col("duration_s")
-    before: pl.Series | None = None  # in flight before each request, had nothing been refused
-    if slots is not None:
-        before = in_flight_before(frame["t"], frame.select(end).to_series(), frame["w"])
-        peak = before + frame["w"]
-        needed["max_concurrency"] = float(peak.max()) / float(limits.max_concurrency or 1)  # type: ignore[arg-type]
-        frame = frame.with_columns(peak.alias("in_flight"))
-    if options.policy == "reject":
-        share = pl.Series("share", [1.0] * seconds.height, dtype=pl.Float64)
-        for rule in rules:
-            if rule.kind == "window":
-                part = window_admitted_share(seconds["sec"], seconds[rule.measure], rule.cell_s, rule.sigma)
-            else:
-                part = bucket_admitted_share(seconds["sec"], seconds[rule.measure], rule.sigma, rule.rate)
-            share = pl.DataFrame({"a": share, "b": part}).select(pl.min_horizontal("a", "b")).to_series()
-        refused_any = bool((share < 1).any())
-        admitted = (frame["w"] * share.gather(frame["m"])).alias("admitted") if refused_any else frame["w"]
-        if slots is not None:
-            known = None if refused_any else before  # token limits refused some: count again without them
-            admitted = concurrency_admitted(
-                frame["t"], frame.select(end).to_series(), admitted, slots, known
-            ).admitted
-        frame = frame.with_columns(
-            (pl.col("w") - admitted).clip(lower_bound=0.0).alias("throttled"),
-            pl.lit(0.0).alias("delay_s"),
-            pl.col("t").alias("served_s"),
-        )
-    else:
-        served = frame["t"]
-        for rule in rules:
-            part = shaper_served_at(frame["t"], frame[rule.measure], rule.cell_s, rule.sigma, rule.rate)
-            served = pl.DataFrame({"a": served, "b": part}).select(pl.max_horizontal("a", "b")).to_series()
-        if slots is not None:
-            on_time = bool((served == frame["t"]).all())  # token limits delayed nobody: same in-flight counts
-            known = before if on_time else None
-            served = concurrency_starts(served, frame["duration_s"], frame["w"], slots, known).admitted
-        frame = (
-            frame.with_columns(served.alias("served_s"))
-            .with_columns((pl.col("served_s") - pl.col("t")).clip(lower_bound=0.0).alias("delay_s"))
-            .with_columns(
-                pl.when(pl.col("delay_s") > 1e-6).then(pl.col("w")).otherwise(0.0).alias("throttled")
-            )
-        )
-    demand_frames = []
-    for rule in rules:
-        if rule.per_minute_line is None:
-            continue
-        per_minute = (
-            seconds.with_columns((pl.col("sec") // 60).set_sorted().alias("minute"))
-            .group_by("minute", maintain_order=True)
-            .agg(
-                pl.col(rule.measure).sum().alias("demand"),
-                (pl.col(rule.measure).max() * 60).alias("peak_rate"),
-            )
-            .with_columns(
-                pl.lit(rule.name).alias("limit"),
-                pl.lit(rule.per_minute_line).alias("limit_value"),
-                pl.lit(version.counting.window).alias("window"),
-            )
-        )
-        demand_frames.append(per_minute)
-    if slots is not None:
-        demand_frames.append(
-            frame.group_by("minute", maintain_order=True)
-            .agg(pl.col("w").sum().alias("demand"), pl.col("in_flight").max().alias("peak_rate"))
-            .with_columns(
-                pl.lit("max_concurrency").alias("limit"),
-                pl.lit(slots).alias("limit_value"),
-                pl.lit("concurrent").alias("window"),
-            )
-        )
-    demand = (
-        pl.concat(
-            [
-                f.select("minute", "limit", "demand", "peak_rate", "limit_value", "window")
-                for f in demand_frames
-            ]
-        )
-        if demand_frames
-        else pl.DataFrame(
-            schema={
-                "minute": pl.Int64(),
-                "limit": pl.String(),
-                "demand": pl.Float64(),
-                "peak_rate": pl.Float64(),
-                "limit_value": pl.Float64(),
-                "window": pl.String(),
-            }
-        )
-    )
-    keys = max(needed.values()) if needed else 0.0
-    out = frame.select("t", "w", "throttled", "delay_s", "served_s")
-    return _Segment(out, demand, keys, needed), limits
-
-
-def _queue_lengths(units: pl.DataFrame) -> pl.Series:
-    """Requests waiting at each arrival (arrived so far minus served so far; served times are FIFO-sorted)."""
-    # FIFO: served times rise with arrival order, so they need no sort
-    done = total_at_or_before(units["served_s"], units["w"], units["t"])
-    return (units["w"].cum_sum() - done).clip(lower_bound=0.0)
 
 
 def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTable) -> Replay:
@@ -581,25 +181,32 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
             f"{float(early['w'].sum()):,.0f} requests predate {offer.id}'s first catalog version ({first}): "
             "priced and limited as that version"
         )
-    segments: list[_Segment] = []
+    segments: list[Enforced] = []
     limits_used: Limits | None = None
     for k in used:
         version = offer.versions[k]
         part = units if len(used) == 1 else units.filter(pl.col("vidx") == k)
         multiplier = options.keys if version.limits.scope == "key" else options.accounts
-        segment, limits_used = _replay_segment(part, version, options, multiplier)
+        segment, limits_used = enforce_limits(
+            part,
+            version,
+            policy=options.policy,
+            multiplier=multiplier,
+            limit_overrides=options.limits,
+            max_tokens=options.max_tokens,
+        )
         segments.append(segment)
     assert limits_used is not None
     version = newest
     done = (
-        pl.concat([s.units for s in segments]).sort("t", maintain_order=True)
+        pl.concat([s.units for s in segments]).sort("t_s", maintain_order=True)
         if len(segments) > 1
         else segments[0].units
     )
-    requests = float(done["w"].sum())
+    requests = float(done["requests"].sum())
     throttled = float(done["throttled"].sum())
-    minute = (pl.col("t") // 60).cast(pl.Int64).set_sorted()
-    queue = _queue_lengths(done) if options.policy == "queue" and throttled > SLACK else None
+    minute = (pl.col("t_s") // 60).cast(pl.Int64).set_sorted()
+    queue = queue_lengths(done) if options.policy == "queue" and throttled > SLACK else None
     if options.policy == "queue":
         per_minute = (
             done.with_columns(
@@ -607,7 +214,7 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
             )
             .group_by("minute", maintain_order=True)
             .agg(
-                pl.col("w").sum().alias("requests"),
+                pl.col("requests").sum().alias("requests"),
                 pl.col("throttled").sum().alias("throttled"),
                 pl.col("delay_s").max().alias("max_delay_s"),
                 pl.col("queue").max().alias("max_queue"),
@@ -616,9 +223,9 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
     else:  # nothing waits: sums only, by running totals
         minutes_of = done.select(minute.alias("minute")).to_series()
         last = run_ends(minutes_of)
-        per_minute = run_sums(done, last, ["w", "throttled"]).select(
+        per_minute = run_sums(done, last, ["requests", "throttled"]).select(
             minutes_of.gather(last).alias("minute"),
-            pl.col("w").alias("requests"),
+            pl.col("requests").alias("requests"),
             "throttled",
             pl.lit(0.0).alias("max_delay_s"),
             pl.lit(0.0).alias("max_queue"),
@@ -632,7 +239,7 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
         )
     p50 = p99 = max_queue = None
     if options.policy == "queue":
-        p50, p99 = _weighted_quantiles(done["delay_s"], done["w"], (0.50, 0.99))
+        p50, p99 = _weighted_quantiles(done["delay_s"], done["requests"], (0.50, 0.99))
         max_queue = float(queue.max()) if queue is not None and queue.len() else 0.0  # type: ignore[arg-type]
     needed_by_name: dict[str, float] = {}
     for segment in segments:
@@ -721,7 +328,13 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
         )
     minutes = per_minute.with_columns(
         (pl.lit(traffic.origin) + pl.duration(minutes=pl.col("minute"))).alias("minute")
-    ).select("minute", "requests", "throttled", "max_delay_s", "max_queue")
+    ).select(
+        "minute",
+        "requests",
+        pl.col("throttled").alias("throttled_requests"),
+        "max_delay_s",
+        pl.col("max_queue").alias("max_queue_requests"),
+    )
     demand = pl.concat([s.demand for s in segments]).with_columns(
         (pl.lit(traffic.origin) + pl.duration(minutes=pl.col("minute"))).alias("minute")
     )
@@ -753,27 +366,6 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
 
 
 # ------------------------------------------------------------------------------------------ views
-
-
-def demand_series(traffic: Traffic, every_s: int = 60) -> pl.DataFrame:
-    """Recorded demand per `every_s` seconds (1: per second, 60: per minute): `at`, `requests`,
-    `input_tokens`, `cached_input_tokens`, `output_tokens`, `tokens` (input + output)."""
-    if every_s < 1:
-        raise InputError("a demand series needs a step of at least one second")
-    frame = traffic.units.group_by((pl.col("t") // every_s).cast(pl.Int64).alias("step")).agg(
-        pl.col("w").sum().alias("requests"),
-        pl.col("input").sum().alias("input_tokens"),
-        pl.col("cached").sum().alias("cached_input_tokens"),
-        pl.col("output").sum().alias("output_tokens"),
-    )
-    return (
-        frame.sort("step")
-        .with_columns(
-            (pl.lit(traffic.origin) + pl.duration(seconds=pl.col("step") * every_s)).alias("at"),
-            (pl.col("input_tokens") + pl.col("output_tokens")).alias("tokens"),
-        )
-        .select("at", "requests", "input_tokens", "cached_input_tokens", "output_tokens", "tokens")
-    )
 
 
 def comparison_rows(replays: Sequence[Replay], actual: Money | None) -> pl.DataFrame:

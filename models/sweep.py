@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from models.capacity import SEED_TOKENS_PER_S, SEED_TTFT_MS
+
 LIMIT_COLUMNS = ("tpm", "itpm", "otpm", "rpm", "tpd", "rpd", "max_concurrency")
 LIMIT_NAMES = ("tpm", "itpm", "otpm", "rpm", "tpd", "rpd", "concurrency")
 MONEY = pl.Decimal(38, 12)
@@ -30,8 +32,8 @@ DEFAULTS: dict[str, pl.Expr] = {
     "cached_counted": pl.lit(True),
     "reserve_max_tokens": pl.lit(False),
     "output_burndown": pl.lit(1.0),
-    "ttft_ms": pl.lit(390.0),
-    "tokens_per_s": pl.lit(35.4),
+    "ttft_ms": pl.lit(float(SEED_TTFT_MS)),  # the seed measurement, as models.capacity.Latency.seed
+    "tokens_per_s": pl.lit(float(SEED_TOKENS_PER_S)),
     **{name: pl.lit(None, dtype=pl.Float64) for name in LIMIT_COLUMNS},
     **{name: pl.lit(None, dtype=MONEY) for name in ("price_input", "price_cached", "price_output")},
 }

@@ -1,6 +1,6 @@
 """The recorded traffic's tokens as a target offer would see them, and what they count against its limits.
 
-Units (see `models.replay`: one row per request, or per slice of an aggregated bucket, with its weight `w`
+Units (see `models.traffic`: one row per request, or per slice of an aggregated bucket, weighing `requests`
 and token totals `input` — all prompt tokens, cache hits and writes included —, `cached`, `write`, `output`
 — reasoning included —, `reasoning`) carry their tokens to a *target* offer: cached tokens re-estimated for
 its cache rules and every count scaled by a tokenizer ratio. What those tokens cost is the pricing engine's
@@ -68,9 +68,9 @@ def target_tokens(units: pl.DataFrame, offer: Offer, ratio: Decimal, *, reestima
     min_tokens = _per_version(vidx, [c.min_tokens for c in caches], pl.Int64()).fill_null(0)
     step = _per_version(vidx, [max(1, c.step_tokens) for c in caches], pl.Int64()).fill_null(1)
     hit = _per_version(vidx, [float(c.hit_factor) for c in caches], pl.Float64()).fill_null(1.0)
-    prefix = (pl.col("cached").cast(pl.Float64) / pl.col("w") * r).floor().cast(pl.Int64)
+    prefix = (pl.col("cached").cast(pl.Float64) / pl.col("requests") * r).floor().cast(pl.Int64)
     per_request = (cacheable(prefix, min_tokens, step, enabled).cast(pl.Float64) * hit).floor()
-    cached = pl.min_horizontal((per_request * pl.col("w")).round(0).cast(pl.Int64), pl.col("in_t"))
+    cached = pl.min_horizontal((per_request * pl.col("requests")).round(0).cast(pl.Int64), pl.col("in_t"))
     return frame.with_columns(cached.alias("cached_t")).with_columns(
         pl.when(enabled)
         .then(pl.min_horizontal(scaled("write"), pl.col("in_t") - pl.col("cached_t")))
@@ -86,7 +86,7 @@ def counted_columns(counting: CountingRules, max_tokens: int | None) -> dict[str
     counted_in = inp if counting.cached_counted else inp - pl.col("cached_t").cast(pl.Float64)
     out = pl.col("out_t").cast(pl.Float64)
     if counting.reserve_max_tokens and max_tokens is not None:
-        out = pl.max_horizontal(out, pl.lit(float(max_tokens)) * pl.col("w"))
+        out = pl.max_horizontal(out, pl.lit(float(max_tokens)) * pl.col("requests"))
     counted_out = out * float(counting.output_burndown)
     total = {
         "input+output": counted_in + counted_out,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,15 @@ def read_billed(db: Path, since: datetime | None, until: datetime | None, by: Se
     ]
 
 
+def whole_days(since: datetime | None, until: datetime | None) -> tuple[datetime | None, datetime | None]:
+    """[since, until) widened to whole UTC days."""
+    if since is not None:
+        since = datetime.combine(since.date(), time())
+    if until is not None and until.time() != time():
+        until = datetime.combine(until.date() + timedelta(days=1), time())
+    return since, until
+
+
 def bill_currency(db: Path) -> str:
     """The one currency the pulled bills are in (USD when none is pulled yet)."""
     with open_read(db) as con:
@@ -67,7 +76,12 @@ def reconcile_report(
     by: Sequence[str],
     threshold: Decimal = DEFAULT_THRESHOLD,
 ) -> list[ReconcileRow]:
-    """Computed vs billed per group of `by`, with what explains each gap (`models.reconcile`)."""
+    """Computed vs billed per group of `by`, with what explains each gap (`models.reconcile`).
+
+    Bills come by whole UTC day, so the period is widened to whole days (`since` back to its day's start,
+    `until` on to the next day's): half a day of logs against a whole day's bill would be a gap of nothing.
+    """
+    since, until = whole_days(since, until)
     currency = bill_currency(db)
     selection = UsageFilter(since, until)
     computed = spend_report(db, catalog, selection, by, currency)

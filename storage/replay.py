@@ -17,7 +17,7 @@ import polars as pl
 from models.access import Scope
 from models.capacity import Latency
 from models.catalog import to_utc_naive
-from models.replay import ATTRIBUTION, USAGE_SCHEMA, Traffic, demand_series, traffic_from_usage
+from models.traffic import ATTRIBUTION, USAGE_SCHEMA, Traffic, demand_series, traffic_from_usage
 from storage.db import open_read, query_frame
 
 
@@ -73,7 +73,7 @@ def _columns(names: Sequence[str]) -> str:
 def read_usage(
     path: Path, selection: UsageFilter = UsageFilter(), *, attribution: bool = True, ordered: bool = True
 ) -> pl.DataFrame:
-    """Usage rows (`models.replay.USAGE_SCHEMA`), in time order unless `ordered=False`.
+    """Usage rows (`models.traffic.USAGE_SCHEMA`), in time order unless `ordered=False`.
 
     Without `attribution` the provider, model, team and project columns are left out: a replay needs none
     of them, and ten million strings cost more to read than every number of the row together.

@@ -106,9 +106,16 @@ def _inputs() -> tuple[TokenProfile, Latency, Demand, Decimal | None, list[str]]
             "Cache-hit rate", 0.0, 1.0, 0.5, 0.05, key="planner_hit_rate", disabled=not use_rate
         )
     with right:
-        ttft = st.number_input("TTFT (ms)", min_value=0.0, value=390.0, step=10.0, key="planner_ttft_ms")
+        seed = Latency.seed()  # the seed's measurement, the one default every planner starts from
+        ttft = st.number_input(
+            "TTFT (ms)", min_value=0.0, value=float(seed.ttft_ms), step=10.0, key="planner_ttft_ms"
+        )
         speed = st.number_input(
-            "Output tokens/s per stream", min_value=0.1, value=35.4, step=1.0, key="planner_tokens_per_s"
+            "Output tokens/s per stream",
+            min_value=0.1,
+            value=float(seed.tokens_per_s),
+            step=1.0,
+            key="planner_tokens_per_s",
         )
         catalog = state.catalog()
         chosen = st.multiselect(

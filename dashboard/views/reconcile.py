@@ -14,7 +14,7 @@ from dashboard.tables import Column
 from models.errors import QuotascopeError
 from models.money import Money
 from models.outside_text import for_display, for_markdown
-from models.reconcile import ReconcileRow, parse_threshold
+from models.reconcile import ReconcileRow, parse_threshold, rows_frame
 from quotascope import settings
 from storage.reconcile import has_pulls, read_gap_alerts, read_pull_history, reconcile_days
 from storage.replay import UsageFilter
@@ -48,53 +48,25 @@ def _columns(currency: str) -> list[Column]:
     ]
 
 
-def _table(rows: list[ReconcileRow]) -> pl.DataFrame:
-    """One row per day and provider; outside text (provider and model names) made safe for a table cell."""
-
-    def amount(value: Money | None) -> Decimal | None:
-        return None if value is None else value.amount
-
-    return pl.DataFrame(
-        {
-            "day": [str(r.keys.get("day")) for r in rows],
-            "provider": [for_display(p) if (p := r.keys.get("provider")) is not None else None for r in rows],
-            "computed": [amount(r.computed) for r in rows],
-            "billed": [amount(r.billed) for r in rows],
-            "gap": [amount(r.gap) for r in rows],
-            "gap_share": [None if r.gap_share is None else float(r.gap_share * 100) for r in rows],
-            "flagged": ["yes" if r.flagged else "no" for r in rows],
-            "explanations": [for_display("; ".join(r.explanations)) or None for r in rows],
-        },
-        schema={
-            "day": pl.String(),
-            "provider": pl.String(),
-            "computed": pl.Decimal(38, 10),
-            "billed": pl.Decimal(38, 10),
-            "gap": pl.Decimal(38, 10),
-            "gap_share": pl.Float64(),
-            "flagged": pl.String(),
-            "explanations": pl.String(),
-        },
+def _table(frame: pl.DataFrame) -> pl.DataFrame:
+    """The rows in words; outside text (provider and model names) made safe for a table cell."""
+    safe = pl.col("provider").map_elements(for_display, return_dtype=pl.String)
+    return frame.with_columns(
+        pl.col("day").cast(pl.String),
+        safe.alias("provider"),
+        (pl.col("gap_share").cast(pl.Float64) * 100).alias("gap_share"),
+        pl.when(pl.col("flagged")).then(pl.lit("yes")).otherwise(pl.lit("no")).alias("flagged"),
+        pl.col("explanations").map_elements(for_display, return_dtype=pl.String),
     )
 
 
-def _chart_frame(rows: list[ReconcileRow]) -> pl.DataFrame:
-    priced = [r for r in rows if r.gap is not None]
-    return pl.DataFrame(
-        {
-            "day": [r.keys.get("day") for r in priced],
-            "provider": [r.keys.get("provider") for r in priced],
-            "gap": [float(r.gap.amount) for r in priced if r.gap is not None],
-            "gap_share": [None if r.gap_share is None else float(r.gap_share) for r in priced],
-            "flagged": [r.flagged for r in priced],
-        },
-        schema={
-            "day": pl.Date(),
-            "provider": pl.String(),
-            "gap": pl.Float64(),
-            "gap_share": pl.Float64(),
-            "flagged": pl.Boolean(),
-        },
+def _chart_frame(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.filter(pl.col("gap").is_not_null()).select(
+        "day",
+        "provider",
+        pl.col("gap").cast(pl.Float64),
+        pl.col("gap_share").cast(pl.Float64),
+        "flagged",
     )
 
 
@@ -166,8 +138,11 @@ def render() -> None:
     c.metric("Gap", _money(gap))
     d.metric("Flagged days", f"{len({r.keys.get('day') for r in flagged})}")
     currency = billed.currency if billed else (computed.currency if computed else "USD")
-    st.plotly_chart(charts.billing_gap(_chart_frame(rows), float(threshold), currency), key="reconcile_chart")
-    state.show_table(_table(rows), _columns(currency), "reconcile_table")
+    frame = rows_frame(rows)
+    st.plotly_chart(
+        charts.billing_gap(_chart_frame(frame), float(threshold), currency), key="reconcile_chart"
+    )
+    state.show_table(_table(frame), _columns(currency), "reconcile_table")
     for row in flagged:
         where = ", ".join(for_display(v) for v in row.keys.values() if v is not None)
         st.markdown(f"**{for_markdown(where)}** flagged: {_share(row)} of the bill")

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from models.budget import Budget, as_of_for, budgets_for, offpeak_advice, parse_scope, status_document
 from models.errors import InputError
-from models.forecast import month_days, month_start, parse_month
+from models.forecast import month_days, month_start
 from models.money import format_amount
 from models.pricing import require_currency
 from models.spend import pricing_grain_minutes, tier_bounds
 from quotascope import settings
-from quotascope.commands.plan import moment, positive
+from quotascope.arguments import month, open_share, positive, positive_whole, when
 from quotascope.context import catalog_from, db_path
 from quotascope.output import emit, say, table
 from quotascope.webhooks import deliver_all, new_client
@@ -32,25 +32,11 @@ from storage.replay import UsageFilter
 from storage.reports import read_spend_groups
 
 
-def month_arg(text: str) -> date:
-    try:
-        return parse_month(text)
-    except InputError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def scope_arg(text: str) -> tuple[str, str | None]:
     try:
         return parse_scope(text)
     except InputError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def confidence_arg(text: str) -> Decimal:
-    value = positive(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"is a share between 0 and 1, e.g. 0.9; got {text!r}")
-    return value
 
 
 def _now() -> datetime:
@@ -70,26 +56,24 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     s.add_argument("--scope", type=scope_arg, required=True, metavar="total|team=X|project=Y")
     s.add_argument("--amount", type=positive, required=True, metavar="AMOUNT", help="per month")
     s.add_argument("--currency", required=True, metavar="CODE")
-    s.add_argument(
-        "--month", type=month_arg, metavar="YYYY-MM", help="only this month (default: every month)"
-    )
+    s.add_argument("--month", type=month, metavar="YYYY-MM", help="only this month (default: every month)")
     s.add_argument("--webhook", metavar="URL", help="POST alerts here as JSON")
     s.set_defaults(run=run_set)
     ls = actions.add_parser("list", parents=[parent], help="every budget")
     ls.set_defaults(run=run_list)
     rm = actions.add_parser("remove", parents=[parent], help="delete a budget by id")
-    rm.add_argument("budget_id", type=int, metavar="ID")
+    rm.add_argument("budget_id", type=positive_whole, metavar="ID")
     rm.set_defaults(run=run_remove)
     st = actions.add_parser("status", parents=[parent], help="spend, forecast and alerts for a month")
-    st.add_argument("--month", type=month_arg, metavar="YYYY-MM", help="default: the current month (UTC)")
-    st.add_argument("--as-of", type=moment, metavar="TIMESTAMP", help="pretend it is this moment (UTC)")
-    st.add_argument("--confidence", type=confidence_arg, default=Decimal("0.9"), metavar="SHARE")
+    st.add_argument("--month", type=month, metavar="YYYY-MM", help="default: the current month (UTC)")
+    st.add_argument("--as-of", type=when, metavar="TIMESTAMP", help="pretend it is this moment (UTC)")
+    st.add_argument("--confidence", type=open_share, default=Decimal("0.9"), metavar="SHARE")
     st.add_argument("--no-webhook", action="store_true", help="record alerts without POSTing them")
     st.set_defaults(run=run_status)
     op = actions.add_parser(
         "offpeak", parents=[parent], help="what running this traffic in the cheapest hours would have saved"
     )
-    op.add_argument("--month", type=month_arg, metavar="YYYY-MM", help="default: the current month (UTC)")
+    op.add_argument("--month", type=month, metavar="YYYY-MM", help="default: the current month (UTC)")
     op.add_argument("--currency", metavar="CODE", help="default: the display-currency setting, else USD")
     for name in ("team", "project", "provider", "model"):
         op.add_argument(f"--{name}", help="the batch traffic to consider")

@@ -4,29 +4,19 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from collectors.prices.litellm import DEFAULT_ID_PREFIX, import_litellm, read_litellm_file
-from models.catalog import Offer, to_utc_naive
+from models.catalog import Offer
 from models.catalog_view import check_catalog, offer_document, offer_row, offer_text, summarize
 from models.money import plain
 from quotascope import settings
+from quotascope.arguments import day, when
 from quotascope.context import catalog_from
 from quotascope.output import emit, table
 from storage.catalog import write_catalog_file
-
-
-def _moment(text: str) -> datetime:
-    try:
-        return to_utc_naive(datetime.fromisoformat(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"looks like 2026-11-23 or 2026-11-23T17:00, got {text!r}") from None
-
-
-def _day(text: str) -> date:
-    return _moment(text).date()
 
 
 def register(commands: Any, parent: argparse.ArgumentParser) -> None:
@@ -39,9 +29,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     ls = actions.add_parser("list", parents=[parent], help="one line per offer")
-    ls.add_argument(
-        "--at", type=_moment, metavar="WHEN", help="show the versions in force then (default: now)"
-    )
+    ls.add_argument("--at", type=when, metavar="WHEN", help="show the versions in force then (default: now)")
     ls.add_argument(
         "--provider", action="append", default=[], metavar="NAME", help="only this provider (repeatable)"
     )
@@ -49,7 +37,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
 
     show = actions.add_parser("show", parents=[parent], help="every version of one offer, with sources")
     show.add_argument("offer_id", metavar="ID", help="an offer id from `quotascope catalog list`")
-    show.add_argument("--at", type=_moment, metavar="WHEN", help="mark the version in force then")
+    show.add_argument("--at", type=when, metavar="WHEN", help="mark the version in force then")
     show.set_defaults(run=run_show)
 
     check = actions.add_parser(
@@ -81,7 +69,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     imp.add_argument(
         "--id-prefix", default=DEFAULT_ID_PREFIX, help="prefix of every offer id (default %(default)s)"
     )
-    imp.add_argument("--as-of", type=_day, metavar="DATE", help="the day the file was read (default today)")
+    imp.add_argument("--as-of", type=day, metavar="DATE", help="the day the file was read (default today)")
     imp.set_defaults(run=run_import)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from models.access import oidc_providers
 from models.errors import InputError
 from quotascope import settings
+from quotascope.arguments import whole
 from quotascope.context import db_path
 from storage.users import sign_in_configured
 
@@ -31,7 +32,9 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--host", default=None, help=f"address to listen on (default {settings.get('dashboard_host')})"
     )
-    p.add_argument("--port", type=int, default=None, help=f"port (default {settings.get('dashboard_port')})")
+    p.add_argument(
+        "--port", type=whole, default=None, help=f"port (default {settings.get('dashboard_port')})"
+    )
     p.set_defaults(run=run)
 
 

@@ -36,6 +36,7 @@ from models.catalog import Catalog
 from models.errors import InputError
 from models.probe import LoadPlan, summarize
 from quotascope import settings
+from quotascope.arguments import positive_whole, whole
 from quotascope.commands.dashboard import serve
 from quotascope.context import db_path
 from quotascope.output import say as print_line
@@ -112,11 +113,13 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
         "--host", default=None, help=f"dashboard address (default {settings.get('dashboard_host')})"
     )
     p.add_argument(
-        "--port", type=int, default=None, help=f"dashboard port (default {settings.get('dashboard_port')})"
+        "--port", type=whole, default=None, help=f"dashboard port (default {settings.get('dashboard_port')})"
     )
-    p.add_argument("--days", type=int, default=30, help="days of traffic up to today (default 30)")
-    p.add_argument("--seed", type=int, default=7, help="the same seed writes the same month")
-    p.add_argument("--probe-rounds", type=int, default=2, help="probe runs per emulated endpoint (default 2)")
+    p.add_argument("--days", type=positive_whole, default=30, help="days of traffic up to today (default 30)")
+    p.add_argument("--seed", type=whole, default=7, help="the same seed writes the same month")
+    p.add_argument(
+        "--probe-rounds", type=whole, default=2, help="probe runs per emulated endpoint (default 2)"
+    )
     p.set_defaults(run=run)
 
 

@@ -10,27 +10,15 @@ from decimal import Decimal
 from typing import Any
 
 from collectors.emulator import Billing, EmulatorConfig, bind, serve
+from quotascope.arguments import (
+    non_negative_float,
+    positive,
+    positive_float,
+    positive_whole,
+    share_float,
+    whole,
+)
 from quotascope.context import catalog_from
-
-
-def _factor(text: str) -> Decimal:
-    try:
-        value = Decimal(text)
-    except ArithmeticError:
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}") from None
-    if not value.is_finite() or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
-    return value
-
-
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text!r}")
-    return value
 
 
 def register(commands: Any, parent: argparse.ArgumentParser) -> None:
@@ -50,7 +38,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
         "--host", metavar="ADDR", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
     )
     p.add_argument(
-        "--port", metavar="N", type=int, default=8400, help="port (default 8400; 0 picks a free one)"
+        "--port", metavar="N", type=whole, default=8400, help="port (default 8400; 0 picks a free one)"
     )
     p.add_argument(
         "--model", metavar="NAME", default=d.model, help=f"the one model served (default {d.model})"
@@ -59,62 +47,65 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--ttft-ms",
         metavar="MS",
-        type=float,
+        type=non_negative_float,
         default=d.ttft_ms,
         help=f"time to first token (default {d.ttft_ms:g})",
     )
     t.add_argument(
         "--tokens-per-s",
         metavar="N",
-        type=float,
+        type=positive_float,
         default=d.tokens_per_s,
         help=f"decode speed (default {d.tokens_per_s:g})",
     )
     t.add_argument(
         "--jitter",
         metavar="SHARE",
-        type=_share,
+        type=share_float,
         default=d.jitter,
         help="scale each request's TTFT and speed by 1 ± this",
     )
     t.add_argument(
         "--reasoning-tokens",
         metavar="N",
-        type=int,
+        type=whole,
         default=d.reasoning_tokens,
         help="reasoning_content tokens first",
     )
     t.add_argument(
         "--output-tokens",
         metavar="N",
-        type=int,
+        type=positive_whole,
         default=d.output_tokens,
         help=f"answer tokens (default {d.output_tokens})",
     )
     t.add_argument(
         "--prefill-tokens-per-s",
         metavar="N",
-        type=float,
+        type=non_negative_float,
         default=0.0,
         help="add uncached prompt tokens / this to TTFT",
     )
     t.add_argument(
         "--chunk-ms",
         metavar="MS",
-        type=float,
+        type=non_negative_float,
         default=0.0,
         help="group tokens due within this many ms in one chunk",
     )
     lim = p.add_argument_group("limits (429 with Retry-After when exceeded)")
     lim.add_argument(
-        "--tpm", metavar="N", type=int, help="tokens per minute: prompt + max_tokens charged on arrival"
+        "--tpm",
+        metavar="N",
+        type=positive_whole,
+        help="tokens per minute: prompt + max_tokens charged on arrival",
     )
-    lim.add_argument("--rpm", metavar="N", type=int, help="requests per minute")
-    lim.add_argument("--max-concurrency", metavar="N", type=int, help="requests open at once")
+    lim.add_argument("--rpm", metavar="N", type=positive_whole, help="requests per minute")
+    lim.add_argument("--max-concurrency", metavar="N", type=positive_whole, help="requests open at once")
     lim.add_argument(
         "--burst-s",
         metavar="S",
-        type=float,
+        type=positive_float,
         default=d.burst_s,
         help="bucket size in seconds of refill (default 60)",
     )
@@ -126,14 +117,18 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
         ("malformed", "one chunk is broken JSON"),
         ("429", "429 whatever the limits say (quota spent elsewhere)"),
     ):
-        f.add_argument(f"--fault-{name}-rate", type=_share, default=0.0, metavar="SHARE", help=help_text)
+        f.add_argument(f"--fault-{name}-rate", type=share_float, default=0.0, metavar="SHARE", help=help_text)
     f.add_argument(
-        "--fault-stall-s", metavar="S", type=float, default=d.fault_stall_s, help="how long a stall lasts"
+        "--fault-stall-s",
+        metavar="S",
+        type=positive_float,
+        default=d.fault_stall_s,
+        help="how long a stall lasts",
     )
     f.add_argument(
         "--fault-429-retry-ms",
         metavar="MS",
-        type=int,
+        type=whole,
         default=d.fault_429_retry_ms,
         help="Retry-After of fault 429s",
     )
@@ -152,7 +147,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     o.add_argument(
         "--require-api-key", action="store_true", help="refuse requests without a bearer key (any)"
     )
-    o.add_argument("--seed", metavar="N", type=int, default=0, help="seed of jitter and fault draws")
+    o.add_argument("--seed", metavar="N", type=whole, default=0, help="seed of jitter and fault draws")
     o.add_argument(
         "--access-log", action="store_true", help="log one line per request (no headers, no bodies)"
     )
@@ -168,7 +163,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     b.add_argument(
         "--bill-price-factor",
         metavar="X",
-        type=_factor,
+        type=positive,
         default=Decimal(1),
         help="bill this times the catalog price (default 1; 1.05 bills 5 %% over it, a discrepancy to find)",
     )

@@ -11,10 +11,10 @@ from models.errors import InputError
 from models.focus import focus_csv
 from models.money import format_amount
 from quotascope import settings
-from quotascope.commands.report import when
+from quotascope.arguments import selection_from, selection_options
 from quotascope.context import catalog_from, db_path
 from quotascope.output import emit
-from storage.reports import UsageFilter, focus_export
+from storage.reports import focus_export
 
 FORMATS = (".csv", ".parquet")
 MICRO = Decimal("0.000001")
@@ -30,19 +30,15 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     kinds = p.add_subparsers(dest="kind", metavar="FORMAT", required=True)
     focus = kinds.add_parser(
         "focus",
-        parents=[parent],
+        parents=[parent, selection_options()],
         help="FOCUS 1.0 rows: per day x provider x model x token type x team/project/key",
         description="FOCUS 1.0 cost and usage rows (the FinOps Foundation's format): list, contracted "
         "(your catalog overrides) and effective (after promotions) cost of every token type.",
     )
     focus.add_argument("--out", required=True, type=Path, help="the file to write: FILE.csv or FILE.parquet")
-    focus.add_argument("--since", type=when, help="from (UTC): 2025-03-01, 2025-03-01T08:00, 7d, 12h")
-    focus.add_argument("--until", type=when, help="up to, not including (UTC)")
     focus.add_argument(
         "--grain", choices=("day", "hour"), default="day", help="charge period: a UTC day (default) or hour"
     )
-    for name in ("provider", "model", "team", "project"):
-        focus.add_argument(f"--{name}", help=f"only this {name}")
     focus.set_defaults(run=run)
 
 
@@ -50,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     if out.suffix.lower() not in FORMATS:
         raise InputError(f"--out names a .csv or .parquet file, got {str(out)!r}")
-    selection = UsageFilter(args.since, args.until, args.provider, args.model, args.team, args.project)
+    selection = selection_from(args)
     catalog_dir = Path(settings.get("catalog_dir"))
     export = focus_export(db_path(args), catalog_from(args), catalog_dir, selection, args.grain)
     if out.suffix.lower() == ".csv":

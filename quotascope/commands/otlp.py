@@ -13,6 +13,7 @@ from collectors.ingest import load_salt
 from collectors.otlp import DEFAULT_PORT, OtlpOptions, OtlpServer, parse_attribution
 from models.errors import InputError
 from quotascope import settings
+from quotascope.arguments import whole
 from quotascope.context import db_path
 
 
@@ -35,7 +36,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--port",
         metavar="N",
-        type=int,
+        type=whole,
         default=DEFAULT_PORT,
         help=f"port (default {DEFAULT_PORT}; 0 picks one)",
     )

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
-from models.capacity import Latency
+from models.capacity import SEED_TOKENS_PER_S, SEED_TTFT_MS, given_latency
 from models.catalog import (
-    MAX_CATALOG_NUMBER,
-    MAX_PRICE_PER_MTOK,
     Catalog,
     CountingRules,
     Limits,
@@ -23,9 +20,20 @@ from models.cost import Demand
 from models.errors import InputError
 from models.mix import Mix, mix_by_overflow, mix_by_weights
 from models.money import Money, format_amount
-from models.plan import Plan, PlanRequest, make_plan, with_overrides
+from models.plan import Plan, plan_versions, with_overrides
 from models.profile import PRESETS, TokenProfile
 from models.selfhost import BreakEven, SelfHost, break_even
+from quotascope.arguments import (
+    at_least_one,
+    non_negative,
+    number_list,
+    positive,
+    positive_whole,
+    price_per_mtok,
+    share,
+    when,
+    whole_list,
+)
 from quotascope.context import catalog_from, db_path
 from quotascope.output import emit, table
 
@@ -34,63 +42,6 @@ COMPONENT_OPTIONS = ("system_tokens", "context_tokens", "user_tokens", "answer_t
 
 
 # ------------------------------------------------------------------------------------------ option types
-
-
-def _number(
-    kind: str, minimum: Decimal, strict: bool, maximum: Decimal = MAX_CATALOG_NUMBER
-) -> Callable[[str], Decimal]:
-    def parse(text: str) -> Decimal:
-        try:
-            value = Decimal(text.replace(",", "").replace("_", ""))
-        except InvalidOperation:
-            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-        if not value.is_finite() or value < minimum or (strict and value == minimum):
-            raise argparse.ArgumentTypeError(f"must be {kind}, got {text!r}")
-        if value > maximum:  # the catalog's own bounds (models.catalog): a unit mistake, not a value
-            raise argparse.ArgumentTypeError(f"is implausibly large (at most {maximum:,}), got {text!r}")
-        return value
-
-    return parse
-
-
-def _whole(strict: bool = True) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text.replace(",", "").replace("_", ""))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-        if value < 0 or (strict and value == 0):
-            raise argparse.ArgumentTypeError(
-                f"must be a {'positive' if strict else 'non-negative'} whole number, got {text!r}"
-            )
-        return value
-
-    return parse
-
-
-positive = _number("positive", Decimal(0), strict=True)
-non_negative = _number("zero or more", Decimal(0), strict=False)
-price_per_mtok = _number("zero or more", Decimal(0), strict=False, maximum=MAX_PRICE_PER_MTOK)
-
-
-def share(text: str) -> Decimal:
-    value = non_negative(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"must be a share between 0 and 1, got {text!r}")
-    return value
-
-
-def moment(text: str) -> datetime:
-    try:
-        return to_utc_naive(datetime.fromisoformat(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a date or date-time like 2025-02-26T17:00, got {text!r}"
-        ) from None
-
-
-def number_list(text: str) -> list[Decimal]:
-    return [non_negative(part.strip()) for part in text.split(",") if part.strip()]
 
 
 def fee_call(text: str) -> tuple[str, Decimal]:
@@ -120,12 +71,13 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     )
     limits = p.add_argument_group("limits (override the offer's)")
     for name in LIMIT_OPTIONS:
-        limits.add_argument(f"--{name.replace('_', '-')}", type=_whole(), metavar="N")
+        limits.add_argument(f"--{name.replace('_', '-')}", type=positive_whole, metavar="N")
     limits.add_argument(
-        "--ptus", type=_whole(), metavar="N", help="provisioned units bought (Azure PTU offers)"
+        "--ptus", type=positive_whole, metavar="N", help="provisioned units bought (Azure PTU offers)"
     )
     lat = p.add_argument_group(
-        "latency (default: the seed article's Ark measurement, 390 ms and 35.4 tokens/s)"
+        f"latency (default: the seed article's Ark measurement, {SEED_TTFT_MS} ms and {SEED_TOKENS_PER_S} "
+        "tokens/s)"
     )
     lat.add_argument("--ttft-ms", type=non_negative, metavar="MS")
     lat.add_argument("--tokens-per-s", type=positive, metavar="N", help="output tokens per second per stream")
@@ -141,10 +93,10 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     prof.add_argument("--rounds", type=non_negative, metavar="K", help="remembered rounds of history")
     prof.add_argument("--history", choices=("growing", "sliding"), default="growing")
     prof.add_argument("--calls-per-question", type=positive, default=Decimal(1), metavar="N")
-    prof.add_argument("--max-tokens", type=_whole(), metavar="N")
+    prof.add_argument("--max-tokens", type=positive_whole, metavar="N")
     prof.add_argument("--from-usage", action="store_true", help="the profile of stored usage (--db)")
-    prof.add_argument("--since", type=moment, help="with --from-usage")
-    prof.add_argument("--until", type=moment, help="with --from-usage")
+    prof.add_argument("--since", type=when, help="with --from-usage: from (UTC): 2026-11-01, 7d, now")
+    prof.add_argument("--until", type=when, help="with --from-usage: up to, not including (UTC)")
     prof.add_argument("--provider", help="with --from-usage")
     prof.add_argument("--model", help="with --from-usage")
     prof.add_argument("--team", help="with --from-usage")
@@ -169,7 +121,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
         metavar="NAME=N",
         help="per-call fees per question, e.g. web_search=1",
     )
-    price.add_argument("--at", type=moment, metavar="TIMESTAMP", help="which price version (default: now)")
+    price.add_argument("--at", type=when, metavar="TIMESTAMP", help="which price version (default: now)")
     price.add_argument(
         "--hourly-shape",
         type=number_list,
@@ -183,7 +135,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     demand.add_argument("--questions-per-user-day", type=positive, metavar="N")
     demand.add_argument(
         "--peak-factor",
-        type=_number("at least 1", Decimal(1), False),
+        type=at_least_one,
         default=Decimal(1),
         metavar="F",
         help="peak over average (default 1)",
@@ -191,13 +143,13 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     mix = p.add_argument_group("multi-offer mix (with several --offer)")
     mix.add_argument("--mix", choices=("weights", "overflow"))
     mix.add_argument("--weights", type=number_list, metavar="W1,W2")
-    mix.add_argument("--keys", type=number_list, metavar="K1,K2", help="keys per offer for overflow")
+    mix.add_argument("--keys", type=whole_list, metavar="K1,K2", help="keys per offer for overflow")
     host = p.add_argument_group("self-host vs API")
     host.add_argument("--selfhost-node-cost-per-hour", type=non_negative, metavar="AMOUNT")
     host.add_argument("--selfhost-currency", metavar="CODE", default=None)
     host.add_argument("--selfhost-tokens-per-s", type=positive, metavar="N", help="aggregate per node")
     host.add_argument("--selfhost-utilization", type=share, default=Decimal(1), metavar="SHARE")
-    host.add_argument("--selfhost-nodes", type=_whole(), default=1, metavar="N")
+    host.add_argument("--selfhost-nodes", type=positive_whole, default=1, metavar="N")
     p.set_defaults(run=run)
 
 
@@ -321,56 +273,28 @@ def demand_from(args: argparse.Namespace) -> Demand | None:
     return None
 
 
-def plans_from(args: argparse.Namespace) -> list[Plan]:
+def plans_from(args: argparse.Namespace) -> tuple[list[Plan], str]:
+    """The plans the options ask for (through `models.plan.plan_versions`, as the dashboard plans), and
+    where the token profile came from."""
     catalog = catalog_from(args)
     at = args.at or to_utc_naive(datetime.now(UTC))
-    profile, _ = profile_from(args)
-    if (args.ttft_ms is None) != (args.tokens_per_s is None):
-        given = Latency.seed()
-        latency = Latency(
-            args.ttft_ms if args.ttft_ms is not None else given.ttft_ms,
-            args.tokens_per_s or given.tokens_per_s,
-            assumed=True,
-        )
-    elif args.ttft_ms is not None:
-        latency = Latency(args.ttft_ms, args.tokens_per_s)
-    else:
-        latency = Latency.seed()
-    demand = demand_from(args)
+    profile, profile_source = profile_from(args)
     offers: list[str | None] = list(args.offer) or [None]
-    plans = []
-    for offer_id in offers:
-        version = version_from(args, catalog, offer_id, at)
-        plans.append(
-            make_plan(
-                PlanRequest(
-                    version=version,
-                    profile=profile,
-                    latency=latency,
-                    at=at,
-                    demand=demand,
-                    cache_hit_rate=args.cache_hit_rate,
-                    hourly_shape=args.hourly_shape,
-                    fx=catalog.fx,
-                    display_currency=args.display_currency or _common_currency(args, catalog, offers, at),
-                    fee_calls_per_question=dict(args.fee_calls),
-                    ptus=args.ptus,
-                    label=offer_id or "custom",
-                )
-            )
-        )
-    return plans
-
-
-def _common_currency(
-    args: argparse.Namespace, catalog: Catalog, offers: list[str | None], at: datetime
-) -> str | None:
-    """With offers in several currencies, show them all in the first one's so they compare."""
-    ids = [o for o in offers if o is not None]
-    if len(ids) < 2 or args.currency:
-        return None
-    currencies = [catalog.get(o).version_at(at).currency for o in ids]
-    return currencies[0] if len(set(currencies)) > 1 else None
+    versions = [(offer_id or "custom", version_from(args, catalog, offer_id, at)) for offer_id in offers]
+    plans = plan_versions(
+        versions,
+        profile,
+        given_latency(args.ttft_ms, args.tokens_per_s),
+        at,
+        demand=demand_from(args),
+        cache_hit_rate=args.cache_hit_rate,
+        hourly_shape=args.hourly_shape,
+        fx=catalog.fx,
+        display_currency=args.display_currency,
+        fee_calls_per_question=dict(args.fee_calls),
+        ptus=args.ptus,
+    )
+    return plans, profile_source
 
 
 def mix_from(args: argparse.Namespace, plans: list[Plan]) -> Mix | None:
@@ -383,7 +307,7 @@ def mix_from(args: argparse.Namespace, plans: list[Plan]) -> Mix | None:
         raise InputError("a mix needs at least two --offer")
     if args.mix == "weights":
         return mix_by_weights(plans, args.weights or [Decimal(1)] * len(plans), demand)
-    keys = [int(k) for k in (args.keys or [Decimal(1)] * len(plans))]
+    keys = args.keys or [1] * len(plans)
     return mix_by_overflow(plans, keys, demand)
 
 
@@ -417,7 +341,7 @@ def selfhost_from(args: argparse.Namespace, plan: Plan) -> BreakEven | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    plans = plans_from(args)
+    plans, profile_source = plans_from(args)
     mix = mix_from(args, plans)
     selfhost = selfhost_from(args, plans[0])
     one = len(plans) == 1
@@ -426,7 +350,6 @@ def run(args: argparse.Namespace) -> int:
         document["mix"] = mix.to_json()
     if selfhost is not None:
         document["selfhost"] = selfhost.to_json()
-    _, profile_source = profile_from(args)
     emit(args.json, document, lambda: render(plans, mix, selfhost, profile_source))
     return 0
 

@@ -19,20 +19,11 @@ from models.catalog import Offer
 from models.errors import InputError
 from models.probe import DEFAULT_WARMUP_REQUESTS, LoadPlan, ProbeRun, summarize
 from quotascope import settings
+from quotascope.arguments import non_negative_float, positive_float, positive_whole, whole, whole_list
 from quotascope.commands import probe_import
 from quotascope.context import catalog_from, db_path
 from quotascope.output import emit, table
 from storage.probes import write_probe_run
-
-
-def _whole_list(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be whole numbers separated by commas, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"must be whole numbers of at least 1, got {text!r}")
-    return values
 
 
 def register(commands: Any, parent: argparse.ArgumentParser) -> None:
@@ -60,37 +51,43 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     t.add_argument("--api-key-env", metavar="VAR", help="ad hoc: environment variable holding the key")
     t.add_argument("--offer", metavar="ID", help="catalog offer pricing the probe (overrides the endpoint's)")
     t.add_argument(
-        "--timeout-s", type=float, metavar="S", help="read timeout: longest wait for the next byte"
+        "--timeout-s", type=positive_float, metavar="S", help="read timeout: longest wait for the next byte"
     )
     load = p.add_argument_group("load")
-    load.add_argument("--concurrency", type=_whole_list, default=[1], metavar="N[,N...]", help="default 1")
-    load.add_argument("--requests", type=int, default=10, metavar="N", help="requests per phase (default 10)")
-    load.add_argument("--rate", type=float, metavar="R", help="open loop: R requests per second")
+    load.add_argument("--concurrency", type=whole_list, default=[1], metavar="N[,N...]", help="default 1")
+    load.add_argument(
+        "--requests", type=positive_whole, default=10, metavar="N", help="requests per phase (default 10)"
+    )
+    load.add_argument("--rate", type=positive_float, metavar="R", help="open loop: R requests per second")
     load.add_argument(
         "--poisson", action="store_true", help="with --rate: exponential gaps (Poisson arrivals)"
     )
     load.add_argument(
-        "--input-tokens", type=_whole_list, default=[100], metavar="N[,N...]", help="prompt lengths, in turn"
+        "--input-tokens", type=whole_list, default=[100], metavar="N[,N...]", help="prompt lengths, in turn"
     )
-    load.add_argument("--max-tokens", type=int, default=128, metavar="N", help="output cap (default 128)")
+    load.add_argument(
+        "--max-tokens", type=positive_whole, default=128, metavar="N", help="output cap (default 128)"
+    )
     load.add_argument("--canary", action="store_true", help="also ask the known-answer canary questions")
     load.add_argument(
         "--ramp-s",
-        type=float,
+        type=non_negative_float,
         metavar="S",
         help="start the concurrent workers spread over S seconds (default: one request's duration, timed by "
         "the warm-up; 0: all at once, a burst that also measures the client's own start-up)",
     )
     load.add_argument(
         "--warmup",
-        type=int,
+        type=whole,
         default=DEFAULT_WARMUP_REQUESTS,
         metavar="N",
         help=f"untimed requests first: a warm connection and the ramp's duration (default "
         f"{DEFAULT_WARMUP_REQUESTS}; stored and priced, not in the figures)",
     )
-    load.add_argument("--max-duration-s", type=float, metavar="S", help="send nothing new after this long")
-    load.add_argument("--seed", type=int, default=0, help="Poisson gaps and prompt filler")
+    load.add_argument(
+        "--max-duration-s", type=positive_float, metavar="S", help="send nothing new after this long"
+    )
+    load.add_argument("--seed", type=whole, default=0, help="Poisson gaps and prompt filler")
     p.add_argument("--no-store", action="store_true", help="print the summary without storing the run")
     p.set_defaults(run=run)
     actions = p.add_subparsers(dest="probe_action", metavar="import", required=False)

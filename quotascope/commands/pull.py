@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +11,9 @@ from collectors.ingest import load_salt
 from collectors.pull import KINDS, AdminKey, PullResult, new_client, pull, pull_kind
 from models.outside_text import for_terminal
 from quotascope import settings
-from quotascope.commands.report import when
+from quotascope.arguments import day
 from quotascope.context import db_path
 from quotascope.output import emit
-
-
-def _day(text: str) -> date:
-    return when(text).date()
 
 
 def register(commands: Any, parent: argparse.ArgumentParser) -> None:
@@ -42,8 +37,8 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="API base (default https://api.openai.com/v1 or https://api.anthropic.com/v1)",
     )
-    p.add_argument("--since", type=_day, metavar="DATE", help="first UTC day (default: the last day pulled)")
-    p.add_argument("--until", type=_day, metavar="DATE", help="day after the last one (default: tomorrow)")
+    p.add_argument("--since", type=day, metavar="DATE", help="first UTC day (default: the last day pulled)")
+    p.add_argument("--until", type=day, metavar="DATE", help="day after the last one (default: tomorrow)")
     p.set_defaults(run=run)
 
 

@@ -7,15 +7,17 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from models.errors import InputError
 from models.outside_text import for_terminal
 from models.reconcile import RECONCILE_KEYS, ReconcileRow, parse_reconcile_by, parse_threshold
 from quotascope import settings
 from quotascope.context import catalog_from, db_path
 from quotascope.output import emit, table
-from quotascope.webhooks import new_client, post_json
+from quotascope.webhooks import gap_webhook
 from storage.reconcile import GapAlert, reconcile_report, record_gap_alerts, set_gap_webhook_status
 
 DEFAULT_DAYS = 30
+DEFAULT_THRESHOLD_TEXT = settings.BY_NAME["reconcile_threshold"].default
 
 
 def register_kind(kinds: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -37,13 +39,20 @@ def register_kind(kinds: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--threshold",
-        type=parse_threshold,
+        type=_threshold,
         default=None,
-        help=f"flag gaps above this share (default {settings.BY_NAME['reconcile_threshold'].default}; "
-        "env QUOTASCOPE_GAP_THRESHOLD)",
+        help="flag gaps above this share, e.g. 2%% or 0.02 (default "
+        f"{DEFAULT_THRESHOLD_TEXT.replace('%', '%%')}; env QUOTASCOPE_GAP_THRESHOLD)",
     )
     p.add_argument("--no-alerts", action="store_true", help="do not record or send alerts for flagged days")
     p.set_defaults(run=run)
+
+
+def _threshold(text: str) -> Decimal:
+    try:
+        return parse_threshold(text)
+    except InputError as e:  # argparse says a type's mistake as one sentence, with exit code 2
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,10 +70,9 @@ def run(args: argparse.Namespace) -> int:
     delivered: dict[int, str] = {}
     if not args.no_alerts and "day" in by:
         alerts = record_gap_alerts(db, rows, threshold, now)
-        webhook = settings.get("reconcile_webhook").strip()
-        if alerts and webhook:
-            with new_client() as client:
-                delivered = {a.alert_id: post_json(client, webhook, a.payload()) for a in alerts}
+        send = gap_webhook(settings.get("reconcile_webhook").strip())
+        if alerts and send is not None:
+            delivered = send(alerts)
             set_gap_webhook_status(db, delivered)
     document = {
         "since": since.isoformat(),

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from models.errors import InputError
@@ -14,33 +13,17 @@ from models.pricing import require_currency
 from models.spend import GROUP_KEYS, SpendRow, parse_by, totals
 from models.usage import Distribution, UsageProfile
 from quotascope import settings
+from quotascope.arguments import period_options, selection_from, selection_options, whole
 from quotascope.commands import reconcile
-from quotascope.commands.plan import moment
 from quotascope.context import catalog_from, db_path
 from quotascope.output import emit, table
 from storage.reports import (
-    UsageFilter,
     read_rejects,
     read_usage_buckets,
     read_usage_profile,
     report_keys,
     spend_report,
 )
-
-_RELATIVE = re.compile(r"^(\d+)([dh])$")
-
-
-def when(text: str) -> datetime:
-    """An ISO date or date-time (UTC unless it has an offset), `now`, or `7d` / `12h` before now."""
-    now = datetime.now(UTC).replace(tzinfo=None)
-    stripped = text.strip().lower()
-    if stripped == "now":
-        return now
-    relative = _RELATIVE.match(stripped)
-    if relative:
-        amount, unit = int(relative.group(1)), relative.group(2)
-        return now - (timedelta(days=amount) if unit == "d" else timedelta(hours=amount))
-    return moment(text)
 
 
 def register(commands: Any, parent: argparse.ArgumentParser) -> None:
@@ -51,12 +34,8 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
         description="Reports over stored usage (load it with `quotascope ingest`).",
     )
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
-    dates = argparse.ArgumentParser(add_help=False)
-    dates.add_argument("--since", type=when, help="from (UTC): 2025-03-01, 2025-03-01T08:00, 7d, 12h")
-    dates.add_argument("--until", type=when, help="up to, not including (UTC)")
-    common = argparse.ArgumentParser(add_help=False, parents=[dates])
-    for name in ("provider", "model", "team", "project"):
-        common.add_argument(f"--{name}", help=f"only this {name}")
+    dates = period_options()
+    common = selection_options()
     keys = ",".join(GROUP_KEYS)
     spend = kinds.add_parser(
         "spend", parents=[parent, common], help="what usage cost, priced by the catalog version in force"
@@ -79,7 +58,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
         help="average and p50/p90/p99 tokens per request (plan --from-usage)",
     )
     rejects = kinds.add_parser("rejects", parents=[parent], help="records ingestion rejected, with why")
-    rejects.add_argument("--limit", type=int, default=50, help="show at most this many (default 50)")
+    rejects.add_argument("--limit", type=whole, default=50, help="show at most this many (default 50)")
     rejects.add_argument(
         "--all-runs",
         action="store_true",
@@ -90,24 +69,20 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     reconcile.register_kind(kinds, [parent, dates])
 
 
-def _selection(args: argparse.Namespace) -> UsageFilter:
-    return UsageFilter(args.since, args.until, args.provider, args.model, args.team, args.project)
-
-
 def run(args: argparse.Namespace) -> int:
     db = db_path(args)
     if args.kind == "spend":
         by = parse_by(args.by, ("provider", "model"))
         currency = args.currency or (settings.get("display_currency").upper() or None)
-        rows = spend_report(db, catalog_from(args), _selection(args), by, currency)
+        rows = spend_report(db, catalog_from(args), selection_from(args), by, currency)
         emit(args.json, [r.to_json() for r in rows], lambda: render_spend(rows, by))
     elif args.kind == "usage":
         by = report_keys(parse_by(args.by, ("day",)))
-        frame = read_usage_buckets(db, _selection(args), by)
+        frame = read_usage_buckets(db, selection_from(args), by)
         documents = [{k: _key_json(v) for k, v in row.items()} for row in frame.iter_rows(named=True)]
         emit(args.json, documents, lambda: render_usage(documents, by))
     elif args.kind == "profile":
-        s = _selection(args)
+        s = selection_from(args)
         if s.project is not None:
             raise InputError("report profile selects by --provider, --model, --team and time, not --project")
         profile = read_usage_profile(

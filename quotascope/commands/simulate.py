@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from models.capacity import SEED_TOKENS_PER_S, SEED_TTFT_MS, Latency
+from models.capacity import SEED_TOKENS_PER_S, SEED_TTFT_MS, given_latency
 from models.money import Money, format_amount
 from models.replay import POLICIES, ReplayOptions
-from quotascope.commands.plan import moment, non_negative, positive
+from quotascope.arguments import non_negative, positive, positive_whole, when
 from quotascope.context import catalog_from, db_path
 from quotascope.output import emit, table
 from storage.replay import UsageFilter
 from storage.simulation import DEFAULT_DAYS, Simulation, simulate_offers
 
 LIMIT_OPTIONS = ("tpm", "rpm", "itpm", "otpm", "tpd", "rpd", "max_concurrency")
-
-
-def whole(text: str) -> int:
-    try:
-        value = int(text.replace(",", "").replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}")
-    return value
 
 
 def ratio_range(text: str) -> tuple[Decimal, Decimal]:
@@ -43,12 +32,6 @@ def ratio_range(text: str) -> tuple[Decimal, Decimal]:
     return low, high
 
 
-def when(text: str) -> datetime:
-    if text.strip().lower() == "now":
-        return datetime.now(UTC).replace(tzinfo=None)
-    return moment(text)
-
-
 def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     p = commands.add_parser(
         "simulate",
@@ -61,10 +44,12 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--offer", action="append", default=[], metavar="ID", help="target offer (repeat to compare)"
     )
-    p.add_argument("--keys", type=whole, default=1, metavar="N", help="keys sharing the traffic (default 1)")
+    p.add_argument(
+        "--keys", type=positive_whole, default=1, metavar="N", help="keys sharing the traffic (default 1)"
+    )
     p.add_argument(
         "--accounts",
-        type=whole,
+        type=positive_whole,
         default=1,
         metavar="N",
         help="accounts, for account-scoped limits (default 1)",
@@ -73,9 +58,11 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
         "--policy", choices=POLICIES, default="reject", help="on a limit: 429 (reject) or wait (queue)"
     )
     p.add_argument(
-        "--since", type=moment, help=f"from (UTC; default: {DEFAULT_DAYS} days before the last request)"
+        "--since",
+        type=when,
+        help=f"from (UTC: 2026-11-01, 7d, now; default: {DEFAULT_DAYS} days before the last request)",
     )
-    p.add_argument("--until", type=moment, help="up to, not including (UTC; default: after the last request)")
+    p.add_argument("--until", type=when, help="up to, not including (UTC; default: after the last request)")
     p.add_argument(
         "--tokenizer-ratio",
         type=ratio_range,
@@ -84,7 +71,10 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
         help="target tokens per recorded token, e.g. 0.9,1.1: a cost band (default 1)",
     )
     p.add_argument(
-        "--max-tokens", type=whole, metavar="N", help="max_tokens your clients send (reserved by some)"
+        "--max-tokens",
+        type=positive_whole,
+        metavar="N",
+        help="max_tokens your clients send (reserved by some)",
     )
     p.add_argument(
         "--ttft-ms",
@@ -108,11 +98,14 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
         "--currency", metavar="CODE", help="show money in this currency (default: the first target's)"
     )
     p.add_argument(
-        "--bucket-s", type=whole, metavar="S", help="width of aggregated rows' buckets (default: inferred)"
+        "--bucket-s",
+        type=positive_whole,
+        metavar="S",
+        help="width of aggregated rows' buckets (default: inferred)",
     )
     limits = p.add_argument_group("limits (replace the offers')")
     for name in LIMIT_OPTIONS:
-        limits.add_argument(f"--{name.replace('_', '-')}", type=whole, metavar="N")
+        limits.add_argument(f"--{name.replace('_', '-')}", type=positive_whole, metavar="N")
     which = p.add_argument_group("which stored usage")
     for name in ("provider", "model", "team", "project"):
         which.add_argument(f"--{name}")
@@ -122,7 +115,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     latency = None
     if args.ttft_ms is not None or args.tokens_per_s is not None:
-        latency = Latency(args.ttft_ms or SEED_TTFT_MS, args.tokens_per_s or SEED_TOKENS_PER_S)
+        latency = given_latency(args.ttft_ms, args.tokens_per_s)
     options = ReplayOptions(
         keys=args.keys,
         accounts=args.accounts,

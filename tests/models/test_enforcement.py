@@ -256,3 +256,32 @@ def test_concurrency_queue_matches_the_loop(traffic: tuple[list[float], list[flo
     ready, durations = traffic
     got = concurrency_starts(pl.Series(ready), pl.Series(durations), pl.Series([1.0] * len(ready)), slots)
     assert got.admitted.to_list() == pytest.approx(ref_concurrency_queue(ready, durations, slots))
+
+
+def test_limits_are_enforced_in_one_place() -> None:
+    """ "Where is a limit enforced?" has one answer: models/enforcement.py (`enforce_limits` and its kernels).
+    No other module of the project calls a kernel that admits, refuses or delays demand."""
+    import ast
+    from pathlib import Path
+
+    kernels = {
+        "window_admitted_share",
+        "bucket_admitted_share",
+        "shaper_served_at",
+        "concurrency_admitted",
+        "concurrency_starts",
+        "limit_rules",
+    }
+    root = Path(__file__).resolve().parents[2]
+    callers = set()
+    for package in ("models", "storage", "collectors", "dashboard", "quotascope"):
+        for path in (root / package).rglob("*.py"):
+            tree = ast.parse(path.read_text())
+            called = {
+                node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Call)
+            }
+            if called & kernels:
+                callers.add(str(path.relative_to(root)))
+    assert callers == {"models/enforcement.py"}

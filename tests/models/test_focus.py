@@ -15,6 +15,7 @@ from models.catalog import Catalog, Offer, Prices, Promotion
 from models.focus import FOCUS_COLUMNS, focus_csv, focus_rows, publisher
 from models.money import FxTable
 from tests.models.factories import d, version
+from tests.models.test_spend import groups as spend_groups
 
 DAY = datetime(2025, 3, 1)
 
@@ -38,24 +39,9 @@ USER = Catalog(
 
 
 def groups(rows: list[dict[str, object]]) -> pl.DataFrame:
-    base = {
-        "provider": "p",
-        "model": "m",
-        "team": "search",
-        "project": "faq",
-        "key": "key-1",
-        "bucket": DAY.replace(hour=9),
-        "input_each": 0,
-        "requests": 1,
-        "input_tokens": 0,
-        "cached_input_tokens": 0,
-        "cache_write_tokens": 0,
-        "output_tokens": 0,
-        "reasoning_tokens": 0,
-        "billed_cost": None,
-        "billed_currency": None,
-    }
-    return pl.DataFrame([{**base, **r} for r in rows], schema_overrides={"billed_cost": pl.Decimal(20, 10)})
+    """Usage groups (`tests.models.test_spend.groups`) of team search, project faq, key key-1 at 09:00."""
+    attribution = {"provider": "p", "model": "m", "team": "search", "project": "faq", "key": "key-1"}
+    return spend_groups([{**attribution, "bucket": DAY.replace(hour=9), **r} for r in rows])
 
 
 def test_one_row_per_token_type_with_list_contracted_and_effective_cost() -> None:

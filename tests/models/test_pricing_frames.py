@@ -25,8 +25,8 @@ from models.catalog import (
 from models.money import FxRate, FxTable, Money
 from models.pricing import TokenCounts, price_tokens, price_units, version_index
 from models.profile import TokenProfile
-from models.replay import traffic_from_usage
 from models.target import cacheable, counted_columns, target_tokens
+from models.traffic import traffic_from_usage
 from tests.models.factories import d, version
 
 START = datetime(2026, 10, 30)
@@ -153,7 +153,7 @@ def test_counted_columns_are_counted_tokens(
         reserve_max_tokens=reserve,
         output_burndown=Decimal(burndown),
     )
-    frame = pl.DataFrame({"in_t": [input_tokens], "cached_t": [cached], "out_t": [output], "w": [1.0]})
+    frame = pl.DataFrame({"in_t": [input_tokens], "cached_t": [cached], "out_t": [output], "requests": [1.0]})
     got = frame.select(**counted_columns(counting, max_tokens)).row(0, named=True)
     profile = TokenProfile.direct(input_tokens, output, max_tokens=max_tokens)
     want = counted_tokens(profile, counting, CacheUse(Decimal(cached), Decimal(0), "test"))

@@ -17,6 +17,7 @@ from models.reconcile import (
     parse_reconcile_by,
     parse_threshold,
     reconcile,
+    rows_frame,
 )
 from models.spend import SpendRow
 
@@ -164,3 +165,29 @@ def test_options() -> None:
         parse_threshold("-1")
     with pytest.raises(InputError):
         parse_threshold("lots")
+
+
+def test_rows_frame_keeps_money_exact() -> None:
+    rows = reconcile(BY, [spend("9.70")], [bill("10.00")], [], [])
+    frame = rows_frame(rows)
+    assert frame.columns == [
+        "day",
+        "provider",
+        "computed",
+        "billed",
+        "gap",
+        "gap_share",
+        "flagged",
+        "explanations",
+    ]
+    assert frame.row(0) == (
+        DAY,
+        "openai",
+        Decimal("9.70"),
+        Decimal("10.00"),
+        Decimal("0.30"),
+        Decimal("0.03"),
+        True,
+        "no provider usage pulled to explain it (`quotascope pull openai-usage|anthropic-usage`)",
+    )
+    assert rows_frame([]).is_empty()

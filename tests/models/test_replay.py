@@ -23,14 +23,8 @@ from models.catalog import (
 )
 from models.errors import InputError
 from models.money import FxRate, FxTable, Money
-from models.replay import (
-    ReplayOptions,
-    comparison_rows,
-    demand_series,
-    infer_bucket_s,
-    replay,
-    traffic_from_usage,
-)
+from models.replay import ReplayOptions, comparison_rows, replay
+from models.traffic import demand_series, infer_bucket_s, traffic_from_usage
 from tests.models.factories import d, version
 
 NINE = datetime(2026, 11, 2, 9, 0, 0)  # a Monday
@@ -225,19 +219,19 @@ def test_aggregated_rows_are_spread_over_their_bucket() -> None:
     dense = traffic_from_usage(
         rows({"ts": NINE, "n_requests": 600, "input_tokens": 600, "output_tokens": 0}), bucket_s=60
     )
-    assert dense.units.height == 60 and dense.units["w"].to_list() == [10.0] * 60
+    assert dense.units.height == 60 and dense.units["requests"].to_list() == [10.0] * 60
     assert dense.units["input"].sum() == 600
 
 
 def test_huge_aggregated_rows_are_spread_in_wider_slices(monkeypatch: pytest.MonkeyPatch) -> None:
-    import models.replay
+    import models.traffic
 
-    monkeypatch.setattr(models.replay, "MAX_SPREAD_UNITS", 100)
+    monkeypatch.setattr(models.traffic, "MAX_SPREAD_UNITS", 100)
     day = rows({"ts": NINE.replace(hour=0), "n_requests": 86_400, "input_tokens": 86_400, "output_tokens": 0})
     traffic = traffic_from_usage(day, bucket_s=86_400)
     # 86,400 one-second slices wanted, 100 allowed: 100 slices of 864 s carrying 864 requests each
     assert traffic.units.height == 100 and traffic.spread_slice_s == 864
-    assert traffic.units["w"].to_list() == [864.0] * 100 and traffic.units["input"].sum() == 86_400
+    assert traffic.units["requests"].to_list() == [864.0] * 100 and traffic.units["input"].sum() == 86_400
     result = replay(traffic, PER_MINUTE, ReplayOptions(), fx=FX)
     assert any("slices of up to 864 s" in a for a in result.assumptions)
 

@@ -88,7 +88,7 @@ def test_list_rejects_a_bad_date(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["catalog", "list", "--at", "yesterday"])
     assert exit_.value.code == 2
-    assert "looks like 2026-11-23" in capsys.readouterr().err
+    assert "like 2026-11-23" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------- show

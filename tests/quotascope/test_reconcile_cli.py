@@ -144,3 +144,29 @@ def test_nothing_to_reconcile_says_what_to_run(capsys: pytest.CaptureFixture[str
         pass  # a database with every table and nothing in them
     text = reconcile(capsys, db)
     assert "quotascope pull openai-costs" in text
+
+
+def test_the_period_is_whole_days(capsys: pytest.CaptureFixture[str], db: Path) -> None:
+    bill(db, ("o1", "21"))
+    # from the middle of the day: the morning's logs still count against the day's bill
+    text = reconcile(capsys, db, "--json", "--since", "2026-11-10T12:30", "--no-alerts")
+    (row,) = text["rows"]
+    assert row["computed"] == {"amount": "21", "currency": "USD"} and row["gap"]["amount"] == "0"
+
+
+@pytest.mark.parametrize("command", [["report", "reconcile"], ["pull"]])
+def test_help_reads(capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main([*command, "--help"])
+    assert done.value.code == 0
+    assert "--since" in capsys.readouterr().out
+
+
+def test_a_mistake_is_one_sentence(capsys: pytest.CaptureFixture[str], db: Path) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["report", "reconcile", "--db", str(db), "--threshold", "lots"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "a gap threshold is a share like 0.02 or 2%" in err and "Traceback" not in err
+    assert main(["report", "reconcile", "--db", str(db), "--by", "team"]) == 2
+    assert "reconcile groups by some of day, provider, model, project" in capsys.readouterr().err
