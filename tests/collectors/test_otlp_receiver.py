@@ -197,8 +197,11 @@ def test_refused_spans_are_counted_in_partial_success_with_reasons(server: OtlpS
     assert rejected == 5
     assert "no model name" in message and "negative" in message and "without token counts" in message
     assert len(rows(db)) == 1
-    reasons = [r["reason"] for r in rows(db, "SELECT * FROM rejects ORDER BY line_no")]
-    assert len(reasons) == 5
+    refused = rows(db, "SELECT * FROM rejects ORDER BY line_no")
+    assert [r["line_no"] for r in refused] == [2, 3, 4, 5, 6]  # the span's place in what was received
+    assert refused[0]["reason"].startswith("input token count is negative")
+    assert refused[1]["reason"] == "no model name"
+    assert refused[4]["reason"].startswith("an LLM span without token counts")
     (source,) = rows(db, "SELECT * FROM sources")
     read, stored, duplicates, refused = (
         source["rows_read"],
