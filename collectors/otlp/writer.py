@@ -1,10 +1,11 @@
 """From decoded spans to stored usage rows, as the ingest stores them.
 
-`SpanBatcher.prepare` turns one request's spans into canonical rows and rejects with the ingest's own
-checks (`storage.normalise`, the same bounds and reasons as a log file's records); `SpanWriter` stores what
-the requests bring in batches, one transaction each through `storage.usage.store_batch` (the usage write
+`SpanBatcher.prepare` turns one request's spans into canonical records (`models.genai_spans`, pure Python,
+on the request's thread). `SpanWriter` takes the records of whatever requests are queued as one batch,
+checks them with the ingest's own statement (`storage.normalise`: the same bounds and reject reasons as a
+log file's records), stores them in one transaction through `storage.usage.store_batch` (the usage write
 path: deduplication by record key within a week, rejects with reasons, the source's counts), and tells each
-request when its spans are committed. It opens the database only for a batch, so readers take their turns.
+request which of its spans were refused. It opens the database only for a batch, so readers take turns.
 
 A request is acknowledged only after the transaction holding its spans committed; a request that would
 queue more spans than `max_pending_spans` is refused up front (HTTP 429 with Retry-After) so that nothing
