@@ -57,7 +57,10 @@ serve(sock, config)
 """
 
 
-def start_emulator(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
+def start_emulator(
+    args: argparse.Namespace, prefix: list[str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """The emulator in its own process (`prefix`: e.g. a taskset command to pin it); (process, base URL)."""
     config = {
         "model": MODEL,
         "ttft_ms": args.ttft_ms,
@@ -66,7 +69,7 @@ def start_emulator(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str
         "chunk_ms": args.chunk_ms,
     }
     process = subprocess.Popen(
-        [sys.executable, "-c", EMULATOR_PROGRAM, json.dumps(config)],
+        [*(prefix or []), sys.executable, "-c", EMULATOR_PROGRAM, json.dumps(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

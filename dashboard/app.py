@@ -21,7 +21,8 @@ viewer = auth.require_viewer(state.db_path(), state.data_version())
 with st.sidebar:
     st.markdown("### quotascope")
     auth.sign_out_button(viewer)
-    st.caption(f"Database: {for_markdown(state.db_path())}")
+    if viewer.scope.all_teams:  # where the server keeps its data is no team lead's business
+        st.caption(f"Database: {for_markdown(state.db_path())}")
     currencies = state.catalog().fx.currencies()
     preferred = settings.get("display_currency").upper() or "USD"
     st.selectbox(

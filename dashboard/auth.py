@@ -20,8 +20,17 @@ from typing import NoReturn
 
 import streamlit as st
 
-from models.access import EVERYTHING, Scope, SignInThrottle, oidc_providers, session_expired
-from models.errors import QuotascopeError
+from models.access import (
+    EVERYTHING,
+    MAX_NAME_CHARS,
+    Scope,
+    SignInThrottle,
+    User,
+    oidc_providers,
+    session_expired,
+    user_name,
+)
+from models.errors import InputError, QuotascopeError
 from quotascope import settings
 from storage.users import check_sign_in, read_users
 
@@ -45,9 +54,9 @@ def _throttle() -> SignInThrottle:
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _scopes(db: str, version: tuple[int, ...]) -> dict[str, Scope]:
-    """Every user's scope by name, re-read when the database changes."""
-    return {user.name: user.scope for user in read_users(Path(db))}
+def _users(db: str, version: tuple[int, ...]) -> dict[str, User]:
+    """Every user by name, re-read when the database changes."""
+    return {user.name: user for user in read_users(Path(db))}
 
 
 def _now() -> datetime:
@@ -68,26 +77,26 @@ def providers() -> tuple[str, ...]:
 def require_viewer(db: Path, version: tuple[int, ...]) -> Viewer:
     """The signed-in viewer; otherwise the sign-in form is shown and the run stops here."""
     try:
-        scopes = _scopes(str(db), version)
+        users = _users(str(db), version)
     except QuotascopeError as e:
         st.error(f"Cannot read the dashboard's users: {e}")
         st.stop()
     oidc = providers()
-    if not scopes and not oidc:
+    if not users and not oidc:
         return _remember(Viewer("open", "open", _now(), EVERYTHING))
     viewer = _current(oidc)
     if viewer is not None and session_expired(viewer.signed_in_at, _now(), _session_hours()):
         _sign_out(viewer, "Your session expired: sign in again.")
     refused = None
     if viewer is not None:
-        scope = scopes.get(viewer.name)
-        if scope is not None:
-            return _remember(replace(viewer, scope=scope))
+        user = users.get(viewer.name)
+        if user is not None:
+            return _remember(replace(viewer, scope=user.scope))
         if viewer.method == "password":
             _sign_out(viewer, f"{viewer.name} may no longer see this dashboard.")
         refused = viewer.name
     st.session_state.pop(VIEWER_KEY, None)
-    _sign_in_form(db, oidc, bool(scopes), refused)
+    _sign_in_form(db, oidc, any(u.has_password for u in users.values()), refused)
     st.stop()
 
 
@@ -162,7 +171,7 @@ def _sign_in_form(db: Path, oidc: tuple[str, ...], local: bool, refused: str | N
 
 
 def _check(db: Path, name: str, password: str) -> None:
-    throttle, key, now = _throttle(), name.strip().lower()[:254], _now()
+    throttle, key, now = _throttle(), _throttle_key(name), _now()
     wait = throttle.wait_s(key, now)
     if wait > 0:
         st.error(f"Too many failed sign-ins: try again in {math.ceil(wait)} s.")
@@ -179,6 +188,15 @@ def _check(db: Path, name: str, password: str) -> None:
     throttle.succeeded(key)
     _remember(Viewer(user.name, "password", now, user.scope))
     st.rerun()
+
+
+def _throttle_key(name: str) -> str:
+    """The name as stored (so that another spelling of it, say in full-width letters, counts as the same
+    name), or the text as typed when it cannot be a name."""
+    try:
+        return user_name(name)
+    except InputError:
+        return name[:MAX_NAME_CHARS]
 
 
 def sign_out_button(viewer: Viewer) -> None:

@@ -7,12 +7,13 @@ alert and reported, never raised.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
 
 from storage.budgets import RaisedAlert
+from storage.reconcile import GapAlert
 
 TIMEOUT_S = 5.0
 
@@ -45,3 +46,16 @@ def deliver_all(client: httpx.Client, alerts: Sequence[RaisedAlert]) -> dict[int
         for alert in alerts
         if alert.budget.webhook_url
     }
+
+
+def gap_webhook(url: str) -> Callable[[Sequence[GapAlert]], dict[int, str]] | None:
+    """What sends billing-gap alerts to `url` (None when no webhook is set): each POSTed once, what happened
+    by alert id."""
+    if not url:
+        return None
+
+    def send(alerts: Sequence[GapAlert]) -> dict[int, str]:
+        with new_client() as client:
+            return {alert.alert_id: post_json(client, url, alert.payload()) for alert in alerts}
+
+    return send

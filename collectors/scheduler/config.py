@@ -23,6 +23,7 @@
     admin_key_env = "OPENAI_ADMIN_KEY" # default: OPENAI_ADMIN_KEY / ANTHROPIC_ADMIN_KEY by kind
     base_url = "https://api.openai.com/v1"  # optional: the provider's by default
     interval = { hours = 6 }           # the default; each run pulls from the last day held to today
+    alert = true                       # costs: reconcile the days pulled, raise billing-gap alerts
 
     [catalog]
     interval = { minutes = 10 }
@@ -78,7 +79,7 @@ _PROBE_FIELDS = (
 )
 _WATCH_FIELDS = (*_COMMON_FIELDS, "folder", "format", "tags", "settle_s", "incomplete_line_s")
 _CATALOG_FIELDS = _COMMON_FIELDS
-_PULL_FIELDS = (*_COMMON_FIELDS, "kind", "admin_key_env", "base_url")
+_PULL_FIELDS = (*_COMMON_FIELDS, "kind", "admin_key_env", "base_url", "alert")
 _OTLP_FIELDS = ("host", "port", "token_env", "attributes", "max_body_bytes")
 
 
@@ -167,6 +168,7 @@ class PullJob:
     admin_key_env: str
     base_url: str | None = None
     run_on_start: bool = True
+    alert: bool = True  # after a cost pull: reconcile the days pulled and raise billing-gap alerts
     kind: str = "pull"
 
 
@@ -556,6 +558,7 @@ def _pull(table: Any, origin: str, index: int) -> PullJob:
         t.text("admin_key_env", PULL_KINDS[kind].key_env_hint),
         base_url,
         t.flag("run_on_start", True),
+        t.flag("alert", True),
     )
 
 

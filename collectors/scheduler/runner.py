@@ -27,6 +27,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor as Pool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -55,10 +56,13 @@ from models.catalog import Catalog
 from models.errors import InputError, QuotascopeError
 from models.outside_text import redact_secrets
 from models.probe import ProbeRun, summarize
+from models.reconcile import DEFAULT_THRESHOLD
 from storage.catalog import load_catalog
 from storage.db import StorageError, open_write
 from storage.jobs import FileMark, JobRun, Outcome, file_marks, write_file_marks, write_job_run
 from storage.probes import write_probe_run
+from storage.pulls import day_start
+from storage.reconcile import GapAlert, reconcile_report, record_gap_alerts, set_gap_webhook_status
 from storage.usage import snapshot_catalog
 
 T = TypeVar("T")
@@ -209,6 +213,8 @@ class ScheduleRunner:
         on_notice: Callable[[str], None] = lambda text: None,
         session_id: str | None = None,
         salt: str | None = None,
+        gap_threshold: Decimal = DEFAULT_THRESHOLD,
+        deliver_gap_alerts: Callable[[list[GapAlert]], dict[int, str]] | None = None,
     ) -> None:
         self.config = config
         self.salt = salt  # hashes user ids of the OTLP receiver's spans and of pulled usage
@@ -219,6 +225,8 @@ class ScheduleRunner:
         self.on_notice = on_notice
         self.session_id = session_id or uuid.uuid4().hex
         self._admin_keys: dict[str, AdminKey] = {}
+        self.gap_threshold = gap_threshold
+        self.deliver_gap_alerts = deliver_gap_alerts  # sends billing-gap alerts (a webhook), by alert id
         self._catalog: Catalog | None = None
         self._catalog_fingerprint: str | None = None
         self._marks: dict[str, dict[str, FileMark]] = {}
@@ -658,7 +666,21 @@ class ScheduleRunner:
                 )
 
         result = token.run_async(run)
-        return _Outcome("ok", None, result.to_json())
+        summary = result.to_json()
+        if job.alert and pull_kind(job.pull_kind).report == "costs":
+            summary["gap_alerts"] = self._gap_alerts(result)
+        return _Outcome("ok", None, summary)
+
+    def _gap_alerts(self, result: PullResult) -> int:
+        """Reconcile the days a cost pull covered and raise an alert for each flagged one (as `quotascope
+        report reconcile` does); `deliver_gap_alerts` sends them. Returns how many were raised."""
+        assert self._catalog is not None
+        since, until = day_start(result.since), day_start(result.until)
+        rows = reconcile_report(self.db, self._catalog, since, until, ("day", "provider"), self.gap_threshold)
+        raised = record_gap_alerts(self.db, rows, self.gap_threshold, utc_now())
+        if raised and self.deliver_gap_alerts is not None:
+            set_gap_webhook_status(self.db, self.deliver_gap_alerts(raised))
+        return len(raised)
 
     def _reload_catalog(self, job: CatalogJob) -> _Outcome:
         fingerprint = self.catalog_source.fingerprint()

@@ -13,7 +13,7 @@ from models.reconcile import RECONCILE_KEYS, ReconcileRow, parse_reconcile_by, p
 from quotascope import settings
 from quotascope.context import catalog_from, db_path
 from quotascope.output import emit, table
-from quotascope.webhooks import new_client, post_json
+from quotascope.webhooks import gap_webhook
 from storage.reconcile import GapAlert, reconcile_report, record_gap_alerts, set_gap_webhook_status
 
 DEFAULT_DAYS = 30
@@ -70,10 +70,9 @@ def run(args: argparse.Namespace) -> int:
     delivered: dict[int, str] = {}
     if not args.no_alerts and "day" in by:
         alerts = record_gap_alerts(db, rows, threshold, now)
-        webhook = settings.get("reconcile_webhook").strip()
-        if alerts and webhook:
-            with new_client() as client:
-                delivered = {a.alert_id: post_json(client, webhook, a.payload()) for a in alerts}
+        send = gap_webhook(settings.get("reconcile_webhook").strip())
+        if alerts and send is not None:
+            delivered = send(alerts)
             set_gap_webhook_status(db, delivered)
     document = {
         "since": since.isoformat(),

@@ -15,9 +15,11 @@ from typing import Any
 from collectors.ingest import load_salt
 from collectors.scheduler import CatalogSource, ScheduleRunner, load_schedule, log_ingest
 from collectors.scheduler.config import ScheduleConfig
+from models.reconcile import parse_threshold
 from quotascope import settings
 from quotascope.context import db_path
 from quotascope.output import emit, say, table
+from quotascope.webhooks import gap_webhook
 from storage.jobs import JobRun, job_summary
 
 
@@ -134,7 +136,15 @@ def run(args: argparse.Namespace) -> int:
     salt = load_salt(Path(settings.get("salt_file"))) if needs_salt else None
     ingest = log_ingest(salt) if config.watches and salt is not None else None
     runner = ScheduleRunner(
-        config, db, catalog=catalog_source(args), ingest=ingest, on_run=report, on_notice=_say, salt=salt
+        config,
+        db,
+        catalog=catalog_source(args),
+        ingest=ingest,
+        on_run=report,
+        on_notice=_say,
+        salt=salt,
+        gap_threshold=parse_threshold(settings.get("reconcile_threshold")),
+        deliver_gap_alerts=gap_webhook(settings.get("reconcile_webhook").strip()),
     )
     runner.prepare()
     say(_started(config, db, args.once), file=out, flush=True)

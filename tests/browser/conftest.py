@@ -37,8 +37,11 @@ def free_port() -> int:
 
 
 class RunningApp:
-    def __init__(self, db: Path, env: dict[str, str]) -> None:
-        self.port = free_port()
+    def __init__(
+        self, db: Path, env: dict[str, str], cwd: Path | None = None, port: int | None = None
+    ) -> None:
+        """`cwd`: the folder Streamlit starts in (its `.streamlit/secrets.toml` is read from there)."""
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = db.with_suffix(".streamlit.log")
         with self.log.open("w") as log:
@@ -47,6 +50,7 @@ class RunningApp:
                 env={**os.environ, **env, "QUOTASCOPE_DB": str(db)},
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                cwd=cwd,
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -13,8 +13,10 @@ from collectors.emulator import Billing, EmulatorConfig, EmulatorServer
 from collectors.scheduler import CatalogSource, ScheduleRunner, load_schedule
 from collectors.scheduler.config import Interval, PullJob, ScheduleConfigError
 from models.errors import InputError
+from quotascope.webhooks import gap_webhook
 from storage.catalog import load_catalog
 from tests.collectors.pull_support import ADMIN_KEY, send_traffic
+from tests.quotascope.test_budget_cli import Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = CatalogSource(ROOT / "data" / "catalog")
@@ -37,6 +39,7 @@ def test_pull_tables_parse_with_defaults(tmp_path: Path) -> None:
     )
     first, second = config.pulls
     assert first == PullJob("pull:openai-costs", Interval(6 * 3600.0), "openai-costs", "OPENAI_ADMIN_KEY")
+    assert first.alert is True
     assert (second.id, second.admin_key_env, second.base_url) == (
         "pull:anthropic-usage",
         "MY_KEY",
@@ -82,18 +85,28 @@ def test_pull_jobs_run_and_are_recorded(tmp_path: Path, monkeypatch: pytest.Monk
             )
         )
         db = tmp_path / "q.duckdb"
-        runner = ScheduleRunner(
-            load_schedule(write(tmp_path, schedule)), db, catalog=CATALOG, salt="test-salt"
-        )
-        runner.prepare()
-        runs = {run.job_id: run for run in runner.run_once(threading.Event())}
+        with Receiver() as receiver:
+            runner = ScheduleRunner(
+                load_schedule(write(tmp_path, schedule)),
+                db,
+                catalog=CATALOG,
+                salt="test-salt",
+                deliver_gap_alerts=gap_webhook(receiver.url),
+            )
+            runner.prepare()
+            runs = {run.job_id: run for run in runner.run_once(threading.Event())}
     usage, costs, refused = runs["pull:openai-usage"], runs["pull:openai-costs"], runs["pull:anthropic-costs"]
     assert (usage.outcome, costs.outcome) == ("ok", "ok")
     assert usage.summary["stored"] == 1 and costs.summary["stored"] == 3
     assert usage.summary["retries"] + costs.summary["retries"] == 1
     assert refused.outcome == "error" and "refused the request: HTTP 404" in (refused.error or "")
+    # nothing was logged, so the whole bill is a gap: the cost pull raised today's alert and sent it
+    assert costs.summary["gap_alerts"] == 1 and "gap_alerts" not in usage.summary
+    (posted,) = receiver.received
+    assert posted["kind"] == "billing_gap" and posted["provider"] == "openai"
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM provider_costs").fetchone() == (3,)
+        assert con.execute("SELECT webhook_status FROM gap_alerts").fetchall() == [("delivered (HTTP 200)",)]
         recorded = con.execute("SELECT kind, outcome, coalesce(error, ''), summary FROM job_runs").fetchall()
     assert sorted(r[0] for r in recorded) == ["pull", "pull", "pull"]
     assert not any(ADMIN_KEY in " ".join(map(str, r)) for r in recorded)

@@ -160,6 +160,8 @@ def test_failures_back_off_per_name(shared: Path) -> None:
     sign_in(at, "finance", FINANCE_PASSWORD)  # right, but too soon after three failures
     assert errors(at)[0].startswith("Too many failed sign-ins: try again in")
     assert not at.header
+    sign_in(at, " ＦＩＮＡＮＣＥ ", FINANCE_PASSWORD)  # another spelling of the name is the same name
+    assert errors(at)[0].startswith("Too many failed sign-ins")
     sign_in(at, "lead", LEAD_PASSWORD)  # another name is not held up by finance's failures
     assert at.header
 
@@ -184,7 +186,7 @@ def test_a_removed_user_is_signed_out_at_the_next_click(shared: Path) -> None:
     assert any("may no longer see" in w.value for w in at.warning)
 
 
-def oidc_app(email: str) -> AppTest:
+def oidc_app(email: str, signed_in_hours_ago: float = 0) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120)
     at.secrets["auth"] = {
         "redirect_uri": "http://localhost:8501/oauth2callback",
@@ -193,7 +195,8 @@ def oidc_app(email: str) -> AppTest:
         "client_secret": "not-used-here",
         "server_metadata_url": "https://idp.example/.well-known/openid-configuration",
     }
-    at.user = {"is_logged_in": True, "email": email, "iat": datetime.now(UTC).timestamp()}
+    issued = datetime.now(UTC) - timedelta(hours=signed_in_hours_ago)
+    at.user = {"is_logged_in": True, "email": email, "iat": issued.timestamp()}
     at.run()
     assert not at.exception, at.exception
     return at
@@ -205,6 +208,12 @@ def test_an_oidc_identity_maps_to_its_user_by_email(shared: Path) -> None:
     stranger = oidc_app("someone@elsewhere.example")
     assert not stranger.header
     assert "someone@elsewhere.example" in [t.value for t in stranger.text]
+
+
+def test_an_oidc_session_ends_session_hours_after_the_provider_signed_in(shared: Path) -> None:
+    assert oidc_app("ops@example.com", signed_in_hours_ago=7.9).header
+    old = oidc_app("ops@example.com", signed_in_hours_ago=8.1)  # Streamlit's cookie would last 30 days
+    assert not old.header and not old.sidebar.selectbox
 
 
 def test_oidc_alone_turns_sign_in_on(
