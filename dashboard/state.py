@@ -31,6 +31,7 @@ from dashboard.tables import Column, in_words, number_formats
 from models.access import Scope
 from models.catalog import Catalog
 from models.errors import QuotascopeError
+from models.outside_text import display_frame
 from quotascope import settings
 from quotascope.context import price_data_dir, priced_catalog, user_catalogs
 from storage.catalog import BASE_KEY, read_base_key
@@ -219,7 +220,7 @@ def usage_selection(nothing: str = "No usage stored yet.") -> UsageFilter | None
 
 def show_table(frame: Any, columns: list[Column], key: str) -> None:
     """`frame` as a table in words (`dashboard.tables.in_words`): labels with units, no empty cells."""
-    shown = in_words(frame, columns)
+    shown = display_frame(in_words(frame, columns))  # text from logs shown, never obeyed
     formats = number_formats(columns)
     config = {
         label: st.column_config.NumberColumn(format=fmt)

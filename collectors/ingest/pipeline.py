@@ -1,4 +1,5 @@
-"""Ingest one file: detect its format, read and normalise its records, store them in batches.
+"""Ingest one file along the route `collectors.ingest.route` chose once (its format and readers): read and
+normalise its records, store them in batches; whatever breaks while reading is a reject with its reason.
 
 JSON-lines responses (OpenAI-compatible, Anthropic) are streamed through DuckDB (`storage.staging`): DuckDB
 parses the records in parallel and normalises them, a thread hashes the file and counts its lines, a writer
