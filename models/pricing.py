@@ -32,6 +32,7 @@ import polars as pl
 from models.catalog import Catalog, ContextTier, Offer, OfferVersion, Prices, PriceWindow, to_utc_naive
 from models.errors import InputError, UnpricedError
 from models.money import MILLION, FxTable, Money
+from models.usage_record import FAILED_BATCH_MODEL
 
 BeforeFirst = Literal["unpriced", "earliest"]
 MINUTES_PER_WEEK = 7 * 1440
@@ -620,6 +621,12 @@ def weighted_multiplier(
 # ------------------------------------------------------------------------------- frames of many offers
 
 
+# What a failed batch request costs: nothing (OpenAI and Anthropic bill only succeeded batch requests).
+NO_CHARGE = Rates(
+    Decimal(0), Decimal(0), Decimal(0), Decimal(0), Decimal(0), "USD", "no charge", "failed batch request"
+)
+
+
 @dataclass(frozen=True)
 class ClassifiedUsage:
     """Usage rows with their price class: `rate` (index into `rates`; null where unpriced), `unpriced` (why,
@@ -654,10 +661,21 @@ def classify_usage(groups: pl.DataFrame, catalog: Catalog, *, at: str = "bucket"
         how="left",
         nulls_equal=True,
     )
-    rates: list[Rates] = []
-    numbers: dict[Rates, int] = {}
+    rates: list[Rates] = [NO_CHARGE]
+    numbers: dict[Rates, int] = {NO_CHARGE: 0}
+    failed = pl.col("model") == FAILED_BATCH_MODEL  # a failed batch request: counted, costs nothing
+    unmatched = matched.filter(pl.col("_offer").is_null())
     parts = [
-        matched.filter(pl.col("_offer").is_null()).with_columns(pl.lit(None, dtype=pl.Int64).alias("rate"))
+        unmatched.with_columns(
+            pl.when(failed)
+            .then(pl.lit(0, dtype=pl.Int64))
+            .otherwise(pl.lit(None, dtype=pl.Int64))
+            .alias("rate"),
+            pl.when(failed)
+            .then(pl.lit(None, dtype=pl.String))
+            .otherwise(pl.col("unpriced"))
+            .alias("unpriced"),
+        )
     ]
     for offer_id, offer in offers.items():
         part, classifier = classify(
