@@ -36,6 +36,24 @@ MAX_PRICE_PER_MTOK = Decimal(1_000_000_000)
 MAX_CATALOG_NUMBER = Decimal(1_000_000_000)  # any other number: multipliers, fees, FX rates, PTU weights
 MAX_CATALOG_WHOLE = 10**15  # limits (TPM, RPM, ...), cache steps, token thresholds
 
+# Price variants: the service tiers and batch a version may price apart from its standard list.
+STANDARD = "standard"
+# What providers call their service tiers, as the price variant a catalog version lists. OpenAI answers
+# `service_tier` "default" | "flex" | "priority" | "scale" (and "auto" in requests); Anthropic
+# `usage.service_tier` "standard" | "priority" | "batch". An unknown tier is priced as standard.
+SERVICE_TIERS: Mapping[str, str] = {
+    "default": STANDARD,
+    "auto": STANDARD,
+    "standard": STANDARD,
+    "standard_only": STANDARD,
+    "on_demand": STANDARD,
+    "flex": "flex",
+    "priority": "priority",
+    "scale": "scale",
+    "batch": "batch",
+}
+VARIANTS: tuple[str, ...] = (STANDARD, "batch", "flex", "priority", "scale")
+
 ALL_DAYS = frozenset(range(7))
 MINUTES_PER_DAY = 1440
 
@@ -326,6 +344,9 @@ class Catalog:
     _matches: dict[tuple[str | None, str], Match] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _base_offers: dict[str | None, list[Offer]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def get(self, offer_id: str) -> Offer:
         try:
@@ -390,6 +411,15 @@ class Catalog:
                 return Match(None, f"sold by several providers ({sellers}); the log names none")
         return Match(None)
 
+    def _base_of(self, provider: str | None) -> list[Offer]:
+        """The base layer's offers (those with match clauses) in order, of one provider or (None) of all;
+        indexed once per catalog."""
+        if not self._base_offers:
+            self._base_offers[None] = [o for o in self.offers.values() if o.match is not None]
+            for offer in self._base_offers[None]:
+                self._base_offers.setdefault(offer.provider, []).append(offer)
+        return self._base_offers.get(provider, [])
+
     def _makes(self, provider: str, name: str) -> bool:
         """Whether `provider` is the one whose model family `name` belongs to (genai-prices' model match)."""
         maker = self.providers.resolve(provider) or provider.lower()
@@ -398,16 +428,16 @@ class Catalog:
 
     def _base(self, provider: str | None, model: str) -> Match:
         names = list(dict.fromkeys([model.lower(), _dashed_date(model.lower())]))
-        base = [o for o in self.offers.values() if o.match is not None]
+        base = self._base_of(None)
         if provider:
             wanted = self.providers.resolve(provider) or provider.strip().lower()
             for provider_id in (wanted, *self.providers.fallbacks.get(wanted, ())):
-                own = [o for o in base if o.provider == provider_id]
+                own = self._base_of(provider_id)
                 for name in names:
                     hit = next((o for o in own if o.match is not None and o.match.is_match(name)), None)
                     if hit is not None:
                         return Match(hit)
-            if any(o.provider == wanted for o in base):
+            if self._base_of(wanted):
                 return Match(None, f"no offer of {provider} answers to this model name")
             return Match(None)
         for name in names:

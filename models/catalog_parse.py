@@ -19,6 +19,8 @@ from models.catalog import (
     MAX_PRICE_PER_MTOK,
     MINUTES_PER_DAY,
     SCOPES,
+    STANDARD,
+    VARIANTS,
     WINDOWS,
     CacheRules,
     Catalog,
@@ -37,7 +39,6 @@ from models.catalog import (
 )
 from models.errors import CatalogError
 from models.money import FxRate, FxTable
-from models.pricing import STANDARD, VARIANTS
 
 
 class _Reader:

@@ -21,7 +21,7 @@ writes are the part `cache_write_1h` of `cache_write` (Anthropic's `ephemeral_1h
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -29,7 +29,18 @@ from typing import Literal
 
 import polars as pl
 
-from models.catalog import Catalog, ContextTier, Offer, OfferVersion, Prices, PriceWindow, to_utc_naive
+from models.catalog import (
+    SERVICE_TIERS,
+    STANDARD,
+    VARIANTS,
+    Catalog,
+    ContextTier,
+    Offer,
+    OfferVersion,
+    Prices,
+    PriceWindow,
+    to_utc_naive,
+)
 from models.errors import InputError, UnpricedError
 from models.money import MILLION, FxTable, Money
 from models.usage_record import FAILED_BATCH_MODEL
@@ -37,23 +48,6 @@ from models.usage_record import FAILED_BATCH_MODEL
 BeforeFirst = Literal["unpriced", "earliest"]
 MINUTES_PER_WEEK = 7 * 1440
 _MONDAY = datetime(2024, 1, 1)  # a Monday: the reference week demand shapes are laid on
-
-STANDARD = "standard"
-# What providers call their service tiers, as the price variant a catalog version lists. OpenAI answers
-# `service_tier` "default" | "flex" | "priority" | "scale" (and "auto" in requests); Anthropic
-# `usage.service_tier` "standard" | "priority" | "batch". An unknown tier is priced as standard.
-SERVICE_TIERS: Mapping[str, str] = {
-    "default": STANDARD,
-    "auto": STANDARD,
-    "standard": STANDARD,
-    "standard_only": STANDARD,
-    "on_demand": STANDARD,
-    "flex": "flex",
-    "priority": "priority",
-    "scale": "scale",
-    "batch": "batch",
-}
-VARIANTS: tuple[str, ...] = (STANDARD, "batch", "flex", "priority", "scale")
 
 
 @dataclass(frozen=True, slots=True)

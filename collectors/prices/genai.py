@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from models.catalog import (
+    SERVICE_TIERS,
+    STANDARD,
     Catalog,
     ContextTier,
     ModelMatch,
@@ -45,7 +47,6 @@ from models.catalog import (
 )
 from models.errors import CatalogError
 from models.money import FxTable
-from models.pricing import SERVICE_TIERS, STANDARD
 from storage.catalog import read_base_key, read_base_layer, write_base_layer
 
 CONVERTER_VERSION = 3  # bump when the conversion changes: cached base layers are then rebuilt
