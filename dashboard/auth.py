@@ -90,7 +90,7 @@ def require_viewer(db: Path, version: tuple[int, ...]) -> Viewer:
     refused = None
     if viewer is not None:
         user = users.get(viewer.name)
-        if user is not None:
+        if user is not None and (viewer.method != "password" or user.has_password):
             return _remember(replace(viewer, scope=user.scope))
         if viewer.method == "password":
             _sign_out(viewer, f"{viewer.name} may no longer see this dashboard.")
@@ -120,9 +120,12 @@ def _session_hours() -> float:
 
 
 def _oidc_viewer() -> Viewer:
-    """The identity provider's signed-in user, by email (or subject). Its ID token's `iat` is when they
-    signed in, so Streamlit's cookie (kept 30 days) does not outlive `session_hours`."""
-    name = str(st.user.get("email") or st.user.get("sub") or "").strip().lower()
+    """The identity provider's signed-in user, by email, or by subject (`sub`) when the provider sends no
+    email or says it is not verified (anyone could otherwise claim finance's address at a provider that lets
+    people type one in). Its ID token's `iat` is when they signed in, so Streamlit's cookie (kept 30 days)
+    does not outlive `session_hours`."""
+    email = st.user.get("email") if st.user.get("email_verified") is not False else None
+    name = str(email or st.user.get("sub") or "").strip().lower()
     issued = st.user.get("iat")
     signed_in_at = (
         datetime.fromtimestamp(float(issued), UTC).replace(tzinfo=None)

@@ -33,8 +33,8 @@ from models.catalog import Catalog
 from models.errors import QuotascopeError
 from models.outside_text import display_frame
 from quotascope import settings
-from quotascope.context import user_catalogs
-from storage.catalog import load_catalog
+from quotascope.context import price_data_dir, priced_catalog, user_catalogs
+from storage.catalog import BASE_KEY, read_base_key
 from storage.explore import usage_dimensions
 from storage.probes import probe_percentiles, probe_rate_limits, probe_runs
 from storage.replay import UsageFilter
@@ -64,17 +64,21 @@ def has_database() -> bool:
 
 
 @st.cache_resource(show_spinner=False)
-def _catalog(catalog_dir: str, user_catalogs: tuple[str, ...]) -> Catalog:
-    return load_catalog(Path(catalog_dir), [Path(p) for p in user_catalogs])
+def _catalog(catalog_dir: str, user_catalogs: tuple[str, ...], base_key: str) -> Catalog:
+    return priced_catalog(Path(catalog_dir), [Path(p) for p in user_catalogs])
 
 
 def catalog() -> Catalog:
-    return _catalog(settings.get("catalog_dir"), tuple(str(p) for p in user_catalogs()))
+    base = price_data_dir()
+    key = read_base_key(base) if base is not None else ""
+    return _catalog(settings.get("catalog_dir"), tuple(str(p) for p in user_catalogs()), key)
 
 
 def catalog_key() -> tuple[tuple[str, int], ...]:
     """Changes when any catalog file changes; part of the key of cached reads that price."""
+    base = price_data_dir()
     files = sorted(Path(settings.get("catalog_dir")).glob("*.toml")) + user_catalogs()
+    files += [base / BASE_KEY] if base is not None else []
     return tuple((str(f), f.stat().st_mtime_ns if f.exists() else 0) for f in files)
 
 

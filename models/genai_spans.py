@@ -307,6 +307,7 @@ class SpanUsage:
             "latency_ms": self.latency_ms,
             "ttft_ms": self.ttft_ms,
             "status": self.status,
+            "service_tier": self.service_tier,
         }
         out.update(self.attribution)
         return {k: v for k, v in out.items() if v is not None}

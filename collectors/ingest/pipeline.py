@@ -66,6 +66,7 @@ SAMPLE_REJECTS = 5
 class IngestOptions:
     format: str = "auto"
     csv_map: Mapping[str, str] = field(default_factory=dict)  # column -> canonical field
+    default_time: datetime | None = None  # `--default-time`: records without a time take it (naive UTC)
     # rows stored per write transaction: at most `batch_rows` (about a second of holding the file), and as
     # soon as the writer is free once `min_batch_rows` wait (the rows still waiting when the last line is
     # read are stored after it, so smaller batches shorten that wait). DuckDB's own readers store whole

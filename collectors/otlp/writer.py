@@ -51,7 +51,7 @@ _LABELS = {
     "latency_ms": "span duration",
     "status": "span status",
 }
-SPEC: RecordSpec = replace(csv_spec(_LABELS), name="otlp")
+SPEC: RecordSpec = replace(csv_spec(_LABELS), name="otlp", service_tier=("$.service_tier",))
 
 log = logging.getLogger("quotascope.otlp")
 

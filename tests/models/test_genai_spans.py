@@ -77,9 +77,9 @@ def test_current_genai_conventions_map_to_the_canonical_record() -> None:
         "latency_ms": 1500.0,
         "ttft_ms": 250.0,
         "status": "ok",
+        "service_tier": "flex",
         "team": "checkout",
     }
-    assert usage.service_tier == "flex"
     assert usage.rule == "input_includes_cache"
     assert usage.ts == datetime(2025, 12, 6, 5, 46, 40, 123456)
 
