@@ -20,8 +20,17 @@ from typing import NoReturn
 
 import streamlit as st
 
-from models.access import EVERYTHING, Scope, SignInThrottle, User, oidc_providers, session_expired
-from models.errors import QuotascopeError
+from models.access import (
+    EVERYTHING,
+    MAX_NAME_CHARS,
+    Scope,
+    SignInThrottle,
+    User,
+    oidc_providers,
+    session_expired,
+    user_name,
+)
+from models.errors import InputError, QuotascopeError
 from quotascope import settings
 from storage.users import check_sign_in, read_users
 
@@ -81,7 +90,7 @@ def require_viewer(db: Path, version: tuple[int, ...]) -> Viewer:
     refused = None
     if viewer is not None:
         user = users.get(viewer.name)
-        if user is not None:
+        if user is not None and (viewer.method != "password" or user.has_password):
             return _remember(replace(viewer, scope=user.scope))
         if viewer.method == "password":
             _sign_out(viewer, f"{viewer.name} may no longer see this dashboard.")
@@ -111,9 +120,12 @@ def _session_hours() -> float:
 
 
 def _oidc_viewer() -> Viewer:
-    """The identity provider's signed-in user, by email (or subject). Its ID token's `iat` is when they
-    signed in, so Streamlit's cookie (kept 30 days) does not outlive `session_hours`."""
-    name = str(st.user.get("email") or st.user.get("sub") or "").strip().lower()
+    """The identity provider's signed-in user, by email, or by subject (`sub`) when the provider sends no
+    email or says it is not verified (anyone could otherwise claim finance's address at a provider that lets
+    people type one in). Its ID token's `iat` is when they signed in, so Streamlit's cookie (kept 30 days)
+    does not outlive `session_hours`."""
+    email = st.user.get("email") if st.user.get("email_verified") is not False else None
+    name = str(email or st.user.get("sub") or "").strip().lower()
     issued = st.user.get("iat")
     signed_in_at = (
         datetime.fromtimestamp(float(issued), UTC).replace(tzinfo=None)
@@ -162,7 +174,7 @@ def _sign_in_form(db: Path, oidc: tuple[str, ...], local: bool, refused: str | N
 
 
 def _check(db: Path, name: str, password: str) -> None:
-    throttle, key, now = _throttle(), name.strip().lower()[:254], _now()
+    throttle, key, now = _throttle(), _throttle_key(name), _now()
     wait = throttle.wait_s(key, now)
     if wait > 0:
         st.error(f"Too many failed sign-ins: try again in {math.ceil(wait)} s.")
@@ -179,6 +191,15 @@ def _check(db: Path, name: str, password: str) -> None:
     throttle.succeeded(key)
     _remember(Viewer(user.name, "password", now, user.scope))
     st.rerun()
+
+
+def _throttle_key(name: str) -> str:
+    """The name as stored (so that another spelling of it, say in full-width letters, counts as the same
+    name), or the text as typed when it cannot be a name."""
+    try:
+        return user_name(name)
+    except InputError:
+        return name[:MAX_NAME_CHARS]
 
 
 def sign_out_button(viewer: Viewer) -> None:

@@ -31,9 +31,10 @@ from dashboard.tables import Column, in_words, number_formats
 from models.access import Scope
 from models.catalog import Catalog
 from models.errors import QuotascopeError
+from models.outside_text import display_frame
 from quotascope import settings
-from quotascope.context import user_catalogs
-from storage.catalog import load_catalog
+from quotascope.context import price_data_dir, priced_catalog, user_catalogs
+from storage.catalog import BASE_KEY, read_base_key
 from storage.explore import usage_dimensions
 from storage.probes import probe_percentiles, probe_rate_limits, probe_runs
 from storage.replay import UsageFilter
@@ -63,17 +64,21 @@ def has_database() -> bool:
 
 
 @st.cache_resource(show_spinner=False)
-def _catalog(catalog_dir: str, user_catalogs: tuple[str, ...]) -> Catalog:
-    return load_catalog(Path(catalog_dir), [Path(p) for p in user_catalogs])
+def _catalog(catalog_dir: str, user_catalogs: tuple[str, ...], base_key: str) -> Catalog:
+    return priced_catalog(Path(catalog_dir), [Path(p) for p in user_catalogs])
 
 
 def catalog() -> Catalog:
-    return _catalog(settings.get("catalog_dir"), tuple(str(p) for p in user_catalogs()))
+    base = price_data_dir()
+    key = read_base_key(base) if base is not None else ""
+    return _catalog(settings.get("catalog_dir"), tuple(str(p) for p in user_catalogs()), key)
 
 
 def catalog_key() -> tuple[tuple[str, int], ...]:
     """Changes when any catalog file changes; part of the key of cached reads that price."""
+    base = price_data_dir()
     files = sorted(Path(settings.get("catalog_dir")).glob("*.toml")) + user_catalogs()
+    files += [base / BASE_KEY] if base is not None else []
     return tuple((str(f), f.stat().st_mtime_ns if f.exists() else 0) for f in files)
 
 
@@ -215,7 +220,7 @@ def usage_selection(nothing: str = "No usage stored yet.") -> UsageFilter | None
 
 def show_table(frame: Any, columns: list[Column], key: str) -> None:
     """`frame` as a table in words (`dashboard.tables.in_words`): labels with units, no empty cells."""
-    shown = in_words(frame, columns)
+    shown = display_frame(in_words(frame, columns))  # text from logs shown, never obeyed
     formats = number_formats(columns)
     config = {
         label: st.column_config.NumberColumn(format=fmt)

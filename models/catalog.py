@@ -11,6 +11,7 @@ Parsing catalog documents into these values is `models.catalog_parse`'s job, rea
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -34,6 +35,24 @@ WINDOWS: tuple[Window, ...] = ("minute", "second", "bucket")
 MAX_PRICE_PER_MTOK = Decimal(1_000_000_000)
 MAX_CATALOG_NUMBER = Decimal(1_000_000_000)  # any other number: multipliers, fees, FX rates, PTU weights
 MAX_CATALOG_WHOLE = 10**15  # limits (TPM, RPM, ...), cache steps, token thresholds
+
+# Price variants: the service tiers and batch a version may price apart from its standard list.
+STANDARD = "standard"
+# What providers call their service tiers, as the price variant a catalog version lists. OpenAI answers
+# `service_tier` "default" | "flex" | "priority" | "scale" (and "auto" in requests); Anthropic
+# `usage.service_tier` "standard" | "priority" | "batch". An unknown tier is priced as standard.
+SERVICE_TIERS: Mapping[str, str] = {
+    "default": STANDARD,
+    "auto": STANDARD,
+    "standard": STANDARD,
+    "standard_only": STANDARD,
+    "on_demand": STANDARD,
+    "flex": "flex",
+    "priority": "priority",
+    "scale": "scale",
+    "batch": "batch",
+}
+VARIANTS: tuple[str, ...] = (STANDARD, "batch", "flex", "priority", "scale")
 
 ALL_DAYS = frozenset(range(7))
 MINUTES_PER_DAY = 1440
@@ -201,6 +220,9 @@ class OfferVersion:
     fees_per_1k_calls: Mapping[str, Decimal] = field(default_factory=dict)
     ptu: PtuRule | None = None
     notes: str = ""
+    # where this version's figures come from: a catalog file, or the base layer's label (provenance, not part
+    # of what the version is: the same prices read back from another file are the same version)
+    origin: str = field(default="", compare=False)
     variants: Mapping[str, PriceVariant] = field(default_factory=dict)  # "batch", "flex", "priority", ...
 
     @property
@@ -209,6 +231,74 @@ class OfferVersion:
 
     def in_force(self, at: datetime) -> bool:
         return self.effective_from <= at and (self.effective_to is None or at < self.effective_to)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMatch:
+    """Which model names an offer of the base layer answers to (genai-prices' match clauses): `equals`,
+    `starts_with`, `ends_with`, `contains` (ignoring case), `regex` (searched in the lower-cased name), or
+    `or` / `and` of `parts`."""
+
+    kind: Literal["equals", "starts_with", "ends_with", "contains", "regex", "or", "and"]
+    value: str = ""
+    parts: tuple[ModelMatch, ...] = ()
+
+    def is_match(self, name: str) -> bool:
+        """`name` is already lower-cased."""
+        if self.kind == "equals":
+            return name == self.value.lower()
+        if self.kind == "starts_with":
+            return name.startswith(self.value.lower())
+        if self.kind == "ends_with":
+            return name.endswith(self.value.lower())
+        if self.kind == "contains":
+            return self.value.lower() in name
+        if self.kind == "regex":
+            return _compiled(self.value).search(name) is not None
+        if self.kind == "or":
+            return any(part.is_match(name) for part in self.parts)
+        return all(part.is_match(name) for part in self.parts)
+
+    def names(self) -> tuple[str, ...]:
+        """The exact names it lists (its `equals` clauses), for display."""
+        if self.kind == "equals":
+            return (self.value,)
+        return tuple(n for part in self.parts for n in part.names()) if self.kind == "or" else ()
+
+
+@functools.cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+@dataclass(frozen=True)
+class ProviderNames:
+    """How logs and gateways name providers: exact `aliases` (google, gemini, vertex_ai -> google),
+    `patterns` on the name (genai-prices' provider match clauses), `makers` (the provider whose model family a
+    name belongs to: claude -> anthropic) and `fallbacks` (a reseller selling another provider's models at
+    that provider's price: azure -> openai)."""
+
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    patterns: Mapping[str, ModelMatch] = field(default_factory=dict)
+    makers: Mapping[str, ModelMatch] = field(default_factory=dict)
+    fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def resolve(self, name: str | None) -> str | None:
+        """The provider id a name stands for; None when it names none we know."""
+        if not name:
+            return None
+        key = name.strip().lower()
+        if key in self.aliases:
+            return self.aliases[key]
+        for provider_id, pattern in self.patterns.items():
+            if pattern.is_match(key):
+                return provider_id
+        return None
+
+    def same(self, a: str, b: str) -> bool:
+        return a.strip().lower() == b.strip().lower() or (
+            (ra := self.resolve(a)) is not None and ra == self.resolve(b)
+        )
 
 
 @dataclass(frozen=True)
@@ -220,7 +310,8 @@ class Offer:
     versions: tuple[OfferVersion, ...]  # sorted by effective_from
     region: str = ""
     aliases: tuple[str, ...] = ()
-    origin: str = ""  # the file it came from
+    origin: str = ""  # the file it came from, or the base layer's label ("genai-prices 0.2.5 ...")
+    match: ModelMatch | None = None  # base-layer offers: the names it answers to (beside `model`)
 
     def version_at(self, at: datetime | None = None) -> OfferVersion:
         """The version in force at `at` (UTC); the newest one when `at` is None."""
@@ -249,6 +340,13 @@ class Match:
 class Catalog:
     offers: Mapping[str, Offer]
     fx: FxTable = field(default_factory=FxTable)
+    providers: ProviderNames = field(default_factory=ProviderNames)
+    _matches: dict[tuple[str | None, str], Match] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _base_offers: dict[str | None, list[Offer]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def get(self, offer_id: str) -> Offer:
         try:
@@ -265,28 +363,165 @@ class Catalog:
     def match(self, provider: str | None, model: str) -> Match:
         """The offer a usage record's (provider, model) is priced with, or why there is none.
 
-        The model name matches an offer's model or aliases, ignoring case; a dated snapshot name
-        ("o1-2024-12-17", "deepseek-r1-250120") falls back to its base name when no offer names the snapshot.
-        A record that names its provider is priced only by that provider's offers.
+        A gateway's `provider/model` name ("gemini/gemini-2.5-pro", "openai/gpt-4o") names its provider.
+        Offers of the catalog files come first: the model name matches an offer's model or aliases, ignoring
+        case, and a dated snapshot name ("o1-2024-12-17", "deepseek-r1-250120") falls back to its base
+        name. Then the base layer's offers, by their match clauses, in their provider's order (a reseller
+        such as Azure falls back to the maker's offers). A record that names its provider is priced only by
+        that provider's offers; one that names none by the one provider selling the name, or the one whose
+        model family it is (claude: Anthropic) — otherwise it stays unpriced, saying why.
         """
+        key = (provider, model)
+        if key not in self._matches:
+            self._matches[key] = self._match(provider, model)
+        return self._matches[key]
+
+    def _match(self, provider: str | None, model: str) -> Match:
+        asks = [(provider, model.strip())]
+        head, slash, tail = model.strip().partition("/")
+        named = self.providers.resolve(head) if slash else None
+        if named is not None and (not provider or self.providers.same(provider, head)):
+            asks.insert(0, (head, tail))
+        reasons: list[str] = []
+        for asked_provider, name in asks:
+            found = self._explicit(asked_provider, name)
+            if found.offer is None and not found.reason:
+                found = self._base(asked_provider, name)
+            if found.offer is not None:
+                return found
+            reasons.append(found.reason)
+        return Match(None, next((r for r in reasons if r), "no catalog offer sells this model"))
+
+    def _explicit(self, provider: str | None, model: str) -> Match:
         for name in _model_candidates(model):
             matches = [
                 offer
                 for offer in self.offers.values()
-                if name in (alias.lower() for alias in offer.model_names())
+                if offer.match is None and name in (alias.lower() for alias in offer.model_names())
             ]
             if provider:
-                matches = [o for o in matches if o.provider.lower() == provider.strip().lower()]
+                matches = [o for o in matches if self.providers.same(o.provider, provider)]
             if len(matches) == 1:
                 return Match(matches[0])
+            makers = [o for o in matches if self._makes(o.provider, name)]
+            if len(makers) == 1:  # several sell it, one makes it (o3: Azure resells OpenAI's)
+                return Match(makers[0])
             if matches:  # ambiguous: better unpriced than priced by a guess
                 sellers = ", ".join(sorted({o.provider for o in matches}))
                 return Match(None, f"sold by several providers ({sellers}); the log names none")
-        return Match(None, "no catalog offer sells this model")
+        return Match(None)
+
+    def _base_of(self, provider: str | None) -> list[Offer]:
+        """The base layer's offers (those with match clauses) in order, of one provider or (None) of all;
+        indexed once per catalog."""
+        if not self._base_offers:
+            self._base_offers[None] = [o for o in self.offers.values() if o.match is not None]
+            for offer in self._base_offers[None]:
+                self._base_offers.setdefault(offer.provider, []).append(offer)
+        return self._base_offers.get(provider, [])
+
+    def _makes(self, provider: str, name: str) -> bool:
+        """Whether `provider` is the one whose model family `name` belongs to (genai-prices' model match)."""
+        maker = self.providers.resolve(provider) or provider.lower()
+        pattern = self.providers.makers.get(maker)
+        return pattern is not None and pattern.is_match(name)
+
+    def _base(self, provider: str | None, model: str) -> Match:
+        names = list(dict.fromkeys([model.lower(), _dashed_date(model.lower())]))
+        base = self._base_of(None)
+        if provider:
+            wanted = self.providers.resolve(provider) or provider.strip().lower()
+            for provider_id in (wanted, *self.providers.fallbacks.get(wanted, ())):
+                own = self._base_of(provider_id)
+                for name in names:
+                    hit = next((o for o in own if o.match is not None and o.match.is_match(name)), None)
+                    if hit is not None:
+                        return Match(hit)
+            if self._base_of(wanted):
+                return Match(None, f"no offer of {provider} answers to this model name")
+            return Match(None)
+        for name in names:
+            hits: dict[str, Offer] = {}
+            for offer in base:  # the first matching offer of each provider, as its own lookup would
+                if offer.provider not in hits and offer.match is not None and offer.match.is_match(name):
+                    hits[offer.provider] = offer
+            if len(hits) == 1:
+                return Match(next(iter(hits.values())))
+            makers = [p for p in hits if self._makes(p, name)]
+            if len(makers) == 1:
+                return Match(hits[makers[0]])
+            if hits:
+                sellers = ", ".join(sorted(hits))
+                return Match(None, f"sold by several providers ({sellers}); the log names none")
+        return Match(None)
 
     def merged(self, other: Catalog) -> Catalog:
         """`other` adds offers and replaces those with the same id (a user's overrides)."""
-        return Catalog({**self.offers, **other.offers}, FxTable((*self.fx.rates, *other.fx.rates)))
+        return Catalog(
+            {**self.offers, **other.offers},
+            FxTable((*self.fx.rates, *other.fx.rates)),
+            _merged_names(self.providers, other.providers),
+        )
+
+    def over(self, base: Catalog) -> Catalog:
+        """This catalog (shipped files and the user's) on top of a base layer (genai-prices).
+
+        Where an offer of this catalog sells what a base offer does (same provider, the base offer answers to
+        its model name), the base offer's history fills the dates before this offer's first version, and
+        from then on this offer's versions win: the shipped `google/gemini-2.5-pro` from 2026-11-23, the
+        genai-prices history before it.
+        """
+        layered = Catalog(dict(base.offers), base.fx, _merged_names(base.providers, self.providers))
+        offers = dict(base.offers)
+        for offer in self.offers.values():
+            priced = offer.versions[0].prices is not None  # a provisioned (PTU) offer has no token history
+            under = layered._base(offer.provider, offer.model).offer if priced else None
+            offers[offer.id] = _on_top(offer, under) if under is not None else offer
+            if under is not None and under.id != offer.id:
+                offers.pop(under.id, None)  # one offer per (provider, model): this one, with its history
+        return Catalog(offers, FxTable((*base.fx.rates, *self.fx.rates)), layered.providers)
+
+
+def _on_top(offer: Offer, under: Offer) -> Offer:
+    """`offer` with `under`'s history before its first version, and `under`'s service-tier and batch prices
+    on each of its versions that lists none (the catalog file did not price them; the base layer does)."""
+    first = offer.versions[0].effective_from
+    own = tuple(
+        v if v.variants or v.prices is None else replace(v, variants=_variants_at(under, v.effective_from))
+        for v in offer.versions
+    )
+    history = [
+        replace(
+            v,
+            offer_id=offer.id,
+            effective_to=first if v.effective_to is None or v.effective_to > first else v.effective_to,
+        )
+        for v in under.versions
+        if v.effective_from < first
+    ]
+    return replace(offer, versions=(*history, *own))
+
+
+def _variants_at(offer: Offer, at: datetime) -> Mapping[str, PriceVariant]:
+    in_force = [v for v in offer.versions if v.effective_from <= at]
+    return in_force[-1].variants if in_force else {}
+
+
+def _merged_names(a: ProviderNames, b: ProviderNames) -> ProviderNames:
+    return ProviderNames(
+        {**a.aliases, **b.aliases},
+        {**a.patterns, **b.patterns},
+        {**a.makers, **b.makers},
+        {**a.fallbacks, **b.fallbacks},
+    )
+
+
+_COMPACT_DATE = re.compile(r"-(20\d{2})(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?=-|:|$)")
+
+
+def _dashed_date(name: str) -> str:
+    """`gpt-5.2-20251211` as `gpt-5.2-2025-12-11` (LiteLLM and OpenRouter write dates compactly)."""
+    return _COMPACT_DATE.sub(lambda m: f"-{m.group(1)}-{m.group(2)}-{m.group(3)}", name)
 
 
 # --------------------------------------------------------------------------------------------- helpers

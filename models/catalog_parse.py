@@ -19,6 +19,8 @@ from models.catalog import (
     MAX_PRICE_PER_MTOK,
     MINUTES_PER_DAY,
     SCOPES,
+    STANDARD,
+    VARIANTS,
     WINDOWS,
     CacheRules,
     Catalog,
@@ -378,6 +380,15 @@ def _variant(r: _Reader) -> PriceVariant:
     return PriceVariant(_prices(_Reader(prices, r.origin, r.offer, r.path)), tiers)
 
 
+def _variants(r: _Reader) -> dict[str, PriceVariant]:
+    """`[offer.versions.variants.NAME]` for each service tier or batch the version prices apart."""
+    allowed = [name for name in VARIANTS if name != STANDARD]
+    for name in r.table:
+        if name not in allowed:
+            raise r.error(name, f"is not a price variant (one of {', '.join(allowed)})")
+    return {name: _variant(r.sub(name)) for name in r.table}
+
+
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return {**base, **override}
 
@@ -428,7 +439,8 @@ def parse_offer(raw: Mapping[str, Any], origin: str) -> Offer:
                 fees_per_1k_calls={k: fees.required_decimal(k) for k in fees.table},
                 ptu=_ptu(_Reader(ptu_table, origin, offer_id, f"{v.path}.ptu")) if ptu_table else None,
                 notes=str(v.table.get("notes", head.table.get("notes", ""))),
-                variants={name: _variant(v.sub("variants").sub(name)) for name in v.sub("variants").table},
+                origin=origin,
+                variants=_variants(v.sub("variants")),
             )
         )
     versions.sort(key=lambda ver: ver.effective_from)

@@ -120,6 +120,7 @@ def window_document(window: PriceWindow) -> dict[str, Any]:
         "hours_utc": [span.label() for span in window.spans],
         "weekdays": sorted(window.weekdays),
         "multiplier": window.multiplier,
+        **({"prices_per_1m_tokens": prices_document(window.prices)} if window.prices is not None else {}),
     }
 
 
@@ -129,6 +130,7 @@ def version_document(version: OfferVersion) -> dict[str, Any]:
         "effective_from": version.effective_from,
         "effective_to": version.effective_to,
         "source": version.source,
+        "from": version.origin,
         "as_of": version.as_of,
         "currency": version.currency,
         "priced": version.prices is not None,
@@ -155,6 +157,19 @@ def version_document(version: OfferVersion) -> dict[str, Any]:
             "min_ptu": version.ptu.min_ptu,
             "step_ptu": version.ptu.step_ptu,
             "cached_excluded": version.ptu.cached_excluded,
+        },
+        "variants": {
+            name: {
+                "prices_per_1m_tokens": prices_document(v.prices),
+                "tiers": [
+                    {
+                        "above_input_tokens": t.above_input_tokens,
+                        "prices_per_1m_tokens": prices_document(t.prices),
+                    }
+                    for t in v.tiers
+                ],
+            }
+            for name, v in version.variants.items()
         },
         "notes": version.notes,
     }
@@ -186,6 +201,7 @@ def offer_document(catalog: Catalog, offer: Offer) -> dict[str, Any]:
         "region": offer.region,
         "aliases": list(offer.aliases),
         "file": offer.origin,
+        "answers_to": list(offer.match.names()) if offer.match is not None else [],
         "versions": [version_document(v) for v in offer.versions],
         "fx_rates": [fx_document(r) for r in rates_for(catalog, {v.currency for v in offer.versions})],
     }
@@ -236,6 +252,7 @@ def _prices_text(prices: Prices) -> str:
     for label, value in (
         ("cached input", prices.cached_input),
         ("cache write", prices.cache_write),
+        ("1-hour cache write", prices.cache_write_1h),
     ):
         if value is not None:
             parts.append(f"{label} {plain(value)}")
@@ -296,6 +313,7 @@ def version_lines(version: OfferVersion, in_force: bool) -> list[str]:
     until = version.effective_to.date().isoformat() if version.effective_to else "open"
     lines = [
         f"version {version.effective_from.date().isoformat()} -> {until}{'  (in force)' if in_force else ''}",
+        f"  from:       {version.origin or 'your catalog'}",
         f"  source:     {version.source}",
         f"  as of:      {version.as_of.isoformat()}",
     ]
@@ -308,10 +326,8 @@ def version_lines(version: OfferVersion, in_force: bool) -> list[str]:
         )
     for window in version.windows:
         spans = ", ".join(s.label() for s in window.spans)
-        lines.append(
-            f"  window:     {window.name} x{plain(window.multiplier)} at {spans} UTC, "
-            f"{_days(window.weekdays)}"
-        )
+        price = f"x{plain(window.multiplier)}" if window.prices is None else _prices_text(window.prices)
+        lines.append(f"  window:     {window.name} {price} at {spans} UTC, {_days(window.weekdays)}")
     for promotion in version.promotions:
         lines.append(
             f"  promotion:  {promotion.name} x{plain(promotion.multiplier)} from "
@@ -320,6 +336,12 @@ def version_lines(version: OfferVersion, in_force: bool) -> list[str]:
     for tier in version.tiers:
         lines.append(
             f"  tier:       input above {tier.above_input_tokens:,} tokens: {_prices_text(tier.prices)}"
+        )
+    for name, variant in version.variants.items():
+        lines.append(f"  {name + ':':<11} {_prices_text(variant.prices)}")
+        lines.extend(
+            f"  {'':<11} input above {t.above_input_tokens:,} tokens: {_prices_text(t.prices)}"
+            for t in variant.tiers
         )
     for name, fee in version.fees_per_1k_calls.items():
         lines.append(f"  fee:        {name} {plain(fee)} {version.currency} per 1,000 calls")
@@ -348,6 +370,8 @@ def offer_text(catalog: Catalog, offer: Offer, at: datetime | None) -> str:
         + (f", also known as {', '.join(offer.aliases)}" if offer.aliases else ""),
         f"file: {offer.origin}",
     ]
+    if offer.match is not None and offer.match.names():
+        lines.append(f"answers to: {', '.join(offer.match.names())} (and the patterns of its source)")
     for version in offer.versions:
         lines.append("")
         lines.extend(version_lines(version, version is current))

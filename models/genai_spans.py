@@ -307,6 +307,7 @@ class SpanUsage:
             "latency_ms": self.latency_ms,
             "ttft_ms": self.ttft_ms,
             "status": self.status,
+            "service_tier": self.service_tier,
         }
         out.update(self.attribution)
         return {k: v for k, v in out.items() if v is not None}
@@ -385,7 +386,7 @@ def usage_from_span(span: Span, attribution: Mapping[str, str] | None = None) ->
             input_tokens += part if isinstance(part, int) else 0
     start, end = span.start_unix_nano, span.end_unix_nano
     return SpanUsage(
-        record_key=f"otlp:{span.trace_id}:{span.span_id}",
+        record_key=record_key(span),
         ts=_utc(start),
         start_unix_nano=start,
         model=_text(pick("model")),
@@ -403,6 +404,17 @@ def usage_from_span(span: Span, attribution: Mapping[str, str] | None = None) ->
         attribution=_attribution(span, attribution or {}),
         rule=rule,
     )
+
+
+def record_key(span: Span) -> str:
+    """The provider's response id where the span has one, else the span's own ids.
+
+    Either way an exporter's retry carries the same key, so it stores nothing new. The response id is also
+    the key the ingest gives a logged response (`chatcmpl-...`, `msg_...`), so one call seen both in a log
+    file and as a span, or by two instrumentations at once, is one request (the same key within a week).
+    """
+    response_id = _text(_first(span.attributes, FIELDS["response_id"]))
+    return response_id or f"otlp:{span.trace_id}:{span.span_id}"
 
 
 def _utc(unix_nano: int) -> datetime | None:

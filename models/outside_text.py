@@ -5,7 +5,8 @@ One function per destination, so whoever adds a page, an export or a command cal
 - a terminal: `for_terminal`. Control characters (ESC, BEL, CR, backspace, C1, bidirectional overrides)
   shown escaped (`\\x1b`): a model name cannot clear the screen, retitle the window or fake a line.
 - JSON output: `for_json_text`. C1 controls and DEL, which JSON leaves raw, escaped as `\\u009b`.
-- a plain-text widget (table cell, option of a select box): `for_display`. Control characters escaped.
+- a plain-text widget (table cell, option of a select box): `for_display`, `display_frame` for a table.
+  Control characters escaped.
 - Markdown (st.markdown, st.info, st.caption, widget labels): `for_markdown`. Control characters escaped,
   the text set in an inline code span: a name shows as typed, never as a link, image, colour or formula.
 - a Plotly chart (legend, axis, hover): `for_chart`. `<`, `>`, `&` as entities (Plotly obeys `<a href>`).
@@ -80,6 +81,25 @@ def for_json_text(text: str) -> str:
 def for_display(text: object) -> str:
     """For a widget that shows plain text (a table cell, an option of a select box)."""
     return _CONTROL.sub(_escape, str(text))
+
+
+# the same characters as `_CONTROL`, in the syntax of polars' (Rust) regular expressions
+_CONTROL_RUST = (
+    r"[\x00-\x1f\x7f-\x9f\x{200e}\x{200f}\x{202a}-\x{202e}\x{2066}-\x{2069}\x{2028}\x{2029}\x{feff}]"
+)
+
+
+def display_frame(frame: pl.DataFrame) -> pl.DataFrame:
+    """A frame for a table widget: control characters in its text cells shown escaped (`for_display`).
+
+    Only the columns that hold one are rewritten (found vectorised; tables shown on a page are small)."""
+    import polars as pl
+
+    for name, dtype in frame.schema.items():
+        if dtype == pl.String and frame[name].str.contains(_CONTROL_RUST).any():
+            values = [None if v is None else for_display(v) for v in frame[name].to_list()]
+            frame = frame.with_columns(pl.Series(name, values, dtype=pl.String))
+    return frame
 
 
 def for_markdown(text: object) -> str:

@@ -21,7 +21,7 @@ writes are the part `cache_write_1h` of `cache_write` (Anthropic's `ephemeral_1h
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -29,30 +29,25 @@ from typing import Literal
 
 import polars as pl
 
-from models.catalog import Catalog, ContextTier, Offer, OfferVersion, Prices, PriceWindow, to_utc_naive
+from models.catalog import (
+    SERVICE_TIERS,
+    STANDARD,
+    VARIANTS,
+    Catalog,
+    ContextTier,
+    Offer,
+    OfferVersion,
+    Prices,
+    PriceWindow,
+    to_utc_naive,
+)
 from models.errors import InputError, UnpricedError
 from models.money import MILLION, FxTable, Money
+from models.usage_record import FAILED_BATCH_MODEL
 
 BeforeFirst = Literal["unpriced", "earliest"]
 MINUTES_PER_WEEK = 7 * 1440
 _MONDAY = datetime(2024, 1, 1)  # a Monday: the reference week demand shapes are laid on
-
-STANDARD = "standard"
-# What providers call their service tiers, as the price variant a catalog version lists. OpenAI answers
-# `service_tier` "default" | "flex" | "priority" | "scale" (and "auto" in requests); Anthropic
-# `usage.service_tier` "standard" | "priority" | "batch". An unknown tier is priced as standard.
-SERVICE_TIERS: Mapping[str, str] = {
-    "default": STANDARD,
-    "auto": STANDARD,
-    "standard": STANDARD,
-    "standard_only": STANDARD,
-    "on_demand": STANDARD,
-    "flex": "flex",
-    "priority": "priority",
-    "scale": "scale",
-    "batch": "batch",
-}
-VARIANTS: tuple[str, ...] = (STANDARD, "batch", "flex", "priority", "scale")
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +283,8 @@ class Classifier:
         names = list(SERVICE_TIERS)
         codes = [VARIANTS.index(SERVICE_TIERS[n]) for n in names]
         tier = (
-            service_tier.str.to_lowercase()
+            service_tier.str.strip_chars()
+            .str.to_lowercase()
             .replace_strict(names, codes, default=0, return_dtype=pl.Int32)
             .fill_null(0)
         )
@@ -620,6 +616,12 @@ def weighted_multiplier(
 # ------------------------------------------------------------------------------- frames of many offers
 
 
+# What a failed batch request costs: nothing (OpenAI and Anthropic bill only succeeded batch requests).
+NO_CHARGE = Rates(
+    Decimal(0), Decimal(0), Decimal(0), Decimal(0), Decimal(0), "USD", "no charge", "failed batch request"
+)
+
+
 @dataclass(frozen=True)
 class ClassifiedUsage:
     """Usage rows with their price class: `rate` (index into `rates`; null where unpriced), `unpriced` (why,
@@ -654,10 +656,21 @@ def classify_usage(groups: pl.DataFrame, catalog: Catalog, *, at: str = "bucket"
         how="left",
         nulls_equal=True,
     )
-    rates: list[Rates] = []
-    numbers: dict[Rates, int] = {}
+    rates: list[Rates] = [NO_CHARGE]
+    numbers: dict[Rates, int] = {NO_CHARGE: 0}
+    failed = pl.col("model") == FAILED_BATCH_MODEL  # a failed batch request: counted, costs nothing
+    unmatched = matched.filter(pl.col("_offer").is_null())
     parts = [
-        matched.filter(pl.col("_offer").is_null()).with_columns(pl.lit(None, dtype=pl.Int64).alias("rate"))
+        unmatched.with_columns(
+            pl.when(failed)
+            .then(pl.lit(0, dtype=pl.Int64))
+            .otherwise(pl.lit(None, dtype=pl.Int64))
+            .alias("rate"),
+            pl.when(failed)
+            .then(pl.lit(None, dtype=pl.String))
+            .otherwise(pl.col("unpriced"))
+            .alias("unpriced"),
+        )
     ]
     for offer_id, offer in offers.items():
         part, classifier = classify(

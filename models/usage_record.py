@@ -68,6 +68,22 @@ class TokenField:
 
 
 @dataclass(frozen=True)
+class Failure:
+    """A failed request in a batch-results file: a value at `path` (`present`: any non-null value; else the
+    text is one of `values`, or present and not one of `not_values`)."""
+
+    path: str
+    present: bool = False
+    values: tuple[str, ...] = ()
+    not_values: tuple[str, ...] = ()
+
+
+# The model name a failed batch line without one is stored under: it cost nothing (models.pricing prices it
+# at zero), and is counted among the requests.
+FAILED_BATCH_MODEL = "(failed batch request)"
+
+
+@dataclass(frozen=True)
 class RecordSpec:
     """Where a format keeps each canonical field. Paths are DuckDB JSON paths (`$.usage.prompt_tokens`)."""
 
@@ -110,6 +126,16 @@ class RecordSpec:
     default_currency: str = "USD"
     # Values of `endpoint` named by a boolean field, e.g. OpenAI export `batch: true` -> "batch".
     endpoint_flags: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    # The price dimensions (models.pricing): the service tier that served it, whether it went through a
+    # batch API (boolean paths, or every record of a batch-results file), and 1-hour cache writes (part of
+    # `cache_write`).
+    service_tier: Paths = ()
+    batch: Paths = ()
+    always_batch: bool = False
+    cache_write_1h: TokenField | None = None
+    # How a line says its request failed (batch results: an error line, errored / canceled / expired): such
+    # a line is a request that cost nothing, stored with no tokens, never a reject.
+    failures: tuple[Failure, ...] = ()
 
     def token_fields(self) -> list[tuple[str, TokenField]]:
         """(canonical name, field) of every count the spec reads, in the order reasons check them."""
@@ -120,6 +146,7 @@ class RecordSpec:
             ("cached_input_tokens", self.cached_input),
             ("cached_input_tokens_fallback", self.cached_input_fallback),
             ("cache_write_tokens", self.cache_write),
+            ("cache_write_1h_tokens", self.cache_write_1h),
             ("cache_miss_tokens", self.cache_miss),
             ("reasoning_tokens", self.reasoning),
             ("total_tokens", self.total),

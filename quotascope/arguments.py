@@ -185,13 +185,20 @@ def selection_options() -> argparse.ArgumentParser:
     selection = argparse.ArgumentParser(add_help=False, parents=[period_options()])
     for name in ("provider", "model", "team", "project"):
         selection.add_argument(f"--{name}", help=f"only this {name}")
+    selection.add_argument(
+        "--teams",
+        type=names,
+        metavar="A,B",
+        help="only these teams: the scope a signed-in team lead sees on the dashboard",
+    )
     return selection
 
 
 def selection_from(args: argparse.Namespace) -> UsageFilter:
     from storage.replay import UsageFilter  # only commands that read usage open the store's modules
 
-    return UsageFilter(args.since, args.until, args.provider, args.model, args.team, args.project)
+    teams = tuple(args.teams) if args.teams else None
+    return UsageFilter(args.since, args.until, args.provider, args.model, args.team, args.project, teams)
 
 
 def names(text: str) -> list[str]:

@@ -34,6 +34,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Folder of the shipped catalog: every `*.toml` in it is loaded.",
     ),
     Setting(
+        "price_data_dir",
+        "QUOTASCOPE_PRICE_DATA_DIR",
+        str(PROJECT_ROOT / "data" / "prices"),
+        "Folder of the converted genai-prices base layer (made on first use; `catalog update` refreshes "
+        "it); `off`: price with the shipped catalog and your files alone.",
+    ),
+    Setting(
         "user_catalog",
         "QUOTASCOPE_USER_CATALOG",
         "",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import os
+import pickle
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -32,8 +35,50 @@ def read_catalog_file(path: Path) -> Catalog:
     return parse_catalog(raw, str(path))
 
 
-def load_catalog(catalog_dir: Path, user_files: Sequence[Path] = ()) -> Catalog:
-    """Every `*.toml` of `catalog_dir` (an offer id may appear in only one), then each user file on top."""
+BASE_FILE = "base-layer.pickle"  # the converted genai-prices offers (written by collectors.prices.genai)
+BASE_KEY = "base-layer.key"  # what it was converted from, read without loading it
+
+
+def read_base_layer(folder: Path) -> Catalog | None:
+    """The converted base layer in `folder`, or None when there is none or it cannot be read (pricing then
+    goes on with the shipped catalog alone: a broken cache never breaks pricing)."""
+    collecting = gc.isenabled()
+    gc.disable()  # thousands of small objects: the collector would run dozens of times for nothing
+    try:
+        with (folder / BASE_FILE).open("rb") as handle:
+            document = pickle.load(handle)  # written by this program into its own data folder
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError):
+        return None
+    finally:
+        if collecting:
+            gc.enable()
+    catalog = document.get("catalog") if isinstance(document, dict) else None
+    return catalog if isinstance(catalog, Catalog) else None
+
+
+def read_base_key(folder: Path) -> str:
+    try:
+        return (folder / BASE_KEY).read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
+def write_base_layer(folder: Path, catalog: Catalog, key: str) -> None:
+    """Write the base layer atomically (a reader never sees half a file), then its key."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        temporary = folder / f".{BASE_FILE}.{os.getpid()}"
+        with temporary.open("wb") as handle:
+            pickle.dump({"key": key, "catalog": catalog}, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        temporary.replace(folder / BASE_FILE)
+        (folder / BASE_KEY).write_text(key + "\n", encoding="utf-8")
+    except OSError as e:
+        raise CatalogError(f"cannot be written: {e.strerror or e}", origin=str(folder)) from e
+
+
+def load_catalog(catalog_dir: Path, user_files: Sequence[Path] = (), base_dir: Path | None = None) -> Catalog:
+    """Every `*.toml` of `catalog_dir` (an offer id may appear in only one), then each user file on top,
+    all of it over the base layer in `base_dir` where one is given and has been converted."""
     catalog = Catalog({}, FxTable())
     files = sorted(catalog_dir.glob("*.toml")) if catalog_dir.is_dir() else []
     if not files:
@@ -51,7 +96,8 @@ def load_catalog(catalog_dir: Path, user_files: Sequence[Path] = ()) -> Catalog:
         catalog = catalog.merged(part)
     for path in user_files:
         catalog = catalog.merged(read_catalog_file(path))
-    return catalog
+    base = read_base_layer(base_dir) if base_dir is not None else None
+    return catalog.over(base) if base is not None else catalog
 
 
 # --------------------------------------------------------------------------------------------- writing

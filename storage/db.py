@@ -89,11 +89,6 @@ def _with_retry(connect: Callable[[], T], path: Path, timeout_s: float) -> T:
             if not _is_lock_conflict(e):
                 raise StorageError(f"cannot open the database {path}: {_first_line(e)}") from e
             holder = lock_holder(str(e))
-            if time.monotonic() + delay > deadline:
-                raise StorageError(
-                    f"the database {path} stayed locked for {timeout_s:g} s by {holder}; "
-                    "try again when it has finished"
-                ) from e
             if not told and time.monotonic() - started >= WAIT_NOTICE_S:
                 told = True
                 log.warning(
@@ -102,6 +97,11 @@ def _with_retry(connect: Callable[[], T], path: Path, timeout_s: float) -> T:
                     holder,
                     timeout_s,
                 )
+            if time.monotonic() + delay > deadline:
+                raise StorageError(
+                    f"the database {path} stayed locked for {timeout_s:g} s by {holder}; "
+                    "try again when it has finished"
+                ) from e
         time.sleep(delay * (0.5 + random.random()))
         delay = min(delay * 2, MAX_BACKOFF_S)
 

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from models.usage_record import (
     EARLIEST_TIMESTAMP,
+    FAILED_BATCH_MODEL,
     FUTURE_SLACK_DAYS,
     MAX_REQUESTS_PER_ROW,
     MAX_TOKENS_PER_REQUEST,
@@ -54,6 +55,7 @@ class IngestContext:
     salt: str
     tags: Mapping[str, str] = field(default_factory=dict)
     now: datetime = field(default_factory=lambda: datetime.now(UTC).replace(tzinfo=None))
+    default_time: datetime | None = None  # `--default-time`: the time of records that give none (naive UTC)
 
     def free_tags(self) -> dict[str, str]:
         return {k: v for k, v in self.tags.items() if k not in COLUMN_TAGS}
@@ -66,6 +68,7 @@ class IngestContext:
             "tag_keys": list(tags),
             "tag_values": list(tags.values()),
             "now": self.now,
+            "default_ts": self.default_time,
         }
 
 
@@ -162,6 +165,13 @@ class _Builder:
         parts = [f"qs_text({self.ref(p, 't')})" for p in paths]
         return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
 
+    def raw_text(self, paths: Sequence[str]) -> str:
+        """The first present value as text, untrimmed (for values only compared after normalising)."""
+        if not paths:
+            return "NULL::VARCHAR"
+        parts = [self.ref(p, "t") for p in paths]
+        return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
+
     def structure(self) -> tuple[str, dict[str, str]]:
         """The from_json structure and the SQL that reads each placeholder from the parsed struct `s`.
 
@@ -232,6 +242,11 @@ class _Builder:
             "status": self.text(spec.status),
             "billed_raw": self.text(spec.billed_cost),
             "currency_raw": self.text(spec.billed_currency),
+            # as written: the pricing engine lower-cases and maps it (trimming each row's text cost a fifth of
+            # the statement on OpenAI responses, which all carry it)
+            "service_tier_raw": self.raw_text(spec.service_tier),
+            "batch_raw": self.text(spec.batch),
+            "failed": self.failed(),
             **{f"r_{name}": self.value(f.paths) for name, f in self.tokens.items()},
         }
         evidence = " ".join(
@@ -259,13 +274,41 @@ fields AS (
 typed AS (
     SELECT *,
         {ints},
-        qs_ts(ts_raw) AS ts,
+        {self._ts()} AS ts,
         TRY_CAST(billed_raw AS DECIMAL(20, 10)) AS billed_cost
     FROM fields
 )"""
 
+    def _ts(self) -> str:
+        """The record's time; `--default-time` where it gives none (a failed batch line: the ingest's)."""
+        failed = (
+            "WHEN failed THEN coalesce($default_ts::TIMESTAMP, $now::TIMESTAMP) "
+            if self.spec.failures
+            else ""
+        )
+        return f"CASE WHEN ts_raw IS NOT NULL THEN qs_ts(ts_raw) {failed}ELSE $default_ts::TIMESTAMP END"
+
+    def failed(self) -> str:
+        """Whether the line is a failed batch request (a request that cost nothing, stored without tokens)."""
+        arms = []
+        for failure in self.spec.failures:
+            if failure.present:
+                ref = self.ref(failure.path)
+                arms.append(f"({ref} IS NOT NULL AND json_type({ref}) <> 'NULL')")
+            text = f"qs_text({self.ref(failure.path, 't')})"
+            if failure.values:
+                arms.append(f"{text} IN ({', '.join(_lit(v) for v in failure.values)})")
+            if failure.not_values:
+                arms.append(f"{text} NOT IN ({', '.join(_lit(v) for v in failure.not_values)})")
+        return f"coalesce({' OR '.join(arms)}, false)" if arms else "false"
+
     def ok(self) -> str:
         """True exactly when `reasons()` finds nothing wrong; cheap, evaluated on every line."""
+        if not self.spec.failures:
+            return self._ok()
+        return f"(failed AND ts IS NOT NULL OR {self._ok()})"
+
+    def _ok(self) -> str:
         spec = self.spec
         usage_present = " OR ".join(f"{self.ref(p)} IS NOT NULL" for p in spec.usage_block)
         raw_texts = ", ".join(f"r_{name}::VARCHAR" for name in self.tokens)
@@ -289,6 +332,15 @@ typed AS (
             conditions.append("coalesce(v_requests, 1) > 0")
         return "coalesce(" + "\n        AND ".join(conditions) + ", false)"
 
+    def _if_failed(self, then: str, otherwise: str) -> str:
+        """`then` for a failed batch line, else `otherwise`; specs that have none skip the test per row."""
+        return f"CASE WHEN failed THEN {then} ELSE {otherwise} END" if self.spec.failures else otherwise
+
+    def _batch(self) -> str:
+        if self.spec.always_batch:
+            return "true"
+        return "coalesce(lower(batch_raw) = 'true', false)" if self.spec.batch else "false"
+
     def _bound(self, name: str) -> str:
         if name == "requests":
             return str(MAX_REQUESTS_PER_ROW)
@@ -300,6 +352,8 @@ typed AS (
         ]
         if "reasoning_tokens" in self.tokens:
             out.append(f"{self.opt('reasoning_tokens')} <= v_output_tokens")
+        if "cache_write_1h_tokens" in self.tokens:
+            out.append(f"{self.opt('cache_write_1h_tokens')} <= {self.opt('cache_write_tokens')}")
         if "cache_miss_tokens" in self.tokens:
             out.append(
                 "(v_cache_miss_tokens IS NULL OR v_cached_input_tokens IS NULL "
@@ -377,6 +431,14 @@ typed AS (
                     "|| v_output_tokens || ')'",
                 )
             )
+        if "cache_write_1h_tokens" in self.tokens:
+            hour, write = self.opt("cache_write_1h_tokens"), self.opt("cache_write_tokens")
+            checks.append(
+                (
+                    f"{hour} > {write}",
+                    f"'1-hour cache writes (' || {hour} || ') exceed all cache writes (' || {write} || ')'",
+                )
+            )
         if "cache_miss_tokens" in self.tokens:
             checks.append(
                 (
@@ -397,7 +459,7 @@ typed AS (
                 )
             )
         checks += [
-            ("ts_raw IS NULL", "'no timestamp'"),
+            ("ts_raw IS NULL", "'no timestamp (give one with --default-time ISO)'"),
             ("ts IS NULL", "'timestamp ' || qs_show(ts_raw) || ' is not a date-time'"),
             (
                 f"ts < TIMESTAMP '{EARLIEST_TIMESTAMP.isoformat(sep=' ')}'",
@@ -414,6 +476,8 @@ typed AS (
             ),
             ("billed_cost < 0", "'billed cost is negative (' || billed_raw || ')'"),
         ]
+        if self.spec.failures:  # a failed batch request: stored, not rejected
+            checks.insert(0, ("failed AND ts IS NOT NULL", "NULL"))
         return "CASE\n        " + "\n        ".join(f"WHEN {c} THEN {r}" for c, r in checks) + "\n    END"
 
     def _rows_select(
@@ -451,13 +515,21 @@ typed AS (
             ("line_no", "line_no"),
             ("ts", "ts"),
             (f"lower(coalesce(provider_raw, $tag_provider, evidence, {default_provider}))", "provider"),
-            ("model", "model"),
+            (self._if_failed(f"coalesce(model, {_lit(FAILED_BATCH_MODEL)})", "model"), "model"),
             (f"{self.per}::BIGINT", "n_requests"),
-            (f"({self.input_canon})::BIGINT", "input_tokens"),
-            (f"({cached})::BIGINT", "cached_input_tokens"),
-            (f"({write})::BIGINT", "cache_write_tokens"),
-            ("v_output_tokens::BIGINT", "output_tokens"),
-            (f"({reasoning})::BIGINT", "reasoning_tokens"),
+            *(
+                (self._if_failed("0", f"({expr})::BIGINT"), name)  # a failed request: no tokens
+                for expr, name in (
+                    (self.input_canon, "input_tokens"),
+                    (cached, "cached_input_tokens"),
+                    (write, "cache_write_tokens"),
+                    ("v_output_tokens", "output_tokens"),
+                    (reasoning, "reasoning_tokens"),
+                    (self.opt("cache_write_1h_tokens"), "cache_write_1h_tokens"),
+                )
+            ),
+            ("service_tier_raw", "service_tier"),  # as the provider wrote it: the pricing engine normalises
+            (self._batch(), "batch"),
         ]
         has = {
             "endpoint": bool(spec.endpoint or spec.endpoint_flags) or "endpoint" in tag_columns,
@@ -467,7 +539,7 @@ typed AS (
             "key_id": bool(spec.key_id or spec.api_key) or "key_id" in tag_columns,
             "ttft_ms": bool(spec.ttft_ms or spec.first_token_time),
             "latency_ms": bool(spec.latency_ms or spec.end_time),
-            "status": bool(spec.status),
+            "status": bool(spec.status or spec.failures),
             "billed": bool(spec.billed_cost),
             "tags": bool(spec.tags) or "free" in tag_columns,
         }
@@ -495,7 +567,7 @@ typed AS (
                 "coalesce(TRY_CAST(latency_raw AS DOUBLE), CASE WHEN end_raw IS NOT NULL "
                 "THEN epoch_ms(qs_ts(end_raw)) - epoch_ms(ts) END)::DOUBLE",
             ),
-            ("status", "status"),
+            ("status", self._if_failed("coalesce(status, 'failed')", "status")),
         ]
         columns += [(expr, name) for name, expr in optional if has[name]]
         if has["billed"]:
@@ -767,7 +839,8 @@ class Normaliser:
         self, cursor: duckdb.DuckDBPyConnection, spec: RecordSpec, lines: pa.Table, context: IngestContext
     ) -> list[Reject]:
         cursor.register("src", lines)
-        explained = cursor.sql(self.sql_for(spec, "reasons"), params={"now": context.now}).to_arrow_table()
+        sql = self.sql_for(spec, "reasons")
+        explained = cursor.sql(sql, params=_used(sql, context.params())).to_arrow_table()
         return [
             Reject(
                 row["line_no"],

@@ -23,14 +23,23 @@ _LEAKY = (
 )
 
 
+@pytest.fixture(scope="session")
+def price_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder per test session for the converted genai-prices base layer (converted on first use)."""
+    return tmp_path_factory.mktemp("prices")
+
+
 @pytest.fixture(autouse=True)
-def sealed_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def sealed_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, price_data_dir: Path
+) -> Iterator[None]:
     for name in list(os.environ):
         if name in _LEAKY or name.endswith("_API_KEY"):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("QUOTASCOPE_DB", str(tmp_path / "quotascope.duckdb"))
     monkeypatch.setenv("QUOTASCOPE_SALT_FILE", str(tmp_path / "salt"))
     monkeypatch.setenv("QUOTASCOPE_ENDPOINTS", str(tmp_path / "endpoints.toml"))
+    monkeypatch.setenv("QUOTASCOPE_PRICE_DATA_DIR", str(price_data_dir))
     yield
 
 

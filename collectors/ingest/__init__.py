@@ -61,9 +61,10 @@ def ingest_paths(
     A file that cannot be read is one reject with its reason (`FileResult.unreadable`) and the next file is
     read; only a mistake in the command (a missing path, an unknown --csv-map field) or the database's
     trouble raises."""
-    check_csv_map((options or IngestOptions()).csv_map)
+    chosen = options or IngestOptions()
+    check_csv_map(chosen.csv_map)
     files = expand_paths(list(paths), notice)
-    context = IngestContext(salt=salt, tags=dict(tags or {}))
+    context = IngestContext(salt=salt, tags=dict(tags or {}), default_time=chosen.default_time)
     normaliser = Normaliser()
     results = []
     try:

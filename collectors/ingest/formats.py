@@ -5,13 +5,17 @@ Sources, each read for the field names used below:
   `prompt_tokens_details.cached_tokens`, `completion_tokens_details.reasoning_tokens`; the final chunk
   carries `usage` when `stream_options.include_usage` is set):
   platform.openai.com/docs/api-reference/chat/object.
-- OpenAI Batch output lines (`response.body` holds the completion): platform.openai.com/docs/guides/batch.
+- OpenAI Batch output lines (`response.body` holds the completion; `error` or a non-200 `status_code` is a
+  failed request): platform.openai.com/docs/guides/batch. `service_tier` of a response: default, flex,
+  priority, scale (platform.openai.com/docs/api-reference/chat/object).
 - DeepSeek (`prompt_cache_hit_tokens`, `prompt_cache_miss_tokens`, both inside `prompt_tokens`):
   api-docs.deepseek.com/api/create-chat-completion.
 - Volcano Engine Ark and vLLM answer in the OpenAI shape (vLLM sends `prompt_tokens_details: null`).
 - Anthropic Messages (`usage.input_tokens` excludes `cache_read_input_tokens` and
-  `cache_creation_input_tokens`): docs.anthropic.com/en/api/messages; Message Batches results wrap the
-  message in `result.message`.
+  `cache_creation_input_tokens`; `cache_creation.ephemeral_5m_input_tokens` / `ephemeral_1h_input_tokens`
+  split the writes by TTL; `usage.service_tier` is standard, priority or batch):
+  docs.anthropic.com/en/api/messages; Message Batches results wrap the message in `result.message`
+  (`result.type` succeeded, errored, canceled, expired).
 - OpenAI organisation usage (`/v1/organization/usage/completions`: buckets of results with `input_tokens`
   (cached included), `input_cached_tokens`, `output_tokens`, `num_model_requests`, `project_id`, `user_id`,
   `api_key_id`, `model`, `batch`): platform.openai.com/docs/api-reference/usage/completions.
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from models.usage_record import RecordSpec, TokenField, rooted
+from models.usage_record import Failure, RecordSpec, TokenField, rooted
 
 FORMATS: tuple[str, ...] = ("openai", "anthropic", "openai-usage-export", "litellm-spend", "csv")
 
@@ -74,12 +78,28 @@ def _envelope(root: str) -> dict[str, tuple[str, ...]]:
     }
 
 
+def _batch(root: str) -> dict[str, object]:
+    """Batch-results files: every line is a batch request, and an error line is a request that cost
+    nothing. OpenAI Batch output: `error` set, or `response.status_code` not 200
+    (platform.openai.com/docs/guides/batch). Anthropic Message Batches results: `result.type` errored,
+    canceled or expired (docs.anthropic.com/en/docs/build-with-claude/batch-processing)."""
+    failures: tuple[Failure, ...]
+    if root == "response.body":
+        failures = (Failure("$.error", present=True), Failure("$.response.status_code", not_values=("200",)))
+        return {"always_batch": True, "failures": failures}
+    if root == "result.message":
+        failures = (Failure("$.result.type", not_values=("succeeded",)),)
+        return {"always_batch": True, "failures": failures}
+    return {}
+
+
 def openai_spec(root: str = "") -> RecordSpec:
     """OpenAI-compatible chat completions (OpenAI, DeepSeek, Volcano Ark, vLLM), bare or wrapped at `root`."""
     timestamps = _ENVELOPE["timestamp"] if root == "response" else ()
     return RecordSpec(
         name="openai",
-        record_id=_at(root, "id"),
+        # a failed batch line has no completion id: the batch request's own id keys it
+        record_id=(*_at(root, "id"), *(("$.id",) if root == "response.body" else ())),
         model=_at(root, "model"),
         timestamp=(*timestamps, *_at(root, "created")),
         usage_block=_at(root, "usage.prompt_tokens", "usage.completion_tokens"),
@@ -98,6 +118,8 @@ def openai_spec(root: str = "") -> RecordSpec:
         status=("$.response.status_code",) if root == "response.body" else ("$.status",) if root else (),
         object_type=_at(root, "object"),
         provider_evidence=tuple((path, "deepseek") for path in _at(root, "usage.prompt_cache_hit_tokens")),
+        service_tier=_at(root, "service_tier"),
+        **_batch(root),  # type: ignore[arg-type]
         **_envelope(root),  # type: ignore[arg-type]
     )
 
@@ -106,7 +128,8 @@ def anthropic_spec(root: str = "") -> RecordSpec:
     """Anthropic Messages responses, bare or wrapped at `root`; input is normalised to include the cache."""
     return RecordSpec(
         name="anthropic",
-        record_id=_at(root, "id"),
+        # a failed batch line has no message id: its custom_id keys it (unique within its batch)
+        record_id=(*_at(root, "id"), *(("$.custom_id",) if root == "result.message" else ())),
         model=_at(root, "model"),
         timestamp=_ENVELOPE["timestamp"],
         usage_block=_at(root, "usage.input_tokens", "usage.output_tokens"),
@@ -116,10 +139,16 @@ def anthropic_spec(root: str = "") -> RecordSpec:
         cache_write=TokenField(
             _at(root, "usage.cache_creation_input_tokens"), "usage.cache_creation_input_tokens"
         ),
+        cache_write_1h=TokenField(
+            _at(root, "usage.cache_creation.ephemeral_1h_input_tokens"),
+            "usage.cache_creation.ephemeral_1h_input_tokens",
+        ),
         input_excludes_cache=True,
         status=("$.result.type",) if root == "result.message" else ("$.status",) if root else (),
         object_type=_at(root, "type"),
         default_provider="anthropic",
+        service_tier=_at(root, "usage.service_tier"),
+        **_batch(root),  # type: ignore[arg-type]
         **_envelope(root),  # type: ignore[arg-type]
     )
 
@@ -142,6 +171,7 @@ OPENAI_USAGE_EXPORT = RecordSpec(
     user=("$.user_id",),
     key_id=("$.api_key_id",),
     endpoint_flags=(("$.batch", "batch"),),
+    batch=("$.batch",),
     default_provider="openai",
 )
 

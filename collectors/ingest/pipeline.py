@@ -1,4 +1,5 @@
-"""Ingest one file: detect its format, read and normalise its records, store them in batches.
+"""Ingest one file along the route `collectors.ingest.route` chose once (its format and readers): read and
+normalise its records, store them in batches; whatever breaks while reading is a reject with its reason.
 
 JSON-lines responses (OpenAI-compatible, Anthropic) are streamed through DuckDB (`storage.staging`): DuckDB
 parses the records in parallel and normalises them, a thread hashes the file and counts its lines, a writer
@@ -65,6 +66,7 @@ SAMPLE_REJECTS = 5
 class IngestOptions:
     format: str = "auto"
     csv_map: Mapping[str, str] = field(default_factory=dict)  # column -> canonical field
+    default_time: datetime | None = None  # `--default-time`: records without a time take it (naive UTC)
     # rows stored per write transaction: at most `batch_rows` (about a second of holding the file), and as
     # soon as the writer is free once `min_batch_rows` wait (the rows still waiting when the last line is
     # read are stored after it, so smaller batches shorten that wait). DuckDB's own readers store whole

@@ -17,8 +17,9 @@ The rules every reader passes, each in one place:
 - a file that cannot be opened, recognised or read to its end is one reject with its reason
   (`pipeline.ingest_file`), and the next file is read;
 - a line longer than `files.MAX_LINE_BYTES` is one reject, its neighbours read (`files.line_blocks`);
-- JSON nested deeper than `records.MAX_JSON_DEPTH` is one reject wherever Python parses it
-  (`records.load_json`); DuckDB's parser has no such limit and reads it;
+- JSON nested deeper than Python's parser goes (about 1,000 levels) is one reject wherever Python parses
+  it (`detect.load_json`: JSON documents, LiteLLM metadata, detection); DuckDB's parser, which reads JSON
+  lines, has no such limit and reads it;
 - counts beyond what a column holds, implausible timestamps and the other record checks: the one statement
   `storage.normalise` builds, which every reader's records go through; a record that makes the statement
   itself fail is found by bisection and rejected alone (`storage.normalise.Normaliser`);

@@ -6,10 +6,12 @@ Answers follow the OTLP specification ("OTLP/HTTP Response"):
 - 400 for a body that does not decode (the message never quotes the body), 401 when a token is required and
   the request has no `Authorization: Bearer` with it, 413 over the size limit (compressed or not), 415 for
   an encoding other than protobuf or JSON;
-- 429 with `Retry-After` when the writer already holds as many spans as it may, 503 with `Retry-After` when
-  the database cannot be written (locked by another process for long, a full disk): the exporter retries,
-  and since only a committed request is acknowledged, an accepted span is never dropped; a retry of a
-  request whose acknowledgement was lost stores nothing new (the span id is the record key).
+- 429 with `Retry-After` when `max_inflight_requests` are already in hand (before reading the body) or the
+  writer already holds as many spans as it may, 503 with `Retry-After` when the database cannot be written
+  (locked by another process for long, a full disk): the exporter retries, and since only a committed
+  request is acknowledged, an accepted span is never dropped; a retry of a request whose acknowledgement was
+  lost stores nothing new (the response or span id is the record key);
+- 500 if storing failed for any other reason (a quotascope bug, logged).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """From decoded spans to stored usage rows, as the ingest stores them.
 
-`SpanBatcher.prepare` turns one request's spans into canonical rows and rejects with the ingest's own
-checks (`storage.normalise`, the same bounds and reasons as a log file's records); `SpanWriter` stores what
-the requests bring in batches, one transaction each through `storage.usage.store_batch` (the usage write
+`SpanBatcher.prepare` turns one request's spans into canonical records (`models.genai_spans`, pure Python,
+on the request's thread). `SpanWriter` takes the records of whatever requests are queued as one batch,
+checks them with the ingest's own statement (`storage.normalise`: the same bounds and reject reasons as a
+log file's records), stores them in one transaction through `storage.usage.store_batch` (the usage write
 path: deduplication by record key within a week, rejects with reasons, the source's counts), and tells each
-request when its spans are committed. It opens the database only for a batch, so readers take their turns.
+request which of its spans were refused. It opens the database only for a batch, so readers take turns.
 
 A request is acknowledged only after the transaction holding its spans committed; a request that would
 queue more spans than `max_pending_spans` is refused up front (HTTP 429 with Retry-After) so that nothing
@@ -50,7 +51,7 @@ _LABELS = {
     "latency_ms": "span duration",
     "status": "span status",
 }
-SPEC: RecordSpec = replace(csv_spec(_LABELS), name="otlp")
+SPEC: RecordSpec = replace(csv_spec(_LABELS), name="otlp", service_tier=("$.service_tier",))
 
 log = logging.getLogger("quotascope.otlp")
 
@@ -62,13 +63,14 @@ class Prepared:
     """One request's spans: a JSON record per LLM span with usage, and how many spans were what."""
 
     records: list[str]
-    no_usage: int  # LLM calls without token counts: refused, with that reason
+    places: list[int]  # each record's span: its place among the request's spans (from 0)
+    no_usage: list[int]  # places of LLM calls without token counts: refused, with that reason
     spans: int  # every span in the request
     ignored: int  # not LLM calls, or failed calls with no usage
 
     @property
     def llm_spans(self) -> int:
-        return len(self.records) + self.no_usage
+        return len(self.records) + len(self.no_usage)
 
 
 @dataclass
@@ -86,17 +88,18 @@ class SpanBatcher:
 
     def prepare(self, spans: Iterable[Span]) -> Prepared:
         records: list[str] = []
-        no_usage = total = ignored = 0
-        for span in spans:
-            total += 1
+        places: list[int] = []
+        no_usage: list[int] = []
+        place = -1
+        for place, span in enumerate(spans):
             usage = usage_from_span(span, self.attribution)
             if usage is not None:
                 records.append(json.dumps(usage.record(), separators=(",", ":"), ensure_ascii=False))
+                places.append(place)
             elif not span.error and classify(span) == "no_usage":
-                no_usage += 1
-            else:
-                ignored += 1
-        return Prepared(records, no_usage, total, ignored)
+                no_usage.append(place)
+        total = place + 1
+        return Prepared(records, places, no_usage, total, total - len(records) - len(no_usage))
 
 
 class WriterBusy(Exception):
@@ -231,27 +234,24 @@ class SpanWriter:
     def _store(self, batch: list[_Queued]) -> None:
         """Normalise the batch's records together (one DuckDB statement for many requests), store them in one
         transaction, and give each request its own refused spans."""
-        first = self._next_line
-        numbers: list[int] = []
+        numbers: list[int] = []  # a span's `line_no`: its place in this receiver's stream of spans (from 1)
         lines: list[str] = []
         rejects: list[Reject] = []
         ranges: list[tuple[int, int]] = []
-        line = first
+        line = self._next_line
         for item in batch:
             prepared = item.prepared
-            start = line
-            numbers.extend(range(line, line + len(prepared.records)))
+            numbers.extend(line + place for place in prepared.places)
             lines.extend(prepared.records)
-            line += len(prepared.records)
-            rejects.extend(Reject(line + i, NO_USAGE, "") for i in range(prepared.no_usage))
-            line += prepared.no_usage
-            ranges.append((start, line))
+            rejects.extend(Reject(line + place, NO_USAGE, "") for place in prepared.no_usage)
+            ranges.append((line, line + prepared.spans))
+            line += prepared.spans
         tables = []
         if lines:
             data = ("\n".join(lines) + "\n").encode()
             normalised = self.normaliser.normalise(SPEC, data, self.context, line_numbers=numbers)
             tables.append(normalised.rows)
-            rejects = normalised.rejects + rejects
+            rejects = sorted(normalised.rejects + rejects, key=lambda r: r.line_no)
         with self._lock:
             self.run, counts = store_batch(self.db, self.run, tables, rejects)
         self._next_line = line

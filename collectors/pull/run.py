@@ -179,6 +179,10 @@ def normalise_usage(
 def with_dimensions(rows: pa.Table, dimensions: Dimensions) -> pa.Table:
     """`rows` with each result's service tier, batch flag and 1-hour cache writes (by its `line_no`)."""
     found = [dimensions.get(int(n), PriceDimensions()) for n in rows.column("line_no").to_pylist()]
+    # the normaliser gives these columns too (its specs read them from responses); the API's own win here
+    rows = rows.drop_columns(
+        [c for c in ("service_tier", "batch", "cache_write_1h_tokens") if c in rows.column_names]
+    )
     return (
         rows.append_column("service_tier", pa.array([d.service_tier for d in found], pa.string()))
         .append_column("batch", pa.array([d.batch for d in found], pa.bool_()))

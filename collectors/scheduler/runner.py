@@ -39,6 +39,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from collectors.ingest import IngestOptions, ingest_paths
 from collectors.otlp import OtlpOptions, OtlpServer
+from collectors.prices.genai import ensure_base_layer
 from collectors.probe import EndpointError, make_client, run_probe
 from collectors.pull import AdminKey, PullResult, new_client, pull, pull_kind
 from collectors.scheduler.config import (
@@ -57,7 +58,7 @@ from models.errors import InputError, QuotascopeError
 from models.outside_text import redact_secrets
 from models.probe import ProbeRun, summarize
 from models.reconcile import DEFAULT_THRESHOLD
-from storage.catalog import load_catalog
+from storage.catalog import BASE_KEY, load_catalog
 from storage.db import StorageError, open_write
 from storage.jobs import FileMark, JobRun, Outcome, file_marks, write_file_marks, write_job_run
 from storage.probes import write_probe_run
@@ -109,10 +110,12 @@ class CatalogSource:
 
     folder: Path
     user_files: tuple[Path, ...] = ()
+    base_dir: Path | None = None  # the genai-prices base layer's folder (None: the files alone)
 
     def files(self) -> list[Path]:
         shipped = sorted(self.folder.glob("*.toml")) if self.folder.is_dir() else []
-        return [*shipped, *self.user_files]
+        base = [self.base_dir / BASE_KEY] if self.base_dir is not None else []  # a refreshed base layer
+        return [*shipped, *self.user_files, *base]
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
@@ -125,7 +128,9 @@ class CatalogSource:
         return digest.hexdigest()
 
     def load(self) -> Catalog:
-        return load_catalog(self.folder, list(self.user_files))
+        if self.base_dir is not None:
+            ensure_base_layer(self.base_dir, datetime.now(UTC).date())
+        return load_catalog(self.folder, list(self.user_files), self.base_dir)
 
 
 class Cancelled(Exception):

@@ -39,7 +39,7 @@ def _offers_frame(offers: list[Offer], currency: str, fx: FxTable) -> pl.DataFra
                 "offer": offer.id,
                 "provider": offer.provider,
                 "model": offer.model,
-                "region": offer.region,
+                "region": offer.region or None,
                 "own": None
                 if p is None
                 else f"{_price(p.input)} / {_price(p.cached_input) or '–'} / {_price(p.output)} {v.currency}",

@@ -13,7 +13,7 @@ from models.cost import Demand
 from models.errors import QuotascopeError
 from models.mix import mix_by_weights
 from models.money import Money
-from models.outside_text import for_markdown
+from models.outside_text import display_frame, for_markdown
 from models.plan import Plan, capacity_curve, cost_curve, plan_offers
 from models.profile import PRESETS, TokenProfile, rounded_usage_profile
 from models.selfhost import SelfHost, break_even
@@ -190,10 +190,12 @@ def render() -> None:
     cols = st.columns(3)
     cols[0].metric("Tokens per question", f"{profile.tokens_per_question:,.0f}")
     if best is not None and best.capacity.questions_per_minute is not None:
-        cols[1].metric(f"Most q/min: {best.label}", f"{best.capacity.questions_per_minute:,.1f}")
+        cols[1].metric(
+            f"Most q/min: {for_markdown(best.label)}", f"{best.capacity.questions_per_minute:,.1f}"
+        )
     cols[2].metric("Questions per month", f"{demand.questions_per_month:,.0f}")
     st.dataframe(
-        _table(plans),
+        display_frame(_table(plans)),
         hide_index=True,
         key="planner_table",
         column_config={
@@ -234,16 +236,18 @@ def _mix(plans: list[Plan], demand: Demand) -> None:
             st.error(for_markdown(e))
             return
         st.dataframe(
-            pl.DataFrame(
-                [
-                    {
-                        "offer": s.label,
-                        "share": float(s.share),
-                        "peak q/min": float(s.peak_per_minute),
-                        "keys": s.keys,
-                    }
-                    for s in mix.shares
-                ]
+            display_frame(
+                pl.DataFrame(
+                    [
+                        {
+                            "offer": s.label,
+                            "share": float(s.share),
+                            "peak q/min": float(s.peak_per_minute),
+                            "keys": s.keys,
+                        }
+                        for s in mix.shares
+                    ]
+                )
             ),
             hide_index=True,
             key="planner_mix_table",

@@ -137,7 +137,7 @@ def render() -> None:
         st.info(f"Unpriced (not counted above, never as free): {names}")
     cols = st.columns([1, 1, 3])
     cols[0].download_button(
-        "Download this table (CSV)",
+        "Download CSV",
         to_csv(in_words(table, columns)),
         file_name=f"quotascope-spend-by-{group}.csv",
         mime="text/csv",

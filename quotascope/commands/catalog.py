@@ -1,4 +1,4 @@
-"""`quotascope catalog list|show|validate|import-litellm`: the provider catalog from the command line."""
+"""`quotascope catalog list|show|validate|update|import-litellm`: the catalog from the command line."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from collectors.prices.genai import update_base_layer
 from collectors.prices.litellm import DEFAULT_ID_PREFIX, import_litellm, read_litellm_file
 from models.catalog import Offer
 from models.catalog_view import check_catalog, offer_document, offer_row, offer_text, summarize
+from models.errors import InputError
 from models.money import plain
 from quotascope import settings
 from quotascope.arguments import day, when
-from quotascope.context import catalog_from
+from quotascope.context import catalog_from, price_data_dir
 from quotascope.output import emit, table
 from storage.catalog import write_catalog_file
 
@@ -45,6 +47,20 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
     )
     check.add_argument("files", nargs="*", type=Path, metavar="FILE", help="catalog files to check on top")
     check.set_defaults(run=run_validate)
+
+    update = actions.add_parser(
+        "update",
+        parents=[parent],
+        help="refresh the genai-prices base layer and print what changed",
+        description="Refresh the base layer of prices (pydantic's genai-prices): its published latest data "
+        "when the network allows, else the installed package. Prints added models and changed prices with "
+        "their dates. A failed fetch never breaks pricing: the package's data is used, and says so.",
+    )
+    update.add_argument(
+        "--offline", action="store_true", help="do not fetch: convert the installed package's data"
+    )
+    update.add_argument("--url", help="where the published data is fetched from (default: genai-prices')")
+    update.set_defaults(run=run_update)
 
     imp = actions.add_parser(
         "import-litellm",
@@ -142,6 +158,42 @@ def run_validate(args: argparse.Namespace) -> int:
         lines += [f"  {f}" for f in args.catalog]
         lines.append(f"OK: {summary.sentence()}")
         lines += [f"warning: {w}" for w in warnings]
+        return "\n".join(lines)
+
+    emit(args.json, document, text)
+    return 0
+
+
+def run_update(args: argparse.Namespace) -> int:
+    folder = price_data_dir()
+    if folder is None:
+        raise InputError("the price_data_dir setting is off: there is no base layer to update")
+    result = update_base_layer(folder, _now().date(), fetch=not args.offline, url=args.url)
+    document = {
+        "base_layer": result.label,
+        "offers": result.offers,
+        "fetch_error": result.fetch_error,
+        "changes": [asdict(c) for c in result.changes],
+    }
+
+    def text() -> str:
+        lines = []
+        if result.fetch_error:
+            lines.append(
+                f"could not fetch the published data ({result.fetch_error}); used the installed package"
+            )
+        lines.append(f"base layer: {result.label}, {result.offers:,} offers, in {folder}")
+        if not result.changes:
+            lines.append("no changes")
+        counts = {
+            w: sum(1 for c in result.changes if c.what == w)
+            for w in ("added", "removed", "new price", "price changed")
+        }
+        if result.changes:
+            lines.append(", ".join(f"{n:,} {w}" for w, n in counts.items() if n))
+        lines += [f"  {c.what:<13} {c.offer_id}  {c.detail}".rstrip() for c in result.changes[:200]]
+        if len(result.changes) > 200:
+            lines.append(f"  ... and {len(result.changes) - 200:,} more (--json lists all)")
         return "\n".join(lines)
 
     emit(args.json, document, text)

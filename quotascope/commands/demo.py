@@ -38,10 +38,10 @@ from models.probe import LoadPlan, summarize
 from quotascope import settings
 from quotascope.arguments import positive_whole, whole
 from quotascope.commands.dashboard import serve
-from quotascope.context import db_path
+from quotascope.context import db_path, priced_catalog
 from quotascope.output import say as print_line
 from storage.budgets import read_budgets, save_budget
-from storage.catalog import load_catalog, write_catalog_file
+from storage.catalog import write_catalog_file
 from storage.demo import demo_sources, remove_database
 from storage.probes import write_probe_run
 
@@ -258,7 +258,7 @@ def build(db: Path, args: argparse.Namespace) -> Path:
         header="The demo company's own catalog (quotascope demo): its assumptions and contract.",
     )
     say(f"the demo company's catalog (a contract price from {contract_from:%Y-%m-%d}): {user_catalog}")
-    catalog = load_catalog(Path(settings.get("catalog_dir")), [*map(Path, args.catalog), user_catalog])
+    catalog = priced_catalog(Path(settings.get("catalog_dir")), [*map(Path, args.catalog), user_catalog])
     say(f"ingesting {files.records:,} records ({files.malformed} malformed lines on purpose)")
     ingest(db, files.paths)
     say("probing three emulated endpoints (healthy, distilled, tight TPM)")

@@ -13,6 +13,7 @@ from models.errors import CatalogError, InputError
 from models.outside_text import for_terminal
 from models.usage_record import CSV_FIELDS
 from quotascope import settings
+from quotascope.arguments import when
 from quotascope.context import catalog_from, db_path
 from quotascope.output import emit, say
 from storage.usage import snapshot_catalog
@@ -73,12 +74,19 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
         metavar="COLUMN=FIELD,...",
         help=f"for --format csv: which column holds which field ({', '.join(CSV_FIELDS)})",
     )
+    p.add_argument(
+        "--default-time",
+        type=when,
+        metavar="ISO",
+        help="the time of records that carry none (Anthropic responses, batch results), e.g. "
+        "2025-05-20T14:00Z (UTC unless it has an offset); without it such records are rejected",
+    )
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     db = db_path(args)
-    options = IngestOptions(format=args.format, csv_map=args.csv_map)
+    options = IngestOptions(format=args.format, csv_map=args.csv_map, default_time=args.default_time)
     salt = load_salt(Path(settings.get("salt_file")))
 
     def notice(message: str) -> None:

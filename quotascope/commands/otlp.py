@@ -25,10 +25,10 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
         description="An OTLP/HTTP receiver: point an OpenTelemetry exporter or Collector at "
         "http://HOST:PORT (POST /v1/traces, protobuf or JSON, gzip or not). Every LLM span (GenAI "
         "semantic conventions, OpenLLMetry, OpenInference, OpenLIT) becomes one usage row, keyed by its "
-        "span id so an exporter's retries store nothing new; other spans are ignored; prompts and answers "
-        "are never stored. A request is answered 200 once its spans are committed, 429/503 with "
-        "Retry-After when the writer is behind. Runs until Ctrl-C or SIGTERM, then stores what it holds "
-        "and exits 0.",
+        "response id (or span id) so an exporter's retries store nothing new; other spans are ignored; "
+        "prompts and answers are never stored. A request is answered 200 once its spans are committed, "
+        "429/503 with Retry-After when the receiver is behind. Runs until Ctrl-C or SIGTERM, then "
+        "stores what it holds and exits 0.",
     )
     p.add_argument(
         "--host", metavar="ADDR", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"

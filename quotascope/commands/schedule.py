@@ -17,7 +17,7 @@ from collectors.scheduler import CatalogSource, ScheduleRunner, load_schedule, l
 from collectors.scheduler.config import ScheduleConfig
 from models.reconcile import parse_threshold
 from quotascope import settings
-from quotascope.context import db_path
+from quotascope.context import db_path, price_data_dir
 from quotascope.output import emit, say, table
 from quotascope.webhooks import gap_webhook
 from storage.jobs import JobRun, job_summary
@@ -62,7 +62,7 @@ def catalog_source(args: argparse.Namespace) -> CatalogSource:
     user = [Path(p) for p in getattr(args, "catalog", [])]
     if not user and settings.get("user_catalog"):
         user = [Path(settings.get("user_catalog"))]
-    return CatalogSource(Path(settings.get("catalog_dir")), tuple(user))
+    return CatalogSource(Path(settings.get("catalog_dir")), tuple(user), price_data_dir())
 
 
 @contextmanager

@@ -132,6 +132,7 @@ def test_a_wrong_password_is_refused(page: Any, shared: RunningApp) -> None:
     assert "Wrong name or password." in page.locator("body").inner_text()
     assert page.locator('[data-testid="stSidebarNav"]').count() == 0
     screenshot(page, "sharing-wrong-password")
+    assert "not-the-password" not in shared.log.read_text()  # nor is any password in the server's log
 
 
 def test_a_team_lead_finds_no_other_team_anywhere(

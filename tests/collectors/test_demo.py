@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from collectors.demo import generate
+from quotascope.context import priced_catalog
+from quotascope.settings import BY_NAME
+from storage.reports import UsageFilter, spend_report
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +76,15 @@ def test_batch_runs_off_peak_and_weekends_are_quieter(tmp_path: Path) -> None:
         per_day[day] = per_day.get(day, 0) + 1
     assert per_day[6] > per_day[7] * 1.5
     assert written.records > 1000
+
+
+def test_the_demos_claude_traffic_is_priced_on_every_day(demo_db: tuple[Path, Path]) -> None:
+    """The demo's Anthropic traffic predates the shipped claude-sonnet-4-5 version: genai-prices' history
+    prices it (it showed as unpriced before the base layer)."""
+    db, user = demo_db
+    catalog = priced_catalog(Path(BY_NAME["catalog_dir"].default), [user])
+    rows = spend_report(db, catalog, UsageFilter(provider="anthropic"), ("model", "day"))
+    assert len(rows) >= 7
+    assert all(r.cost is not None and r.cost.amount > 0 and r.unpriced_requests == 0 for r in rows), [
+        (r.keys, r.unpriced_models) for r in rows if r.unpriced_requests
+    ]

@@ -197,8 +197,11 @@ def test_refused_spans_are_counted_in_partial_success_with_reasons(server: OtlpS
     assert rejected == 5
     assert "no model name" in message and "negative" in message and "without token counts" in message
     assert len(rows(db)) == 1
-    reasons = [r["reason"] for r in rows(db, "SELECT * FROM rejects ORDER BY line_no")]
-    assert len(reasons) == 5
+    refused = rows(db, "SELECT * FROM rejects ORDER BY line_no")
+    assert [r["line_no"] for r in refused] == [2, 3, 4, 5, 6]  # the span's place in what was received
+    assert refused[0]["reason"].startswith("input token count is negative")
+    assert refused[1]["reason"] == "no model name"
+    assert refused[4]["reason"].startswith("an LLM span without token counts")
     (source,) = rows(db, "SELECT * FROM sources")
     read, stored, duplicates, refused = (
         source["rows_read"],
@@ -388,3 +391,26 @@ def test_requests_beyond_the_in_flight_limit_wait_at_the_exporter(db: Path) -> N
         assert first[0].status_code == 200
         assert server.receiver.stats.refused_busy == 1
     assert len(rows(db)) == 1
+
+
+def test_a_call_logged_and_traced_is_one_request(server: OtlpServer, db: Path, tmp_path: Path) -> None:
+    """The response id keys a span as the ingest keys the logged response: counted once, whichever came
+    first; so are two instrumentations' spans of one call."""
+    from collectors.ingest import ingest_paths
+
+    created = START_NS // 1_000_000_000
+    response = {
+        "id": f"chatcmpl-{7:024d}",  # as llm_attributes(7) names it
+        "object": "chat.completion",
+        "created": created,
+        "model": "gpt-4o-2024-08-06",
+        "usage": {"prompt_tokens": 1207, "completion_tokens": 300, "total_tokens": 1507},
+    }
+    log = tmp_path / "responses.jsonl"
+    log.write_text(json.dumps(response) + "\n")
+    (result,) = ingest_paths(db, [log], salt="test-salt")
+    assert result.counts.stored == 1
+    twice = request_of([llm_attributes(7), llm_attributes(7), llm_attributes(8)])  # 7: two instrumentations
+    assert post(server, twice.SerializeToString(), PROTOBUF).status_code == 200
+    keys = [r["record_key"] for r in rows(db, "SELECT record_key FROM usage ORDER BY record_key")]
+    assert keys == [f"chatcmpl-{7:024d}", f"chatcmpl-{8:024d}"]

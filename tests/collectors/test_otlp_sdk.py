@@ -75,12 +75,15 @@ def emulator() -> Iterator[EmulatorServer]:
         yield server
 
 
-def run_client(family: str, endpoint: str, emulator: EmulatorServer) -> list[list[object]]:
+def run_client(
+    family: str, endpoint: str, emulator: EmulatorServer, extra_env: dict[str, str] | None = None
+) -> list[list[object]]:
     env = {
         "PATH": "/usr/bin:/bin",
         "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",  # send content; we must drop it
         "TRACELOOP_TRACE_CONTENT": "true",
         "OTEL_SEMCONV_STABILITY_OPT_IN": "gen_ai_latest_experimental",
+        **(extra_env or {}),
     }
     done = subprocess.run(
         [sys.executable, "-c", CLIENT, family, endpoint, emulator.base_url, emulator.config.model],
@@ -100,9 +103,15 @@ def test_stored_tokens_equal_what_the_responses_said(
     family: str, emulator: EmulatorServer, tmp_path: Path
 ) -> None:
     db = tmp_path / "otlp.duckdb"
-    options = OtlpOptions(port=0, attribution={"team": "service.name"})
+    # the exporter as users configure it: gzip for one family, a bearer token for another
+    token = "qs-otlp-token-1" if family == "openllmetry" else None
+    exporter_env = {
+        "openinference": {"OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"},
+        "openllmetry": {"OTEL_EXPORTER_OTLP_HEADERS": f"Authorization=Bearer%20{token}"},
+    }.get(family, {})
+    options = OtlpOptions(port=0, attribution={"team": "service.name"}, token=token)
     with OtlpServer(db, "salt", options) as server:
-        said = run_client(family, server.endpoint, emulator)
+        said = run_client(family, server.endpoint, emulator, exporter_env)
         assert server.receiver.stats.refused_busy == 0
     with duckdb.connect(str(db), read_only=True) as con:
         stored = con.execute(

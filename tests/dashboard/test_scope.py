@@ -160,6 +160,8 @@ def test_failures_back_off_per_name(shared: Path) -> None:
     sign_in(at, "finance", FINANCE_PASSWORD)  # right, but too soon after three failures
     assert errors(at)[0].startswith("Too many failed sign-ins: try again in")
     assert not at.header
+    sign_in(at, " ＦＩＮＡＮＣＥ ", FINANCE_PASSWORD)  # another spelling of the name is the same name
+    assert errors(at)[0].startswith("Too many failed sign-ins")
     sign_in(at, "lead", LEAD_PASSWORD)  # another name is not held up by finance's failures
     assert at.header
 
@@ -178,13 +180,24 @@ def test_a_session_expires(shared: Path) -> None:
 def test_a_removed_user_is_signed_out_at_the_next_click(shared: Path) -> None:
     at = sign_in(fresh(), "lead", LEAD_PASSWORD)
     assert at.header
+    save_user(shared, "lead", ("search", "legal"), False, LEAD_PASSWORD, datetime.now())
+    at.run()
+    assert team_options(at) == ["all", "legal", "search"]  # new teams at the next click
+    save_user(shared, "lead", ("search",), False, None, datetime.now())  # now signs in through OIDC only
+    at.run()
+    assert not at.header
+    at = sign_in(fresh(), "lead", LEAD_PASSWORD)
+    assert not at.header
+    save_user(shared, "lead", ("search",), False, LEAD_PASSWORD, datetime.now())
+    at = sign_in(fresh(), "lead", LEAD_PASSWORD)
+    assert at.header
     remove_user(shared, "lead")
     at.run()
     assert not at.header
     assert any("may no longer see" in w.value for w in at.warning)
 
 
-def oidc_app(email: str, signed_in_hours_ago: float = 0) -> AppTest:
+def oidc_app(email: str, signed_in_hours_ago: float = 0, **claims: object) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120)
     at.secrets["auth"] = {
         "redirect_uri": "http://localhost:8501/oauth2callback",
@@ -194,7 +207,7 @@ def oidc_app(email: str, signed_in_hours_ago: float = 0) -> AppTest:
         "server_metadata_url": "https://idp.example/.well-known/openid-configuration",
     }
     issued = datetime.now(UTC) - timedelta(hours=signed_in_hours_ago)
-    at.user = {"is_logged_in": True, "email": email, "iat": issued.timestamp()}
+    at.user = {"is_logged_in": True, "email": email, "iat": issued.timestamp(), **claims}
     at.run()
     assert not at.exception, at.exception
     return at
@@ -203,6 +216,10 @@ def oidc_app(email: str, signed_in_hours_ago: float = 0) -> AppTest:
 def test_an_oidc_identity_maps_to_its_user_by_email(shared: Path) -> None:
     at = oidc_app("ops@example.com")
     assert team_options(at) == ["all", "legal", "support"]
+    assert oidc_app("ops@example.com", email_verified=True).header
+    # an address the provider has not verified names nobody: the subject does, and it is no user here
+    unverified = oidc_app("ops@example.com", email_verified=False, sub="user-4711")
+    assert not unverified.header and "user-4711" in [t.value for t in unverified.text]
     stranger = oidc_app("someone@elsewhere.example")
     assert not stranger.header
     assert "someone@elsewhere.example" in [t.value for t in stranger.text]

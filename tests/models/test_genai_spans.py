@@ -65,7 +65,7 @@ def test_current_genai_conventions_map_to_the_canonical_record() -> None:
     usage = usage_from_span(span(SEMCONV), {"team": "service.name"})
     assert usage is not None
     assert usage.record() == {
-        "request_id": f"otlp:{TRACE}:{SPAN_ID}",
+        "request_id": "chatcmpl-1",  # the response id: the key an ingested log of the response has too
         "ts": "2025-12-06T05:46:40.123456",
         "model": "gpt-4o-2024-08-06",  # what served it, before what was asked for
         "provider": "openai",
@@ -77,11 +77,17 @@ def test_current_genai_conventions_map_to_the_canonical_record() -> None:
         "latency_ms": 1500.0,
         "ttft_ms": 250.0,
         "status": "ok",
+        "service_tier": "flex",
         "team": "checkout",
     }
-    assert usage.service_tier == "flex"
     assert usage.rule == "input_includes_cache"
     assert usage.ts == datetime(2025, 12, 6, 5, 46, 40, 123456)
+
+
+def test_without_a_response_id_the_span_ids_are_the_key() -> None:
+    attributes = {k: v for k, v in SEMCONV.items() if k != "gen_ai.response.id"}
+    usage = usage_from_span(span(attributes))
+    assert usage is not None and usage.record_key == f"otlp:{TRACE}:{SPAN_ID}"
 
 
 def test_deprecated_genai_names() -> None:

@@ -113,3 +113,15 @@ def test_every_csv_export_goes_through_to_csv() -> None:
         if writers.search(text)
     ]
     assert not offenders, f"write CSV with models.outside_text.to_csv (formula injection): {offenders}"
+
+
+@settings(deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(max_size=8)), max_size=6))
+def test_a_table_shows_every_cell_as_for_display_does(cells: list[str | None]) -> None:
+    from models.outside_text import display_frame, for_display
+
+    shown = display_frame(
+        pl.DataFrame({"name": cells, "n": list(range(len(cells)))}, schema={"name": pl.String, "n": pl.Int64})
+    )
+    assert shown["name"].to_list() == [None if c is None else for_display(c) for c in cells]
+    assert shown["n"].to_list() == list(range(len(cells)))

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
+from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from models.catalog import Catalog, Prices
 from quotascope import settings
 from quotascope.cli import main
-from storage.catalog import load_catalog
+from quotascope.context import catalog_from
+from storage.catalog import load_catalog, read_base_layer, write_base_layer
 
 SHIPPED = load_catalog(Path(settings.BY_NAME["catalog_dir"].default))
 EXCERPT = Path(__file__).parent.parent / "data" / "litellm_prices_excerpt.json"
@@ -65,14 +70,21 @@ def test_list_shows_every_offer_with_current_prices_and_limits(capsys: pytest.Ca
     assert "peak x2" in flash and "2,500" in flash and "account" in flash
 
 
-def test_list_json_and_filters(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def layered() -> Catalog:
+    """What every command prices with: the shipped catalog over the genai-prices base layer."""
+    return catalog_from(argparse.Namespace(catalog=[]))
+
+
+def test_list_json_and_filters(capsys: pytest.CaptureFixture[str], layered: Catalog) -> None:
     code, out, _ = run(
         capsys, "catalog", "list", "--json", "--provider", "deepseek", "--at", "2025-03-03T17:00"
     )
     assert code == 0
     document = json.loads(out)
     rows = {row["id"]: row for row in document["offers"]}
-    assert set(rows) == {o.id for o in SHIPPED.offers.values() if o.provider == "deepseek"}
+    assert set(rows) == {o.id for o in layered.offers.values() if o.provider == "deepseek"}
+    assert {o.id for o in SHIPPED.offers.values() if o.provider == "deepseek"} <= set(rows)
     reasoner = rows["deepseek/deepseek-reasoner"]
     assert (reasoner["currency"], reasoner["input"], reasoner["output"], reasoner["windows"]) == (
         "CNY",
@@ -81,7 +93,7 @@ def test_list_json_and_filters(capsys: pytest.CaptureFixture[str]) -> None:
         ["off-peak x0.25"],
     )
     assert reasoner["version_id"] == "deepseek/deepseek-reasoner@2025-02-01"
-    assert document["summary"]["offers"] == len(SHIPPED.offers)
+    assert document["summary"]["offers"] == len(layered.offers)
 
 
 def test_list_rejects_a_bad_date(capsys: pytest.CaptureFixture[str]) -> None:
@@ -154,23 +166,27 @@ def test_show_unknown_offer_is_one_sentence_and_exit_2(capsys: pytest.CaptureFix
 # ------------------------------------------------------------------------------ validate / override
 
 
-def test_validate_reports_what_it_checked(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_validate_reports_what_it_checked(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, layered: Catalog
+) -> None:
     code, out, _ = run(capsys, "catalog", "validate")
     assert code == 0
-    versions = sum(len(o.versions) for o in SHIPPED.offers.values())
+    versions = sum(len(o.versions) for o in layered.offers.values())
     assert (
-        f"OK: {len(SHIPPED.offers)} offers" in out
+        f"OK: {len(layered.offers)} offers" in out
         and f"{versions} versions, {len(SHIPPED.fx.rates)} FX rates" in out
     )
     mine = write(tmp_path, GOOD_OFFER)
     code, out, _ = run(capsys, "catalog", "validate", str(mine), "--json")
     document = json.loads(out)
     assert code == 0 and document["ok"] is True
-    assert document["offers"] == len(SHIPPED.offers) + 1 and str(mine) in document["files"]
+    assert document["offers"] == len(layered.offers) + 1 and str(mine) in document["files"]
     assert "no FX rate converts EUR: its figures cannot be shown in another currency" in document["warnings"]
 
 
-def test_a_user_catalog_overrides_a_shipped_offer(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_a_user_catalog_overrides_a_shipped_offer(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, layered: Catalog
+) -> None:
     override = write(tmp_path, GOOD_OFFER.replace('id = "mine/r1"', 'id = "volcengine/deepseek-r1"'))
     code, out, _ = run(
         capsys, "catalog", "show", "volcengine/deepseek-r1", "--catalog", str(override), "--json"
@@ -180,7 +196,7 @@ def test_a_user_catalog_overrides_a_shipped_offer(capsys: pytest.CaptureFixture[
     assert document["file"] == str(override) and len(document["versions"]) == 1
     assert document["versions"][0]["limits"]["tpm"] == 20_000
     _, listed, _ = run(capsys, "catalog", "list", "--catalog", str(override), "--json")
-    assert len(json.loads(listed)["offers"]) == len(SHIPPED.offers)
+    assert len(json.loads(listed)["offers"]) == len(layered.offers)
 
 
 MALFORMED = {
@@ -303,3 +319,59 @@ def test_installed_script_lists_the_catalog() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "volcengine/deepseek-r1" in result.stdout and "5,000,000" in result.stdout
+
+
+# ------------------------------------------------------------------------------- the genai-prices layer
+
+
+def test_list_shows_at_least_1500_priced_chat_models(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "catalog", "list", "--json")
+    rows = json.loads(out)["offers"]
+    priced = [r for r in rows if r["priced"] and (Decimal(r["input"]) > 0 or Decimal(r["output"]) > 0)]
+    assert code == 0 and len(priced) >= 1_500
+
+
+def test_show_says_where_each_figure_came_from(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "catalog", "show", "google/gemini-2.5-pro")
+    assert code == 0
+    sources = [line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("  from:")]
+    assert any(s.startswith("genai-prices ") for s in sources)  # the history before the shipped file
+    assert sources[-1].endswith("google.toml")  # the shipped version wins from its date on
+
+
+def test_update_without_network_keeps_pricing_and_says_why(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QUOTASCOPE_PRICE_DATA_DIR", str(tmp_path / "prices"))
+    code, out, _ = run(capsys, "catalog", "update", "--url", "http://127.0.0.1:9/data.json", "--json")
+    document = json.loads(out)
+    assert code == 0 and document["fetch_error"] and "installed package" in document["base_layer"]
+    assert document["offers"] >= 2_000
+    code, out, _ = run(capsys, "catalog", "show", "openai/o3", "--at", "2025-05-20")
+    assert code == 0 and "input 10, cached input 0.5, output 40" in out
+
+
+def test_update_prints_added_models_and_changed_prices(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "prices"
+    monkeypatch.setenv("QUOTASCOPE_PRICE_DATA_DIR", str(folder))
+    run(capsys, "catalog", "update", "--offline")
+    current = read_base_layer(folder)
+    assert current is not None
+    # an older base layer: one model missing, and o3's first version at another price
+    o3 = current.offers["openai/o3"]
+    older_o3 = replace(
+        o3, versions=(replace(o3.versions[0], prices=Prices(Decimal(20), Decimal(80))), *o3.versions[1:])
+    )
+    offers = {k: v for k, v in current.offers.items() if k != "openai/gpt-4o-mini"}
+    write_base_layer(
+        folder, Catalog({**offers, "openai/o3": older_o3}, current.fx, current.providers), "older"
+    )
+    code, out, _ = run(capsys, "catalog", "update", "--offline")
+    assert code == 0
+    assert "added         openai/gpt-4o-mini" in out
+    assert (
+        "price changed openai/o3  version from 2000-01-01: "
+        "input 20, output 80 -> input 10, cached 0.5, output 40" in out
+    )

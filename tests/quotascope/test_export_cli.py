@@ -151,3 +151,13 @@ def test_a_wrong_file_type_is_one_sentence(demo: Path, capsys: pytest.CaptureFix
     assert capsys.readouterr().err.strip() == (
         "quotascope: --out names a .csv or .parquet file, got 'spend.xlsx'"
     )
+
+
+def test_the_export_takes_the_dashboards_team_scope(
+    demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--teams a,b` is the scope a signed-in team lead reads the dashboard (and its download) in."""
+    document = export(capsys, "--out", str(tmp_path / "two.parquet"), "--teams", "search,legal")
+    rows = pl.read_parquet(tmp_path / "two.parquet")
+    assert rows.height == document["rows"] and rows.height > 0
+    assert set(rows["SubAccountId"]) == {"search", "legal"}

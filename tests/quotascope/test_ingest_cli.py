@@ -20,6 +20,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     catalog_dir.mkdir()
     (catalog_dir / "test.toml").write_text(CATALOG_FILE.read_text())
     monkeypatch.setenv("QUOTASCOPE_CATALOG_DIR", str(catalog_dir))
+    monkeypatch.setenv("QUOTASCOPE_PRICE_DATA_DIR", "off")  # no genai-prices base layer under it
     return Path(os.environ["QUOTASCOPE_DB"])
 
 

@@ -58,7 +58,7 @@ def test_a_malformed_config_is_one_sentence_and_exit_2(
     assert err == (
         f"quotascope: in {path}, job 'probe:emu', field 'every': unknown field (allowed: id, interval, "
         "cron, run_on_start, endpoint, requests, concurrency, rate_per_s, poisson, input_tokens, max_tokens, "
-        "canary, max_duration_s, max_429_strikes, max_retry_wait_s, seed)\n"
+        "canary, max_duration_s, max_429_strikes, max_retry_wait_s, seed, ramp_s, warmup)\n"
     )
     assert main(["schedule", "--config", str(tmp_path / "absent.toml")]) == 2
     assert "absent.toml: no such file" in capsys.readouterr().err

@@ -164,3 +164,20 @@ def test_a_user_lets_the_dashboard_listen_beyond_loopback(
         'client_id = "q"\nclient_secret = "x"\nserver_metadata_url = "https://idp/.well-known/openid-configuration"\n'
     )
     check_exposure(db, "0.0.0.0")  # OIDC configured in the working folder: allowed
+
+
+def test_a_weaker_hash_is_replaced_at_sign_in(tmp_path: Path) -> None:
+    from argon2 import PasswordHasher
+
+    from storage.db import open_write
+
+    db = tmp_path / "q.duckdb"
+    assert main(["users", "add", "old", "--all-teams", "--db", str(db)]) == 0
+    weak = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash(PASSWORD)
+    with open_write(db) as con:  # as an older quotascope with cheaper parameters stored it
+        con.execute("UPDATE users SET password_hash = ? WHERE name = 'old'", [weak])
+    assert check_sign_in(db, "old", PASSWORD) is not None
+    with duckdb.connect(str(db), read_only=True) as con:
+        row = con.execute("SELECT password_hash FROM users WHERE name = 'old'").fetchone()
+    assert row is not None and row[0] != weak and "m=65536,t=3,p=4" in row[0]
+    assert check_sign_in(db, "old", PASSWORD) is not None

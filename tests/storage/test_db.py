@@ -145,7 +145,7 @@ def test_a_lock_wait_says_what_it_waits_for_and_names_the_holder_honestly(
         with (
             caplog.at_level("WARNING", logger="quotascope.storage"),
             pytest.raises(StorageError) as raised,
-            open_write(db, timeout_s=3),
+            open_write(db, timeout_s=6),
         ):
             pass
     finally:
@@ -155,6 +155,6 @@ def test_a_lock_wait_says_what_it_waits_for_and_names_the_holder_honestly(
     message = str(raised.value)
     # not a quotascope process: it is named by its PID and command line, not blamed on quotascope
     assert f"PID {holder.pid}" in message and "another quotascope process" not in message
-    assert "python" in message and "stayed locked for 3 s" in message
+    assert "python" in message and "stayed locked for 6 s" in message
     (told,) = [r.getMessage() for r in caplog.records if "waiting for the database" in r.getMessage()]
     assert str(db) in told and f"PID {holder.pid}" in told
