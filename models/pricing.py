@@ -283,7 +283,8 @@ class Classifier:
         names = list(SERVICE_TIERS)
         codes = [VARIANTS.index(SERVICE_TIERS[n]) for n in names]
         tier = (
-            service_tier.str.to_lowercase()
+            service_tier.str.strip_chars()
+            .str.to_lowercase()
             .replace_strict(names, codes, default=0, return_dtype=pl.Int32)
             .fill_null(0)
         )

@@ -165,6 +165,13 @@ class _Builder:
         parts = [f"qs_text({self.ref(p, 't')})" for p in paths]
         return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
 
+    def raw_text(self, paths: Sequence[str]) -> str:
+        """The first present value as text, untrimmed (for values only compared after normalising)."""
+        if not paths:
+            return "NULL::VARCHAR"
+        parts = [self.ref(p, "t") for p in paths]
+        return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
+
     def structure(self) -> tuple[str, dict[str, str]]:
         """The from_json structure and the SQL that reads each placeholder from the parsed struct `s`.
 
@@ -235,7 +242,9 @@ class _Builder:
             "status": self.text(spec.status),
             "billed_raw": self.text(spec.billed_cost),
             "currency_raw": self.text(spec.billed_currency),
-            "service_tier_raw": self.text(spec.service_tier),
+            # as written: the pricing engine lower-cases and maps it (trimming each row's text cost a fifth of
+            # the statement on OpenAI responses, which all carry it)
+            "service_tier_raw": self.raw_text(spec.service_tier),
             "batch_raw": self.text(spec.batch),
             "failed": self.failed(),
             **{f"r_{name}": self.value(f.paths) for name, f in self.tokens.items()},
@@ -265,12 +274,19 @@ fields AS (
 typed AS (
     SELECT *,
         {ints},
-        CASE WHEN ts_raw IS NOT NULL THEN qs_ts(ts_raw)
-            WHEN failed THEN coalesce($default_ts::TIMESTAMP, $now::TIMESTAMP)
-            ELSE $default_ts::TIMESTAMP END AS ts,
+        {self._ts()} AS ts,
         TRY_CAST(billed_raw AS DECIMAL(20, 10)) AS billed_cost
     FROM fields
 )"""
+
+    def _ts(self) -> str:
+        """The record's time; `--default-time` where it gives none (a failed batch line: the ingest's)."""
+        failed = (
+            "WHEN failed THEN coalesce($default_ts::TIMESTAMP, $now::TIMESTAMP) "
+            if self.spec.failures
+            else ""
+        )
+        return f"CASE WHEN ts_raw IS NOT NULL THEN qs_ts(ts_raw) {failed}ELSE $default_ts::TIMESTAMP END"
 
     def failed(self) -> str:
         """Whether the line is a failed batch request (a request that cost nothing, stored without tokens)."""
@@ -288,6 +304,8 @@ typed AS (
 
     def ok(self) -> str:
         """True exactly when `reasons()` finds nothing wrong; cheap, evaluated on every line."""
+        if not self.spec.failures:
+            return self._ok()
         return f"(failed AND ts IS NOT NULL OR {self._ok()})"
 
     def _ok(self) -> str:
@@ -313,6 +331,15 @@ typed AS (
         if "requests" in self.tokens:
             conditions.append("coalesce(v_requests, 1) > 0")
         return "coalesce(" + "\n        AND ".join(conditions) + ", false)"
+
+    def _if_failed(self, then: str, otherwise: str) -> str:
+        """`then` for a failed batch line, else `otherwise`; specs that have none skip the test per row."""
+        return f"CASE WHEN failed THEN {then} ELSE {otherwise} END" if self.spec.failures else otherwise
+
+    def _batch(self) -> str:
+        if self.spec.always_batch:
+            return "true"
+        return "coalesce(lower(batch_raw) = 'true', false)" if self.spec.batch else "false"
 
     def _bound(self, name: str) -> str:
         if name == "requests":
@@ -449,9 +476,8 @@ typed AS (
             ),
             ("billed_cost < 0", "'billed cost is negative (' || billed_raw || ')'"),
         ]
-        checks.insert(
-            0, ("failed AND ts IS NOT NULL", "NULL")
-        )  # a failed batch request: stored, not rejected
+        if self.spec.failures:  # a failed batch request: stored, not rejected
+            checks.insert(0, ("failed AND ts IS NOT NULL", "NULL"))
         return "CASE\n        " + "\n        ".join(f"WHEN {c} THEN {r}" for c, r in checks) + "\n    END"
 
     def _rows_select(
@@ -489,10 +515,10 @@ typed AS (
             ("line_no", "line_no"),
             ("ts", "ts"),
             (f"lower(coalesce(provider_raw, $tag_provider, evidence, {default_provider}))", "provider"),
-            (f"CASE WHEN failed THEN coalesce(model, {_lit(FAILED_BATCH_MODEL)}) ELSE model END", "model"),
+            (self._if_failed(f"coalesce(model, {_lit(FAILED_BATCH_MODEL)})", "model"), "model"),
             (f"{self.per}::BIGINT", "n_requests"),
             *(
-                (f"CASE WHEN failed THEN 0 ELSE ({expr})::BIGINT END", name)  # a failed request: no tokens
+                (self._if_failed("0", f"({expr})::BIGINT"), name)  # a failed request: no tokens
                 for expr, name in (
                     (self.input_canon, "input_tokens"),
                     (cached, "cached_input_tokens"),
@@ -502,8 +528,8 @@ typed AS (
                     (self.opt("cache_write_1h_tokens"), "cache_write_1h_tokens"),
                 )
             ),
-            ("lower(service_tier_raw)", "service_tier"),
-            (f"(coalesce(lower(batch_raw) = 'true', false) OR {str(spec.always_batch).lower()})", "batch"),
+            ("service_tier_raw", "service_tier"),  # as the provider wrote it: the pricing engine normalises
+            (self._batch(), "batch"),
         ]
         has = {
             "endpoint": bool(spec.endpoint or spec.endpoint_flags) or "endpoint" in tag_columns,
@@ -541,7 +567,7 @@ typed AS (
                 "coalesce(TRY_CAST(latency_raw AS DOUBLE), CASE WHEN end_raw IS NOT NULL "
                 "THEN epoch_ms(qs_ts(end_raw)) - epoch_ms(ts) END)::DOUBLE",
             ),
-            ("status", "CASE WHEN failed THEN coalesce(status, 'failed') ELSE status END"),
+            ("status", self._if_failed("coalesce(status, 'failed')", "status")),
         ]
         columns += [(expr, name) for name, expr in optional if has[name]]
         if has["billed"]:
