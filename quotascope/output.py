@@ -39,8 +39,11 @@ def emit(as_json: bool, document: Any, render_text: Callable[[], str]) -> None:
 
 
 def say(text: str, *, file: TextIO | None = None, flush: bool = False) -> None:
-    """Print a message (its line breaks kept, every other control character shown escaped)."""
-    print(for_terminal(text, keep_newlines=True), file=file or sys.stdout, flush=flush)
+    """Print a message (its line breaks kept, every other control character shown escaped), in one write."""
+    stream = file or sys.stdout
+    stream.write(for_terminal(text, keep_newlines=True) + "\n")  # one write: threads never interleave
+    if flush:
+        stream.flush()
 
 
 def table(

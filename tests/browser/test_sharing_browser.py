@@ -169,7 +169,8 @@ def download_spend_csv(page: Any, by: str, folder: Path) -> str:
     page.locator('[data-testid="stButtonGroup"] button', has_text=re.compile(rf"^{by}$")).first.click()
     settled(page)
     with page.expect_download() as info:
-        page.get_by_role("button", name="Download this table (CSV)").click()
+        # the table's own download (the Spend page's other one is the FOCUS file)
+        page.locator('[data-testid="stDownloadButton"] button').filter(has_not_text="FOCUS").first.click()
     path = folder / f"spend-by-{by}.csv"
     info.value.save_as(path)
     return path.read_text()
