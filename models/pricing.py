@@ -163,6 +163,21 @@ class Rates:
         return " + ".join(parts)
 
 
+def token_cost(
+    miss: pl.Expr,
+    hit: pl.Expr,
+    output: pl.Expr,
+    price_input: pl.Expr,
+    price_cached: pl.Expr,
+    price_output: pl.Expr,
+) -> pl.Expr:
+    """`Rates.cost_of` on columns (the planner's sweep over many scenarios): cache-miss input at the input
+    price, hits at the cached price (the input price where none is listed), output at the output price,
+    per 1M tokens. Columns are Decimal, so the money stays exact."""
+    million = pl.lit(MILLION).cast(pl.Decimal(38, 12))
+    return (miss * price_input + hit * price_cached.fill_null(price_input) + output * price_output) / million
+
+
 # ------------------------------------------------------------------------------------ classification
 
 

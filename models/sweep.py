@@ -19,6 +19,7 @@ from __future__ import annotations
 import polars as pl
 
 from models.capacity import SEED_TOKENS_PER_S, SEED_TTFT_MS
+from models.pricing import token_cost
 
 LIMIT_COLUMNS = ("tpm", "itpm", "otpm", "rpm", "tpd", "rpd", "max_concurrency")
 LIMIT_NAMES = ("tpm", "itpm", "otpm", "rpm", "tpd", "rpd", "concurrency")
@@ -113,10 +114,13 @@ def sweep(scenarios: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
         "out": pl.col("output_tokens"),
     }
     as_money = {k: (v * pl.col("calls")).round(6).cast(MONEY) for k, v in tokens.items()}
-    cost = (
-        as_money["miss"] * pl.col("price_input").cast(MONEY)
-        + as_money["hit"] * pl.col("price_cached").fill_null(pl.col("price_input")).cast(MONEY)
-        + as_money["out"] * pl.col("price_output").cast(MONEY)
-    ) / pl.lit(1_000_000).cast(MONEY)
+    cost = token_cost(
+        as_money["miss"],
+        as_money["hit"],
+        as_money["out"],
+        pl.col("price_input").cast(MONEY),
+        pl.col("price_cached").cast(MONEY),
+        pl.col("price_output").cast(MONEY),
+    )
     frame = frame.with_columns(cost.cast(MONEY).alias("cost_per_question"))
     return frame.drop("_in", "_out", "_binding").collect()
