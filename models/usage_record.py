@@ -47,6 +47,7 @@ CSV_FIELDS: dict[str, str] = {
     "input_tokens": "all prompt tokens, cache hits and writes included",
     "cached_input_tokens": "prompt tokens served from cache",
     "cache_write_tokens": "prompt tokens written to cache (billed writes)",
+    "cache_write_1h_tokens": "the part of cache_write_tokens written for an hour (Anthropic's 1-hour cache)",
     "output_tokens": "all generated tokens, reasoning included",
     "reasoning_tokens": "the reasoning part of output tokens",
     "ttft_ms": "time to first token, milliseconds",
@@ -54,6 +55,8 @@ CSV_FIELDS: dict[str, str] = {
     "status": "status or HTTP code",
     "billed_cost": "cost the log states",
     "billed_currency": "currency of billed_cost (default USD)",
+    "service_tier": "the service tier that served it (default, flex, priority, scale, standard, batch)",
+    "batch": "true when the request went through a batch API",
 }
 
 Paths = tuple[str, ...]

@@ -233,6 +233,7 @@ def csv_spec(columns: Mapping[str, str]) -> RecordSpec:
         output=output_field,
         cached_input=token("cached_input_tokens"),
         cache_write=token("cache_write_tokens"),
+        cache_write_1h=token("cache_write_1h_tokens"),
         reasoning=token("reasoning_tokens"),
         provider=paths("provider"),
         endpoint=paths("endpoint"),
@@ -246,6 +247,8 @@ def csv_spec(columns: Mapping[str, str]) -> RecordSpec:
         status=paths("status"),
         billed_cost=paths("billed_cost"),
         billed_currency=paths("billed_currency"),
+        service_tier=paths("service_tier"),
+        batch=paths("batch"),
     )
 
 

@@ -53,6 +53,7 @@ INTEGER_FIELDS = frozenset(
         "input_tokens",
         "cached_input_tokens",
         "cache_write_tokens",
+        "cache_write_1h_tokens",
         "output_tokens",
         "reasoning_tokens",
     }

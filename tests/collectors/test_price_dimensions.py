@@ -138,3 +138,25 @@ def test_anthropic_message_batches_results_succeeded_priced_the_rest_counted_fre
     exact(haiku.cost, usd((2_000, "0.5"), (500, "2.5")) + usd((1_000, "0.5"), (4_000, "0.05"), (100, "2.5")))
     failed = rows["(failed batch request)"]
     assert failed.requests == 3 and failed.cost == Money(Decimal(0), "USD")
+
+
+def test_a_csv_maps_the_price_dimensions_too(tmp_path: Path, catalog: Catalog) -> None:
+    db = tmp_path / "q.duckdb"
+    mapping = {
+        "ts": "ts",
+        "model": "model",
+        "provider": "provider",
+        "prompt": "input_tokens",
+        "completion": "output_tokens",
+        "writes": "cache_write_tokens",
+        "writes_1h": "cache_write_1h_tokens",
+        "tier": "service_tier",
+        "batch": "batch",
+    }
+    options = IngestOptions(format="csv", csv_map=mapping)
+    (result,) = ingest_paths(db, [SAMPLES / "gateway_dimensions.csv"], salt="s", options=options)
+    assert (result.counts.stored, result.counts.rejected) == (2, 0)
+    (cost,) = costs(db, catalog).values()
+    standard = usd((1_000, "1"), (1_000, "1.25"), (2_000, "2"), (100, "5"))
+    batch = usd((2_000, "0.5"), (500, "2.5"))
+    exact(cost, standard + batch)
