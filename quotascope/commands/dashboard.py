@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import ipaddress
 import os
+import signal
 import subprocess
 import sys
 import tomllib
@@ -69,10 +70,30 @@ def serve(db: Path, host: str, port: int, catalog: list[str]) -> int:
     if catalog:
         env["QUOTASCOPE_USER_CATALOG"] = os.pathsep.join(str(Path(c).resolve()) for c in catalog)
     print(f"quotascope dashboard on http://{host}:{port}  (database {db}; Ctrl-C stops it)", flush=True)
+    server = subprocess.Popen(streamlit_command(host, port), env=env)
+    stopped = False
+
+    def stop(_signum: int, _frame: object) -> None:
+        nonlocal stopped
+        stopped = True
+        server.terminate()
+
+    # A service manager stops us with SIGTERM: pass it on, or Streamlit outlives us holding the port.
+    previous = signal.signal(signal.SIGTERM, stop)
+    code = 0
     try:
-        return subprocess.call(streamlit_command(host, port), env=env)
-    except KeyboardInterrupt:
-        return 0
+        code = server.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached Streamlit too (same process group); let it finish
+        stopped = True
+        server.terminate()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    return 0 if stopped else code
 
 
 def is_loopback(host: str) -> bool:
