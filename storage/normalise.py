@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,6 +47,22 @@ class Reject:
     line_no: int
     reason: str
     excerpt: str
+
+
+NO_REASON = "rejected by a check that gave no reason (a quotascope bug)"
+
+
+def _one_per_failure(explained: list[Reject], failing: list[int]) -> list[Reject]:
+    """As many rejects per line number as records of that number failed. Records that share a number (the
+    results of one page of an OpenAI usage export) are explained together; those of them that pass every
+    check were stored, so they are no rejects: each number keeps its reasons first."""
+    wanted = Counter(failing)
+    kept = []
+    for reject in sorted(explained, key=lambda r: (r.line_no, r.reason == NO_REASON)):
+        if wanted[reject.line_no] > 0:
+            wanted[reject.line_no] -= 1
+            kept.append(reject)
+    return kept
 
 
 @dataclass(frozen=True)
@@ -808,9 +825,10 @@ class Normaliser:
         rejects: list[Reject] = []
         if pc.any(failed).as_py():
             failing = pc.filter(staged.column("line_no"), failed)
-            rejects = self._reasons(
+            explained = self._reasons(
                 cursor, spec, source.filter(pc.is_in(source.column("line_no"), failing)), context
             )
+            rejects = _one_per_failure(explained, failing.to_pylist())
             staged = staged.filter(ok)
         return Normalised(staged.drop_columns(["ok"]), rejects)
 
@@ -844,7 +862,7 @@ class Normaliser:
         return [
             Reject(
                 row["line_no"],
-                row["reason"] or "rejected by a check that gave no reason (a quotascope bug)",
+                row["reason"] or NO_REASON,
                 redact_excerpt(row["raw"] or ""),
             )
             for row in explained.to_pylist()

@@ -312,3 +312,20 @@ def test_lines_of_other_white_space_are_rejected_by_every_reader(tmp_path: Path,
     assert query(db, "SELECT line_no, reason FROM rejects ORDER BY line_no") == [
         (n, reason) for n in (2, 3, 4, 5)
     ]
+
+
+def test_one_bad_result_on_a_usage_export_page_costs_its_page_mates_nothing(tmp_path: Path) -> None:
+    """The results of one page share its line number: a bad one is one reject, the others are stored once."""
+    from tests.collectors.ingest_support import SAMPLES
+
+    page = json.loads((SAMPLES / "openai_usage_export.json").read_text())
+    first = page["data"][0]["results"][0]
+    page["data"][0]["results"] = [first, {**first, "input_tokens": -5}, {**first, "model": "gpt-4o-mini"}]
+    log = tmp_path / "usage.json"
+    log.write_text(json.dumps(page))
+    (result,) = ingest(tmp_path / "q.duckdb", log)
+    assert identity_holds(result)
+    assert (result.counts.read, result.counts.stored, result.counts.rejected) == (4, 3, 1)
+    assert [r[0] for r in query(tmp_path / "q.duckdb", "SELECT reason FROM rejects")] == [
+        "input_tokens is negative (-5)"
+    ]
