@@ -34,7 +34,7 @@ from models.catalog import Catalog, Offer
 from models.money import MILLION
 from models.outside_text import to_csv
 from models.pricing import Rates, classify_usage
-from models.spend import with_usage_columns
+from models.spend import SUMMED_COUNTS, with_usage_columns
 
 Grain = Literal["day", "hour"]
 PRICING_UNIT = "1M Tokens"
@@ -185,19 +185,10 @@ def focus_rows(groups: pl.DataFrame, catalog: Catalog, public: Catalog, grain: G
     unpriced = frame.filter(pl.col("rate").is_null())
     priced = frame.filter(pl.col("rate").is_not_null())
     start = pl.col("bucket").dt.truncate("1d" if grain == "day" else "1h")
-    token_sums = [
-        "requests",
-        "input_tokens",
-        "cached_input_tokens",
-        "cache_write_tokens",
-        "cache_write_1h_tokens",
-        "output_tokens",
-        "reasoning_tokens",
-    ]
     sums = (
         priced.with_columns(start.alias("_start"))
         .group_by("_start", "_provider", "model", "team", "project", "key", "rate", "_contracted", "_list")
-        .agg(pl.col(c).sum() for c in token_sums)
+        .agg(pl.col(c).sum() for c in SUMMED_COUNTS)
         .sort("_start", "_provider", "model", "team", "project", "key", "rate", nulls_last=True)
     )
     step = timedelta(days=1) if grain == "day" else timedelta(hours=1)

@@ -35,6 +35,8 @@ TOKEN_FIELDS = (
     "output_tokens",
     "reasoning_tokens",
 )
+# The counts a report sums per group: requests, the tokens, and the 1-hour part of the cache writes.
+SUMMED_COUNTS = ("requests", *TOKEN_FIELDS, "cache_write_1h_tokens")
 
 
 def parse_by(text: str, default: Sequence[str]) -> tuple[str, ...]:
@@ -168,17 +170,16 @@ def price_spend(
         ),
         pl.col("bucket").dt.date().alias("_day"),
     )
-    counts = ["requests", *TOKEN_FIELDS, "cache_write_1h_tokens"]
     sums = (
         priced.group_by([*key_columns, "rate", "unpriced", "_day"])
-        .agg(pl.col(c).sum() for c in counts)
+        .agg(pl.col(c).sum() for c in SUMMED_COUNTS)
         .sort("_day")
     )
     rows: dict[tuple[Any, ...], _Row] = {}
     for g in sums.iter_rows(named=True):
         keys = {k: g[f"_key_{k}"] for k in by}
         row = rows.setdefault(tuple(keys.values()), _Row(keys))
-        for name in counts[:-1]:
+        for name in SUMMED_COUNTS[:-1]:  # the 1-hour writes are carried below
             row.counts[name] += int(g[name])
         if g["rate"] is None:
             row.unpriced.add(g["unpriced"])
