@@ -21,6 +21,8 @@ from models.usage import Distribution, UsageProfile
 from storage.catalog import load_catalog
 from storage.db import open_read, query_frame
 from storage.replay import UsageFilter
+from storage.store import StoreLike, as_store
+from storage.usage_reader import open_usage
 
 __all__ = [
     "UsageFilter",
@@ -55,7 +57,7 @@ _SUMS = """
 
 
 def read_spend_groups(
-    db: Path,
+    db: StoreLike,
     selection: UsageFilter,
     by: Sequence[str],
     grain_minutes: int,
@@ -69,7 +71,8 @@ def read_spend_groups(
 
     Grouping by an integer bucket number is several times faster than by a truncated timestamp on ten
     million rows; `day` and `hour` are derived from the bucket afterwards, on a few thousand groups.
-    `table` is `usage` (the logs) or a view of pulled provider usage in its shape (`provider_usage_all`).
+    `table` is `usage` (the logs, in the store's usage engine) or a view of pulled provider usage in its
+    shape (`provider_usage_all`, always in the DuckDB file).
     """
     if table not in SPEND_TABLES:
         raise ValueError(f"not a usage table: {table}")
@@ -77,13 +80,8 @@ def read_spend_groups(
     extra = [k for k in by if k not in ("provider", "model", *TIME_KEYS)]
     keys = "".join(f"{_KEY_SQL[k]} AS {k}, " for k in extra)
     grain_us = int(grain_minutes) * 60_000_000
-    with open_read(db) as con:
-        columns = {
-            row[0]
-            for row in con.execute(
-                "SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table]
-            ).fetchall()
-        }
+    with open_usage(db if table == "usage" else as_store(db).db) as usage:
+        columns = usage.columns(table)
         dimensions = "".join(
             f"\n                {name}," for name in ("service_tier", "batch") if name in columns
         )
@@ -93,9 +91,7 @@ def read_spend_groups(
             else ""
         )
         billed = bool(
-            con.execute(
-                f"SELECT 1 FROM {table} WHERE billed_cost IS NOT NULL AND {where} LIMIT 1", params
-            ).fetchall()
+            usage.rows(f"SELECT 1 FROM {table} WHERE billed_cost IS NOT NULL AND {where} LIMIT 1", params)
         )
         billed_sql = ", sum(billed_cost) AS billed_cost, billed_currency" if billed else ""
         sql = f"""
@@ -105,7 +101,7 @@ def read_spend_groups(
             FROM {table} WHERE {where}
             GROUP BY ALL
         """
-        frame = query_frame(con, sql, params)
+        frame = usage.frame(sql, params)
     representative = band_input(bounds)
     frame = frame.with_columns(
         (pl.col("bucket_no") * grain_us).cast(pl.Datetime("us")).alias("bucket"),
@@ -126,7 +122,7 @@ def read_spend_groups(
 
 
 def spend_report(
-    db: Path,
+    db: StoreLike,
     catalog: Catalog,
     selection: UsageFilter,
     by: Sequence[str],
@@ -142,7 +138,7 @@ def spend_report(
 
 
 def focus_export(
-    db: Path, catalog: Catalog, catalog_dir: Path, selection: UsageFilter, grain: Grain = "day"
+    db: StoreLike, catalog: Catalog, catalog_dir: Path, selection: UsageFilter, grain: Grain = "day"
 ) -> FocusExport:
     """Stored usage as FOCUS 1.0 rows (`models.focus.focus_rows`): summed here per price-homogeneous group
     and team, project and key; priced and mapped there, with list prices from the shipped catalog in
@@ -153,14 +149,14 @@ def focus_export(
     return focus_rows(groups, catalog, load_catalog(Path(catalog_dir)), grain)
 
 
-def read_usage_buckets(db: Path, selection: UsageFilter, by: Sequence[str]) -> pl.DataFrame:
+def read_usage_buckets(db: StoreLike, selection: UsageFilter, by: Sequence[str]) -> pl.DataFrame:
     """Requests and tokens per time bucket (`day` or `hour` among `by`) and the other `by` keys."""
     where, params = selection.where()
     keys = ", ".join(f"{_KEY_SQL[k].replace('bucket', 'ts')} AS {k}" for k in by)
     order = ", ".join(by)
     sql = f"SELECT {keys}, {_SUMS} FROM usage WHERE {where} GROUP BY ALL ORDER BY {order} NULLS LAST"
-    with open_read(db) as con:
-        return query_frame(con, sql, params)
+    with open_usage(db) as usage:
+        return usage.frame(sql, params)
 
 
 # ------------------------------------------------------------------------------------------ profile
@@ -181,21 +177,28 @@ _PER_REQUEST = {
 }
 
 
+_SHARES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
+
+
 def _distribution_sql(metric: str, expression: str) -> str:
-    """Weighted mean and percentiles (the smallest value whose cumulative weight reaches the share)."""
+    """Weighted mean and percentiles (the smallest value whose cumulative weight reaches the share), as the
+    columns `<metric>_n`, `_mean`, `_p50`, `_p90`, `_p99` of a one-row CTE `<metric>_dist` (plain columns
+    and CASE rather than DuckDB's struct_pack and FILTER: the same text runs on ClickHouse)."""
+    shares = "".join(
+        f",\n                   min(CASE WHEN cw >= {share} * tw THEN v END) AS {metric}_{name}"
+        for name, share in _SHARES.items()
+    )
     return f"""
-        (WITH d AS (SELECT {expression} AS v, sum(n_requests) AS w FROM selected
-                    WHERE {expression} IS NOT NULL GROUP BY 1),
-              c AS (SELECT v, w, sum(w) OVER (ORDER BY v) AS cw, sum(w) OVER () AS tw FROM d)
-         SELECT struct_pack(
-            n := sum(w), mean := sum(v * w) / sum(w),
-            p50 := min(v) FILTER (WHERE cw >= 0.5 * tw),
-            p90 := min(v) FILTER (WHERE cw >= 0.9 * tw),
-            p99 := min(v) FILTER (WHERE cw >= 0.99 * tw)) FROM c) AS {metric}"""
+        {metric}_values AS (SELECT {expression} AS v, sum(n_requests) AS w FROM selected
+                    WHERE {expression} IS NOT NULL GROUP BY {expression}),
+        {metric}_cumulative AS (SELECT v, w, sum(w) OVER (ORDER BY v) AS cw, sum(w) OVER () AS tw
+                    FROM {metric}_values),
+        {metric}_dist AS (SELECT sum(w) AS {metric}_n, sum(v * w) / sum(w) AS {metric}_mean{shares}
+                    FROM {metric}_cumulative)"""
 
 
 def read_usage_profile(
-    db: Path,
+    db: StoreLike,
     *,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -215,27 +218,24 @@ def read_usage_profile(
     elif any(v is not None for v in (since, until, provider, model, team)):
         raise TypeError("read_usage_profile takes a selection or its parts, not both")
     where, params = selection.where()
-    metrics = ",\n".join(_distribution_sql(name, expr) for name, expr in _PER_REQUEST.items())
+    metrics = ",".join(_distribution_sql(name, expr) for name, expr in _PER_REQUEST.items())
+    joined = "".join(f" CROSS JOIN {name}_dist" for name in _PER_REQUEST)
     sql = f"""
-        WITH selected AS (SELECT * FROM usage WHERE {where})
-        SELECT
-            (SELECT coalesce(sum(n_requests), 0) FROM selected) AS requests,
-            (SELECT sum(cached_input_tokens)::DOUBLE / nullif(sum(input_tokens), 0) FROM selected)
-                AS cached_share,
-            {metrics}
+        WITH selected AS (SELECT * FROM usage WHERE {where}),
+        totals AS (SELECT coalesce(sum(n_requests), 0) AS requests,
+                          sum(cached_input_tokens)::DOUBLE / nullif(sum(input_tokens), 0) AS cached_share
+                   FROM selected),{metrics}
+        SELECT * FROM totals{joined}
     """
-    with open_read(db) as con:
-        row = con.execute(sql, params).fetchall()[0]
-    requests, cached_share, *stats = row
-    values = dict(zip(_PER_REQUEST, stats, strict=True))
+    with open_usage(db) as usage:
+        values = usage.frame(sql, params).row(0, named=True)
+    requests, cached_share = values["requests"], values["cached_share"]
 
     def dist(name: str, optional: bool = False) -> Distribution | None:
-        value = values[name]
-        if not value or not value["n"]:
+        if not values[f"{name}_n"]:
             return None if optional else Distribution(0.0, 0.0, 0.0, 0.0)
-        return Distribution(
-            float(value["mean"]), float(value["p50"]), float(value["p90"]), float(value["p99"])
-        )
+        mean, *shares = (float(values[f"{name}_{part}"]) for part in ("mean", *_SHARES))
+        return Distribution(mean, *shares)
 
     def required(name: str) -> Distribution:
         found = dist(name)
@@ -259,7 +259,7 @@ def report_keys(by: Sequence[str]) -> tuple[str, ...]:
     return tuple(by) if any(k in TIME_KEYS for k in by) else ("day", *by)
 
 
-def read_rejects(db: Path, limit: int = 50, all_runs: bool = False) -> pl.DataFrame:
+def read_rejects(db: StoreLike, limit: int = 50, all_runs: bool = False) -> pl.DataFrame:
     """Rejected records, newest ingest first: file, line, reason and redacted excerpt.
 
     Every ingest of a file reads all of it, so by default only each file's latest finished run is shown
@@ -281,5 +281,5 @@ def read_rejects(db: Path, limit: int = 50, all_runs: bool = False) -> pl.DataFr
         ORDER BY s.source_id DESC, r.line_no
         LIMIT ?
     """
-    with open_read(db) as con:
+    with open_read(as_store(db).db) as con:  # the ingest's bookkeeping is always in the DuckDB file
         return query_frame(con, sql, [max(0, int(limit))])

@@ -23,12 +23,12 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 from collectors.ingest.formats import csv_spec
 from models.genai_spans import ATTRIBUTES_READ, SDK_NAME, Span, classify, usage_from_span
 from models.usage_record import RecordSpec
 from storage.db import StorageError
+from storage.store import StoreLike
 from storage.usage import BatchCounts, IngestContext, Normaliser, Reject, SourceRun, store_batch
 
 # What each canonical field is called in a reject reason.
@@ -115,7 +115,7 @@ class SpanWriter:
 
     def __init__(
         self,
-        db: Path,
+        db: StoreLike,
         salt: str,
         *,
         origin: str,
