@@ -10,8 +10,8 @@ Input columns (per LLM call unless said otherwise):
     ttft_ms, tokens_per_s
     price_input, price_cached, price_output (per 1M tokens, DECIMAL; nullable for unpriced)
 Output columns added:
-    counted_tokens (per question), call_seconds, questions_per_minute (null: unbounded), binding_limit,
-    concurrency, cost_per_question (DECIMAL)
+    counted_tokens (per question), call_s (one call's duration), questions_per_minute (null: unbounded),
+    binding_limit, concurrent_requests, cost_per_question (DECIMAL, in the prices' currency)
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def sweep(scenarios: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
         (counted_in * pl.col("calls")).alias("_in"),
         (counted_out * pl.col("calls")).alias("_out"),
         (total * pl.col("calls")).alias("counted_tokens"),
-        (pl.col("ttft_ms") / 1000 + pl.col("output_tokens") / pl.col("tokens_per_s")).alias("call_seconds"),
+        (pl.col("ttft_ms") / 1000 + pl.col("output_tokens") / pl.col("tokens_per_s")).alias("call_s"),
     )
     rates = [
         _rate("tpm", pl.col("counted_tokens")),
@@ -92,7 +92,7 @@ def sweep(scenarios: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
         _rate("rpm", pl.col("calls")),
         _rate("tpd", 1440 * pl.col("counted_tokens")),
         _rate("rpd", 1440 * pl.col("calls")),
-        _rate("max_concurrency", pl.col("calls") * pl.col("call_seconds") / 60),
+        _rate("max_concurrency", pl.col("calls") * pl.col("call_s") / 60),
     ]
     inf = float("inf")
     as_list = pl.concat_list([r.fill_null(inf) for r in rates])
@@ -106,7 +106,9 @@ def sweep(scenarios: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
         .then(pl.col("_binding").replace_strict(list(range(len(names))), list(LIMIT_NAMES), default=None))
         .otherwise(None)
         .alias("binding_limit"),
-        (pl.col("questions_per_minute") * pl.col("calls") * pl.col("call_seconds") / 60).alias("concurrency"),
+        (pl.col("questions_per_minute") * pl.col("calls") * pl.col("call_s") / 60).alias(
+            "concurrent_requests"
+        ),
     )
     tokens = {
         "miss": (pl.col("input_tokens") - pl.col("cached_input_tokens")),
