@@ -14,7 +14,7 @@ from models.enforcement import enforce_limits
 from models.plan import cost_curve
 from models.pricing import price_units, version_index
 from models.replay import ReplayOptions, comparison_rows, replay
-from models.sweep import DEFAULTS, sweep
+from models.sweep import LIMIT_COLUMNS, sweep
 from models.target import COUNTED_COLUMNS, TARGET_COLUMNS, counted_columns, target_tokens
 from models.traffic import TOKEN_COLUMNS, demand_series, traffic_from_usage
 from tests.models.factories import d
@@ -144,9 +144,10 @@ def test_empty_demand_frames_name_their_units() -> None:
 def test_sweep_and_cost_curve_name_their_units() -> None:
     scenarios = pl.DataFrame({"input_tokens": [4000.0], "output_tokens": [1000.0], "tpm": [10_000.0]})
     swept = sweep(scenarios)
-    # judged: what the sweep adds (its inputs' names are the catalog's); the cost is in the prices' currency
-    added = swept.drop(*DEFAULTS, *scenarios.columns, "cost_per_question")
-    assert added.columns and unitless(added) == []
+    # limits keep the catalog's names, the burn-down is a multiplier; the cost is in the prices' currency
+    judged = swept.drop(*LIMIT_COLUMNS, "output_burndown", "cost_per_question")
+    assert {"input_price_per_mtok", "call_s", "concurrent_requests"} <= set(judged.columns)
+    assert unitless(judged) == []
     curve = cost_curve(
         [make_test_plan(Limits(tpm=10_000), Prices(input=d(2), output=d(8)))], [d(0), d("0.5")]
     )
