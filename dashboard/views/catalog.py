@@ -10,6 +10,7 @@ import streamlit as st
 from dashboard import state
 from dashboard.tables import Column
 from models.catalog import Offer, OfferVersion
+from models.catalog_view import prices_text
 from models.money import FxTable, Money, plain
 from models.outside_text import for_markdown
 from quotascope import settings
@@ -96,14 +97,8 @@ def _version_details(v: OfferVersion) -> None:
     if v.prices is None:
         st.caption("No token price published for this version (unpriced).")
     else:
-        p = v.prices
-        st.write(
-            {
-                k: _price(getattr(p, k))
-                for k in ("input", "cached_input", "cache_write", "output", "reasoning_output")
-                if getattr(p, k) is not None
-            }
-        )
+        # our own labels and numbers; only the currency code comes from a catalog file
+        st.markdown(f"Prices per 1M tokens ({for_markdown(v.currency)}): {prices_text(v.prices)}.")
     for w in v.windows:
         days = (
             "every day"
