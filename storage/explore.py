@@ -55,7 +55,7 @@ def _has_usage(con: object) -> bool:
 def usage_sample(db: Path, selection: UsageFilter, rows: int = 20_000) -> pl.DataFrame:
     """Up to `rows` stored rows drawn at random (repeatably), as per-request figures, for distributions.
 
-    Columns: input_tokens, cached_share, output_tokens, reasoning_tokens, ttft_ms, weight (the requests a
+    Columns: input_tokens, cached_share, output_tokens, reasoning_tokens, ttft_ms, requests (the requests a
     row stands for: an aggregated export bucket is `n_requests` requests of its average size).
     """
     where, params = selection.where()
@@ -65,7 +65,7 @@ def usage_sample(db: Path, selection: UsageFilter, rows: int = 20_000) -> pl.Dat
                output_tokens / n_requests AS output_tokens,
                reasoning_tokens / n_requests AS reasoning_tokens,
                CASE WHEN n_requests = 1 THEN ttft_ms END AS ttft_ms,
-               n_requests AS weight
+               n_requests AS requests
         FROM (SELECT * FROM usage WHERE {where}) USING SAMPLE reservoir({int(rows)} ROWS) REPEATABLE (42)
     """
     with open_read(db) as con:
