@@ -26,7 +26,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from collectors.ingest.formats import csv_spec
-from models.genai_spans import ATTRIBUTES_READ, SDK_NAME, Span, classify, usage_from_span
+from models.genai_spans import (
+    ATTRIBUTES_READ,
+    NO_USAGE_REASON,
+    SDK_NAME,
+    Span,
+    classify,
+    usage_from_span,
+)
 from models.usage_record import RecordSpec
 from storage.db import StorageError
 from storage.usage import BatchCounts, IngestContext, Normaliser, Reject, SourceRun, store_batch
@@ -54,8 +61,6 @@ _LABELS = {
 SPEC: RecordSpec = replace(csv_spec(_LABELS), name="otlp", service_tier=("$.service_tier",))
 
 log = logging.getLogger("quotascope.otlp")
-
-NO_USAGE = "an LLM span without token counts (a call cut short, or streamed without usage)"
 
 
 @dataclass
@@ -243,7 +248,7 @@ class SpanWriter:
             prepared = item.prepared
             numbers.extend(line + place for place in prepared.places)
             lines.extend(prepared.records)
-            rejects.extend(Reject(line + place, NO_USAGE, "") for place in prepared.no_usage)
+            rejects.extend(Reject(line + place, NO_USAGE_REASON, "") for place in prepared.no_usage)
             ranges.append((line, line + prepared.spans))
             line += prepared.spans
         tables = []
