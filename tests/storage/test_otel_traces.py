@@ -136,12 +136,12 @@ def python_path(
     keys = [record_key(s) for s in spans]
     refused = {keys[place] for place in prepared.no_usage}
     rows: list[dict[str, Any]] = []
-    if prepared.records:
+    if prepared.places:
         normaliser = Normaliser()
         try:
             normalised = normaliser.normalise(
                 SPEC,
-                ("\n".join(prepared.records) + "\n").encode(),
+                prepared.lines,
                 IngestContext(salt="test", now=NOW),
                 line_numbers=[place + 1 for place in prepared.places],
             )
