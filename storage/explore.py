@@ -10,6 +10,7 @@ import polars as pl
 
 from storage.db import open_read, query_frame
 from storage.replay import ALL_USAGE, UsageFilter
+from storage.rollups import covering, spend_rollup
 
 
 @dataclass(frozen=True)
@@ -24,25 +25,24 @@ class Dimensions:
 
 def usage_dimensions(db: Path, selection: UsageFilter = ALL_USAGE) -> Dimensions:
     """Distinct providers, models and teams, and the time span, of the stored usage `selection` (with its
-    `teams`, the viewer's scope) selects: what the dashboard's filters offer."""
-    where, params = selection.where()
+    `teams`, the viewer's scope) selects: what the dashboard's filters offer (from the spend rollup)."""
     with open_read(db) as con:
         if not _has_usage(con):
             return Dimensions((), (), (), None, None, 0)
-        first, last, requests = con.execute(
-            f"SELECT min(ts), max(ts), coalesce(sum(n_requests), 0) FROM usage WHERE {where}", params
-        ).fetchall()[0]
-
-        def distinct(column: str) -> tuple[str, ...]:
-            rows = con.execute(
-                f"SELECT DISTINCT {column} FROM usage WHERE {column} IS NOT NULL AND {where} ORDER BY 1",
-                params,
-            )
-            return tuple(str(r[0]) for r in rows.fetchall())
-
-        return Dimensions(
-            distinct("provider"), distinct("model"), distinct("team"), first, last, int(requests)
+        source, params = covering(con, spend_rollup(selection), selection)
+        lists = ", ".join(
+            f"list(DISTINCT {c} ORDER BY {c}) FILTER (WHERE {c} IS NOT NULL)"
+            for c in ("provider", "model", "team")
         )
+        row = con.execute(
+            f"SELECT min(first_ts), max(last_ts), coalesce(sum(requests), 0), {lists} FROM {source}", params
+        ).fetchall()[0]
+    first, last, requests, providers, models, teams = row
+
+    def names(values: list[object] | None) -> tuple[str, ...]:
+        return tuple(str(v) for v in values or ())
+
+    return Dimensions(names(providers), names(models), names(teams), first, last, int(requests))
 
 
 def _has_usage(con: object) -> bool:
@@ -55,7 +55,7 @@ def _has_usage(con: object) -> bool:
 def usage_sample(db: Path, selection: UsageFilter, rows: int = 20_000) -> pl.DataFrame:
     """Up to `rows` stored rows drawn at random (repeatably), as per-request figures, for distributions.
 
-    Columns: input_tokens, cached_share, output_tokens, reasoning_tokens, ttft_ms, weight (the requests a
+    Columns: input_tokens, cached_share, output_tokens, reasoning_tokens, ttft_ms, requests (the requests a
     row stands for: an aggregated export bucket is `n_requests` requests of its average size).
     """
     where, params = selection.where()
@@ -65,7 +65,7 @@ def usage_sample(db: Path, selection: UsageFilter, rows: int = 20_000) -> pl.Dat
                output_tokens / n_requests AS output_tokens,
                reasoning_tokens / n_requests AS reasoning_tokens,
                CASE WHEN n_requests = 1 THEN ttft_ms END AS ttft_ms,
-               n_requests AS weight
+               n_requests AS requests
         FROM (SELECT * FROM usage WHERE {where}) USING SAMPLE reservoir({int(rows)} ROWS) REPEATABLE (42)
     """
     with open_read(db) as con:

@@ -18,6 +18,7 @@ from models.access import Scope
 from models.capacity import Latency
 from models.catalog import to_utc_naive
 from models.traffic import ATTRIBUTION, USAGE_SCHEMA, Traffic, demand_series, traffic_from_usage
+from storage import rollups
 from storage.db import open_read, query_frame
 
 
@@ -43,18 +44,25 @@ class UsageFilter:
         return replace(self, teams=scope.narrow(self.teams))
 
     def where(self) -> tuple[str, list[Any]]:
-        clauses: list[str] = ["TRUE"]
-        params: list[Any] = []
-        if self.teams is not None:
-            # a row with no team is nobody's: a NULL team never matches, so only an unscoped read has it
-            clauses.append(f"team IN ({', '.join('?' * len(self.teams))})" if self.teams else "FALSE")
-            params.extend(self.teams)
+        """A SQL condition on usage rows (with `?` parameters) selecting what this selection selects."""
+        attributes, params = self.attribute_where()
+        clauses = [attributes]
         if self.since is not None:
             clauses.append("ts >= ?")
             params.append(to_utc_naive(self.since))
         if self.until is not None:
             clauses.append("ts < ?")
             params.append(to_utc_naive(self.until))
+        return " AND ".join(clauses), params
+
+    def attribute_where(self) -> tuple[str, list[Any]]:
+        """The condition on everything but the time: it applies to a rollup's rows as to usage rows."""
+        clauses: list[str] = ["TRUE"]
+        params: list[Any] = []
+        if self.teams is not None:
+            # a row with no team is nobody's: a NULL team never matches, so only an unscoped read has it
+            clauses.append(f"team IN ({', '.join('?' * len(self.teams))})" if self.teams else "FALSE")
+            params.extend(self.teams)
         for column in ("provider", "model", "team", "project"):
             value = getattr(self, column)
             if value is not None:
@@ -108,9 +116,9 @@ def read_demand(path: Path, selection: UsageFilter = UsageFilter(), every_s: int
 
 def usage_span(path: Path, selection: UsageFilter = UsageFilter()) -> tuple[datetime, datetime] | None:
     """The first and last stored request time in the selection, or None if it holds none."""
-    where, params = selection.where()
     with open_read(path) as con:
-        row = con.execute(f"SELECT min(ts), max(ts) FROM usage WHERE {where}", params).fetchone()
+        source, params = rollups.covering(con, rollups.spend_rollup(selection), selection)
+        row = con.execute(f"SELECT min(first_ts), max(last_ts) FROM {source}", params).fetchone()
     if row is None or row[0] is None:
         return None
     return row[0], row[1]

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import polars as pl
 
 from models.catalog import Catalog
@@ -18,6 +20,7 @@ from models.focus import FocusExport, Grain, focus_rows
 from models.pricing import band_input, tier_band_sql
 from models.spend import TIME_KEYS, SpendRow, price_spend, pricing_grain_minutes, tier_bounds
 from models.usage import Distribution, UsageProfile
+from storage import rollups
 from storage.catalog import load_catalog
 from storage.db import open_read, query_frame
 from storage.replay import UsageFilter
@@ -45,8 +48,12 @@ _KEY_SQL = {
 }
 # the tables in the canonical usage shape: the logs, and the pulled provider usage (storage.pulls)
 SPEND_TABLES = ("usage", "provider_usage_all", "provider_usage_counted")
-_SUMS = """
-    sum(n_requests)::BIGINT AS requests,
+
+
+def _sums(requests: str) -> str:
+    """Requests (the column `requests` names) and every token count, summed."""
+    return f"""
+    sum({requests})::BIGINT AS requests,
     sum(input_tokens)::BIGINT AS input_tokens,
     sum(cached_input_tokens)::BIGINT AS cached_input_tokens,
     sum(cache_write_tokens)::BIGINT AS cache_write_tokens,
@@ -67,42 +74,36 @@ def read_spend_groups(
     (`bucket`, its start), the service tier and batch flag, and a long-context band (`input_each`: a
     per-request input size inside the band; the band rule is the pricing engine's, `tier_band_sql`).
 
-    Grouping by an integer bucket number is several times faster than by a truncated timestamp on ten
-    million rows; `day` and `hour` are derived from the bucket afterwards, on a few thousand groups.
+    Usage is read from the spend rollups when they answer the catalog exactly (`storage.rollups.covers`),
+    else from the raw rows; both give the same groups. Grouping by an integer bucket number is several
+    times faster than by a truncated timestamp; `day` and `hour` are derived from the bucket afterwards.
     `table` is `usage` (the logs) or a view of pulled provider usage in its shape (`provider_usage_all`).
     """
     if table not in SPEND_TABLES:
         raise ValueError(f"not a usage table: {table}")
-    where, params = selection.where()
     extra = [k for k in by if k not in ("provider", "model", *TIME_KEYS)]
     keys = "".join(f"{_KEY_SQL[k]} AS {k}, " for k in extra)
     grain_us = int(grain_minutes) * 60_000_000
     with open_read(db) as con:
-        columns = {
-            row[0]
-            for row in con.execute(
-                "SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table]
-            ).fetchall()
-        }
-        dimensions = "".join(
-            f"\n                {name}," for name in ("service_tier", "batch") if name in columns
-        )
-        write_1h = (
-            ",\n    sum(cache_write_1h_tokens)::BIGINT AS cache_write_1h_tokens"
-            if "cache_write_1h_tokens" in columns
-            else ""
-        )
+        if table == "usage" and rollups.covers(bounds, grain_minutes, con):
+            source, params = rollups.covering(con, rollups.spend_rollup(selection, extra), selection)
+            at, band, requests = "bucket", rollups.catalog_band_sql(bounds), "requests"
+            dimensions = "\n                service_tier,\n                batch,"
+            write_1h = ",\n    sum(cache_write_1h_tokens)::BIGINT AS cache_write_1h_tokens"
+        else:
+            where, params = selection.where()
+            source, at, requests = f"(SELECT * FROM {table} WHERE {where})", "ts", "n_requests"
+            band = tier_band_sql(bounds, "input_tokens", "n_requests")
+            dimensions, write_1h = _price_columns(con, table)
         billed = bool(
-            con.execute(
-                f"SELECT 1 FROM {table} WHERE billed_cost IS NOT NULL AND {where} LIMIT 1", params
-            ).fetchall()
+            con.execute(f"SELECT 1 FROM {source} WHERE billed_cost IS NOT NULL LIMIT 1", params).fetchall()
         )
         billed_sql = ", sum(billed_cost) AS billed_cost, billed_currency" if billed else ""
         sql = f"""
-            SELECT provider, model, {keys}epoch_us(ts) // {grain_us} AS bucket_no,
-                {tier_band_sql(bounds, "input_tokens", "n_requests")} AS size_class,{dimensions}
-                {_SUMS}{write_1h}{billed_sql}
-            FROM {table} WHERE {where}
+            SELECT provider, model, {keys}epoch_us({at}) // {grain_us} AS bucket_no,
+                {band} AS size_class,{dimensions}
+                {_sums(requests)}{write_1h}{billed_sql}
+            FROM {source}
             GROUP BY ALL
         """
         frame = query_frame(con, sql, params)
@@ -123,6 +124,25 @@ def read_spend_groups(
     if "hour" in by:
         frame = frame.with_columns(pl.col("bucket").dt.truncate("1h").alias("hour"))
     return frame
+
+
+def _price_columns(con: duckdb.DuckDBPyConnection, table: str) -> tuple[str, str]:
+    """The service tier and batch columns, and the sum of 1-hour cache writes, where `table` has them."""
+    columns = {
+        row[0]
+        for row in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table]
+        ).fetchall()
+    }
+    dimensions = "".join(
+        f"\n                {name}," for name in ("service_tier", "batch") if name in columns
+    )
+    write_1h = (
+        ",\n    sum(cache_write_1h_tokens)::BIGINT AS cache_write_1h_tokens"
+        if "cache_write_1h_tokens" in columns
+        else ""
+    )
+    return dimensions, write_1h
 
 
 def spend_report(
@@ -154,44 +174,72 @@ def focus_export(
 
 
 def read_usage_buckets(db: Path, selection: UsageFilter, by: Sequence[str]) -> pl.DataFrame:
-    """Requests and tokens per time bucket (`day` or `hour` among `by`) and the other `by` keys."""
-    where, params = selection.where()
-    keys = ", ".join(f"{_KEY_SQL[k].replace('bucket', 'ts')} AS {k}" for k in by)
+    """Requests and tokens per time bucket (`day` or `hour` among `by`) and the other `by` keys, summed
+    from the spend rollups (their half hours make whole days and hours)."""
+    keys = ", ".join(f"{_KEY_SQL[k]} AS {k}" for k in by)
     order = ", ".join(by)
-    sql = f"SELECT {keys}, {_SUMS} FROM usage WHERE {where} GROUP BY ALL ORDER BY {order} NULLS LAST"
     with open_read(db) as con:
+        source, params = rollups.covering(con, rollups.spend_rollup(selection, by), selection)
+        sql = f"SELECT {keys}, {_sums('requests')} FROM {source} GROUP BY ALL ORDER BY {order} NULLS LAST"
         return query_frame(con, sql, params)
 
 
 # ------------------------------------------------------------------------------------------ profile
 
-_PER_REQUEST = {
-    "input_tokens": "input_tokens / n_requests",
-    "cached_input_tokens": "cached_input_tokens / n_requests",
-    "output_tokens": "output_tokens / n_requests",
-    "reasoning_tokens": "reasoning_tokens / n_requests",
-    # measured per request only (an aggregated row has no latency of its own)
-    # measured values rounded (to 1 ms, 0.1 token/s): exact weighted percentiles group by value, and
-    # millions of distinct floats made this profile take seconds on 10M rows
-    "ttft_ms": "CASE WHEN n_requests = 1 THEN round(ttft_ms) END",
-    "tokens_per_s": (
-        "CASE WHEN n_requests = 1 AND latency_ms > ttft_ms AND output_tokens > 0 "
-        "THEN round(output_tokens / ((latency_ms - ttft_ms) / 1000.0), 1) END"
-    ),
-}
 
-
-def _distribution_sql(metric: str, expression: str) -> str:
-    """Weighted mean and percentiles (the smallest value whose cumulative weight reaches the share)."""
+def _distribution_sql(metric: str, values: str) -> str:
+    """Weighted mean and percentiles (the smallest value whose cumulative weight reaches the share) of the
+    relation `values` (`v`, the value; `w`, the requests it stands for)."""
     return f"""
-        (WITH d AS (SELECT {expression} AS v, sum(n_requests) AS w FROM selected
-                    WHERE {expression} IS NOT NULL GROUP BY 1),
+        (WITH d AS (SELECT v, sum(w) AS w FROM {values} GROUP BY 1),
               c AS (SELECT v, w, sum(w) OVER (ORDER BY v) AS cw, sum(w) OVER () AS tw FROM d)
          SELECT struct_pack(
             n := sum(w), mean := sum(v * w) / sum(w),
             p50 := min(v) FILTER (WHERE cw >= 0.5 * tw),
             p90 := min(v) FILTER (WHERE cw >= 0.9 * tw),
             p99 := min(v) FILTER (WHERE cw >= 0.99 * tw)) FROM c) AS {metric}"""
+
+
+def profile_from_rollups(selection: UsageFilter) -> bool:
+    """Whether the profile rollups hold what `selection` selects (they keep no project)."""
+    return selection.project is None
+
+
+def _profile_sql(con: duckdb.DuckDBPyConnection, selection: UsageFilter) -> tuple[str, list[Any]]:
+    """The profile's query: from the rollups (a value's requests per month and team), or, for a selection
+    by project (which they do not keep), from the raw rows."""
+    if not profile_from_rollups(selection):
+        where, params = selection.where()
+        metrics = ",\n".join(
+            _distribution_sql(
+                name, f"(SELECT {expr} AS v, n_requests AS w FROM selected WHERE ({expr}) IS NOT NULL)"
+            )
+            for name, expr in rollups.PROFILE_METRICS.items()
+        )
+        totals = """SELECT coalesce(sum(n_requests), 0) AS requests,
+            sum(cached_input_tokens)::DOUBLE / nullif(sum(input_tokens), 0) AS cached_share FROM selected"""
+        return (
+            f"""
+            WITH selected AS (SELECT * FROM usage WHERE {where}), totals AS ({totals})
+            SELECT (SELECT requests FROM totals), (SELECT cached_share FROM totals), {metrics}
+        """,
+            params,
+        )
+    spend, params = rollups.covering(con, rollups.SPEND, selection)
+    parts = []
+    for name in rollups.PROFILE_METRICS:
+        values, more = rollups.covering(con, rollups.PROFILES[name], selection)
+        parts.append(_distribution_sql(name, f"(SELECT value AS v, weight AS w FROM {values})"))
+        params += more
+    totals = f"""SELECT coalesce(sum(requests), 0) AS requests,
+        sum(cached_input_tokens)::DOUBLE / nullif(sum(input_tokens), 0) AS cached_share FROM {spend}"""
+    return (
+        f"""
+        WITH totals AS ({totals})
+        SELECT (SELECT requests FROM totals), (SELECT cached_share FROM totals), {",".join(parts)}
+    """,
+        params,
+    )
 
 
 def read_usage_profile(
@@ -214,20 +262,11 @@ def read_usage_profile(
         selection = UsageFilter(since, until, provider, model, team)
     elif any(v is not None for v in (since, until, provider, model, team)):
         raise TypeError("read_usage_profile takes a selection or its parts, not both")
-    where, params = selection.where()
-    metrics = ",\n".join(_distribution_sql(name, expr) for name, expr in _PER_REQUEST.items())
-    sql = f"""
-        WITH selected AS (SELECT * FROM usage WHERE {where})
-        SELECT
-            (SELECT coalesce(sum(n_requests), 0) FROM selected) AS requests,
-            (SELECT sum(cached_input_tokens)::DOUBLE / nullif(sum(input_tokens), 0) FROM selected)
-                AS cached_share,
-            {metrics}
-    """
     with open_read(db) as con:
+        sql, params = _profile_sql(con, selection)
         row = con.execute(sql, params).fetchall()[0]
     requests, cached_share, *stats = row
-    values = dict(zip(_PER_REQUEST, stats, strict=True))
+    values = dict(zip(rollups.PROFILE_METRICS, stats, strict=True))
 
     def dist(name: str, optional: bool = False) -> Distribution | None:
         value = values[name]

@@ -86,7 +86,7 @@ def _providers_table(since: datetime, until: datetime, currency: str) -> pl.Data
             rate = plan.capacity.questions_per_minute
             entry["questions_per_minute"] = None if rate is None else round(float(rate), 1)
             entry["binding"] = plan.capacity.binding_limit
-            entry["cost_per_1k"] = None if plan.cost is None else plan.cost.per_1k_questions.amount
+            entry["cost_per_1k_requests"] = None if plan.cost is None else plan.cost.per_1k_questions.amount
         rows.append(entry)
     if not rows:  # no usage this month up to now (the month's first minute, or only older usage stored)
         return pl.DataFrame(schema=dict.fromkeys(_PROVIDER_COLUMNS_SOURCES, pl.String()))
@@ -105,7 +105,7 @@ def _provider_columns(currency: str) -> list[Column]:
         Column("limits", "Limits", missing="offer not in catalog"),
         Column("questions_per_minute", "Sustainable requests per minute", 1, missing="no limit published"),
         Column("binding", "Binding limit", missing="none"),
-        Column("cost_per_1k", f"Cost per 1,000 requests ({currency})", 4, missing="unpriced"),
+        Column("cost_per_1k_requests", f"Cost per 1,000 requests ({currency})", 4, missing="unpriced"),
     ]
 
 

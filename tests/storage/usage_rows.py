@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from storage import rollups
 from storage.db import open_write
 
 COLUMNS = (
@@ -64,4 +65,5 @@ def insert_usage(db: Path, rows: Iterable[Mapping[str, Any]]) -> int:
         extra = ", md5_number_lower(record_key) AS key_hash" if "key_hash" in present else ""
         con.execute(f"INSERT INTO usage BY NAME SELECT *{extra} FROM incoming")
         con.execute("DROP TABLE incoming")
+        rollups.rebuild(con)  # what a bulk load does after writing usage rows itself
     return len(values)
