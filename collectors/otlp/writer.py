@@ -30,7 +30,14 @@ import numpy as np
 from collectors.ingest.formats import csv_spec
 from collectors.otlp.decode import decode_body, spans_at, spans_of
 from collectors.otlp.wire import IGNORED, NO_USAGE, RECORD, SPAN_DOUBT, Scanned, WirePlan, scan
-from models.genai_spans import ATTRIBUTES_READ, SDK_NAME, Span, classify, usage_from_span
+from models.genai_spans import (
+    ATTRIBUTES_READ,
+    NO_USAGE_REASON,
+    SDK_NAME,
+    Span,
+    classify,
+    usage_from_span,
+)
 from models.usage_record import RecordSpec
 from storage.db import StorageError
 from storage.usage import BatchCounts, IngestContext, Normaliser, Reject, SourceRun, store_batch
@@ -58,8 +65,6 @@ _LABELS = {
 SPEC: RecordSpec = replace(csv_spec(_LABELS), name="otlp", service_tier=("$.service_tier",))
 
 log = logging.getLogger("quotascope.otlp")
-
-NO_USAGE_REASON = "an LLM span without token counts (a call cut short, or streamed without usage)"
 
 
 @dataclass
