@@ -1,5 +1,5 @@
-"""Migrations 40 and 41 build the rollups of a file an older quotascope filled: exactly what ingests would have
-kept, and the reports read from them say what the raw rows said."""
+"""Migrations 40 and 41 build the rollups of a file an older quotascope filled: exactly what ingests would
+have kept, and the reports read from them say what the raw rows said."""
 
 from __future__ import annotations
 
