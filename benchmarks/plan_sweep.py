@@ -47,9 +47,11 @@ def offer_rows(at: datetime) -> list[dict[str, object]]:
                 "cached_counted": version.counting.cached_counted,
                 "reserve_max_tokens": version.counting.reserve_max_tokens,
                 "output_burndown": float(version.counting.output_burndown),
-                "price_input": prices.input,
-                "price_cached": prices.cached_input if prices.cached_input is not None else prices.input,
-                "price_output": prices.output,
+                "input_price_per_mtok": prices.input,
+                "cached_input_price_per_mtok": prices.cached_input
+                if prices.cached_input is not None
+                else prices.input,
+                "output_price_per_mtok": prices.output,
             }
         )
     return rows
@@ -85,9 +87,9 @@ def scenario_frame(n: int) -> pl.DataFrame:
     offer_frame = pl.DataFrame(
         offers,
         schema_overrides={
-            "price_input": PRICE,
-            "price_cached": PRICE,
-            "price_output": PRICE,
+            "input_price_per_mtok": PRICE,
+            "cached_input_price_per_mtok": PRICE,
+            "output_price_per_mtok": PRICE,
             **dict.fromkeys(LIMITS, pl.Int64),
         },
     )
@@ -121,9 +123,9 @@ def scalar(row: dict[str, object], at: datetime) -> tuple[Decimal | None, Decima
         at.date(),
         "USD",
         Prices(
-            input=row["price_input"],
-            cached_input=row["price_cached"],  # type: ignore[arg-type]
-            output=row["price_output"],
+            input=row["input_price_per_mtok"],
+            cached_input=row["cached_input_price_per_mtok"],  # type: ignore[arg-type]
+            output=row["output_price_per_mtok"],
         ),
     )  # type: ignore[arg-type]
     cost = question_cost(version, profile, cache, at=at)

@@ -93,7 +93,7 @@ def cost_curve(frame: pl.DataFrame) -> go.Figure:
         figure.add_trace(
             go.Scatter(
                 x=part["cache_hit_rate"].to_list(),
-                y=[float(v) for v in part["cost_per_1k"].to_list()],
+                y=[float(v) for v in part["cost_per_1k_questions"].to_list()],
                 name=str(offer[0]),
                 mode="lines+markers",
                 line={"color": PALETTE[i % len(PALETTE)]},
@@ -290,21 +290,22 @@ def switch_costs(frame: pl.DataFrame) -> go.Figure:
 def demand_against_limits(demand: pl.DataFrame, limits: dict[str, float]) -> go.Figure:
     """Tokens per minute as recorded (the busiest minute of each hour) against each target's TPM line.
 
-    `demand`: at, tokens (per minute). `limits`: label → tokens per minute the target allows.
+    `demand`: at, total_tokens (per minute; `models.traffic.demand_series`). `limits`: label → tokens per
+    minute the target allows.
     """
     title = "Busiest minute of each hour against each target's token limit"
     if demand.is_empty():
         return empty_figure(title, "No traffic in this period")
     peaks = (
         demand.group_by(pl.col("at").dt.truncate("1h").alias("hour"))
-        .agg(pl.col("tokens").max().alias("tokens"))
+        .agg(pl.col("total_tokens").max().alias("tokens_per_minute"))
         .sort("hour")
     )
     figure = _figure(title, "hour (UTC)", "tokens per minute")
     figure.add_trace(
         go.Scatter(
             x=peaks["hour"].to_list(),
-            y=peaks["tokens"].to_list(),
+            y=peaks["tokens_per_minute"].to_list(),
             mode="lines",
             name="recorded demand (peak minute)",
             line={"color": "#111827"},

@@ -247,7 +247,7 @@ def _days(weekdays: frozenset[int]) -> str:
     return ", ".join(WEEKDAY_NAMES[d] for d in days)
 
 
-def _prices_text(prices: Prices) -> str:
+def prices_text(prices: Prices) -> str:
     parts = [f"input {plain(prices.input)}"]
     for label, value in (
         ("cached input", prices.cached_input),
@@ -322,11 +322,11 @@ def version_lines(version: OfferVersion, in_force: bool) -> list[str]:
     else:
         lines.append(
             f"  prices:     {version.currency} per 1M tokens, {version.base_period}: "
-            f"{_prices_text(version.prices)}"
+            f"{prices_text(version.prices)}"
         )
     for window in version.windows:
         spans = ", ".join(s.label() for s in window.spans)
-        price = f"x{plain(window.multiplier)}" if window.prices is None else _prices_text(window.prices)
+        price = f"x{plain(window.multiplier)}" if window.prices is None else prices_text(window.prices)
         lines.append(f"  window:     {window.name} {price} at {spans} UTC, {_days(window.weekdays)}")
     for promotion in version.promotions:
         lines.append(
@@ -335,12 +335,12 @@ def version_lines(version: OfferVersion, in_force: bool) -> list[str]:
         )
     for tier in version.tiers:
         lines.append(
-            f"  tier:       input above {tier.above_input_tokens:,} tokens: {_prices_text(tier.prices)}"
+            f"  tier:       input above {tier.above_input_tokens:,} tokens: {prices_text(tier.prices)}"
         )
     for name, variant in version.variants.items():
-        lines.append(f"  {name + ':':<11} {_prices_text(variant.prices)}")
+        lines.append(f"  {name + ':':<11} {prices_text(variant.prices)}")
         lines.extend(
-            f"  {'':<11} input above {t.above_input_tokens:,} tokens: {_prices_text(t.prices)}"
+            f"  {'':<11} input above {t.above_input_tokens:,} tokens: {prices_text(t.prices)}"
             for t in variant.tiers
         )
     for name, fee in version.fees_per_1k_calls.items():

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import polars as pl
 
 from models.catalog import Limits, OfferVersion
-from models.target import counted_columns
+from models.target import COUNTED_COLUMNS, counted_columns
 
 # Cumulative demand is float64: exact for whole tokens up to 2**53; spread (fractional) requests carry
 # rounding of about 1e-12 relative, hence a small slack in every comparison.
@@ -401,7 +401,7 @@ class LimitRule:
     fixed windows or a continuous bucket of which size, with which allowance."""
 
     name: str  # tpm, itpm, otpm, rpm, tpd, rpd
-    measure: str  # unit column it counts
+    measure: str  # the unit column it counts: counted_tokens, counted_input_tokens, ... or requests
     kind: Literal["window", "bucket"]
     cell_s: int
     sigma: float  # allowance per window, or bucket capacity (all keys/accounts together)
@@ -411,11 +411,11 @@ class LimitRule:
 
 
 _MEASURES = {
-    "tpm": "c_total",
-    "itpm": "c_in",
-    "otpm": "c_out",
+    "tpm": "counted_tokens",
+    "itpm": "counted_input_tokens",
+    "otpm": "counted_output_tokens",
     "rpm": "requests",
-    "tpd": "c_total",
+    "tpd": "counted_tokens",
     "rpd": "requests",
 }
 
@@ -449,12 +449,17 @@ def limit_rules(limits: Limits, window: str, multiplier: int) -> list[LimitRule]
 
 @dataclass(frozen=True)
 class Enforced:
-    """The units one offer version governs, through its limits: `units` (t_s, requests, throttled, delay_s,
-    served_s), per-minute `demand` against each limit, and the keys (or accounts) and per-key limits that
+    """The units one offer version governs, through its limits: `units`, per-minute `demand` against each rate
+    limit and `concurrency` against the concurrency cap, and the keys (or accounts) and per-key limits that
     would have avoided all throttling."""
 
-    units: pl.DataFrame  # t_s, requests, throttled, delay_s, served_s
+    units: pl.DataFrame  # t_s, requests, throttled_requests, delay_s, served_s
+    # minute (since the origin), limit, window, measure (the unit column counted: counted_tokens, ... or
+    # requests), demand_per_minute (the minute's total, in `measure`), peak_per_minute (its busiest second
+    # × 60), limit_per_minute (the allowance per minute, all keys or accounts together)
     demand: pl.DataFrame
+    # minute (since the origin), max_in_flight_requests (had nothing been refused), limit_in_flight_requests
+    concurrency: pl.DataFrame
     keys_needed: float
     limits_needed: dict[str, float]
 
@@ -486,7 +491,7 @@ def enforce_limits(
     )
     rules = limit_rules(limits, version.counting.window, multiplier)
     ends = run_ends(frame["sec"])
-    seconds = run_sums(frame, ends, ["c_total", "c_in", "c_out", "requests"]).with_columns(
+    seconds = run_sums(frame, ends, [*COUNTED_COLUMNS, "requests"]).with_columns(
         frame["sec"].gather(ends).alias("sec")
     )
     slots = float(limits.max_concurrency) * multiplier if limits.max_concurrency is not None else None
@@ -504,7 +509,7 @@ def enforce_limits(
         before = in_flight_before(frame["t_s"], frame.select(end).to_series(), frame["requests"])
         peak = before + frame["requests"]
         needed["max_concurrency"] = float(peak.max()) / float(limits.max_concurrency or 1)  # type: ignore[arg-type]
-        frame = frame.with_columns(peak.alias("in_flight"))
+        frame = frame.with_columns(peak.alias("in_flight_requests"))
     if policy == "reject":
         share = pl.Series("share", [1.0] * seconds.height, dtype=pl.Float64)
         for rule in rules:
@@ -525,7 +530,7 @@ def enforce_limits(
                 frame["t_s"], frame.select(end).to_series(), admitted, slots, known
             ).admitted
         frame = frame.with_columns(
-            (pl.col("requests") - admitted).clip(lower_bound=0.0).alias("throttled"),
+            (pl.col("requests") - admitted).clip(lower_bound=0.0).alias("throttled_requests"),
             pl.lit(0.0).alias("delay_s"),
             pl.col("t_s").alias("served_s"),
         )
@@ -544,59 +549,64 @@ def enforce_limits(
             frame.with_columns(served.alias("served_s"))
             .with_columns((pl.col("served_s") - pl.col("t_s")).clip(lower_bound=0.0).alias("delay_s"))
             .with_columns(
-                pl.when(pl.col("delay_s") > 1e-6).then(pl.col("requests")).otherwise(0.0).alias("throttled")
+                pl.when(pl.col("delay_s") > 1e-6)
+                .then(pl.col("requests"))
+                .otherwise(0.0)
+                .alias("throttled_requests")
             )
         )
-    demand_frames = []
-    for rule in rules:
-        if rule.per_minute_line is None:
-            continue
-        per_minute = (
-            seconds.with_columns((pl.col("sec") // 60).set_sorted().alias("minute"))
-            .group_by("minute", maintain_order=True)
-            .agg(
-                pl.col(rule.measure).sum().alias("demand"),
-                (pl.col(rule.measure).max() * 60).alias("peak_rate"),
-            )
-            .with_columns(
-                pl.lit(rule.name).alias("limit"),
-                pl.lit(rule.per_minute_line).alias("limit_value"),
-                pl.lit(version.counting.window).alias("window"),
-            )
-        )
-        demand_frames.append(per_minute)
-    if slots is not None:
-        demand_frames.append(
-            frame.group_by("minute", maintain_order=True)
-            .agg(pl.col("requests").sum().alias("demand"), pl.col("in_flight").max().alias("peak_rate"))
-            .with_columns(
-                pl.lit("max_concurrency").alias("limit"),
-                pl.lit(slots).alias("limit_value"),
-                pl.lit("concurrent").alias("window"),
-            )
-        )
-    demand = (
-        pl.concat(
-            [
-                f.select("minute", "limit", "demand", "peak_rate", "limit_value", "window")
-                for f in demand_frames
-            ]
-        )
-        if demand_frames
-        else pl.DataFrame(
-            schema={
-                "minute": pl.Int64(),
-                "limit": pl.String(),
-                "demand": pl.Float64(),
-                "peak_rate": pl.Float64(),
-                "limit_value": pl.Float64(),
-                "window": pl.String(),
-            }
-        )
+    demand = _demand_per_minute(seconds, rules, version.counting.window)
+    concurrency = (
+        frame.group_by("minute", maintain_order=True)
+        .agg(pl.col("in_flight_requests").max().cast(pl.Float64).alias("max_in_flight_requests"))
+        .with_columns(pl.lit(slots, dtype=pl.Float64).alias("limit_in_flight_requests"))
+        if slots is not None
+        else pl.DataFrame(schema=CONCURRENCY_SCHEMA)
     )
     keys = max(needed.values()) if needed else 0.0
-    out = frame.select("t_s", "requests", "throttled", "delay_s", "served_s")
-    return Enforced(out, demand, keys, needed), limits
+    out = frame.select("t_s", "requests", "throttled_requests", "delay_s", "served_s")
+    return Enforced(out, demand, concurrency, keys, needed), limits
+
+
+DEMAND_SCHEMA: dict[str, pl.DataType] = {
+    "minute": pl.Int64(),
+    "limit": pl.String(),
+    "window": pl.String(),
+    "measure": pl.String(),
+    "demand_per_minute": pl.Float64(),
+    "peak_per_minute": pl.Float64(),
+    "limit_per_minute": pl.Float64(),
+}
+CONCURRENCY_SCHEMA: dict[str, pl.DataType] = {
+    "minute": pl.Int64(),
+    "max_in_flight_requests": pl.Float64(),
+    "limit_in_flight_requests": pl.Float64(),
+}
+
+
+def _demand_per_minute(seconds: pl.DataFrame, rules: list[LimitRule], window: str) -> pl.DataFrame:
+    """Per minute and rate limit (daily ones left out): what the minute asked in the limit's measure, its
+    busiest second at a per-minute pace, and the per-minute allowance (`Enforced.demand`)."""
+    frames = [
+        seconds.with_columns((pl.col("sec") // 60).set_sorted().alias("minute"))
+        .group_by("minute", maintain_order=True)
+        .agg(
+            pl.col(rule.measure).sum().alias("demand_per_minute"),
+            (pl.col(rule.measure).max() * 60).alias("peak_per_minute"),
+        )
+        .select(
+            "minute",
+            pl.lit(rule.name).alias("limit"),
+            pl.lit(window).alias("window"),
+            pl.lit(rule.measure).alias("measure"),
+            pl.col("demand_per_minute").cast(pl.Float64),
+            pl.col("peak_per_minute").cast(pl.Float64),
+            pl.lit(rule.per_minute_line, dtype=pl.Float64).alias("limit_per_minute"),
+        )
+        for rule in rules
+        if rule.per_minute_line is not None
+    ]
+    return pl.concat(frames) if frames else pl.DataFrame(schema=DEMAND_SCHEMA)
 
 
 def queue_lengths(units: pl.DataFrame) -> pl.Series:

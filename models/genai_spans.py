@@ -38,10 +38,11 @@ Sources read for the names:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, TypeGuard
 
 from models.errors import InputError
 
@@ -138,6 +139,13 @@ FIRST_TOKEN_EVENTS = frozenset(
         "llm.content.completion.chunk",  # OpenLLMetry before
     }
 )
+
+# A duration in seconds written as text (ClickHouse's attribute maps hold every value as a string): a decimal
+# number, optionally signed, with an exponent.
+SECONDS_PATTERN = r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$"
+
+# Why an LLM span without usage is not stored (the receiver's and the otel_traces reader's reject reason).
+NO_USAGE_REASON = "an LLM span without token counts (a call cut short, or streamed without usage)"
 
 CacheRule = Literal["input_includes_cache", "input_excludes_cache"]
 
@@ -381,9 +389,9 @@ def usage_from_span(span: Span, attribution: Mapping[str, str] | None = None) ->
     if output_tokens is None and (operation in EMBEDDING_OPERATIONS or kind in EMBEDDING_OPERATIONS):
         output_tokens = 0  # an embedding generates nothing
     rule = cache_rule(span, provider)
-    if rule == "input_excludes_cache" and isinstance(input_tokens, int):
+    if rule == "input_excludes_cache" and _is_count(input_tokens):
         for part in (cached, written):
-            input_tokens += part if isinstance(part, int) else 0
+            input_tokens += part if _is_count(part) else 0
     start, end = span.start_unix_nano, span.end_unix_nano
     return SpanUsage(
         record_key=record_key(span),
@@ -433,9 +441,23 @@ def normalise_provider(name: str | None) -> str | None:
     return PROVIDER_ALIASES.get(lowered, lowered) or None
 
 
-def _ttft_ms(span: Span, seconds: AttributeValue) -> float | None:
-    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds):
-        return float(seconds) * 1000.0 if seconds >= 0 else None
+def _is_count(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is no count of 1
+
+
+def _seconds(value: AttributeValue) -> float | None:
+    """A number of seconds, given as a number or as its text (`SECONDS_PATTERN`); None otherwise."""
+    if isinstance(value, str) and re.match(SECONDS_PATTERN, value.strip()):
+        return float(value.strip())
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _ttft_ms(span: Span, attribute: AttributeValue) -> float | None:
+    seconds = _seconds(attribute)
+    if seconds is not None and math.isfinite(seconds):
+        return seconds * 1000.0 if seconds >= 0 else None
     if not span.events:
         return None
     first = min((e.time_unix_nano for e in span.events if e.name in FIRST_TOKEN_EVENTS), default=None)

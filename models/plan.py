@@ -355,7 +355,7 @@ def capacity_curve(plans: Sequence[Plan], tokens_per_question: Sequence[int]) ->
 def cost_curve(plans: Sequence[Plan], hit_rates: Sequence[Decimal]) -> pl.DataFrame:
     """Cost per 1,000 questions against the cache-hit rate for each priced plan.
 
-    Columns: offer, cache_hit_rate, cost_per_1k (DECIMAL), currency.
+    Columns: offer, cache_hit_rate (share of input tokens), cost_per_1k_questions (DECIMAL), currency.
     """
     rows: list[dict[str, Any]] = []
     for plan in plans:
@@ -368,7 +368,7 @@ def cost_curve(plans: Sequence[Plan], hit_rates: Sequence[Decimal]) -> pl.DataFr
                 {
                     "offer": plan.label,
                     "cache_hit_rate": float(rate),
-                    "cost_per_1k": result.cost.per_1k_questions.amount,
+                    "cost_per_1k_questions": result.cost.per_1k_questions.amount,
                     "currency": result.cost.per_question.currency,
                 }
             )
@@ -377,7 +377,7 @@ def cost_curve(plans: Sequence[Plan], hit_rates: Sequence[Decimal]) -> pl.DataFr
         schema={
             "offer": pl.String,
             "cache_hit_rate": pl.Float64,
-            "cost_per_1k": pl.Decimal(38, 10),
+            "cost_per_1k_questions": pl.Decimal(38, 10),
             "currency": pl.String,
         },
     )

@@ -43,6 +43,14 @@ from models.catalog import (
 )
 from models.errors import InputError, UnpricedError
 from models.money import MILLION, FxTable, Money
+from models.target import (
+    TARGET_CACHED,
+    TARGET_COLUMNS,
+    TARGET_INPUT,
+    TARGET_OUTPUT,
+    TARGET_REASONING,
+    TARGET_WRITE,
+)
 from models.usage_record import FAILED_BATCH_MODEL
 
 BeforeFirst = Literal["unpriced", "earliest"]
@@ -743,18 +751,19 @@ class PricedTraffic:
 def price_units(
     units: pl.DataFrame, offer: Offer, *, fx: FxTable, currency: str | None = None
 ) -> PricedTraffic:
-    """Price units (`models.target`: weight `requests`, time `ts`, target tokens `in_t`, `cached_t`,
-    `write_t`, `out_t`, `reason_t`) that carry `vidx`, the version each is priced under.
+    """Price units (`models.target`: weight `requests`, time `ts`, target tokens `target_input_tokens`,
+    `target_cached_input_tokens`, `target_cache_write_tokens`, `target_output_tokens`,
+    `target_reasoning_tokens`) that carry `vidx`, the version each is priced under.
 
     Units are classified (`Classifier.key`, the long-context tier by each unit's per-request input) and
     summed per class and day; each sum is priced in Decimal and converted to `currency` (default: the
     currency of the newest version used) at its day's FX. `groups` has `vidx`, `period`, `promotion`,
-    `tier`, `variant`, `day`, `requests`, the token sums, `version_id`, `currency` (native), `amount`
-    (native) and `amount_shown` (in `currency`).
+    `tier`, `variant`, `day`, `requests`, the target token sums (same names), `version_id`, `currency`
+    (native), `amount` (native) and `amount_shown` (in `currency`).
     """
     requests = float(units["requests"].sum()) if units.height else 0.0
     classifier = Classifier.of(offer.versions)
-    per_request = (pl.col("in_t").cast(pl.Float64) / pl.col("requests")).floor()
+    per_request = (pl.col(TARGET_INPUT).cast(pl.Float64) / pl.col("requests")).floor()
     tier_col = pl.col("service_tier") if "service_tier" in units.columns else None
     batch_col = pl.col("batch") if "batch" in units.columns else None
     key = classifier.key(pl.col("vidx"), pl.col("ts"), per_request, tier_col, batch_col)
@@ -762,7 +771,7 @@ def price_units(
     grouped = (
         units.with_columns(packed.alias("_key"))
         .group_by("_key")
-        .agg(pl.col("requests").sum().alias("requests"), *[pl.col(c).sum() for c in _PRICED])
+        .agg(pl.col("requests").sum().alias("requests"), *[pl.col(c).sum() for c in TARGET_COLUMNS])
         .sort("_key", nulls_last=True)
     )
     used = sorted({classifier.decode(int(k) % classifier.span).vidx for k in grouped["_key"].drop_nulls()})
@@ -783,11 +792,11 @@ def price_units(
             unpriced += group["requests"]
             continue
         tokens = TokenCounts(
-            input=group["in_t"],
-            output=group["out_t"],
-            cached_input=group["cached_t"],
-            cache_write=group["write_t"],
-            reasoning=group["reason_t"],
+            input=group[TARGET_INPUT],
+            output=group[TARGET_OUTPUT],
+            cached_input=group[TARGET_CACHED],
+            cache_write=group[TARGET_WRITE],
+            reasoning=group[TARGET_REASONING],
         )
         day = (datetime(1970, 1, 1) + timedelta(days=day_number)).date()
         native = rates.cost(tokens)
@@ -802,7 +811,7 @@ def price_units(
                 "variant": klass.variant,
                 "day": day,
                 "requests": group["requests"],
-                **{c: group[c] for c in _PRICED},
+                **{c: group[c] for c in TARGET_COLUMNS},
                 "version_id": version.version_id,
                 "currency": native.currency,
                 "amount": native.amount,
@@ -817,9 +826,6 @@ def price_units(
         else pl.DataFrame()
     )
     return PricedTraffic(offer.id, total if rows else None, requests, unpriced, table, shown)
-
-
-_PRICED = ("in_t", "cached_t", "write_t", "out_t", "reason_t")
 
 
 def require_currency(currency: str) -> str:

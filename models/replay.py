@@ -98,7 +98,9 @@ class WorstMinute:
 
 @dataclass(frozen=True)
 class Replay:
-    """One target's replay. `minutes` and `demand` are the per-minute frames the dashboard draws."""
+    """One target's replay, with per-minute frames: `minutes` (what happened to the requests), `demand`
+    (against each rate limit) and `concurrency` (against the concurrency cap); see
+    `models.enforcement.Enforced` for the last two, whose `minute` is a timestamp here."""
 
     offer_id: str
     offer_name: str
@@ -122,9 +124,9 @@ class Replay:
     cost_high: Money | None
     assumptions: tuple[str, ...]
     minutes: pl.DataFrame  # minute, requests, throttled_requests, max_delay_s, max_queue_requests
-    # minute, limit, window, demand (per minute, in the limit's measure: counted tokens or requests),
-    # peak_rate (per minute, or requests in flight for max_concurrency), limit_value (in the same unit)
+    # minute, limit, window, measure, demand_per_minute, peak_per_minute, limit_per_minute
     demand: pl.DataFrame
+    concurrency: pl.DataFrame  # minute, max_in_flight_requests, limit_in_flight_requests
 
     @property
     def throttled_share(self) -> float:
@@ -178,8 +180,8 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
     if early.height and options.version_at is None:
         first = offer.versions[0].effective_from.date().isoformat()
         assumptions.append(
-            f"{float(early['w'].sum()):,.0f} requests predate {offer.id}'s first catalog version ({first}): "
-            "priced and limited as that version"
+            f"{float(early['requests'].sum()):,.0f} requests predate {offer.id}'s first catalog version "
+            f"({first}): priced and limited as that version"
         )
     segments: list[Enforced] = []
     limits_used: Limits | None = None
@@ -204,7 +206,7 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
         else segments[0].units
     )
     requests = float(done["requests"].sum())
-    throttled = float(done["throttled"].sum())
+    throttled = float(done["throttled_requests"].sum())
     minute = (pl.col("t_s") // 60).cast(pl.Int64).set_sorted()
     queue = queue_lengths(done) if options.policy == "queue" and throttled > SLACK else None
     if options.policy == "queue":
@@ -215,27 +217,27 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
             .group_by("minute", maintain_order=True)
             .agg(
                 pl.col("requests").sum().alias("requests"),
-                pl.col("throttled").sum().alias("throttled"),
+                pl.col("throttled_requests").sum(),
                 pl.col("delay_s").max().alias("max_delay_s"),
-                pl.col("queue").max().alias("max_queue"),
+                pl.col("queue").max().alias("max_queue_requests"),
             )
         )
     else:  # nothing waits: sums only, by running totals
         minutes_of = done.select(minute.alias("minute")).to_series()
         last = run_ends(minutes_of)
-        per_minute = run_sums(done, last, ["requests", "throttled"]).select(
+        per_minute = run_sums(done, last, ["requests", "throttled_requests"]).select(
             minutes_of.gather(last).alias("minute"),
-            pl.col("requests").alias("requests"),
-            "throttled",
+            "requests",
+            "throttled_requests",
             pl.lit(0.0).alias("max_delay_s"),
-            pl.lit(0.0).alias("max_queue"),
+            pl.lit(0.0).alias("max_queue_requests"),
         )
-    over = per_minute.filter(pl.col("throttled") > 1e-6)
+    over = per_minute.filter(pl.col("throttled_requests") > 1e-6)
     worst = None
     if over.height:
-        row = over.sort("throttled", descending=True, maintain_order=True).row(0, named=True)
+        row = over.sort("throttled_requests", descending=True, maintain_order=True).row(0, named=True)
         worst = WorstMinute(
-            traffic.origin + timedelta(minutes=row["minute"]), row["requests"], row["throttled"]
+            traffic.origin + timedelta(minutes=row["minute"]), row["requests"], row["throttled_requests"]
         )
     p50 = p99 = max_queue = None
     if options.policy == "queue":
@@ -294,7 +296,7 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
         v.prices is not None and (v.prices.cache_write is not None or v.cache.write_multiplier is not None)
         for v in (offer.versions[k] for k in used)
     )
-    if bills_writes and int(traffic.units["write"].sum() or 0) == 0:
+    if bills_writes and int(traffic.units["cache_write_tokens"].sum() or 0) == 0:
         assumptions.append(
             f"{offer.id} bills cache writes but the log recorded none: writes are not counted (a lower bound)"
         )
@@ -326,18 +328,12 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
         assumptions.append(
             f"tokenizer ratio {low}–{high}: cost band from its ends, throttling at {options.ratio}"
         )
-    minutes = per_minute.with_columns(
-        (pl.lit(traffic.origin) + pl.duration(minutes=pl.col("minute"))).alias("minute")
-    ).select(
-        "minute",
-        "requests",
-        pl.col("throttled").alias("throttled_requests"),
-        "max_delay_s",
-        pl.col("max_queue").alias("max_queue_requests"),
+    at_minute = (pl.lit(traffic.origin) + pl.duration(minutes=pl.col("minute"))).alias("minute")
+    minutes = per_minute.with_columns(at_minute).select(
+        "minute", "requests", "throttled_requests", "max_delay_s", "max_queue_requests"
     )
-    demand = pl.concat([s.demand for s in segments]).with_columns(
-        (pl.lit(traffic.origin) + pl.duration(minutes=pl.col("minute"))).alias("minute")
-    )
+    demand = pl.concat([s.demand for s in segments]).with_columns(at_minute)
+    concurrency = pl.concat([s.concurrency for s in segments]).with_columns(at_minute)
     return Replay(
         offer_id=offer.id,
         offer_name=offer.name,
@@ -362,6 +358,7 @@ def replay(traffic: Traffic, offer: Offer, options: ReplayOptions, *, fx: FxTabl
         assumptions=tuple(assumptions),
         minutes=minutes,
         demand=demand.sort("limit", "minute"),
+        concurrency=concurrency.sort("minute"),
     )
 
 

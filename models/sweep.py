@@ -8,10 +8,10 @@ Input columns (per LLM call unless said otherwise):
     tpm, rpm, tpd, rpd, itpm, otpm, max_concurrency (nullable integers)
     counted ("input+output" | "input" | "output"), cached_counted, reserve_max_tokens, output_burndown
     ttft_ms, tokens_per_s
-    price_input, price_cached, price_output (per 1M tokens, DECIMAL; nullable for unpriced)
+    input_price_per_mtok, cached_input_price_per_mtok, output_price_per_mtok (DECIMAL; nullable for unpriced)
 Output columns added:
-    counted_tokens (per question), call_seconds, questions_per_minute (null: unbounded), binding_limit,
-    concurrency, cost_per_question (DECIMAL)
+    counted_tokens (per question), call_s (one call's duration), questions_per_minute (null: unbounded),
+    binding_limit, concurrent_requests, cost_per_question (DECIMAL, in the prices' currency)
 """
 
 from __future__ import annotations
@@ -36,7 +36,10 @@ DEFAULTS: dict[str, pl.Expr] = {
     "ttft_ms": pl.lit(float(SEED_TTFT_MS)),  # the seed measurement, as models.capacity.Latency.seed
     "tokens_per_s": pl.lit(float(SEED_TOKENS_PER_S)),
     **{name: pl.lit(None, dtype=pl.Float64) for name in LIMIT_COLUMNS},
-    **{name: pl.lit(None, dtype=MONEY) for name in ("price_input", "price_cached", "price_output")},
+    **{
+        name: pl.lit(None, dtype=MONEY)
+        for name in ("input_price_per_mtok", "cached_input_price_per_mtok", "output_price_per_mtok")
+    },
 }
 
 
@@ -83,7 +86,7 @@ def sweep(scenarios: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
         (counted_in * pl.col("calls")).alias("_in"),
         (counted_out * pl.col("calls")).alias("_out"),
         (total * pl.col("calls")).alias("counted_tokens"),
-        (pl.col("ttft_ms") / 1000 + pl.col("output_tokens") / pl.col("tokens_per_s")).alias("call_seconds"),
+        (pl.col("ttft_ms") / 1000 + pl.col("output_tokens") / pl.col("tokens_per_s")).alias("call_s"),
     )
     rates = [
         _rate("tpm", pl.col("counted_tokens")),
@@ -92,7 +95,7 @@ def sweep(scenarios: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
         _rate("rpm", pl.col("calls")),
         _rate("tpd", 1440 * pl.col("counted_tokens")),
         _rate("rpd", 1440 * pl.col("calls")),
-        _rate("max_concurrency", pl.col("calls") * pl.col("call_seconds") / 60),
+        _rate("max_concurrency", pl.col("calls") * pl.col("call_s") / 60),
     ]
     inf = float("inf")
     as_list = pl.concat_list([r.fill_null(inf) for r in rates])
@@ -106,7 +109,9 @@ def sweep(scenarios: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
         .then(pl.col("_binding").replace_strict(list(range(len(names))), list(LIMIT_NAMES), default=None))
         .otherwise(None)
         .alias("binding_limit"),
-        (pl.col("questions_per_minute") * pl.col("calls") * pl.col("call_seconds") / 60).alias("concurrency"),
+        (pl.col("questions_per_minute") * pl.col("calls") * pl.col("call_s") / 60).alias(
+            "concurrent_requests"
+        ),
     )
     tokens = {
         "miss": (pl.col("input_tokens") - pl.col("cached_input_tokens")),
@@ -118,9 +123,9 @@ def sweep(scenarios: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
         as_money["miss"],
         as_money["hit"],
         as_money["out"],
-        pl.col("price_input").cast(MONEY),
-        pl.col("price_cached").cast(MONEY),
-        pl.col("price_output").cast(MONEY),
+        pl.col("input_price_per_mtok").cast(MONEY),
+        pl.col("cached_input_price_per_mtok").cast(MONEY),
+        pl.col("output_price_per_mtok").cast(MONEY),
     )
     frame = frame.with_columns(cost.cast(MONEY).alias("cost_per_question"))
     return frame.drop("_in", "_out", "_binding").collect()

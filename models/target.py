@@ -1,10 +1,12 @@
 """The recorded traffic's tokens as a target offer would see them, and what they count against its limits.
 
 Units (see `models.traffic`: one row per request, or per slice of an aggregated bucket, weighing `requests`
-and token totals `input` — all prompt tokens, cache hits and writes included —, `cached`, `write`, `output`
-— reasoning included —, `reasoning`) carry their tokens to a *target* offer: cached tokens re-estimated for
-its cache rules and every count scaled by a tokenizer ratio. What those tokens cost is the pricing engine's
-(`models.pricing.price_units`).
+and the recorded token totals `input_tokens` — all prompt tokens, cache hits and writes included —,
+`cached_input_tokens`, `cache_write_tokens`, `output_tokens` — reasoning included —, `reasoning_tokens`)
+carry their tokens to a *target* offer as `target_input_tokens`, `target_cached_input_tokens`, ...
+(`TARGET_COLUMNS`): cached tokens re-estimated for its cache rules and every count scaled by a tokenizer
+ratio. What they count against its limits is `counted_input_tokens`, `counted_output_tokens` and
+`counted_tokens` (`counted_columns`); what they cost is the pricing engine's (`models.pricing.price_units`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,14 @@ import polars as pl
 
 from models.catalog import CountingRules, Offer
 
-TOKEN_COLUMNS = ("input", "cached", "write", "output", "reasoning")
-PRICED_COLUMNS = ("in_t", "cached_t", "write_t", "out_t", "reason_t")
+# the tokens each unit would carry under the target: `target_` + the recorded column (models.traffic)
+TARGET_INPUT = "target_input_tokens"
+TARGET_CACHED = "target_cached_input_tokens"
+TARGET_WRITE = "target_cache_write_tokens"
+TARGET_OUTPUT = "target_output_tokens"
+TARGET_REASONING = "target_reasoning_tokens"
+TARGET_COLUMNS = (TARGET_INPUT, TARGET_CACHED, TARGET_WRITE, TARGET_OUTPUT, TARGET_REASONING)
+COUNTED_COLUMNS = ("counted_input_tokens", "counted_output_tokens", "counted_tokens")
 
 
 def _per_version(vidx: pl.Expr, values: Sequence[float | int | bool | str], dtype: pl.DataType) -> pl.Expr:
@@ -40,8 +48,9 @@ def cacheable(prefix: pl.Expr, min_tokens: pl.Expr, step_tokens: pl.Expr, enable
 
 
 def target_tokens(units: pl.DataFrame, offer: Offer, ratio: Decimal, *, reestimate: bool) -> pl.DataFrame:
-    """Adds the tokens each unit would carry under `offer` (`in_t`, `cached_t`, `write_t`, `out_t`,
-    `reason_t`, whole numbers per unit; needs `vidx` for per-version cache rules).
+    """Adds the tokens each unit would carry under `offer` (`TARGET_COLUMNS`: `target_input_tokens`,
+    `target_cached_input_tokens`, `target_cache_write_tokens`, `target_output_tokens`,
+    `target_reasoning_tokens`, whole numbers per unit; needs `vidx` for per-version cache rules).
 
     Every count is scaled by the tokenizer `ratio` and rounded. With `reestimate`, the cached part is the
     target's cacheable share of the recorded cached prefix (per request: DeepSeek's 64-token units vs
@@ -54,13 +63,17 @@ def target_tokens(units: pl.DataFrame, offer: Offer, ratio: Decimal, *, reestima
         return (pl.col(column).cast(pl.Float64) * r).round(0).cast(pl.Int64)
 
     frame = units.with_columns(
-        scaled("input").alias("in_t"),
-        scaled("output").alias("out_t"),
-    ).with_columns(pl.min_horizontal(scaled("reasoning"), pl.col("out_t")).alias("reason_t"))
+        scaled("input_tokens").alias(TARGET_INPUT),
+        scaled("output_tokens").alias(TARGET_OUTPUT),
+    ).with_columns(
+        pl.min_horizontal(scaled("reasoning_tokens"), pl.col(TARGET_OUTPUT)).alias(TARGET_REASONING)
+    )
     if not reestimate:
-        cached = pl.min_horizontal(scaled("cached"), pl.col("in_t"))
-        return frame.with_columns(cached.alias("cached_t")).with_columns(
-            pl.min_horizontal(scaled("write"), pl.col("in_t") - pl.col("cached_t")).alias("write_t")
+        cached = pl.min_horizontal(scaled("cached_input_tokens"), pl.col(TARGET_INPUT))
+        return frame.with_columns(cached.alias(TARGET_CACHED)).with_columns(
+            pl.min_horizontal(
+                scaled("cache_write_tokens"), pl.col(TARGET_INPUT) - pl.col(TARGET_CACHED)
+            ).alias(TARGET_WRITE)
         )
     vidx = pl.col("vidx")
     caches = [v.cache for v in offer.versions]
@@ -68,23 +81,26 @@ def target_tokens(units: pl.DataFrame, offer: Offer, ratio: Decimal, *, reestima
     min_tokens = _per_version(vidx, [c.min_tokens for c in caches], pl.Int64()).fill_null(0)
     step = _per_version(vidx, [max(1, c.step_tokens) for c in caches], pl.Int64()).fill_null(1)
     hit = _per_version(vidx, [float(c.hit_factor) for c in caches], pl.Float64()).fill_null(1.0)
-    prefix = (pl.col("cached").cast(pl.Float64) / pl.col("requests") * r).floor().cast(pl.Int64)
+    prefix = (pl.col("cached_input_tokens").cast(pl.Float64) / pl.col("requests") * r).floor().cast(pl.Int64)
     per_request = (cacheable(prefix, min_tokens, step, enabled).cast(pl.Float64) * hit).floor()
-    cached = pl.min_horizontal((per_request * pl.col("requests")).round(0).cast(pl.Int64), pl.col("in_t"))
-    return frame.with_columns(cached.alias("cached_t")).with_columns(
+    cached = pl.min_horizontal(
+        (per_request * pl.col("requests")).round(0).cast(pl.Int64), pl.col(TARGET_INPUT)
+    )
+    return frame.with_columns(cached.alias(TARGET_CACHED)).with_columns(
         pl.when(enabled)
-        .then(pl.min_horizontal(scaled("write"), pl.col("in_t") - pl.col("cached_t")))
+        .then(pl.min_horizontal(scaled("cache_write_tokens"), pl.col(TARGET_INPUT) - pl.col(TARGET_CACHED)))
         .otherwise(pl.lit(0, dtype=pl.Int64))
-        .alias("write_t")
+        .alias(TARGET_WRITE)
     )
 
 
 def counted_columns(counting: CountingRules, max_tokens: int | None) -> dict[str, pl.Expr]:
     """`models.capacity.counted_tokens` on columns of target tokens: what each unit counts against the limits
-    (`c_in` against ITPM, `c_out` against OTPM, `c_total` against TPM/TPD), as floats."""
-    inp = pl.col("in_t").cast(pl.Float64)
-    counted_in = inp if counting.cached_counted else inp - pl.col("cached_t").cast(pl.Float64)
-    out = pl.col("out_t").cast(pl.Float64)
+    (`counted_input_tokens` against ITPM, `counted_output_tokens` against OTPM, `counted_tokens` against
+    TPM/TPD), as floats."""
+    inp = pl.col(TARGET_INPUT).cast(pl.Float64)
+    counted_in = inp if counting.cached_counted else inp - pl.col(TARGET_CACHED).cast(pl.Float64)
+    out = pl.col(TARGET_OUTPUT).cast(pl.Float64)
     if counting.reserve_max_tokens and max_tokens is not None:
         out = pl.max_horizontal(out, pl.lit(float(max_tokens)) * pl.col("requests"))
     counted_out = out * float(counting.output_burndown)
@@ -93,4 +109,4 @@ def counted_columns(counting: CountingRules, max_tokens: int | None) -> dict[str
         "input": counted_in,
         "output": counted_out,
     }[counting.tokens]
-    return {"c_in": counted_in, "c_out": counted_out, "c_total": total}
+    return dict(zip(COUNTED_COLUMNS, (counted_in, counted_out, total), strict=True))

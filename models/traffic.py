@@ -35,6 +35,15 @@ USAGE_SCHEMA: dict[str, pl.DataType] = {
     "source_id": pl.Int64(),
 }
 REQUIRED = ("ts", "input_tokens", "output_tokens")
+# The recorded tokens a unit carries, named as in the usage record (canonical semantics: input all prompt
+# tokens, cache hits and writes included; output all generated tokens, reasoning included).
+TOKEN_COLUMNS = (
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
 # carried onto units only when the rows have them (a replay needs none; recorded cost needs provider/model)
 ATTRIBUTION = ("provider", "model", "team", "project")
 BUCKET_CANDIDATES_S = (86_400, 3_600, 900, 300, 60)  # export bucket widths, coarsest first
@@ -48,8 +57,9 @@ MAX_SPREAD_UNITS = 20_000_000
 @dataclass(frozen=True)
 class Traffic:
     """Recorded demand as units sorted by arrival: `ts`, `t_s` (seconds since `origin`, a UTC midnight so
-    minute and day windows align with the clock), `requests`, recorded tokens (`input`, `cached`,
-    `write`, `output`, `reasoning`), `duration_s`, and `provider`, `model`, `team`, `project`."""
+    minute and day windows align with the clock), `requests`, recorded tokens (`TOKEN_COLUMNS`: the usage
+    record's `input_tokens`, `cached_input_tokens`, `cache_write_tokens`, `output_tokens`,
+    `reasoning_tokens`), `duration_s`, and `provider`, `model`, `team`, `project`."""
 
     units: pl.DataFrame
     origin: datetime
@@ -132,7 +142,7 @@ def traffic_from_usage(
                 "ts": pl.Datetime("us"),
                 "t_s": pl.Float64(),
                 "requests": pl.Float64(),
-                **{c: pl.Int64() for c in ("input", "cached", "write", "output", "reasoning")},
+                **{c: pl.Int64() for c in TOKEN_COLUMNS},
                 "duration_s": pl.Float64(),
                 **{c: pl.String() for c in keep},
             }
@@ -155,7 +165,7 @@ def traffic_from_usage(
     def finish(
         part: pl.DataFrame, weight: pl.Expr, tokens: Mapping[str, pl.Expr], at: pl.Expr
     ) -> pl.DataFrame:
-        out_each = tokens["output"].cast(pl.Float64) / weight
+        out_each = tokens["output_tokens"].cast(pl.Float64) / weight
         assumed = pl.col("ttft_ms").fill_null(assumed_ttft_s * 1000) / 1000 + out_each / tokens_per_s
         duration = pl.coalesce(pl.col("latency_ms") / 1000, assumed).clip(lower_bound=MIN_DURATION_S)
         return part.select(
@@ -167,13 +177,7 @@ def traffic_from_usage(
             *keep,
         )
 
-    recorded = {
-        "input": pl.col("input_tokens"),
-        "cached": pl.col("cached_input_tokens"),
-        "write": pl.col("cache_write_tokens"),
-        "output": pl.col("output_tokens"),
-        "reasoning": pl.col("reasoning_tokens"),
-    }
+    recorded = {name: pl.col(name) for name in TOKEN_COLUMNS}
     parts = [finish(single, pl.lit(1.0), recorded, pl.col("ts"))]
     if aggregated.height:
         width = pl.col("source_id").replace_strict(
@@ -208,11 +212,11 @@ def traffic_from_usage(
         )
         weight = pl.col("n_requests").cast(pl.Float64) / pl.col("_k")
         tokens = {
-            "input": pl.col("_in"),
-            "cached": pl.col("_cached"),
-            "write": pl.col("_write"),
-            "output": pl.col("_out"),
-            "reasoning": pl.col("_reason"),
+            "input_tokens": pl.col("_in"),
+            "cached_input_tokens": pl.col("_cached"),
+            "cache_write_tokens": pl.col("_write"),
+            "output_tokens": pl.col("_out"),
+            "reasoning_tokens": pl.col("_reason"),
         }
         parts.append(finish(spread, weight, tokens, at))
     units = pl.concat(parts).sort("ts", maintain_order=True) if len(parts) > 1 else parts[0]
@@ -223,28 +227,27 @@ def traffic_from_usage(
         pl.col("ts").set_sorted(), ((pl.col("ts") - origin).dt.total_microseconds() / 1e6).alias("t_s")
     )
     assumed = float(units.select((pl.col("requests") * pl.col("_assumed")).sum()).item() or 0.0)
-    units = units.select(
-        "ts", "t_s", "requests", "input", "cached", "write", "output", "reasoning", "duration_s", *keep
-    )
+    units = units.select("ts", "t_s", "requests", *TOKEN_COLUMNS, "duration_s", *keep)
     return Traffic(units, origin, frame.height, aggregated.height, widths, assumed, latency, slice_s)
 
 
 def demand_series(traffic: Traffic, every_s: int = 60) -> pl.DataFrame:
-    """Recorded demand per `every_s` seconds (1: per second, 60: per minute): `at`, `requests`,
-    `input_tokens`, `cached_input_tokens`, `output_tokens`, `tokens` (input + output)."""
+    """Recorded demand per `every_s` seconds (1: per second, 60: per minute): `at` (the step's start),
+    `requests`, `input_tokens`, `cached_input_tokens`, `output_tokens`, `total_tokens` (input + output),
+    each summed over the step."""
     if every_s < 1:
         raise InputError("a demand series needs a step of at least one second")
     frame = traffic.units.group_by((pl.col("t_s") // every_s).cast(pl.Int64).alias("step")).agg(
         pl.col("requests").sum().alias("requests"),
-        pl.col("input").sum().alias("input_tokens"),
-        pl.col("cached").sum().alias("cached_input_tokens"),
-        pl.col("output").sum().alias("output_tokens"),
+        pl.col("input_tokens").sum(),
+        pl.col("cached_input_tokens").sum(),
+        pl.col("output_tokens").sum(),
     )
     return (
         frame.sort("step")
         .with_columns(
             (pl.lit(traffic.origin) + pl.duration(seconds=pl.col("step") * every_s)).alias("at"),
-            (pl.col("input_tokens") + pl.col("output_tokens")).alias("tokens"),
+            (pl.col("input_tokens") + pl.col("output_tokens")).alias("total_tokens"),
         )
-        .select("at", "requests", "input_tokens", "cached_input_tokens", "output_tokens", "tokens")
+        .select("at", "requests", "input_tokens", "cached_input_tokens", "output_tokens", "total_tokens")
     )

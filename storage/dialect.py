@@ -9,6 +9,8 @@ place, each in a small transform with its test (tests/storage/test_dialect.py):
 - `round(x, n)` rounds a tie away from zero as DuckDB does (ClickHouse's `round` rounds it to even);
 - `epoch_us(ts)` is `toUnixTimestamp64Micro(ts)`, and `a // b` stays an integer division (`intDiv`)
   rather than SQLGlot's float division cast back to an integer (wrong past 2^53 microseconds);
+- `TIMESTAMP '...'` literals keep their microseconds and UTC; `USING SAMPLE reservoir(N ROWS)` draws N
+  rows ordered by a hash of each row (ClickHouse's `SAMPLE` needs a sampling key and reads whole granules);
 - a table holding usage is read `FINAL`, so rows a ReplacingMergeTree has not merged yet never count
   twice.
 
@@ -47,7 +49,7 @@ def clickhouse_sql(
         for table in tree.find_all(exp.Table):
             if not table.args.get("db") and table.name not in defined:
                 table.set("db", exp.to_identifier(database))
-    for rewrite in (_epoch_us, _integer_division, _round_half_away):
+    for rewrite in (_epoch_us, _integer_division, _round_half_away, _timestamp_literal, _sample):
         tree = tree.transform(rewrite)
     if final:
         tree = tree.transform(lambda node: _read_final(node, set(final)))
@@ -118,6 +120,38 @@ def _round_half_away(node: exp.Expr) -> exp.Expr:
     rounded = exp.Floor(this=exp.Add(this=scaled, expression=exp.Literal.number("0.5")))
     signed = exp.Mul(this=exp.Sign(this=node.this.copy()), expression=rounded)
     return exp.Div(this=signed, expression=scale.copy()) if scale else signed
+
+
+def _timestamp_literal(node: exp.Expr) -> exp.Expr:
+    """`TIMESTAMP '...'` (microseconds, UTC) as a DateTime64 in UTC; SQLGlot's `CAST(... AS DateTime)` would
+    drop the microseconds and read the text in the server's time zone."""
+    if (
+        isinstance(node, exp.Cast)
+        and isinstance(node.this, exp.Literal)
+        and node.this.is_string
+        and node.to.this in (exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPNTZ)
+    ):
+        return literal(datetime.fromisoformat(node.this.name))
+    return node
+
+
+def _sample(node: exp.Expr) -> exp.Expr:
+    """`FROM x USING SAMPLE reservoir(N ROWS) REPEATABLE (s)` as N rows of x in the order of a hash of each
+    whole row and the seed: repeatable, as DuckDB's is (a different draw: a sample, not a figure)."""
+    sample = node.args.get("sample") if isinstance(node, exp.Select) else None
+    if sample is None or node.args.get("from_") is None:
+        return node
+    seed = sample.args.get("seed") or exp.Literal.number(0)
+    source = node.args["from_"].this
+    drawn = (
+        exp.select("*")
+        .from_(source.copy())
+        .order_by(exp.Anonymous(this="sipHash64", expressions=[seed.copy(), exp.Star()]))
+        .limit(sample.args["size"].copy())
+    )
+    node.set("sample", None)
+    node.set("from_", exp.From(this=drawn.subquery()))
+    return node
 
 
 def _read_final(node: exp.Expr, tables: set[str]) -> exp.Expr:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import polars as pl
 
-from storage.db import open_read, query_frame
 from storage.replay import ALL_USAGE, UsageFilter
+from storage.rollups import covering, recent_part, spend_rollup
+from storage.store import StoreLike
+from storage.usage_reader import open_usage
 
 
 @dataclass(frozen=True)
@@ -22,27 +23,34 @@ class Dimensions:
     requests: int
 
 
-def usage_dimensions(db: Path, selection: UsageFilter = ALL_USAGE) -> Dimensions:
+def usage_dimensions(db: StoreLike, selection: UsageFilter = ALL_USAGE) -> Dimensions:
     """Distinct providers, models and teams, and the time span, of the stored usage `selection` (with its
-    `teams`, the viewer's scope) selects: what the dashboard's filters offer."""
-    where, params = selection.where()
-    with open_read(db) as con:
-        if not _has_usage(con):
-            return Dimensions((), (), (), None, None, 0)
-        first, last, requests = con.execute(
-            f"SELECT min(ts), max(ts), coalesce(sum(n_requests), 0) FROM usage WHERE {where}", params
-        ).fetchall()[0]
-
-        def distinct(column: str) -> tuple[str, ...]:
-            rows = con.execute(
-                f"SELECT DISTINCT {column} FROM usage WHERE {column} IS NOT NULL AND {where} ORDER BY 1",
-                params,
+    `teams`, the viewer's scope) selects: what the dashboard's filters offer (from the spend rollup of the
+    DuckDB file, or a ClickHouse store's rows)."""
+    with open_usage(db) as usage:
+        con = usage.duckdb
+        if con is not None:
+            if not _has_usage(con):
+                return Dimensions((), (), (), None, None, 0)
+            source, params = covering(con, spend_rollup(selection), selection)
+        else:
+            where, params = selection.where()
+            source = (
+                f"(SELECT *, ts AS first_ts, ts AS last_ts, n_requests AS requests FROM usage WHERE {where})"
             )
-            return tuple(str(r[0]) for r in rows.fetchall())
-
-        return Dimensions(
-            distinct("provider"), distinct("model"), distinct("team"), first, last, int(requests)
+        lists = ", ".join(
+            f"array_agg(DISTINCT {c}) FILTER (WHERE {c} IS NOT NULL) AS {c}s"
+            for c in ("provider", "model", "team")
         )
+        (row,) = usage.rows(
+            f"SELECT min(first_ts), max(last_ts), coalesce(sum(requests), 0), {lists} FROM {source}", params
+        )
+    first, last, requests, providers, models, teams = row
+
+    def names(values: list[object] | None) -> tuple[str, ...]:
+        return tuple(sorted(str(v) for v in values or ()))
+
+    return Dimensions(names(providers), names(models), names(teams), first, last, int(requests))
 
 
 def _has_usage(con: object) -> bool:
@@ -52,12 +60,21 @@ def _has_usage(con: object) -> bool:
     return bool(tables[0][0])
 
 
-def usage_sample(db: Path, selection: UsageFilter, rows: int = 20_000) -> pl.DataFrame:
-    """Up to `rows` stored rows drawn at random (repeatably), as per-request figures, for distributions.
+SAMPLE_ROWS = 20_000
+SAMPLE_SPAN = 25  # a sample of N rows is drawn from the latest 25 N requests
 
-    Columns: input_tokens, cached_share, output_tokens, reasoning_tokens, ttft_ms, weight (the requests a
+
+def usage_sample(db: StoreLike, selection: UsageFilter, rows: int = SAMPLE_ROWS) -> pl.DataFrame:
+    """Up to `rows` stored rows drawn at random (repeatably), as per-request figures, for distributions:
+    from the latest `SAMPLE_SPAN` x `rows` requests of the selection (whole half hours, counted from the
+    rollups), so that drawing it reads a bounded slice however much is stored.
+
+    Columns: input_tokens, cached_share, output_tokens, reasoning_tokens, ttft_ms, requests (the requests a
     row stands for: an aggregated export bucket is `n_requests` requests of its average size).
     """
+    with open_usage(db) as usage:
+        if usage.duckdb is not None:  # ClickHouse samples the whole selection (it has no rollups yet)
+            selection = recent_part(usage.duckdb, selection, SAMPLE_SPAN * rows)
     where, params = selection.where()
     sql = f"""
         SELECT input_tokens / n_requests AS input_tokens,
@@ -65,9 +82,8 @@ def usage_sample(db: Path, selection: UsageFilter, rows: int = 20_000) -> pl.Dat
                output_tokens / n_requests AS output_tokens,
                reasoning_tokens / n_requests AS reasoning_tokens,
                CASE WHEN n_requests = 1 THEN ttft_ms END AS ttft_ms,
-               n_requests AS weight
+               n_requests AS requests
         FROM (SELECT * FROM usage WHERE {where}) USING SAMPLE reservoir({int(rows)} ROWS) REPEATABLE (42)
     """
-    with open_read(db) as con:
-        frame = query_frame(con, sql, params)
-    return frame
+    with open_usage(db) as usage:
+        return usage.frame(sql, params)

@@ -8,7 +8,6 @@ for one query (`storage.db.open_read`), so reports and a running ingest take tur
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 
 import polars as pl
@@ -17,9 +16,10 @@ from models.catalog import Catalog
 from models.focus import FocusExport, Grain, focus_rows
 from models.pricing import band_input, tier_band_sql
 from models.spend import TIME_KEYS, SpendRow, price_spend, pricing_grain_minutes, tier_bounds
-from models.usage import Distribution, UsageProfile
+from storage import rollups
 from storage.catalog import load_catalog
 from storage.db import open_read, query_frame
+from storage.profiles import profile_from_rollups, read_usage_profile, read_usage_profiles
 from storage.replay import UsageFilter
 from storage.store import StoreLike, as_store
 from storage.usage_reader import open_usage
@@ -27,10 +27,12 @@ from storage.usage_reader import open_usage
 __all__ = [
     "UsageFilter",
     "focus_export",
+    "profile_from_rollups",
     "read_rejects",
     "read_spend_groups",
     "read_usage_buckets",
     "read_usage_profile",
+    "read_usage_profiles",
     "spend_report",
 ]
 
@@ -47,8 +49,12 @@ _KEY_SQL = {
 }
 # the tables in the canonical usage shape: the logs, and the pulled provider usage (storage.pulls)
 SPEND_TABLES = ("usage", "provider_usage_all", "provider_usage_counted")
-_SUMS = """
-    sum(n_requests)::BIGINT AS requests,
+
+
+def _sums(requests: str) -> str:
+    """Requests (the column `requests` names) and every token count, summed."""
+    return f"""
+    sum({requests})::BIGINT AS requests,
     sum(input_tokens)::BIGINT AS input_tokens,
     sum(cached_input_tokens)::BIGINT AS cached_input_tokens,
     sum(cache_write_tokens)::BIGINT AS cache_write_tokens,
@@ -69,36 +75,36 @@ def read_spend_groups(
     (`bucket`, its start), the service tier and batch flag, and a long-context band (`input_each`: a
     per-request input size inside the band; the band rule is the pricing engine's, `tier_band_sql`).
 
-    Grouping by an integer bucket number is several times faster than by a truncated timestamp on ten
-    million rows; `day` and `hour` are derived from the bucket afterwards, on a few thousand groups.
+    Usage is read from the spend rollups when they answer the catalog exactly (`storage.rollups.covers`),
+    else from the raw rows; both give the same groups. Grouping by an integer bucket number is several
+    times faster than by a truncated timestamp; `day` and `hour` are derived from the bucket afterwards.
     `table` is `usage` (the logs, in the store's usage engine) or a view of pulled provider usage in its
-    shape (`provider_usage_all`, always in the DuckDB file).
+    shape (`provider_usage_all`, always in the DuckDB file). A ClickHouse store is read from its rows.
     """
     if table not in SPEND_TABLES:
         raise ValueError(f"not a usage table: {table}")
-    where, params = selection.where()
     extra = [k for k in by if k not in ("provider", "model", *TIME_KEYS)]
     keys = "".join(f"{_KEY_SQL[k]} AS {k}, " for k in extra)
     grain_us = int(grain_minutes) * 60_000_000
     with open_usage(db if table == "usage" else as_store(db).db) as usage:
-        columns = usage.columns(table)
-        dimensions = "".join(
-            f"\n                {name}," for name in ("service_tier", "batch") if name in columns
-        )
-        write_1h = (
-            ",\n    sum(cache_write_1h_tokens)::BIGINT AS cache_write_1h_tokens"
-            if "cache_write_1h_tokens" in columns
-            else ""
-        )
-        billed = bool(
-            usage.rows(f"SELECT 1 FROM {table} WHERE billed_cost IS NOT NULL AND {where} LIMIT 1", params)
-        )
+        con = usage.duckdb
+        if table == "usage" and con is not None and rollups.covers(bounds, grain_minutes, con):
+            source, params = rollups.covering(con, rollups.spend_rollup(selection, extra), selection)
+            at, band, requests = "bucket", rollups.catalog_band_sql(bounds), "requests"
+            dimensions = "\n                service_tier,\n                batch,"
+            write_1h = ",\n    sum(cache_write_1h_tokens)::BIGINT AS cache_write_1h_tokens"
+        else:
+            where, params = selection.where()
+            source, at, requests = f"(SELECT * FROM {table} WHERE {where})", "ts", "n_requests"
+            band = tier_band_sql(bounds, "input_tokens", "n_requests")
+            dimensions, write_1h = _price_columns(usage.columns(table))
+        billed = bool(usage.rows(f"SELECT 1 FROM {source} WHERE billed_cost IS NOT NULL LIMIT 1", params))
         billed_sql = ", sum(billed_cost) AS billed_cost, billed_currency" if billed else ""
         sql = f"""
-            SELECT provider, model, {keys}epoch_us(ts) // {grain_us} AS bucket_no,
-                {tier_band_sql(bounds, "input_tokens", "n_requests")} AS size_class,{dimensions}
-                {_SUMS}{write_1h}{billed_sql}
-            FROM {table} WHERE {where}
+            SELECT provider, model, {keys}epoch_us({at}) // {grain_us} AS bucket_no,
+                {band} AS size_class,{dimensions}
+                {_sums(requests)}{write_1h}{billed_sql}
+            FROM {source}
             GROUP BY ALL
         """
         frame = usage.frame(sql, params)
@@ -119,6 +125,19 @@ def read_spend_groups(
     if "hour" in by:
         frame = frame.with_columns(pl.col("bucket").dt.truncate("1h").alias("hour"))
     return frame
+
+
+def _price_columns(columns: set[str]) -> tuple[str, str]:
+    """The service tier and batch columns, and the sum of 1-hour cache writes, where a table has them."""
+    dimensions = "".join(
+        f"\n                {name}," for name in ("service_tier", "batch") if name in columns
+    )
+    write_1h = (
+        ",\n    sum(cache_write_1h_tokens)::BIGINT AS cache_write_1h_tokens"
+        if "cache_write_1h_tokens" in columns
+        else ""
+    )
+    return dimensions, write_1h
 
 
 def spend_report(
@@ -150,108 +169,19 @@ def focus_export(
 
 
 def read_usage_buckets(db: StoreLike, selection: UsageFilter, by: Sequence[str]) -> pl.DataFrame:
-    """Requests and tokens per time bucket (`day` or `hour` among `by`) and the other `by` keys."""
-    where, params = selection.where()
-    keys = ", ".join(f"{_KEY_SQL[k].replace('bucket', 'ts')} AS {k}" for k in by)
+    """Requests and tokens per time bucket (`day` or `hour` among `by`) and the other `by` keys, summed
+    from the spend rollups (their half hours make whole days and hours), or a ClickHouse store's rows."""
+    keys = ", ".join(f"{_KEY_SQL[k]} AS {k}" for k in by)
     order = ", ".join(by)
-    sql = f"SELECT {keys}, {_SUMS} FROM usage WHERE {where} GROUP BY ALL ORDER BY {order} NULLS LAST"
     with open_usage(db) as usage:
+        if usage.duckdb is not None:
+            source, params = rollups.covering(usage.duckdb, rollups.spend_rollup(selection, by), selection)
+            requests = "requests"
+        else:
+            where, params = selection.where()
+            source, requests = f"(SELECT *, ts AS bucket FROM usage WHERE {where})", "n_requests"
+        sql = f"SELECT {keys}, {_sums(requests)} FROM {source} GROUP BY ALL ORDER BY {order} NULLS LAST"
         return usage.frame(sql, params)
-
-
-# ------------------------------------------------------------------------------------------ profile
-
-_PER_REQUEST = {
-    "input_tokens": "input_tokens / n_requests",
-    "cached_input_tokens": "cached_input_tokens / n_requests",
-    "output_tokens": "output_tokens / n_requests",
-    "reasoning_tokens": "reasoning_tokens / n_requests",
-    # measured per request only (an aggregated row has no latency of its own)
-    # measured values rounded (to 1 ms, 0.1 token/s): exact weighted percentiles group by value, and
-    # millions of distinct floats made this profile take seconds on 10M rows
-    "ttft_ms": "CASE WHEN n_requests = 1 THEN round(ttft_ms) END",
-    "tokens_per_s": (
-        "CASE WHEN n_requests = 1 AND latency_ms > ttft_ms AND output_tokens > 0 "
-        "THEN round(output_tokens / ((latency_ms - ttft_ms) / 1000.0), 1) END"
-    ),
-}
-
-
-_SHARES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
-
-
-def _distribution_sql(metric: str, expression: str) -> str:
-    """Weighted mean and percentiles (the smallest value whose cumulative weight reaches the share), as the
-    columns `<metric>_n`, `_mean`, `_p50`, `_p90`, `_p99` of a one-row CTE `<metric>_dist` (plain columns
-    and CASE rather than DuckDB's struct_pack and FILTER: the same text runs on ClickHouse)."""
-    shares = "".join(
-        f",\n                   min(CASE WHEN cw >= {share} * tw THEN v END) AS {metric}_{name}"
-        for name, share in _SHARES.items()
-    )
-    return f"""
-        {metric}_values AS (SELECT {expression} AS v, sum(n_requests) AS w FROM selected
-                    WHERE {expression} IS NOT NULL GROUP BY {expression}),
-        {metric}_cumulative AS (SELECT v, w, sum(w) OVER (ORDER BY v) AS cw, sum(w) OVER () AS tw
-                    FROM {metric}_values),
-        {metric}_dist AS (SELECT sum(w) AS {metric}_n, sum(v * w) / sum(w) AS {metric}_mean{shares}
-                    FROM {metric}_cumulative)"""
-
-
-def read_usage_profile(
-    db: StoreLike,
-    *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    provider: str | None = None,
-    model: str | None = None,
-    team: str | None = None,
-    selection: UsageFilter | None = None,
-) -> UsageProfile:
-    """The per-request token profile of stored usage (`quotascope plan --from-usage`, `report profile`):
-    of `selection` if given (the dashboard's, with the viewer's teams), else of the other arguments.
-
-    Aggregated rows (an organisation export bucket) count as `n_requests` requests of their average size.
-    An empty selection gives `requests == 0` and zero distributions.
-    """
-    if selection is None:
-        selection = UsageFilter(since, until, provider, model, team)
-    elif any(v is not None for v in (since, until, provider, model, team)):
-        raise TypeError("read_usage_profile takes a selection or its parts, not both")
-    where, params = selection.where()
-    metrics = ",".join(_distribution_sql(name, expr) for name, expr in _PER_REQUEST.items())
-    joined = "".join(f" CROSS JOIN {name}_dist" for name in _PER_REQUEST)
-    sql = f"""
-        WITH selected AS (SELECT * FROM usage WHERE {where}),
-        totals AS (SELECT coalesce(sum(n_requests), 0) AS requests,
-                          sum(cached_input_tokens)::DOUBLE / nullif(sum(input_tokens), 0) AS cached_share
-                   FROM selected),{metrics}
-        SELECT * FROM totals{joined}
-    """
-    with open_usage(db) as usage:
-        values = usage.frame(sql, params).row(0, named=True)
-    requests, cached_share = values["requests"], values["cached_share"]
-
-    def dist(name: str, optional: bool = False) -> Distribution | None:
-        if not values[f"{name}_n"]:
-            return None if optional else Distribution(0.0, 0.0, 0.0, 0.0)
-        mean, *shares = (float(values[f"{name}_{part}"]) for part in ("mean", *_SHARES))
-        return Distribution(mean, *shares)
-
-    def required(name: str) -> Distribution:
-        found = dist(name)
-        assert found is not None
-        return found
-
-    return UsageProfile(
-        requests=int(requests),
-        input_tokens=required("input_tokens"),
-        cached_input_tokens=required("cached_input_tokens"),
-        output_tokens=required("output_tokens"),
-        reasoning_tokens=required("reasoning_tokens"),
-        cached_share=float(cached_share or 0.0),
-        ttft_ms=dist("ttft_ms", optional=True),
-        tokens_per_s=dist("tokens_per_s", optional=True),
-    )
 
 
 def report_keys(by: Sequence[str]) -> tuple[str, ...]:

@@ -23,7 +23,9 @@ import xxhash
 
 from models.catalog import Catalog
 from models.outside_text import redact_secrets
+from models.pricing import tier_bounds
 from models.usage_record import SAME_REQUEST_WITHIN
+from storage import rollups
 from storage.db import open_write, scalar
 from storage.normalise import IngestContext, Normalised, Normaliser, Reject
 from storage.store import Store, StoreLike, as_store
@@ -277,6 +279,26 @@ def store_batch(
     return run, counts
 
 
+def as_stored(
+    con: duckdb.DuckDBPyConnection, relation: str, columns: Sequence[str], source_id: int | None
+) -> str:
+    """The rows of `relation` (with these usage `columns`, and `source_id` unless given) as `INSERT INTO
+    usage` stores them: the other columns take their defaults. For the rollups of rows just inserted."""
+    defaults = con.execute(
+        "SELECT column_name, column_default FROM duckdb_columns() WHERE table_name = 'usage' "
+        "AND schema_name = 'main' ORDER BY column_index"
+    ).fetchall()
+    given = set(columns)
+
+    def stored(name: str, default: str | None) -> str:
+        if name == "source_id" and source_id is not None:
+            return f"{int(source_id)} AS source_id"
+        return name if name in given else f"{default or 'NULL'} AS {name}"
+
+    parts = [stored(name, default) for name, default in defaults]
+    return f"(SELECT {', '.join(parts)} FROM {relation})"
+
+
 def _new_source(con: duckdb.DuckDBPyConnection, run: SourceRun) -> int:
     source_id = scalar(
         con,
@@ -296,6 +318,8 @@ def _store_rows_in_duckdb(con: duckdb.DuckDBPyConnection, run: SourceRun, table:
             f"INSERT INTO usage (source_id, {columns}) SELECT $source_id, {columns} FROM staged",
             {"source_id": run.source_id},
         )
+        # the rollups, in the same transaction: a batch is in both or in neither
+        rollups.append(con, as_stored(con, "staged", table.column_names, run.source_id))
         con.unregister("staged")
     return int(table.num_rows)
 
@@ -335,8 +359,8 @@ def _insert_token(source_id: int, table: pa.Table) -> str:
 
 
 def discard_source(store: StoreLike, source_id: int) -> None:
-    """Remove everything one ingest run stored (its rows, rejects and sources row), in one transaction (with
-    a ClickHouse store, its rows there first, by a synchronous delete)."""
+    """Remove everything one ingest run stored (its rows, rejects and sources row) and its part of the
+    rollups, in one transaction (with a ClickHouse store, its rows there first, by a synchronous delete)."""
     store = as_store(store)
     if store.clickhouse is not None:
         from storage.clickhouse import connect
@@ -348,13 +372,16 @@ def discard_source(store: StoreLike, source_id: int) -> None:
             "SETTINGS mutations_sync = 2"
         )
     with open_write(store.db) as con:
+        touched = rollups.touched_buckets(con, f"(SELECT ts FROM usage WHERE source_id = {int(source_id)})")
         con.execute("DELETE FROM usage WHERE source_id = ?", [source_id])
+        rollups.refresh(con, touched)
         con.execute("DELETE FROM rejects WHERE source_id = ?", [source_id])
         con.execute("DELETE FROM sources WHERE source_id = ?", [source_id])
 
 
 def snapshot_catalog(db: Path, catalog: Catalog) -> int:
-    """Replace `catalog_prices` with the catalog's token prices (for SQL users); returns the rows written."""
+    """Replace `catalog_prices` with the catalog's token prices (for SQL users), and band the rollups by
+    every long-context threshold the catalog has (rebuilt when one is new); returns the rows written."""
     rows: list[tuple[Any, ...]] = []
     for offer in catalog.offers.values():
         for v in offer.versions:
@@ -383,4 +410,5 @@ def snapshot_catalog(db: Path, catalog: Catalog) -> int:
             con.executemany(
                 "INSERT INTO catalog_prices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
             )
+        rollups.ensure_bands(con, tier_bounds(list(catalog.offers.values())))
     return len(rows)

@@ -22,6 +22,8 @@ __all__ = ["UsageReader", "open_usage"]
 
 class UsageReader(Protocol):
     engine: Literal["duckdb", "clickhouse"]
+    # the DuckDB connection when usage is in the DuckDB file (for what only it has: its rollups), else None
+    duckdb: duckdb.DuckDBPyConnection | None
 
     def frame(self, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
         """The query's result as a polars frame (DuckDB's column types on either engine)."""
@@ -41,6 +43,7 @@ class _DuckDBReader:
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
+        self.duckdb: duckdb.DuckDBPyConnection | None = con
 
     def frame(self, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
         return query_frame(self.con, sql, params)
@@ -58,6 +61,7 @@ class _ClickHouseReader:
 
     def __init__(self, store: Any) -> None:
         self.store = store
+        self.duckdb: duckdb.DuckDBPyConnection | None = None
 
     def frame(self, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
         frame: pl.DataFrame = self.store.frame(sql, params)

@@ -30,7 +30,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from collectors.otlp.decode import BodyTooLarge, UndecodableBody, decode_body, encode_response, spans_of
+from collectors.otlp.decode import (
+    BodyTooLarge,
+    UndecodableBody,
+    decode_body,
+    encode_response,
+    inflate,
+    spans_of,
+)
 from collectors.otlp.writer import Prepared, SpanBatcher, SpanWriter, WriterBusy
 from storage.db import StorageError
 from storage.usage import Reject
@@ -187,7 +194,11 @@ class Receiver:
         return Response(body_out, media_type=media_out)
 
     def _prepare(self, body: bytes, json_body: bool, gzipped: bool) -> Prepared:
-        request = decode_body(body, json_body=json_body, gzipped=gzipped, limit=self.config.max_body_bytes)
+        if gzipped:
+            body = inflate(body, self.config.max_body_bytes)
+        if not json_body:
+            return self.batcher.prepare_protobuf(body)
+        request = decode_body(body, json_body=True, gzipped=False, limit=self.config.max_body_bytes)
         return self.batcher.prepare(spans_of(request, self.batcher.wanted))
 
     async def other_signal(self, request: Request) -> Response:

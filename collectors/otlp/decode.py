@@ -15,7 +15,7 @@ import base64
 import binascii
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from google.protobuf import json_format
@@ -37,6 +37,7 @@ __all__ = [
     "UndecodableBody",
     "decode_body",
     "encode_response",
+    "spans_at",
     "spans_of",
 ]
 
@@ -189,21 +190,44 @@ def _value(value: AnyValue) -> AttributeValue:
 def spans_of(request: ExportTraceServiceRequest, wanted: frozenset[str]) -> Iterator[Span]:
     """Every span of a request with its scope's name, and of its and its resource's attributes those in
     `wanted` (what `models.genai_spans` reads, and the attributes `--attribute` names)."""
+    for resource, scope, span in _walk(request, wanted):
+        yield _span(resource, scope, span, wanted)
+
+
+def spans_at(
+    request: ExportTraceServiceRequest, wanted: frozenset[str], places: Collection[int]
+) -> dict[int, Span]:
+    """The spans at these places of the request (counted from 0 in request order), as `spans_of` gives
+    them; the others are passed over without being converted."""
+    out: dict[int, Span] = {}
+    for place, (resource, scope, span) in enumerate(_walk(request, wanted)):
+        if place in places:
+            out[place] = _span(resource, scope, span, wanted)
+    return out
+
+
+def _walk(
+    request: ExportTraceServiceRequest, wanted: frozenset[str]
+) -> Iterator[tuple[dict[str, AttributeValue], str, ProtoSpan]]:
     for resource_spans in request.resource_spans:
         resource = attributes(resource_spans.resource.attributes, wanted)
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope.name
             for span in scope_spans.spans:
-                yield Span(
-                    resource=resource,
-                    attributes=attributes(span.attributes, wanted),
-                    name=span.name,
-                    kind=_KINDS.get(span.kind, "unspecified"),
-                    start_unix_nano=span.start_time_unix_nano,
-                    end_unix_nano=span.end_time_unix_nano,
-                    trace_id=span.trace_id.hex(),
-                    span_id=span.span_id.hex(),
-                    events=tuple(SpanEvent(e.name, e.time_unix_nano) for e in span.events),
-                    scope=scope,
-                    error=span.status.code == Status.STATUS_CODE_ERROR,
-                )
+                yield resource, scope, span
+
+
+def _span(resource: dict[str, AttributeValue], scope: str, span: ProtoSpan, wanted: frozenset[str]) -> Span:
+    return Span(
+        resource=resource,
+        attributes=attributes(span.attributes, wanted),
+        name=span.name,
+        kind=_KINDS.get(span.kind, "unspecified"),
+        start_unix_nano=span.start_time_unix_nano,
+        end_unix_nano=span.end_time_unix_nano,
+        trace_id=span.trace_id.hex(),
+        span_id=span.span_id.hex(),
+        events=tuple(SpanEvent(e.name, e.time_unix_nano) for e in span.events),
+        scope=scope,
+        error=span.status.code == Status.STATUS_CODE_ERROR,
+    )

@@ -24,8 +24,19 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+import numpy as np
+
 from collectors.ingest.formats import csv_spec
-from models.genai_spans import ATTRIBUTES_READ, SDK_NAME, Span, classify, usage_from_span
+from collectors.otlp.decode import decode_body, spans_at, spans_of
+from collectors.otlp.wire import IGNORED, NO_USAGE, RECORD, SPAN_DOUBT, Scanned, WirePlan, scan
+from models.genai_spans import (
+    ATTRIBUTES_READ,
+    NO_USAGE_REASON,
+    SDK_NAME,
+    Span,
+    classify,
+    usage_from_span,
+)
 from models.usage_record import RecordSpec
 from storage.db import StorageError
 from storage.store import StoreLike
@@ -55,14 +66,12 @@ SPEC: RecordSpec = replace(csv_spec(_LABELS), name="otlp", service_tier=("$.serv
 
 log = logging.getLogger("quotascope.otlp")
 
-NO_USAGE = "an LLM span without token counts (a call cut short, or streamed without usage)"
-
 
 @dataclass
 class Prepared:
-    """One request's spans: a JSON record per LLM span with usage, and how many spans were what."""
+    """One request's spans: the JSON record of each LLM span with usage, and how many spans were what."""
 
-    records: list[str]
+    lines: bytes  # the records, each ending in a newline, in span order
     places: list[int]  # each record's span: its place among the request's spans (from 0)
     no_usage: list[int]  # places of LLM calls without token counts: refused, with that reason
     spans: int  # every span in the request
@@ -70,7 +79,7 @@ class Prepared:
 
     @property
     def llm_spans(self) -> int:
-        return len(self.records) + len(self.no_usage)
+        return len(self.places) + len(self.no_usage)
 
 
 @dataclass
@@ -80,26 +89,82 @@ class _Queued:
 
 
 class SpanBatcher:
-    """Turns one request's spans into canonical records (`models.genai_spans`); thread-safe, no I/O."""
+    """Turns one request's spans into canonical records (`models.genai_spans`); thread-safe, no I/O.
+
+    Protobuf bodies take the compiled scan (`collectors.otlp.wire`), which writes the same records without
+    a Python object per span, and hands back what it is not sure of: a request it cannot vouch for goes
+    through upb and `usage_from_span` whole, a span with rare attribute values alone. JSON bodies always
+    take the reference path (they are the exception among exporters, and parse slower than that anyway)."""
 
     def __init__(self, attribution: Mapping[str, str]) -> None:
         self.attribution = dict(attribution)
         self.wanted = ATTRIBUTES_READ | {SDK_NAME} | frozenset(self.attribution.values())
+        self.plan = WirePlan.build(self.attribution)
 
     def prepare(self, spans: Iterable[Span]) -> Prepared:
-        records: list[str] = []
+        """The reference path: each span through `usage_from_span`."""
+        lines: list[str] = []
         places: list[int] = []
         no_usage: list[int] = []
         place = -1
         for place, span in enumerate(spans):
-            usage = usage_from_span(span, self.attribution)
-            if usage is not None:
-                records.append(json.dumps(usage.record(), separators=(",", ":"), ensure_ascii=False))
+            verdict, record = self._reference(span)
+            if verdict == RECORD:
+                lines.append(record)
                 places.append(place)
-            elif not span.error and classify(span) == "no_usage":
+            elif verdict == NO_USAGE:
                 no_usage.append(place)
         total = place + 1
-        return Prepared(records, places, no_usage, total, total - len(records) - len(no_usage))
+        return Prepared(_joined(lines), places, no_usage, total, total - len(places) - len(no_usage))
+
+    def prepare_protobuf(self, body: bytes) -> Prepared:
+        """A protobuf `ExportTraceServiceRequest` (decompressed); raises `UndecodableBody`."""
+        scanned = scan(body, self.plan)
+        if scanned is None:
+            request = decode_body(body, json_body=False, gzipped=False, limit=len(body))
+            return self.prepare(spans_of(request, self.wanted))
+        verdicts = scanned.verdicts
+        doubtful = np.flatnonzero(verdicts == SPAN_DOUBT)
+        if not len(doubtful):
+            places = np.flatnonzero(verdicts == RECORD).tolist()
+            no_usage = np.flatnonzero(verdicts == NO_USAGE).tolist()
+            total = len(verdicts)
+            return Prepared(scanned.lines, places, no_usage, total, total - len(places) - len(no_usage))
+        return self._with_reference(body, scanned, set(doubtful.tolist()))
+
+    def _with_reference(self, body: bytes, scanned: Scanned, doubtful: set[int]) -> Prepared:
+        """The scan's records, and the doubtful spans' from the reference path, in span order."""
+        request = decode_body(body, json_body=False, gzipped=False, limit=len(body))
+        spans = spans_at(request, self.wanted, doubtful)
+        fast = iter(scanned.lines.split(b"\n"))
+        lines: list[str] = []
+        places: list[int] = []
+        no_usage: list[int] = []
+        for place, verdict in enumerate(scanned.verdicts.tolist()):
+            record = ""
+            if verdict == SPAN_DOUBT:
+                verdict, record = self._reference(spans[place])
+            elif verdict == RECORD:
+                record = next(fast).decode()
+            if verdict == RECORD:
+                lines.append(record)
+                places.append(place)
+            elif verdict == NO_USAGE:
+                no_usage.append(place)
+        total = len(scanned.verdicts)
+        return Prepared(_joined(lines), places, no_usage, total, total - len(places) - len(no_usage))
+
+    def _reference(self, span: Span) -> tuple[int, str]:
+        usage = usage_from_span(span, self.attribution)
+        if usage is not None:
+            return RECORD, json.dumps(usage.record(), separators=(",", ":"), ensure_ascii=False)
+        if not span.error and classify(span) == "no_usage":
+            return NO_USAGE, ""
+        return IGNORED, ""
+
+
+def _joined(records: list[str]) -> bytes:
+    return "".join(record + "\n" for record in records).encode()
 
 
 class WriterBusy(Exception):
@@ -235,20 +300,20 @@ class SpanWriter:
         """Normalise the batch's records together (one DuckDB statement for many requests), store them in one
         transaction, and give each request its own refused spans."""
         numbers: list[int] = []  # a span's `line_no`: its place in this receiver's stream of spans (from 1)
-        lines: list[str] = []
+        blocks: list[bytes] = []
         rejects: list[Reject] = []
         ranges: list[tuple[int, int]] = []
         line = self._next_line
         for item in batch:
             prepared = item.prepared
             numbers.extend(line + place for place in prepared.places)
-            lines.extend(prepared.records)
-            rejects.extend(Reject(line + place, NO_USAGE, "") for place in prepared.no_usage)
+            blocks.append(prepared.lines)
+            rejects.extend(Reject(line + place, NO_USAGE_REASON, "") for place in prepared.no_usage)
             ranges.append((line, line + prepared.spans))
             line += prepared.spans
         tables = []
-        if lines:
-            data = ("\n".join(lines) + "\n").encode()
+        if numbers:
+            data = b"".join(blocks)
             normalised = self.normaliser.normalise(SPEC, data, self.context, line_numbers=numbers)
             tables.append(normalised.rows)
             rejects = sorted(normalised.rejects + rejects, key=lambda r: r.line_no)

@@ -10,6 +10,7 @@ import streamlit as st
 from dashboard import state
 from dashboard.tables import Column
 from models.catalog import Offer, OfferVersion
+from models.catalog_view import prices_text
 from models.money import FxTable, Money, plain
 from models.outside_text import for_markdown
 from quotascope import settings
@@ -43,14 +44,14 @@ def _offers_frame(offers: list[Offer], currency: str, fx: FxTable) -> pl.DataFra
                 "own": None
                 if p is None
                 else f"{_price(p.input)} / {_price(p.cached_input) or '–'} / {_price(p.output)} {v.currency}",
-                "input": shown(p.input if p else None),
-                "cached": shown(p.cached_input if p else None),
-                "output": shown(p.output if p else None),
+                "input_per_mtok": shown(p.input if p else None),
+                "cached_input_per_mtok": shown(p.cached_input if p else None),
+                "output_per_mtok": shown(p.output if p else None),
                 "tpm": limits.tpm,
                 "rpm": limits.rpm,
                 "itpm": limits.itpm,
                 "otpm": limits.otpm,
-                "concurrency": limits.max_concurrency,
+                "max_concurrent_requests": limits.max_concurrency,
                 "scope": limits.scope,
                 "windows": ", ".join(f"{w.name} ×{plain(w.multiplier)}" for w in v.windows) or None,
                 "versions": len(offer.versions),
@@ -69,14 +70,16 @@ def _offer_columns(currency: str) -> list[Column]:
         Column("model", "Model"),
         Column("region", "Region", missing="any"),
         Column("own", "Input / cached / output per 1M tokens, own currency", missing="unpriced"),
-        Column("input", f"Input per 1M tokens ({currency})", 4, missing="unpriced"),
-        Column("cached", f"Cached input per 1M tokens ({currency})", 4, missing="no cache price"),
-        Column("output", f"Output per 1M tokens ({currency})", 4, missing="unpriced"),
+        Column("input_per_mtok", f"Input per 1M tokens ({currency})", 4, missing="unpriced"),
+        Column(
+            "cached_input_per_mtok", f"Cached input per 1M tokens ({currency})", 4, missing="no cache price"
+        ),
+        Column("output_per_mtok", f"Output per 1M tokens ({currency})", 4, missing="unpriced"),
         Column("tpm", "Tokens per minute", missing=unpublished),
         Column("rpm", "Requests per minute", missing=unpublished),
         Column("itpm", "Input tokens per minute", missing=unpublished),
         Column("otpm", "Output tokens per minute", missing=unpublished),
-        Column("concurrency", "Concurrent requests", missing=unpublished),
+        Column("max_concurrent_requests", "Concurrent requests", missing=unpublished),
         Column("scope", "Limits apply per"),
         Column("windows", "Time-of-day prices", missing="same all day"),
         Column("versions", "Versions"),
@@ -94,14 +97,8 @@ def _version_details(v: OfferVersion) -> None:
     if v.prices is None:
         st.caption("No token price published for this version (unpriced).")
     else:
-        p = v.prices
-        st.write(
-            {
-                k: _price(getattr(p, k))
-                for k in ("input", "cached_input", "cache_write", "output", "reasoning_output")
-                if getattr(p, k) is not None
-            }
-        )
+        # our own labels and numbers; only the currency code comes from a catalog file
+        st.markdown(f"Prices per 1M tokens ({for_markdown(v.currency)}): {prices_text(v.prices)}.")
     for w in v.windows:
         days = (
             "every day"

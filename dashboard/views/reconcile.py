@@ -42,7 +42,7 @@ def _columns(currency: str) -> list[Column]:
         Column("computed", f"Computed from logs ({currency})", 4, missing="nothing logged"),
         Column("billed", f"Billed ({currency})", 4, missing="no bill pulled"),
         Column("gap", f"Gap, billed - computed ({currency})", 4, missing="no bill pulled"),
-        Column("gap_share", "Gap share of the bill (%)", 2, missing="nothing billed"),
+        Column("gap_percent", "Gap share of the bill (%)", 2, missing="nothing billed"),
         Column("flagged", "Flagged"),
         Column("explanations", "What explains it", missing="nothing to explain"),
     ]
@@ -54,7 +54,7 @@ def _table(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(
         pl.col("day").cast(pl.String),
         safe.alias("provider"),
-        (pl.col("gap_share").cast(pl.Float64) * 100).alias("gap_share"),
+        (pl.col("gap_share").cast(pl.Float64) * 100).alias("gap_percent"),
         pl.when(pl.col("flagged")).then(pl.lit("yes")).otherwise(pl.lit("no")).alias("flagged"),
         pl.col("explanations").map_elements(for_display, return_dtype=pl.String),
     )

@@ -38,7 +38,7 @@ def _frame(rows: list[SpendRow], keys: tuple[str, ...]) -> pl.DataFrame:
                 "cache_savings": None if row.cache_savings is None else row.cache_savings.amount,
                 "price_versions": ", ".join(row.price_versions) or None,
                 "periods": ", ".join(row.periods) or None,
-                "unpriced": row.unpriced_requests,
+                "unpriced_requests": row.unpriced_requests,
             }
             for row in rows
         ],
@@ -56,7 +56,7 @@ def _columns(group: str, currency: str) -> list[Column]:
         Column("reasoning_tokens", "Reasoning tokens"),
         Column("cost", f"Cost ({currency})", 2, missing="unpriced"),
         Column("cache_savings", f"Cache savings ({currency})", 2, missing="unpriced"),
-        Column("unpriced", "Unpriced requests"),
+        Column("unpriced_requests", "Unpriced requests"),
         Column("price_versions", "Price versions", missing="none (unpriced)"),
         Column("periods", "Priced in", missing="none (unpriced)"),
     ]

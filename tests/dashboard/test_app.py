@@ -91,3 +91,7 @@ def test_catalog_view(app: AppTest) -> None:
     assert reasoner["Input per 1M tokens (CNY)"] > float(own.split(" / ")[0]) * 6
     app.selectbox(key="catalog_offer").set_value("deepseek/deepseek-reasoner").run()
     assert any("off-peak" in c.value for c in app.caption)
+    # the version's prices in words with their unit, not a bare {"input": ..., "output": ...}
+    prices = [m.value for m in app.markdown if "Prices per 1M tokens" in m.value]
+    assert prices and all("input" in p and "output" in p for p in prices), prices
+    assert not app.json

@@ -42,10 +42,10 @@ def test_cost_curve_states_its_currency() -> None:
         {
             "offer": ["a", "a"],
             "cache_hit_rate": [0.0, 1.0],
-            "cost_per_1k": [Decimal("40"), Decimal("33.6")],
+            "cost_per_1k_questions": [Decimal("40"), Decimal("33.6")],
             "currency": ["CNY", "CNY"],
         },
-        schema_overrides={"cost_per_1k": pl.Decimal(20, 4)},
+        schema_overrides={"cost_per_1k_questions": pl.Decimal(20, 4)},
     )
     figure = charts.cost_curve(frame)
     assert list(figure.data[0].y) == [40.0, 33.6]

@@ -237,6 +237,20 @@ def test_counts_as_strings_from_a_clickhouse_map_and_bad_values_passed_on_for_re
     assert fraction is not None and fraction.output_tokens == 2.5
     whole = usage_from_span(span(dict(SEMCONV, **{"gen_ai.usage.output_tokens": 300.0})))
     assert whole is not None and whole.output_tokens == 300
+    assert usage.ttft_ms == 250.0  # "0.25" seconds, as a ClickHouse map holds the double 0.25
+
+
+def test_a_flag_is_no_count_even_where_cache_is_added_to_the_input() -> None:
+    openlit = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.system": "anthropic",
+        "gen_ai.request.model": "claude-sonnet-4",
+        "gen_ai.usage.input_tokens": True,
+        "gen_ai.usage.output_tokens": 10,
+        "gen_ai.usage.cache_read_input_tokens": 5,
+    }
+    usage = usage_from_span(span(openlit, resource={"telemetry.sdk.name": "openlit"}))
+    assert usage is not None and usage.input_tokens is True  # passed on for rejection, not read as 1 + 5
 
 
 def test_attribution_prefers_the_span_then_the_resource() -> None:

@@ -153,11 +153,22 @@ def test_counted_columns_are_counted_tokens(
         reserve_max_tokens=reserve,
         output_burndown=Decimal(burndown),
     )
-    frame = pl.DataFrame({"in_t": [input_tokens], "cached_t": [cached], "out_t": [output], "requests": [1.0]})
+    frame = pl.DataFrame(
+        {
+            "target_input_tokens": [input_tokens],
+            "target_cached_input_tokens": [cached],
+            "target_output_tokens": [output],
+            "requests": [1.0],
+        }
+    )
     got = frame.select(**counted_columns(counting, max_tokens)).row(0, named=True)
     profile = TokenProfile.direct(input_tokens, output, max_tokens=max_tokens)
     want = counted_tokens(profile, counting, CacheUse(Decimal(cached), Decimal(0), "test"))
-    assert (got["c_in"], got["c_out"], got["c_total"]) == (want.input, want.output, want.total)
+    assert (got["counted_input_tokens"], got["counted_output_tokens"], got["counted_tokens"]) == (
+        want.input,
+        want.output,
+        want.total,
+    )
 
 
 def test_target_cache_is_re_estimated_per_request_and_times_the_hit_factor() -> None:
@@ -176,10 +187,11 @@ def test_target_cache_is_re_estimated_per_request_and_times_the_hit_factor() -> 
     units = traffic.units.with_columns(version_index(pl.col("ts"), target.versions, "earliest").alias("vidx"))
     tokens = target_tokens(units, target, Decimal(1), reestimate=True)
     # 4,032 → 1,024 + 23 × 128 = 3,968, half of it hit; 1,000 is under the minimum
-    assert tokens["cached_t"].to_list() == [1984, 0]
+    assert tokens["target_cached_input_tokens"].to_list() == [1984, 0]
     scaled = target_tokens(units, target, d("1.5"), reestimate=True)
     # ×1.5: 6,048 → 1,024 + 39 × 128 = 6,016 → 3,008; 1,500 → 1,024 + 3 × 128 = 1,408 → 704
-    assert scaled["in_t"].to_list() == [7500, 7500] and scaled["cached_t"].to_list() == [3008, 704]
+    assert scaled["target_input_tokens"].to_list() == [7500, 7500]
+    assert scaled["target_cached_input_tokens"].to_list() == [3008, 704]
 
 
 def test_times_no_version_covers_stay_unpriced_unless_the_first_version_stands_in() -> None:

@@ -97,7 +97,12 @@ def test_a_burst_above_a_per_second_limit_that_the_per_minute_average_hides() ->
     assert minute.keys_needed == 1 and minute.limits_needed == {"tpm": 1500}
     # the per-minute demand frame shows the burst as a rate the minute total hides
     row = second.demand.filter(pl.col("limit") == "tpm").row(0, named=True)
-    assert row["demand"] == 1500 and row["peak_rate"] == 60_000 and row["limit_value"] == 6000
+    assert (
+        row["demand_per_minute"] == 1500
+        and row["peak_per_minute"] == 60_000
+        and row["limit_per_minute"] == 6000
+    )
+    assert row["measure"] == "counted_tokens"
 
 
 def test_ten_keys_carry_the_burst_and_one_accounts_limit_does_not() -> None:
@@ -213,14 +218,14 @@ def test_aggregated_rows_are_spread_over_their_bucket() -> None:
     assert traffic.units.height == 120 and traffic.requests == 120
     per_second = demand_series(traffic, 1)
     assert per_second["requests"].to_list() == [1.0] * 120
-    assert set(per_second["tokens"].to_list()) == {100}
+    assert set(per_second["total_tokens"].to_list()) == {100}
     assert run(PER_SECOND, exported).throttled_requests == 0
     # more requests than seconds: one unit per second carrying the share
     dense = traffic_from_usage(
         rows({"ts": NINE, "n_requests": 600, "input_tokens": 600, "output_tokens": 0}), bucket_s=60
     )
     assert dense.units.height == 60 and dense.units["requests"].to_list() == [10.0] * 60
-    assert dense.units["input"].sum() == 600
+    assert dense.units["input_tokens"].sum() == 600
 
 
 def test_huge_aggregated_rows_are_spread_in_wider_slices(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -231,7 +236,9 @@ def test_huge_aggregated_rows_are_spread_in_wider_slices(monkeypatch: pytest.Mon
     traffic = traffic_from_usage(day, bucket_s=86_400)
     # 86,400 one-second slices wanted, 100 allowed: 100 slices of 864 s carrying 864 requests each
     assert traffic.units.height == 100 and traffic.spread_slice_s == 864
-    assert traffic.units["requests"].to_list() == [864.0] * 100 and traffic.units["input"].sum() == 86_400
+    assert (
+        traffic.units["requests"].to_list() == [864.0] * 100 and traffic.units["input_tokens"].sum() == 86_400
+    )
     result = replay(traffic, PER_MINUTE, ReplayOptions(), fx=FX)
     assert any("slices of up to 864 s" in a for a in result.assumptions)
 
@@ -324,3 +331,13 @@ def test_comparison_rows_for_the_switch_view() -> None:
     assert table["cost_actual"].to_list() == [d("0.5"), d("0.5")]
     # 15 requests × (80 × $2 + 20 × $8) per 1M
     assert table["cost"].to_list() == [Decimal(15 * 320) / 1_000_000] * 2
+
+
+def test_traffic_before_the_first_version_is_priced_as_it_and_counted_in_requests() -> None:
+    late = offer(version(prices=PLAIN, effective_from=NINE + timedelta(minutes=1)))
+    traffic = rows(*burst(3, NINE), *burst(2, NINE + timedelta(minutes=2)))
+    result = run(late, traffic)
+    assert result.cost.complete and result.requests == 5
+    assert any(
+        a.startswith("3 requests predate test/target's first catalog version") for a in result.assumptions
+    )

@@ -44,9 +44,9 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
         "output_burndown": draw(st.sampled_from([1, 5])),
         "ttft_ms": draw(st.integers(0, 5000)),
         "tokens_per_s": draw(st.integers(1, 500)),
-        "price_input": Decimal(draw(st.integers(0, 6000))) / 100,
-        "price_cached": Decimal(draw(st.integers(0, 600))) / 100,
-        "price_output": Decimal(draw(st.integers(0, 9000))) / 100,
+        "input_price_per_mtok": Decimal(draw(st.integers(0, 6000))) / 100,
+        "cached_input_price_per_mtok": Decimal(draw(st.integers(0, 600))) / 100,
+        "output_price_per_mtok": Decimal(draw(st.integers(0, 9000))) / 100,
     }
 
 
@@ -64,7 +64,11 @@ def scalar(row: dict[str, Any]) -> tuple[Decimal | None, str | None, Decimal]:
     cache = CacheUse(Decimal(row["cached_input_tokens"]), Decimal(0), "hit-rate")
     latency = Latency(Decimal(row["ttft_ms"]), Decimal(row["tokens_per_s"]))
     capacity = sustainable_rate(profile, limits, counting, cache, latency)
-    prices = Prices(input=row["price_input"], cached_input=row["price_cached"], output=row["price_output"])
+    prices = Prices(
+        input=row["input_price_per_mtok"],
+        cached_input=row["cached_input_price_per_mtok"],
+        output=row["output_price_per_mtok"],
+    )
     cost = question_cost(version(prices=prices), profile, cache, at=datetime(2025, 6, 1))
     return capacity.questions_per_minute, capacity.binding_limit, cost.per_question.amount
 
@@ -75,9 +79,9 @@ def test_sweep_equals_scalar_model(rows: list[dict[str, Any]]) -> None:
     frame = pl.DataFrame(
         rows,
         schema_overrides={
-            "price_input": pl.Decimal(12, 4),
-            "price_cached": pl.Decimal(12, 4),
-            "price_output": pl.Decimal(12, 4),
+            "input_price_per_mtok": pl.Decimal(12, 4),
+            "cached_input_price_per_mtok": pl.Decimal(12, 4),
+            "output_price_per_mtok": pl.Decimal(12, 4),
             "max_tokens": pl.Int64,
             **dict.fromkeys(("tpm", "rpm", "tpd", "rpd", "itpm", "otpm", "max_concurrency"), pl.Int64),
         },

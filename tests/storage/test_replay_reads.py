@@ -59,7 +59,7 @@ def test_demand_per_minute_and_per_second_spreads_buckets(db: Path) -> None:
     per_minute = read_demand(db)
     assert per_minute["at"].to_list() == [NINE + timedelta(minutes=m) for m in range(3)]
     assert per_minute["requests"].to_list() == [2, 120, 60]
-    assert per_minute["tokens"].to_list() == [330, 1800, 600]
+    assert per_minute["total_tokens"].to_list() == [330, 1800, 600]
     assert per_minute["cached_input_tokens"].to_list() == [64, 0, 0]
     per_second = read_demand(db, UsageFilter(provider="openai"), every_s=1)
     # 120 requests in a 60-second bucket: two a second, 30 tokens each second
@@ -67,7 +67,7 @@ def test_demand_per_minute_and_per_second_spreads_buckets(db: Path) -> None:
     assert set(per_second.filter(per_second["at"] < NINE + timedelta(minutes=2))["requests"].to_list()) == {
         2.0
     }
-    assert per_second["tokens"].sum() == 2400
+    assert per_second["total_tokens"].sum() == 2400
 
 
 def test_traffic_and_span(db: Path) -> None:

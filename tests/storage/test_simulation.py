@@ -50,7 +50,9 @@ def test_side_by_side_rows_and_per_minute_demand_for_the_switch_view(db: Path) -
     assert served is not None and table["cost_actual"].to_list() == [served.amount] * 2
     cloud = simulation.replays[0]
     demand = cloud.demand.filter(pl.col("limit") == "tpm")
-    assert demand.select("minute", "demand", "limit_value").rows() == [(NINE, 12000.0, 10000.0)]
+    assert demand.select("minute", "demand_per_minute", "limit_per_minute").rows() == [
+        (NINE, 12000.0, 10000.0)
+    ]
     assert cloud.minutes.select("minute", "requests").rows() == [(NINE, 20.0)]
 
 

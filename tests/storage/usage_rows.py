@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -77,6 +78,8 @@ def _store_batch(store: StoreLike, rows: list[dict[str, Any]]) -> None:
     def values(column: str) -> list[Any]:
         if column == "record_key":
             return [f"{row.get(column, 'test')}-{next(_serial)}" for row in rows]
+        if column == "billed_cost":  # a float given for money is read as its shortest decimal
+            return [None if row.get(column) is None else Decimal(str(row[column])) for row in rows]
         return [row.get(column) for row in rows]
 
     table = pa.table(

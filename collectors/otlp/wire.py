@@ -1,0 +1,1238 @@
+"""The fast path of the OTLP receiver: protobuf request bytes -> usage records, compiled, no Python per span.
+
+`ExportTraceServiceRequest.FromString` (upb, C) decodes a span in about 1 µs; building Python objects for
+its attributes and applying `models.genai_spans.usage_from_span` to them took 20-30 µs. This module scans
+the protobuf wire format itself, in one compiled pass (numba), and writes each LLM span's record as the JSON
+line the reference path writes (`json.dumps(SpanUsage.record(), separators=(",", ":"),
+ensure_ascii=False)`), byte for byte, so the writer and its checks see the same text either way.
+
+The mapping is driven by the same tables as the reference (`FIELDS`, `CACHE_RULES`, `PROVIDER_ALIASES`, the
+operation and event sets of `models.genai_spans`), compiled into arrays when a `WirePlan` is built; the
+code here only knows the shape of `usage_from_span` (which field decides what), not attribute names.
+
+It answers for what it is sure of and hands the rest to the reference path (`collectors.otlp.decode`):
+- the whole request, when the bytes are anything but plainly well-formed for the schema (a malformed varint
+  or length, invalid UTF-8 in a string field, an unknown field or a field with another wire type, a
+  singular field given twice, nesting deeper than 64, a resource after its spans): upb then decides between
+  400 and the reference mapping;
+- one span, when an attribute it reads holds a value whose mapping is rare and subtle (a bool, array, map,
+  bytes or empty value, a count or text given as another type, non-ASCII text, a key given twice, a
+  duration the JSON would print with an exponent): that span alone goes through `usage_from_span`.
+A TTFT given as a fractional number of seconds is the one float whose text compiled code cannot write as
+Python does (repr's shortest round-trip digits): the scan leaves a placeholder and Python fills it in.
+`tests/collectors/test_otlp_wire.py` checks on random requests that both paths give the same records.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from models.genai_spans import (
+    CACHE_RULES,
+    EMBEDDING_OPERATIONS,
+    FIELDS,
+    FIRST_TOKEN_EVENTS,
+    INFERENCE_OPERATIONS,
+    OPENINFERENCE_INFERENCE_KINDS,
+    OPENLLMETRY_INFERENCE_TYPES,
+    PROVIDER_ALIASES,
+    SDK_NAME,
+)
+
+U8 = npt.NDArray[np.uint8]
+I64 = npt.NDArray[np.int64]
+
+# The canonical fields the compiled mapping knows, in the order of its table rows. `FIELDS` must have
+# exactly these (a field added there without a rule here disables the fast path: `WirePlan.usable`).
+FIELD_ORDER = (
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "model",
+    "provider",
+    "response_id",
+    "service_tier",
+    "ttft_s",
+    "operation",
+    "openinference_kind",
+    "request_type",
+)
+(
+    F_INPUT,
+    F_OUTPUT,
+    F_CACHED,
+    F_WRITE,
+    F_REASONING,
+    F_TOTAL,
+    F_MODEL,
+    F_PROVIDER,
+    F_RESPONSE,
+    F_TIER,
+    F_TTFT,
+    F_OPERATION,
+    F_KIND,
+    F_REQUEST_TYPE,
+) = range(len(FIELD_ORDER))
+
+# What `scan` says of a request, and of each span.
+OK, DOUBT, NEED_ROOM = 0, 1, 2
+IGNORED, RECORD, NO_USAGE, SPAN_DOUBT = 0, 1, 2, 3
+
+# Field kinds in the schema table.
+K_UNKNOWN, K_VARINT, K_FIXED64, K_FIXED32, K_STRING, K_BYTES, K_MESSAGE = range(7)
+MAX_FIELD = 32
+MAX_DEPTH = 64
+
+# Where a message sits decides what is kept of it.
+(
+    R_NONE,
+    R_REQUEST,
+    R_RESOURCE_SPANS,
+    R_RESOURCE,
+    R_RESOURCE_KV,
+    R_RESOURCE_VALUE,
+    R_SCOPE_SPANS,
+    R_SCOPE,
+    R_SPAN,
+    R_SPAN_KV,
+    R_SPAN_VALUE,
+    R_EVENT,
+    R_STATUS,
+) = range(13)
+
+# An attribute value's type.
+V_NONE, V_STR, V_INT, V_DOUBLE, V_OTHER = range(5)
+
+# The record's JSON, in `SpanUsage.record()`'s key order.
+_FRAGMENTS = (
+    '{"request_id":',
+    ',"ts":',
+    ',"model":',
+    ',"provider":',
+    ',"input_tokens":',
+    ',"output_tokens":',
+    ',"cached_input_tokens":',
+    ',"cache_write_tokens":',
+    ',"reasoning_tokens":',
+    ',"latency_ms":',
+    ',"ttft_ms":',
+    ',"status":"ok"',
+    ',"status":"error"',
+    ',"service_tier":',
+    '"otlp:',
+)
+
+_SCALAR_KINDS = {
+    1: K_FIXED64,  # double
+    3: K_VARINT,  # int64
+    4: K_VARINT,  # uint64
+    5: K_VARINT,  # int32
+    6: K_FIXED64,  # fixed64
+    7: K_FIXED32,  # fixed32
+    8: K_VARINT,  # bool
+    13: K_VARINT,  # uint32
+    14: K_VARINT,  # enum
+    9: K_STRING,
+    11: K_MESSAGE,
+    12: K_BYTES,
+}
+
+
+def _strings(values: Sequence[str]) -> tuple[U8, I64]:
+    """A set of strings as one UTF-8 blob and its offsets (what the compiled code compares against)."""
+    encoded = [v.encode() for v in values]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(e) for e in encoded]) if encoded else []
+    blob = np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8).copy()
+    return blob, offsets
+
+
+def _fnv(data: bytes) -> int:
+    h = 2166136261
+    for byte in data:
+        h = ((h ^ byte) * 16777619) & 0xFFFFFFFF
+    return h
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The request's message types as tables: a field's kind, child type, whether it repeats."""
+
+    kinds: npt.NDArray[np.int8]
+    children: npt.NDArray[np.int16]
+    repeated: npt.NDArray[np.bool_]
+    oneof: npt.NDArray[np.uint64]  # per type: the bits of fields in one oneof (a second one is a doubt)
+    roles: npt.NDArray[np.int8]  # [parent role, field] -> child role
+
+    @staticmethod
+    def build() -> Schema:
+        types: dict[str, int] = {}
+        order: list[Any] = []
+
+        def visit(descriptor: Any) -> None:
+            name = descriptor.full_name
+            if name in types:
+                return
+            types[name] = len(order)
+            order.append(descriptor)
+            for f in descriptor.fields:
+                if f.message_type is not None:
+                    visit(f.message_type)
+
+        visit(ExportTraceServiceRequest.DESCRIPTOR)
+        kinds = np.zeros((len(order), MAX_FIELD), dtype=np.int8)
+        children = np.full((len(order), MAX_FIELD), -1, dtype=np.int16)
+        repeated = np.zeros((len(order), MAX_FIELD), dtype=np.bool_)
+        oneof = np.zeros(len(order), dtype=np.uint64)
+        numbers: dict[tuple[str, str], int] = {}
+        for t, descriptor in enumerate(order):
+            for f in descriptor.fields:
+                numbers[(descriptor.name, f.name)] = f.number
+                if f.number >= MAX_FIELD:
+                    continue  # never read: an unknown field to the scan, so a doubt
+                kinds[t, f.number] = _SCALAR_KINDS.get(f.type, K_UNKNOWN)
+                if f.message_type is not None:
+                    children[t, f.number] = types[f.message_type.full_name]
+                repeated[t, f.number] = f.is_repeated
+                if f.containing_oneof is not None:
+                    oneof[t] |= np.uint64(1 << f.number)
+                if f.is_repeated and f.type not in (9, 11, 12):
+                    kinds[t, f.number] = K_UNKNOWN  # packed scalars: none in OTLP traces; a doubt if met
+        roles = np.zeros((13, MAX_FIELD), dtype=np.int8)
+        for parent, message, field, child in (
+            (R_REQUEST, "ExportTraceServiceRequest", "resource_spans", R_RESOURCE_SPANS),
+            (R_RESOURCE_SPANS, "ResourceSpans", "resource", R_RESOURCE),
+            (R_RESOURCE_SPANS, "ResourceSpans", "scope_spans", R_SCOPE_SPANS),
+            (R_RESOURCE, "Resource", "attributes", R_RESOURCE_KV),
+            (R_RESOURCE_KV, "KeyValue", "value", R_RESOURCE_VALUE),
+            (R_SCOPE_SPANS, "ScopeSpans", "scope", R_SCOPE),
+            (R_SCOPE_SPANS, "ScopeSpans", "spans", R_SPAN),
+            (R_SPAN, "Span", "attributes", R_SPAN_KV),
+            (R_SPAN, "Span", "events", R_EVENT),
+            (R_SPAN, "Span", "status", R_STATUS),
+            (R_SPAN_KV, "KeyValue", "value", R_SPAN_VALUE),
+        ):
+            roles[parent, numbers[(message, field)]] = child
+        # the scalar fields read, by number, where the scan expects them
+        expected = {
+            ("InstrumentationScope", "name"): 1,
+            ("Span", "trace_id"): 1,
+            ("Span", "span_id"): 2,
+            ("Span", "start_time_unix_nano"): 7,
+            ("Span", "end_time_unix_nano"): 8,
+            ("Status", "code"): 3,
+            ("Event", "time_unix_nano"): 1,
+            ("Event", "name"): 2,
+            ("KeyValue", "key"): 1,
+            ("AnyValue", "string_value"): 1,
+            ("AnyValue", "int_value"): 3,
+            ("AnyValue", "double_value"): 4,
+        }
+        for (message, field), number in expected.items():
+            if numbers.get((message, field)) != number:
+                raise RuntimeError(f"opentelemetry-proto moved {message}.{field}: the scan needs updating")
+        return Schema(kinds, children, repeated, oneof, roles)
+
+
+# The string sets the compiled code reads, in the order they are packed (`WirePlan.sets` bounds each).
+(
+    SET_KEYS,
+    SET_OPERATIONS,
+    SET_KINDS,
+    SET_TYPES,
+    SET_EMBEDDING,
+    SET_EVENTS,
+    SET_ALIAS_FROM,
+    SET_ALIAS_TO,
+    SET_RULES,
+    SET_FRAGMENTS,
+    SET_ATTRIBUTION,
+) = range(11)
+
+
+@dataclass(frozen=True)
+class WirePlan:
+    """`models.genai_spans`'s tables (and `--attribute`) as the arrays the compiled scan reads.
+
+    Every string it compares or writes is in one blob (`blob`, `offsets`); set i is strings
+    `sets[i]`..`sets[i + 1]`: the attribute keys read (their index is the key's id), the operation, kind and
+    type sets, the provider aliases, the cache rules (3 strings each: provider, sdk, scope prefix), the
+    record's JSON fragments and the attribution columns' keys. (Few arrays: each one passed to a compiled
+    call costs reference counting, which showed as a third of the time.)"""
+
+    usable: bool
+    blob: U8
+    offsets: I64
+    sets: I64
+    key_table: I64  # open addressing by FNV-1a: slot -> key id, -1 empty
+    key_lengths: npt.NDArray[np.bool_]  # which lengths a wanted key has (a quick no)
+    field_keys: I64  # [field, alternative] -> key id, -1 past the last
+    sdk_key: int
+    rule_excludes: npt.NDArray[np.bool_]
+    attribution_keys: I64
+    schema: Schema
+
+    @staticmethod
+    def build(attribution: Mapping[str, str]) -> WirePlan:
+        names: list[str] = []
+        ids: dict[str, int] = {}
+
+        def key(name: str) -> int:
+            if name not in ids:
+                ids[name] = len(names)
+                names.append(name)
+            return ids[name]
+
+        usable = set(FIELDS) == set(FIELD_ORDER)
+        width = max((len(v) for v in FIELDS.values()), default=1)
+        field_keys = np.full((len(FIELD_ORDER), width), -1, dtype=np.int64)
+        for row, field in enumerate(FIELD_ORDER):
+            for column, name in enumerate(FIELDS.get(field, ())):
+                field_keys[row, column] = key(name)
+        sdk_key = key(SDK_NAME)
+        attribution_keys = np.array([key(name) for name in attribution.values()], dtype=np.int64)
+        encoded = [n.encode() for n in names]
+        size = 1 << max(6, (4 * len(encoded)).bit_length())
+        table = np.full(size, -1, dtype=np.int64)
+        for i, e in enumerate(encoded):
+            slot = _fnv(e) & (size - 1)
+            while table[slot] >= 0:
+                slot = (slot + 1) & (size - 1)
+            table[slot] = i
+        lengths = np.zeros(1 << 16, dtype=np.bool_)
+        for e in encoded:
+            if len(e) < len(lengths):
+                lengths[len(e)] = True
+            else:
+                usable = False
+        rules: list[str] = []
+        for entry in CACHE_RULES:
+            rules += [entry.provider, entry.sdk, entry.scope_prefix]
+            usable = usable and bool(entry.provider)
+        groups: list[list[str]] = [
+            names,
+            sorted(INFERENCE_OPERATIONS),
+            sorted(OPENINFERENCE_INFERENCE_KINDS),
+            sorted(OPENLLMETRY_INFERENCE_TYPES),
+            sorted(EMBEDDING_OPERATIONS),
+            sorted(FIRST_TOKEN_EVENTS),
+            list(PROVIDER_ALIASES),
+            list(PROVIDER_ALIASES.values()),
+            rules,
+            list(_FRAGMENTS),
+            [f',"{column}":' for column in attribution],
+        ]
+        sets = np.cumsum([0] + [len(g) for g in groups]).astype(np.int64)
+        blob, offsets = _strings([text for group in groups for text in group])
+        return WirePlan(
+            usable=usable,
+            blob=blob,
+            offsets=offsets,
+            sets=sets,
+            key_table=table,
+            key_lengths=lengths,
+            field_keys=field_keys,
+            sdk_key=sdk_key,
+            rule_excludes=np.array(
+                [entry.rule == "input_excludes_cache" for entry in CACHE_RULES], dtype=np.bool_
+            ),
+            attribution_keys=attribution_keys,
+            schema=Schema.build(),
+        )
+
+
+@dataclass(frozen=True)
+class Scanned:
+    """What the scan made of one request: the records' JSON lines (newline-terminated, in span order) and
+    each span's verdict (`RECORD`, `NO_USAGE`, `IGNORED`, `SPAN_DOUBT`)."""
+
+    lines: bytes
+    verdicts: npt.NDArray[np.int8]
+
+
+def scan(body: bytes, plan: WirePlan) -> Scanned | None:
+    """The records of a protobuf `ExportTraceServiceRequest`, or None when the request needs the reference
+    path (see the module's docstring)."""
+    if not plan.usable:
+        return None
+    data = np.frombuffer(body, dtype=np.uint8)
+    room = len(body) + 65536
+    verdicts = np.zeros(len(body) // 2 + 1, dtype=np.int8)
+    floats = np.empty(len(body) // 16 + 1, dtype=np.float64)  # a TTFT attribute takes over 16 bytes
+    while True:
+        out = np.empty(room, dtype=np.uint8)
+        status, written, spans, n_floats = _scan(data, plan, out, verdicts, floats)
+        if status == OK:
+            lines = out[:written].tobytes()
+            if n_floats:
+                lines = _with_floats(lines, floats[:n_floats])
+            return Scanned(lines, verdicts[:spans].copy())
+        if status == DOUBT:
+            return None
+        room *= 4
+
+
+def _with_floats(lines: bytes, values: npt.NDArray[np.float64]) -> bytes:
+    """The lines with each placeholder (a NUL byte: JSON text escapes every control character, so the
+    records have none of their own) replaced by the next value as Python's repr writes a float, which
+    compiled code cannot (the shortest text that reads back as the same double)."""
+    parts = lines.split(b"\0")
+    texts = [repr(value).encode() for value in values.tolist()]
+    out = [parts[0]]
+    for text, part in zip(texts, parts[1:], strict=True):
+        out += [text, part]
+    return b"".join(out)
+
+
+def _scan(
+    data: U8, plan: WirePlan, out: U8, verdicts: npt.NDArray[np.int8], floats: npt.NDArray[np.float64]
+) -> tuple[int, int, int, int]:
+    s = plan.schema
+    return _scan_compiled(
+        data,
+        out,
+        verdicts,
+        floats,
+        s.kinds,
+        s.children,
+        s.repeated,
+        s.oneof,
+        s.roles,
+        plan.blob,
+        plan.offsets,
+        plan.sets,
+        plan.key_table,
+        plan.key_lengths,
+        plan.field_keys,
+        plan.sdk_key,
+        plan.rule_excludes,
+        plan.attribution_keys,
+    )
+
+
+# ------------------------------------------------------------------------------------------ compiled
+
+# Rows of the attribute slots: the span's (type, int value, start, length of a string) and its resource's.
+S_TYPE, S_INT, S_OFF, S_LEN, R_TYPE, R_INT, R_OFF, R_LEN = range(8)
+SPAN_ROWS, RESOURCE_ROWS = 0, 4
+
+
+@njit(cache=True, inline="always")
+def _is_ws(c: int) -> bool:
+    return c in (9, 10, 11, 12, 13, 28, 29, 30, 31, 32)  # what str.strip() removes among ASCII
+
+
+@njit(cache=True)
+def _find(blob: U8, offsets: I64, lo: int, hi: int, data: U8, start: int, length: int) -> int:
+    """The place of data[start:start+length] among strings lo..hi of the blob, or -1."""
+    for i in range(lo, hi):
+        a = offsets[i]
+        if offsets[i + 1] - a != length:
+            continue
+        same = True
+        for j in range(length):
+            if blob[a + j] != data[start + j]:
+                same = False
+                break
+        if same:
+            return i - lo
+    return -1
+
+
+@njit(cache=True)
+def _starts_with(blob: U8, offsets: I64, index: int, data: U8, start: int, length: int) -> bool:
+    a = offsets[index]
+    n = offsets[index + 1] - a
+    if n > length:
+        return False
+    for j in range(n):  # noqa: SIM110 - compiled code: a loop, not a generator
+        if blob[a + j] != data[start + j]:
+            return False
+    return True
+
+
+@njit(cache=True)
+def _utf8_ok(data: U8, start: int, end: int) -> bool:
+    """Whether data[start:end] is UTF-8 as upb requires of a string field (no overlong forms, no
+    surrogates, nothing above U+10FFFF)."""
+    i = start
+    while i < end:
+        c = data[i]
+        if c < 0x80:
+            i += 1
+            continue
+        if c < 0xC2 or c > 0xF4:
+            return False
+        if c < 0xE0:
+            need, lo, hi = 1, 0x80, 0xBF
+        elif c < 0xF0:
+            need = 2
+            lo = 0xA0 if c == 0xE0 else 0x80
+            hi = 0x9F if c == 0xED else 0xBF
+        else:
+            need = 3
+            lo = 0x90 if c == 0xF0 else 0x80
+            hi = 0x8F if c == 0xF4 else 0xBF
+        if i + need >= end:
+            return False
+        second = data[i + 1]
+        if second < lo or second > hi:
+            return False
+        for j in range(2, need + 1):
+            if data[i + j] < 0x80 or data[i + j] > 0xBF:
+                return False
+        i += need + 1
+    return True
+
+
+@njit(cache=True)
+def _put_string(out: U8, o: int, blob: U8, offsets: I64, index: int) -> int:
+    for j in range(offsets[index], offsets[index + 1]):
+        out[o] = blob[j]
+        o += 1
+    return o
+
+
+@njit(cache=True)
+def _put_json_text(out: U8, o: int, data: U8, start: int, length: int) -> int:
+    """An ASCII string as json.dumps(ensure_ascii=False) writes it."""
+    out[o] = 34
+    o += 1
+    for j in range(start, start + length):
+        c = data[j]
+        if c == 34 or c == 92:
+            out[o] = 92
+            out[o + 1] = c
+            o += 2
+        elif c >= 32:
+            out[o] = c
+            o += 1
+        else:
+            out[o] = 92
+            if c == 10:
+                out[o + 1] = 110
+            elif c == 13:
+                out[o + 1] = 114
+            elif c == 9:
+                out[o + 1] = 116
+            elif c == 8:
+                out[o + 1] = 98
+            elif c == 12:
+                out[o + 1] = 102
+            else:
+                out[o + 1] = 117
+                out[o + 2] = 48
+                out[o + 3] = 48
+                out[o + 4] = 48 + (c >> 4)
+                low = c & 15
+                out[o + 5] = 48 + low if low < 10 else 87 + low
+                o += 4
+            o += 2
+    out[o] = 34
+    return o + 1
+
+
+@njit(cache=True)
+def _put_uint(out: U8, o: int, value: np.uint64) -> int:
+    v = np.uint64(value)
+    width = 1
+    probe = v
+    while probe >= np.uint64(10):
+        probe //= np.uint64(10)
+        width += 1
+    for j in range(width - 1, -1, -1):
+        out[o + j] = 48 + np.uint8(v % np.uint64(10))
+        v //= np.uint64(10)
+    return o + width
+
+
+@njit(cache=True)
+def _put_int(out: U8, o: int, value: np.int64) -> int:
+    if value < 0:
+        out[o] = 45
+        return _put_uint(out, o + 1, np.uint64(-(value + 1)) + np.uint64(1))
+    return _put_uint(out, o, np.uint64(value))
+
+
+@njit(cache=True)
+def _put_fixed(out: U8, o: int, value: int, width: int) -> int:
+    for j in range(width - 1, -1, -1):
+        out[o + j] = 48 + value % 10
+        value //= 10
+    return o + width
+
+
+@njit(cache=True)
+def _ms_printable(nanos: np.uint64) -> bool:
+    return bool(nanos == 0 or (np.uint64(100) <= nanos and nanos < np.uint64(10**15)))
+
+
+@njit(cache=True)
+def _put_ms(out: U8, o: int, nanos: np.uint64) -> int:
+    """nanos / 1e6 as Python's repr of that float writes it; only where `_ms_printable` (there the decimal
+    has at most 15 significant digits, so it is the shortest repr, and repr uses no exponent)."""
+    whole = nanos // np.uint64(1_000_000)
+    fraction = nanos % np.uint64(1_000_000)
+    o = _put_uint(out, o, whole)
+    out[o] = 46
+    o += 1
+    if fraction == 0:
+        out[o] = 48
+        return o + 1
+    digits = 6
+    while fraction % np.uint64(10) == 0:
+        fraction //= np.uint64(10)
+        digits -= 1
+    return _put_fixed(out, o, int(fraction), digits)
+
+
+@njit(cache=True)
+def _put_ts(out: U8, o: int, unix_nano: np.uint64) -> int:
+    """datetime.fromtimestamp(ns // 1e9, UTC) with the microseconds, naive, as isoformat() writes it (any
+    uint64 of nanoseconds is before 2555, so always a date)."""
+    seconds = int(unix_nano // np.uint64(1_000_000_000))
+    micros = int((unix_nano // np.uint64(1000)) % np.uint64(1_000_000))
+    days = seconds // 86400
+    rest = seconds % 86400
+    z = days + 719468  # civil_from_days (H. Hinnant)
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    year = yoe + era * 400
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    if month <= 2:
+        year += 1
+    out[o] = 34
+    o = _put_fixed(out, o + 1, year, 4)
+    out[o] = 45
+    o = _put_fixed(out, o + 1, month, 2)
+    out[o] = 45
+    o = _put_fixed(out, o + 1, day, 2)
+    out[o] = 84
+    o = _put_fixed(out, o + 1, rest // 3600, 2)
+    out[o] = 58
+    o = _put_fixed(out, o + 1, (rest // 60) % 60, 2)
+    out[o] = 58
+    o = _put_fixed(out, o + 1, rest % 60, 2)
+    if micros:
+        out[o] = 46
+        o = _put_fixed(out, o + 1, micros, 6)
+    out[o] = 34
+    return o + 1
+
+
+@njit(cache=True)
+def _put_hex(out: U8, o: int, data: U8, start: int, length: int) -> int:
+    for j in range(start, start + length):
+        c = data[j]
+        high = c >> 4
+        low = c & 15
+        out[o] = 48 + high if high < 10 else 87 + high
+        out[o + 1] = 48 + low if low < 10 else 87 + low
+        o += 2
+    return o
+
+
+@njit(cache=True)
+def _key_id(data: U8, start: int, length: int, blob: U8, offsets: I64, table: I64) -> int:
+    h = np.uint32(2166136261)
+    for j in range(start, start + length):
+        h = (h ^ np.uint32(data[j])) * np.uint32(16777619)
+    mask = len(table) - 1
+    slot = int(h) & mask
+    while True:
+        k = table[slot]
+        if k < 0:
+            return -1
+        a = offsets[k]
+        if offsets[k + 1] - a == length:
+            same = True
+            for j in range(length):
+                if blob[a + j] != data[start + j]:
+                    same = False
+                    break
+            if same:
+                return int(k)
+        slot = (slot + 1) & mask
+
+
+@njit(cache=True)
+def _varint(data: U8, pos: int, end: int) -> tuple[bool, np.uint64, int]:
+    """(ok, value, next position) of the varint at pos; not ok past `end` or over 64 bits."""
+    value = np.uint64(0)
+    shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            return False, value, pos
+        b = int(data[pos])
+        pos += 1
+        if shift == 63 and b > 1:
+            return False, value, pos
+        value |= np.uint64(b & 0x7F) << np.uint64(shift)
+        if b < 0x80:
+            return True, value, pos
+        shift += 7
+
+
+@njit(cache=True)
+def _scan_compiled(
+    data: U8,
+    out: U8,
+    verdicts: npt.NDArray[np.int8],
+    floats: npt.NDArray[np.float64],
+    kinds: npt.NDArray[np.int8],
+    children: npt.NDArray[np.int16],
+    repeated: npt.NDArray[np.bool_],
+    oneof: npt.NDArray[np.uint64],
+    roles: npt.NDArray[np.int8],
+    blob: U8,
+    offsets: I64,
+    sets: I64,
+    key_table: I64,
+    key_lengths: npt.NDArray[np.bool_],
+    field_keys: I64,
+    sdk_key: int,
+    rule_excludes: npt.NDArray[np.bool_],
+    attribution_keys: I64,
+) -> tuple[int, int, int, int]:
+    n = len(data)
+    n_keys = sets[SET_KEYS + 1] - sets[SET_KEYS]
+    ends = np.empty(MAX_DEPTH + 1, dtype=np.int64)
+    types = np.empty(MAX_DEPTH + 1, dtype=np.int64)
+    frame_roles = np.empty(MAX_DEPTH + 1, dtype=np.int64)
+    seen = np.zeros(MAX_DEPTH + 1, dtype=np.uint64)
+    slots = np.zeros((8, n_keys), dtype=np.int64)
+    doubles = np.zeros(n_keys, dtype=np.float64)
+    scratch = np.empty(64, dtype=np.uint8)
+    work = np.zeros((3, len(attribution_keys)), dtype=np.int64)
+    fbuf = np.empty(1, dtype=np.uint64)
+    fview = fbuf.view(np.float64)
+    # the span being read: scope name, trace id, span id (start, length each), then start, end, status
+    # code, has events, has a first-token event, its time
+    span = np.zeros(12, dtype=np.int64)
+
+    d = 0
+    ends[0] = n
+    types[0] = 0
+    frame_roles[0] = R_REQUEST
+    pos = 0
+    o = 0
+    spans = 0
+    n_floats = 0
+    room = len(out)
+    scopes_seen = False  # in this resource_spans
+    spans_in_scope = False
+    doubt = False
+    # the key-value being read
+    kv_off = kv_len = 0
+    v_type = V_NONE
+    v_int = np.int64(0)
+    v_dbl = 0.0
+    v_off = v_len = 0
+    ev_time = np.uint64(0)
+    en_off = en_len = 0
+
+    while True:
+        if pos == ends[d]:
+            role = frame_roles[d]
+            if d == 0:
+                break
+            d -= 1
+            if role in (R_SPAN_KV, R_RESOURCE_KV):
+                k = -1
+                if kv_len < len(key_lengths) and key_lengths[kv_len]:
+                    k = _key_id(data, kv_off, kv_len, blob, offsets, key_table)
+                if k >= 0:
+                    if role == R_SPAN_KV:
+                        if slots[S_TYPE, k] != V_NONE or v_type in (V_NONE, V_OTHER):
+                            doubt = True
+                        else:
+                            slots[S_TYPE, k] = v_type
+                            slots[S_INT, k] = v_int
+                            slots[S_OFF, k] = v_off
+                            slots[S_LEN, k] = v_len
+                            doubles[k] = v_dbl
+                    else:
+                        if slots[R_TYPE, k] != V_NONE or v_type != V_STR:
+                            return DOUBT, 0, 0, 0
+                        slots[R_TYPE, k] = V_STR
+                        slots[R_OFF, k] = v_off
+                        slots[R_LEN, k] = v_len
+            elif role == R_EVENT:
+                span[9] = 1
+                first = _find(blob, offsets, sets[SET_EVENTS], sets[SET_EVENTS + 1], data, en_off, en_len)
+                if first >= 0 and (span[10] == 0 or ev_time < np.uint64(span[11])):
+                    span[11] = np.int64(ev_time)
+                    span[10] = 1
+            elif role == R_SPAN:
+                if doubt:
+                    verdict = SPAN_DOUBT
+                else:
+                    verdict, o, n_floats = _record(
+                        data,
+                        out,
+                        o,
+                        room,
+                        floats,
+                        n_floats,
+                        slots,
+                        doubles,
+                        span,
+                        field_keys,
+                        sdk_key,
+                        blob,
+                        offsets,
+                        sets,
+                        rule_excludes,
+                        attribution_keys,
+                        scratch,
+                        work,
+                    )
+                    if verdict < 0:
+                        return NEED_ROOM, 0, 0, 0
+                verdicts[spans] = verdict
+                spans += 1
+            continue
+
+        # a field's tag
+        ok, tag, pos = _varint(data, pos, ends[d])
+        if not ok:
+            return DOUBT, 0, 0, 0
+        number = int(tag >> np.uint64(3))
+        wire = int(tag & np.uint64(7))
+        t = types[d]
+        if number <= 0 or number >= MAX_FIELD:
+            return DOUBT, 0, 0, 0
+        kind = kinds[t, number]
+        if kind == K_UNKNOWN:
+            return DOUBT, 0, 0, 0
+        bit = np.uint64(1) << np.uint64(number)
+        if not repeated[t, number]:
+            if seen[d] & bit:
+                return DOUBT, 0, 0, 0
+            if oneof[t] & bit and seen[d] & oneof[t]:
+                return DOUBT, 0, 0, 0
+            seen[d] |= bit
+        role = frame_roles[d]
+        value_role = role in (R_SPAN_VALUE, R_RESOURCE_VALUE)
+        if kind == K_VARINT:
+            if wire != 0:
+                return DOUBT, 0, 0, 0
+            ok, value, pos = _varint(data, pos, ends[d])
+            if not ok:
+                return DOUBT, 0, 0, 0
+            if role == R_STATUS and number == 3:
+                span[8] = np.int64(np.int32(value & np.uint64(0xFFFFFFFF)))
+            elif value_role:
+                v_type = V_INT if number == 3 else V_OTHER
+                v_int = np.int64(value)
+        elif kind == K_FIXED64:
+            if wire != 1 or pos + 8 > ends[d]:
+                return DOUBT, 0, 0, 0
+            value = np.uint64(0)
+            for j in range(7, -1, -1):
+                value = (value << np.uint64(8)) | np.uint64(data[pos + j])
+            pos += 8
+            if role == R_SPAN:
+                if number == 7:
+                    span[6] = np.int64(value)
+                elif number == 8:
+                    span[7] = np.int64(value)
+            elif role == R_EVENT and number == 1:
+                ev_time = value
+            elif value_role and number == 4:
+                v_type = V_DOUBLE
+                fbuf[0] = value
+                v_dbl = fview[0]
+        elif kind == K_FIXED32:
+            if wire != 5 or pos + 4 > ends[d]:
+                return DOUBT, 0, 0, 0
+            pos += 4
+        else:
+            if wire != 2:
+                return DOUBT, 0, 0, 0
+            ok, size, pos = _varint(data, pos, ends[d])
+            if not ok or size > np.uint64(ends[d] - pos):
+                return DOUBT, 0, 0, 0
+            length = int(np.int64(size))
+            if kind == K_STRING:
+                if not _utf8_ok(data, pos, pos + length):
+                    return DOUBT, 0, 0, 0
+                if role in (R_SPAN_KV, R_RESOURCE_KV):
+                    kv_off = pos
+                    kv_len = length
+                elif value_role:
+                    v_type = V_STR
+                    v_off = pos
+                    v_len = length
+                elif role == R_SCOPE and number == 1:
+                    span[0] = pos
+                    span[1] = length
+                elif role == R_EVENT and number == 2:
+                    en_off = pos
+                    en_len = length
+                pos += length
+            elif kind == K_BYTES:
+                if role == R_SPAN and number == 1:
+                    span[2] = pos
+                    span[3] = length
+                elif role == R_SPAN and number == 2:
+                    span[4] = pos
+                    span[5] = length
+                elif value_role:
+                    v_type = V_OTHER
+                pos += length
+            else:
+                if value_role:
+                    v_type = V_OTHER
+                if d + 1 > MAX_DEPTH:
+                    return DOUBT, 0, 0, 0
+                child = roles[role, number]
+                d += 1
+                ends[d] = pos + length
+                types[d] = children[t, number]
+                frame_roles[d] = child
+                seen[d] = 0
+                if child == R_RESOURCE_SPANS:
+                    slots[R_TYPE, :] = V_NONE
+                    scopes_seen = False
+                elif child == R_RESOURCE:
+                    if scopes_seen:
+                        return DOUBT, 0, 0, 0
+                elif child == R_SCOPE_SPANS:
+                    scopes_seen = True
+                    span[0] = 0
+                    span[1] = 0
+                    spans_in_scope = False
+                elif child == R_SCOPE:
+                    if spans_in_scope:
+                        return DOUBT, 0, 0, 0
+                elif child == R_SPAN:
+                    spans_in_scope = True
+                    slots[S_TYPE, :] = V_NONE
+                    span[2:] = 0
+                    doubt = False
+                elif child in (R_SPAN_KV, R_RESOURCE_KV):
+                    kv_off = 0
+                    kv_len = 0
+                    v_type = V_NONE
+                elif child == R_EVENT:
+                    ev_time = np.uint64(0)
+                    en_off = 0
+                    en_len = 0
+    return OK, o, spans, n_floats
+
+
+# ------------------------------------------------------------------------------------------ one span
+
+TEXT_NONE, TEXT, TEXT_DOUBT = 0, 1, 2
+
+
+@njit(cache=True)
+def _pick(field_keys: I64, field: int, slots: I64) -> int:
+    """`_first`: the first of a field's attributes the span has (a value of some type), or -1."""
+    for column in range(field_keys.shape[1]):
+        k = field_keys[field, column]
+        if k < 0:
+            break
+        if slots[S_TYPE, k] != V_NONE:
+            return int(k)
+    return -1
+
+
+@njit(cache=True)
+def _text(data: U8, k: int, slots: I64, rows: int) -> tuple[int, int, int]:
+    """`_text` of a slot (the span's: rows 0, the resource's: rows 4): (TEXT_NONE | TEXT | TEXT_DOUBT,
+    start, length), stripped as str.strip() strips (ASCII text only: other text, and numbers made text,
+    are left to the reference path)."""
+    if k < 0 or slots[rows + S_TYPE, k] == V_NONE:
+        return TEXT_NONE, 0, 0
+    if slots[rows + S_TYPE, k] != V_STR:
+        return TEXT_DOUBT, 0, 0
+    a = slots[rows + S_OFF, k]
+    b = a + slots[rows + S_LEN, k]
+    for j in range(a, b):
+        if data[j] >= 0x80:
+            return TEXT_DOUBT, 0, 0
+    while a < b and _is_ws(data[a]):
+        a += 1
+    while b > a and _is_ws(data[b - 1]):
+        b -= 1
+    if a == b:
+        return TEXT_NONE, 0, 0
+    return TEXT, a, b - a
+
+
+@njit(cache=True)
+def _count(k: int, slots: I64, doubles: npt.NDArray[np.float64]) -> tuple[int, np.int64]:
+    """`_count` of a slot: (0 none | 1 a count | 2 doubt, the count), kept far from int64's limits so sums
+    stay exact."""
+    if k < 0:
+        return 0, np.int64(0)
+    limit = np.int64(1) << np.int64(61)
+    if slots[S_TYPE, k] == V_INT:
+        v = slots[S_INT, k]
+        if v > limit or v < -limit:
+            return 2, np.int64(0)
+        return 1, v
+    if slots[S_TYPE, k] == V_DOUBLE:
+        x = doubles[k]
+        if math.isfinite(x) and x == math.floor(x) and abs(x) < 2.0**61:
+            return 1, np.int64(x)
+    return 2, np.int64(0)
+
+
+@njit(cache=True, inline="always")
+def _record(
+    data: U8,
+    out: U8,
+    o: int,
+    room: int,
+    floats: npt.NDArray[np.float64],
+    n_floats: int,
+    slots: I64,
+    doubles: npt.NDArray[np.float64],
+    span: I64,
+    field_keys: I64,
+    sdk_key: int,
+    blob: U8,
+    offsets: I64,
+    sets: I64,
+    rule_excludes: npt.NDArray[np.bool_],
+    attribution_keys: I64,
+    scratch: U8,
+    work: I64,
+) -> tuple[int, int, int]:
+    """The verdict on one span (`RECORD`, `NO_USAGE`, `IGNORED`, `SPAN_DOUBT`; -1: out of room), where
+    the output ends after its record, and how many floats await their text (`_with_floats`)."""
+    status = span[8]
+    # classify
+    op_state, op_a, op_n = _text(data, _pick(field_keys, F_OPERATION, slots), slots, SPAN_ROWS)
+    kind_state, kind_a, kind_n = _text(data, _pick(field_keys, F_KIND, slots), slots, SPAN_ROWS)
+    rt_state, rt_a, rt_n = _text(data, _pick(field_keys, F_REQUEST_TYPE, slots), slots, SPAN_ROWS)
+    if op_state == TEXT_DOUBT or kind_state == TEXT_DOUBT or rt_state == TEXT_DOUBT:
+        return SPAN_DOUBT, o, n_floats
+    has_tokens = _pick(field_keys, F_INPUT, slots) >= 0 or _pick(field_keys, F_OUTPUT, slots) >= 0
+    if op_state == TEXT:
+        inference = (
+            _find(blob, offsets, sets[SET_OPERATIONS], sets[SET_OPERATIONS + 1], data, op_a, op_n) >= 0
+        )
+    elif kind_state == TEXT:
+        if kind_n > len(scratch):
+            return SPAN_DOUBT, o, n_floats
+        for j in range(kind_n):
+            c = data[kind_a + j]
+            scratch[j] = c - 32 if 97 <= c <= 122 else c
+        inference = _find(blob, offsets, sets[SET_KINDS], sets[SET_KINDS + 1], scratch, 0, kind_n) >= 0
+    elif rt_state == TEXT:
+        inference = _find(blob, offsets, sets[SET_TYPES], sets[SET_TYPES + 1], data, rt_a, rt_n) >= 0
+    else:
+        inference = _pick(field_keys, F_PROVIDER, slots) >= 0 and has_tokens
+    if not inference:
+        return IGNORED, o, n_floats
+    if not has_tokens:
+        return (NO_USAGE if status != 2 else IGNORED), o, n_floats
+
+    # the provider, lower-cased and aliased, in scratch[:provider_n]
+    p_state, p_a, p_n = _text(data, _pick(field_keys, F_PROVIDER, slots), slots, SPAN_ROWS)
+    if p_state == TEXT_DOUBT or p_n > len(scratch):
+        return SPAN_DOUBT, o, n_floats
+    provider_n = 0
+    if p_state == TEXT:
+        for j in range(p_n):
+            c = data[p_a + j]
+            scratch[j] = c + 32 if 65 <= c <= 90 else c
+        provider_n = p_n
+        alias = _find(blob, offsets, sets[SET_ALIAS_FROM], sets[SET_ALIAS_FROM + 1], scratch, 0, p_n)
+        if alias >= 0:
+            a = offsets[sets[SET_ALIAS_TO] + alias]
+            provider_n = offsets[sets[SET_ALIAS_TO] + alias + 1] - a
+            if provider_n > len(scratch):
+                return SPAN_DOUBT, o, n_floats
+            for j in range(provider_n):
+                scratch[j] = blob[a + j]
+
+    in_state, input_tokens = _count(_pick(field_keys, F_INPUT, slots), slots, doubles)
+    out_state, output_tokens = _count(_pick(field_keys, F_OUTPUT, slots), slots, doubles)
+    ca_state, cached = _count(_pick(field_keys, F_CACHED, slots), slots, doubles)
+    wr_state, written = _count(_pick(field_keys, F_WRITE, slots), slots, doubles)
+    re_state, reasoning = _count(_pick(field_keys, F_REASONING, slots), slots, doubles)
+    if in_state == 2 or out_state == 2 or ca_state == 2 or wr_state == 2 or re_state == 2:
+        return SPAN_DOUBT, o, n_floats
+
+    # an embedding generates nothing
+    if out_state == 0:
+        emb_lo, emb_hi = sets[SET_EMBEDDING], sets[SET_EMBEDDING + 1]
+        if op_state == TEXT:
+            embedding = _find(blob, offsets, emb_lo, emb_hi, data, op_a, op_n) >= 0
+        else:
+            embedding = rt_state == TEXT and _find(blob, offsets, emb_lo, emb_hi, data, rt_a, rt_n) >= 0
+        if not embedding and kind_state == TEXT:
+            embedding = _find(blob, offsets, emb_lo, emb_hi, data, kind_a, kind_n) >= 0
+        if embedding:
+            out_state = 1
+            output_tokens = np.int64(0)
+
+    # the cache rule: the first entry for this provider whose sdk or scope prefix matches
+    sdk_state, sdk_a, sdk_n = _text(data, sdk_key, slots, RESOURCE_ROWS)
+    if sdk_state == TEXT_DOUBT:
+        return SPAN_DOUBT, o, n_floats
+    excludes = False
+    for i in range(len(rule_excludes)):
+        first = sets[SET_RULES] + 3 * i
+        if provider_n == 0 or _find(blob, offsets, first, first + 1, scratch, 0, provider_n) < 0:
+            continue
+        sdk_n_rule = offsets[first + 2] - offsets[first + 1]
+        by_sdk = (
+            sdk_n_rule > 0
+            and sdk_state == TEXT
+            and _find(blob, offsets, first + 1, first + 2, data, sdk_a, sdk_n) >= 0
+        )
+        by_scope = offsets[first + 3] > offsets[first + 2] and _starts_with(
+            blob, offsets, first + 2, data, span[0], span[1]
+        )
+        if by_sdk or by_scope:
+            excludes = rule_excludes[i]
+            break
+    if excludes and in_state == 1:
+        if ca_state == 1:
+            input_tokens += cached
+        if wr_state == 1:
+            input_tokens += written
+
+    # texts, times
+    rid_state, rid_a, rid_n = _text(data, _pick(field_keys, F_RESPONSE, slots), slots, SPAN_ROWS)
+    m_state, m_a, m_n = _text(data, _pick(field_keys, F_MODEL, slots), slots, SPAN_ROWS)
+    t_state, t_a, t_n = _text(data, _pick(field_keys, F_TIER, slots), slots, SPAN_ROWS)
+    if rid_state == TEXT_DOUBT or m_state == TEXT_DOUBT or t_state == TEXT_DOUBT:
+        return SPAN_DOUBT, o, n_floats
+    start = np.uint64(span[6])
+    end = np.uint64(span[7])
+    latency = end >= start and start > np.uint64(0)
+    if latency and not _ms_printable(end - start):
+        return SPAN_DOUBT, o, n_floats
+    ttft_kind = 0  # 0 none, 1 whole seconds (ttft_int ms), 2 from an event (ttft_ns), 3 a float (ttft_ms)
+    ttft_ms = 0.0
+    ttft_int = np.int64(0)
+    ttft_ns = np.uint64(0)
+    tk = _pick(field_keys, F_TTFT, slots)
+    from_events = tk < 0
+    if tk >= 0:
+        if slots[S_TYPE, tk] == V_INT:
+            seconds = slots[S_INT, tk]
+            if seconds >= 0:
+                if seconds >= np.int64(9_007_199_254_740):
+                    return SPAN_DOUBT, o, n_floats
+                ttft_kind = 1
+                ttft_int = seconds * np.int64(1000)
+        elif slots[S_TYPE, tk] == V_DOUBLE:
+            x = doubles[tk]
+            if not math.isfinite(x):
+                from_events = True
+            elif not x < 0.0:
+                ttft_kind = 3
+                ttft_ms = x * 1000.0
+        else:
+            return SPAN_DOUBT, o, n_floats
+    first_token = np.uint64(span[11])
+    if from_events and span[9] == 1 and span[10] == 1 and first_token >= start:
+        ttft_ns = first_token - start
+        if not _ms_printable(ttft_ns):
+            return SPAN_DOUBT, o, n_floats
+        ttft_kind = 2
+
+    # attribution: the span's attribute, else the resource's
+    n_attr = len(attribution_keys)
+    texts = m_n + t_n + rid_n
+    for i in range(n_attr):
+        k = attribution_keys[i]
+        rows = SPAN_ROWS if slots[S_TYPE, k] != V_NONE else RESOURCE_ROWS
+        state, a, length = _text(data, k, slots, rows)
+        if state == TEXT_DOUBT:
+            return SPAN_DOUBT, o, n_floats
+        work[0, i] = state
+        work[1, i] = a
+        work[2, i] = length
+        texts += length
+
+    if o + 1024 + 6 * texts + 2 * (span[3] + span[5]) + 32 * n_attr > room:
+        return -1, o, n_floats
+
+    # the JSON line, in SpanUsage.record()'s key order, None values left out
+    fragment = sets[SET_FRAGMENTS]
+    o = _put_string(out, o, blob, offsets, fragment + 0)
+    if rid_state == TEXT:
+        o = _put_json_text(out, o, data, rid_a, rid_n)
+    else:
+        o = _put_string(out, o, blob, offsets, fragment + 14)
+        o = _put_hex(out, o, data, span[2], span[3])
+        out[o] = 58
+        o = _put_hex(out, o + 1, data, span[4], span[5])
+        out[o] = 34
+        o += 1
+    o = _put_string(out, o, blob, offsets, fragment + 1)
+    o = _put_ts(out, o, start)
+    if m_state == TEXT:
+        o = _put_string(out, o, blob, offsets, fragment + 2)
+        o = _put_json_text(out, o, data, m_a, m_n)
+    if provider_n:
+        o = _put_string(out, o, blob, offsets, fragment + 3)
+        o = _put_json_text(out, o, scratch, 0, provider_n)
+    if in_state == 1:
+        o = _put_string(out, o, blob, offsets, fragment + 4)
+        o = _put_int(out, o, input_tokens)
+    if out_state == 1:
+        o = _put_string(out, o, blob, offsets, fragment + 5)
+        o = _put_int(out, o, output_tokens)
+    if ca_state == 1:
+        o = _put_string(out, o, blob, offsets, fragment + 6)
+        o = _put_int(out, o, cached)
+    if wr_state == 1:
+        o = _put_string(out, o, blob, offsets, fragment + 7)
+        o = _put_int(out, o, written)
+    if re_state == 1:
+        o = _put_string(out, o, blob, offsets, fragment + 8)
+        o = _put_int(out, o, reasoning)
+    if latency:
+        o = _put_string(out, o, blob, offsets, fragment + 9)
+        o = _put_ms(out, o, end - start)
+    if ttft_kind == 1:
+        o = _put_string(out, o, blob, offsets, fragment + 10)
+        o = _put_int(out, o, ttft_int)
+        out[o] = 46
+        out[o + 1] = 48
+        o += 2
+    elif ttft_kind == 2:
+        o = _put_string(out, o, blob, offsets, fragment + 10)
+        o = _put_ms(out, o, ttft_ns)
+    elif ttft_kind == 3:  # a placeholder for Python to write the float's repr in
+        o = _put_string(out, o, blob, offsets, fragment + 10)
+        out[o] = 0
+        o += 1
+        floats[n_floats] = ttft_ms
+        n_floats += 1
+    o = _put_string(out, o, blob, offsets, fragment + (12 if status == 2 else 11))
+    if t_state == TEXT:
+        o = _put_string(out, o, blob, offsets, fragment + 13)
+        o = _put_json_text(out, o, data, t_a, t_n)
+    for i in range(n_attr):
+        if work[0, i] == TEXT:
+            o = _put_string(out, o, blob, offsets, sets[SET_ATTRIBUTION] + i)
+            o = _put_json_text(out, o, data, work[1, i], work[2, i])
+    out[o] = 125
+    out[o + 1] = 10
+    return RECORD, o + 2, n_floats

@@ -1,0 +1,447 @@
+"""Rollups of the usage table: sums the reports and views read instead of the raw rows, kept in the same
+transaction as the rows they summarise.
+
+Each rollup is defined once, here, as one SELECT over a set of usage rows (`Rollup.select`): the
+migration that creates it runs that SELECT over every stored row, an ingest batch runs it over the batch's
+new rows and appends the result, and a ClickHouse store can use the same SELECT as a materialized view
+(`Rollup.keys` / `Rollup.measures` say how partial rows combine: summed, min or max — a
+SummingMergeTree's or AggregatingMergeTree's job there). A rollup may hold several partial rows per key
+(one per batch that touched it); every read groups by its keys again, and a table whose partial rows have
+grown past a quarter of it is merged in place (`append`), so it stays near one row per key.
+
+- `rollup_spend`: per half hour x provider x model x team x the pricing engine's classification keys
+  (service tier, batch, long-context band) x billed currency: requests, every token count, billed cost.
+  Half hours, not hours: DeepSeek's off-peak window opens at 16:30 UTC, and a rollup may never mix two
+  prices (`models.spend.pricing_grain_minutes`; a catalog whose grain this does not divide is read from
+  the raw rows).
+- `rollup_spend_keys`: the same with endpoint, project and key (FOCUS exports, reports by those keys).
+- `rollup_profile_<metric>`: per month x provider x model x team, the requests per exact per-request value
+  of each profile metric, so the weighted percentiles of `quotascope report profile` stay exact.
+
+Every rollup row keeps the first and last request time it holds, so a period that does not end on a
+bucket boundary is still answered from the rollup when the bucket's rows all lie inside it (`covering`);
+the buckets a period really cuts are summed from their raw rows with the same SELECT.
+
+Long-context bands: the band of a request depends on the catalog's thresholds, which a `catalog update`
+can change. A rollup is banded by every threshold in `rollup_bands` (seeded with every one the shipped
+catalog and the genai-prices data know) and stores the band's lower threshold, `input_floor`; any catalog
+whose thresholds are all among them is answered exactly (a band of the catalog is a union of rollup bands).
+A catalog with a threshold not among them is read from the raw rows until `ensure_bands` rebuilt the
+rollups with it (`quotascope catalog update` does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+import duckdb
+
+from models.catalog import to_utc_naive
+from models.pricing import tier_band_sql
+
+if TYPE_CHECKING:  # storage.replay reads through this module
+    from storage.replay import UsageFilter
+
+__all__ = [
+    "FIRST_ROLLUPS",
+    "PROFILES",
+    "PROFILES_ALL_TEAMS",
+    "PROFILE_METRICS",
+    "ROLLUPS",
+    "ROLLUP_MINUTES",
+    "SEED_BANDS",
+    "Measure",
+    "Rollup",
+    "append",
+    "bands",
+    "catalog_band_sql",
+    "covering",
+    "covers",
+    "create_sql",
+    "ensure_bands",
+    "rebuild",
+    "recent_part",
+    "refresh",
+    "spend_rollup",
+    "touched_buckets",
+]
+
+ROLLUP_MINUTES = 30  # the spend rollups' time bucket; every catalog grain so far is a multiple of it
+_STEP = f"INTERVAL {ROLLUP_MINUTES} MINUTE"
+HALF_HOUR = f"date_trunc('hour', ts) + (extract(minute FROM ts) // {ROLLUP_MINUTES}) * {_STEP}"
+MONTH = "date_trunc('month', ts)"
+# The long-context thresholds rollups are banded by when first built: every one in the shipped catalog
+# (200,000) and in the genai-prices data of December 2026 (tier_bounds of the priced catalog).
+SEED_BANDS = (32_000, 100_000, 128_000, 199_999, 200_000, 256_000, 272_000, 512_000, 524_288)
+
+# Per-request values of the token profile (`storage.reports.read_usage_profile`). An aggregated row counts
+# as `n_requests` requests of its average size; latency is measured per request only. Measured values are
+# rounded (to 1 ms, 0.1 token/s): exact weighted percentiles group by value.
+PROFILE_METRICS = {
+    "input_tokens": "input_tokens / n_requests",
+    "cached_input_tokens": "cached_input_tokens / n_requests",
+    "output_tokens": "output_tokens / n_requests",
+    "reasoning_tokens": "reasoning_tokens / n_requests",
+    "ttft_ms": "CASE WHEN n_requests = 1 THEN round(ttft_ms) END",
+    "tokens_per_s": (
+        "CASE WHEN n_requests = 1 AND latency_ms > ttft_ms AND output_tokens > 0 "
+        "THEN round(output_tokens / ((latency_ms - ttft_ms) / 1000.0), 1) END"
+    ),
+}
+
+Merge = Literal["sum", "min", "max"]
+
+
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """One summed (or min/max) column: `sql` aggregates usage rows, `merge` combines partial rows."""
+
+    name: str
+    sql: str
+    merge: Merge
+
+
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    """A rollup: its keys (column, expression over a usage row) and measures, and its time bucket's width
+    (`bucket` is always the first key). `where` keeps only some rows (a profile metric's non-null ones)."""
+
+    name: str
+    keys: tuple[tuple[str, str], ...]
+    measures: tuple[Measure, ...]
+    bucket: timedelta
+    where: str = "TRUE"
+
+    @property
+    def bucket_sql(self) -> str:
+        return dict(self.keys)["bucket"]
+
+    def raw_rows_of(self, starts: Sequence[datetime], where: str = "TRUE") -> str:
+        """The stored usage rows (that `where` selects) in the buckets starting at `starts`: a relation."""
+        literals = ", ".join(_literal(s) for s in starts)
+        return (
+            f"(SELECT * FROM usage WHERE ({_ranges(starts, self.bucket)}) AND ({where}) "
+            f"AND ({self.bucket_sql}) IN ({literals}))"
+        )
+
+    def bucket_of(self, con: duckdb.DuckDBPyConnection, at: datetime) -> datetime:
+        """The start of the bucket a request at `at` falls in."""
+        row = con.execute(f"SELECT {self.bucket_sql} FROM (SELECT ?::TIMESTAMP AS ts)", [at]).fetchall()
+        found: datetime = row[0][0]
+        return found
+
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.keys)
+
+    def select(self, rows: str, bounds: Sequence[int]) -> str:
+        """The definition: this rollup's rows for the usage rows of the relation `rows` (bands: `bounds`)."""
+        keys = ", ".join(
+            f"{expression.format(band=input_floor_sql(bounds))} AS {name}" for name, expression in self.keys
+        )
+        measures = ", ".join(f"{m.sql} AS {m.name}" for m in self.measures)
+        return f"SELECT {keys}, {measures} FROM {rows} WHERE {self.where} GROUP BY ALL"
+
+    def merged(self, parts: str) -> str:
+        """Partial rows of this rollup (the relation `parts`) combined into one row per key."""
+        keys = ", ".join(self.key_names)
+        measures = ", ".join(
+            f"{m.merge}({m.name}){'::BIGINT' if m.sql.endswith('::BIGINT') else ''} AS {m.name}"
+            for m in self.measures
+        )
+        return f"SELECT {keys}, {measures} FROM {parts} GROUP BY ALL"
+
+
+def input_floor_sql(bounds: Sequence[int]) -> str:
+    """The lower threshold of a row's long-context band (0 below the smallest): the pricing engine's band
+    rule (`models.pricing.tier_band_sql`) mapped to the threshold it starts above."""
+    ordered = sorted({int(b) for b in bounds})
+    floors = ", ".join(str(b) for b in [0, *ordered])
+    return f"[{floors}][{tier_band_sql(ordered, 'input_tokens', 'n_requests')} + 1]"
+
+
+def _sum(column: str) -> Measure:
+    return Measure(column, f"sum({column})::BIGINT", "sum")
+
+
+_TIMES = (Measure("first_ts", "min(ts)", "min"), Measure("last_ts", "max(ts)", "max"))
+_SPEND_MEASURES = (
+    Measure("requests", "sum(n_requests)::BIGINT", "sum"),
+    *(
+        _sum(c)
+        for c in (
+            "input_tokens",
+            "cached_input_tokens",
+            "cache_write_tokens",
+            "cache_write_1h_tokens",
+            "output_tokens",
+            "reasoning_tokens",
+        )
+    ),
+    Measure("billed_cost", "sum(billed_cost)", "sum"),
+    *_TIMES,
+)
+_PRICE_KEYS = (
+    ("service_tier", "service_tier"),
+    ("batch", "batch"),
+    ("input_floor", "{band}"),
+    ("billed_currency", "billed_currency"),
+)
+_HALF_HOUR = timedelta(minutes=ROLLUP_MINUTES)
+
+SPEND = Rollup(
+    "rollup_spend",
+    (("bucket", HALF_HOUR), ("provider", "provider"), ("model", "model"), ("team", "team"), *_PRICE_KEYS),
+    _SPEND_MEASURES,
+    _HALF_HOUR,
+)
+SPEND_KEYS = Rollup(
+    "rollup_spend_keys",
+    (
+        ("bucket", HALF_HOUR),
+        ("provider", "provider"),
+        ("model", "model"),
+        ("team", "team"),
+        ("endpoint", "endpoint"),
+        ("project", "project"),
+        ("key_id", "key_id"),
+        *_PRICE_KEYS,
+    ),
+    _SPEND_MEASURES,
+    _HALF_HOUR,
+)
+
+
+def _profile(name: str, expression: str, keys: tuple[str, ...]) -> Rollup:
+    return Rollup(
+        name,
+        (("bucket", MONTH), *((k, k) for k in keys), ("value", expression)),
+        (Measure("weight", "sum(n_requests)::BIGINT", "sum"), *_TIMES),
+        timedelta(days=31),  # an upper bound: months differ
+        where=f"({expression}) IS NOT NULL",
+    )
+
+
+PROFILES = {
+    metric: _profile(f"rollup_profile_{metric}", expression, ("provider", "model", "team"))
+    for metric, expression in PROFILE_METRICS.items()
+}
+# the same without team, for the readers who see every team and filter by none: a quarter of the rows
+PROFILES_ALL_TEAMS = {
+    metric: _profile(f"rollup_profile_all_{metric}", expression, ("provider", "model"))
+    for metric, expression in PROFILE_METRICS.items()
+}
+FIRST_ROLLUPS = (SPEND, SPEND_KEYS, *PROFILES.values())  # migration 40's
+ROLLUPS: tuple[Rollup, ...] = (*FIRST_ROLLUPS, *PROFILES_ALL_TEAMS.values())
+# a rollup is merged in place when its row count passes this share above its last merged count
+MERGE_GROWTH = 0.25
+MERGE_MIN_ROWS = 20_000
+
+
+def _literal(at: datetime) -> str:
+    return f"TIMESTAMP '{at:%Y-%m-%d %H:%M:%S.%f}'"
+
+
+def _ranges(starts: Sequence[datetime], width: timedelta) -> str:
+    """`ts` near any of the buckets (literals, so DuckDB skips the row groups outside them)."""
+    return " OR ".join(f"ts BETWEEN {_literal(s)} AND {_literal(s + width)}" for s in starts)
+
+
+# ------------------------------------------------------------------------------------------ building
+
+
+def _in_time_order(select: str) -> str:
+    """Rows stored in bucket order, so a read of a period skips the row groups outside it (min/max)."""
+    return f"SELECT * FROM ({select}) ORDER BY bucket"
+
+
+def create_sql(made: Sequence[Rollup], bounds: Sequence[int] | None = None) -> str:
+    """Statements creating the rollups `made`, filled from the stored usage rows, and (given `bounds`) the
+    bands table first. For a migration: the definitions it creates must not change after it shipped."""
+    parts = []
+    if bounds is not None:
+        seeds = ", ".join(f"({int(b)})" for b in sorted(set(bounds)))
+        parts += [
+            "CREATE TABLE rollup_bands (bound BIGINT NOT NULL)",
+            f"INSERT INTO rollup_bands VALUES {seeds}",
+            "CREATE TABLE rollup_merged (name VARCHAR NOT NULL, rows BIGINT NOT NULL)",
+        ]
+    for rollup in made:
+        select = rollup.select("usage", SEED_BANDS if bounds is None else bounds)
+        parts.append(f"CREATE TABLE {rollup.name} AS {_in_time_order(select)}")
+        parts.append(f"INSERT INTO rollup_merged SELECT '{rollup.name}', count(*) FROM {rollup.name}")
+    return ";\n".join(parts) + ";\n"
+
+
+def bands(con: duckdb.DuckDBPyConnection) -> tuple[int, ...]:
+    """The long-context thresholds the stored rollups are banded by."""
+    return tuple(int(r[0]) for r in con.execute("SELECT bound FROM rollup_bands ORDER BY bound").fetchall())
+
+
+def append(con: duckdb.DuckDBPyConnection, rows: str) -> None:
+    """Add the usage rows of the relation `rows` (just inserted, in this transaction) to every rollup."""
+    bounds = bands(con)
+    for rollup in ROLLUPS:
+        con.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.select(rows, bounds)}")
+        _merge_if_grown(con, rollup)
+
+
+def _merge_if_grown(con: duckdb.DuckDBPyConnection, rollup: Rollup) -> None:
+    now = int(con.execute(f"SELECT count(*) FROM {rollup.name}").fetchall()[0][0])
+    found = con.execute("SELECT rows FROM rollup_merged WHERE name = ?", [rollup.name]).fetchall()
+    merged = int(found[0][0]) if found else 0
+    if now <= max(merged * (1 + MERGE_GROWTH), merged + MERGE_MIN_ROWS):
+        return
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE rollup_merging AS {_in_time_order(rollup.merged(rollup.name))}"
+    )
+    con.execute(f"DELETE FROM {rollup.name}")
+    con.execute(f"INSERT INTO {rollup.name} BY NAME SELECT * FROM rollup_merging")
+    con.execute("DROP TABLE rollup_merging")
+    rows = int(con.execute(f"SELECT count(*) FROM {rollup.name}").fetchall()[0][0])
+    con.execute("DELETE FROM rollup_merged WHERE name = ?", [rollup.name])
+    con.execute("INSERT INTO rollup_merged VALUES (?, ?)", [rollup.name, rows])
+
+
+Touched = dict[str, list[datetime]]
+
+
+def touched_buckets(con: duckdb.DuckDBPyConnection, rows: str) -> Touched:
+    """Per rollup, the buckets the usage rows of the relation `rows` fall in (before they are deleted)."""
+    return {
+        rollup.name: [
+            r[0] for r in con.execute(f"SELECT DISTINCT {rollup.bucket_sql} FROM {rows}").fetchall()
+        ]
+        for rollup in ROLLUPS
+    }
+
+
+def refresh(con: duckdb.DuckDBPyConnection, touched: Touched) -> None:
+    """Recompute the `touched` buckets of every rollup from the stored usage rows (after rows were deleted
+    or replaced, in this transaction): the way back for anything but an append."""
+    bounds = bands(con)
+    for rollup in ROLLUPS:
+        starts = touched.get(rollup.name) or []
+        if not starts:
+            continue
+        con.execute(f"DELETE FROM {rollup.name} WHERE bucket IN (SELECT unnest($b))", {"b": starts})
+        con.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.select(rollup.raw_rows_of(starts), bounds)}")
+
+
+def rebuild(con: duckdb.DuckDBPyConnection, bounds: Sequence[int] | None = None) -> None:
+    """Every rollup recomputed from every stored row (after a bulk load, or to band by new `bounds`)."""
+    if bounds is not None:
+        con.execute("DELETE FROM rollup_bands")
+        con.execute("INSERT INTO rollup_bands SELECT unnest($b)", {"b": sorted({int(b) for b in bounds})})
+    current = bands(con)
+    con.execute("DELETE FROM rollup_merged")
+    for rollup in ROLLUPS:
+        con.execute(f"DELETE FROM {rollup.name}")
+        con.execute(f"INSERT INTO {rollup.name} BY NAME {_in_time_order(rollup.select('usage', current))}")
+        con.execute(f"INSERT INTO rollup_merged SELECT '{rollup.name}', count(*) FROM {rollup.name}")
+
+
+def ensure_bands(con: duckdb.DuckDBPyConnection, bounds: Sequence[int]) -> bool:
+    """Band the rollups by `bounds` too (a catalog's long-context thresholds), rebuilding them when one is
+    new; returns whether they were rebuilt. Until then, reads priced with that catalog use the raw rows."""
+    known = bands(con)
+    if set(bounds) <= set(known):
+        return False
+    rebuild(con, [*known, *bounds])
+    return True
+
+
+def rederived_difference(con: duckdb.DuckDBPyConnection, rollup: Rollup) -> int:
+    """How many keys of `rollup` differ from its definition run over every stored row now (0: it holds
+    exactly what the raw rows say). For tests and `quotascope` checks."""
+    stored = rollup.merged(rollup.name)
+    fresh = rollup.select("usage", bands(con))
+    sql = (
+        f"SELECT count(*) FROM (({stored}) EXCEPT ALL ({fresh})) "
+        f"UNION ALL SELECT count(*) FROM (({fresh}) EXCEPT ALL ({stored}))"
+    )
+    return sum(int(r[0]) for r in con.execute(sql).fetchall())
+
+
+# ------------------------------------------------------------------------------------------- reading
+
+
+def covering(con: duckdb.DuckDBPyConnection, rollup: Rollup, selection: UsageFilter) -> tuple[str, list[Any]]:
+    """A relation in `rollup`'s shape (partial rows, to be grouped again) holding exactly the usage rows
+    `selection` selects, and its parameters.
+
+    A rollup row whose first and last request lie inside the period is taken whole, one wholly outside is
+    left out; a bucket with a row the period cuts is summed again from its raw rows, with the rollup's own
+    SELECT (usually none: periods end on whole days, or after the last request)."""
+    attributes, params = selection.attribute_where()
+    since = to_utc_naive(selection.since) if selection.since is not None else None
+    until = to_utc_naive(selection.until) if selection.until is not None else None
+    rows = f"SELECT * FROM {rollup.name} WHERE {attributes}"
+    if since is None and until is None:
+        return f"({rows})", params
+    # only the buckets the period's ends fall in can hold a row it cuts
+    ends = [rollup.bucket_of(con, at) for at in (since, until) if at is not None]
+    inside = " AND ".join(
+        ([f"first_ts >= {_literal(since)} AND bucket >= {_literal(ends[0])}"] if since is not None else [])
+        + ([f"last_ts < {_literal(until)} AND bucket <= {_literal(ends[-1])}"] if until is not None else [])
+    )
+    overlapping = " AND ".join(
+        ([f"last_ts >= {_literal(since)}"] if since is not None else [])
+        + ([f"first_ts < {_literal(until)}"] if until is not None else [])
+    )
+    cut = [
+        r[0]
+        for r in con.execute(
+            f"SELECT DISTINCT bucket FROM {rollup.name} WHERE bucket IN ({', '.join(map(_literal, ends))}) "
+            f"AND {attributes} AND {overlapping} AND NOT ({inside})",
+            params,
+        ).fetchall()
+    ]
+    if not cut:
+        return f"({rows} AND {inside})", params
+    where, raw_params = selection.where()
+    literals = ", ".join(_literal(s) for s in cut)
+    raw = rollup.select(rollup.raw_rows_of(cut, where), bands(con))
+    return (
+        f"({rows} AND {inside} AND bucket NOT IN ({literals}) UNION ALL BY NAME {raw})",
+        params + raw_params,
+    )
+
+
+def spend_rollup(selection: UsageFilter, keys: Sequence[str] = ()) -> Rollup:
+    """The smaller spend rollup, unless the report `keys` or the selection need project, key or endpoint."""
+    fine = any(k in ("project", "key", "endpoint") for k in keys) or selection.project is not None
+    return SPEND_KEYS if fine else SPEND
+
+
+def covers(bounds: Sequence[int], grain_minutes: int, con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the spend rollups answer a catalog with these long-context `bounds` and pricing grain
+    exactly: every bound is one they are banded by, and their half hours never straddle a price change."""
+    return grain_minutes % ROLLUP_MINUTES == 0 and set(bounds) <= set(bands(con))
+
+
+def catalog_band_sql(bounds: Sequence[int]) -> str:
+    """A rollup row's band under a catalog's `bounds` (all among the rollup's): the engine's rule applied
+    to `input_floor + 1`, a per-request input inside the row's band."""
+    return tier_band_sql(bounds, "input_floor + 1", "1")
+
+
+def recent_part(con: duckdb.DuckDBPyConnection, selection: UsageFilter, requests: int) -> UsageFilter:
+    """The latest part of `selection` holding at most `requests` requests, in whole half hours (at least
+    the last one), counted from the spend rollup; `selection` itself when it holds no more."""
+    source, params = covering(con, spend_rollup(selection), selection)
+    start, last, total = con.execute(
+        f"""SELECT min(bucket) FILTER (WHERE later <= ?), max(bucket), max(later) FROM (
+                SELECT bucket, sum(sum(requests)) OVER (ORDER BY bucket DESC) AS later
+                FROM {source} GROUP BY bucket)""",
+        [requests, *params],
+    ).fetchall()[0]
+    if total is None or total <= requests:
+        return selection
+    since = start if start is not None else last
+    if selection.since is not None and since <= to_utc_naive(selection.since):
+        return selection
+    return replace(selection, since=since)
