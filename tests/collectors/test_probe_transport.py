@@ -16,6 +16,7 @@ import uvicorn
 from collectors.emulator import EmulatorConfig, EmulatorServer, bind, build_app
 from collectors.emulator.server import start_in_thread
 from collectors.probe import Endpoint, make_client, run_probe
+from collectors.probe.loop import run_async
 from collectors.probe.transport import FLUSH_BYTES, ShardedTransport, TimedBackend, TimedStream
 from models.probe import LoadPlan, ProbeRun
 
@@ -174,7 +175,7 @@ def test_the_probe_measures_an_endpoint_over_tls() -> None:
                 async with httpx.AsyncClient(transport=transport) as client:
                     return await run_probe(client, target, plan)
 
-            run = asyncio.run(go())
+            run = run_async(go())  # on uvloop, as the CLI runs it
         finally:
             server.should_exit = True
             thread.join(timeout=10)
