@@ -46,6 +46,9 @@ if TYPE_CHECKING:  # storage.replay reads through this module
     from storage.replay import UsageFilter
 
 __all__ = [
+    "FIRST_ROLLUPS",
+    "PROFILES",
+    "PROFILES_ALL_TEAMS",
     "PROFILE_METRICS",
     "ROLLUPS",
     "ROLLUP_MINUTES",
@@ -210,23 +213,29 @@ SPEND_KEYS = Rollup(
     _SPEND_MEASURES,
     _HALF_HOUR,
 )
-PROFILES = {
-    metric: Rollup(
-        f"rollup_profile_{metric}",
-        (
-            ("bucket", MONTH),
-            ("provider", "provider"),
-            ("model", "model"),
-            ("team", "team"),
-            ("value", expression),
-        ),
+
+
+def _profile(name: str, expression: str, keys: tuple[str, ...]) -> Rollup:
+    return Rollup(
+        name,
+        (("bucket", MONTH), *((k, k) for k in keys), ("value", expression)),
         (Measure("weight", "sum(n_requests)::BIGINT", "sum"), *_TIMES),
         timedelta(days=31),  # an upper bound: months differ
         where=f"({expression}) IS NOT NULL",
     )
+
+
+PROFILES = {
+    metric: _profile(f"rollup_profile_{metric}", expression, ("provider", "model", "team"))
     for metric, expression in PROFILE_METRICS.items()
 }
-ROLLUPS: tuple[Rollup, ...] = (SPEND, SPEND_KEYS, *PROFILES.values())
+# the same without team, for the readers who see every team and filter by none: a quarter of the rows
+PROFILES_ALL_TEAMS = {
+    metric: _profile(f"rollup_profile_all_{metric}", expression, ("provider", "model"))
+    for metric, expression in PROFILE_METRICS.items()
+}
+FIRST_ROLLUPS = (SPEND, SPEND_KEYS, *PROFILES.values())  # migration 40's
+ROLLUPS: tuple[Rollup, ...] = (*FIRST_ROLLUPS, *PROFILES_ALL_TEAMS.values())
 # a rollup is merged in place when its row count passes this share above its last merged count
 MERGE_GROWTH = 0.25
 MERGE_MIN_ROWS = 20_000
@@ -249,16 +258,20 @@ def _in_time_order(select: str) -> str:
     return f"SELECT * FROM ({select}) ORDER BY bucket"
 
 
-def create_sql(bounds: Sequence[int] = SEED_BANDS) -> str:
-    """Statements creating the bands table and every rollup, filled from the stored usage rows."""
-    seeds = ", ".join(f"({int(b)})" for b in sorted(set(bounds)))
-    parts = [
-        "CREATE TABLE rollup_bands (bound BIGINT NOT NULL)",
-        f"INSERT INTO rollup_bands VALUES {seeds}",
-        "CREATE TABLE rollup_merged (name VARCHAR NOT NULL, rows BIGINT NOT NULL)",
-    ]
-    for rollup in ROLLUPS:
-        parts.append(f"CREATE TABLE {rollup.name} AS {_in_time_order(rollup.select('usage', bounds))}")
+def create_sql(made: Sequence[Rollup], bounds: Sequence[int] | None = None) -> str:
+    """Statements creating the rollups `made`, filled from the stored usage rows, and (given `bounds`) the
+    bands table first. For a migration: the definitions it creates must not change after it shipped."""
+    parts = []
+    if bounds is not None:
+        seeds = ", ".join(f"({int(b)})" for b in sorted(set(bounds)))
+        parts += [
+            "CREATE TABLE rollup_bands (bound BIGINT NOT NULL)",
+            f"INSERT INTO rollup_bands VALUES {seeds}",
+            "CREATE TABLE rollup_merged (name VARCHAR NOT NULL, rows BIGINT NOT NULL)",
+        ]
+    for rollup in made:
+        select = rollup.select("usage", SEED_BANDS if bounds is None else bounds)
+        parts.append(f"CREATE TABLE {rollup.name} AS {_in_time_order(select)}")
         parts.append(f"INSERT INTO rollup_merged SELECT '{rollup.name}', count(*) FROM {rollup.name}")
     return ";\n".join(parts) + ";\n"
 
