@@ -33,7 +33,7 @@ rollups with it (`quotascope catalog update` does).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -46,6 +46,9 @@ if TYPE_CHECKING:  # storage.replay reads through this module
     from storage.replay import UsageFilter
 
 __all__ = [
+    "FIRST_ROLLUPS",
+    "PROFILES",
+    "PROFILES_ALL_TEAMS",
     "PROFILE_METRICS",
     "ROLLUPS",
     "ROLLUP_MINUTES",
@@ -60,6 +63,7 @@ __all__ = [
     "create_sql",
     "ensure_bands",
     "rebuild",
+    "recent_part",
     "refresh",
     "spend_rollup",
     "touched_buckets",
@@ -122,6 +126,12 @@ class Rollup:
             f"(SELECT * FROM usage WHERE ({_ranges(starts, self.bucket)}) AND ({where}) "
             f"AND ({self.bucket_sql}) IN ({literals}))"
         )
+
+    def bucket_of(self, con: duckdb.DuckDBPyConnection, at: datetime) -> datetime:
+        """The start of the bucket a request at `at` falls in."""
+        row = con.execute(f"SELECT {self.bucket_sql} FROM (SELECT ?::TIMESTAMP AS ts)", [at]).fetchall()
+        found: datetime = row[0][0]
+        return found
 
     @property
     def key_names(self) -> tuple[str, ...]:
@@ -203,23 +213,29 @@ SPEND_KEYS = Rollup(
     _SPEND_MEASURES,
     _HALF_HOUR,
 )
-PROFILES = {
-    metric: Rollup(
-        f"rollup_profile_{metric}",
-        (
-            ("bucket", MONTH),
-            ("provider", "provider"),
-            ("model", "model"),
-            ("team", "team"),
-            ("value", expression),
-        ),
+
+
+def _profile(name: str, expression: str, keys: tuple[str, ...]) -> Rollup:
+    return Rollup(
+        name,
+        (("bucket", MONTH), *((k, k) for k in keys), ("value", expression)),
         (Measure("weight", "sum(n_requests)::BIGINT", "sum"), *_TIMES),
         timedelta(days=31),  # an upper bound: months differ
         where=f"({expression}) IS NOT NULL",
     )
+
+
+PROFILES = {
+    metric: _profile(f"rollup_profile_{metric}", expression, ("provider", "model", "team"))
     for metric, expression in PROFILE_METRICS.items()
 }
-ROLLUPS: tuple[Rollup, ...] = (SPEND, SPEND_KEYS, *PROFILES.values())
+# the same without team, for the readers who see every team and filter by none: a quarter of the rows
+PROFILES_ALL_TEAMS = {
+    metric: _profile(f"rollup_profile_all_{metric}", expression, ("provider", "model"))
+    for metric, expression in PROFILE_METRICS.items()
+}
+FIRST_ROLLUPS = (SPEND, SPEND_KEYS, *PROFILES.values())  # migration 40's
+ROLLUPS: tuple[Rollup, ...] = (*FIRST_ROLLUPS, *PROFILES_ALL_TEAMS.values())
 # a rollup is merged in place when its row count passes this share above its last merged count
 MERGE_GROWTH = 0.25
 MERGE_MIN_ROWS = 20_000
@@ -237,16 +253,25 @@ def _ranges(starts: Sequence[datetime], width: timedelta) -> str:
 # ------------------------------------------------------------------------------------------ building
 
 
-def create_sql(bounds: Sequence[int] = SEED_BANDS) -> str:
-    """Statements creating the bands table and every rollup, filled from the stored usage rows."""
-    seeds = ", ".join(f"({int(b)})" for b in sorted(set(bounds)))
-    parts = [
-        "CREATE TABLE rollup_bands (bound BIGINT NOT NULL)",
-        f"INSERT INTO rollup_bands VALUES {seeds}",
-        "CREATE TABLE rollup_merged (name VARCHAR NOT NULL, rows BIGINT NOT NULL)",
-    ]
-    for rollup in ROLLUPS:
-        parts.append(f"CREATE TABLE {rollup.name} AS {rollup.select('usage', bounds)}")
+def _in_time_order(select: str) -> str:
+    """Rows stored in bucket order, so a read of a period skips the row groups outside it (min/max)."""
+    return f"SELECT * FROM ({select}) ORDER BY bucket"
+
+
+def create_sql(made: Sequence[Rollup], bounds: Sequence[int] | None = None) -> str:
+    """Statements creating the rollups `made`, filled from the stored usage rows, and (given `bounds`) the
+    bands table first. For a migration: the definitions it creates must not change after it shipped."""
+    parts = []
+    if bounds is not None:
+        seeds = ", ".join(f"({int(b)})" for b in sorted(set(bounds)))
+        parts += [
+            "CREATE TABLE rollup_bands (bound BIGINT NOT NULL)",
+            f"INSERT INTO rollup_bands VALUES {seeds}",
+            "CREATE TABLE rollup_merged (name VARCHAR NOT NULL, rows BIGINT NOT NULL)",
+        ]
+    for rollup in made:
+        select = rollup.select("usage", SEED_BANDS if bounds is None else bounds)
+        parts.append(f"CREATE TABLE {rollup.name} AS {_in_time_order(select)}")
         parts.append(f"INSERT INTO rollup_merged SELECT '{rollup.name}', count(*) FROM {rollup.name}")
     return ";\n".join(parts) + ";\n"
 
@@ -270,7 +295,9 @@ def _merge_if_grown(con: duckdb.DuckDBPyConnection, rollup: Rollup) -> None:
     merged = int(found[0][0]) if found else 0
     if now <= max(merged * (1 + MERGE_GROWTH), merged + MERGE_MIN_ROWS):
         return
-    con.execute(f"CREATE OR REPLACE TEMP TABLE rollup_merging AS {rollup.merged(rollup.name)}")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE rollup_merging AS {_in_time_order(rollup.merged(rollup.name))}"
+    )
     con.execute(f"DELETE FROM {rollup.name}")
     con.execute(f"INSERT INTO {rollup.name} BY NAME SELECT * FROM rollup_merging")
     con.execute("DROP TABLE rollup_merging")
@@ -313,7 +340,7 @@ def rebuild(con: duckdb.DuckDBPyConnection, bounds: Sequence[int] | None = None)
     con.execute("DELETE FROM rollup_merged")
     for rollup in ROLLUPS:
         con.execute(f"DELETE FROM {rollup.name}")
-        con.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.select('usage', current)}")
+        con.execute(f"INSERT INTO {rollup.name} BY NAME {_in_time_order(rollup.select('usage', current))}")
         con.execute(f"INSERT INTO rollup_merged SELECT '{rollup.name}', count(*) FROM {rollup.name}")
 
 
@@ -355,9 +382,11 @@ def covering(con: duckdb.DuckDBPyConnection, rollup: Rollup, selection: UsageFil
     rows = f"SELECT * FROM {rollup.name} WHERE {attributes}"
     if since is None and until is None:
         return f"({rows})", params
+    # only the buckets the period's ends fall in can hold a row it cuts
+    ends = [rollup.bucket_of(con, at) for at in (since, until) if at is not None]
     inside = " AND ".join(
-        ([f"first_ts >= {_literal(since)}"] if since is not None else [])
-        + ([f"last_ts < {_literal(until)}"] if until is not None else [])
+        ([f"first_ts >= {_literal(since)} AND bucket >= {_literal(ends[0])}"] if since is not None else [])
+        + ([f"last_ts < {_literal(until)} AND bucket <= {_literal(ends[-1])}"] if until is not None else [])
     )
     overlapping = " AND ".join(
         ([f"last_ts >= {_literal(since)}"] if since is not None else [])
@@ -366,8 +395,8 @@ def covering(con: duckdb.DuckDBPyConnection, rollup: Rollup, selection: UsageFil
     cut = [
         r[0]
         for r in con.execute(
-            f"SELECT DISTINCT bucket FROM {rollup.name} "
-            f"WHERE {attributes} AND {overlapping} AND NOT ({inside})",
+            f"SELECT DISTINCT bucket FROM {rollup.name} WHERE bucket IN ({', '.join(map(_literal, ends))}) "
+            f"AND {attributes} AND {overlapping} AND NOT ({inside})",
             params,
         ).fetchall()
     ]
@@ -398,3 +427,21 @@ def catalog_band_sql(bounds: Sequence[int]) -> str:
     """A rollup row's band under a catalog's `bounds` (all among the rollup's): the engine's rule applied
     to `input_floor + 1`, a per-request input inside the row's band."""
     return tier_band_sql(bounds, "input_floor + 1", "1")
+
+
+def recent_part(con: duckdb.DuckDBPyConnection, selection: UsageFilter, requests: int) -> UsageFilter:
+    """The latest part of `selection` holding at most `requests` requests, in whole half hours (at least
+    the last one), counted from the spend rollup; `selection` itself when it holds no more."""
+    source, params = covering(con, spend_rollup(selection), selection)
+    start, last, total = con.execute(
+        f"""SELECT min(bucket) FILTER (WHERE later <= ?), max(bucket), max(later) FROM (
+                SELECT bucket, sum(sum(requests)) OVER (ORDER BY bucket DESC) AS later
+                FROM {source} GROUP BY bucket)""",
+        [requests, *params],
+    ).fetchall()[0]
+    if total is None or total <= requests:
+        return selection
+    since = start if start is not None else last
+    if selection.since is not None and since <= to_utc_naive(selection.since):
+        return selection
+    return replace(selection, since=since)
