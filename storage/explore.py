@@ -10,7 +10,7 @@ import polars as pl
 
 from storage.db import open_read, query_frame
 from storage.replay import ALL_USAGE, UsageFilter
-from storage.rollups import covering, spend_rollup
+from storage.rollups import covering, recent_part, spend_rollup
 
 
 @dataclass(frozen=True)
@@ -52,12 +52,20 @@ def _has_usage(con: object) -> bool:
     return bool(tables[0][0])
 
 
-def usage_sample(db: Path, selection: UsageFilter, rows: int = 20_000) -> pl.DataFrame:
-    """Up to `rows` stored rows drawn at random (repeatably), as per-request figures, for distributions.
+SAMPLE_ROWS = 20_000
+SAMPLE_SPAN = 25  # a sample of N rows is drawn from the latest 25 N requests
+
+
+def usage_sample(db: Path, selection: UsageFilter, rows: int = SAMPLE_ROWS) -> pl.DataFrame:
+    """Up to `rows` stored rows drawn at random (repeatably), as per-request figures, for distributions:
+    from the latest `SAMPLE_SPAN` x `rows` requests of the selection (whole half hours, counted from the
+    rollups), so that drawing it reads a bounded slice however much is stored.
 
     Columns: input_tokens, cached_share, output_tokens, reasoning_tokens, ttft_ms, requests (the requests a
     row stands for: an aggregated export bucket is `n_requests` requests of its average size).
     """
+    with open_read(db) as con:
+        selection = recent_part(con, selection, SAMPLE_SPAN * rows)
     where, params = selection.where()
     sql = f"""
         SELECT input_tokens / n_requests AS input_tokens,

@@ -47,12 +47,12 @@ class UsageFilter:
         """A SQL condition on usage rows (with `?` parameters) selecting what this selection selects."""
         attributes, params = self.attribute_where()
         clauses = [attributes]
+        # times as literals, not parameters: DuckDB skips the row groups outside a period only for
+        # constants it sees when planning (a replay of the last day then reads the last day's rows)
         if self.since is not None:
-            clauses.append("ts >= ?")
-            params.append(to_utc_naive(self.since))
+            clauses.append(f"ts >= TIMESTAMP '{to_utc_naive(self.since):%Y-%m-%d %H:%M:%S.%f}'")
         if self.until is not None:
-            clauses.append("ts < ?")
-            params.append(to_utc_naive(self.until))
+            clauses.append(f"ts < TIMESTAMP '{to_utc_naive(self.until):%Y-%m-%d %H:%M:%S.%f}'")
         return " AND ".join(clauses), params
 
     def attribute_where(self) -> tuple[str, list[Any]]:

@@ -8,9 +8,7 @@ for one query (`storage.db.open_read`), so reports and a running ingest take tur
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import polars as pl
@@ -19,19 +17,21 @@ from models.catalog import Catalog
 from models.focus import FocusExport, Grain, focus_rows
 from models.pricing import band_input, tier_band_sql
 from models.spend import TIME_KEYS, SpendRow, price_spend, pricing_grain_minutes, tier_bounds
-from models.usage import Distribution, UsageProfile
 from storage import rollups
 from storage.catalog import load_catalog
 from storage.db import open_read, query_frame
+from storage.profiles import profile_from_rollups, read_usage_profile, read_usage_profiles
 from storage.replay import UsageFilter
 
 __all__ = [
     "UsageFilter",
     "focus_export",
+    "profile_from_rollups",
     "read_rejects",
     "read_spend_groups",
     "read_usage_buckets",
     "read_usage_profile",
+    "read_usage_profiles",
     "spend_report",
 ]
 
@@ -182,115 +182,6 @@ def read_usage_buckets(db: Path, selection: UsageFilter, by: Sequence[str]) -> p
         source, params = rollups.covering(con, rollups.spend_rollup(selection, by), selection)
         sql = f"SELECT {keys}, {_sums('requests')} FROM {source} GROUP BY ALL ORDER BY {order} NULLS LAST"
         return query_frame(con, sql, params)
-
-
-# ------------------------------------------------------------------------------------------ profile
-
-
-def _distribution_sql(metric: str, values: str) -> str:
-    """Weighted mean and percentiles (the smallest value whose cumulative weight reaches the share) of the
-    relation `values` (`v`, the value; `w`, the requests it stands for)."""
-    return f"""
-        (WITH d AS (SELECT v, sum(w) AS w FROM {values} GROUP BY 1),
-              c AS (SELECT v, w, sum(w) OVER (ORDER BY v) AS cw, sum(w) OVER () AS tw FROM d)
-         SELECT struct_pack(
-            n := sum(w), mean := sum(v * w) / sum(w),
-            p50 := min(v) FILTER (WHERE cw >= 0.5 * tw),
-            p90 := min(v) FILTER (WHERE cw >= 0.9 * tw),
-            p99 := min(v) FILTER (WHERE cw >= 0.99 * tw)) FROM c) AS {metric}"""
-
-
-def profile_from_rollups(selection: UsageFilter) -> bool:
-    """Whether the profile rollups hold what `selection` selects (they keep no project)."""
-    return selection.project is None
-
-
-def _profile_sql(con: duckdb.DuckDBPyConnection, selection: UsageFilter) -> tuple[str, list[Any]]:
-    """The profile's query: from the rollups (a value's requests per month and team), or, for a selection
-    by project (which they do not keep), from the raw rows."""
-    if not profile_from_rollups(selection):
-        where, params = selection.where()
-        metrics = ",\n".join(
-            _distribution_sql(
-                name, f"(SELECT {expr} AS v, n_requests AS w FROM selected WHERE ({expr}) IS NOT NULL)"
-            )
-            for name, expr in rollups.PROFILE_METRICS.items()
-        )
-        totals = """SELECT coalesce(sum(n_requests), 0) AS requests,
-            sum(cached_input_tokens)::DOUBLE / nullif(sum(input_tokens), 0) AS cached_share FROM selected"""
-        return (
-            f"""
-            WITH selected AS (SELECT * FROM usage WHERE {where}), totals AS ({totals})
-            SELECT (SELECT requests FROM totals), (SELECT cached_share FROM totals), {metrics}
-        """,
-            params,
-        )
-    spend, params = rollups.covering(con, rollups.SPEND, selection)
-    parts = []
-    for name in rollups.PROFILE_METRICS:
-        values, more = rollups.covering(con, rollups.PROFILES[name], selection)
-        parts.append(_distribution_sql(name, f"(SELECT value AS v, weight AS w FROM {values})"))
-        params += more
-    totals = f"""SELECT coalesce(sum(requests), 0) AS requests,
-        sum(cached_input_tokens)::DOUBLE / nullif(sum(input_tokens), 0) AS cached_share FROM {spend}"""
-    return (
-        f"""
-        WITH totals AS ({totals})
-        SELECT (SELECT requests FROM totals), (SELECT cached_share FROM totals), {",".join(parts)}
-    """,
-        params,
-    )
-
-
-def read_usage_profile(
-    db: Path,
-    *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    provider: str | None = None,
-    model: str | None = None,
-    team: str | None = None,
-    selection: UsageFilter | None = None,
-) -> UsageProfile:
-    """The per-request token profile of stored usage (`quotascope plan --from-usage`, `report profile`):
-    of `selection` if given (the dashboard's, with the viewer's teams), else of the other arguments.
-
-    Aggregated rows (an organisation export bucket) count as `n_requests` requests of their average size.
-    An empty selection gives `requests == 0` and zero distributions.
-    """
-    if selection is None:
-        selection = UsageFilter(since, until, provider, model, team)
-    elif any(v is not None for v in (since, until, provider, model, team)):
-        raise TypeError("read_usage_profile takes a selection or its parts, not both")
-    with open_read(db) as con:
-        sql, params = _profile_sql(con, selection)
-        row = con.execute(sql, params).fetchall()[0]
-    requests, cached_share, *stats = row
-    values = dict(zip(rollups.PROFILE_METRICS, stats, strict=True))
-
-    def dist(name: str, optional: bool = False) -> Distribution | None:
-        value = values[name]
-        if not value or not value["n"]:
-            return None if optional else Distribution(0.0, 0.0, 0.0, 0.0)
-        return Distribution(
-            float(value["mean"]), float(value["p50"]), float(value["p90"]), float(value["p99"])
-        )
-
-    def required(name: str) -> Distribution:
-        found = dist(name)
-        assert found is not None
-        return found
-
-    return UsageProfile(
-        requests=int(requests),
-        input_tokens=required("input_tokens"),
-        cached_input_tokens=required("cached_input_tokens"),
-        output_tokens=required("output_tokens"),
-        reasoning_tokens=required("reasoning_tokens"),
-        cached_share=float(cached_share or 0.0),
-        ttft_ms=dist("ttft_ms", optional=True),
-        tokens_per_s=dist("tokens_per_s", optional=True),
-    )
 
 
 def report_keys(by: Sequence[str]) -> tuple[str, ...]:

@@ -33,7 +33,7 @@ rollups with it (`quotascope catalog update` does).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -60,6 +60,7 @@ __all__ = [
     "create_sql",
     "ensure_bands",
     "rebuild",
+    "recent_part",
     "refresh",
     "spend_rollup",
     "touched_buckets",
@@ -122,6 +123,12 @@ class Rollup:
             f"(SELECT * FROM usage WHERE ({_ranges(starts, self.bucket)}) AND ({where}) "
             f"AND ({self.bucket_sql}) IN ({literals}))"
         )
+
+    def bucket_of(self, con: duckdb.DuckDBPyConnection, at: datetime) -> datetime:
+        """The start of the bucket a request at `at` falls in."""
+        row = con.execute(f"SELECT {self.bucket_sql} FROM (SELECT ?::TIMESTAMP AS ts)", [at]).fetchall()
+        found: datetime = row[0][0]
+        return found
 
     @property
     def key_names(self) -> tuple[str, ...]:
@@ -237,6 +244,11 @@ def _ranges(starts: Sequence[datetime], width: timedelta) -> str:
 # ------------------------------------------------------------------------------------------ building
 
 
+def _in_time_order(select: str) -> str:
+    """Rows stored in bucket order, so a read of a period skips the row groups outside it (min/max)."""
+    return f"SELECT * FROM ({select}) ORDER BY bucket"
+
+
 def create_sql(bounds: Sequence[int] = SEED_BANDS) -> str:
     """Statements creating the bands table and every rollup, filled from the stored usage rows."""
     seeds = ", ".join(f"({int(b)})" for b in sorted(set(bounds)))
@@ -246,7 +258,7 @@ def create_sql(bounds: Sequence[int] = SEED_BANDS) -> str:
         "CREATE TABLE rollup_merged (name VARCHAR NOT NULL, rows BIGINT NOT NULL)",
     ]
     for rollup in ROLLUPS:
-        parts.append(f"CREATE TABLE {rollup.name} AS {rollup.select('usage', bounds)}")
+        parts.append(f"CREATE TABLE {rollup.name} AS {_in_time_order(rollup.select('usage', bounds))}")
         parts.append(f"INSERT INTO rollup_merged SELECT '{rollup.name}', count(*) FROM {rollup.name}")
     return ";\n".join(parts) + ";\n"
 
@@ -270,7 +282,9 @@ def _merge_if_grown(con: duckdb.DuckDBPyConnection, rollup: Rollup) -> None:
     merged = int(found[0][0]) if found else 0
     if now <= max(merged * (1 + MERGE_GROWTH), merged + MERGE_MIN_ROWS):
         return
-    con.execute(f"CREATE OR REPLACE TEMP TABLE rollup_merging AS {rollup.merged(rollup.name)}")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE rollup_merging AS {_in_time_order(rollup.merged(rollup.name))}"
+    )
     con.execute(f"DELETE FROM {rollup.name}")
     con.execute(f"INSERT INTO {rollup.name} BY NAME SELECT * FROM rollup_merging")
     con.execute("DROP TABLE rollup_merging")
@@ -313,7 +327,7 @@ def rebuild(con: duckdb.DuckDBPyConnection, bounds: Sequence[int] | None = None)
     con.execute("DELETE FROM rollup_merged")
     for rollup in ROLLUPS:
         con.execute(f"DELETE FROM {rollup.name}")
-        con.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.select('usage', current)}")
+        con.execute(f"INSERT INTO {rollup.name} BY NAME {_in_time_order(rollup.select('usage', current))}")
         con.execute(f"INSERT INTO rollup_merged SELECT '{rollup.name}', count(*) FROM {rollup.name}")
 
 
@@ -355,9 +369,11 @@ def covering(con: duckdb.DuckDBPyConnection, rollup: Rollup, selection: UsageFil
     rows = f"SELECT * FROM {rollup.name} WHERE {attributes}"
     if since is None and until is None:
         return f"({rows})", params
+    # only the buckets the period's ends fall in can hold a row it cuts
+    ends = [rollup.bucket_of(con, at) for at in (since, until) if at is not None]
     inside = " AND ".join(
-        ([f"first_ts >= {_literal(since)}"] if since is not None else [])
-        + ([f"last_ts < {_literal(until)}"] if until is not None else [])
+        ([f"first_ts >= {_literal(since)} AND bucket >= {_literal(ends[0])}"] if since is not None else [])
+        + ([f"last_ts < {_literal(until)} AND bucket <= {_literal(ends[-1])}"] if until is not None else [])
     )
     overlapping = " AND ".join(
         ([f"last_ts >= {_literal(since)}"] if since is not None else [])
@@ -366,8 +382,8 @@ def covering(con: duckdb.DuckDBPyConnection, rollup: Rollup, selection: UsageFil
     cut = [
         r[0]
         for r in con.execute(
-            f"SELECT DISTINCT bucket FROM {rollup.name} "
-            f"WHERE {attributes} AND {overlapping} AND NOT ({inside})",
+            f"SELECT DISTINCT bucket FROM {rollup.name} WHERE bucket IN ({', '.join(map(_literal, ends))}) "
+            f"AND {attributes} AND {overlapping} AND NOT ({inside})",
             params,
         ).fetchall()
     ]
@@ -398,3 +414,21 @@ def catalog_band_sql(bounds: Sequence[int]) -> str:
     """A rollup row's band under a catalog's `bounds` (all among the rollup's): the engine's rule applied
     to `input_floor + 1`, a per-request input inside the row's band."""
     return tier_band_sql(bounds, "input_floor + 1", "1")
+
+
+def recent_part(con: duckdb.DuckDBPyConnection, selection: UsageFilter, requests: int) -> UsageFilter:
+    """The latest part of `selection` holding at most `requests` requests, in whole half hours (at least
+    the last one), counted from the spend rollup; `selection` itself when it holds no more."""
+    source, params = covering(con, spend_rollup(selection), selection)
+    start, last, total = con.execute(
+        f"""SELECT min(bucket) FILTER (WHERE later <= ?), max(bucket), max(later) FROM (
+                SELECT bucket, sum(sum(requests)) OVER (ORDER BY bucket DESC) AS later
+                FROM {source} GROUP BY bucket)""",
+        [requests, *params],
+    ).fetchall()[0]
+    if total is None or total <= requests:
+        return selection
+    since = start if start is not None else last
+    if selection.since is not None and since <= to_utc_naive(selection.since):
+        return selection
+    return replace(selection, since=since)

@@ -20,10 +20,16 @@ from models.catalog import Catalog, to_utc_naive
 from models.errors import InputError
 from models.replay import Replay, ReplayOptions, comparison_rows, replay
 from models.spend import SpendRow
+from storage import rollups
+from storage.db import open_read
 from storage.replay import UsageFilter, read_traffic, usage_span
 from storage.reports import spend_report
 
 DEFAULT_DAYS = 30  # a replay with no --since looks this far back from the last stored request
+# The dashboard replays at most this many requests at once (the latest of its period, in whole half hours):
+# a replay holds every request in memory and takes time in proportion, so a first visit would otherwise
+# grow with the traffic. About a day of a 10M-requests-a-month workload, with its daily peak.
+MAX_REPLAY_REQUESTS = 400_000
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,13 @@ def default_period(path: Path, selection: UsageFilter, days: int = DEFAULT_DAYS)
     if until <= since:
         raise InputError("--until must be after --since")
     return replace(selection, since=since, until=until)
+
+
+def replay_window(path: Path, selection: UsageFilter, max_requests: int = MAX_REPLAY_REQUESTS) -> UsageFilter:
+    """The latest part of `selection` holding at most `max_requests` requests (whole half hours, at least
+    the last one), counted from the rollups; the selection itself when it holds no more."""
+    with open_read(path) as con:
+        return rollups.recent_part(con, selection, max_requests)
 
 
 def simulate_offers(

@@ -17,8 +17,9 @@ It answers for what it is sure of and hands the rest to the reference path (`col
   400 and the reference mapping;
 - one span, when an attribute it reads holds a value whose mapping is rare and subtle (a bool, array, map,
   bytes or empty value, a count or text given as another type, non-ASCII text, a key given twice, a
-  fractional TTFT in seconds, a duration the JSON would print with an exponent): that span alone goes
-  through `usage_from_span`.
+  duration the JSON would print with an exponent): that span alone goes through `usage_from_span`.
+A TTFT given as a fractional number of seconds is the one float whose text compiled code cannot write as
+Python does (repr's shortest round-trip digits): the scan leaves a placeholder and Python fills it in.
 `tests/collectors/test_otlp_wire.py` checks on random requests that both paths give the same records.
 """
 
@@ -368,22 +369,41 @@ def scan(body: bytes, plan: WirePlan) -> Scanned | None:
     data = np.frombuffer(body, dtype=np.uint8)
     room = len(body) + 65536
     verdicts = np.zeros(len(body) // 2 + 1, dtype=np.int8)
+    floats = np.empty(len(body) // 16 + 1, dtype=np.float64)  # a TTFT attribute takes over 16 bytes
     while True:
         out = np.empty(room, dtype=np.uint8)
-        status, written, spans = _scan(data, plan, out, verdicts)
+        status, written, spans, n_floats = _scan(data, plan, out, verdicts, floats)
         if status == OK:
-            return Scanned(out[:written].tobytes(), verdicts[:spans].copy())
+            lines = out[:written].tobytes()
+            if n_floats:
+                lines = _with_floats(lines, floats[:n_floats])
+            return Scanned(lines, verdicts[:spans].copy())
         if status == DOUBT:
             return None
         room *= 4
 
 
-def _scan(data: U8, plan: WirePlan, out: U8, verdicts: npt.NDArray[np.int8]) -> tuple[int, int, int]:
+def _with_floats(lines: bytes, values: npt.NDArray[np.float64]) -> bytes:
+    """The lines with each placeholder (a NUL byte: JSON text escapes every control character, so the
+    records have none of their own) replaced by the next value as Python's repr writes a float, which
+    compiled code cannot (the shortest text that reads back as the same double)."""
+    parts = lines.split(b"\0")
+    texts = [repr(value).encode() for value in values.tolist()]
+    out = [parts[0]]
+    for text, part in zip(texts, parts[1:], strict=True):
+        out += [text, part]
+    return b"".join(out)
+
+
+def _scan(
+    data: U8, plan: WirePlan, out: U8, verdicts: npt.NDArray[np.int8], floats: npt.NDArray[np.float64]
+) -> tuple[int, int, int, int]:
     s = plan.schema
     return _scan_compiled(
         data,
         out,
         verdicts,
+        floats,
         s.kinds,
         s.children,
         s.repeated,
@@ -673,6 +693,7 @@ def _scan_compiled(
     data: U8,
     out: U8,
     verdicts: npt.NDArray[np.int8],
+    floats: npt.NDArray[np.float64],
     kinds: npt.NDArray[np.int8],
     children: npt.NDArray[np.int16],
     repeated: npt.NDArray[np.bool_],
@@ -687,7 +708,7 @@ def _scan_compiled(
     sdk_key: int,
     rule_excludes: npt.NDArray[np.bool_],
     attribution_keys: I64,
-) -> tuple[int, int, int]:
+) -> tuple[int, int, int, int]:
     n = len(data)
     n_keys = sets[SET_KEYS + 1] - sets[SET_KEYS]
     ends = np.empty(MAX_DEPTH + 1, dtype=np.int64)
@@ -711,6 +732,7 @@ def _scan_compiled(
     pos = 0
     o = 0
     spans = 0
+    n_floats = 0
     room = len(out)
     scopes_seen = False  # in this resource_spans
     spans_in_scope = False
@@ -746,7 +768,7 @@ def _scan_compiled(
                             doubles[k] = v_dbl
                     else:
                         if slots[R_TYPE, k] != V_NONE or v_type != V_STR:
-                            return DOUBT, 0, 0
+                            return DOUBT, 0, 0, 0
                         slots[R_TYPE, k] = V_STR
                         slots[R_OFF, k] = v_off
                         slots[R_LEN, k] = v_len
@@ -760,11 +782,13 @@ def _scan_compiled(
                 if doubt:
                     verdict = SPAN_DOUBT
                 else:
-                    verdict, o = _record(
+                    verdict, o, n_floats = _record(
                         data,
                         out,
                         o,
                         room,
+                        floats,
+                        n_floats,
                         slots,
                         doubles,
                         span,
@@ -779,7 +803,7 @@ def _scan_compiled(
                         work,
                     )
                     if verdict < 0:
-                        return NEED_ROOM, 0, 0
+                        return NEED_ROOM, 0, 0, 0
                 verdicts[spans] = verdict
                 spans += 1
             continue
@@ -787,30 +811,30 @@ def _scan_compiled(
         # a field's tag
         ok, tag, pos = _varint(data, pos, ends[d])
         if not ok:
-            return DOUBT, 0, 0
+            return DOUBT, 0, 0, 0
         number = int(tag >> np.uint64(3))
         wire = int(tag & np.uint64(7))
         t = types[d]
         if number <= 0 or number >= MAX_FIELD:
-            return DOUBT, 0, 0
+            return DOUBT, 0, 0, 0
         kind = kinds[t, number]
         if kind == K_UNKNOWN:
-            return DOUBT, 0, 0
+            return DOUBT, 0, 0, 0
         bit = np.uint64(1) << np.uint64(number)
         if not repeated[t, number]:
             if seen[d] & bit:
-                return DOUBT, 0, 0
+                return DOUBT, 0, 0, 0
             if oneof[t] & bit and seen[d] & oneof[t]:
-                return DOUBT, 0, 0
+                return DOUBT, 0, 0, 0
             seen[d] |= bit
         role = frame_roles[d]
         value_role = role in (R_SPAN_VALUE, R_RESOURCE_VALUE)
         if kind == K_VARINT:
             if wire != 0:
-                return DOUBT, 0, 0
+                return DOUBT, 0, 0, 0
             ok, value, pos = _varint(data, pos, ends[d])
             if not ok:
-                return DOUBT, 0, 0
+                return DOUBT, 0, 0, 0
             if role == R_STATUS and number == 3:
                 span[8] = np.int64(np.int32(value & np.uint64(0xFFFFFFFF)))
             elif value_role:
@@ -818,7 +842,7 @@ def _scan_compiled(
                 v_int = np.int64(value)
         elif kind == K_FIXED64:
             if wire != 1 or pos + 8 > ends[d]:
-                return DOUBT, 0, 0
+                return DOUBT, 0, 0, 0
             value = np.uint64(0)
             for j in range(7, -1, -1):
                 value = (value << np.uint64(8)) | np.uint64(data[pos + j])
@@ -836,18 +860,18 @@ def _scan_compiled(
                 v_dbl = fview[0]
         elif kind == K_FIXED32:
             if wire != 5 or pos + 4 > ends[d]:
-                return DOUBT, 0, 0
+                return DOUBT, 0, 0, 0
             pos += 4
         else:
             if wire != 2:
-                return DOUBT, 0, 0
+                return DOUBT, 0, 0, 0
             ok, size, pos = _varint(data, pos, ends[d])
             if not ok or size > np.uint64(ends[d] - pos):
-                return DOUBT, 0, 0
+                return DOUBT, 0, 0, 0
             length = int(np.int64(size))
             if kind == K_STRING:
                 if not _utf8_ok(data, pos, pos + length):
-                    return DOUBT, 0, 0
+                    return DOUBT, 0, 0, 0
                 if role in (R_SPAN_KV, R_RESOURCE_KV):
                     kv_off = pos
                     kv_len = length
@@ -876,7 +900,7 @@ def _scan_compiled(
                 if value_role:
                     v_type = V_OTHER
                 if d + 1 > MAX_DEPTH:
-                    return DOUBT, 0, 0
+                    return DOUBT, 0, 0, 0
                 child = roles[role, number]
                 d += 1
                 ends[d] = pos + length
@@ -888,7 +912,7 @@ def _scan_compiled(
                     scopes_seen = False
                 elif child == R_RESOURCE:
                     if scopes_seen:
-                        return DOUBT, 0, 0
+                        return DOUBT, 0, 0, 0
                 elif child == R_SCOPE_SPANS:
                     scopes_seen = True
                     span[0] = 0
@@ -896,7 +920,7 @@ def _scan_compiled(
                     spans_in_scope = False
                 elif child == R_SCOPE:
                     if spans_in_scope:
-                        return DOUBT, 0, 0
+                        return DOUBT, 0, 0, 0
                 elif child == R_SPAN:
                     spans_in_scope = True
                     slots[S_TYPE, :] = V_NONE
@@ -910,7 +934,7 @@ def _scan_compiled(
                     ev_time = np.uint64(0)
                     en_off = 0
                     en_len = 0
-    return OK, o, spans
+    return OK, o, spans, n_floats
 
 
 # ------------------------------------------------------------------------------------------ one span
@@ -978,6 +1002,8 @@ def _record(
     out: U8,
     o: int,
     room: int,
+    floats: npt.NDArray[np.float64],
+    n_floats: int,
     slots: I64,
     doubles: npt.NDArray[np.float64],
     span: I64,
@@ -990,16 +1016,16 @@ def _record(
     attribution_keys: I64,
     scratch: U8,
     work: I64,
-) -> tuple[int, int]:
-    """The verdict on one span (`RECORD`, `NO_USAGE`, `IGNORED`, `SPAN_DOUBT`; -1: out of room) and where
-    the output ends after its record."""
+) -> tuple[int, int, int]:
+    """The verdict on one span (`RECORD`, `NO_USAGE`, `IGNORED`, `SPAN_DOUBT`; -1: out of room), where
+    the output ends after its record, and how many floats await their text (`_with_floats`)."""
     status = span[8]
     # classify
     op_state, op_a, op_n = _text(data, _pick(field_keys, F_OPERATION, slots), slots, SPAN_ROWS)
     kind_state, kind_a, kind_n = _text(data, _pick(field_keys, F_KIND, slots), slots, SPAN_ROWS)
     rt_state, rt_a, rt_n = _text(data, _pick(field_keys, F_REQUEST_TYPE, slots), slots, SPAN_ROWS)
     if op_state == TEXT_DOUBT or kind_state == TEXT_DOUBT or rt_state == TEXT_DOUBT:
-        return SPAN_DOUBT, o
+        return SPAN_DOUBT, o, n_floats
     has_tokens = _pick(field_keys, F_INPUT, slots) >= 0 or _pick(field_keys, F_OUTPUT, slots) >= 0
     if op_state == TEXT:
         inference = (
@@ -1007,7 +1033,7 @@ def _record(
         )
     elif kind_state == TEXT:
         if kind_n > len(scratch):
-            return SPAN_DOUBT, o
+            return SPAN_DOUBT, o, n_floats
         for j in range(kind_n):
             c = data[kind_a + j]
             scratch[j] = c - 32 if 97 <= c <= 122 else c
@@ -1017,14 +1043,14 @@ def _record(
     else:
         inference = _pick(field_keys, F_PROVIDER, slots) >= 0 and has_tokens
     if not inference:
-        return IGNORED, o
+        return IGNORED, o, n_floats
     if not has_tokens:
-        return (NO_USAGE if status != 2 else IGNORED), o
+        return (NO_USAGE if status != 2 else IGNORED), o, n_floats
 
     # the provider, lower-cased and aliased, in scratch[:provider_n]
     p_state, p_a, p_n = _text(data, _pick(field_keys, F_PROVIDER, slots), slots, SPAN_ROWS)
     if p_state == TEXT_DOUBT or p_n > len(scratch):
-        return SPAN_DOUBT, o
+        return SPAN_DOUBT, o, n_floats
     provider_n = 0
     if p_state == TEXT:
         for j in range(p_n):
@@ -1036,7 +1062,7 @@ def _record(
             a = offsets[sets[SET_ALIAS_TO] + alias]
             provider_n = offsets[sets[SET_ALIAS_TO] + alias + 1] - a
             if provider_n > len(scratch):
-                return SPAN_DOUBT, o
+                return SPAN_DOUBT, o, n_floats
             for j in range(provider_n):
                 scratch[j] = blob[a + j]
 
@@ -1046,7 +1072,7 @@ def _record(
     wr_state, written = _count(_pick(field_keys, F_WRITE, slots), slots, doubles)
     re_state, reasoning = _count(_pick(field_keys, F_REASONING, slots), slots, doubles)
     if in_state == 2 or out_state == 2 or ca_state == 2 or wr_state == 2 or re_state == 2:
-        return SPAN_DOUBT, o
+        return SPAN_DOUBT, o, n_floats
 
     # an embedding generates nothing
     if out_state == 0:
@@ -1064,7 +1090,7 @@ def _record(
     # the cache rule: the first entry for this provider whose sdk or scope prefix matches
     sdk_state, sdk_a, sdk_n = _text(data, sdk_key, slots, RESOURCE_ROWS)
     if sdk_state == TEXT_DOUBT:
-        return SPAN_DOUBT, o
+        return SPAN_DOUBT, o, n_floats
     excludes = False
     for i in range(len(rule_excludes)):
         first = sets[SET_RULES] + 3 * i
@@ -1093,13 +1119,14 @@ def _record(
     m_state, m_a, m_n = _text(data, _pick(field_keys, F_MODEL, slots), slots, SPAN_ROWS)
     t_state, t_a, t_n = _text(data, _pick(field_keys, F_TIER, slots), slots, SPAN_ROWS)
     if rid_state == TEXT_DOUBT or m_state == TEXT_DOUBT or t_state == TEXT_DOUBT:
-        return SPAN_DOUBT, o
+        return SPAN_DOUBT, o, n_floats
     start = np.uint64(span[6])
     end = np.uint64(span[7])
     latency = end >= start and start > np.uint64(0)
     if latency and not _ms_printable(end - start):
-        return SPAN_DOUBT, o
-    ttft_kind = 0  # 0 none, 1 whole seconds (ttft_int ms), 2 from an event (ttft_ns)
+        return SPAN_DOUBT, o, n_floats
+    ttft_kind = 0  # 0 none, 1 whole seconds (ttft_int ms), 2 from an event (ttft_ns), 3 a float (ttft_ms)
+    ttft_ms = 0.0
     ttft_int = np.int64(0)
     ttft_ns = np.uint64(0)
     tk = _pick(field_keys, F_TTFT, slots)
@@ -1109,7 +1136,7 @@ def _record(
             seconds = slots[S_INT, tk]
             if seconds >= 0:
                 if seconds >= np.int64(9_007_199_254_740):
-                    return SPAN_DOUBT, o
+                    return SPAN_DOUBT, o, n_floats
                 ttft_kind = 1
                 ttft_int = seconds * np.int64(1000)
         elif slots[S_TYPE, tk] == V_DOUBLE:
@@ -1117,14 +1144,15 @@ def _record(
             if not math.isfinite(x):
                 from_events = True
             elif not x < 0.0:
-                return SPAN_DOUBT, o
+                ttft_kind = 3
+                ttft_ms = x * 1000.0
         else:
-            return SPAN_DOUBT, o
+            return SPAN_DOUBT, o, n_floats
     first_token = np.uint64(span[11])
     if from_events and span[9] == 1 and span[10] == 1 and first_token >= start:
         ttft_ns = first_token - start
         if not _ms_printable(ttft_ns):
-            return SPAN_DOUBT, o
+            return SPAN_DOUBT, o, n_floats
         ttft_kind = 2
 
     # attribution: the span's attribute, else the resource's
@@ -1135,14 +1163,14 @@ def _record(
         rows = SPAN_ROWS if slots[S_TYPE, k] != V_NONE else RESOURCE_ROWS
         state, a, length = _text(data, k, slots, rows)
         if state == TEXT_DOUBT:
-            return SPAN_DOUBT, o
+            return SPAN_DOUBT, o, n_floats
         work[0, i] = state
         work[1, i] = a
         work[2, i] = length
         texts += length
 
     if o + 1024 + 6 * texts + 2 * (span[3] + span[5]) + 32 * n_attr > room:
-        return -1, o
+        return -1, o, n_floats
 
     # the JSON line, in SpanUsage.record()'s key order, None values left out
     fragment = sets[SET_FRAGMENTS]
@@ -1191,6 +1219,12 @@ def _record(
     elif ttft_kind == 2:
         o = _put_string(out, o, blob, offsets, fragment + 10)
         o = _put_ms(out, o, ttft_ns)
+    elif ttft_kind == 3:  # a placeholder for Python to write the float's repr in
+        o = _put_string(out, o, blob, offsets, fragment + 10)
+        out[o] = 0
+        o += 1
+        floats[n_floats] = ttft_ms
+        n_floats += 1
     o = _put_string(out, o, blob, offsets, fragment + (12 if status == 2 else 11))
     if t_state == TEXT:
         o = _put_string(out, o, blob, offsets, fragment + 13)
@@ -1201,4 +1235,4 @@ def _record(
             o = _put_json_text(out, o, data, work[1, i], work[2, i])
     out[o] = 125
     out[o + 1] = 10
-    return RECORD, o + 2
+    return RECORD, o + 2, n_floats

@@ -1,6 +1,8 @@
 """One streamed chat-completions exchange, timed chunk by chunk, with every failure classified.
 
-Times are `time.perf_counter()` seconds taken when bytes arrive, before any JSON parsing. A token of any
+Times are `time.perf_counter()` seconds taken when bytes arrive, before any JSON parsing: on `make_client`'s
+connections, when the socket read that brought them returned (`collectors.probe.transport.TimedStream`), not
+when h11, httpcore and httpx have handed them on. A token of any
 kind is a non-empty `delta.reasoning_content` (or `delta.reasoning`), `delta.content` or `delta.tool_calls`;
 the empty role chunk many servers send first is not a token. Nothing here keeps the key: error text that
 could echo it goes through `redact` first.
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -22,7 +24,7 @@ import anyio._core._sockets
 import httpcore
 import httpx
 
-from collectors.probe.transport import ON_THE_WIRE
+from collectors.probe.transport import ON_THE_WIRE, TimedStream
 from models.outside_text import redact_secrets
 from models.probe import ErrorClass
 
@@ -237,24 +239,37 @@ def _whole_body(exchange: Exchange, body: bytes, t: float) -> None:
     exchange.done = exchange.error_class is None
 
 
-async def exchange(
+def build_request(
     client: httpx.AsyncClient,
     url: str,
     headers: Mapping[str, str],
     body: Mapping[str, Any],
     timeout: httpx.Timeout,
+) -> httpx.Request:
+    """The POST of `body`, ready for `exchange`: built ahead, so that its send time holds only the send."""
+    return client.build_request(
+        "POST", url, content=json.dumps(body).encode(), headers=headers, timeout=timeout
+    )
+
+
+async def exchange(
+    client: httpx.AsyncClient,
+    request: httpx.Request,
     total_timeout_s: float,
     secret: str | None,
     gate: asyncio.Lock | None = None,
+    ahead: Callable[[], None] | None = None,
 ) -> Exchange:
-    """POST `body` and read the streamed reply; never raises for anything the server or network does.
+    """Send `request` (from `build_request`, used once) and read the streamed reply; never raises for anything
+    the server or network does.
 
     `gate`, shared by the requests of one run, lets one request at a time take a pooled connection, for
     clients whose transport does not do so itself (see `collectors.probe.transport`, which `make_client`
     uses). `t_sent` is when the request started being written, so the send delay shows client-side queueing.
+    `ahead` is called once the first token is in (TTFT taken, the rest of the reply not yet due): a closed
+    loop builds its next request then.
     """
     result = Exchange()
-    payload = json.dumps(body).encode()
     held = False
 
     def open_gate() -> None:
@@ -275,12 +290,14 @@ async def exchange(
                 await gate.acquire()
                 held = True
             start = now()
-            async with client.stream(
-                "POST", url, content=payload, headers=headers, timeout=timeout, extensions={"trace": trace}
-            ) as response:
+            request.extensions = {**request.extensions, "trace": trace}
+            response = await client.send(request, stream=True)
+            try:
                 open_gate()  # a transport that sends no trace events
                 result.t_sent = result.t_sent or start
-                await _read(response, result, secret)
+                await _read(response, result, secret, ahead)
+            finally:
+                await response.aclose()
     except TimeoutError:
         result.fail("timeout", f"no complete reply within the {total_timeout_s:g} s total timeout")
     except httpx.TimeoutException as e:
@@ -305,7 +322,9 @@ async def exchange(
     return result
 
 
-async def _read(response: httpx.Response, result: Exchange, secret: str | None) -> None:
+async def _read(
+    response: httpx.Response, result: Exchange, secret: str | None, ahead: Callable[[], None] | None
+) -> None:
     result.status = response.status_code
     # kept and shown later: a server that echoes the key in one of them must not get it stored
     result.ratelimit = {
@@ -327,11 +346,17 @@ async def _read(response: httpx.Response, result: Exchange, secret: str | None) 
         return
     reader = StreamReader(result)
     reading = True
+    # the bytes of a chunk arrived with the latest read of the socket (never earlier, and not much later)
+    stream = response.extensions.get("network_stream")
+    socket = stream if isinstance(stream, TimedStream) else None
     async for data in response.aiter_bytes():  # decoded: some hosts gzip their event streams
-        if reading and not reader.feed(data, now()):
+        if reading and not reader.feed(data, socket.last_read if socket is not None else now()):
             if not result.done:
                 break  # a broken stream: drop the connection
             reading = False  # after [DONE], drain the body so the connection goes back to the pool
+        if ahead is not None and result.first_any is not None:
+            ahead()
+            ahead = None
     if reading:
         reader.close(now())
     if not result.done:

@@ -23,7 +23,7 @@ from models.profile import rounded_usage_profile
 from storage.budgets import budget_statuses, read_daily_spend
 from storage.explore import usage_dimensions
 from storage.replay import UsageFilter
-from storage.reports import read_usage_profile, spend_report
+from storage.reports import read_usage_profiles, spend_report
 
 
 def _money(amount: Decimal | None, currency: str) -> str:
@@ -43,15 +43,13 @@ def _providers_table(since: datetime, until: datetime, currency: str) -> pl.Data
     limits carry for the workload's own profile."""
     catalog = state.catalog()
     rows = []
+    month = UsageFilter(since, until)
+    profiles = state.read(read_usage_profiles, selection=month, by=("provider", "model"))
     for row in state.read(
-        spend_report,
-        priced=True,
-        selection=UsageFilter(since, until),
-        by=("provider", "model"),
-        currency=currency,
+        spend_report, priced=True, selection=month, by=("provider", "model"), currency=currency
     ):
         provider, model = row.keys.get("provider"), str(row.keys.get("model"))
-        usage = state.read(read_usage_profile, selection=UsageFilter(since, until, provider, model))
+        usage = profiles.get((provider, model))  # none only if an ingest landed between the two reads
         offer = catalog.find(provider, model)
         entry: dict[str, object] = dict.fromkeys(_PROVIDER_COLUMNS_SOURCES)
         entry |= {
@@ -61,6 +59,9 @@ def _providers_table(since: datetime, until: datetime, currency: str) -> pl.Data
             "offer": offer.id if offer else "not in catalog",
             "cost": None if row.cost is None else row.cost.amount,
         }
+        rows.append(entry)
+        if usage is None:
+            continue
         if usage.ttft_ms is not None:
             entry["ttft_p50_ms"] = round(usage.ttft_ms.p50)
         if usage.tokens_per_s is not None:
@@ -87,7 +88,6 @@ def _providers_table(since: datetime, until: datetime, currency: str) -> pl.Data
             entry["questions_per_minute"] = None if rate is None else round(float(rate), 1)
             entry["binding"] = plan.capacity.binding_limit
             entry["cost_per_1k_requests"] = None if plan.cost is None else plan.cost.per_1k_questions.amount
-        rows.append(entry)
     if not rows:  # no usage this month up to now (the month's first minute, or only older usage stored)
         return pl.DataFrame(schema=dict.fromkeys(_PROVIDER_COLUMNS_SOURCES, pl.String()))
     return pl.DataFrame(rows, infer_schema_length=None)

@@ -16,7 +16,7 @@ from models.catalog import Catalog
 from models.errors import QuotascopeError
 from models.replay import ReplayOptions
 from storage.replay import UsageFilter, read_demand
-from storage.simulation import simulate_offers
+from storage.simulation import MAX_REPLAY_REQUESTS, replay_window, simulate_offers
 
 DEFAULT_TARGETS = ("volcengine/deepseek-r1", "deepseek/deepseek-v4-pro", "cloud/deepseek-r1-10k")
 
@@ -73,8 +73,18 @@ def render() -> None:
     assert selection.since is not None and selection.until is not None
     # a replay holds every request of its period in memory: the last week by default, a month on request
     days = st.slider("Days to replay (up to the period's end)", 1, 31, 7, key="switch_days")
-    selection = replace(selection, since=max(selection.since, selection.until - timedelta(days=days)))
-    st.caption(f"Replaying {selection.since:%Y-%m-%d %H:%M} to {selection.until:%Y-%m-%d %H:%M} UTC.")
+    asked = replace(selection, since=max(selection.since, selection.until - timedelta(days=days)))
+    selection = state.read(replay_window, selection=asked)
+    assert selection.since is not None
+    shorter = (
+        f" (the latest {MAX_REPLAY_REQUESTS:,} requests at most, in whole half hours: the {days} days asked "
+        "for hold more than a replay keeps in memory)"
+        if selection.since != asked.since
+        else ""
+    )
+    st.caption(
+        f"Replaying {selection.since:%Y-%m-%d %H:%M} to {selection.until:%Y-%m-%d %H:%M} UTC{shorter}."
+    )
     currency = state.filters().display_currency or "USD"
     catalog = state.catalog()
     cols = st.columns([3, 1, 1, 2])

@@ -7,7 +7,7 @@ import polars as pl
 import streamlit as st
 
 from dashboard import charts, state
-from storage.explore import usage_sample
+from storage.explore import SAMPLE_ROWS, SAMPLE_SPAN, usage_sample
 from storage.reports import read_usage_profile
 
 
@@ -71,7 +71,10 @@ def render() -> None:
         if st.session_state.get("planner_preset") == "usage" and st.session_state.get("usage_to_planner"):
             st.switch_page("views/planner.py")
     sample = state.read(usage_sample, selection=selection)
-    st.caption(f"Distributions over a random sample of {sample.height:,} stored rows.")
+    st.caption(
+        f"Distributions over a random sample of {sample.height:,} stored rows, drawn from the period's "
+        f"latest {SAMPLE_SPAN * SAMPLE_ROWS:,} requests at most."
+    )
     a, b = st.columns(2)
     a.plotly_chart(
         charts.histogram(

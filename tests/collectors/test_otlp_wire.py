@@ -168,7 +168,7 @@ def openlit() -> dict[str, object]:
         "gen_ai.usage.output_tokens": 20,
         "gen_ai.usage.cache_read_input_tokens": 50,
         "gen_ai.usage.cache_creation_input_tokens": 5,
-        "gen_ai.server.time_to_first_token": 2,
+        "gen_ai.server.time_to_first_token": 0.4183,
     }
 
 

@@ -203,3 +203,19 @@ def test_a_stop_ends_the_run_sending_nothing_more(profile: str) -> None:
     assert run.stop_reason.startswith("interrupted")
     assert len(run.results) == received <= 4  # what was in flight at 0.3 s (~0.2 s a request), and no more
     assert len(run.results) + run.not_sent == 40
+    # requests built ahead but never sent take no number: the sent ones are numbered in a row
+    assert [r.seq for r in run.results] == list(range(len(run.results)))
+
+
+def test_each_worker_builds_its_next_request_ahead_yet_every_request_is_numbered_and_distinct() -> None:
+    """Closed loop: a worker's next request is built while the one before it streams (its send time then holds
+    only the send); the last ones built are never sent, and no number or prompt is lost or repeated."""
+    config = EmulatorConfig(ttft_ms=20, tokens_per_s=1000, output_tokens=3)
+    plan = LoadPlan.from_options((3,), requests=7, max_tokens=5)
+    with EmulatorServer(config) as server:
+        run = probe(server.base_url, plan)
+        received = server.emulator.stats.requests
+    assert received == len(run.results) == 8  # the warm-up and 7
+    assert [r.seq for r in run.results] == list(range(8))
+    assert [r.kind for r in run.results].count("load") == 7 and all(r.ok for r in run.results)
+    assert all(r.cached_input_tokens == 0 for r in run.results)  # every prompt its own nonce

@@ -15,7 +15,14 @@ import httpx
 import pytest
 
 from collectors.probe import Endpoint, EndpointError, load_endpoints, run_probe
-from collectors.probe.client import Exchange, classify_status, exchange, parse_retry_after, redact
+from collectors.probe.client import (
+    Exchange,
+    build_request,
+    classify_status,
+    exchange,
+    parse_retry_after,
+    redact,
+)
 from collectors.probe.prompts import CANARIES, build_prompt, check_answer, extract_answer
 from collectors.probe.runner import Backoff, proxy_for, read_usage
 from collectors.probe.tokens import count_tokens, message_tokens
@@ -39,9 +46,8 @@ def delta(**fields: Any) -> dict[str, Any]:
 def run_exchange(handler: Callable[[httpx.Request], httpx.Response]) -> Exchange:
     async def go() -> Exchange:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-            return await exchange(
-                client, f"{URL}/chat/completions", {}, {"x": 1}, httpx.Timeout(5), 5, "sekrit"
-            )
+            request = build_request(client, f"{URL}/chat/completions", {}, {"x": 1}, httpx.Timeout(5))
+            return await exchange(client, request, 5, "sekrit")
 
     return asyncio.run(go())
 

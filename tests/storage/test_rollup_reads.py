@@ -14,10 +14,11 @@ import duckdb
 import pytest
 
 from models.catalog import Catalog
-from storage import reports, rollups
+from storage import profiles, rollups
 from storage.explore import usage_dimensions
 from storage.replay import UsageFilter, usage_span
-from storage.reports import read_usage_buckets, read_usage_profile, spend_report
+from storage.reports import read_usage_buckets, read_usage_profile, read_usage_profiles, spend_report
+from storage.simulation import replay_window
 from storage.usage import snapshot_catalog
 from tests.collectors.ingest_support import catalog
 from tests.storage.usage_rows import insert_usage
@@ -92,7 +93,7 @@ GROUPINGS = ((), ("day", "team"), ("hour",), ("provider", "model"), ("project", 
 
 def from_raw(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rollups, "covers", lambda *args: False)
-    monkeypatch.setattr(reports, "profile_from_rollups", lambda selection: False)
+    monkeypatch.setattr(profiles, "profile_from_rollups", lambda selection: False)
 
 
 @pytest.mark.parametrize("selection", SELECTIONS)
@@ -118,6 +119,16 @@ def test_profile_from_the_rollups_is_the_raw_rows_profile(
     from_raw(monkeypatch)
     raw = read_usage_profile(db, selection=selection)
     assert _close(rolled, raw)
+
+
+@pytest.mark.parametrize("selection", SELECTIONS[:4])
+def test_profiles_of_groups_are_each_groups_own_profile(db: Path, selection: UsageFilter) -> None:
+    groups = read_usage_profiles(db, selection, ("provider", "model"))
+    assert sum(p.requests for p in groups.values()) == read_usage_profile(db, selection=selection).requests
+    for (provider, model), grouped in groups.items():
+        if provider is not None:  # (a filter of None selects every provider)
+            alone = read_usage_profile(db, selection=replace(selection, provider=provider, model=model))
+            assert _close(grouped, alone)
 
 
 def _close(a: Any, b: Any) -> bool:
@@ -205,3 +216,32 @@ def _with_tier(base: Catalog, bound: int) -> Catalog:
         versions.append(replace(v, tiers=(tier,)))
     offers[offer.id] = replace(offer, versions=tuple(versions))
     return replace(base, offers=offers)
+
+
+@pytest.mark.parametrize("limit", [1, 40, 700, 10**9])
+def test_the_recent_part_of_a_period_is_the_latest_half_hours_holding_at_most_the_limit(
+    db: Path, limit: int
+) -> None:
+    """What the Switch view replays and the Usage view samples: whole half hours back from the period's
+    end while they hold no more than `limit` requests (the last one, however many it holds)."""
+    period = UsageFilter(START + timedelta(hours=5), START + timedelta(days=3, hours=2, minutes=10))
+    part = replay_window(db, period, limit)
+    assert part.until == period.until
+    assert part.since is not None and period.since is not None
+    if limit == 10**9:
+        assert part == period
+        return
+    assert part.since > period.since and (part.since.minute, part.since.second) in ((0, 0), (30, 0))
+
+    def requests(since: datetime) -> int:
+        where, params = replace(period, since=since).where()
+        with duckdb.connect(str(db), read_only=True) as con:
+            return int(
+                con.execute(
+                    f"SELECT coalesce(sum(n_requests), 0) FROM usage WHERE {where}", params
+                ).fetchall()[0][0]
+            )
+
+    held, earlier = requests(part.since), requests(part.since - timedelta(minutes=30))
+    assert earlier > limit  # one half hour more would hold too many
+    assert held <= limit or requests(part.since + timedelta(minutes=30)) == 0  # or it is the last half hour

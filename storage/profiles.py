@@ -1,0 +1,142 @@
+"""The per-request token profile of stored usage: weighted means and exact weighted percentiles of input,
+cached, output and reasoning tokens per request, time to first token and output speed.
+
+Read from the profile rollups (`storage.rollups.PROFILES`: a value's requests per month, provider, model
+and team), so the percentiles are those of every stored request without reading the rows; a selection by
+project, which the rollups do not keep, is read from the raw rows. Several groups (each provider and model
+of a month, say) come from one query per measure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from models.usage import Distribution, UsageProfile
+from storage import rollups
+from storage.db import open_read
+from storage.replay import UsageFilter
+
+PROFILE_KEYS = ("provider", "model", "team")  # what a profile can be grouped by
+Key = tuple[Any, ...]
+
+
+def profile_from_rollups(selection: UsageFilter) -> bool:
+    """Whether the profile rollups hold what `selection` selects (they keep no project)."""
+    return selection.project is None
+
+
+def _distribution_sql(values: str, by: Sequence[str]) -> str:
+    """Per group of `by`: weighted mean and percentiles (the smallest value whose cumulative weight reaches
+    the share) of the relation `values` (`v`, the value; `w`, the requests it stands for)."""
+    keys = "".join(f"{k}, " for k in by)
+    within = f"PARTITION BY {', '.join(by)} " if by else ""
+    return f"""
+        WITH d AS (SELECT {keys}v, sum(w) AS w FROM {values} GROUP BY ALL),
+             c AS (SELECT *, sum(w) OVER ({within}ORDER BY v) AS cw,
+                          sum(w) OVER ({within.strip()}) AS tw FROM d)
+        SELECT {keys}struct_pack(
+            n := sum(w), mean := sum(v * w) / sum(w),
+            p50 := min(v) FILTER (WHERE cw >= 0.5 * tw),
+            p90 := min(v) FILTER (WHERE cw >= 0.9 * tw),
+            p99 := min(v) FILTER (WHERE cw >= 0.99 * tw)) FROM c GROUP BY ALL"""
+
+
+def _profile_queries(
+    con: duckdb.DuckDBPyConnection, selection: UsageFilter, by: Sequence[str]
+) -> list[tuple[str, list[Any]]]:
+    """The totals query (requests, cached share per group), then one query per measure."""
+    keys = "".join(f"{k}, " for k in by)
+    if not profile_from_rollups(selection):
+        where, params = selection.where()
+        rows, requests = f"(SELECT * FROM usage WHERE {where})", "n_requests"
+        values = [
+            (f"(SELECT {keys}{expr} AS v, n_requests AS w FROM {rows} WHERE ({expr}) IS NOT NULL)", params)
+            for expr in rollups.PROFILE_METRICS.values()
+        ]
+        totals = (rows, params)
+    else:
+        requests = "requests"
+        totals = rollups.covering(con, rollups.SPEND, selection)
+        values = []
+        for name in rollups.PROFILE_METRICS:
+            source, params = rollups.covering(con, rollups.PROFILES[name], selection)
+            values.append((f"(SELECT {keys}value AS v, weight AS w FROM {source})", params))
+    totals_sql = f"""SELECT {keys}coalesce(sum({requests}), 0) AS requests,
+        sum(cached_input_tokens)::DOUBLE / nullif(sum(input_tokens), 0) AS cached_share
+        FROM {totals[0]} GROUP BY ALL"""
+    return [(totals_sql, totals[1]), *((_distribution_sql(v, by), p) for v, p in values)]
+
+
+def read_usage_profiles(db: Path, selection: UsageFilter, by: Sequence[str]) -> dict[Key, UsageProfile]:
+    """The token profile of each group of `by` (among provider, model, team) in `selection`, keyed by
+    the group's values; `by=()` gives one profile under the key `()`, even of no requests."""
+    unknown = [k for k in by if k not in PROFILE_KEYS]
+    if unknown:
+        raise ValueError(f"a profile groups by {', '.join(PROFILE_KEYS)}, not {', '.join(unknown)}")
+    width = len(by)
+    with open_read(db) as con:
+        answers = [
+            con.execute(sql, params).fetchall() for sql, params in _profile_queries(con, selection, by)
+        ]
+    totals, *measures = answers
+    stats = [{tuple(row[:width]): row[width] for row in rows} for rows in measures]
+    return {
+        tuple(row[:width]): _profile(
+            row[width], row[width + 1], [found.get(tuple(row[:width])) for found in stats]
+        )
+        for row in totals
+    }
+
+
+def _profile(requests: Any, cached_share: Any, stats: list[Any]) -> UsageProfile:
+    values = dict(zip(rollups.PROFILE_METRICS, stats, strict=True))
+
+    def dist(name: str) -> Distribution | None:
+        value = values[name]
+        if not value or not value["n"]:
+            return None
+        return Distribution(
+            float(value["mean"]), float(value["p50"]), float(value["p90"]), float(value["p99"])
+        )
+
+    def required(name: str) -> Distribution:
+        return dist(name) or Distribution(0.0, 0.0, 0.0, 0.0)
+
+    return UsageProfile(
+        requests=int(requests or 0),
+        input_tokens=required("input_tokens"),
+        cached_input_tokens=required("cached_input_tokens"),
+        output_tokens=required("output_tokens"),
+        reasoning_tokens=required("reasoning_tokens"),
+        cached_share=float(cached_share or 0.0),
+        ttft_ms=dist("ttft_ms"),
+        tokens_per_s=dist("tokens_per_s"),
+    )
+
+
+def read_usage_profile(
+    db: Path,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    provider: str | None = None,
+    model: str | None = None,
+    team: str | None = None,
+    selection: UsageFilter | None = None,
+) -> UsageProfile:
+    """The per-request token profile of stored usage (`quotascope plan --from-usage`, `report profile`):
+    of `selection` if given (the dashboard's, with the viewer's teams), else of the other arguments.
+
+    Aggregated rows (an organisation export bucket) count as `n_requests` requests of their average size.
+    An empty selection gives `requests == 0` and zero distributions.
+    """
+    if selection is None:
+        selection = UsageFilter(since, until, provider, model, team)
+    elif any(v is not None for v in (since, until, provider, model, team)):
+        raise TypeError("read_usage_profile takes a selection or its parts, not both")
+    return read_usage_profiles(db, selection, ())[()]

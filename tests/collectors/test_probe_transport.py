@@ -1,0 +1,146 @@
+"""The probe's connections (`collectors.probe.transport.TimedStream`) on real sockets: a request leaves in one
+write when its reply is first read, and every read is timed when it returns from the socket."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpcore
+
+from collectors.emulator import EmulatorConfig, EmulatorServer
+from collectors.probe import Endpoint, make_client, run_probe
+from collectors.probe.transport import FLUSH_BYTES, ShardedTransport, TimedBackend, TimedStream
+from models.probe import LoadPlan
+
+
+async def _server() -> tuple[asyncio.Server, int, list[bytes], asyncio.Event]:
+    """A TCP server that notes each piece it receives and answers `ok` once 4 + 4 bytes have come."""
+    received: list[bytes] = []
+    whole = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        size = 0
+        while size < 8:
+            piece = await reader.read(65536)
+            if not piece:
+                break
+            received.append(piece)
+            size += len(piece)
+        whole.set()
+        writer.write(b"ok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], received, whole
+
+
+def test_a_requests_writes_leave_together_when_its_reply_is_read_and_the_read_is_timed() -> None:
+    async def go() -> None:
+        server, port, received, whole = await _server()
+        async with server:
+            stream = await TimedBackend(httpcore.AnyIOBackend()).connect_tcp("127.0.0.1", port)
+            assert isinstance(stream, TimedStream)
+            await stream.write(b"head")
+            await stream.write(b"body")
+            await stream.write(b"")  # httpcore's end of a body with a Content-Length
+            await asyncio.sleep(0.05)
+            assert received == []  # nothing sent yet: the request is not whole until the reply is awaited
+            before = time.perf_counter()
+            reply = await stream.read(100)
+            after = time.perf_counter()
+            await asyncio.wait_for(whole.wait(), 5)
+            await stream.aclose()
+        assert reply == b"ok"
+        assert received == [b"headbody"]  # one write, so one piece
+        assert before < stream.last_read <= after
+
+    asyncio.run(go())
+
+
+def test_a_body_larger_than_the_flush_size_is_sent_as_it_comes() -> None:
+    async def go() -> list[bytes]:
+        got: list[bytes] = []
+        done = asyncio.Event()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            got.append(await reader.readexactly(FLUSH_BYTES))
+            done.set()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            stream = await TimedBackend(httpcore.AnyIOBackend()).connect_tcp("127.0.0.1", port)
+            await stream.write(b"x" * FLUSH_BYTES)  # no read follows: the server must get it all the same
+            await asyncio.wait_for(done.wait(), 5)
+            await stream.aclose()
+        return got
+
+    assert asyncio.run(go()) == [b"x" * FLUSH_BYTES]
+
+
+def test_every_probe_request_is_one_write_on_make_clients_connections() -> None:
+    """Through httpx and httpcore as the probe uses them: headers, body and end of message in one write."""
+    writes: list[int] = []
+
+    class Counted(TimedStream):
+        async def flush(self, timeout: float | None = None) -> None:
+            if self._pending:
+                writes.append(len(self._pending))
+            await super().flush(timeout)
+
+    class Backend(TimedBackend):
+        async def connect_tcp(self, *args: object, **kwargs: object) -> httpcore.AsyncNetworkStream:
+            return Counted(await self._backend.connect_tcp(*args, **kwargs))  # type: ignore[arg-type]
+
+    config = EmulatorConfig(ttft_ms=1, tokens_per_s=1000, output_tokens=2)
+    plan = LoadPlan(requests=5, max_tokens=5, input_tokens=(100, 1000))
+
+    async def go(base_url: str) -> int:
+        target = Endpoint("emu", base_url, config.model)
+        async with make_client(target, plan) as client:
+            transport = client._transport
+            assert isinstance(transport, ShardedTransport)
+            for pool in transport.pools:
+                backend = pool._pool._network_backend
+                assert isinstance(backend, TimedBackend)
+                pool._pool._network_backend = Backend(backend._backend)
+            run = await run_probe(client, target, plan)
+            return sum(r.ok for r in run.results)
+
+    with EmulatorServer(config) as server:
+        ok = asyncio.run(go(server.base_url))
+    assert ok == 5
+    assert len(writes) == 5  # one flush per request
+    assert all(pieces == 2 for pieces in writes)  # headers and body (the empty end of message adds nothing)
+
+
+def test_an_idle_connection_the_server_closed_reads_as_readable_so_httpcore_drops_it() -> None:
+    async def go() -> tuple[bool, bool]:
+        closed = asyncio.Event()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(1)
+            writer.close()
+            closed.set()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            stream = await TimedBackend(httpcore.AnyIOBackend()).connect_tcp("127.0.0.1", port)
+            open_before = stream.get_extra_info("is_readable")
+            await stream.write(b"x")
+            assert isinstance(stream, TimedStream)
+            await stream.flush()
+            await asyncio.wait_for(closed.wait(), 5)
+            for _ in range(100):  # the FIN arrives a moment after the server's close
+                if stream.get_extra_info("is_readable"):
+                    break
+                await asyncio.sleep(0.01)
+            readable_after = stream.get_extra_info("is_readable")
+            await stream.aclose()
+        return open_before, readable_after
+
+    assert asyncio.run(go()) == (False, True)
