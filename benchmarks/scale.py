@@ -105,7 +105,7 @@ class Engine:
 
     def __init__(self, work: Path) -> None:
         self.work = work
-        self.db = work / "quotascope.duckdb"
+        self.db = work / "quotascope.duckdb"  # one build, shared: each engine reads usage from its own store
 
     def env(self) -> dict[str, str]:
         return {"QUOTASCOPE_DB": str(self.db)}
@@ -114,7 +114,13 @@ class Engine:
         return ["--db", str(self.db)]
 
     def build(self, rows: int, days: int) -> dict[str, float]:
-        return dict(BENCH.build(self.db, rows, days, 1))
+        """The DuckDB file, once per work folder (`built.json` records it)."""
+        marker = self.work / "built.json"
+        if marker.exists() and json.loads(marker.read_text())["rows"] == rows:
+            return {}
+        steps = dict(BENCH.build(self.db, rows, days, 1))
+        marker.write_text(json.dumps({"rows": rows, "steps": steps}))
+        return steps
 
     def reference_code(self, sql: str) -> str:
         """Python run in a fresh process: the query once, its seconds printed."""
@@ -168,6 +174,9 @@ class Chdb(Engine):
 
     def build(self, rows: int, days: int) -> dict[str, float]:
         steps = super().build(rows, days)
+        marker = self.work / "copied.json"
+        if marker.exists() and json.loads(marker.read_text())["rows"] == rows:
+            return steps
         start = time.perf_counter()
         code = (
             "import sys\n"
@@ -178,6 +187,7 @@ class Chdb(Engine):
         )
         run_python(code, str(self.db), self.url, str(ROOT / "benchmarks"))
         steps["usage copied into chdb"] = time.perf_counter() - start
+        marker.write_text(json.dumps({"rows": rows}))
         return steps
 
     def reference_code(self, sql: str) -> str:
@@ -273,6 +283,8 @@ def measure_engine(
     for step, seconds in steps.items():
         print(f"  {step}: {seconds:.1f} s", flush=True)
     out["build"] = steps
+    if args.build_only:
+        return out
     rows = args.rows
 
     spend = attempt(
@@ -335,6 +347,8 @@ def main() -> int:
     parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated (default duckdb,chdb)")
     parser.add_argument("--views", default=",".join(VIEWS), help="comma-separated views (default all)")
     parser.add_argument("--keep", action="store_true", help="keep the stores built under /tmp")
+    parser.add_argument("--work", type=Path, help="build in (or reuse the stores of) this folder; kept")
+    parser.add_argument("--build-only", action="store_true", help="build the stores, measure nothing")
     args = parser.parse_args()
     args.views = [v for v in args.views.split(",") if v]
     engines = [e for e in args.engines.split(",") if e]
@@ -342,18 +356,18 @@ def main() -> int:
         parser.error(f"engines: {', '.join(ENGINES)}; views: {', '.join(VIEWS)}")
     for name in [k for k in os.environ if k.startswith("QUOTASCOPE_")]:
         del os.environ[name]
-    work = Path(tempfile.mkdtemp(prefix="qs-scale-bench-", dir="/tmp"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="qs-scale-bench-", dir="/tmp"))
+    work.mkdir(parents=True, exist_ok=True)
+    keep = args.keep or args.work is not None
     failures: list[str] = []
     print(f"cores: {os.cpu_count()}; load average before: {load()}", flush=True)
     try:
-        log = work / "responses.jsonl"
-        size = write_openai_jsonl(log, args.ingest_rows)
+        log = work / f"responses-{args.ingest_rows}.jsonl"
+        size = log.stat().st_size if log.exists() else write_openai_jsonl(log, args.ingest_rows)
         print(f"ingest input: {args.ingest_rows:,} responses, {size / 1e6:,.0f} MB", flush=True)
         results = []
         for name in engines:
-            folder = work / name
-            folder.mkdir()
-            engine: Engine = DuckDB(folder) if name == "duckdb" else Chdb(folder)
+            engine: Engine = DuckDB(work) if name == "duckdb" else Chdb(work)
             results.append(measure_engine(engine, args, log, failures))
             print(f"  load average now: {load()}", flush=True)
         print(f"\nload average after: {load()} (other work on the machine slows every figure)")
@@ -362,7 +376,7 @@ def main() -> int:
         print(json.dumps({"rows": args.rows, "results": results}, default=str))
         return 1 if failures else 0
     finally:
-        if args.keep:
+        if keep:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
