@@ -30,8 +30,9 @@ arrive as digit strings, which are read as the receiver reads them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC
 from typing import Any, Literal, Protocol
 
@@ -347,7 +348,7 @@ class Link:
 
     database: str | None = None  # None: the connection's current database
     usage_table: str = "usage"
-    attribution: Mapping[str, str] | None = None
+    attribution: Mapping[str, str] | None = None  # None: as linked before (none at first)
     traces: str = TRACES_TABLE
     cluster: str | None = None  # create the views ON CLUSTER (each shard's otel_traces feeds usage)
 
@@ -365,8 +366,12 @@ class Link:
 
     @property
     def attribution_text(self) -> str:
-        """The attribution as `--attribute` takes it (`team=service.name,key_id=app.key`), sorted."""
+        """The attribution as `--attribute` takes it (`key_id=app.key,team=service.name`), sorted."""
         return ",".join(f"{c}={a}" for c, a in sorted((self.attribution or {}).items()))
+
+    @property
+    def attribution_json(self) -> str:
+        return json.dumps(dict(sorted((self.attribution or {}).items())))
 
     @property
     def on_cluster(self) -> str:
@@ -426,7 +431,7 @@ ORDER BY view""",
             f"INSERT INTO {self.name(REJECTS_TABLE)} (record_key, ts, trace_id, span_id, reason)\n"
             + self.rejects_select(),
             f"INSERT INTO {self.name(LINK_TABLE)} (view, attribution, backfilled_at) "
-            f"VALUES ({lit(USAGE_VIEW)}, {lit(self.attribution_text)}, now64(6, 'UTC'))",
+            f"VALUES ({lit(USAGE_VIEW)}, {lit(self.attribution_json)}, now64(6, 'UTC'))",
         ]
 
     def unlink_sql(self) -> list[str]:
@@ -482,10 +487,13 @@ def link_traces(runner: Runner, link: Link, *, relink: bool = False) -> LinkOutc
         runner,
         f"SELECT attribution FROM {link.name(LINK_TABLE)} FINAL WHERE view = {lit(USAGE_VIEW)} LIMIT 1",
     )
-    changed = before is not None and before != link.attribution_text
+    if link.attribution is None:  # keep what is linked (nothing at first)
+        link = replace(link, attribution=json.loads(before) if before else {})
+    changed = before is not None and before != link.attribution_json
     if changed and not relink:
+        linked = Link(attribution=json.loads(before)).attribution_text
         raise OtelTracesError(
-            f"otel_traces is linked with the attribution {before or 'none'}; to read it with "
+            f"otel_traces is linked with the attribution {linked or 'none'}; to read it with "
             f"{link.attribution_text or 'none'} instead, relink (every span's row is written anew)"
         )
     if changed:
@@ -537,3 +545,18 @@ def account(runner: Runner, link: Link, *, reasons: int = 10) -> TracesAccount:
         rejected=int(rejected or 0),
         reasons=tuple((str(r["reason"]), int(r["n"])) for r in top),
     )
+
+
+class Layout(Protocol):
+    """Where a store keeps its tables (`storage.clickhouse_schema.Layout`)."""
+
+    @property
+    def database(self) -> str: ...
+
+    @property
+    def cluster(self) -> str | None: ...
+
+
+def store_link(layout: Layout, attribution: Mapping[str, str] | None = None) -> Link:
+    """The link of a ClickHouse store's database: its usage table (the Distributed one on a cluster)."""
+    return Link(database=layout.database, attribution=attribution, cluster=layout.cluster)
