@@ -98,6 +98,12 @@ def duckdb_sql(sql: str) -> str:
 # ------------------------------------------------------------------------------------------ engines
 
 
+def timing_script(setup: str, statement: str) -> str:
+    """Python for a fresh process: `setup`, then `statement` timed once, its seconds printed."""
+    timed = f"start = time.perf_counter()\n{statement}\nprint(time.perf_counter() - start)\n"
+    return f"import time\n{setup}\n{timed}"
+
+
 class Engine:
     """One store under test: how to build it, run a hand-written query on it, and point quotascope at it."""
 
@@ -135,24 +141,17 @@ class DuckDB(Engine):
 
     def reference_code(self, sql: str) -> str:
         query = duckdb_sql(sql.format(usage="usage"))
-        return (
-            "import duckdb, time\n"
-            f"con = duckdb.connect({str(self.db)!r}, read_only=True)\n"
-            "start = time.perf_counter()\n"
-            f"con.execute({query!r}).fetchall()\n"
-            "print(time.perf_counter() - start)\n"
-        )
+        setup = f"import duckdb\ncon = duckdb.connect({str(self.db)!r}, read_only=True)"
+        return timing_script(setup, f"con.execute({query!r}).fetchall()")
 
     def ingest_reference_code(self, log: Path) -> str:
         scratch = self.work / "reference-ingest.duckdb"
-        return (
-            "import duckdb, time\n"
-            f"con = duckdb.connect({str(scratch)!r})\n"
-            "con.execute('SET enable_progress_bar = false')\n"
-            "start = time.perf_counter()\n"
-            f"con.execute(\"CREATE OR REPLACE TABLE responses AS SELECT * FROM read_json('{log}')\")\n"
-            "print(time.perf_counter() - start)\n"
+        setup = (
+            f"import duckdb\ncon = duckdb.connect({str(scratch)!r})\n"
+            "con.execute('SET enable_progress_bar = false')"
         )
+        load = f"CREATE OR REPLACE TABLE responses AS SELECT * FROM read_json('{log}')"
+        return timing_script(setup, f"con.execute({load!r})")
 
 
 class Chdb(Engine):
@@ -192,23 +191,17 @@ class Chdb(Engine):
 
     def reference_code(self, sql: str) -> str:
         query = sql.format(usage="usage FINAL")
-        return (
-            "import chdb, time\n"
-            f"con = chdb.connect({str(self.folder)!r})\n"
-            "start = time.perf_counter()\n"
-            f"con.query({query!r}, 'CSV')\n"
-            "print(time.perf_counter() - start)\n"
-        )
+        setup = f"import chdb\ncon = chdb.connect({str(self.folder)!r})"
+        return timing_script(setup, f"con.query({query!r}, 'CSV')")
 
     def ingest_reference_code(self, log: Path) -> str:
         scratch = self.work / "reference-ingest-ch"
-        return (
-            "import chdb, time\n"
-            f"con = chdb.connect({str(scratch)!r})\n"
-            "start = time.perf_counter()\n"
-            "con.query('CREATE OR REPLACE TABLE responses ENGINE = MergeTree ORDER BY tuple() AS "
-            f"SELECT * FROM file(\\'{log}\\', JSONEachRow)', 'CSV')\n"
-            "print(time.perf_counter() - start)\n"
+        load = (
+            "CREATE OR REPLACE TABLE responses ENGINE = MergeTree ORDER BY tuple() AS "
+            f"SELECT * FROM file('{log}', JSONEachRow)"
+        )
+        return timing_script(
+            f"import chdb\ncon = chdb.connect({str(scratch)!r})", f"con.query({load!r}, 'CSV')"
         )
 
 
