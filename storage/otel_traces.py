@@ -38,6 +38,7 @@ from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 
+from models.errors import InputError
 from models.genai_spans import (
     CACHE_RULES,
     EMBEDDING_OPERATIONS,
@@ -76,8 +77,8 @@ VIEW_ATTRIBUTION = ("team", "project", "key_id", "endpoint")
 _MAX_COUNT_DIGITS = 18  # as the ingest: 18 digits stay below 2**60, so sums of four counts never overflow
 
 
-class OtelTracesError(ValueError):
-    """An attribution the views cannot apply."""
+class OtelTracesError(InputError):
+    """An attribution the views cannot apply, or a link that would change one without being asked to."""
 
 
 def lit(text: str) -> str:
