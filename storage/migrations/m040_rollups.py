@@ -7,9 +7,9 @@ takes a while once (about a second per ten million rows and rollup on two cores)
 
 from __future__ import annotations
 
-from storage.rollups import create_sql
+from storage.rollups import FIRST_ROLLUPS, SEED_BANDS, create_sql
 
 NUMBER = 40
 NAME = "rollups"
 
-SQL = create_sql()
+SQL = create_sql(FIRST_ROLLUPS, SEED_BANDS)
