@@ -56,6 +56,7 @@ class OtlpServer:
         self.host = options.host
         self.port: int = self._sock.getsockname()[1]
         self.batcher = SpanBatcher(options.attribution)
+        self.batcher.compile_in_background()
         self.writer = SpanWriter(
             db,
             salt,

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from collectors.ingest.formats import csv_spec
-from collectors.otlp.decode import decode_body, spans_at, spans_of
+from collectors.otlp.decode import ExportTraceServiceRequest, decode_body, spans_at, spans_of
 from collectors.otlp.wire import IGNORED, NO_USAGE, RECORD, SPAN_DOUBT, Scanned, WirePlan, scan
 from models.genai_spans import (
     ATTRIBUTES_READ,
@@ -100,6 +100,25 @@ class SpanBatcher:
         self.attribution = dict(attribution)
         self.wanted = ATTRIBUTES_READ | {SDK_NAME} | frozenset(self.attribution.values())
         self.plan = WirePlan.build(self.attribution)
+        self._compiled = threading.Event()
+        self._compiled.set()  # compiled on first use, unless `compile_in_background` is called
+
+    def compile_in_background(self) -> None:
+        """Compile the scan (or load it from numba's cache) on a thread, taking the reference path until
+        it is ready: the first compile on a machine takes 10-20 s, longer than an exporter waits."""
+        self._compiled.clear()
+
+        def warm() -> None:
+            try:
+                scan(ExportTraceServiceRequest().SerializeToString(), self.plan)
+            finally:
+                self._compiled.set()
+
+        threading.Thread(target=warm, name="quotascope-otlp-compile", daemon=True).start()
+
+    def wait_compiled(self, timeout_s: float | None = None) -> bool:
+        """Whether the scan is ready (waiting up to `timeout_s`)."""
+        return self._compiled.wait(timeout_s)
 
     def prepare(self, spans: Iterable[Span]) -> Prepared:
         """The reference path: each span through `usage_from_span`."""
@@ -119,7 +138,7 @@ class SpanBatcher:
 
     def prepare_protobuf(self, body: bytes) -> Prepared:
         """A protobuf `ExportTraceServiceRequest` (decompressed); raises `UndecodableBody`."""
-        scanned = scan(body, self.plan)
+        scanned = scan(body, self.plan) if self._compiled.is_set() else None
         if scanned is None:
             request = decode_body(body, json_body=False, gzipped=False, limit=len(body))
             return self.prepare(spans_of(request, self.wanted))

@@ -1,8 +1,8 @@
 """One streamed chat-completions exchange, timed chunk by chunk, with every failure classified.
 
 Times are `time.perf_counter()` seconds taken when bytes arrive, before any JSON parsing: on `make_client`'s
-connections, when the socket read that brought them returned (`collectors.probe.transport.TimedStream`), not
-when h11, httpcore and httpx have handed them on. A token of any
+connections, when the bytes reached the event loop (`collectors.probe.transport.TimedStream`), not when h11,
+httpcore and httpx have handed them on. A token of any
 kind is a non-empty `delta.reasoning_content` (or `delta.reasoning`), `delta.content` or `delta.tool_calls`;
 the empty role chunk many servers send first is not a token. Nothing here keeps the key: error text that
 could echo it goes through `redact` first.
@@ -346,7 +346,7 @@ async def _read(
         return
     reader = StreamReader(result)
     reading = True
-    # the bytes of a chunk arrived with the latest read of the socket (never earlier, and not much later)
+    # a chunk's bytes came with the stream's latest read: its time is when they reached the event loop
     stream = response.extensions.get("network_stream")
     socket = stream if isinstance(stream, TimedStream) else None
     async for data in response.aiter_bytes():  # decoded: some hosts gzip their event streams

@@ -10,13 +10,16 @@ Pools of at most `per_pool` connections keep each pass small, and a pool's gate 
 take a connection, held until that request is on the wire (httpcore's trace events say when). A request goes
 to a pool with a free connection, preferring a free gate, then the fewest open responses.
 
-And two costs on the hot path of every request, measured at concurrency 1 against the emulator (issue #18):
-- httpcore writes a request's headers and its body with one system call each (plus an empty one for the end of
-  the message): two packets, the server woken twice, and 0.1–0.4 ms more before the request is whole on the
-  wire. `TimedStream` gathers a request's writes and sends them in one, when the reply is first read.
-- Bytes pass through h11, httpcore and httpx (~0.1 ms, longer when a collection or another task runs between)
-  before the reader sees them. `TimedStream` notes when each read returned from the socket; the reader times
-  a chunk by the read that brought it (`last_read`), not by when the layers above handed it on.
+And the costs on the hot path of every request, measured against the emulator (issue #18), which
+`TimedBackend` takes away by giving httpcore connections on asyncio's own transports (`TimedStream`):
+- httpcore wrote a request's headers and its body with one system call each (plus an empty one for the end
+  of the message): two packets, the server woken twice, 0.1–0.4 ms more before the request was whole on the
+  wire at concurrency 1. A request's writes now leave in one, when its reply is first read.
+- Its stream for asyncio goes through anyio: a cancel scope for every read and write, and a table of the
+  socket's attributes rebuilt for every idle-connection check (0.3 s of a 256-stream probe's CPU); 18 % less
+  CPU at 256 streams without it.
+- A chunk was timed after h11, httpcore and httpx had handed it on (~0.1 ms, more when a collection or
+  another task ran between). Now it is timed when its bytes reached the event loop (`last_read`).
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import select
 import socket
+import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import httpcore
 import httpx
@@ -45,18 +49,75 @@ ON_THE_WIRE = frozenset(
 Trace = Callable[[str, Mapping[str, Any]], Awaitable[None]]
 
 
+T = TypeVar("T")
 FLUSH_BYTES = 1 << 16  # a body this large is sent as it comes rather than held until the reply is read
 
 
-class TimedStream(httpcore.AsyncNetworkStream):
-    """A connection's socket stream whose writes wait for the first read, and whose reads are timed."""
+async def _in_time(awaitable: Awaitable[T], timeout: float | None, late: type[Exception], why: str) -> T:
+    """`awaitable`'s result, or `late(why)` raised once `timeout` seconds (None: no limit) have passed."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await awaitable
+    except TimeoutError as e:
+        raise late(why) from e
 
-    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
-        self._stream = stream
+
+class _Arrivals(asyncio.Protocol):
+    """A connection's bytes as the event loop hands them over, each piece with the time it came."""
+
+    def __init__(self) -> None:
+        self.pieces: deque[tuple[float, bytes]] = deque()
+        self.eof = False
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.drained: asyncio.Future[None] | None = None
+        self.paused = False
+
+    def data_received(self, data: bytes) -> None:
+        self.pieces.append((time.perf_counter(), data))
+        self._wake(self.waiter)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake(self.waiter)
+        return False  # close the transport
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.eof = True
+        self.error = exc
+        self._wake(self.waiter)
+        self._wake(self.drained)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._wake(self.drained)
+
+    @staticmethod
+    def _wake(waiter: asyncio.Future[None] | None) -> None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class TimedStream(httpcore.AsyncNetworkStream):
+    """One connection on asyncio's own transport (httpcore's stream for an asyncio loop goes through anyio:
+    a cancel scope per read and write, and a table of attributes rebuilt for each idle-connection check).
+
+    A request's writes are gathered and sent in one when its reply is first read (or `FLUSH_BYTES` are
+    waiting). `last_read` is when the bytes a read returns reached the event loop (`data_received`), before
+    any task ran on them: the time a chunk of the reply arrived, as near the socket as Python gets."""
+
+    def __init__(
+        self, transport: asyncio.Transport, protocol: _Arrivals, under: asyncio.Transport | None = None
+    ) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._under = under  # the TCP transport beneath TLS
         self._pending: list[bytes] = []
         self._size = 0
-        self.last_read = 0.0  # perf_counter s at which the latest read returned
-        self._socket: socket.socket | None = None
+        self.last_read = 0.0
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if buffer:
@@ -66,57 +127,75 @@ class TimedStream(httpcore.AsyncNetworkStream):
             await self.flush(timeout)
 
     async def flush(self, timeout: float | None = None) -> None:
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending, self._size = [], 0
-            await self._stream.write(data, timeout)
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending, self._size = [], 0
+        protocol = self._protocol
+        if protocol.error is not None or self._transport.is_closing():
+            raise httpcore.WriteError(f"the connection is closed ({protocol.error or 'by the server'})")
+        self._transport.write(data)
+        if protocol.paused:  # the socket's buffer is full: wait until it drains
+            protocol.drained = asyncio.get_running_loop().create_future()
+            await _in_time(protocol.drained, timeout, httpcore.WriteTimeout, "timed out sending the request")
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         # as httpcore does after a failed write: the server may have answered (a 413, say) already
         with contextlib.suppress(httpcore.WriteError):
             await self.flush(timeout)
-        data = await self._stream.read(max_bytes, timeout)
-        self.last_read = time.perf_counter()
-        return data
+        protocol = self._protocol
+        if not protocol.pieces and not protocol.eof:
+            protocol.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await _in_time(
+                    protocol.waiter, timeout, httpcore.ReadTimeout, "timed out waiting for the next byte"
+                )
+            finally:
+                protocol.waiter = None
+        if protocol.pieces:
+            arrived, data = protocol.pieces.popleft()
+            if len(data) > max_bytes:
+                protocol.pieces.appendleft((arrived, data[max_bytes:]))
+                data = data[:max_bytes]
+            self.last_read = arrived
+            return data
+        if protocol.error is not None:
+            raise httpcore.ReadError(f"the connection broke: {protocol.error}")
+        return b""  # the server closed it
 
     async def aclose(self) -> None:
         self._pending, self._size = [], 0
-        await self._stream.aclose()
+        self._transport.close()  # under TLS: close_notify handed to the TCP transport
+        if self._under is not None:
+            self._under.close()  # which sends it and closes, not waiting for the server's (TLS allows it)
 
     async def start_tls(
-        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
     ) -> httpcore.AsyncNetworkStream:
-        await self.flush(timeout)  # a proxy's CONNECT is read before TLS starts; nothing is left here
-        return TimedStream(await self._stream.start_tls(ssl_context, server_hostname, timeout))
+        await self.flush(timeout)  # a proxy's CONNECT has been answered by now: nothing is left here
+        loop = asyncio.get_running_loop()
+        tls = loop.start_tls(self._transport, self._protocol, ssl_context, server_hostname=server_hostname)
+        try:
+            transport = await _in_time(
+                tls, timeout, httpcore.ConnectTimeout, "timed out in the TLS handshake"
+            )
+        except (OSError, ssl.SSLError) as e:
+            raise httpcore.ConnectError(f"TLS handshake failed: {e}") from e
+        if transport is None:
+            raise httpcore.ConnectError("TLS handshake failed: the connection closed")
+        return type(self)(transport, self._protocol, self._transport)
 
     def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":
-            # asked of every idle connection each time a request is placed; anyio rebuilds a table of its
-            # attributes to give the socket (34 µs a time, 0.3 s of a 256-stream probe's CPU): kept here
-            if self._socket is None:
-                self._socket = self._stream.get_extra_info("socket")
-            return _readable(self._socket)
-        return self._stream.get_extra_info(info)
-
-
-def _readable(sock: socket.socket | None) -> bool:
-    """Whether a read would return at once (data, or the end a server's close left): httpcore's test of an
-    idle connection the server may have dropped. A socket already gone counts as readable, as there."""
-    fd = -1 if sock is None else sock.fileno()
-    if fd < 0:
-        return True
-    if not hasattr(select, "poll"):  # Windows
-        return bool(select.select([fd], [], [], 0)[0])
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
+        if info == "is_readable":  # httpcore's test of an idle connection: has the server sent or closed?
+            return bool(self._protocol.pieces) or self._protocol.eof
+        key = {"ssl_object": "ssl_object", "client_addr": "sockname", "server_addr": "peername"}
+        return self._transport.get_extra_info(key.get(info, info))
 
 
 class TimedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's own backend, its connections wrapped in `TimedStream`."""
+    """Connections on asyncio's own transports, as `stream` (`TimedStream`)."""
 
-    def __init__(self, backend: httpcore.AsyncNetworkBackend) -> None:
-        self._backend = backend
+    stream: type[TimedStream] = TimedStream
 
     async def connect_tcp(
         self,
@@ -124,29 +203,50 @@ class TimedBackend(httpcore.AsyncNetworkBackend):
         port: int,
         timeout: float | None = None,
         local_address: str | None = None,
-        socket_options: Any = None,
+        socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        return TimedStream(
-            await self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
-        )
+        loop = asyncio.get_running_loop()
+        local = (local_address, 0) if local_address else None
+        connecting = loop.create_connection(_Arrivals, host, port, local_addr=local)
+        try:
+            transport, protocol = await _in_time(
+                connecting, timeout, httpcore.ConnectTimeout, f"timed out connecting to {host}:{port}"
+            )
+        except OSError as e:
+            raise httpcore.ConnectError(f"cannot connect to {host}:{port}: {e}") from e
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for option in socket_options or ():
+            sock.setsockopt(*option)
+        return self.stream(transport, protocol)
 
     async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Any = None
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
     ) -> httpcore.AsyncNetworkStream:
-        return TimedStream(await self._backend.connect_unix_socket(path, timeout, socket_options))
+        loop = asyncio.get_running_loop()
+        connecting = loop.create_unix_connection(_Arrivals, path)
+        try:
+            transport, protocol = await _in_time(
+                connecting, timeout, httpcore.ConnectTimeout, f"timed out connecting to {path}"
+            )
+        except OSError as e:
+            raise httpcore.ConnectError(f"cannot connect to {path}: {e}") from e
+        for option in socket_options or ():
+            transport.get_extra_info("socket").setsockopt(*option)
+        return self.stream(transport, protocol)
 
     async def sleep(self, seconds: float) -> None:
-        await self._backend.sleep(seconds)
+        await asyncio.sleep(seconds)
 
 
 def timed_pool(transport: httpx.AsyncHTTPTransport) -> httpx.AsyncHTTPTransport:
-    """`transport` with its connections opened through `TimedBackend`. httpx does not pass a network backend
-    on to its httpcore pool (direct, HTTP or SOCKS proxy: all subclasses of httpcore's pool, which keeps it as
+    """`transport` with its connections opened by `TimedBackend`. httpx does not pass a network backend on
+    to its httpcore pool (direct, HTTP or SOCKS proxy: all subclasses of httpcore's pool, which keeps it as
     `_network_backend`), so it is swapped in before the first connection opens."""
     pool = transport._pool
     if not isinstance(pool, httpcore.AsyncConnectionPool) or not hasattr(pool, "_network_backend"):
         raise TypeError("this httpcore keeps no network backend on its pool; quotascope needs httpcore 1.x")
-    pool._network_backend = TimedBackend(pool._network_backend)
+    pool._network_backend = TimedBackend()
     return transport
 
 

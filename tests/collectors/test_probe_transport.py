@@ -1,17 +1,24 @@
 """The probe's connections (`collectors.probe.transport.TimedStream`) on real sockets: a request leaves in one
-write when its reply is first read, and every read is timed when it returns from the socket."""
+write when its reply is first read, every read is timed when its bytes reached the event loop, and the
+failures httpcore expects of a network stream come as its own exceptions."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 
 import httpcore
+import httpx
+import trustme
+import uvicorn
 
-from collectors.emulator import EmulatorConfig, EmulatorServer
+from collectors.emulator import EmulatorConfig, EmulatorServer, bind, build_app
+from collectors.emulator.server import start_in_thread
 from collectors.probe import Endpoint, make_client, run_probe
+from collectors.probe.loop import run_async
 from collectors.probe.transport import FLUSH_BYTES, ShardedTransport, TimedBackend, TimedStream
-from models.probe import LoadPlan
+from models.probe import LoadPlan, ProbeRun
 
 
 async def _server() -> tuple[asyncio.Server, int, list[bytes], asyncio.Event]:
@@ -40,7 +47,7 @@ def test_a_requests_writes_leave_together_when_its_reply_is_read_and_the_read_is
     async def go() -> None:
         server, port, received, whole = await _server()
         async with server:
-            stream = await TimedBackend(httpcore.AnyIOBackend()).connect_tcp("127.0.0.1", port)
+            stream = await TimedBackend().connect_tcp("127.0.0.1", port)
             assert isinstance(stream, TimedStream)
             await stream.write(b"head")
             await stream.write(b"body")
@@ -72,7 +79,7 @@ def test_a_body_larger_than_the_flush_size_is_sent_as_it_comes() -> None:
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         async with server:
             port = server.sockets[0].getsockname()[1]
-            stream = await TimedBackend(httpcore.AnyIOBackend()).connect_tcp("127.0.0.1", port)
+            stream = await TimedBackend().connect_tcp("127.0.0.1", port)
             await stream.write(b"x" * FLUSH_BYTES)  # no read follows: the server must get it all the same
             await asyncio.wait_for(done.wait(), 5)
             await stream.aclose()
@@ -92,8 +99,7 @@ def test_every_probe_request_is_one_write_on_make_clients_connections() -> None:
             await super().flush(timeout)
 
     class Backend(TimedBackend):
-        async def connect_tcp(self, *args: object, **kwargs: object) -> httpcore.AsyncNetworkStream:
-            return Counted(await self._backend.connect_tcp(*args, **kwargs))  # type: ignore[arg-type]
+        stream = Counted
 
     config = EmulatorConfig(ttft_ms=1, tokens_per_s=1000, output_tokens=2)
     plan = LoadPlan(requests=5, max_tokens=5, input_tokens=(100, 1000))
@@ -106,7 +112,7 @@ def test_every_probe_request_is_one_write_on_make_clients_connections() -> None:
             for pool in transport.pools:
                 backend = pool._pool._network_backend
                 assert isinstance(backend, TimedBackend)
-                pool._pool._network_backend = Backend(backend._backend)
+                pool._pool._network_backend = Backend()
             run = await run_probe(client, target, plan)
             return sum(r.ok for r in run.results)
 
@@ -129,7 +135,7 @@ def test_an_idle_connection_the_server_closed_reads_as_readable_so_httpcore_drop
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         async with server:
             port = server.sockets[0].getsockname()[1]
-            stream = await TimedBackend(httpcore.AnyIOBackend()).connect_tcp("127.0.0.1", port)
+            stream = await TimedBackend().connect_tcp("127.0.0.1", port)
             open_before = stream.get_extra_info("is_readable")
             await stream.write(b"x")
             assert isinstance(stream, TimedStream)
@@ -144,3 +150,74 @@ def test_an_idle_connection_the_server_closed_reads_as_readable_so_httpcore_drop
         return open_before, readable_after
 
     assert asyncio.run(go()) == (False, True)
+
+
+def test_the_probe_measures_an_endpoint_over_tls() -> None:
+    """Real providers are HTTPS: httpcore opens the connection, then `start_tls` on it (asyncio's own TLS)."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    config = EmulatorConfig(ttft_ms=20, tokens_per_s=1000, output_tokens=3)
+    with cert.private_key_and_cert_chain_pem.tempfile() as pem:
+        server = uvicorn.Server(
+            uvicorn.Config(build_app(config), ssl_certfile=pem, log_level="warning", log_config=None)
+        )
+        sock = bind("127.0.0.1", 0)
+        port = sock.getsockname()[1]
+        thread = start_in_thread(server, sock, "tls-emulator", "the TLS emulator")
+        try:
+            client_context = ssl.create_default_context()
+            ca.configure_trust(client_context)
+
+            async def go() -> ProbeRun:
+                target = Endpoint("tls", f"https://127.0.0.1:{port}/v1", config.model)
+                plan = LoadPlan(concurrency=(2,), profile="concurrency", requests=4, max_tokens=5)
+                transport = ShardedTransport(2, verify=client_context)
+                async with httpx.AsyncClient(transport=transport) as client:
+                    return await run_probe(client, target, plan)
+
+            run = run_async(go())  # on uvloop, as the CLI runs it
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+    assert [r.ok for r in run.results] == [True] * 4, [r.error for r in run.results]
+    assert all(r.output_tokens == 3 and (r.ttft_ms or 0) >= 20 for r in run.results)
+
+
+def test_network_failures_come_as_httpcores_own_exceptions() -> None:
+    async def go() -> list[str]:
+        seen: list[str] = []
+        free = bind("127.0.0.1", 0)  # bound, not accepting: a port nothing listens on once closed
+        port = free.getsockname()[1]
+        free.close()
+        try:
+            await TimedBackend().connect_tcp("127.0.0.1", port, timeout=5)
+        except httpcore.ConnectError:
+            seen.append("refused")
+
+        silent = asyncio.Event()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await silent.wait()  # reads nothing, answers nothing
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        async with server:
+            stream = await TimedBackend().connect_tcp("127.0.0.1", server.sockets[0].getsockname()[1])
+            await stream.write(b"GET / HTTP/1.1\r\n\r\n")
+            try:
+                await stream.read(100, timeout=0.05)
+            except httpcore.ReadTimeout:
+                seen.append("read timeout")
+            silent.set()
+            assert await stream.read(100, timeout=5) == b""  # the server's close: the end of the stream
+            await asyncio.sleep(0.05)
+            await stream.write(b"more")
+            try:
+                assert isinstance(stream, TimedStream)
+                await stream.flush()
+            except httpcore.WriteError:
+                seen.append("write after close")
+            await stream.aclose()
+        return seen
+
+    assert asyncio.run(go()) == ["refused", "read timeout", "write after close"]
