@@ -22,7 +22,7 @@ with st.sidebar:
     st.markdown("### quotascope")
     auth.sign_out_button(viewer)
     if viewer.scope.all_teams:  # where the server keeps its data is no team lead's business
-        st.caption(f"Database: {for_markdown(state.db_path())}")
+        st.caption(f"Database: {for_markdown(state.store().describe())}")
     currencies = state.catalog().fx.currencies()
     preferred = settings.get("display_currency").upper() or "USD"
     st.selectbox(

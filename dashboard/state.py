@@ -38,6 +38,8 @@ from storage.catalog import BASE_KEY, read_base_key
 from storage.explore import usage_dimensions
 from storage.probes import probe_percentiles, probe_rate_limits, probe_runs
 from storage.replay import UsageFilter
+from storage.store import Store, parse_store
+from storage.usage_reader import usage_version
 
 T = TypeVar("T")
 
@@ -46,8 +48,14 @@ def db_path() -> Path:
     return Path(settings.get("db"))
 
 
+def store() -> Store:
+    """The store of the `store` setting (usage in ClickHouse, if it names one) beside the DuckDB file."""
+    return parse_store(settings.get("store"), db_path())
+
+
 def data_version(path: Path | None = None) -> tuple[int, ...]:
-    """Changes whenever the database file (or its WAL) changes; part of every cached query's key."""
+    """Changes whenever the database file (or its WAL) changes, or usage in the store's ClickHouse does
+    (its parts: `storage.clickhouse.ClickHouse.data_version`); part of every cached query's key."""
     path = path or db_path()
     stamp: list[int] = []
     for candidate in (path, path.with_name(path.name + ".wal")):
@@ -56,11 +64,19 @@ def data_version(path: Path | None = None) -> tuple[int, ...]:
             stamp += [info.st_size, info.st_mtime_ns]
         except FileNotFoundError:
             stamp += [0, 0]
+    current = store()
+    if current.clickhouse is not None:
+        try:
+            stamp += usage_version(current)
+        except QuotascopeError:  # unreachable: the page's reads say so, each where it stands
+            stamp.append(-1)
     return tuple(stamp)
 
 
 def has_database() -> bool:
-    return db_path().exists()
+    """Whether there is anything to read: the DuckDB file, or a ClickHouse store (which may be fed by the
+    OpenTelemetry Collector alone, with no file beside it yet)."""
+    return db_path().exists() or store().clickhouse is not None
 
 
 @st.cache_resource(show_spinner=False)
@@ -87,12 +103,21 @@ def _cached(
     name: str,
     version: tuple[int, ...],
     db: str,
+    store_url: str,
     catalog_version: tuple[tuple[str, int], ...] | None,
     _call: Callable[..., Any],
     kwargs: tuple[Any, ...],
 ) -> Any:
     extra = {"catalog": catalog()} if catalog_version is not None else {}
-    return _call(Path(db), **extra, **dict(kwargs))
+    where = parse_store(store_url, Path(db))
+    return _call(where if _reads_usage(_call) else where.db, **extra, **dict(kwargs))
+
+
+def _reads_usage(call: Callable[..., Any]) -> bool:
+    """Whether `call` reads usage, so takes the whole store (its first parameter is a `StoreLike`); the
+    others read the small tables of the DuckDB file and take its path."""
+    first = next(iter(inspect.signature(call).parameters.values()))
+    return "Store" in str(first.annotation)
 
 
 # Reads of data that belongs to no team, shown to every signed-in viewer: probe results describe the
@@ -133,7 +158,8 @@ def scoped(call: Callable[..., Any], kwargs: dict[str, Any], viewer: Scope) -> d
 
 
 def read(call: Callable[..., T], *, priced: bool = False, viewer: Scope | None = None, **kwargs: Any) -> T:
-    """`call(db_path, **kwargs)` within the viewer's scope (`scoped`), through the cache, keyed on the data
+    """`call(store, **kwargs)` (a read of usage) or `call(db_path, **kwargs)` within the viewer's
+    scope (`scoped`), through the cache, keyed on the data
     version (and, when `priced`, on the catalog files, and `call` gets `catalog=` the loaded catalog).
 
     `viewer` is the scope taken while the page ran, for a read done later outside it (a download's data,
@@ -142,7 +168,13 @@ def read(call: Callable[..., T], *, priced: bool = False, viewer: Scope | None =
     db = db_path()
     key = f"{call.__module__}.{call.__qualname__}"
     result: T = _cached(
-        key, data_version(db), str(db), catalog_key() if priced else None, call, tuple(sorted(kwargs.items()))
+        key,
+        data_version(db),
+        str(db),
+        settings.get("store"),
+        catalog_key() if priced else None,
+        call,
+        tuple(sorted(kwargs.items())),
     )
     return result
 

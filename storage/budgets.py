@@ -21,6 +21,7 @@ from models.money import Money
 from storage.db import open_read, open_write, query_frame
 from storage.replay import ALL_USAGE, UsageFilter
 from storage.reports import spend_report
+from storage.store import StoreLike, as_store
 
 NO_BUDGETS_HINT = "set one with `quotascope budget set --scope total --amount 1000 --currency USD`"
 _BUDGET_COLUMNS = "budget_id, scope, scope_value, month, amount, currency, webhook_url"
@@ -262,7 +263,7 @@ class DailySpend:
         return sum(n for d, n in self.unpriced_by_day.items() if d >= day)
 
 
-def read_daily_spend(path: Path, catalog: Catalog, currency: str, selection: UsageFilter) -> DailySpend:
+def read_daily_spend(path: StoreLike, catalog: Catalog, currency: str, selection: UsageFilter) -> DailySpend:
     """The spend report by day (`storage.reports.spend_report`), as the series a forecast takes."""
     rows = spend_report(path, catalog, selection, ("day",), currency)
     priced = [(row.keys["day"], row.cost.amount) for row in rows if row.cost is not None]
@@ -284,7 +285,7 @@ def visible_budget(budget: Budget, selection: UsageFilter) -> bool:
 
 
 def budget_statuses(
-    path: Path,
+    path: StoreLike,
     catalog: Catalog,
     month: date,
     now: datetime,
@@ -301,7 +302,7 @@ def budget_statuses(
     catalog's rate in force on the as-of day (the status names it), the spend priced in it as the spend
     report prices it, so a page never sets a figure in one currency beside a budget in another."""
     as_of = as_of_for(month, now)
-    budgets = [b for b in budgets_for(read_budgets(path), month) if visible_budget(b, selection)]
+    budgets = [b for b in budgets_for(read_budgets(as_store(path).db), month) if visible_budget(b, selection)]
     since = datetime.combine(min(month, as_of.date() - timedelta(days=HISTORY_DAYS)), datetime.min.time())
     until = min(as_of, datetime.combine(month_days(month)[-1] + timedelta(days=1), datetime.min.time()))
     statuses = []

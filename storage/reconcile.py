@@ -23,6 +23,7 @@ from models.reconcile import DEFAULT_THRESHOLD, Billed, ReconcileRow, gap_alert_
 from storage.db import open_read, open_write, query_frame
 from storage.replay import UsageFilter
 from storage.reports import spend_report
+from storage.store import StoreLike, as_store
 
 _BILL_KEYS = {"day": "day", "provider": "provider", "model": "model", "project": "project"}
 
@@ -69,7 +70,7 @@ def bill_currency(db: Path) -> str:
 
 
 def reconcile_report(
-    db: Path,
+    db: StoreLike,
     catalog: Catalog,
     since: datetime | None,
     until: datetime | None,
@@ -82,12 +83,13 @@ def reconcile_report(
     `until` on to the next day's): half a day of logs against a whole day's bill would be a gap of nothing.
     """
     since, until = whole_days(since, until)
-    currency = bill_currency(db)
+    store = as_store(db)
+    currency = bill_currency(store.db)
     selection = UsageFilter(since, until)
     computed = spend_report(db, catalog, selection, by, currency)
-    provider_all = spend_report(db, catalog, selection, by, currency, table="provider_usage_all")
-    counted = spend_report(db, catalog, selection, by, currency, table="provider_usage_counted")
-    billed = read_billed(db, since, until, by)
+    provider_all = spend_report(store.db, catalog, selection, by, currency, table="provider_usage_all")
+    counted = spend_report(store.db, catalog, selection, by, currency, table="provider_usage_counted")
+    billed = read_billed(store.db, since, until, by)
     return reconcile(by, computed, billed, provider_all, counted, threshold)
 
 
@@ -207,7 +209,7 @@ def _whole_organisation(selection: UsageFilter) -> None:
 
 
 def reconcile_days(
-    db: Path, *, catalog: Catalog, selection: UsageFilter, threshold: Decimal = DEFAULT_THRESHOLD
+    db: StoreLike, *, catalog: Catalog, selection: UsageFilter, threshold: Decimal = DEFAULT_THRESHOLD
 ) -> list[ReconcileRow]:
     """The dashboard's reconciliation: by day and provider over `selection`'s period. The bill cannot be
     split by team, so a selection scoped to some teams is refused rather than shown a bill it may not see."""

@@ -79,6 +79,17 @@ class _ClickHouseReader:
         return set(found.column("name").to_pylist())
 
 
+def usage_version(store: StoreLike) -> tuple[int, ...]:
+    """Changes whenever the usage of a ClickHouse store changes (its parts); () for the DuckDB file, whose
+    own size and modification time say it."""
+    store = as_store(store)
+    if store.clickhouse is None:
+        return ()
+    from storage.clickhouse import connect
+
+    return connect(store.clickhouse).data_version()
+
+
 @contextmanager
 def open_usage(store: StoreLike) -> Iterator[UsageReader]:
     """A reader of the store's usage for one read (or a few queries of one read)."""

@@ -64,6 +64,7 @@ from storage.jobs import FileMark, JobRun, Outcome, file_marks, write_file_marks
 from storage.probes import write_probe_run
 from storage.pulls import day_start
 from storage.reconcile import GapAlert, reconcile_report, record_gap_alerts, set_gap_webhook_status
+from storage.store import ClickHouseTarget, Store, StoreLike
 from storage.usage import snapshot_catalog
 
 T = TypeVar("T")
@@ -85,13 +86,15 @@ class IngestCounts:
 class Ingest(Protocol):
     """Ingest one file into the database idempotently (a record already stored is counted a duplicate)."""
 
-    def __call__(self, db: Path, path: Path, *, format: str, tags: Mapping[str, str]) -> IngestCounts: ...
+    def __call__(
+        self, db: StoreLike, path: Path, *, format: str, tags: Mapping[str, str]
+    ) -> IngestCounts: ...
 
 
 def log_ingest(salt: str) -> Ingest:
     """`quotascope ingest`'s pipeline for one file at a time, with the local salt for hashing user ids."""
 
-    def ingest(db: Path, path: Path, *, format: str, tags: Mapping[str, str]) -> IngestCounts:
+    def ingest(db: StoreLike, path: Path, *, format: str, tags: Mapping[str, str]) -> IngestCounts:
         results = ingest_paths(db, [path], salt=salt, tags=tags, options=IngestOptions(format=format))
         return IngestCounts(
             sum(r.counts.read for r in results),
@@ -220,10 +223,14 @@ class ScheduleRunner:
         salt: str | None = None,
         gap_threshold: Decimal = DEFAULT_THRESHOLD,
         deliver_gap_alerts: Callable[[list[GapAlert]], dict[int, str]] | None = None,
+        usage: ClickHouseTarget | None = None,
     ) -> None:
         self.config = config
         self.salt = salt  # hashes user ids of the OTLP receiver's spans and of pulled usage
         self.db = Path(db)
+        self.store = Store(
+            self.db, usage
+        )  # usage (watched folders, the OTLP receiver) in ClickHouse if given
         self.catalog_source = catalog
         self.ingest = ingest
         self.on_run = on_run
@@ -348,7 +355,7 @@ class ScheduleRunner:
             max_body_bytes=service.max_body_bytes,
             shutdown_grace_s=self.config.shutdown_grace_s,
         )
-        self.otlp = OtlpServer(self.db, self.salt, options, lock=self._ingest_lock).start()
+        self.otlp = OtlpServer(self.store, self.salt, options, lock=self._ingest_lock).start()
         self.on_notice(f"otlp: receiving on {self.otlp.endpoint}/v1/traces")
         return self.otlp
 
@@ -611,7 +618,7 @@ class ScheduleRunner:
                 break
             try:
                 with self._ingest_lock:
-                    counts = ingest(self.db, seen.path, format=job.format, tags=job.tags)
+                    counts = ingest(self.store, seen.path, format=job.format, tags=job.tags)
             except InputError as e:  # the file's own fault: it is tried again once it changes
                 mark = seen.mark(self._sentence(e))
                 failed.append(f"{seen.path.name}: {mark.error}")
@@ -681,7 +688,9 @@ class ScheduleRunner:
         report reconcile` does); `deliver_gap_alerts` sends them. Returns how many were raised."""
         assert self._catalog is not None
         since, until = day_start(result.since), day_start(result.until)
-        rows = reconcile_report(self.db, self._catalog, since, until, ("day", "provider"), self.gap_threshold)
+        rows = reconcile_report(
+            self.store, self._catalog, since, until, ("day", "provider"), self.gap_threshold
+        )
         raised = record_gap_alerts(self.db, rows, self.gap_threshold, utc_now())
         if raised and self.deliver_gap_alerts is not None:
             set_gap_webhook_status(self.db, self.deliver_gap_alerts(raised))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import polars as pl
 import streamlit as st
@@ -17,12 +16,13 @@ from models.errors import QuotascopeError
 from models.replay import ReplayOptions
 from storage.replay import UsageFilter, read_demand
 from storage.simulation import MAX_REPLAY_REQUESTS, replay_window, simulate_offers
+from storage.store import StoreLike
 
 DEFAULT_TARGETS = ("volcengine/deepseek-r1", "deepseek/deepseek-v4-pro", "cloud/deepseek-r1-10k")
 
 
 def _compare(
-    db: Path,
+    db: StoreLike,
     catalog: Catalog,
     offers: tuple[str, ...],
     keys: int,

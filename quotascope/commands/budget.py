@@ -16,7 +16,7 @@ from models.pricing import require_currency
 from models.spend import pricing_grain_minutes, tier_bounds
 from quotascope import settings
 from quotascope.arguments import month, open_share, positive, positive_whole, when
-from quotascope.context import catalog_from, db_path
+from quotascope.context import catalog_from, db_path, store_from
 from quotascope.output import emit, say, table
 from quotascope.webhooks import deliver_all, new_client
 from storage.budgets import (
@@ -146,14 +146,15 @@ def run_remove(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    db = db_path(args)
+    store = store_from(args)
+    db = store.db
     now = args.as_of or _now()
     month = args.month or month_start(now.date())
     if not budgets_for(read_budgets(db), month):
         message = f"No budgets for {month:%Y-%m}: set one with `quotascope budget set --scope total ...`"
         emit(args.json, {"month": f"{month:%Y-%m}", "budgets": []}, lambda: message)
         return 0
-    statuses = budget_statuses(db, catalog_from(args), month, now, confidence=args.confidence)
+    statuses = budget_statuses(store, catalog_from(args), month, now, confidence=args.confidence)
     documents = []
     failures = []
     for status in statuses:
@@ -240,7 +241,7 @@ def render_status(doc: dict[str, Any]) -> str:
 
 
 def run_offpeak(args: argparse.Namespace) -> int:
-    db = db_path(args)
+    db = store_from(args)
     catalog = catalog_from(args)
     month = args.month or month_start(_now().date())
     since = datetime.combine(month, datetime.min.time())

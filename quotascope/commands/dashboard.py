@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from models.access import oidc_providers
 from models.errors import InputError
 from quotascope import settings
 from quotascope.arguments import whole
-from quotascope.context import db_path
+from quotascope.context import store_from
+from storage.store import ClickHouseTarget
 from storage.users import sign_in_configured
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
@@ -63,10 +65,15 @@ def streamlit_command(host: str, port: int) -> list[str]:
     ]
 
 
-def serve(db: Path, host: str, port: int, catalog: list[str]) -> int:
-    """Run the dashboard in the foreground until interrupted (refused beyond loopback without sign-in)."""
+def serve(db: Path, host: str, port: int, catalog: list[str], usage: ClickHouseTarget | None = None) -> int:
+    """Run the dashboard in the foreground until interrupted (refused beyond loopback without sign-in);
+    `usage`: the ClickHouse holding usage, if any (its password stays in the environment, never a URL)."""
     check_exposure(db, host)
     env = dict(os.environ, QUOTASCOPE_DB=str(db.resolve()))
+    if usage is not None:
+        if usage.path is not None:  # Streamlit runs in another folder's terms: an absolute chdb folder
+            usage = replace(usage, path=usage.path.resolve())
+        env["QUOTASCOPE_STORE"] = usage.display()
     if catalog:
         env["QUOTASCOPE_USER_CATALOG"] = os.pathsep.join(str(Path(c).resolve()) for c in catalog)
     print(f"quotascope dashboard on http://{host}:{port}  (database {db}; Ctrl-C stops it)", flush=True)
@@ -149,11 +156,11 @@ def check_exposure(db: Path, host: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    db = db_path(args)
-    if not db.exists():
+    store = store_from(args)
+    if store.clickhouse is None and not store.db.exists():
         raise InputError(
-            f"no database at {db}; build one with `quotascope demo --no-serve` or `quotascope ingest`"
+            f"no database at {store.db}; build one with `quotascope demo --no-serve` or `quotascope ingest`"
         )
     host = args.host or settings.get("dashboard_host")
     port = args.port or int(settings.get("dashboard_port"))
-    return serve(db, host, port, args.catalog)
+    return serve(store.db, host, port, args.catalog, store.clickhouse)

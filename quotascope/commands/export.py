@@ -12,7 +12,7 @@ from models.focus import focus_csv
 from models.money import format_amount
 from quotascope import settings
 from quotascope.arguments import selection_from, selection_options
-from quotascope.context import catalog_from, db_path
+from quotascope.context import catalog_from, store_from
 from quotascope.output import emit
 from storage.reports import focus_export
 
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--out names a .csv or .parquet file, got {str(out)!r}")
     selection = selection_from(args)
     catalog_dir = Path(settings.get("catalog_dir"))
-    export = focus_export(db_path(args), catalog_from(args), catalog_dir, selection, args.grain)
+    export = focus_export(store_from(args), catalog_from(args), catalog_dir, selection, args.grain)
     if out.suffix.lower() == ".csv":
         out.write_text(focus_csv(export.rows), encoding="utf-8")
     else:

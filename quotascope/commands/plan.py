@@ -34,7 +34,7 @@ from quotascope.arguments import (
     when,
     whole_list,
 )
-from quotascope.context import catalog_from, db_path
+from quotascope.context import catalog_from, store_from
 from quotascope.output import emit, table
 
 LIMIT_OPTIONS = ("tpm", "rpm", "tpd", "rpd", "itpm", "otpm", "max_concurrency")
@@ -198,7 +198,7 @@ def profile_from(args: argparse.Namespace) -> tuple[TokenProfile, str]:
         from storage.reports import read_usage_profile  # the store is only opened when asked for
 
         usage = read_usage_profile(
-            db_path(args),
+            store_from(args),
             since=args.since,
             until=args.until,
             provider=args.provider,

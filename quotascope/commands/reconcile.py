@@ -11,7 +11,7 @@ from models.errors import InputError
 from models.outside_text import for_terminal
 from models.reconcile import RECONCILE_KEYS, ReconcileRow, parse_reconcile_by, parse_threshold
 from quotascope import settings
-from quotascope.context import catalog_from, db_path
+from quotascope.context import catalog_from, store_from
 from quotascope.output import emit, table
 from quotascope.webhooks import gap_webhook
 from storage.reconcile import GapAlert, reconcile_report, record_gap_alerts, set_gap_webhook_status
@@ -56,7 +56,8 @@ def _threshold(text: str) -> Decimal:
 
 
 def run(args: argparse.Namespace) -> int:
-    db = db_path(args)
+    store = store_from(args)
+    db = store.db
     by = parse_reconcile_by(args.by)
     threshold = (
         args.threshold if args.threshold is not None else parse_threshold(settings.get("reconcile_threshold"))
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     since = args.since or (now - timedelta(days=DEFAULT_DAYS)).replace(
         hour=0, minute=0, second=0, microsecond=0
     )
-    rows = reconcile_report(db, catalog_from(args), since, args.until, by, threshold)
+    rows = reconcile_report(store, catalog_from(args), since, args.until, by, threshold)
     alerts: list[GapAlert] = []
     delivered: dict[int, str] = {}
     if not args.no_alerts and "day" in by:

@@ -17,7 +17,7 @@ from collectors.scheduler import CatalogSource, ScheduleRunner, load_schedule, l
 from collectors.scheduler.config import ScheduleConfig
 from models.reconcile import parse_threshold
 from quotascope import settings
-from quotascope.context import db_path, price_data_dir
+from quotascope.context import price_data_dir, store_from
 from quotascope.output import emit, say, table
 from quotascope.webhooks import gap_webhook
 from storage.jobs import JobRun, job_summary
@@ -126,7 +126,8 @@ def _started(config: ScheduleConfig, db: Path, once: bool) -> str:
 
 def run(args: argparse.Namespace) -> int:
     config = load_schedule(Path(args.config), Path(args.endpoints or settings.get("endpoints_file")))
-    db = db_path(args)
+    store = store_from(args)
+    db = store.db
     out = sys.stderr if args.json else sys.stdout
 
     def report(job_run: JobRun) -> None:
@@ -145,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         salt=salt,
         gap_threshold=parse_threshold(settings.get("reconcile_threshold")),
         deliver_gap_alerts=gap_webhook(settings.get("reconcile_webhook").strip()),
+        usage=store.clickhouse,
     )
     runner.prepare()
     say(_started(config, db, args.once), file=out, flush=True)

@@ -10,7 +10,7 @@ from models.capacity import SEED_TOKENS_PER_S, SEED_TTFT_MS, given_latency
 from models.money import Money, format_amount
 from models.replay import POLICIES, ReplayOptions
 from quotascope.arguments import non_negative, positive, positive_whole, when
-from quotascope.context import catalog_from, db_path
+from quotascope.context import catalog_from, store_from
 from quotascope.output import emit, table
 from storage.replay import UsageFilter
 from storage.simulation import DEFAULT_DAYS, Simulation, simulate_offers
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     )
     selection = UsageFilter(args.since, args.until, args.provider, args.model, args.team, args.project)
     simulation = simulate_offers(
-        db_path(args),
+        store_from(args),
         catalog_from(args),
         args.offer,
         options,
