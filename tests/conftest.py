@@ -7,6 +7,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from storage.store import Store, parse_store
@@ -99,3 +101,42 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     catalogs = sorted(folder.glob("demo/*/catalog.toml"))
     assert catalogs, "the demo wrote no catalog of its own"
     return db, catalogs[-1]
+
+
+@pytest.fixture(scope="session")
+def demo_chdb_url(demo_db: tuple[Path, Path], chdb_folder: Path) -> str:
+    """The demo's usage rows in a chdb database of the session's folder, inserted as ingest inserts them
+    (`ClickHouse.insert`, per source, with its token), the demo file beside it for the small tables."""
+    from storage.clickhouse import connect
+    from storage.usage_reader import open_usage
+
+    url = f"chdb://{chdb_folder}?database=demo"
+    target = parse_store(url, demo_db[0]).clickhouse
+    assert target is not None
+    clickhouse = connect(target)
+    clickhouse.command("TRUNCATE TABLE demo.usage")
+    with open_usage(demo_db[0]) as usage:
+        assert usage.duckdb is not None
+        rows = usage.duckdb.sql("SELECT * FROM usage ORDER BY source_id, line_no").to_arrow_table()
+    columns = [c for c in rows.column_names if c != "key_hash"]
+    for source in sorted(set(rows.column("source_id").to_pylist())):
+        part = rows.filter(pc.equal(rows.column("source_id"), source)).select(columns)
+        tags = part.column("tags")
+        part = part.set_column(
+            columns.index("tags"), "tags", pc.if_else(pc.is_null(tags), pa.scalar([], tags.type), tags)
+        )
+        clickhouse.insert("usage", part, token=f"demo-{source}")
+    return url
+
+
+@pytest.fixture(params=["duckdb", "chdb"])
+def demo_store(
+    request: pytest.FixtureRequest, demo_db: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> Store:
+    """The demo, once per engine: its DuckDB file alone, and its usage in chdb beside the same file (set as
+    `QUOTASCOPE_STORE`, so the dashboard and the CLI under test read it)."""
+    if request.param == "duckdb":
+        return Store(demo_db[0])
+    url: str = request.getfixturevalue("demo_chdb_url")
+    monkeypatch.setenv("QUOTASCOPE_STORE", url)
+    return parse_store(url, demo_db[0])

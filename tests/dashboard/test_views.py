@@ -15,6 +15,7 @@ from storage.catalog import load_catalog
 from storage.probes import probe_percentiles
 from storage.replay import UsageFilter
 from storage.reports import read_usage_profile, spend_report
+from storage.store import Store
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 VIEWS = (
@@ -40,7 +41,9 @@ def start(monkeypatch: pytest.MonkeyPatch, db: Path, catalog: Path | None = None
 
 
 @pytest.fixture
-def demo(monkeypatch: pytest.MonkeyPatch, demo_db: tuple[Path, Path]) -> AppTest:
+def demo(monkeypatch: pytest.MonkeyPatch, demo_db: tuple[Path, Path], demo_store: Store) -> AppTest:
+    """The dashboard on the demo, once with usage in the DuckDB file and once in chdb: every figure a test
+    compares with a read of the DuckDB file must come out the same from ClickHouse."""
     return start(monkeypatch, *demo_db)
 
 
@@ -58,10 +61,12 @@ def amount(text: str) -> Decimal:
 
 
 @pytest.mark.parametrize("view", VIEWS)
-def test_every_view_renders_on_the_demo(demo: AppTest, view: str) -> None:
+def test_every_view_renders_on_the_demo(demo: AppTest, demo_store: Store, view: str) -> None:
     demo.switch_page(view).run()
     assert not demo.exception, demo.exception
     assert demo.header[0].value
+    where = " ".join(c.value for c in demo.sidebar.caption)
+    assert ("chdb://" in where) == (demo_store.clickhouse is not None), where
 
 
 @pytest.mark.parametrize(

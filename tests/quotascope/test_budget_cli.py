@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from quotascope.cli import main
+from storage.store import Store
 from tests.storage.usage_rows import insert_usage
 
 AS_OF = "2026-11-11T00:00"
@@ -69,10 +70,11 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
+def db(store: Store) -> Path:
+    """(On each store: the DuckDB file alone, and usage in chdb beside it, named by QUOTASCOPE_STORE.)"""
     """Ten days of 1M input tokens a day on DeepSeek-reasoner (2025-12 price: $0.28 per 1M) for team search,
     and the same on team support: $0.28 a day each."""
-    path = tmp_path / "q.duckdb"
+    path = store.db
     rows = [
         {
             "ts": datetime(2026, 11, 1, 12) + timedelta(days=i),
@@ -83,7 +85,7 @@ def db(tmp_path: Path) -> Path:
         for i in range(10)
         for team in ("search", "support")
     ]
-    insert_usage(path, rows)
+    insert_usage(store, rows)
     return path
 
 

@@ -16,6 +16,7 @@ from models.billing import CostLine
 from quotascope.cli import main
 from storage.db import open_write
 from storage.pulls import PullRun, store_cost_pull
+from storage.store import Store
 from tests.quotascope.test_budget_cli import Receiver
 from tests.storage.usage_rows import insert_usage
 
@@ -54,11 +55,12 @@ def bill(db: Path, *lines: tuple[str | None, str]) -> None:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    path = tmp_path / "q.duckdb"
+def db(store: Store) -> Path:
+    """(On each store: the DuckDB file alone, and usage in chdb beside it, named by QUOTASCOPE_STORE.)"""
+    path = store.db
     # o1: 15 USD per 1M input, 60 per 1M output: 1,000,000 input + 100,000 output = 21 USD
     insert_usage(
-        path,
+        store,
         [
             {
                 "ts": datetime(2026, 11, 10, 12),

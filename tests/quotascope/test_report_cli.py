@@ -10,11 +10,16 @@ import pytest
 
 from quotascope.cli import main
 from storage.db import open_write
+from storage.store import Store
 from tests.collectors.ingest_support import CATALOG_FILE, SAMPLES
 
 
 @pytest.fixture
-def loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Path:
+def loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], store: Store
+) -> Path:
+    """The samples ingested by the CLI, on each store (usage in chdb when `store` names it)."""
+    monkeypatch.setenv("QUOTASCOPE_DB", str(store.db))
     catalog_dir = tmp_path / "catalog"
     catalog_dir.mkdir()
     (catalog_dir / "test.toml").write_text(CATALOG_FILE.read_text())

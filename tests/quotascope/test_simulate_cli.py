@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from quotascope.cli import main
+from storage.store import Store
 from tests.storage.usage_rows import insert_usage
 
 NINE = datetime(2026, 11, 2, 9)  # a Monday
@@ -70,10 +71,11 @@ def catalog(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
+def db(store: Store) -> Path:
+    """(On each store: the DuckDB file alone, and usage in chdb beside it, named by QUOTASCOPE_STORE.)"""
     """Fifteen DeepSeek-reasoner requests of 100 tokens: ten in the first second of 09:00, then one every
     ten seconds; the burst's requests carry 64 cached tokens (under any 1,024-token minimum)."""
-    path = tmp_path / "usage.duckdb"
+    path = store.db
     burst = [
         {"ts": NINE, "input_tokens": 80, "cached_input_tokens": 64, "output_tokens": 20} for _ in range(10)
     ]
@@ -81,7 +83,7 @@ def db(tmp_path: Path) -> Path:
         {"ts": NINE + timedelta(seconds=s), "input_tokens": 80, "output_tokens": 20}
         for s in range(10, 60, 10)
     ]
-    insert_usage(path, [*burst, *later])
+    insert_usage(store, [*burst, *later])
     return path
 
 
@@ -179,7 +181,8 @@ def test_shipped_offers_run_and_say_what_they_assume(capsys: pytest.CaptureFixtu
 def test_mistakes_are_one_sentence(capsys: pytest.CaptureFixture[str], db: Path, tmp_path: Path) -> None:
     assert "--offer" in fails(capsys, 2, "--db", str(db))
     assert "unknown offer" in fails(capsys, 2, "--db", str(db), "--offer", "nope/nothing")
-    assert "no database" in fails(capsys, 1, "--db", str(tmp_path / "none.duckdb"), "--offer", "openai/o1")
+    nothing = ("--db", str(tmp_path / "none.duckdb"), "--store", "duckdb", "--offer", "openai/o1")
+    assert "no database" in fails(capsys, 1, *nothing)
     empty = ("--db", str(db), "--offer", "openai/o1", "--since", "2025-01-01", "--until", "2025-02-01")
     assert "no stored usage" in fails(capsys, 2, *empty)
     assert "after --since" in fails(

@@ -9,14 +9,15 @@ import pytest
 
 from storage.db import DatabaseMissingError
 from storage.replay import UsageFilter, read_demand, read_traffic, read_usage, usage_span
+from storage.store import Store
 from tests.storage.usage_rows import insert_usage
 
 NINE = datetime(2026, 11, 2, 9)
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    path = tmp_path / "usage.duckdb"
+def db(store: Store) -> Store:
+    path = store
     insert_usage(
         path,
         [

@@ -13,14 +13,15 @@ from storage.budgets import read_alerts, record_alerts, save_budget, visible_bud
 from storage.explore import usage_dimensions, usage_sample
 from storage.replay import ALL_USAGE, UsageFilter, read_usage
 from storage.reports import read_usage_buckets, read_usage_profile
+from storage.store import Store
 from tests.models.factories import d
 from tests.storage.usage_rows import insert_usage
 
 NOW = datetime(2026, 11, 23, 12)
 
 
-def usage_db(tmp_path: Path) -> Path:
-    db = tmp_path / "q.duckdb"
+def usage_db(store: Store) -> Store:
+    db = store
     row = {"input_tokens": 100, "output_tokens": 10}
     insert_usage(
         db,
@@ -33,8 +34,8 @@ def usage_db(tmp_path: Path) -> Path:
     return db
 
 
-def test_a_scope_reads_its_teams_and_never_the_rows_with_no_team(tmp_path: Path) -> None:
-    db = usage_db(tmp_path)
+def test_a_scope_reads_its_teams_and_never_the_rows_with_no_team(store: Store) -> None:
+    db = usage_db(store)
     lead = ALL_USAGE.within(Scope.of(["search"]))
     assert usage_dimensions(db).teams == ("legal", "search") and usage_dimensions(db).requests == 3
     assert usage_dimensions(db, lead).teams == ("search",) and usage_dimensions(db, lead).requests == 1

@@ -15,6 +15,7 @@ from storage.catalog import load_catalog
 from storage.replay import UsageFilter
 from storage.reports import spend_report
 from storage.simulation import default_period, simulate_offers
+from storage.store import Store
 from tests.storage.usage_rows import insert_usage
 
 NINE = datetime(2026, 11, 2, 9)
@@ -22,8 +23,8 @@ CATALOG = load_catalog(Path(settings.BY_NAME["catalog_dir"].default))
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    path = tmp_path / "q.duckdb"
+def db(store: Store) -> Store:
+    path = store
     # 20 requests of 600 tokens in one minute on deepseek-reasoner: 12,000 tokens against a 10,000 TPM cloud
     insert_usage(
         path,
