@@ -17,7 +17,13 @@ from collectors.emulator import EmulatorConfig, EmulatorServer, bind, build_app
 from collectors.emulator.server import start_in_thread
 from collectors.probe import Endpoint, make_client, run_probe
 from collectors.probe.loop import run_async
-from collectors.probe.transport import FLUSH_BYTES, ShardedTransport, TimedBackend, TimedStream
+from collectors.probe.transport import (
+    FLUSH_BYTES,
+    HELD_BYTES,
+    ShardedTransport,
+    TimedBackend,
+    TimedStream,
+)
 from models.probe import LoadPlan, ProbeRun
 
 
@@ -221,3 +227,32 @@ def test_network_failures_come_as_httpcores_own_exceptions() -> None:
         return seen
 
     assert asyncio.run(go()) == ["refused", "read timeout", "write after close"]
+
+
+def test_a_server_faster_than_its_reader_is_held_back_and_nothing_is_lost() -> None:
+    size = 3 * HELD_BYTES
+
+    async def go() -> tuple[bool, int, bytes]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(bytes(range(256)) * (size // 256))
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        async with server:
+            stream = await TimedBackend().connect_tcp("127.0.0.1", server.sockets[0].getsockname()[1])
+            assert isinstance(stream, TimedStream)
+            for _ in range(100):  # the client reads nothing while the server sends
+                await asyncio.sleep(0.01)
+                if stream._protocol.held_back:
+                    break
+            held_back, held = stream._protocol.held_back, stream._protocol.held
+            got = b""
+            while piece := await stream.read(65536, timeout=5):
+                got += piece
+            await stream.aclose()
+        return held_back, held, got
+
+    held_back, held, got = asyncio.run(go())
+    assert held_back and HELD_BYTES < held < size  # it stopped reading with the limit passed
+    assert got == bytes(range(256)) * (size // 256)
