@@ -32,7 +32,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpcore
 import httpx
@@ -78,8 +78,7 @@ class _Arrivals(asyncio.Protocol):
         self.paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is one without deriving from it
 
     def data_received(self, data: bytes) -> None:
         self.pieces.append((time.perf_counter(), data))
