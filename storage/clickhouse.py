@@ -125,6 +125,14 @@ class ClickHouse:
             unqualified=attached,
         )
 
+    def describe(self, sql: str) -> list[tuple[str, str]]:
+        """The columns a ClickHouse query returns, with their ClickHouse types."""
+        found = self.arrow(f"DESCRIBE ({sql})").to_pylist()
+        return [(str(row["name"]), str(row["type"])) for row in found]
+
+    def _render_unqualified_final(self, sql: str) -> str:
+        return self.render(sql, final=False)
+
     def insert(self, table: str, data: pa.Table, *, token: str) -> None:
         """Insert `data` into `table` once: a retried insert with the same `token` is dropped by ClickHouse
         (insert deduplication; the table keeps a window of recent tokens)."""
@@ -167,7 +175,7 @@ class ClickHouse:
         for migration in MIGRATIONS:
             if migration.number in done:
                 continue
-            for statement in migration.statements(self.layout):
+            for statement in migration.statements(self.layout, self.describe, self._render_unqualified_final):
                 self.command(statement)
             self.command(
                 f"INSERT INTO {self.layout.qualified('schema_migrations')} (number, name) "

@@ -118,12 +118,67 @@ def migrations_table(layout: Layout) -> list[str]:
     return layout.tables("schema_migrations", columns, storage, "number")
 
 
+# ------------------------------------------------------------------------------------------ rollups
+
+Describe = Callable[[str], list[tuple[str, str]]]  # a query's (column, ClickHouse type), from the server
+
+
+def rollup_tables(layout: Layout, describe: Describe, render: Callable[[str], str]) -> list[str]:
+    """Every rollup of `storage.rollups` (defined once there, as one SELECT over usage rows) as a
+    ClickHouse materialized view into an `AggregatingMergeTree`: the keys are its sorting key, each measure a
+    `SimpleAggregateFunction` of the rollup's own merge (sum, min, max), so the parts an insert adds are
+    combined by ClickHouse's merges as the DuckDB file combines its partial rows. The column types are
+    ClickHouse's own for the SELECT (`describe`), `render` turns the SELECT into ClickHouse's SQL. Rows
+    stored before the view existed are summed in once (`INSERT ... SELECT` over `usage FINAL`).
+
+    Bands: by the long-context thresholds the rollups are seeded with (`rollups.SEED_BANDS`)."""
+    from storage import rollups
+
+    statements: list[str] = []
+    for rollup in rollups.ROLLUPS:
+        over_rows = render(rollup.select("usage", rollups.SEED_BANDS))
+        types = dict(describe(over_rows))  # the local table's types are the same
+        select = render(rollup.select(layout.local("usage"), rollups.SEED_BANDS))
+        merges = {m.name: m.merge for m in rollup.measures}
+        columns = ",\n".join(
+            f"    {name} SimpleAggregateFunction({merges[name]}, {kind})"
+            if name in merges
+            else f"    {name} {kind}"
+            for name, kind in types.items()
+        )
+        local = layout.local(rollup.name)
+        storage = (
+            f"ENGINE = {layout.engine('Aggregating', local)}\n"
+            "PARTITION BY toYYYYMM(bucket)\n"
+            f"ORDER BY ({', '.join(rollup.key_names)})\n"
+            "SETTINGS allow_nullable_key = 1"
+        )
+        statements += layout.tables(rollup.name, columns, storage, "rand()")
+        statements.append(
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {layout.qualified(rollup.name + '_mv')}"
+            f"{layout.on_cluster} TO {layout.qualified(local)} AS\n{select}"
+        )
+        statements.append(
+            f"INSERT INTO {layout.qualified(rollup.name)} "
+            + over_rows.replace(
+                f"FROM {layout.qualified('usage')}", f"FROM {layout.qualified('usage')} FINAL", 1
+            )
+        )
+    return statements
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
+    """A numbered schema change: its statements for a layout (`describe` and `render` ask the server the
+    types of a query and render DuckDB's SQL for it, for tables generated from a definition)."""
+
     number: int
     name: str
-    statements: Callable[[Layout], list[str]]
+    statements: Callable[[Layout, Describe, Callable[[str], str]], list[str]]
 
 
 # Append only: a released migration is never edited; a schema change is a new number with its statements.
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "usage", usage_tables),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "usage", lambda layout, _describe, _render: usage_tables(layout)),
+    Migration(2, "rollups", rollup_tables),
+)

@@ -9,6 +9,7 @@ place, each in a small transform with its test (tests/storage/test_dialect.py):
 - `round(x, n)` rounds a tie away from zero as DuckDB does (ClickHouse's `round` rounds it to even);
 - `epoch_us(ts)` is `toUnixTimestamp64Micro(ts)`, and `a // b` stays an integer division (`intDiv`)
   rather than SQLGlot's float division cast back to an integer (wrong past 2^53 microseconds);
+- `n * INTERVAL 30 MINUTE` becomes `INTERVAL (n * 30) MINUTE` (ClickHouse multiplies no interval);
 - `TIMESTAMP '...'` literals keep their microseconds and UTC; `USING SAMPLE reservoir(N ROWS)` draws N
   rows ordered by a hash of each row (ClickHouse's `SAMPLE` needs a sampling key and reads whole granules);
 - a table holding usage is read `FINAL`, so rows a ReplacingMergeTree has not merged yet never count
@@ -49,7 +50,14 @@ def clickhouse_sql(
         for table in tree.find_all(exp.Table):
             if not table.args.get("db") and table.name not in defined:
                 table.set("db", exp.to_identifier(database))
-    for rewrite in (_epoch_us, _integer_division, _round_half_away, _timestamp_literal, _sample):
+    for rewrite in (
+        _epoch_us,
+        _integer_division,
+        _round_half_away,
+        _timestamp_literal,
+        _sample,
+        _interval_multiple,
+    ):
         tree = tree.transform(rewrite)
     if final:
         tree = tree.transform(lambda node: _read_final(node, set(final)))
@@ -151,6 +159,17 @@ def _sample(node: exp.Expr) -> exp.Expr:
     )
     node.set("sample", None)
     node.set("from_", exp.From(this=drawn.subquery()))
+    return node
+
+
+def _interval_multiple(node: exp.Expr) -> exp.Expr:
+    """`n * INTERVAL 30 MINUTE` as `INTERVAL (n * 30) MINUTE`: ClickHouse multiplies no interval."""
+    if not isinstance(node, exp.Mul):
+        return node
+    for interval, times in ((node.expression, node.this), (node.this, node.expression)):
+        if isinstance(interval, exp.Interval) and isinstance(interval.this, exp.Literal):
+            count = exp.Mul(this=times.copy(), expression=exp.Literal.number(interval.this.name))
+            return exp.Interval(this=exp.Paren(this=count), unit=interval.args.get("unit"))
     return node
 
 

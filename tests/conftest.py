@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,28 +55,30 @@ def chdb_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("chdb")
 
 
-_chdb_databases = itertools.count(1)
-
-
 @pytest.fixture(params=["duckdb", "chdb"])
 def store(
     request: pytest.FixtureRequest, tmp_path: Path, chdb_folder: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Store]:
-    """The store a test reads and writes, once per engine: the DuckDB file alone, and usage in chdb (a
-    database of its own in the session's chdb folder) beside that file. `QUOTASCOPE_STORE` names it, so the
+) -> Store:
+    """The store a test reads and writes, once per engine: the DuckDB file alone, and usage in chdb (the
+    session's `tests` database, emptied for each test) beside that file. `QUOTASCOPE_STORE` names it, so the
     CLI and the dashboard a test runs use it too."""
     db = tmp_path / "quotascope.duckdb"
     if request.param == "duckdb":
-        yield Store(db)
-        return
-    url = f"chdb://{chdb_folder}?database=t{next(_chdb_databases)}"
-    monkeypatch.setenv("QUOTASCOPE_STORE", url)
-    store = parse_store(url, db)
-    yield store
+        return Store(db)
     from storage.clickhouse import connect
 
+    url = f"chdb://{chdb_folder}?database=tests"
+    monkeypatch.setenv("QUOTASCOPE_STORE", url)
+    store = parse_store(url, db)
     assert store.clickhouse is not None
-    connect(store.clickhouse).command(f"DROP DATABASE IF EXISTS {store.clickhouse.database}")
+    clickhouse = connect(store.clickhouse)  # the schema once a session; emptying it is cheaper than that
+    tables = clickhouse.arrow(
+        "SELECT name FROM system.tables WHERE database = 'tests' "
+        "AND engine != 'MaterializedView' AND name != 'schema_migrations'"
+    )
+    for name in tables.column("name").to_pylist():
+        clickhouse.command(f"TRUNCATE TABLE tests.{name}")
+    return store
 
 
 @pytest.fixture(scope="session")

@@ -46,14 +46,20 @@ def test_on_a_cluster_replicated_local_tables_and_a_distributed_one_over_them(ch
 
 
 def test_every_migration_parses_on_a_cluster_and_runs_on_one_server(chdb: ClickHouse) -> None:
-    layout = Layout("qs_schema_check")
     chdb.command("DROP DATABASE IF EXISTS qs_schema_check")
     chdb.command("CREATE DATABASE qs_schema_check")
-    for migration in MIGRATIONS:
-        for statement in migration.statements(Layout("qs", "prod")):
+    checked = connect(ClickHouseTarget("chdb", database="qs_schema_check", path=chdb.target.path))
+
+    def render(sql: str) -> str:
+        return checked.render(sql, final=False)
+
+    for migration in MIGRATIONS:  # on one server: connect() ran them; on a cluster: ClickHouse parses them
+        for statement in migration.statements(Layout("qs", "prod"), checked.describe, render):
+            if not statement.startswith("INSERT"):
+                assert " ON CLUSTER prod" in statement
             _parses(chdb, statement)
-        for statement in migration.statements(layout):
-            chdb.command(statement)
+    tables = checked.arrow("SELECT name FROM system.tables WHERE database = 'qs_schema_check'")
+    assert {"usage", "rollup_spend", "rollup_spend_mv"} <= set(tables.column("name").to_pylist())
     chdb.command("DROP DATABASE qs_schema_check")
 
 
