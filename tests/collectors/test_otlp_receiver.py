@@ -21,6 +21,8 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from collectors.otlp import OtlpOptions, OtlpServer
+from storage.store import Store
+from storage.usage_reader import open_usage
 from tests.collectors.otlp_support import START_NS, llm_attributes, request_of
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
@@ -28,8 +30,9 @@ JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "otlp.duckdb"
+def db(store: Store) -> Store:
+    """On each store: spans' usage into the DuckDB file, and into chdb beside it."""
+    return store
 
 
 @pytest.fixture
@@ -44,8 +47,11 @@ def post(
     return httpx.post(server.endpoint + path, content=body, headers=headers, timeout=30)
 
 
-def rows(db: Path, sql: str = "SELECT * FROM usage ORDER BY ts") -> list[dict[str, Any]]:
-    with duckdb.connect(str(db), read_only=True) as con:
+def rows(db: Store, sql: str = "SELECT * FROM usage ORDER BY ts") -> list[dict[str, Any]]:
+    if " usage" in sql:  # wherever the store keeps usage (read FINAL in ClickHouse)
+        with open_usage(db) as usage:
+            return usage.frame(sql).to_dicts()
+    with duckdb.connect(str(db.db), read_only=True) as con:
         result = con.execute(sql)
         names = [d[0] for d in result.description]
         return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
@@ -179,7 +185,7 @@ def test_undecodable_bodies_get_400_without_quoting_them(server: OtlpServer, db:
     bad_id = otlp_json("hex")
     bad_id["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"] = "zz"
     assert post(server, json.dumps(bad_id).encode(), JSON).status_code == 400
-    assert not db.exists() or rows(db) == []
+    assert (db.clickhouse is None and not db.db.exists()) or rows(db) == []
 
 
 def test_refused_spans_are_counted_in_partial_success_with_reasons(server: OtlpServer, db: Path) -> None:
@@ -314,7 +320,7 @@ def test_content_never_reaches_the_database_or_the_log(
     assert secret not in response.text
     server.stop()
     assert len(rows(db)) == 1
-    for path in db.parent.iterdir():
+    for path in db.db.parent.iterdir():
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
     assert secret not in caplog.text
@@ -347,8 +353,6 @@ def test_span_ids_json_roundtrip_matches_protobuf(server: OtlpServer, db: Path) 
 
 def test_readers_take_their_turn_while_spans_keep_arriving(server: OtlpServer, db: Path) -> None:
     """The receiver holds the database one batch at a time: a report's read-only queries get in between."""
-    from storage.db import open_read
-
     assert post(server, request_of([llm_attributes(0)]).SerializeToString(), PROTOBUF).status_code == 200
     answers: list[int] = []
 
@@ -361,8 +365,8 @@ def test_readers_take_their_turn_while_spans_keep_arriving(server: OtlpServer, d
     sender.start()
     seen = []
     while sender.is_alive():
-        with open_read(db, timeout_s=20) as con:
-            seen.append(con.execute("SELECT count(*) FROM usage").fetchone()[0])  # type: ignore[index]
+        with open_usage(db) as usage:
+            seen.append(usage.rows("SELECT count(*) FROM usage")[0][0])
         time.sleep(0.1)  # a dashboard's queries, not a loop holding the file
     sender.join()
     assert answers == [200] * 15
