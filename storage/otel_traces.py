@@ -30,11 +30,15 @@ arrive as digit strings, which are read as the receiver reads them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC
 from typing import Any, Literal, Protocol
 
+import pyarrow as pa
+
+from models.errors import InputError
 from models.genai_spans import (
     CACHE_RULES,
     EMBEDDING_OPERATIONS,
@@ -73,8 +77,8 @@ VIEW_ATTRIBUTION = ("team", "project", "key_id", "endpoint")
 _MAX_COUNT_DIGITS = 18  # as the ingest: 18 digits stay below 2**60, so sums of four counts never overflow
 
 
-class OtelTracesError(ValueError):
-    """An attribution the views cannot apply."""
+class OtelTracesError(InputError):
+    """An attribution the views cannot apply, or a link that would change one without being asked to."""
 
 
 def lit(text: str) -> str:
@@ -341,21 +345,44 @@ def check_attribution(attribution: Mapping[str, str]) -> None:
 
 @dataclass(frozen=True)
 class Link:
-    """How `otel_traces` (in `database`) feeds `usage`: the tables' names and the attribution."""
+    """How `otel_traces` feeds `usage` in one database: the tables' names and the attribution."""
 
+    database: str | None = None  # None: the connection's current database
     usage_table: str = "usage"
-    attribution: Mapping[str, str] | None = None
+    attribution: Mapping[str, str] | None = None  # None: as linked before (none at first)
     traces: str = TRACES_TABLE
-    cluster: str | None = None  # create the views ON CLUSTER (each shard's otel_traces feeds its usage)
+    cluster: str | None = None  # create the views ON CLUSTER (each shard's otel_traces feeds usage)
 
     def mapping(self) -> SpanMapping:
         attribution = dict(self.attribution or {})
         check_attribution(attribution)
-        return SpanMapping(attribution, self.traces)
+        return SpanMapping(attribution, self.name(self.traces))
+
+    def name(self, table: str) -> str:
+        return f"{self.database}.{table}" if self.database else table
+
+    @property
+    def database_expr(self) -> str:
+        return lit(self.database) if self.database else "currentDatabase()"
+
+    @property
+    def attribution_text(self) -> str:
+        """The attribution as `--attribute` takes it (`key_id=app.key,team=service.name`), sorted."""
+        return ",".join(f"{c}={a}" for c, a in sorted((self.attribution or {}).items()))
+
+    @property
+    def attribution_json(self) -> str:
+        return json.dumps(dict(sorted((self.attribution or {}).items())))
 
     @property
     def on_cluster(self) -> str:
         return f" ON CLUSTER {self.cluster}" if self.cluster else ""
+
+    def _engine(self, table: str) -> str:
+        if not self.cluster:
+            return "ReplacingMergeTree"
+        path = f"/clickhouse/tables/{{shard}}/{self.database}/{table}"
+        return f"ReplicatedReplacingMergeTree('{path}', '{{replica}}')"
 
     def usage_select(self) -> str:
         """The usage rows of every stored LLM span of the traces table (what the usage view inserts)."""
@@ -370,74 +397,167 @@ class Link:
 
     def tables_ddl(self) -> list[str]:
         return [
-            f"""CREATE TABLE IF NOT EXISTS {REJECTS_TABLE}{self.on_cluster} (
+            f"""CREATE TABLE IF NOT EXISTS {self.name(REJECTS_TABLE)}{self.on_cluster} (
     record_key String,
     ts DateTime64(6, 'UTC'),
     trace_id String,
     span_id String,
     reason String
-) ENGINE = ReplacingMergeTree
+) ENGINE = {self._engine(REJECTS_TABLE)}
 PARTITION BY toYYYYMM(ts)
 ORDER BY record_key""",
-            f"""CREATE TABLE IF NOT EXISTS {LINK_TABLE}{self.on_cluster} (
+            f"""CREATE TABLE IF NOT EXISTS {self.name(LINK_TABLE)}{self.on_cluster} (
     view String,
+    attribution String,
     backfilled_at DateTime64(6, 'UTC')
-) ENGINE = ReplacingMergeTree
+) ENGINE = {self._engine(LINK_TABLE)}
 ORDER BY view""",
         ]
 
     def views_ddl(self) -> list[str]:
+        usage, rejects = self.name(self.usage_table), self.name(REJECTS_TABLE)
         return [
-            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {USAGE_VIEW}{self.on_cluster} TO {self.usage_table} AS\n"
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.name(USAGE_VIEW)}{self.on_cluster} TO {usage} AS\n"
             + self.usage_select(),
-            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {REJECTS_VIEW}{self.on_cluster} TO {REJECTS_TABLE} AS\n"
-            + self.rejects_select(),
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.name(REJECTS_VIEW)}{self.on_cluster} "
+            f"TO {rejects} AS\n" + self.rejects_select(),
         ]
 
     def backfill_sql(self) -> list[str]:
         """What the traces table held before the views existed, copied once (ReplacingMergeTree keys make a
-        span read both by a view and by this one row)."""
+        span read both by a view and by this one row), then the link recorded."""
+        names = [name for name, _ in _USAGE_COLUMNS] + list(self.mapping().attribution)
         return [
-            f"INSERT INTO {self.usage_table} ({', '.join(self._usage_names())})\n{self.usage_select()}",
-            f"INSERT INTO {REJECTS_TABLE} (record_key, ts, trace_id, span_id, reason)\n"
+            f"INSERT INTO {self.name(self.usage_table)} ({', '.join(names)})\n{self.usage_select()}",
+            f"INSERT INTO {self.name(REJECTS_TABLE)} (record_key, ts, trace_id, span_id, reason)\n"
             + self.rejects_select(),
-            f"INSERT INTO {LINK_TABLE} (view, backfilled_at) VALUES ({lit(USAGE_VIEW)}, now64(6, 'UTC'))",
+            f"INSERT INTO {self.name(LINK_TABLE)} (view, attribution, backfilled_at) "
+            f"VALUES ({lit(USAGE_VIEW)}, {lit(self.attribution_json)}, now64(6, 'UTC'))",
         ]
 
-    def _usage_names(self) -> list[str]:
-        return [name for name, _ in _USAGE_COLUMNS] + list(self.mapping().attribution)
+    def unlink_sql(self) -> list[str]:
+        """The views dropped and every row they stored deleted (waiting for the deletion), to link anew."""
+        usage = self.name(self.usage_table if not self.cluster else f"{self.usage_table}_local")
+        return [
+            f"DROP VIEW IF EXISTS {self.name(USAGE_VIEW)}{self.on_cluster}",
+            f"DROP VIEW IF EXISTS {self.name(REJECTS_VIEW)}{self.on_cluster}",
+            f"ALTER TABLE {usage}{self.on_cluster} DELETE WHERE source_id = {SOURCE_ID} "
+            "SETTINGS mutations_sync = 2",
+            f"TRUNCATE TABLE IF EXISTS {self.name(REJECTS_TABLE)}{self.on_cluster}",
+            f"TRUNCATE TABLE IF EXISTS {self.name(LINK_TABLE)}{self.on_cluster}",
+        ]
 
 
 # ------------------------------------------------------------------------------------------ linking
 
 
 class Runner(Protocol):
-    """What linking needs of a ClickHouse connection (a server's or chdb's)."""
+    """What linking needs of a ClickHouse connection (`storage.clickhouse.ClickHouse`, or chdb's)."""
 
     def command(self, sql: str) -> None: ...
 
-    def scalar(self, sql: str) -> Any: ...
+    def arrow(self, sql: str) -> pa.Table: ...
 
 
-LinkOutcome = Literal["no otel_traces", "linked", "already linked"]
+def _scalar(runner: Runner, sql: str) -> Any:
+    table = runner.arrow(sql)
+    return table.column(0)[0].as_py() if table.num_rows else None
 
 
-def link_traces(runner: Runner, link: Link) -> LinkOutcome:
+LinkOutcome = Literal["no otel_traces", "linked", "already linked", "relinked"]
+
+
+def link_traces(runner: Runner, link: Link, *, relink: bool = False) -> LinkOutcome:
     """Create the views on the exporter's table if it is there, and copy what it held before, once.
 
     Safe to run again (and after a crash half-way): the tables and views are created IF NOT EXISTS, and the
-    copy runs until `LINK_TABLE` records it; a span copied twice is one row by its key.
+    copy runs until `LINK_TABLE` records it; a span copied twice is one row by its key. Linked before with
+    another attribution, it refuses unless `relink`: then the views are made anew and every row they stored
+    is replaced (the attribution is part of a usage row's sort key, so the old rows would stay beside).
     """
-    present = runner.scalar(
-        f"SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = {lit(link.traces)}"
+    present = _scalar(
+        runner,
+        "SELECT count() FROM system.tables "
+        f"WHERE database = {link.database_expr} AND name = {lit(link.traces)}",
     )
     if not present:
         return "no otel_traces"
-    for sql in link.tables_ddl() + link.views_ddl():
+    for sql in link.tables_ddl():
         runner.command(sql)
-    done = runner.scalar(f"SELECT count() FROM {LINK_TABLE} FINAL WHERE view = {lit(USAGE_VIEW)}")
-    if done:
+    before = _scalar(
+        runner,
+        f"SELECT attribution FROM {link.name(LINK_TABLE)} FINAL WHERE view = {lit(USAGE_VIEW)} LIMIT 1",
+    )
+    if link.attribution is None:  # keep what is linked (nothing at first)
+        link = replace(link, attribution=json.loads(before) if before else {})
+    changed = before is not None and before != link.attribution_json
+    if changed and not relink:
+        linked = Link(attribution=json.loads(before)).attribution_text
+        raise OtelTracesError(
+            f"otel_traces is linked with the attribution {linked or 'none'}; to read it with "
+            f"{link.attribution_text or 'none'} instead, relink (every span's row is written anew)"
+        )
+    if changed:
+        for sql in link.unlink_sql():
+            runner.command(sql)
+    for sql in link.views_ddl():
+        runner.command(sql)
+    if before is not None and not changed:
         return "already linked"
     for sql in link.backfill_sql():
         runner.command(sql)
-    return "linked"
+    return "relinked" if changed else "linked"
+
+
+@dataclass(frozen=True, slots=True)
+class TracesAccount:
+    """Every LLM span row of otel_traces accounted for: rows = stored + duplicates + rejected."""
+
+    llm_span_rows: int  # LLM span rows (an exporter's retry writes a span's row again)
+    stored: int  # distinct records in usage from otel_traces
+    duplicates: int  # rows repeating a record already counted
+    rejected: int  # distinct records not stored, each with its reason
+    reasons: tuple[tuple[str, int], ...]  # the most frequent reasons, with how many records
+
+    @property
+    def balanced(self) -> bool:
+        return self.llm_span_rows == self.stored + self.duplicates + self.rejected
+
+
+def account(runner: Runner, link: Link, *, reasons: int = 10) -> TracesAccount:
+    """Count what became of otel_traces' LLM spans (reads the whole table: a command, not a page's read)."""
+    canonical = link.mapping().canonical()
+    rows, keys = (
+        runner.arrow(f"SELECT count(), uniqExact(record_key) FROM ({canonical})").to_pylist()[0].values()
+    )
+    stored = _scalar(
+        runner, f"SELECT count() FROM {link.name(link.usage_table)} FINAL WHERE source_id = {SOURCE_ID}"
+    )
+    rejects = link.name(REJECTS_TABLE)
+    rejected = _scalar(runner, f"SELECT count() FROM {rejects} FINAL")
+    top = runner.arrow(
+        f"SELECT reason, count() AS n FROM {rejects} FINAL "
+        f"GROUP BY reason ORDER BY n DESC, reason LIMIT {reasons}"
+    ).to_pylist()
+    return TracesAccount(
+        llm_span_rows=int(rows),
+        stored=int(stored or 0),
+        duplicates=int(rows) - int(keys),
+        rejected=int(rejected or 0),
+        reasons=tuple((str(r["reason"]), int(r["n"])) for r in top),
+    )
+
+
+class Layout(Protocol):
+    """Where a store keeps its tables (`storage.clickhouse_schema.Layout`)."""
+
+    @property
+    def database(self) -> str: ...
+
+    @property
+    def cluster(self) -> str | None: ...
+
+
+def store_link(layout: Layout, attribution: Mapping[str, str] | None = None) -> Link:
+    """The link of a ClickHouse store's database: its usage table (the Distributed one on a cluster)."""
+    return Link(database=layout.database, attribution=attribution, cluster=layout.cluster)

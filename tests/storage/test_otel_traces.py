@@ -34,6 +34,7 @@ from storage.otel_traces import (
     REJECTS_TABLE,
     Link,
     OtelTracesError,
+    account,
     link_traces,
 )
 from tests.storage.otel_support import insert_spans, traces_table_ddl
@@ -73,28 +74,34 @@ NOW = datetime.now(UTC).replace(tzinfo=None)
 
 
 class ChdbRunner:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, database: str) -> None:
         self.session = chdb_session.Session(str(path))
+        self.session.query(f"CREATE DATABASE IF NOT EXISTS {database}")
+        self.session.query(f"USE {database}")
 
     def command(self, sql: str) -> None:
         self.session.query(sql)
 
+    def arrow(self, sql: str) -> pa.Table:
+        table: pa.Table = self.session.query(sql, "ArrowTable")
+        return table
+
     def scalar(self, sql: str) -> Any:
-        return self.rows(sql)[0][next(iter(self.rows(sql)[0]))]
+        return self.arrow(sql).column(0)[0].as_py()
 
     def rows(self, sql: str) -> list[dict[str, Any]]:
-        table: pa.Table = self.session.query(sql, "ArrowTable")
-        return table.to_pylist()
+        return self.arrow(sql).to_pylist()
 
     def close(self) -> None:
         self.session.close()
 
 
 @pytest.fixture(scope="module")
-def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbRunner]:
-    runner = ChdbRunner(tmp_path_factory.mktemp("chdb"))
+def clickhouse(chdb_folder: Path) -> Iterator[ChdbRunner]:
+    """A database of its own in the session's chdb folder (chdb serves one folder per process)."""
+    runner = ChdbRunner(chdb_folder, "otel_traces_test")
     yield runner
-    runner.close()
+    runner.command("DROP DATABASE IF EXISTS otel_traces_test")
 
 
 @pytest.fixture(scope="module")
@@ -387,3 +394,31 @@ def test_content_attributes_never_reach_clickhouse_tables(clickhouse: ChdbRunner
         Link(attribution={"team": "gen_ai.prompt.0.content"}).views_ddl()
     with pytest.raises(OtelTracesError, match="salted hash"):
         Link(attribution={"user": "enduser.id"}).views_ddl()
+
+
+def test_every_llm_span_row_is_accounted_for(clickhouse: ChdbRunner) -> None:
+    link = fresh(clickhouse)
+    good = [chat_span(n) for n in range(4)]
+    bad = chat_span(7, **{"gen_ai.usage.cache_read.input_tokens": 5000})  # more cached than the input
+    other = replace(chat_span(8), attributes={"db.system": "postgresql"})
+    clickhouse.command(insert_spans([*good, bad, other]))
+    clickhouse.command(insert_spans(good[:2]))  # a retry
+    counted = account(clickhouse, link)
+    assert (counted.llm_span_rows, counted.stored, counted.duplicates, counted.rejected) == (7, 4, 2, 1)
+    assert counted.balanced
+    assert counted.reasons == (
+        ("cached (5000) and cache-write (0) tokens exceed all prompt tokens (1207)", 1),
+    )
+
+
+def test_a_new_attribution_replaces_the_rows_only_when_asked(clickhouse: ChdbRunner) -> None:
+    fresh(clickhouse)
+    clickhouse.command(insert_spans([chat_span(n) for n in range(3)]))
+    other = Link(attribution={"team": "app.team"})
+    with pytest.raises(OtelTracesError, match="relink"):
+        link_traces(clickhouse, other)
+    assert link_traces(clickhouse, other, relink=True) == "relinked"
+    clickhouse.command(insert_spans([chat_span(3, **{"app.team": "search"})]))
+    rows = stored(clickhouse)
+    assert [r["team"] for r in rows if r["team"]] == ["search"] and len(rows) == 4
+    assert link_traces(clickhouse, other) == "already linked"
