@@ -56,6 +56,13 @@ def common_options() -> argparse.ArgumentParser:
         metavar="PATH",
         help=f"DuckDB file (default {settings.BY_NAME['db'].default}; env QUOTASCOPE_DB)",
     )
+    parent.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="where usage rows live: clickhouse://user@host:8123/db, clickhouses://... (TLS) or chdb://PATH "
+        "(default: the DuckDB file; env QUOTASCOPE_STORE; password in QUOTASCOPE_CLICKHOUSE_PASSWORD)",
+    )
     parent.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     parent.add_argument(
         "--catalog",

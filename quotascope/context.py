@@ -11,6 +11,7 @@ from collectors.prices.genai import ensure_base_layer
 from models.catalog import Catalog
 from quotascope import settings
 from storage.catalog import load_catalog
+from storage.store import Store, parse_store
 
 
 def catalog_from(args: argparse.Namespace) -> Catalog:
@@ -39,4 +40,10 @@ def user_catalogs() -> list[Path]:
 
 
 def db_path(args: argparse.Namespace) -> Path:
+    """The embedded DuckDB file (`--db`): the small tables, and usage too unless a store URL is given."""
     return Path(getattr(args, "db", None) or settings.get("db"))
+
+
+def store_from(args: argparse.Namespace) -> Store:
+    """The store of `--store URL` (or the `store` setting) beside the DuckDB file of `--db`."""
+    return parse_store(getattr(args, "store", None) or settings.get("store"), db_path(args))

@@ -28,6 +28,21 @@ SETTINGS: tuple[Setting, ...] = (
         "DuckDB file every command reads and writes (`--db` overrides it).",
     ),
     Setting(
+        "store",
+        "QUOTASCOPE_STORE",
+        "",
+        "Where usage rows live (`--store` overrides it): empty for the DuckDB file, "
+        "`clickhouse://user@host:8123/db` (`clickhouses://` for TLS) or `chdb://PATH`; the small tables "
+        "stay in the DuckDB file.",
+    ),
+    Setting(
+        "clickhouse_password",
+        "QUOTASCOPE_CLICKHOUSE_PASSWORD",
+        "",
+        "Password of the ClickHouse user a `clickhouse://` store URL names (never put in the URL, never "
+        "stored or shown).",
+    ),
+    Setting(
         "catalog_dir",
         "QUOTASCOPE_CATALOG_DIR",
         str(PROJECT_ROOT / "data" / "catalog"),

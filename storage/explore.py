@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import polars as pl
 
-from storage.db import open_read, query_frame
 from storage.replay import ALL_USAGE, UsageFilter
 from storage.rollups import covering, recent_part, spend_rollup
+from storage.store import StoreLike
+from storage.usage_reader import open_usage
 
 
 @dataclass(frozen=True)
@@ -23,24 +23,32 @@ class Dimensions:
     requests: int
 
 
-def usage_dimensions(db: Path, selection: UsageFilter = ALL_USAGE) -> Dimensions:
+def usage_dimensions(db: StoreLike, selection: UsageFilter = ALL_USAGE) -> Dimensions:
     """Distinct providers, models and teams, and the time span, of the stored usage `selection` (with its
-    `teams`, the viewer's scope) selects: what the dashboard's filters offer (from the spend rollup)."""
-    with open_read(db) as con:
-        if not _has_usage(con):
-            return Dimensions((), (), (), None, None, 0)
-        source, params = covering(con, spend_rollup(selection), selection)
+    `teams`, the viewer's scope) selects: what the dashboard's filters offer (from the spend rollup of the
+    DuckDB file, or a ClickHouse store's rows)."""
+    with open_usage(db) as usage:
+        con = usage.duckdb
+        if con is not None:
+            if not _has_usage(con):
+                return Dimensions((), (), (), None, None, 0)
+            source, params = covering(con, spend_rollup(selection), selection)
+        else:
+            where, params = selection.where()
+            source = (
+                f"(SELECT *, ts AS first_ts, ts AS last_ts, n_requests AS requests FROM usage WHERE {where})"
+            )
         lists = ", ".join(
-            f"list(DISTINCT {c} ORDER BY {c}) FILTER (WHERE {c} IS NOT NULL)"
+            f"array_agg(DISTINCT {c}) FILTER (WHERE {c} IS NOT NULL) AS {c}s"
             for c in ("provider", "model", "team")
         )
-        row = con.execute(
+        (row,) = usage.rows(
             f"SELECT min(first_ts), max(last_ts), coalesce(sum(requests), 0), {lists} FROM {source}", params
-        ).fetchall()[0]
+        )
     first, last, requests, providers, models, teams = row
 
     def names(values: list[object] | None) -> tuple[str, ...]:
-        return tuple(str(v) for v in values or ())
+        return tuple(sorted(str(v) for v in values or ()))
 
     return Dimensions(names(providers), names(models), names(teams), first, last, int(requests))
 
@@ -56,7 +64,7 @@ SAMPLE_ROWS = 20_000
 SAMPLE_SPAN = 25  # a sample of N rows is drawn from the latest 25 N requests
 
 
-def usage_sample(db: Path, selection: UsageFilter, rows: int = SAMPLE_ROWS) -> pl.DataFrame:
+def usage_sample(db: StoreLike, selection: UsageFilter, rows: int = SAMPLE_ROWS) -> pl.DataFrame:
     """Up to `rows` stored rows drawn at random (repeatably), as per-request figures, for distributions:
     from the latest `SAMPLE_SPAN` x `rows` requests of the selection (whole half hours, counted from the
     rollups), so that drawing it reads a bounded slice however much is stored.
@@ -64,8 +72,9 @@ def usage_sample(db: Path, selection: UsageFilter, rows: int = SAMPLE_ROWS) -> p
     Columns: input_tokens, cached_share, output_tokens, reasoning_tokens, ttft_ms, requests (the requests a
     row stands for: an aggregated export bucket is `n_requests` requests of its average size).
     """
-    with open_read(db) as con:
-        selection = recent_part(con, selection, SAMPLE_SPAN * rows)
+    with open_usage(db) as usage:
+        if usage.duckdb is not None:  # ClickHouse samples the whole selection (it has no rollups yet)
+            selection = recent_part(usage.duckdb, selection, SAMPLE_SPAN * rows)
     where, params = selection.where()
     sql = f"""
         SELECT input_tokens / n_requests AS input_tokens,
@@ -76,6 +85,5 @@ def usage_sample(db: Path, selection: UsageFilter, rows: int = SAMPLE_ROWS) -> p
                n_requests AS requests
         FROM (SELECT * FROM usage WHERE {where}) USING SAMPLE reservoir({int(rows)} ROWS) REPEATABLE (42)
     """
-    with open_read(db) as con:
-        frame = query_frame(con, sql, params)
-    return frame
+    with open_usage(db) as usage:
+        return usage.frame(sql, params)

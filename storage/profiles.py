@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -20,8 +19,9 @@ import polars as pl
 
 from models.usage import Distribution, UsageProfile
 from storage import rollups
-from storage.db import open_read, query_frame
 from storage.replay import UsageFilter
+from storage.store import StoreLike
+from storage.usage_reader import open_usage
 
 PROFILE_KEYS = ("provider", "model", "team")  # what a profile can be grouped by
 Key = tuple[Any, ...]
@@ -66,11 +66,12 @@ def _distributions(frame: pl.DataFrame, by: Sequence[str]) -> dict[Key, dict[str
 
 
 def _profile_queries(
-    con: duckdb.DuckDBPyConnection, selection: UsageFilter, by: Sequence[str]
+    con: duckdb.DuckDBPyConnection | None, selection: UsageFilter, by: Sequence[str]
 ) -> list[tuple[str, list[Any]]]:
-    """The totals query (requests, cached share per group), then one query per measure."""
+    """The totals query (requests, cached share per group), then one query per measure: from the rollups of
+    the DuckDB file `con`, or from the rows (a selection by project, or a ClickHouse store: `con` None)."""
     keys = "".join(f"{k}, " for k in by)
-    if not profile_from_rollups(selection):
+    if con is None or not profile_from_rollups(selection):
         where, params = selection.where()
         rows, requests = f"(SELECT * FROM usage WHERE {where})", "n_requests"
         values = [
@@ -93,17 +94,17 @@ def _profile_queries(
     return [(totals_sql, totals[1]), *((_values_sql(v, by), p) for v, p in values)]
 
 
-def read_usage_profiles(db: Path, selection: UsageFilter, by: Sequence[str]) -> dict[Key, UsageProfile]:
+def read_usage_profiles(db: StoreLike, selection: UsageFilter, by: Sequence[str]) -> dict[Key, UsageProfile]:
     """The token profile of each group of `by` (among provider, model, team) in `selection`, keyed by
     the group's values; `by=()` gives one profile under the key `()`, even of no requests."""
     unknown = [k for k in by if k not in PROFILE_KEYS]
     if unknown:
         raise ValueError(f"a profile groups by {', '.join(PROFILE_KEYS)}, not {', '.join(unknown)}")
     width = len(by)
-    with open_read(db) as con:
-        (totals_sql, totals_params), *measures = _profile_queries(con, selection, by)
-        totals = con.execute(totals_sql, totals_params).fetchall()
-        stats = [_distributions(query_frame(con, sql, params), by) for sql, params in measures]
+    with open_usage(db) as usage:
+        (totals_sql, totals_params), *measures = _profile_queries(usage.duckdb, selection, by)
+        totals = usage.rows(totals_sql, totals_params)
+        stats = [_distributions(usage.frame(sql, params), by) for sql, params in measures]
     return {
         tuple(row[:width]): _profile(
             row[width], row[width + 1], [found.get(tuple(row[:width])) for found in stats]
@@ -139,7 +140,7 @@ def _profile(requests: Any, cached_share: Any, stats: list[Any]) -> UsageProfile
 
 
 def read_usage_profile(
-    db: Path,
+    db: StoreLike,
     *,
     since: datetime | None = None,
     until: datetime | None = None,

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -19,7 +18,8 @@ from models.capacity import Latency
 from models.catalog import to_utc_naive
 from models.traffic import ATTRIBUTION, USAGE_SCHEMA, Traffic, demand_series, traffic_from_usage
 from storage import rollups
-from storage.db import open_read, query_frame
+from storage.store import StoreLike
+from storage.usage_reader import open_usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +79,7 @@ def _columns(names: Sequence[str]) -> str:
 
 
 def read_usage(
-    path: Path, selection: UsageFilter = UsageFilter(), *, attribution: bool = True, ordered: bool = True
+    path: StoreLike, selection: UsageFilter = UsageFilter(), *, attribution: bool = True, ordered: bool = True
 ) -> pl.DataFrame:
     """Usage rows (`models.traffic.USAGE_SCHEMA`), in time order unless `ordered=False`.
 
@@ -90,13 +90,13 @@ def read_usage(
     where, params = selection.where()
     order = " ORDER BY ts" if ordered else ""
     sql = f"SELECT {_columns(names)} FROM usage WHERE {where}{order}"
-    with open_read(path) as con:
-        frame = query_frame(con, sql, params)
+    with open_usage(path) as usage:
+        frame = usage.frame(sql, params)
     return frame.select(pl.col(name).cast(USAGE_SCHEMA[name]) for name in names)
 
 
 def read_traffic(
-    path: Path,
+    path: StoreLike,
     selection: UsageFilter = UsageFilter(),
     *,
     latency: Latency | None = None,
@@ -108,17 +108,21 @@ def read_traffic(
     return traffic_from_usage(rows, latency=latency, bucket_s=bucket_s)
 
 
-def read_demand(path: Path, selection: UsageFilter = UsageFilter(), every_s: int = 60) -> pl.DataFrame:
+def read_demand(path: StoreLike, selection: UsageFilter = UsageFilter(), every_s: int = 60) -> pl.DataFrame:
     """Recorded demand per second (`every_s=1`) or per minute (60) for a period: `at`, `requests`,
     `input_tokens`, `cached_input_tokens`, `output_tokens`, `tokens`."""
     return demand_series(read_traffic(path, selection), every_s)
 
 
-def usage_span(path: Path, selection: UsageFilter = UsageFilter()) -> tuple[datetime, datetime] | None:
+def usage_span(path: StoreLike, selection: UsageFilter = UsageFilter()) -> tuple[datetime, datetime] | None:
     """The first and last stored request time in the selection, or None if it holds none."""
-    with open_read(path) as con:
-        source, params = rollups.covering(con, rollups.spend_rollup(selection), selection)
-        row = con.execute(f"SELECT min(first_ts), max(last_ts) FROM {source}", params).fetchone()
-    if row is None or row[0] is None:
+    with open_usage(path) as usage:
+        if usage.duckdb is not None:
+            source, params = rollups.covering(usage.duckdb, rollups.spend_rollup(selection), selection)
+        else:
+            where, params = selection.where()
+            source = f"(SELECT ts AS first_ts, ts AS last_ts FROM usage WHERE {where})"
+        rows = usage.rows(f"SELECT min(first_ts), max(last_ts) FROM {source}", params)
+    if not rows or rows[0][0] is None:
         return None
-    return row[0], row[1]
+    return rows[0][0], rows[0][1]

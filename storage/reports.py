@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import duckdb
 import polars as pl
 
 from models.catalog import Catalog
@@ -22,6 +21,8 @@ from storage.catalog import load_catalog
 from storage.db import open_read, query_frame
 from storage.profiles import profile_from_rollups, read_usage_profile, read_usage_profiles
 from storage.replay import UsageFilter
+from storage.store import StoreLike, as_store
+from storage.usage_reader import open_usage
 
 __all__ = [
     "UsageFilter",
@@ -62,7 +63,7 @@ def _sums(requests: str) -> str:
 
 
 def read_spend_groups(
-    db: Path,
+    db: StoreLike,
     selection: UsageFilter,
     by: Sequence[str],
     grain_minutes: int,
@@ -77,15 +78,17 @@ def read_spend_groups(
     Usage is read from the spend rollups when they answer the catalog exactly (`storage.rollups.covers`),
     else from the raw rows; both give the same groups. Grouping by an integer bucket number is several
     times faster than by a truncated timestamp; `day` and `hour` are derived from the bucket afterwards.
-    `table` is `usage` (the logs) or a view of pulled provider usage in its shape (`provider_usage_all`).
+    `table` is `usage` (the logs, in the store's usage engine) or a view of pulled provider usage in its
+    shape (`provider_usage_all`, always in the DuckDB file). A ClickHouse store is read from its rows.
     """
     if table not in SPEND_TABLES:
         raise ValueError(f"not a usage table: {table}")
     extra = [k for k in by if k not in ("provider", "model", *TIME_KEYS)]
     keys = "".join(f"{_KEY_SQL[k]} AS {k}, " for k in extra)
     grain_us = int(grain_minutes) * 60_000_000
-    with open_read(db) as con:
-        if table == "usage" and rollups.covers(bounds, grain_minutes, con):
+    with open_usage(db if table == "usage" else as_store(db).db) as usage:
+        con = usage.duckdb
+        if table == "usage" and con is not None and rollups.covers(bounds, grain_minutes, con):
             source, params = rollups.covering(con, rollups.spend_rollup(selection, extra), selection)
             at, band, requests = "bucket", rollups.catalog_band_sql(bounds), "requests"
             dimensions = "\n                service_tier,\n                batch,"
@@ -94,10 +97,8 @@ def read_spend_groups(
             where, params = selection.where()
             source, at, requests = f"(SELECT * FROM {table} WHERE {where})", "ts", "n_requests"
             band = tier_band_sql(bounds, "input_tokens", "n_requests")
-            dimensions, write_1h = _price_columns(con, table)
-        billed = bool(
-            con.execute(f"SELECT 1 FROM {source} WHERE billed_cost IS NOT NULL LIMIT 1", params).fetchall()
-        )
+            dimensions, write_1h = _price_columns(usage.columns(table))
+        billed = bool(usage.rows(f"SELECT 1 FROM {source} WHERE billed_cost IS NOT NULL LIMIT 1", params))
         billed_sql = ", sum(billed_cost) AS billed_cost, billed_currency" if billed else ""
         sql = f"""
             SELECT provider, model, {keys}epoch_us({at}) // {grain_us} AS bucket_no,
@@ -106,7 +107,7 @@ def read_spend_groups(
             FROM {source}
             GROUP BY ALL
         """
-        frame = query_frame(con, sql, params)
+        frame = usage.frame(sql, params)
     representative = band_input(bounds)
     frame = frame.with_columns(
         (pl.col("bucket_no") * grain_us).cast(pl.Datetime("us")).alias("bucket"),
@@ -126,14 +127,8 @@ def read_spend_groups(
     return frame
 
 
-def _price_columns(con: duckdb.DuckDBPyConnection, table: str) -> tuple[str, str]:
-    """The service tier and batch columns, and the sum of 1-hour cache writes, where `table` has them."""
-    columns = {
-        row[0]
-        for row in con.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table]
-        ).fetchall()
-    }
+def _price_columns(columns: set[str]) -> tuple[str, str]:
+    """The service tier and batch columns, and the sum of 1-hour cache writes, where a table has them."""
     dimensions = "".join(
         f"\n                {name}," for name in ("service_tier", "batch") if name in columns
     )
@@ -146,7 +141,7 @@ def _price_columns(con: duckdb.DuckDBPyConnection, table: str) -> tuple[str, str
 
 
 def spend_report(
-    db: Path,
+    db: StoreLike,
     catalog: Catalog,
     selection: UsageFilter,
     by: Sequence[str],
@@ -162,7 +157,7 @@ def spend_report(
 
 
 def focus_export(
-    db: Path, catalog: Catalog, catalog_dir: Path, selection: UsageFilter, grain: Grain = "day"
+    db: StoreLike, catalog: Catalog, catalog_dir: Path, selection: UsageFilter, grain: Grain = "day"
 ) -> FocusExport:
     """Stored usage as FOCUS 1.0 rows (`models.focus.focus_rows`): summed here per price-homogeneous group
     and team, project and key; priced and mapped there, with list prices from the shipped catalog in
@@ -173,15 +168,20 @@ def focus_export(
     return focus_rows(groups, catalog, load_catalog(Path(catalog_dir)), grain)
 
 
-def read_usage_buckets(db: Path, selection: UsageFilter, by: Sequence[str]) -> pl.DataFrame:
+def read_usage_buckets(db: StoreLike, selection: UsageFilter, by: Sequence[str]) -> pl.DataFrame:
     """Requests and tokens per time bucket (`day` or `hour` among `by`) and the other `by` keys, summed
-    from the spend rollups (their half hours make whole days and hours)."""
+    from the spend rollups (their half hours make whole days and hours), or a ClickHouse store's rows."""
     keys = ", ".join(f"{_KEY_SQL[k]} AS {k}" for k in by)
     order = ", ".join(by)
-    with open_read(db) as con:
-        source, params = rollups.covering(con, rollups.spend_rollup(selection, by), selection)
-        sql = f"SELECT {keys}, {_sums('requests')} FROM {source} GROUP BY ALL ORDER BY {order} NULLS LAST"
-        return query_frame(con, sql, params)
+    with open_usage(db) as usage:
+        if usage.duckdb is not None:
+            source, params = rollups.covering(usage.duckdb, rollups.spend_rollup(selection, by), selection)
+            requests = "requests"
+        else:
+            where, params = selection.where()
+            source, requests = f"(SELECT *, ts AS bucket FROM usage WHERE {where})", "n_requests"
+        sql = f"SELECT {keys}, {_sums(requests)} FROM {source} GROUP BY ALL ORDER BY {order} NULLS LAST"
+        return usage.frame(sql, params)
 
 
 def report_keys(by: Sequence[str]) -> tuple[str, ...]:
@@ -189,7 +189,7 @@ def report_keys(by: Sequence[str]) -> tuple[str, ...]:
     return tuple(by) if any(k in TIME_KEYS for k in by) else ("day", *by)
 
 
-def read_rejects(db: Path, limit: int = 50, all_runs: bool = False) -> pl.DataFrame:
+def read_rejects(db: StoreLike, limit: int = 50, all_runs: bool = False) -> pl.DataFrame:
     """Rejected records, newest ingest first: file, line, reason and redacted excerpt.
 
     Every ingest of a file reads all of it, so by default only each file's latest finished run is shown
@@ -211,5 +211,5 @@ def read_rejects(db: Path, limit: int = 50, all_runs: bool = False) -> pl.DataFr
         ORDER BY s.source_id DESC, r.line_no
         LIMIT ?
     """
-    with open_read(db) as con:
+    with open_read(as_store(db).db) as con:  # the ingest's bookkeeping is always in the DuckDB file
         return query_frame(con, sql, [max(0, int(limit))])

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from pathlib import Path
 
 import polars as pl
 
@@ -21,9 +20,10 @@ from models.errors import InputError
 from models.replay import Replay, ReplayOptions, comparison_rows, replay
 from models.spend import SpendRow
 from storage import rollups
-from storage.db import open_read
 from storage.replay import UsageFilter, read_traffic, usage_span
 from storage.reports import spend_report
+from storage.store import StoreLike
+from storage.usage_reader import open_usage
 
 DEFAULT_DAYS = 30  # a replay with no --since looks this far back from the last stored request
 # The dashboard replays at most this many requests at once (the latest of its period, in whole half hours):
@@ -46,7 +46,7 @@ class Simulation:
         return comparison_rows(self.replays, self.actual.cost if self.actual else None)
 
 
-def default_period(path: Path, selection: UsageFilter, days: int = DEFAULT_DAYS) -> UsageFilter:
+def default_period(path: StoreLike, selection: UsageFilter, days: int = DEFAULT_DAYS) -> UsageFilter:
     """The selection with a missing end filled in: up to just after the last stored request, from `days`
     before that (or the first request, if later)."""
     if selection.since is not None and selection.until is not None:
@@ -63,15 +63,19 @@ def default_period(path: Path, selection: UsageFilter, days: int = DEFAULT_DAYS)
     return replace(selection, since=since, until=until)
 
 
-def replay_window(path: Path, selection: UsageFilter, max_requests: int = MAX_REPLAY_REQUESTS) -> UsageFilter:
+def replay_window(
+    path: StoreLike, selection: UsageFilter, max_requests: int = MAX_REPLAY_REQUESTS
+) -> UsageFilter:
     """The latest part of `selection` holding at most `max_requests` requests (whole half hours, at least
     the last one), counted from the rollups; the selection itself when it holds no more."""
-    with open_read(path) as con:
-        return rollups.recent_part(con, selection, max_requests)
+    with open_usage(path) as usage:
+        if usage.duckdb is None:  # a ClickHouse store has no rollups to count with: the whole selection
+            return selection
+        return rollups.recent_part(usage.duckdb, selection, max_requests)
 
 
 def simulate_offers(
-    path: Path,
+    path: StoreLike,
     catalog: Catalog,
     offer_ids: Sequence[str],
     options: ReplayOptions,

@@ -8,17 +8,18 @@ Normalising (parsing and checking records) happens before, without the database:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+import xxhash
 
 from models.catalog import Catalog
 from models.outside_text import redact_secrets
@@ -27,6 +28,10 @@ from models.usage_record import SAME_REQUEST_WITHIN
 from storage import rollups
 from storage.db import open_write, scalar
 from storage.normalise import IngestContext, Normalised, Normaliser, Reject
+from storage.store import Store, StoreLike, as_store
+
+if TYPE_CHECKING:
+    from storage.clickhouse import ClickHouse
 
 __all__ = [
     "ROW_GROUP_ROWS",
@@ -79,38 +84,66 @@ class SourceRun:
 # ------------------------------------------------------------------------------------------ writes
 
 
-def _new_rows(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.Table:
+def _new_rows(table: pa.Table, stored_keys: Callable[[pa.Table, datetime, datetime], pa.Table]) -> pa.Table:
     """The rows of `table` that are new: no stored record and no earlier kept row of the table has the same
     key within `SAME_REQUEST_WITHIN` of the row's time.
 
     Row by row in line order, as if each were stored before the next is looked at, so the answer does not
-    depend on where batches begin and end. DuckDB finds the stored rows of the batch's keys with a parallel
-    hash join, reading only the row groups within the window of the batch's times (it skips the others by
-    their min/max time), so the search does not slow as the database grows (benchmarks/ingest_growth.py: a
-    1 GB file into 10M stored rows ran at 0.73x the rate into an empty database when it read every stored
-    key, 1.0x now). In the usual case (nothing seen before, no repeats) the table passes through untouched.
+    depend on where batches begin and end. `stored_keys(keys, lo, hi)` is the store's lookup of the stored
+    (record_key, ts) of these keys between `lo` and `hi` (`_duckdb_stored_keys`, `_clickhouse_stored_keys`).
+    In the usual case (nothing seen before, no repeats) the table passes through untouched.
     """
     span = pc.min_max(table.column("ts"))
     within = SAME_REQUEST_WITHIN
     lo, hi = span["min"].as_py() - within, span["max"].as_py() + within
-    con.register("batch_keys", table.select(["record_key"]))
-    try:
-        # the stored rows of the batch's keys and weeks (none, usually), then which rows they match exactly
-        stored = con.sql(
-            f"""
-            SELECT record_key, ts FROM usage
-            WHERE ts BETWEEN {_timestamp(lo)} AND {_timestamp(hi)}
-              AND record_key IN (SELECT record_key FROM batch_keys)
-            """
-        ).to_arrow_table()
-        repeats = scalar(con, "SELECT count(*) - count(DISTINCT record_key) FROM batch_keys")
-    finally:
-        con.unregister("batch_keys")
+    keys = table.select(["record_key"])
+    stored = stored_keys(keys, lo, hi)
     if stored.num_rows:
         table = _not_stored(table, stored, within)
-    if repeats:
+    if len(pc.unique(keys.column("record_key"))) < keys.num_rows:
         table = _first_of_repeats(table.sort_by("line_no"), within)
     return table
+
+
+def _duckdb_stored_keys(con: duckdb.DuckDBPyConnection) -> Callable[[pa.Table, datetime, datetime], pa.Table]:
+    """DuckDB finds the stored rows of the batch's keys with a parallel hash join, reading only the row groups
+    within the window of the batch's times (it skips the others by their min/max time), so the search does
+    not slow as the database grows (benchmarks/ingest_growth.py: a 1 GB file into 10M stored rows ran at
+    0.73x the rate into an empty database when it read every stored key, 1.0x now)."""
+
+    def stored_keys(keys: pa.Table, lo: datetime, hi: datetime) -> pa.Table:
+        con.register("batch_keys", keys)
+        try:
+            return con.sql(
+                f"""
+                SELECT record_key, ts FROM usage
+                WHERE ts BETWEEN {_timestamp(lo)} AND {_timestamp(hi)}
+                  AND record_key IN (SELECT record_key FROM batch_keys)
+                """
+            ).to_arrow_table()
+        finally:
+            con.unregister("batch_keys")
+
+    return stored_keys
+
+
+def _clickhouse_stored_keys(store: ClickHouse) -> Callable[[pa.Table, datetime, datetime], pa.Table]:
+    """ClickHouse reads only the months (partitions) and key ranges of the window; the batch's keys travel
+    with the query (external data on a server, a temporary table in chdb). No FINAL: a key found twice
+    is the same answer."""
+
+    def stored_keys(keys: pa.Table, lo: datetime, hi: datetime) -> pa.Table:
+        sql = store.render(
+            "SELECT record_key, ts FROM usage WHERE ts BETWEEN ? AND ? "
+            "AND record_key IN (SELECT record_key FROM batch_keys)",
+            [lo, hi],
+            final=False,
+            attached=["batch_keys"],
+        )
+        found = store.arrow(sql, {"batch_keys": keys})
+        return found.set_column(1, "ts", pc.cast(found.column("ts"), pa.timestamp("us")))
+
+    return stored_keys
 
 
 def _not_stored(table: pa.Table, stored: pa.Table, within: timedelta) -> pa.Table:
@@ -178,7 +211,7 @@ def kept_reject(reject: Reject) -> Reject:
 
 
 def store_batch(
-    db: Path,
+    store: StoreLike,
     run: SourceRun,
     staged: Sequence[pa.Table],
     rejects: Sequence[Reject],
@@ -190,43 +223,28 @@ def store_batch(
     `finished_hash` given, or `finished` for a file that could not be read to its end).
 
     This is the one write path of every input (log readers, the OTLP receiver): each reject's reason and
-    excerpt pass `models.outside_text.redact_secrets` here, so no reader can store a key in a reason."""
+    excerpt pass `models.outside_text.redact_secrets` here, so no reader can store a key in a reason.
+
+    With a ClickHouse store the rows go there (`_store_rows_in_clickhouse`) inside the DuckDB transaction
+    that records the source's counts and rejects: if that transaction is lost (a kill, a failed commit)
+    after the rows were inserted, the re-run finds them stored and counts them as duplicates, so every
+    run still accounts for every record it read, and no record is stored twice."""
+    store = as_store(store)
     rejects = [kept_reject(r) for r in rejects]
     staged = [t for t in staged if t.num_rows]
     # one chunk per column: DuckDB scans it faster than the stream's many small batches
     table = pa.concat_tables(staged, promote_options="default").combine_chunks() if staged else None
     now = datetime.now(UTC).replace(tzinfo=None)
-    with open_write(db) as con:
+    with open_write(store.db) as con:
         if run.source_id is None:
-            source_id = scalar(
-                con,
-                "INSERT INTO sources (path, size_bytes, format, tags, started_at) "
-                "VALUES (?, ?, ?, map(?::VARCHAR[], ?::VARCHAR[]), ?) RETURNING source_id",
-                [
-                    run.path,
-                    run.size_bytes,
-                    run.format,
-                    list(run.tags),
-                    list(run.tags.values()),
-                    run.started_at,
-                ],
-            )
-            run = replace(run, source_id=int(source_id))
+            run = replace(run, source_id=_new_source(con, run))
         valid = stored = 0
         if table is not None and table.num_rows:
             valid = table.num_rows
-            table = _new_rows(con, table)
-            if table.num_rows:
-                con.register("staged", table)
-                columns = ", ".join(table.column_names)
-                con.execute(
-                    f"INSERT INTO usage (source_id, {columns}) SELECT $source_id, {columns} FROM staged",
-                    {"source_id": run.source_id},
-                )
-                # the rollups, in the same transaction: a batch is in both or in neither
-                rollups.append(con, as_stored(con, "staged", table.column_names, run.source_id))
-                con.unregister("staged")
-            stored = table.num_rows
+            if store.clickhouse is None:
+                stored = _store_rows_in_duckdb(con, run, table)
+            else:
+                stored = _store_rows_in_clickhouse(store, run, table)
         if rejects:
             # lists as parameters, zipped by unnest in DuckDB (pa.table over Python lists imports pandas)
             con.execute(
@@ -281,10 +299,79 @@ def as_stored(
     return f"(SELECT {', '.join(parts)} FROM {relation})"
 
 
-def discard_source(db: Path, source_id: int) -> None:
+def _new_source(con: duckdb.DuckDBPyConnection, run: SourceRun) -> int:
+    source_id = scalar(
+        con,
+        "INSERT INTO sources (path, size_bytes, format, tags, started_at) "
+        "VALUES (?, ?, ?, map(?::VARCHAR[], ?::VARCHAR[]), ?) RETURNING source_id",
+        [run.path, run.size_bytes, run.format, list(run.tags), list(run.tags.values()), run.started_at],
+    )
+    return int(source_id)
+
+
+def _store_rows_in_duckdb(con: duckdb.DuckDBPyConnection, run: SourceRun, table: pa.Table) -> int:
+    table = _new_rows(table, _duckdb_stored_keys(con))
+    if table.num_rows:
+        con.register("staged", table)
+        columns = ", ".join(table.column_names)
+        con.execute(
+            f"INSERT INTO usage (source_id, {columns}) SELECT $source_id, {columns} FROM staged",
+            {"source_id": run.source_id},
+        )
+        # the rollups, in the same transaction: a batch is in both or in neither
+        rollups.append(con, as_stored(con, "staged", table.column_names, run.source_id))
+        con.unregister("staged")
+    return int(table.num_rows)
+
+
+def _store_rows_in_clickhouse(store: Store, run: SourceRun, table: pa.Table) -> int:
+    """Insert the batch's new rows into ClickHouse with an insert deduplication token made of the rows'
+    identities (source, record keys and times): a retried insert of the same rows is dropped by ClickHouse,
+    and a copy that slips past both (two ingests of one file at once) is one row to every `FINAL` read."""
+    from storage.clickhouse import connect
+
+    assert store.clickhouse is not None and run.source_id is not None
+    clickhouse = connect(store.clickhouse)
+    table = _new_rows(table, _clickhouse_stored_keys(clickhouse))
+    if not table.num_rows:
+        return 0
+    table = table.add_column(0, "source_id", pa.array(np.full(table.num_rows, run.source_id, np.int64)))
+    if "tags" in table.column_names:  # a ClickHouse Map is never NULL: no tags is the empty map
+        tags = table.column("tags")
+        table = table.set_column(
+            table.column_names.index("tags"),
+            "tags",
+            pc.if_else(pc.is_null(tags), pa.scalar([], tags.type), tags),
+        )
+    clickhouse.insert("usage", table, token=_insert_token(run.source_id, table))
+    return int(table.num_rows)
+
+
+def _insert_token(source_id: int, table: pa.Table) -> str:
+    digest = xxhash.xxh3_128()
+    digest.update(str(source_id).encode())
+    for column in ("record_key", "ts"):
+        for chunk in table.column(column).chunks:
+            for buffer in chunk.buffers():
+                if buffer is not None:
+                    digest.update(memoryview(buffer))
+    return f"usage:{digest.hexdigest()}"
+
+
+def discard_source(store: StoreLike, source_id: int) -> None:
     """Remove everything one ingest run stored (its rows, rejects and sources row) and its part of the
-    rollups, in one transaction."""
-    with open_write(db) as con:
+    rollups, in one transaction (with a ClickHouse store, its rows there first, by a synchronous delete)."""
+    store = as_store(store)
+    if store.clickhouse is not None:
+        from storage.clickhouse import connect
+
+        clickhouse = connect(store.clickhouse)
+        clickhouse.command(
+            f"ALTER TABLE {clickhouse.layout.qualified(clickhouse.layout.local('usage'))}"
+            f"{clickhouse.layout.on_cluster} DELETE WHERE source_id = {int(source_id)} "
+            "SETTINGS mutations_sync = 2"
+        )
+    with open_write(store.db) as con:
         touched = rollups.touched_buckets(con, f"(SELECT ts FROM usage WHERE source_id = {int(source_id)})")
         con.execute("DELETE FROM usage WHERE source_id = ?", [source_id])
         rollups.refresh(con, touched)

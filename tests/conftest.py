@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from storage.store import Store, parse_store
 
 _LEAKY = (
     "OPENAI_API_KEY",
@@ -20,6 +23,8 @@ _LEAKY = (
     "all_proxy",
     "QUOTASCOPE_USER_CATALOG",
     "QUOTASCOPE_CURRENCY",
+    "QUOTASCOPE_STORE",
+    "QUOTASCOPE_CLICKHOUSE_PASSWORD",
 )
 
 
@@ -41,6 +46,36 @@ def sealed_environment(
     monkeypatch.setenv("QUOTASCOPE_ENDPOINTS", str(tmp_path / "endpoints.toml"))
     monkeypatch.setenv("QUOTASCOPE_PRICE_DATA_DIR", str(price_data_dir))
     yield
+
+
+@pytest.fixture(scope="session")
+def chdb_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One chdb data folder for the session: chdb's engine starts once per process and serves one folder."""
+    return tmp_path_factory.mktemp("chdb")
+
+
+_chdb_databases = itertools.count(1)
+
+
+@pytest.fixture(params=["duckdb", "chdb"])
+def store(
+    request: pytest.FixtureRequest, tmp_path: Path, chdb_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Store]:
+    """The store a test reads and writes, once per engine: the DuckDB file alone, and usage in chdb (a
+    database of its own in the session's chdb folder) beside that file. `QUOTASCOPE_STORE` names it, so the
+    CLI and the dashboard a test runs use it too."""
+    db = tmp_path / "quotascope.duckdb"
+    if request.param == "duckdb":
+        yield Store(db)
+        return
+    url = f"chdb://{chdb_folder}?database=t{next(_chdb_databases)}"
+    monkeypatch.setenv("QUOTASCOPE_STORE", url)
+    store = parse_store(url, db)
+    yield store
+    from storage.clickhouse import connect
+
+    assert store.clickhouse is not None
+    connect(store.clickhouse).command(f"DROP DATABASE IF EXISTS {store.clickhouse.database}")
 
 
 @pytest.fixture(scope="session")

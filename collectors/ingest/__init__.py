@@ -17,6 +17,7 @@ from collectors.ingest.pipeline import FileResult, IngestOptions, ingest_file
 from collectors.ingest.progress import Progress
 from collectors.ingest.records import check_csv_map
 from models.errors import InputError
+from storage.store import StoreLike
 from storage.usage import IngestContext, Normaliser
 
 __all__ = ["FORMATS", "FileResult", "IngestOptions", "ingest_paths", "load_salt"]
@@ -46,7 +47,7 @@ def load_salt(path: Path) -> str:
 
 
 def ingest_paths(
-    db: Path,
+    db: StoreLike,
     paths: Sequence[Path],
     *,
     salt: str,

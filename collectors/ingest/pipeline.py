@@ -46,6 +46,7 @@ from collectors.ingest.route import Reader, Route, plan_route
 from models.errors import InputError
 from models.usage_record import RecordSpec
 from storage.staging import LineStream, ReaderGaveUp
+from storage.store import StoreLike
 from storage.usage import (
     ROW_GROUP_ROWS,
     BatchCounts,
@@ -171,7 +172,7 @@ def _work_items(detection: Detection, source: ByteSource, options: IngestOptions
 class _Writer:
     """Stores batches on its own thread, one at a time and in order, while blocks keep being normalised."""
 
-    def __init__(self, db: Path, run: SourceRun) -> None:
+    def __init__(self, db: StoreLike, run: SourceRun) -> None:
         self.db = db
         self.run = run
         self.totals = BatchCounts()
@@ -221,7 +222,7 @@ class _Writer:
 
 
 def ingest_file(
-    db: Path,
+    db: StoreLike,
     path: Path,
     context: IngestContext,
     normaliser: Normaliser,
@@ -267,7 +268,7 @@ def _new_run(path: Path, size: int, fmt: str, context: IngestContext) -> SourceR
 
 
 def _unreadable(
-    db: Path, path: Path, size: int, fmt: str, context: IngestContext, reason: str, started: float
+    db: StoreLike, path: Path, size: int, fmt: str, context: IngestContext, reason: str, started: float
 ) -> FileResult:
     """A file nothing could be read from: one reject at line 0, the whole file, with the reason."""
     reject = kept_reject(Reject(0, reason, ""))
@@ -289,7 +290,7 @@ def _unreadable(
 
 
 def _follow(
-    db: Path,
+    db: StoreLike,
     route: Route,
     context: IngestContext,
     normaliser: Normaliser,

@@ -9,7 +9,6 @@ import socket
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType, TracebackType
 
 import uvicorn
@@ -17,6 +16,7 @@ import uvicorn
 from collectors.emulator.server import bind, start_in_thread
 from collectors.otlp.app import DEFAULT_MAX_BODY_BYTES, Receiver, ReceiverConfig, build_app
 from collectors.otlp.writer import SpanBatcher, SpanWriter
+from storage.store import StoreLike
 
 DEFAULT_PORT = 4318  # OTLP/HTTP's registered port
 
@@ -44,7 +44,7 @@ class OtlpServer:
 
     def __init__(
         self,
-        db: Path,
+        db: StoreLike,
         salt: str,
         options: OtlpOptions,
         *,

@@ -23,7 +23,6 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 
@@ -40,6 +39,7 @@ from models.genai_spans import (
 )
 from models.usage_record import RecordSpec
 from storage.db import StorageError
+from storage.store import StoreLike
 from storage.usage import BatchCounts, IngestContext, Normaliser, Reject, SourceRun, store_batch
 
 # What each canonical field is called in a reject reason.
@@ -199,7 +199,7 @@ class SpanWriter:
 
     def __init__(
         self,
-        db: Path,
+        db: StoreLike,
         salt: str,
         *,
         origin: str,

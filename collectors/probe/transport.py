@@ -32,7 +32,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import httpcore
 import httpx
@@ -49,7 +49,17 @@ ON_THE_WIRE = frozenset(
 Trace = Callable[[str, Mapping[str, Any]], Awaitable[None]]
 
 
+T = TypeVar("T")
 FLUSH_BYTES = 1 << 16  # a body this large is sent as it comes rather than held until the reply is read
+
+
+async def _in_time(awaitable: Awaitable[T], timeout: float | None, late: type[Exception], why: str) -> T:
+    """`awaitable`'s result, or `late(why)` raised once `timeout` seconds (None: no limit) have passed."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await awaitable
+    except TimeoutError as e:
+        raise late(why) from e
 
 
 class _Arrivals(asyncio.Protocol):
@@ -127,11 +137,7 @@ class TimedStream(httpcore.AsyncNetworkStream):
         self._transport.write(data)
         if protocol.paused:  # the socket's buffer is full: wait until it drains
             protocol.drained = asyncio.get_running_loop().create_future()
-            try:
-                async with asyncio.timeout(timeout):
-                    await protocol.drained
-            except TimeoutError as e:
-                raise httpcore.WriteTimeout("timed out sending the request") from e
+            await _in_time(protocol.drained, timeout, httpcore.WriteTimeout, "timed out sending the request")
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         # as httpcore does after a failed write: the server may have answered (a 413, say) already
@@ -141,10 +147,9 @@ class TimedStream(httpcore.AsyncNetworkStream):
         if not protocol.pieces and not protocol.eof:
             protocol.waiter = asyncio.get_running_loop().create_future()
             try:
-                async with asyncio.timeout(timeout):
-                    await protocol.waiter
-            except TimeoutError as e:
-                raise httpcore.ReadTimeout("timed out waiting for the next byte") from e
+                await _in_time(
+                    protocol.waiter, timeout, httpcore.ReadTimeout, "timed out waiting for the next byte"
+                )
             finally:
                 protocol.waiter = None
         if protocol.pieces:
@@ -169,13 +174,11 @@ class TimedStream(httpcore.AsyncNetworkStream):
     ) -> httpcore.AsyncNetworkStream:
         await self.flush(timeout)  # a proxy's CONNECT has been answered by now: nothing is left here
         loop = asyncio.get_running_loop()
+        tls = loop.start_tls(self._transport, self._protocol, ssl_context, server_hostname=server_hostname)
         try:
-            async with asyncio.timeout(timeout):
-                transport = await loop.start_tls(
-                    self._transport, self._protocol, ssl_context, server_hostname=server_hostname
-                )
-        except TimeoutError as e:
-            raise httpcore.ConnectTimeout("timed out in the TLS handshake") from e
+            transport = await _in_time(
+                tls, timeout, httpcore.ConnectTimeout, "timed out in the TLS handshake"
+            )
         except (OSError, ssl.SSLError) as e:
             raise httpcore.ConnectError(f"TLS handshake failed: {e}") from e
         if transport is None:
@@ -204,11 +207,11 @@ class TimedBackend(httpcore.AsyncNetworkBackend):
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
         local = (local_address, 0) if local_address else None
+        connecting = loop.create_connection(_Arrivals, host, port, local_addr=local)
         try:
-            async with asyncio.timeout(timeout):
-                transport, protocol = await loop.create_connection(_Arrivals, host, port, local_addr=local)
-        except TimeoutError as e:
-            raise httpcore.ConnectTimeout(f"timed out connecting to {host}:{port}") from e
+            transport, protocol = await _in_time(
+                connecting, timeout, httpcore.ConnectTimeout, f"timed out connecting to {host}:{port}"
+            )
         except OSError as e:
             raise httpcore.ConnectError(f"cannot connect to {host}:{port}: {e}") from e
         sock = transport.get_extra_info("socket")
@@ -221,11 +224,11 @@ class TimedBackend(httpcore.AsyncNetworkBackend):
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
+        connecting = loop.create_unix_connection(_Arrivals, path)
         try:
-            async with asyncio.timeout(timeout):
-                transport, protocol = await loop.create_unix_connection(_Arrivals, path)
-        except TimeoutError as e:
-            raise httpcore.ConnectTimeout(f"timed out connecting to {path}") from e
+            transport, protocol = await _in_time(
+                connecting, timeout, httpcore.ConnectTimeout, f"timed out connecting to {path}"
+            )
         except OSError as e:
             raise httpcore.ConnectError(f"cannot connect to {path}: {e}") from e
         for option in socket_options or ():

@@ -14,7 +14,7 @@ from models.outside_text import for_terminal
 from models.usage_record import CSV_FIELDS
 from quotascope import settings
 from quotascope.arguments import when
-from quotascope.context import catalog_from, db_path
+from quotascope.context import catalog_from, store_from
 from quotascope.output import emit, say
 from storage.usage import snapshot_catalog
 
@@ -85,7 +85,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    db = db_path(args)
+    store = store_from(args)
     options = IngestOptions(format=args.format, csv_map=args.csv_map, default_time=args.default_time)
     salt = load_salt(Path(settings.get("salt_file")))
 
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             say(render(result), flush=True)
 
     results = ingest_paths(
-        db,
+        store,
         args.paths,
         salt=salt,
         tags=dict(args.tag),
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         notice=notice,
         on_file=heard,
     )
-    _snapshot(args, db, notice)
+    _snapshot(args, store.db, notice)
     if args.json:
         emit(True, [r.to_json() for r in results], lambda: "")
     rejected = sum(r.counts.rejected for r in results)

@@ -14,7 +14,7 @@ from collectors.otlp import DEFAULT_PORT, OtlpOptions, OtlpServer, parse_attribu
 from models.errors import InputError
 from quotascope import settings
 from quotascope.arguments import whole
-from quotascope.context import db_path
+from quotascope.context import store_from
 
 
 def register(commands: Any, parent: argparse.ArgumentParser) -> None:
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         token=token_from(args.token_env),
         attribution=parse_attribution(args.attribute),
     )
-    db = db_path(args)
+    db = store_from(args)
     server = OtlpServer(db, load_salt(Path(settings.get("salt_file"))), options)
     out = sys.stderr if args.json else sys.stdout
     if options.token is None and options.host not in ("127.0.0.1", "::1", "localhost"):
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
     print(
-        f"quotascope otlp: receiving on {server.endpoint}/v1/traces into {db}"
+        f"quotascope otlp: receiving on {server.endpoint}/v1/traces into {db.describe()}"
         + (" (bearer token required)" if options.token else "")
         + "; Ctrl-C or SIGTERM stops",
         file=out,
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     stats = server.receiver.stats
     document = {
         "endpoint": server.endpoint,
-        "database": str(db),
+        "database": db.describe(),
         "requests": stats.requests,
         "spans": stats.spans,
         "llm_spans": stats.llm_spans,

@@ -15,7 +15,7 @@ from models.usage import Distribution, UsageProfile
 from quotascope import settings
 from quotascope.arguments import period_options, selection_from, selection_options, whole
 from quotascope.commands import reconcile
-from quotascope.context import catalog_from, db_path
+from quotascope.context import catalog_from, store_from
 from quotascope.output import emit, table
 from storage.reports import (
     read_rejects,
@@ -70,7 +70,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    db = db_path(args)
+    db = store_from(args)
     if args.kind == "spend":
         by = parse_by(args.by, ("provider", "model"))
         currency = args.currency or (settings.get("display_currency").upper() or None)

@@ -11,6 +11,8 @@ import duckdb
 from collectors.ingest import FileResult, IngestOptions, ingest_paths
 from models.catalog import Catalog
 from storage.catalog import read_catalog_file
+from storage.store import StoreLike
+from storage.usage_reader import open_usage
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "usage"
 CATALOG_FILE = SAMPLES / "catalog.toml"
@@ -22,7 +24,7 @@ def catalog() -> Catalog:
 
 
 def ingest(
-    db: Path,
+    db: StoreLike,
     *paths: Path,
     fmt: str = "auto",
     tags: Mapping[str, str] | None = None,
@@ -46,13 +48,14 @@ def query(db: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...
         con.close()
 
 
-def totals(db: Path, where: str = "TRUE") -> dict[str, int]:
-    (row,) = query(
-        db,
-        f"""SELECT count(*), coalesce(sum(n_requests), 0), coalesce(sum(input_tokens), 0),
+def totals(db: StoreLike, where: str = "TRUE") -> dict[str, int]:
+    """Rows, requests and tokens stored in the store's usage (DuckDB file or ClickHouse, read FINAL)."""
+    with open_usage(db) as usage:
+        (row,) = usage.rows(
+            f"""SELECT count(*), coalesce(sum(n_requests), 0), coalesce(sum(input_tokens), 0),
             coalesce(sum(cached_input_tokens), 0), coalesce(sum(cache_write_tokens), 0),
-            coalesce(sum(output_tokens), 0), coalesce(sum(reasoning_tokens), 0) FROM usage WHERE {where}""",
-    )
+            coalesce(sum(output_tokens), 0), coalesce(sum(reasoning_tokens), 0) FROM usage WHERE {where}"""
+        )
     names = ("rows", "requests", "input", "cached", "write", "output", "reasoning")
     return dict(zip(names, (int(v) for v in row), strict=True))
 

@@ -74,8 +74,10 @@ NOW = datetime.now(UTC).replace(tzinfo=None)
 
 
 class ChdbRunner:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, database: str) -> None:
         self.session = chdb_session.Session(str(path))
+        self.session.query(f"CREATE DATABASE IF NOT EXISTS {database}")
+        self.session.query(f"USE {database}")
 
     def command(self, sql: str) -> None:
         self.session.query(sql)
@@ -95,10 +97,11 @@ class ChdbRunner:
 
 
 @pytest.fixture(scope="module")
-def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbRunner]:
-    runner = ChdbRunner(tmp_path_factory.mktemp("chdb"))
+def clickhouse(chdb_folder: Path) -> Iterator[ChdbRunner]:
+    """A database of its own in the session's chdb folder (chdb serves one folder per process)."""
+    runner = ChdbRunner(chdb_folder, "otel_traces_test")
     yield runner
-    runner.close()
+    runner.command("DROP DATABASE IF EXISTS otel_traces_test")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -17,6 +16,7 @@ from storage.reports import (
     read_usage_profile,
     spend_report,
 )
+from storage.store import Store
 from tests.collectors.ingest_support import catalog
 from tests.storage.usage_rows import insert_usage
 
@@ -25,8 +25,8 @@ def at(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def test_an_hour_that_straddles_the_half_hour_window_start_is_priced_in_two_parts(tmp_path: Path) -> None:
-    db = tmp_path / "q.duckdb"
+def test_an_hour_that_straddles_the_half_hour_window_start_is_priced_in_two_parts(store: Store) -> None:
+    db = store
     insert_usage(
         db,
         [  # deepseek-reasoner, version 2025-03-03T16:30 on: off-peak 16:30-00:30 at x0.25
@@ -40,8 +40,8 @@ def test_an_hour_that_straddles_the_half_hour_window_start_is_priced_in_two_part
     assert row.periods == ("off-peak", "standard")
 
 
-def test_a_new_version_starting_mid_day_prices_each_side_with_its_own(tmp_path: Path) -> None:
-    db = tmp_path / "q.duckdb"
+def test_a_new_version_starting_mid_day_prices_each_side_with_its_own(store: Store) -> None:
+    db = store
     insert_usage(
         db,
         [
@@ -58,8 +58,8 @@ def test_a_new_version_starting_mid_day_prices_each_side_with_its_own(tmp_path: 
     assert row.price_versions == ("test/deepseek-reasoner@2025-01-01", "test/deepseek-reasoner@2025-03-03")
 
 
-def test_long_context_requests_are_never_summed_with_short_ones(tmp_path: Path) -> None:
-    db = tmp_path / "q.duckdb"
+def test_long_context_requests_are_never_summed_with_short_ones(store: Store) -> None:
+    db = store
     insert_usage(
         db,
         [  # Sonnet: 3 per 1M below 200K input per request, 6 above, in the same minute
@@ -95,8 +95,8 @@ def test_long_context_requests_are_never_summed_with_short_ones(tmp_path: Path) 
     assert row.cost == Money(Decimal("3.15"), "USD")
 
 
-def test_unpriced_usage_is_listed_never_free(tmp_path: Path) -> None:
-    db = tmp_path / "q.duckdb"
+def test_unpriced_usage_is_listed_never_free(store: Store) -> None:
+    db = store
     insert_usage(
         db,
         [
@@ -127,8 +127,8 @@ def test_unpriced_usage_is_listed_never_free(tmp_path: Path) -> None:
     )
 
 
-def test_filters_select_by_time_and_attribution(tmp_path: Path) -> None:
-    db = tmp_path / "q.duckdb"
+def test_filters_select_by_time_and_attribution(store: Store) -> None:
+    db = store
     insert_usage(
         db,
         [
@@ -142,8 +142,8 @@ def test_filters_select_by_time_and_attribution(tmp_path: Path) -> None:
     assert [str(r.keys["day"]) for r in team] == ["2025-03-05"]
 
 
-def test_usage_per_bucket(tmp_path: Path) -> None:
-    db = tmp_path / "q.duckdb"
+def test_usage_per_bucket(store: Store) -> None:
+    db = store
     insert_usage(
         db,
         [
@@ -165,8 +165,8 @@ def test_usage_per_bucket(tmp_path: Path) -> None:
     ]
 
 
-def test_profile_weights_aggregated_rows_by_their_requests(tmp_path: Path) -> None:
-    db = tmp_path / "q.duckdb"
+def test_profile_weights_aggregated_rows_by_their_requests(store: Store) -> None:
+    db = store
     rows = [
         {
             "ts": at("2025-03-05T10:00:00"),

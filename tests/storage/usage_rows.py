@@ -1,13 +1,17 @@
-"""Writing usage rows straight into a real DuckDB file, as ingestion would store them (tests only)."""
+"""Writing usage rows into a real store (a DuckDB file or chdb) the way ingestion stores them (tests only)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
-from pathlib import Path
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from storage import rollups
-from storage.db import open_write
+import pyarrow as pa
+
+from storage.store import StoreLike
+from storage.usage import SourceRun, store_batch
 
 COLUMNS = (
     "source_id",
@@ -41,29 +45,49 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def insert_usage(db: Path, rows: Iterable[Mapping[str, Any]]) -> int:
-    """Insert canonical usage rows in one batch; missing columns take ingestion's defaults or NULL."""
-    values = []
-    for n, row in enumerate(rows):
-        full = {**DEFAULTS, "record_key": f"test-{n}", **row}
-        values.append([full.get(column) for column in COLUMNS])
-    placeholders = ", ".join("?" for _ in COLUMNS)
-    with open_write(db) as con:
-        start = con.execute("SELECT count(*) FROM usage").fetchone()
-        offset = int(start[0]) if start else 0
-        for value in values:
-            value[1] = f"{value[1]}-{offset}"
-        present = {
-            r[0]
-            for r in con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = 'usage'"
-            ).fetchall()
+TYPES: dict[str, pa.DataType] = {
+    "source_id": pa.int64(),
+    "ts": pa.timestamp("us"),
+    "n_requests": pa.int64(),
+    "input_tokens": pa.int64(),
+    "cached_input_tokens": pa.int64(),
+    "cache_write_tokens": pa.int64(),
+    "output_tokens": pa.int64(),
+    "reasoning_tokens": pa.int64(),
+    "ttft_ms": pa.float64(),
+    "latency_ms": pa.float64(),
+    "billed_cost": pa.decimal128(20, 10),
+}
+_serial = itertools.count(1)
+
+
+def insert_usage(store: StoreLike, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Store canonical usage rows through ingestion's own write path (`store_batch`), into whichever store
+    `store` is; missing columns take ingestion's defaults or NULL. Rows are stored one batch per `source_id`
+    they name, in its order (so a fresh store numbers the sources as the rows do). Every row gets a key of
+    its own (a given `record_key` is made unique too), so none is taken for a duplicate."""
+    rows = [{**DEFAULTS, **row} for row in rows]
+    for source in sorted({row["source_id"] for row in rows}):
+        _store_batch(store, [row for row in rows if row["source_id"] == source])
+    return len(rows)
+
+
+def _store_batch(store: StoreLike, rows: list[dict[str, Any]]) -> None:
+    columns = [c for c in COLUMNS if c != "source_id"]
+
+    def values(column: str) -> list[Any]:
+        if column == "record_key":
+            return [f"{row.get(column, 'test')}-{next(_serial)}" for row in rows]
+        if column == "billed_cost":  # a float given for money is read as its shortest decimal
+            return [None if row.get(column) is None else Decimal(str(row[column])) for row in rows]
+        return [row.get(column) for row in rows]
+
+    table = pa.table(
+        {
+            "line_no": pa.array(range(1, len(rows) + 1), pa.int64()),
+            **{column: pa.array(values(column), TYPES.get(column, pa.string())) for column in columns},
         }
-        con.execute("CREATE TEMP TABLE incoming AS SELECT " + ", ".join(COLUMNS) + " FROM usage LIMIT 0")
-        con.executemany(f"INSERT INTO incoming VALUES ({placeholders})", values)
-        # ingestion's dedupe hash, where the schema has it
-        extra = ", md5_number_lower(record_key) AS key_hash" if "key_hash" in present else ""
-        con.execute(f"INSERT INTO usage BY NAME SELECT *{extra} FROM incoming")
-        con.execute("DROP TABLE incoming")
-        rollups.rebuild(con)  # what a bulk load does after writing usage rows itself
-    return len(values)
+    )
+    run = SourceRun("test rows", 0, "test", {}, datetime(2025, 1, 1))
+    _, counts = store_batch(store, run, [table], [])
+    assert counts.stored == len(rows), counts
