@@ -32,7 +32,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpcore
 import httpx
@@ -51,6 +51,7 @@ Trace = Callable[[str, Mapping[str, Any]], Awaitable[None]]
 
 T = TypeVar("T")
 FLUSH_BYTES = 1 << 16  # a body this large is sent as it comes rather than held until the reply is read
+HELD_BYTES = 1 << 20  # received but not yet read: above this the connection stops reading until it is
 
 
 async def _in_time(awaitable: Awaitable[T], timeout: float | None, late: type[Exception], why: str) -> T:
@@ -67,15 +68,32 @@ class _Arrivals(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.pieces: deque[tuple[float, bytes]] = deque()
+        self.held = 0  # bytes in `pieces`
+        self.held_back = False  # reading paused until they are read
+        self.transport: asyncio.Transport | None = None
         self.eof = False
         self.error: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.drained: asyncio.Future[None] | None = None
         self.paused = False
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is one without deriving from it
+
     def data_received(self, data: bytes) -> None:
         self.pieces.append((time.perf_counter(), data))
+        self.held += len(data)
+        if self.held > HELD_BYTES and self.transport is not None and not self.held_back:
+            self.held_back = True
+            self.transport.pause_reading()  # a server faster than its reader: hold it back
         self._wake(self.waiter)
+
+    def taken(self, size: int) -> None:
+        """`size` bytes were read: reading resumes once what is held is back under the limit."""
+        self.held -= size
+        if self.held_back and self.held <= HELD_BYTES and self.transport is not None:
+            self.held_back = False
+            self.transport.resume_reading()
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -157,6 +175,7 @@ class TimedStream(httpcore.AsyncNetworkStream):
             if len(data) > max_bytes:
                 protocol.pieces.appendleft((arrived, data[max_bytes:]))
                 data = data[:max_bytes]
+            protocol.taken(len(data))
             self.last_read = arrived
             return data
         if protocol.error is not None:

@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import httpcore
 import httpx
+import pytest
 import trustme
 import uvicorn
 
@@ -17,8 +20,19 @@ from collectors.emulator import EmulatorConfig, EmulatorServer, bind, build_app
 from collectors.emulator.server import start_in_thread
 from collectors.probe import Endpoint, make_client, run_probe
 from collectors.probe.loop import run_async
-from collectors.probe.transport import FLUSH_BYTES, ShardedTransport, TimedBackend, TimedStream
+from collectors.probe.transport import (
+    FLUSH_BYTES,
+    HELD_BYTES,
+    ShardedTransport,
+    TimedBackend,
+    TimedStream,
+)
 from models.probe import LoadPlan, ProbeRun
+
+Runner = Callable[[Coroutine[Any, Any, Any]], Any]
+# asyncio's own loop (a library user's) and the CLI's (uvloop, where installed: its transports are not
+# subclasses of asyncio's, and a protocol must not assume they are)
+LOOPS = pytest.mark.parametrize("run", [asyncio.run, run_async], ids=["asyncio", "cli-loop"])
 
 
 async def _server() -> tuple[asyncio.Server, int, list[bytes], asyncio.Event]:
@@ -43,7 +57,8 @@ async def _server() -> tuple[asyncio.Server, int, list[bytes], asyncio.Event]:
     return server, server.sockets[0].getsockname()[1], received, whole
 
 
-def test_a_requests_writes_leave_together_when_its_reply_is_read_and_the_read_is_timed() -> None:
+@LOOPS
+def test_a_requests_writes_leave_together_when_its_reply_is_read_and_the_read_is_timed(run: Runner) -> None:
     async def go() -> None:
         server, port, received, whole = await _server()
         async with server:
@@ -63,10 +78,11 @@ def test_a_requests_writes_leave_together_when_its_reply_is_read_and_the_read_is
         assert received == [b"headbody"]  # one write, so one piece
         assert before < stream.last_read <= after
 
-    asyncio.run(go())
+    run(go())
 
 
-def test_a_body_larger_than_the_flush_size_is_sent_as_it_comes() -> None:
+@LOOPS
+def test_a_body_larger_than_the_flush_size_is_sent_as_it_comes(run: Runner) -> None:
     async def go() -> list[bytes]:
         got: list[bytes] = []
         done = asyncio.Event()
@@ -85,10 +101,11 @@ def test_a_body_larger_than_the_flush_size_is_sent_as_it_comes() -> None:
             await stream.aclose()
         return got
 
-    assert asyncio.run(go()) == [b"x" * FLUSH_BYTES]
+    assert run(go()) == [b"x" * FLUSH_BYTES]
 
 
-def test_every_probe_request_is_one_write_on_make_clients_connections() -> None:
+@LOOPS
+def test_every_probe_request_is_one_write_on_make_clients_connections(run: Runner) -> None:
     """Through httpx and httpcore as the probe uses them: headers, body and end of message in one write."""
     writes: list[int] = []
 
@@ -117,13 +134,14 @@ def test_every_probe_request_is_one_write_on_make_clients_connections() -> None:
             return sum(r.ok for r in run.results)
 
     with EmulatorServer(config) as server:
-        ok = asyncio.run(go(server.base_url))
+        ok = run(go(server.base_url))
     assert ok == 5
     assert len(writes) == 5  # one flush per request
     assert all(pieces == 2 for pieces in writes)  # headers and body (the empty end of message adds nothing)
 
 
-def test_an_idle_connection_the_server_closed_reads_as_readable_so_httpcore_drops_it() -> None:
+@LOOPS
+def test_an_idle_connection_the_server_closed_reads_as_readable_so_httpcore_drops_it(run: Runner) -> None:
     async def go() -> tuple[bool, bool]:
         closed = asyncio.Event()
 
@@ -149,10 +167,11 @@ def test_an_idle_connection_the_server_closed_reads_as_readable_so_httpcore_drop
             await stream.aclose()
         return open_before, readable_after
 
-    assert asyncio.run(go()) == (False, True)
+    assert run(go()) == (False, True)
 
 
-def test_the_probe_measures_an_endpoint_over_tls() -> None:
+@LOOPS
+def test_the_probe_measures_an_endpoint_over_tls(run: Runner) -> None:
     """Real providers are HTTPS: httpcore opens the connection, then `start_tls` on it (asyncio's own TLS)."""
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
@@ -175,15 +194,16 @@ def test_the_probe_measures_an_endpoint_over_tls() -> None:
                 async with httpx.AsyncClient(transport=transport) as client:
                     return await run_probe(client, target, plan)
 
-            run = run_async(go())  # on uvloop, as the CLI runs it
+            probed = run(go())
         finally:
             server.should_exit = True
             thread.join(timeout=10)
-    assert [r.ok for r in run.results] == [True] * 4, [r.error for r in run.results]
-    assert all(r.output_tokens == 3 and (r.ttft_ms or 0) >= 20 for r in run.results)
+    assert [r.ok for r in probed.results] == [True] * 4, [r.error for r in probed.results]
+    assert all(r.output_tokens == 3 and (r.ttft_ms or 0) >= 20 for r in probed.results)
 
 
-def test_network_failures_come_as_httpcores_own_exceptions() -> None:
+@LOOPS
+def test_network_failures_come_as_httpcores_own_exceptions(run: Runner) -> None:
     async def go() -> list[str]:
         seen: list[str] = []
         free = bind("127.0.0.1", 0)  # bound, not accepting: a port nothing listens on once closed
@@ -220,4 +240,34 @@ def test_network_failures_come_as_httpcores_own_exceptions() -> None:
             await stream.aclose()
         return seen
 
-    assert asyncio.run(go()) == ["refused", "read timeout", "write after close"]
+    assert run(go()) == ["refused", "read timeout", "write after close"]
+
+
+@LOOPS
+def test_a_server_faster_than_its_reader_is_held_back_and_nothing_is_lost(run: Runner) -> None:
+    size = 3 * HELD_BYTES
+
+    async def go() -> tuple[bool, int, bytes]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(bytes(range(256)) * (size // 256))
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        async with server:
+            stream = await TimedBackend().connect_tcp("127.0.0.1", server.sockets[0].getsockname()[1])
+            assert isinstance(stream, TimedStream)
+            for _ in range(100):  # the client reads nothing while the server sends
+                await asyncio.sleep(0.01)
+                if stream._protocol.held_back:
+                    break
+            held_back, held = stream._protocol.held_back, stream._protocol.held
+            got = b""
+            while piece := await stream.read(65536, timeout=5):
+                got += piece
+            await stream.aclose()
+        return held_back, held, got
+
+    held_back, held, got = run(go())
+    assert held_back and HELD_BYTES < held < size  # it stopped reading with the limit passed
+    assert got == bytes(range(256)) * (size // 256)
