@@ -21,7 +21,8 @@ def copy_usage(db: Path, url: str) -> int:
     clickhouse = connect(store.clickhouse)
     copied = 0
     with duckdb.connect(str(db), read_only=True) as con:
-        reader = con.execute("SELECT * FROM usage WHERE source_id = 1").fetch_record_batch(BATCH_ROWS)
+        # a relation streams its batches (`execute` would hold all 100M rows in memory first)
+        reader = con.sql("SELECT * FROM usage WHERE source_id = 1").fetch_arrow_reader(BATCH_ROWS)
         for number, batch in enumerate(reader):
             clickhouse.insert("usage", pa.Table.from_batches([batch]), token=f"scale-bench-{number}")
             copied += batch.num_rows
