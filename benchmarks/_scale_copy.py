@@ -11,7 +11,8 @@ BATCH_ROWS = 1_000_000
 
 
 def copy_usage(db: Path, url: str) -> int:
-    """Insert every usage row of `db` into the store `url` names, a million at a time; returns the rows."""
+    """Insert the generated usage rows of `db` (source 1: not what the benchmark ingested) into the store
+    `url` names, a million at a time; returns the rows."""
     from storage.clickhouse import connect
     from storage.store import parse_store
 
@@ -20,7 +21,8 @@ def copy_usage(db: Path, url: str) -> int:
     clickhouse = connect(store.clickhouse)
     copied = 0
     with duckdb.connect(str(db), read_only=True) as con:
-        reader = con.execute("SELECT * FROM usage").fetch_record_batch(BATCH_ROWS)
+        # a relation streams its batches (`execute` would hold all 100M rows in memory first)
+        reader = con.sql("SELECT * FROM usage WHERE source_id = 1").fetch_arrow_reader(BATCH_ROWS)
         for number, batch in enumerate(reader):
             clickhouse.insert("usage", pa.Table.from_batches([batch]), token=f"scale-bench-{number}")
             copied += batch.num_rows

@@ -31,6 +31,7 @@ COMMANDS: tuple[str, ...] = (
     "export",
     "schedule",
     "otlp",
+    "traces",
     "users",
 )
 

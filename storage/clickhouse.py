@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from storage.clickhouse_schema import MIGRATIONS, Layout, migrations_table
 from storage.db import StorageError
 from storage.dialect import clickhouse_sql
+from storage.otel_traces import link_traces, store_link
 from storage.store import PASSWORD_ENV, ClickHouseTarget
 
 __all__ = ["ClickHouse", "connect", "plain_frame"]
@@ -265,7 +266,8 @@ _connections_lock = threading.Lock()
 
 def connect(target: ClickHouseTarget) -> ClickHouse:
     """The process's connection to `target`, migrated on first use (kept open: chdb's engine starts once per
-    process, and a server client keeps its HTTP pool)."""
+    process, and a server client keeps its HTTP pool). A database holding the OpenTelemetry Collector's
+    `otel_traces` gets the views that read its spans as usage (`storage.otel_traces`), once."""
     with _connections_lock:
         found = _connections.get(target)
         if found is None:
@@ -274,6 +276,7 @@ def connect(target: ClickHouseTarget) -> ClickHouse:
                     _connections.pop(other).close()
             found = ClickHouse(target)
             found.migrate()
+            link_traces(found, store_link(found.layout))
             _connections[target] = found
         return found
 

@@ -475,6 +475,8 @@ def link_traces(runner: Runner, link: Link, *, relink: bool = False) -> LinkOutc
     another attribution, it refuses unless `relink`: then the views are made anew and every row they stored
     is replaced (the attribution is part of a usage row's sort key, so the old rows would stay beside).
     """
+    if link.attribution is not None:
+        check_attribution(link.attribution)  # refused before anything is looked up or created
     present = _scalar(
         runner,
         "SELECT count() FROM system.tables "
@@ -495,7 +497,8 @@ def link_traces(runner: Runner, link: Link, *, relink: bool = False) -> LinkOutc
         linked = Link(attribution=json.loads(before)).attribution_text
         raise OtelTracesError(
             f"otel_traces is linked with the attribution {linked or 'none'}; to read it with "
-            f"{link.attribution_text or 'none'} instead, relink (every span's row is written anew)"
+            f"{link.attribution_text or 'none'} instead, relink (`quotascope traces --relink`: every span's "
+            "usage row is written anew)"
         )
     if changed:
         for sql in link.unlink_sql():

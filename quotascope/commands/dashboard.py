@@ -43,7 +43,7 @@ def streamlit_command(host: str, port: int) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "streamlit",
+        "dashboard.serve",  # streamlit, with the pages' modules imported before the first visit
         "run",
         str(APP),
         "--server.headless",

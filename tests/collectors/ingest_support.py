@@ -10,6 +10,7 @@ import duckdb
 
 from collectors.ingest import FileResult, IngestOptions, ingest_paths
 from models.catalog import Catalog
+from models.traffic import TOKEN_COLUMNS
 from storage.catalog import read_catalog_file
 from storage.store import StoreLike
 from storage.usage_reader import open_usage
@@ -56,7 +57,7 @@ def totals(db: StoreLike, where: str = "TRUE") -> dict[str, int]:
             coalesce(sum(cached_input_tokens), 0), coalesce(sum(cache_write_tokens), 0),
             coalesce(sum(output_tokens), 0), coalesce(sum(reasoning_tokens), 0) FROM usage WHERE {where}"""
         )
-    names = ("rows", "requests", "input", "cached", "write", "output", "reasoning")
+    names = ("rows", "requests", *TOKEN_COLUMNS)  # the usage columns summed, by their own names
     return dict(zip(names, (int(v) for v in row), strict=True))
 
 

@@ -32,11 +32,16 @@ def test_deepseek_responses_and_a_streamed_final_chunk(tmp_path: Path) -> None:
     assert totals(db) == {
         "rows": 6,
         "requests": 6,
-        "input": 1000 + 2000 + 2000 + 500 + 500 + 3000,
-        "cached": 640 + 1280 + 1280 + 0 + 0 + 2944,  # prompt_cache_hit_tokens, inside prompt_tokens
-        "write": 0,
-        "output": 500 + 1000 + 1000 + 100 + 100 + 2000,  # reasoning inside, never added on top
-        "reasoning": 300 + 800 + 800 + 60 + 60 + 1500,
+        "input_tokens": 1000 + 2000 + 2000 + 500 + 500 + 3000,
+        "cached_input_tokens": 640
+        + 1280
+        + 1280
+        + 0
+        + 0
+        + 2944,  # prompt_cache_hit_tokens, inside prompt_tokens
+        "cache_write_tokens": 0,
+        "output_tokens": 500 + 1000 + 1000 + 100 + 100 + 2000,  # reasoning inside, never added on top
+        "reasoning_tokens": 300 + 800 + 800 + 60 + 60 + 1500,
     }
     assert query(db, "SELECT DISTINCT provider FROM usage") == [("deepseek",)]  # told by the cache fields
     (row,) = spend_report(db, catalog(), UsageFilter(), BY_MODEL)
@@ -64,11 +69,11 @@ def test_openai_responses_snapshot_names_and_stream_chunk(tmp_path: Path) -> Non
     assert totals(db) == {
         "rows": 3,
         "requests": 3,
-        "input": 2048 + 1500 + 1200,
-        "cached": 1024,  # prompt_tokens_details.cached_tokens
-        "write": 0,
-        "output": 300 + 4000 + 200,
-        "reasoning": 3500,
+        "input_tokens": 2048 + 1500 + 1200,
+        "cached_input_tokens": 1024,  # prompt_tokens_details.cached_tokens
+        "cache_write_tokens": 0,
+        "output_tokens": 300 + 4000 + 200,
+        "reasoning_tokens": 3500,
     }
     costs = cost_of(db)
     # the log names no provider: the report shows the provider of the offer the snapshot name matched
@@ -99,11 +104,11 @@ def test_volcano_ark_with_a_provider_tag(tmp_path: Path) -> None:
     assert totals(db) == {
         "rows": 3,
         "requests": 3,
-        "input": 3000,
-        "cached": 3 * 512,
-        "write": 0,
-        "output": 401 + 402 + 403,
-        "reasoning": 3 * 350,
+        "input_tokens": 3000,
+        "cached_input_tokens": 3 * 512,
+        "cache_write_tokens": 0,
+        "output_tokens": 401 + 402 + 403,
+        "reasoning_tokens": 3 * 350,
     }
     assert query(db, "SELECT DISTINCT provider, team FROM usage") == [("volcengine", "kb")]
     # deepseek-r1-250120 is priced as deepseek-r1 of Volcano Ark: 488*4 + 512*0.8 + out*16 per request
@@ -113,7 +118,9 @@ def test_volcano_ark_with_a_provider_tag(tmp_path: Path) -> None:
 def test_vllm_self_hosted_model_is_listed_unpriced(tmp_path: Path) -> None:
     db = tmp_path / "q.duckdb"
     ingest(db, SAMPLES / "vllm.jsonl")
-    assert totals(db)["input"] == 20 + 40 and totals(db)["cached"] == 0  # prompt_tokens_details: null
+    assert (
+        totals(db)["input_tokens"] == 20 + 40 and totals(db)["cached_input_tokens"] == 0
+    )  # prompt_tokens_details: null
     (row,) = spend_report(db, catalog(), UsageFilter(), BY_MODEL)
     assert row.cost is None
     assert row.unpriced_models == ("?/deepseek-ai/DeepSeek-R1 (no catalog offer sells this model)",)
@@ -263,11 +270,11 @@ def test_generic_csv_with_a_column_map(tmp_path: Path) -> None:
     assert totals(db) == {
         "rows": 3,
         "requests": 3,
-        "input": 3000,
-        "cached": 640,
-        "write": 0,
-        "output": 1400,
-        "reasoning": 1050,
+        "input_tokens": 3000,
+        "cached_input_tokens": 640,
+        "cache_write_tokens": 0,
+        "output_tokens": 1400,
+        "reasoning_tokens": 1050,
     }
     # 560*4+640+300*16 = 7680; 800*4+100*16 = 4800; off-peak 17:00: (1000*4+1000*16)/4 = 5000
     assert cost_of(db, ("team",)) == {

@@ -99,6 +99,8 @@ def test_a_retried_insert_is_dropped_by_its_token_and_a_copy_counts_once(chdb_st
     clickhouse.insert("usage", rows, token="batch-2")  # the same records again under another token
     raw = clickhouse.arrow("SELECT count() AS n FROM exactly_once.usage").to_pylist()
     assert raw == [{"n": 4}]  # not merged yet...
-    assert totals(chdb_store)["rows"] == 2 and totals(chdb_store)["input"] == 300  # ...but read FINAL: once
+    assert (
+        totals(chdb_store)["rows"] == 2 and totals(chdb_store)["input_tokens"] == 300
+    )  # ...but read FINAL: once
     with open_usage(chdb_store) as usage:
         assert usage.rows("SELECT sum(input_tokens) FROM usage") == [(300,)]

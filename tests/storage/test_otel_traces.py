@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,28 +27,20 @@ from models.genai_spans import (
     is_content_attribute,
     record_key,
 )
+from storage.clickhouse import ClickHouse, connect
 from storage.normalise import IngestContext, Normaliser
 from storage.otel_traces import (
     LINK_TABLE,
     REJECTS_TABLE,
+    REJECTS_VIEW,
+    USAGE_VIEW,
     Link,
     OtelTracesError,
     account,
     link_traces,
 )
+from storage.store import ClickHouseTarget
 from tests.storage.otel_support import insert_spans, traces_table_ddl
-
-chdb_session = pytest.importorskip("chdb.session")
-
-# Until the ClickHouse store's own schema is on main: the canonical usage columns as ClickHouse holds them.
-USAGE_DDL = """CREATE TABLE IF NOT EXISTS usage (
-    source_id Int64, record_key String, line_no Nullable(Int64), ts DateTime64(6, 'UTC'),
-    provider Nullable(String), model String, endpoint Nullable(String), team Nullable(String),
-    project Nullable(String), user_hash Nullable(String), key_id Nullable(String), n_requests Int64,
-    input_tokens Int64, cached_input_tokens Int64, cache_write_tokens Int64, output_tokens Int64,
-    reasoning_tokens Int64, ttft_ms Nullable(Float64), latency_ms Nullable(Float64), status Nullable(String),
-    service_tier Nullable(String), batch Bool DEFAULT false, cache_write_1h_tokens Int64 DEFAULT 0
-) ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(ts) ORDER BY (record_key)"""
 
 COMPARED = (
     "record_key",
@@ -73,66 +64,57 @@ SECRET = "SECRET-PROMPT-do-not-store"
 NOW = datetime.now(UTC).replace(tzinfo=None)
 
 
-class ChdbRunner:
-    def __init__(self, path: Path, database: str) -> None:
-        self.session = chdb_session.Session(str(path))
-        self.session.query(f"CREATE DATABASE IF NOT EXISTS {database}")
-        self.session.query(f"USE {database}")
-
-    def command(self, sql: str) -> None:
-        self.session.query(sql)
-
-    def arrow(self, sql: str) -> pa.Table:
-        table: pa.Table = self.session.query(sql, "ArrowTable")
-        return table
-
-    def scalar(self, sql: str) -> Any:
-        return self.arrow(sql).column(0)[0].as_py()
-
-    def rows(self, sql: str) -> list[dict[str, Any]]:
-        return self.arrow(sql).to_pylist()
-
-    def close(self) -> None:
-        self.session.close()
+DATABASE = "otel"  # the test's own database in the session's chdb folder
+TRACES = f"{DATABASE}.otel_traces"
 
 
 @pytest.fixture(scope="module")
-def clickhouse(chdb_folder: Path) -> Iterator[ChdbRunner]:
-    """A database of its own in the session's chdb folder (chdb serves one folder per process)."""
-    runner = ChdbRunner(chdb_folder, "otel_traces_test")
-    yield runner
-    runner.command("DROP DATABASE IF EXISTS otel_traces_test")
+def clickhouse(chdb_folder: Path) -> Iterator[ClickHouse]:
+    """A ClickHouse store (chdb) whose database the tests fill with the exporter's table."""
+    connection = connect(ClickHouseTarget("chdb", database=DATABASE, path=chdb_folder))
+    yield connection
+    connection.command(f"DROP DATABASE IF EXISTS {DATABASE}")
+
+
+def scalar(clickhouse: ClickHouse, sql: str) -> Any:
+    return clickhouse.arrow(sql).column(0)[0].as_py()
+
+
+def rows(clickhouse: ClickHouse, sql: str) -> list[dict[str, Any]]:
+    return clickhouse.arrow(sql).to_pylist()
 
 
 @pytest.fixture(scope="module")
-def linked(clickhouse: ChdbRunner) -> ChdbRunner:
+def linked(clickhouse: ClickHouse) -> ClickHouse:
     """The exporter's table linked once (the property test empties the tables between examples)."""
     fresh(clickhouse)
     return clickhouse
 
 
-def fresh(runner: ChdbRunner, attribution: Mapping[str, str] | None = ATTRIBUTION) -> Link:
+def fresh(clickhouse: ClickHouse, attribution: Mapping[str, str] | None = ATTRIBUTION) -> Link:
     """Empty exporter table, usage, and links; the views linked anew."""
-    for name in ("quotascope_otel_usage_mv", "quotascope_otel_rejects_mv"):
-        runner.command(f"DROP VIEW IF EXISTS {name}")
-    for name in ("otel_traces", "usage", REJECTS_TABLE, LINK_TABLE):
-        runner.command(f"DROP TABLE IF EXISTS {name}")
-    runner.command(traces_table_ddl())
-    runner.command(USAGE_DDL)
-    link = Link(attribution=attribution)
-    assert link_traces(runner, link) == "linked"
+    for name in (USAGE_VIEW, REJECTS_VIEW):
+        clickhouse.command(f"DROP VIEW IF EXISTS {DATABASE}.{name}")
+    for name in ("otel_traces", REJECTS_TABLE, LINK_TABLE):
+        clickhouse.command(f"DROP TABLE IF EXISTS {DATABASE}.{name}")
+    clickhouse.command(f"TRUNCATE TABLE {DATABASE}.usage")
+    clickhouse.command(traces_table_ddl(TRACES))
+    link = Link(database=DATABASE, attribution=attribution)
+    assert link_traces(clickhouse, link) == "linked"
     return link
 
 
-def stored(runner: ChdbRunner) -> list[dict[str, Any]]:
-    rows = runner.rows(f"SELECT {', '.join(COMPARED)} FROM usage FINAL ORDER BY record_key")
-    for row in rows:
+def stored(runner: ClickHouse) -> list[dict[str, Any]]:
+    found = rows(runner, f"SELECT {', '.join(COMPARED)} FROM {DATABASE}.usage FINAL ORDER BY record_key")
+    for row in found:
         row["ts"] = row["ts"].replace(tzinfo=None)
-    return rows
+    return found
 
 
-def rejected(runner: ChdbRunner) -> dict[str, str]:
-    return {r["record_key"]: r["reason"] for r in runner.rows(f"SELECT * FROM {REJECTS_TABLE} FINAL")}
+def rejected(runner: ClickHouse) -> dict[str, str]:
+    return {
+        r["record_key"]: r["reason"] for r in rows(runner, f"SELECT * FROM {DATABASE}.{REJECTS_TABLE} FINAL")
+    }
 
 
 def python_path(
@@ -307,58 +289,65 @@ def span_batches(draw: st.DrawFn) -> list[Span]:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batch=span_batches())
 def test_clickhouse_maps_random_spans_exactly_as_the_receiver_does(
-    linked: ChdbRunner, batch: list[Span]
+    linked: ClickHouse, batch: list[Span]
 ) -> None:
     for table in ("otel_traces", "usage", REJECTS_TABLE):
-        linked.command(f"TRUNCATE TABLE {table}")
+        linked.command(f"TRUNCATE TABLE {DATABASE}.{table}")
     clickhouse = linked
-    clickhouse.command(insert_spans(batch))
+    clickhouse.command(insert_spans(batch, TRACES))
     expected_rows, expected_refused = python_path(batch, ATTRIBUTION)
     assert stored(clickhouse) == expected_rows
     assert set(rejected(clickhouse)) == expected_refused
 
 
-def test_a_retried_export_stores_nothing_new(clickhouse: ChdbRunner) -> None:
+def test_a_retried_export_stores_nothing_new(clickhouse: ClickHouse) -> None:
     fresh(clickhouse)
     batch = [chat_span(n) for n in range(5)] + [chat_span(9, **{"gen_ai.usage.input_tokens": "x"})]
-    clickhouse.command(insert_spans(batch))
+    clickhouse.command(insert_spans(batch, TRACES))
     first, first_rejects = stored(clickhouse), rejected(clickhouse)
     for _ in range(2):  # the exporter's retry_on_failure sends the same spans again
-        clickhouse.command(insert_spans(batch))
-        clickhouse.command(insert_spans(batch[2:4]))
+        clickhouse.command(insert_spans(batch, TRACES))
+        clickhouse.command(insert_spans(batch[2:4], TRACES))
     assert stored(clickhouse) == first and len(first) == 5
     assert rejected(clickhouse) == first_rejects
-    clickhouse.command("OPTIMIZE TABLE usage FINAL")
-    assert clickhouse.scalar("SELECT count() FROM usage") == 5  # merged: one row per span on disk too
+    clickhouse.command(f"OPTIMIZE TABLE {DATABASE}.usage FINAL")
+    assert (
+        scalar(clickhouse, f"SELECT count() FROM {DATABASE}.usage") == 5
+    )  # merged: one row per span on disk too
 
 
-def test_spans_from_before_the_link_are_copied_once(clickhouse: ChdbRunner) -> None:
+def test_spans_from_before_the_link_are_copied_once(clickhouse: ClickHouse) -> None:
     fresh(clickhouse)
-    for name in ("quotascope_otel_usage_mv", "quotascope_otel_rejects_mv"):
-        clickhouse.command(f"DROP VIEW {name}")
-    clickhouse.command(f"TRUNCATE TABLE {LINK_TABLE}")
-    clickhouse.command(insert_spans([chat_span(n) for n in range(3)]))  # the Collector wrote these first
-    assert clickhouse.scalar("SELECT count() FROM usage") == 0
-    link = Link(attribution=ATTRIBUTION)
+    for name in (USAGE_VIEW, REJECTS_VIEW):
+        clickhouse.command(f"DROP VIEW {DATABASE}.{name}")
+    clickhouse.command(f"TRUNCATE TABLE {DATABASE}.{LINK_TABLE}")
+    clickhouse.command(
+        insert_spans([chat_span(n) for n in range(3)], TRACES)
+    )  # the Collector wrote these first
+    assert scalar(clickhouse, f"SELECT count() FROM {DATABASE}.usage") == 0
+    link = Link(database=DATABASE, attribution=ATTRIBUTION)
     assert link_traces(clickhouse, link) == "linked"
-    clickhouse.command(insert_spans([chat_span(n) for n in range(3, 5)]))  # then the views carry new ones
+    clickhouse.command(
+        insert_spans([chat_span(n) for n in range(3, 5)], TRACES)
+    )  # then the views carry new ones
     assert link_traces(clickhouse, link) == "already linked"
-    assert clickhouse.scalar("SELECT count() FROM usage") == 5
-    clickhouse.command(f"TRUNCATE TABLE {LINK_TABLE}")  # as if killed before the copy was recorded
+    assert scalar(clickhouse, f"SELECT count() FROM {DATABASE}.usage") == 5
+    clickhouse.command(f"TRUNCATE TABLE {DATABASE}.{LINK_TABLE}")  # as if killed before the copy was recorded
     assert link_traces(clickhouse, link) == "linked"
-    assert clickhouse.scalar("SELECT count() FROM usage FINAL") == 5
+    assert scalar(clickhouse, f"SELECT count() FROM {DATABASE}.usage FINAL") == 5
 
 
-def test_without_the_exporters_table_nothing_is_created(clickhouse: ChdbRunner) -> None:
+def test_without_the_exporters_table_nothing_is_created(clickhouse: ClickHouse) -> None:
     fresh(clickhouse)
-    clickhouse.command("DROP VIEW quotascope_otel_usage_mv")
-    clickhouse.command("DROP VIEW quotascope_otel_rejects_mv")
-    clickhouse.command("DROP TABLE otel_traces")
-    assert link_traces(clickhouse, Link()) == "no otel_traces"
-    assert clickhouse.scalar("SELECT count() FROM system.tables WHERE name LIKE 'quotascope_otel%'") == 0
+    clickhouse.command(f"DROP VIEW {DATABASE}.{USAGE_VIEW}")
+    clickhouse.command(f"DROP VIEW {DATABASE}.{REJECTS_VIEW}")
+    clickhouse.command(f"DROP TABLE {TRACES}")
+    assert link_traces(clickhouse, Link(database=DATABASE)) == "no otel_traces"
+    views = f"SELECT count() FROM system.tables WHERE database = '{DATABASE}' AND name LIKE 'quotascope_%'"
+    assert scalar(clickhouse, views) == 0
 
 
-def test_an_llm_span_without_counts_is_explained_and_an_other_span_ignored(clickhouse: ChdbRunner) -> None:
+def test_an_llm_span_without_counts_is_explained_and_an_other_span_ignored(clickhouse: ClickHouse) -> None:
     fresh(clickhouse)
     no_counts = replace(
         chat_span(1), attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o"}
@@ -366,43 +355,43 @@ def test_an_llm_span_without_counts_is_explained_and_an_other_span_ignored(click
     http = replace(chat_span(3), attributes={"http.request.method": "POST"})
     failed = replace(no_counts, span_id="0" * 16, error=True)  # a failed call: nothing to count, no reject
     fraction = chat_span(2, **{"gen_ai.usage.output_tokens": 12.5})
-    clickhouse.command(insert_spans([no_counts, http, failed, fraction]))
+    clickhouse.command(insert_spans([no_counts, http, failed, fraction], TRACES))
     reasons = rejected(clickhouse)
     assert reasons[record_key(no_counts)] == NO_USAGE_REASON
     assert reasons[record_key(fraction)] == 'output token count is "12.5", not a whole number'
     assert len(reasons) == 2 and stored(clickhouse) == []
 
 
-def test_content_attributes_never_reach_clickhouse_tables(clickhouse: ChdbRunner) -> None:
+def test_content_attributes_never_reach_clickhouse_tables(clickhouse: ClickHouse) -> None:
     link = fresh(clickhouse)
     odd = "a count holding some words, not digits"
     batch = [chat_span(n, **{"gen_ai.usage.input_tokens": odd if n == 2 else 10}) for n in range(4)]
-    clickhouse.command(insert_spans(batch))
+    clickhouse.command(insert_spans(batch, TRACES))
     sql = "\n".join(link.views_ddl() + link.backfill_sql())
     read = set(re.findall(r"(?:Span|Resource)Attributes\['([^']*)'\]", sql))
     assert read == ATTRIBUTES_READ | {SDK_NAME, *ATTRIBUTION.values()}  # only what the mapping names
     assert not any(is_content_attribute(name) for name in read)
     assert "Events.Attributes" not in sql and "StatusMessage" not in sql
     for table in ("usage", REJECTS_TABLE):
-        text = clickhouse.scalar(f"SELECT toString(groupArray(tuple(*))) FROM {table}")
+        text = scalar(clickhouse, f"SELECT toString(groupArray(tuple(*))) FROM {DATABASE}.{table}")
         assert SECRET not in text
     # a count holding text is quoted in its reason, cut to 24 characters, as the ingest does
     assert (
         rejected(clickhouse)[record_key(batch[2])] == f'input token count is "{odd[:24]}", not a whole number'
     )
     with pytest.raises(OtelTracesError, match="prompts or answers"):
-        Link(attribution={"team": "gen_ai.prompt.0.content"}).views_ddl()
+        Link(database=DATABASE, attribution={"team": "gen_ai.prompt.0.content"}).views_ddl()
     with pytest.raises(OtelTracesError, match="salted hash"):
-        Link(attribution={"user": "enduser.id"}).views_ddl()
+        Link(database=DATABASE, attribution={"user": "enduser.id"}).views_ddl()
 
 
-def test_every_llm_span_row_is_accounted_for(clickhouse: ChdbRunner) -> None:
+def test_every_llm_span_row_is_accounted_for(clickhouse: ClickHouse) -> None:
     link = fresh(clickhouse)
     good = [chat_span(n) for n in range(4)]
     bad = chat_span(7, **{"gen_ai.usage.cache_read.input_tokens": 5000})  # more cached than the input
     other = replace(chat_span(8), attributes={"db.system": "postgresql"})
-    clickhouse.command(insert_spans([*good, bad, other]))
-    clickhouse.command(insert_spans(good[:2]))  # a retry
+    clickhouse.command(insert_spans([*good, bad, other], TRACES))
+    clickhouse.command(insert_spans(good[:2], TRACES))  # a retry
     counted = account(clickhouse, link)
     assert (counted.llm_span_rows, counted.stored, counted.duplicates, counted.rejected) == (7, 4, 2, 1)
     assert counted.balanced
@@ -411,14 +400,14 @@ def test_every_llm_span_row_is_accounted_for(clickhouse: ChdbRunner) -> None:
     )
 
 
-def test_a_new_attribution_replaces_the_rows_only_when_asked(clickhouse: ChdbRunner) -> None:
+def test_a_new_attribution_replaces_the_rows_only_when_asked(clickhouse: ClickHouse) -> None:
     fresh(clickhouse)
-    clickhouse.command(insert_spans([chat_span(n) for n in range(3)]))
-    other = Link(attribution={"team": "app.team"})
+    clickhouse.command(insert_spans([chat_span(n) for n in range(3)], TRACES))
+    other = Link(database=DATABASE, attribution={"team": "app.team"})
     with pytest.raises(OtelTracesError, match="relink"):
         link_traces(clickhouse, other)
     assert link_traces(clickhouse, other, relink=True) == "relinked"
-    clickhouse.command(insert_spans([chat_span(3, **{"app.team": "search"})]))
+    clickhouse.command(insert_spans([chat_span(3, **{"app.team": "search"})], TRACES))
     rows = stored(clickhouse)
     assert [r["team"] for r in rows if r["team"]] == ["search"] and len(rows) == 4
     assert link_traces(clickhouse, other) == "already linked"
