@@ -237,12 +237,20 @@ PROFILES_ALL_TEAMS = {
 }
 FIRST_ROLLUPS = (SPEND, SPEND_KEYS, *PROFILES.values())  # migration 40's
 # a batch's rows of the rollup named first are summed from its rows of the second (`append`)
-_SUMMED_FROM = {PROFILES_ALL_TEAMS[m].name: PROFILES[m] for m in PROFILE_METRICS}
+_SUMMED_FROM = {
+    SPEND.name: SPEND_KEYS,
+    **{PROFILES_ALL_TEAMS[m].name: PROFILES[m] for m in PROFILE_METRICS},
+}
 _FINER = {r.name for r in _SUMMED_FROM.values()}
 ROLLUPS: tuple[Rollup, ...] = (*FIRST_ROLLUPS, *PROFILES_ALL_TEAMS.values())
+_APPEND_ORDER = sorted(
+    ROLLUPS, key=lambda r: r.name not in _FINER
+)  # a finer rollup before those summed from it
 # a rollup is merged in place when its row count passes this share above its last merged count
 MERGE_GROWTH = 0.5
 MERGE_MIN_ROWS = 100_000
+# from this many rows a batch sums the coarser rollups from its finer ones (`append`)
+SUMMED_FROM_ROWS = 20_000
 
 
 def _literal(at: datetime) -> str:
@@ -288,33 +296,56 @@ def bands(con: duckdb.DuckDBPyConnection) -> tuple[int, ...]:
 def append(con: duckdb.DuckDBPyConnection, rows: str) -> None:
     """Add the usage rows of the relation `rows` (just inserted, in this transaction) to every rollup.
 
-    A profile without team is summed from the batch's per-team profile rows rather than from the rows
-    again (the same sums: it only drops a key; a third of the rollups' cost per batch)."""
-    bounds = bands(con)
-    for rollup in ROLLUPS:
-        finer = _SUMMED_FROM.get(rollup.name)
+    In a batch of `SUMMED_FROM_ROWS` rows or more, a rollup of `_SUMMED_FROM` is summed from the batch's
+    rows of a finer rollup rather than from the rows again (the same sums: it only drops keys; a third of
+    the rollups' cost per large batch). A smaller batch's cost is its statements, not its rows: each
+    rollup is then one `INSERT ... SELECT` over the rows. The bands, the batch's size and every rollup's
+    row counts are read in one statement, and each insert says how many rows it added."""
+    bounds, size, counts, merged = _append_state(con, rows)
+    summed = size >= SUMMED_FROM_ROWS
+    for rollup in _APPEND_ORDER:
+        finer = _SUMMED_FROM.get(rollup.name) if summed else None
         if finer is not None:
-            con.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.merged(_delta(finer))}")
-        elif rollup.name in _FINER:
+            inserted = con.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.merged(_delta(finer))}")
+        elif summed and rollup.name in _FINER:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {_delta(rollup)} AS {rollup.select(rows, bounds)}")
-            con.execute(f"INSERT INTO {rollup.name} BY NAME SELECT * FROM {_delta(rollup)}")
+            inserted = con.execute(f"INSERT INTO {rollup.name} BY NAME SELECT * FROM {_delta(rollup)}")
         else:
-            con.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.select(rows, bounds)}")
-        _merge_if_grown(con, rollup)
-    for rollup in PROFILES.values():
-        con.execute(f"DROP TABLE IF EXISTS {_delta(rollup)}")
+            inserted = con.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.select(rows, bounds)}")
+        added = int(inserted.fetchall()[0][0])
+        if _grown(counts[rollup.name] + added, merged.get(rollup.name, 0)):
+            _merge(con, rollup)
+    if summed:
+        for name in _FINER:
+            con.execute(f"DROP TABLE IF EXISTS {name}_batch")
+
+
+def _append_state(
+    con: duckdb.DuckDBPyConnection, rows: str
+) -> tuple[tuple[int, ...], int, dict[str, int], dict[str, int]]:
+    """The bands, the number of `rows`, each rollup's row count and its count when last merged."""
+    counts = ", ".join(f"(SELECT count(*) FROM {r.name})" for r in ROLLUPS)
+    found = con.execute(
+        "SELECT (SELECT list(bound ORDER BY bound) FROM rollup_bands), "
+        f"(SELECT count(*) FROM {rows}), "
+        f"(SELECT list(struct_pack(name, rows)) FROM rollup_merged), [{counts}]"
+    ).fetchall()[0]
+    bounds = tuple(int(b) for b in found[0] or ())
+    merged = {str(m["name"]): int(m["rows"]) for m in found[2] or ()}
+    return bounds, int(found[1]), {r.name: int(n) for r, n in zip(ROLLUPS, found[3], strict=True)}, merged
 
 
 def _delta(rollup: Rollup) -> str:
     return f"{rollup.name}_batch"
 
 
-def _merge_if_grown(con: duckdb.DuckDBPyConnection, rollup: Rollup) -> None:
-    now = int(con.execute(f"SELECT count(*) FROM {rollup.name}").fetchall()[0][0])
-    found = con.execute("SELECT rows FROM rollup_merged WHERE name = ?", [rollup.name]).fetchall()
-    merged = int(found[0][0]) if found else 0
-    if now <= max(merged * (1 + MERGE_GROWTH), merged + MERGE_MIN_ROWS):
-        return
+def _grown(rows: int, merged: int) -> bool:
+    """Whether a rollup of `rows` partial rows, `merged` when last merged, is due to be merged in place."""
+    return rows > max(merged * (1 + MERGE_GROWTH), merged + MERGE_MIN_ROWS)
+
+
+def _merge(con: duckdb.DuckDBPyConnection, rollup: Rollup) -> None:
+    """Combine `rollup`'s partial rows into one row per key, in place, and note its merged row count."""
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE rollup_merging AS {_in_time_order(rollup.merged(rollup.name))}"
     )
