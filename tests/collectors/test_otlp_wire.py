@@ -21,6 +21,7 @@ from collectors.otlp.wire import RECORD, SPAN_DOUBT, WirePlan, scan
 from collectors.otlp.writer import Prepared, SpanBatcher
 from models.genai_spans import ATTRIBUTES_READ, FIELDS, FIRST_TOKEN_EVENTS, PROVIDER_ALIASES, SDK_NAME
 from tests.collectors.otlp_support import START_NS, llm_attributes, request_of
+from tests.collectors.otlp_support import any_value as _plain
 
 ATTRIBUTION = {"team": "service.name", "project": "deployment.environment", "user": "gen_ai.request.model"}
 KEYS = [
@@ -132,19 +133,6 @@ def attributes(draw: st.DrawFn, llm: bool) -> list[KeyValue]:
     if draw(st.booleans()):
         pairs = draw(st.permutations(pairs))
     return pairs
-
-
-def _plain(value: object) -> AnyValue:
-    out = AnyValue()
-    if isinstance(value, bool):
-        out.bool_value = value
-    elif isinstance(value, int):
-        out.int_value = value
-    elif isinstance(value, float):
-        out.double_value = value
-    else:
-        out.string_value = str(value)
-    return out
 
 
 def openinference() -> dict[str, object]:
