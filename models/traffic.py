@@ -16,6 +16,7 @@ import polars as pl
 
 from models.capacity import Latency
 from models.errors import InputError
+from models.spend import TOKEN_FIELDS
 
 # What stored usage rows must (or may) carry; `storage.replay` selects exactly these.
 USAGE_SCHEMA: dict[str, pl.DataType] = {
@@ -37,13 +38,7 @@ USAGE_SCHEMA: dict[str, pl.DataType] = {
 REQUIRED = ("ts", "input_tokens", "output_tokens")
 # The recorded tokens a unit carries, named as in the usage record (canonical semantics: input all prompt
 # tokens, cache hits and writes included; output all generated tokens, reasoning included).
-TOKEN_COLUMNS = (
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-)
+TOKEN_COLUMNS = TOKEN_FIELDS
 # carried onto units only when the rows have them (a replay needs none; recorded cost needs provider/model)
 ATTRIBUTION = ("provider", "model", "team", "project")
 BUCKET_CANDIDATES_S = (86_400, 3_600, 900, 300, 60)  # export bucket widths, coarsest first
