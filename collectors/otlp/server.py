@@ -9,12 +9,14 @@ import socket
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType, TracebackType
 
 import uvicorn
 
 from collectors.emulator.server import bind, start_in_thread
 from collectors.otlp.app import DEFAULT_MAX_BODY_BYTES, Receiver, ReceiverConfig, build_app
+from collectors.otlp.spool import Spool
 from collectors.otlp.writer import SpanBatcher, SpanWriter
 from storage.store import StoreLike
 
@@ -33,6 +35,9 @@ class OtlpOptions:
     batch_spans: int = 50_000
     linger_s: float = 0.05
     shutdown_grace_s: float = 30.0
+    # acknowledge once spooled (fsynced) here, commit in large batches after (`collectors.otlp.spool`);
+    # None: acknowledge once committed
+    spool: Path | None = None
 
 
 class OtlpServer:
@@ -57,6 +62,7 @@ class OtlpServer:
         self.port: int = self._sock.getsockname()[1]
         self.batcher = SpanBatcher(options.attribution)
         self.batcher.compile_in_background()
+        spool = Spool(options.spool) if options.spool is not None else None
         self.writer = SpanWriter(
             db,
             salt,
@@ -65,6 +71,7 @@ class OtlpServer:
             batch_spans=options.batch_spans,
             linger_s=options.linger_s,
             lock=lock,
+            spool=spool,
         )
         self.receiver = Receiver(
             ReceiverConfig(options.token, options.max_body_bytes, options.max_inflight_requests),
