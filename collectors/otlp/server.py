@@ -33,7 +33,7 @@ class OtlpOptions:
     max_inflight_requests: int = 16
     max_pending_spans: int = 100_000
     batch_spans: int = 50_000
-    linger_s: float = 0.05
+    linger_s: float = 0.05  # without a spool: how long a batch waits for more requests to share its commit
     shutdown_grace_s: float = 30.0
     # acknowledge once spooled (fsynced) here, commit in large batches after (`collectors.otlp.spool`);
     # None: acknowledge once committed
@@ -69,7 +69,9 @@ class OtlpServer:
             origin=f"otlp://{self.address}",
             max_pending_spans=options.max_pending_spans,
             batch_spans=options.batch_spans,
-            linger_s=options.linger_s,
+            # with a spool, requests checked together share an fsync without waiting: those that arrive
+            # during one group's fsync form the next group
+            linger_s=options.linger_s if spool is None else 0.0,
             lock=lock,
             spool=spool,
         )

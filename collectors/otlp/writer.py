@@ -229,7 +229,7 @@ class SpanWriter:
         self.db = db
         self.origin = origin
         self.run = self._source_run(origin)
-        self.context = IngestContext(salt=salt)
+        self.salt = salt
         self.normaliser = Normaliser()
         self._next_line = 1  # the `line_no` of this receiver's records, in the order they are checked
         self.max_pending_spans = max_pending_spans
@@ -388,7 +388,10 @@ class SpanWriter:
         rows = None
         if numbers:
             data = b"".join(blocks)
-            normalised = self.normaliser.normalise(SPEC, data, self.context, line_numbers=numbers)
+            # the checks' "now" is this batch's (a receiver runs for weeks: spans are not in the future of
+            # the day it started)
+            context = IngestContext(salt=self.salt)
+            normalised = self.normaliser.normalise(SPEC, data, context, line_numbers=numbers)
             rows = normalised.rows
             rejects = sorted(normalised.rejects + rejects, key=lambda r: r.line_no)
         rejects = [kept_reject(r) for r in rejects]
