@@ -23,10 +23,10 @@ query, an agent span). Then, in the same run:
    span is durably spooled (acknowledged), and until it is committed to the database. The rows are
    counted back from the database each time. The target (>= 0.5x the bare decode) is judged on the
    spooled run's spans committed to the database: stored means in the database;
-5. overload (with `--spool`): a fresh database, an open-loop client sending new requests at 3x the rate just measured for
-   30 s; a request answered 429/503 is sent again after its Retry-After, as an OTLP exporter does, until
-   every one is acknowledged. Then every LLM span must be stored exactly once: rows = distinct keys = LLM
-   spans sent.
+5. overload (with `--spool`): a fresh database, an open-loop client sending new requests at 3x the rate
+   just measured for 30 s; a request answered 429/503 is sent again after its Retry-After, as an OTLP
+   exporter does, until every one is acknowledged. Then every LLM span must be stored exactly once: rows =
+   distinct keys = LLM spans sent.
 
     nice .venv/bin/python benchmarks/otlp.py [--spans-per-request 500] [--requests 200] [--overload-s 30]
 """
