@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -103,9 +103,11 @@ class OtlpServer:
         """The base URL an exporter's OTEL_EXPORTER_OTLP_ENDPOINT takes (it appends /v1/traces)."""
         return f"http://{self.address}"
 
-    def serve_forever(self) -> None:
+    def serve_forever(self, ready: Callable[[], None] | None = None) -> None:
         """Serve until SIGINT/SIGTERM, then drain and return (the process then exits 0; uvicorn's own
-        handlers would re-raise the signal). A second signal stops waiting for requests in flight."""
+        handlers would re-raise the signal). A second signal stops waiting for requests in flight.
+        `ready` is called once the signals are handled and the socket served (say where it listens then:
+        a supervisor's SIGTERM right after is a clean stop)."""
         stop = threading.Event()
 
         def handle(number: int, frame: FrameType | None) -> None:
@@ -116,6 +118,8 @@ class OtlpServer:
         previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.start()
+            if ready is not None:
+                ready()
             while not stop.wait(0.5):
                 if self._thread is not None and not self._thread.is_alive():
                     raise RuntimeError("the OTLP receiver stopped by itself")

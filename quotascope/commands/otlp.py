@@ -91,14 +91,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    print(
+    message = (
         f"quotascope otlp: receiving on {server.endpoint}/v1/traces into {db.describe()}"
         + (" (bearer token required)" if options.token else "")
-        + "; Ctrl-C or SIGTERM stops",
-        file=out,
-        flush=True,
+        + (f", acknowledging once spooled in {args.spool}" if args.spool else "")
+        + "; Ctrl-C or SIGTERM stops"
     )
-    server.serve_forever()
+    server.serve_forever(ready=lambda: print(message, file=out, flush=True))
     totals = server.writer.totals
     stats = server.receiver.stats
     document = {
