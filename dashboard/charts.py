@@ -150,12 +150,27 @@ def time_series(
 
 
 def histogram(
-    values: pl.Series, *, title: str, x_title: str, bins: int = 40, log_x: bool = False
+    values: pl.Series,
+    *,
+    title: str,
+    x_title: str,
+    bins: int = 40,
+    log_x: bool = False,
+    weights: pl.Series | None = None,
 ) -> go.Figure:
+    """Requests per bin of `values`; `weights` is the requests each value stands for (an aggregated export
+    bucket is `n_requests` requests of its average size), one each when None."""
     if values.is_empty():
         return empty_figure(title, "No requests in this selection")
     figure = _figure(title, x_title, "requests")
-    figure.add_trace(go.Histogram(x=values.to_numpy(), nbinsx=bins, marker_color=PALETTE[0]))
+    known = values.is_not_null()  # arrays, as in `time_series`; a missing value is no request to count
+    x = values.filter(known).to_numpy()
+    if weights is None:
+        trace = go.Histogram(x=x, nbinsx=bins, marker_color=PALETTE[0])
+    else:
+        y = weights.filter(known).to_numpy()
+        trace = go.Histogram(x=x, y=y, histfunc="sum", nbinsx=bins, marker_color=PALETTE[0])
+    figure.add_trace(trace)
     if log_x:
         figure.update_xaxes(type="log")
     figure.update_layout(hovermode="closest", showlegend=False)
