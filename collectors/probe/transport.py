@@ -125,7 +125,9 @@ class TimedStream(httpcore.AsyncNetworkStream):
 
     A request's writes are gathered and sent in one when its reply is first read (or `FLUSH_BYTES` are
     waiting). `last_read` is when the bytes a read returns reached the event loop (`data_received`), before
-    any task ran on them: the time a chunk of the reply arrived, as near the socket as Python gets."""
+    any task ran on them: the time a chunk of the reply arrived, as near the socket as Python gets.
+    `request_written` is when the current request's first bytes were handed to the socket (a write after a
+    read begins the next request on the connection): the moment it actually left."""
 
     def __init__(
         self, transport: asyncio.Transport, protocol: _Arrivals, under: asyncio.Transport | None = None
@@ -136,8 +138,15 @@ class TimedStream(httpcore.AsyncNetworkStream):
         self._pending: list[bytes] = []
         self._size = 0
         self.last_read = 0.0
+        # when the current request's first bytes were handed to the socket: a write after a read starts
+        # the next request on this connection
+        self.request_written: float | None = None
+        self._read_since_write = False
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if self._read_since_write:
+            self._read_since_write = False
+            self.request_written = None
         if buffer:
             self._pending.append(buffer)
             self._size += len(buffer)
@@ -152,6 +161,8 @@ class TimedStream(httpcore.AsyncNetworkStream):
         protocol = self._protocol
         if protocol.error is not None or self._transport.is_closing():
             raise httpcore.WriteError(f"the connection is closed ({protocol.error or 'by the server'})")
+        if self.request_written is None:
+            self.request_written = time.perf_counter()
         self._transport.write(data)
         if protocol.paused:  # the socket's buffer is full: wait until it drains
             protocol.drained = asyncio.get_running_loop().create_future()
@@ -161,6 +172,7 @@ class TimedStream(httpcore.AsyncNetworkStream):
         # as httpcore does after a failed write: the server may have answered (a 413, say) already
         with contextlib.suppress(httpcore.WriteError):
             await self.flush(timeout)
+        self._read_since_write = True
         protocol = self._protocol
         if not protocol.pieces and not protocol.eof:
             protocol.waiter = asyncio.get_running_loop().create_future()
