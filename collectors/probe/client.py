@@ -262,15 +262,15 @@ async def exchange(
     ahead: Callable[[], None] | None = None,
 ) -> Exchange:
     """Send `request` (from `build_request`, used once) and read the streamed reply; never raises for anything
-        the server or network does.
+    the server or network does.
 
-        `gate`, shared by the requests of one run, lets one request at a time take a pooled connection, for
-        clients whose transport does not do so itself (see `collectors.probe.transport`, which `make_client`
-        uses). `t_sent` is when the request actually started: the start of its connect if it opened one, else when
-    its bytes were handed to the socket (on `make_client`'s connections; httpcore's event before writing on any
-    other), so the send delay shows client-side queueing.
-        `ahead` is called once the first token is in (TTFT taken, the rest of the reply not yet due): a closed
-        loop builds its next request then.
+    `gate`, shared by the requests of one run, lets one request at a time take a pooled connection, for
+    clients whose transport does not do so itself (see `collectors.probe.transport`, which `make_client`
+    uses). `t_sent` is when the request actually started: the start of its connect if it opened one, else
+    when its bytes were handed to the socket (on `make_client`'s connections; httpcore's event before
+    writing on any other), so the send delay shows client-side queueing.
+    `ahead` is called once the first token is in (TTFT taken, the rest of the reply not yet due): a closed
+    loop builds its next request then.
     """
     result = Exchange()
     held = False
