@@ -185,10 +185,7 @@ class LoadPlan:
 
 @dataclass(frozen=True, slots=True)
 class RequestResult:
-    """One request's measurements. Times in ms from the request's start: in a closed loop (concurrency
-    given) when it actually left, its connect or its first byte to the socket (`send_delay_ms` after the
-    intended send: the client's own lateness, kept apart); in an open loop its scheduled arrival, so a
-    request held back because earlier ones were slow still counts the wait."""
+    """One request's measurements. Times in ms from the intended send time `t0`."""
 
     seq: int
     phase: str

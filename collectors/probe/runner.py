@@ -276,7 +276,7 @@ class _Session:
             ready_at = await self.send(work, t0)
             *_, sent, end = self.sent[-1]
             if sent.error_class is None:
-                durations_ms.append((end - max(t0, sent.t_sent)) * 1000)  # as its e2e_ms
+                durations_ms.append((end - t0) * 1000)
         if self.plan.ramp_s is None:
             # the median warm-up: a request's duration, so C workers reach the stagger they keep afterwards;
             # without any reply to time, a burst (and the run says so)
@@ -407,11 +407,6 @@ class _Session:
             per_s = output / span
             itl = span / (output - 1) * 1000
         lag = self.lag.worst_between(t0, end)
-        # a closed loop's clock starts when the request actually left: its worker meant to send at `t0`, and
-        # any later is the client's own queueing (send_delay_ms, and client_saturated when its loop lagged),
-        # not the endpoint's latency; an open loop's starts at the scheduled arrival, which a slow endpoint
-        # (max_in_flight reached) must not move
-        origin = t0 if work.phase.concurrency is None else max(t0, sent.t_sent)
         verdict = None
         if work.canary is not None and sent.error_class is None:
             verdict = check_answer(work.canary, sent.content)
@@ -426,11 +421,11 @@ class _Session:
             http_status=sent.status,
             error_class=sent.error_class,
             error=sent.error,
-            ttft_ms=_ms(None if sent.first_any is None else sent.first_any - origin),
-            ttfo_ms=_ms(None if sent.first_content is None else sent.first_content - origin),
+            ttft_ms=_ms(None if sent.first_any is None else sent.first_any - t0),
+            ttfo_ms=_ms(None if sent.first_content is None else sent.first_content - t0),
             itl_ms=itl,
             output_tokens_per_s=per_s,
-            e2e_ms=_ms(end - origin) if sent.status is not None else None,
+            e2e_ms=_ms(end - t0) if sent.status is not None else None,
             input_tokens=tokens.input if tokens else None,
             cached_input_tokens=tokens.cached_input if tokens else None,
             output_tokens=output,

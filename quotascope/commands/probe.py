@@ -74,7 +74,7 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
         type=non_negative_float,
         metavar="S",
         help="start the concurrent workers spread over S seconds (default: one request's duration, timed by "
-        "the warm-up; 0: all at once, a burst, whose client-side start-up shows as send delay)",
+        "the warm-up; 0: all at once, a burst that also measures the client's own start-up)",
     )
     load.add_argument(
         "--warmup",
@@ -214,8 +214,8 @@ def render(summary: dict[str, Any], stored: Path | None) -> str:
         )
     if summary["burst"]:
         lines.append(
-            "burst: every concurrent worker started at the same instant (--ramp-s 0): the endpoint got them "
-            "at once, and the client's own start-up shows as send delay; leave --ramp-s out for a steady load"
+            "burst: every concurrent worker started at the same instant (--ramp-s 0), so TTFT also holds the "
+            "client's own start-up; leave --ramp-s out to measure the endpoint"
         )
     elif summary["ramp_s"]:
         lines.append(f"workers started spread over {summary['ramp_s']:g} s (--ramp-s)")

@@ -30,9 +30,7 @@ def sent_at(r: RequestResult) -> float:
 
 
 def answered_at(r: RequestResult) -> float:
-    # a closed loop's times count from the request's actual start, the send delay after its intended one
-    start = r.send_delay_ms if r.concurrency is not None else 0.0
-    return (r.intended_at + timedelta(milliseconds=start + (r.e2e_ms or 0))).timestamp()
+    return (r.intended_at + timedelta(milliseconds=r.e2e_ms or 0)).timestamp()
 
 
 def test_tight_tpm_gives_429s_and_the_probe_waits_as_told_before_sending_again() -> None:
