@@ -94,18 +94,16 @@ def screenshot(page: object, name: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def demo_chdb_apart(demo_db: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The store URL of the demo's usage in a chdb folder of its own, copied there by another process: chdb
-    serves one folder per process (this one serves the session's), so a dashboard server started as a
-    subprocess can open this one once the copying process has exited."""
-    folder = tmp_path_factory.mktemp("chdb-apart")
+def chdb_copy_apart(db: Path, folder: Path) -> str:
+    """The store URL of `db`'s usage copied into the chdb folder `folder` by another process: chdb serves one
+    folder per process (this one serves the session's), so a dashboard server started as a subprocess can
+    open `folder` once the copying process has exited."""
     copy = (
         "import sys; from pathlib import Path; from tests.conftest import usage_in_chdb; "
-        "print(usage_in_chdb(Path(sys.argv[1]), Path(sys.argv[2]), 'demo'))"
+        "print(usage_in_chdb(Path(sys.argv[1]), Path(sys.argv[2]), 'apart'))"
     )
     done = subprocess.run(
-        [sys.executable, "-c", copy, str(demo_db[0]), str(folder)],
+        [sys.executable, "-c", copy, str(db), str(folder)],
         cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
@@ -113,3 +111,9 @@ def demo_chdb_apart(demo_db: tuple[Path, Path], tmp_path_factory: pytest.TempPat
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def demo_chdb_apart(demo_db: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The demo's usage in a chdb folder of its own, for a dashboard server to read (`chdb_copy_apart`)."""
+    return chdb_copy_apart(demo_db[0], tmp_path_factory.mktemp("chdb-apart"))
