@@ -104,19 +104,20 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return db, catalogs[-1]
 
 
-@pytest.fixture(scope="session")
-def demo_chdb_url(demo_db: tuple[Path, Path], chdb_folder: Path) -> str:
-    """The demo's usage rows in a chdb database of the session's folder, inserted as ingest inserts them
-    (`ClickHouse.insert`, per source, with its token), the demo file beside it for the small tables."""
+def usage_in_chdb(db: Path, folder: Path, database: str) -> str:
+    """The usage rows of the DuckDB file `db` copied into the chdb database `database` of `folder` (emptied
+    first), inserted as ingest inserts them (`ClickHouse.insert`, per source, with its token): the URL of
+    the store whose usage is that copy, `db` beside it for the small tables. A test then reads one set of
+    rows through either engine and compares the answers."""
     from storage.clickhouse import connect
     from storage.usage_reader import open_usage
 
-    url = f"chdb://{chdb_folder}?database=demo"
-    target = parse_store(url, demo_db[0]).clickhouse
+    url = f"chdb://{folder}?database={database}"
+    target = parse_store(url, db).clickhouse
     assert target is not None
     clickhouse = connect(target)
-    clickhouse.command("TRUNCATE TABLE demo.usage")
-    with open_usage(demo_db[0]) as usage:
+    clickhouse.command(f"TRUNCATE TABLE {database}.usage")
+    with open_usage(db) as usage:
         assert usage.duckdb is not None
         rows = usage.duckdb.sql("SELECT * FROM usage ORDER BY source_id, line_no").to_arrow_table()
     columns = [c for c in rows.column_names if c != "key_hash"]
@@ -126,8 +127,14 @@ def demo_chdb_url(demo_db: tuple[Path, Path], chdb_folder: Path) -> str:
         part = part.set_column(
             columns.index("tags"), "tags", pc.if_else(pc.is_null(tags), pa.scalar([], tags.type), tags)
         )
-        clickhouse.insert("usage", part, token=f"demo-{source}")
+        clickhouse.insert("usage", part, token=f"{database}-{source}")
     return url
+
+
+@pytest.fixture(scope="session")
+def demo_chdb_url(demo_db: tuple[Path, Path], chdb_folder: Path) -> str:
+    """The demo's usage rows in a chdb database of the session's folder, the demo file beside it."""
+    return usage_in_chdb(demo_db[0], chdb_folder, "demo")
 
 
 @pytest.fixture(params=["duckdb", "chdb"])
