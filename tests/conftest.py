@@ -65,19 +65,26 @@ def store(
     db = tmp_path / "quotascope.duckdb"
     if request.param == "duckdb":
         return Store(db)
+    store = empty_chdb_store(chdb_folder, "tests", db)
+    assert store.clickhouse is not None
+    monkeypatch.setenv("QUOTASCOPE_STORE", store.clickhouse.display())
+    return store
+
+
+def empty_chdb_store(folder: Path, database: str, db: Path) -> Store:
+    """The store with usage in the chdb database `database` of `folder` (its schema made on first use, every
+    table emptied: cheaper than making it again) and the DuckDB file `db` beside it."""
     from storage.clickhouse import connect
 
-    url = f"chdb://{chdb_folder}?database=tests"
-    monkeypatch.setenv("QUOTASCOPE_STORE", url)
-    store = parse_store(url, db)
+    store = parse_store(f"chdb://{folder}?database={database}", db)
     assert store.clickhouse is not None
-    clickhouse = connect(store.clickhouse)  # the schema once a session; emptying it is cheaper than that
+    clickhouse = connect(store.clickhouse)
     tables = clickhouse.arrow(
-        "SELECT name FROM system.tables WHERE database = 'tests' "
+        f"SELECT name FROM system.tables WHERE database = '{database}' "
         "AND engine != 'MaterializedView' AND name != 'schema_migrations'"
     )
     for name in tables.column("name").to_pylist():
-        clickhouse.command(f"TRUNCATE TABLE tests.{name}")
+        clickhouse.command(f"TRUNCATE TABLE {database}.{name}")
     return store
 
 
@@ -112,11 +119,9 @@ def usage_in_chdb(db: Path, folder: Path, database: str) -> str:
     from storage.clickhouse import connect
     from storage.usage_reader import open_usage
 
-    url = f"chdb://{folder}?database={database}"
-    target = parse_store(url, db).clickhouse
+    target = empty_chdb_store(folder, database, db).clickhouse
     assert target is not None
     clickhouse = connect(target)
-    clickhouse.command(f"TRUNCATE TABLE {database}.usage")
     with open_usage(db) as usage:
         assert usage.duckdb is not None
         rows = usage.duckdb.sql("SELECT * FROM usage ORDER BY source_id, line_no").to_arrow_table()
@@ -128,7 +133,7 @@ def usage_in_chdb(db: Path, folder: Path, database: str) -> str:
             columns.index("tags"), "tags", pc.if_else(pc.is_null(tags), pa.scalar([], tags.type), tags)
         )
         clickhouse.insert("usage", part, token=f"{database}-{source}")
-    return url
+    return target.display()
 
 
 @pytest.fixture(scope="session")
