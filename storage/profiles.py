@@ -4,8 +4,8 @@ cached, output and reasoning tokens per request, time to first token and output 
 Read from the profile rollups (`storage.rollups.PROFILES`: a value's requests per month, provider, model
 and team), so the percentiles are those of every stored request without reading the rows; a selection by
 project, which the rollups do not keep, is read from the raw rows. Several groups (each provider and model
-of a month, say) come from one query per measure: DuckDB counts the requests per distinct value, polars
-accumulates them (a few hundred thousand values at most).
+of a month, say) come from one query per measure: the store counts the requests per distinct value and
+accumulates them in a running sum, so one row per group leaves it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 import duckdb
-import polars as pl
 
 from models.usage import Distribution, UsageProfile
 from storage import rollups
@@ -39,30 +38,29 @@ def _values_sql(values: str, by: Sequence[str]) -> str:
     return f"SELECT {keys}v, sum(w)::BIGINT AS w FROM {values} GROUP BY ALL"
 
 
-def _distributions(frame: pl.DataFrame, by: Sequence[str]) -> dict[Key, dict[str, float]]:
-    """Per group: requests, weighted mean and percentiles — the smallest value whose cumulative requests
-    reach the share. In polars: DuckDB's window over a few large partitions took five times as long."""
-    keys = list(by) or ["_all"]
-    if not by:
-        frame = frame.with_columns(pl.lit(0).alias("_all"))
-    ranked = frame.sort([*keys, "v"], nulls_last=True).with_columns(
-        pl.col("w").cum_sum().over(keys).alias("cw"), pl.col("w").sum().over(keys).alias("tw")
-    )
+PERCENTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 
-    def first_reaching(share: float) -> pl.Expr:
-        return pl.col("v").filter(pl.col("cw") >= share * pl.col("tw")).min()
 
-    stats = ranked.group_by(keys).agg(
-        pl.col("w").sum().alias("n"),
-        ((pl.col("v") * pl.col("w")).sum() / pl.col("w").sum()).alias("mean"),
-        first_reaching(0.5).alias("p50"),
-        first_reaching(0.9).alias("p90"),
-        first_reaching(0.99).alias("p99"),
-    )
-    return {
-        tuple(row[k] for k in by): {m: row[m] for m in ("n", "mean", "p50", "p90", "p99")}
-        for row in stats.iter_rows(named=True)
-    }
+def _stats_sql(values: str, by: Sequence[str]) -> str:
+    """Per group of `by`: requests, weighted mean and percentiles — the smallest value whose cumulative
+    requests reach the share — of the requests per distinct value (`_values_sql`), in the store's engine:
+    a running sum over the distinct values, so only one row per group leaves it (in polars, the values of
+    a month of 100M requests held 130 MB and took twice as long)."""
+    keys = "".join(f"{k}, " for k in by)
+    partition = f"PARTITION BY {', '.join(by)} " if by else ""
+    reaching = ", ".join(f"min(v) FILTER (WHERE cw >= {share} * tw) AS {name}" for name, share in PERCENTILES)
+    return f"""SELECT {keys}sum(w) AS n, sum(v * w) / sum(w) AS mean, {reaching}
+        FROM (SELECT *, sum(w) OVER ({partition}ORDER BY v ROWS UNBOUNDED PRECEDING) AS cw,
+                sum(w) OVER ({partition.strip()}) AS tw
+              FROM ({_values_sql(values, by)}))
+        {"GROUP BY ALL" if by else ""}"""
+
+
+def _distributions(rows: list[tuple[Any, ...]], by: Sequence[str]) -> dict[Key, dict[str, float]]:
+    """`_stats_sql`'s rows keyed by their group."""
+    width = len(by)
+    names = ("n", "mean", *(name for name, _ in PERCENTILES))
+    return {tuple(row[:width]): dict(zip(names, row[width:], strict=True)) for row in rows}
 
 
 def _profile_queries(
@@ -91,7 +89,7 @@ def _profile_queries(
     totals_sql = f"""SELECT {keys}coalesce(sum({requests}), 0) AS requests,
         sum(cached_input_tokens)::DOUBLE / nullif(sum(input_tokens), 0) AS cached_share
         FROM {totals[0]} GROUP BY ALL"""
-    return [(totals_sql, totals[1]), *((_values_sql(v, by), p) for v, p in values)]
+    return [(totals_sql, totals[1]), *((_stats_sql(v, by), p) for v, p in values)]
 
 
 def read_usage_profiles(db: StoreLike, selection: UsageFilter, by: Sequence[str]) -> dict[Key, UsageProfile]:
@@ -104,7 +102,7 @@ def read_usage_profiles(db: StoreLike, selection: UsageFilter, by: Sequence[str]
     with open_usage(db) as usage:
         (totals_sql, totals_params), *measures = _profile_queries(usage.duckdb, selection, by)
         totals = usage.rows(totals_sql, totals_params)
-        stats = [_distributions(usage.frame(sql, params), by) for sql, params in measures]
+        stats = [_distributions(usage.rows(sql, params), by) for sql, params in measures]
     return {
         tuple(row[:width]): _profile(
             row[width], row[width + 1], [found.get(tuple(row[:width])) for found in stats]

@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models import enforcement
 from models.enforcement import (
+    _RefusedWeighted,
     bucket_admitted_share,
     bucket_scale_needed,
     concurrency_admitted,
@@ -285,3 +287,40 @@ def test_limits_are_enforced_in_one_place() -> None:
             if called & kernels:
                 callers.add(str(path.relative_to(root)))
     assert callers == {"models/enforcement.py"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(requests(), st.integers(1, 6), st.lists(st.sampled_from([0.25, 0.5, 1.0, 2.0, 3.5]), min_size=60))
+def test_concurrency_reject_walks_whole_and_weighted_requests_alike(
+    traffic: tuple[list[float], list[float]], slots: int, weights: list[float]
+) -> None:
+    """The reject walk of whole requests (a heap of bare end times) decides as the weighted walk does on
+    the same requests; with fractional weights a request is never given more than it asks."""
+    starts, durations = traffic
+    ends = [s + d for s, d in zip(starts, durations, strict=True)]
+    whole = concurrency_admitted(pl.Series(starts), pl.Series(ends), pl.Series([1.0] * len(starts)), slots)
+    # the same requests, weighted (not whole) but each of weight 1: the weighted walk
+    weighted = _RefusedWeighted(float(slots))
+    u = in_flight_before(pl.Series(starts), pl.Series(ends), pl.Series([1.0] * len(starts))).to_list()
+    hot = [i for i in range(len(starts)) if u[i] + 1.0 > slots + 1e-7]
+    taken = weighted.taken(
+        [starts[i] for i in hot], [ends[i] for i in hot], [1.0] * len(hot), [u[i] for i in hot]
+    )
+    expected = [1.0] * len(starts)
+    for i, t in zip(hot, taken, strict=True):
+        expected[i] = t
+    assert whole.admitted.to_list() == expected
+    # fractional weights: the weighted walk, each request given between nothing and its weight
+    w = pl.Series(weights[: len(starts)])
+    got = concurrency_admitted(pl.Series(starts), pl.Series(ends), w, slots).admitted
+    assert all(0.0 <= a <= b + 1e-9 for a, b in zip(got.to_list(), w.to_list(), strict=True))
+
+
+def test_concurrency_reject_keeps_what_it_refused_across_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    starts = [float(i) / 10 for i in range(50)]
+    ends = [s + 3.0 for s in starts]
+    ones = pl.Series([1.0] * len(starts))
+    at_once = concurrency_admitted(pl.Series(starts), pl.Series(ends), ones, 4).admitted.to_list()
+    monkeypatch.setattr(enforcement, "WALK_SLICE", 3)
+    sliced = concurrency_admitted(pl.Series(starts), pl.Series(ends), ones, 4).admitted.to_list()
+    assert sliced == at_once == ref_concurrency_reject(starts, [3.0] * len(starts), 4)
