@@ -148,12 +148,26 @@ def time_series(
 
 
 def histogram(
-    values: pl.Series, *, title: str, x_title: str, bins: int = 40, log_x: bool = False
+    values: pl.Series,
+    *,
+    title: str,
+    x_title: str,
+    bins: int = 40,
+    log_x: bool = False,
+    weights: pl.Series | None = None,
 ) -> go.Figure:
+    """Requests per bin of `values`; `weights` is the requests each value stands for (an aggregated export
+    bucket is `n_requests` requests of its average size), one each when None."""
     if values.is_empty():
         return empty_figure(title, "No requests in this selection")
     figure = _figure(title, x_title, "requests")
-    figure.add_trace(go.Histogram(x=values.to_list(), nbinsx=bins, marker_color=PALETTE[0]))
+    if weights is None:
+        trace = go.Histogram(x=values.to_list(), nbinsx=bins, marker_color=PALETTE[0])
+    else:
+        trace = go.Histogram(
+            x=values.to_list(), y=weights.to_list(), histfunc="sum", nbinsx=bins, marker_color=PALETTE[0]
+        )
+    figure.add_trace(trace)
     if log_x:
         figure.update_xaxes(type="log")
     figure.update_layout(hovermode="closest", showlegend=False)

@@ -201,6 +201,11 @@ class PtuRule:
     cached_excluded: bool = True
 
 
+# The start of a version whose source publishes no start date (genai-prices' first price of a model): it is in
+# force for any earlier traffic, and is shown as undated rather than as this date.
+UNDATED = datetime(2000, 1, 1)
+
+
 @dataclass(frozen=True)
 class OfferVersion:
     offer_id: str
@@ -228,6 +233,13 @@ class OfferVersion:
     @property
     def version_id(self) -> str:
         return f"{self.offer_id}@{self.effective_from.date().isoformat()}"
+
+    @property
+    def since(self) -> str:
+        """When the version starts, in words: its date, or that its source gives none."""
+        if self.effective_from == UNDATED:
+            return "undated (no start date published)"
+        return self.effective_from.date().isoformat()
 
     def in_force(self, at: datetime) -> bool:
         return self.effective_from <= at and (self.effective_to is None or at < self.effective_to)

@@ -312,7 +312,7 @@ def _cache_text(cache: CacheRules) -> str:
 def version_lines(version: OfferVersion, in_force: bool) -> list[str]:
     until = version.effective_to.date().isoformat() if version.effective_to else "open"
     lines = [
-        f"version {version.effective_from.date().isoformat()} -> {until}{'  (in force)' if in_force else ''}",
+        f"version {version.since} -> {until}{'  (in force)' if in_force else ''}",
         f"  from:       {version.origin or 'your catalog'}",
         f"  source:     {version.source}",
         f"  as of:      {version.as_of.isoformat()}",

@@ -184,18 +184,23 @@ def report_keys(by: Sequence[str]) -> tuple[str, ...]:
     return tuple(by) if any(k in TIME_KEYS for k in by) else ("day", *by)
 
 
+# the formats of sources whose every run brings new records (the OTLP receiver), never a re-read of one file
+STREAMS = ("otlp",)
+
+
 def read_rejects(db: StoreLike, limit: int = 50, all_runs: bool = False) -> pl.DataFrame:
     """Rejected records, newest ingest first: file, line, reason and redacted excerpt.
 
     Every ingest of a file reads all of it, so by default only each file's latest finished run is shown
     (its latest run if none finished): what is wrong with the file as it was last read whole, not again for
-    each earlier run, nor only the part an interrupted or running ingest has reached. `all_runs` keeps the
-    history.
+    each earlier run, nor only the part an interrupted or running ingest has reached. A receiver's runs
+    (`STREAMS`) each bring records of their own, so all of theirs are shown. `all_runs` keeps the history.
     """
+    streams = ", ".join(f"'{f}'" for f in STREAMS)
     latest = (
         ""
         if all_runs
-        else """WHERE s.source_id IN (
+        else f"""WHERE s.format IN ({streams}) OR s.source_id IN (
             SELECT coalesce(max(source_id) FILTER (WHERE finished_at IS NOT NULL), max(source_id))
             FROM sources GROUP BY path)"""
     )

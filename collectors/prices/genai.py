@@ -34,6 +34,7 @@ from typing import Any
 from models.catalog import (
     SERVICE_TIERS,
     STANDARD,
+    UNDATED,
     Catalog,
     ContextTier,
     ModelMatch,
@@ -50,7 +51,7 @@ from models.money import FxTable
 from storage.catalog import read_base_key, read_base_layer, write_base_layer
 
 CONVERTER_VERSION = 3  # bump when the conversion changes: cached base layers are then rebuilt
-EPOCH = datetime(2000, 1, 1)
+EPOCH = UNDATED
 PROJECT_URL = "https://github.com/pydantic/genai-prices"
 
 # genai-prices price key -> quotascope price field (token prices only)

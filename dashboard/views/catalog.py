@@ -91,7 +91,7 @@ def _offer_columns(currency: str) -> list[Column]:
 def _version_details(v: OfferVersion) -> None:
     to = v.effective_to.date().isoformat() if v.effective_to else "open"
     st.markdown(
-        f"**{for_markdown(v.version_id)}** — in force {v.effective_from.date()} → {to}, "
+        f"**{for_markdown(v.version_id)}** — in force {v.since} → {to}, "
         f"{for_markdown(v.currency)}, as of {v.as_of}  \nSource: {for_markdown(v.source)}"
     )
     if v.prices is None:

@@ -72,19 +72,30 @@ def render() -> None:
             st.switch_page("views/planner.py")
     sample = state.read(usage_sample, selection=selection)
     st.caption(
-        f"Distributions over a random sample of {sample.height:,} stored rows, drawn from the period's "
-        f"latest {SAMPLE_SPAN * SAMPLE_ROWS:,} requests at most."
+        f"Distributions over a random sample of {sample.height:,} stored rows "
+        f"({int(sample['requests'].sum()):,} requests: an aggregated export row counts as its requests, "
+        f"each of the row's average size), drawn from the period's latest {SAMPLE_SPAN * SAMPLE_ROWS:,} "
+        "requests at most."
     )
+    cached = sample.filter(pl.col("cached_share").is_not_null())
+    reasoned = sample.filter(pl.col("reasoning_tokens") > 0)
     a, b = st.columns(2)
     a.plotly_chart(
         charts.histogram(
-            sample["input_tokens"], title="Input tokens per request", x_title="input tokens (log)", log_x=True
+            sample["input_tokens"],
+            title="Input tokens per request",
+            x_title="input tokens (log)",
+            log_x=True,
+            weights=sample["requests"],
         ),
         key="usage_input_hist",
     )
     b.plotly_chart(
         charts.histogram(
-            sample["cached_share"].drop_nulls(), title="Cached share of input", x_title="cached input / input"
+            cached["cached_share"],
+            title="Cached share of input",
+            x_title="cached input / input",
+            weights=cached["requests"],
         ),
         key="usage_cached_hist",
     )
@@ -94,13 +105,16 @@ def render() -> None:
             sample["output_tokens"],
             title="Output tokens per request",
             x_title="output tokens (reasoning included)",
+            weights=sample["requests"],
         ),
         key="usage_output_hist",
     )
-    reasoning = sample["reasoning_tokens"].filter(sample["reasoning_tokens"] > 0)
     d.plotly_chart(
         charts.histogram(
-            reasoning, title="Reasoning tokens (requests that reasoned)", x_title="reasoning tokens"
+            reasoned["reasoning_tokens"],
+            title="Reasoning tokens (requests that reasoned)",
+            x_title="reasoning tokens",
+            weights=reasoned["requests"],
         ),
         key="usage_reasoning_hist",
     )

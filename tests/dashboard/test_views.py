@@ -3,6 +3,7 @@ numbers storage and the model compute."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -228,3 +229,33 @@ def test_overview_shows_every_figure_in_the_display_currency(demo: AppTest) -> N
     scopes = [a.split(" ")[0] for a in alerts]
     assert len(scopes) == len(set(scopes)), alerts  # one alert per budget
     assert all("USD" in a and "CNY" not in a for a in alerts)
+
+
+def test_usage_histograms_count_requests_not_rows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An aggregated export bucket stands for its `n_requests` requests in every distribution, not for one."""
+    from tests.storage.usage_rows import insert_usage
+
+    db = tmp_path / "buckets.duckdb"
+    at_ = datetime(2026, 11, 20, 10)
+    insert_usage(
+        db,
+        [
+            {"ts": at_, "n_requests": 1, "input_tokens": 100, "output_tokens": 10, "reasoning_tokens": 5},
+            {"ts": at_, "n_requests": 40, "input_tokens": 40_000, "output_tokens": 800},  # a usage-API bucket
+        ],
+    )
+    at = start(monkeypatch, db)
+    at.switch_page("views/usage.py").run()
+    assert not at.exception
+    charts = {
+        c["layout"]["title"]["text"]: c["data"][0]
+        for c in (json.loads(e.proto.spec) for e in at.get("plotly_chart"))
+    }
+    per_request = charts["Input tokens per request"]
+    assert per_request["histfunc"] == "sum"
+    assert sorted(zip(per_request["x"], per_request["y"], strict=True)) == [(100, 1), (1000, 40)]
+    assert sorted(
+        zip(charts["Output tokens per request"]["x"], charts["Output tokens per request"]["y"], strict=True)
+    ) == [(10, 1), (20, 40)]
+    assert charts["Reasoning tokens (requests that reasoned)"]["y"] == [1]
+    assert "41 requests" in " ".join(str(c.value) for c in at.caption)

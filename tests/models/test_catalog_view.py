@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from models.catalog import Catalog
+from models.catalog import UNDATED, Catalog
 from models.catalog_parse import parse_catalog
 from models.catalog_view import (
     check_catalog,
@@ -18,6 +18,7 @@ from models.catalog_view import (
     offer_text,
     summarize,
     version_for,
+    version_lines,
     week_intervals,
 )
 from models.errors import CatalogError
@@ -175,3 +176,13 @@ def test_week_intervals_cover_wrapping_and_whole_day_spans() -> None:
     a, b = c.get("t/o").version_at().windows
     assert week_intervals(a) == [(6 * 1440 + 990, 7 * 1440), (0, 30)]  # Sunday night into Monday
     assert week_intervals(b) == [(2 * 1440, 3 * 1440)]
+
+
+def test_a_version_without_a_published_start_reads_as_undated() -> None:
+    undated = catalog(offer(effective_from=UNDATED.date().isoformat())).get("t/o")
+    dated = catalog(offer()).get("t/o")
+    assert (
+        version_lines(undated.versions[0], True)[0]
+        == "version undated (no start date published) -> open  (in force)"
+    )
+    assert version_lines(dated.versions[0], False)[0] == "version 2025-01-01 -> open"

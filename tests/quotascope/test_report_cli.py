@@ -182,6 +182,22 @@ def test_rejects_show_each_files_latest_read_unless_all_runs(
     assert capsys.readouterr().out.strip() == "no rejected records"
 
 
+def test_rejects_of_every_receiver_run_show(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A restarted OTLP receiver's runs share one origin, but each brings records of its own (unlike a file,
+    read whole each time): the rejects of every run are shown, newest first."""
+    with open_write(loaded) as con:
+        for run, reason in ((1, "output_tokens must not be negative"), (2, "unknown model name")):
+            (source_id,) = con.execute(
+                "INSERT INTO sources (path, size_bytes, format, started_at, finished_at)"
+                " VALUES ('otlp://127.0.0.1:4318', 0, 'otlp', now(), now()) RETURNING source_id"
+            ).fetchone()
+            con.execute("INSERT INTO rejects VALUES (?, ?, ?, 'span')", [source_id, run, reason])
+    assert [r["reason"] for r in report(capsys, "rejects")] == [  # type: ignore[index]
+        "unknown model name",
+        "output_tokens must not be negative",
+    ]
+
+
 def test_no_database_yet_names_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", "usage"]) == 1
     err = capsys.readouterr().err
