@@ -403,9 +403,12 @@ class Link:
         columns += [f"span.{column} AS {column}" for column in self.mapping().attribution]
         canonical = self.mapping().canonical()
         within_us = SAME_REQUEST_WITHIN // timedelta(microseconds=1)
-        stored = (
+        traces, week = self.name(self.traces), f"INTERVAL {within_us // 1_000_000 + 1} SECOND"
+        stored = (  # the months and hours near the block's spans only (partitions, sort key)
             f"SELECT record_key, groupArray(ts) AS stored_ts FROM {self.name(self.usage_table)}\n"
-            f"WHERE record_key IN (SELECT record_key FROM ({canonical}) WHERE reason IS NULL)\n"
+            f"WHERE ts BETWEEN (SELECT min(Timestamp) FROM {traces}) - {week} "
+            f"AND (SELECT max(Timestamp) FROM {traces}) + {week}\n"
+            f"AND record_key IN (SELECT record_key FROM ({canonical}) WHERE reason IS NULL)\n"
             "GROUP BY record_key"
         )
         same = f"abs(dateDiff('microsecond', t, span.ts)) <= {within_us}"
@@ -463,13 +466,11 @@ ORDER BY view""",
         ]
 
     def unlink_sql(self) -> list[str]:
-        """The views dropped and every row they stored deleted (waiting for the deletion), to link anew."""
-        usage = self.name(self.usage_table if not self.cluster else f"{self.usage_table}_local")
+        """The views dropped and what they noted emptied, to link anew (the rows they stored are deleted
+        next, by `Runner.delete_usage`)."""
         return [
             f"DROP VIEW IF EXISTS {self.name(USAGE_VIEW)}{self.on_cluster}",
             f"DROP VIEW IF EXISTS {self.name(REJECTS_VIEW)}{self.on_cluster}",
-            f"ALTER TABLE {usage}{self.on_cluster} DELETE WHERE source_id = {SOURCE_ID} "
-            "SETTINGS mutations_sync = 2",
             f"TRUNCATE TABLE IF EXISTS {self.name(REJECTS_TABLE)}{self.on_cluster}",
             f"TRUNCATE TABLE IF EXISTS {self.name(LINK_TABLE)}{self.on_cluster}",
         ]
@@ -484,6 +485,9 @@ class Runner(Protocol):
     def command(self, sql: str) -> None: ...
 
     def arrow(self, sql: str) -> pa.Table: ...
+
+    def delete_usage(self, where: str) -> None:
+        """Delete usage rows and follow with the rollups (`storage.clickhouse.ClickHouse.delete_usage`)."""
 
 
 def _scalar(runner: Runner, sql: str) -> Any:
@@ -531,6 +535,7 @@ def link_traces(runner: Runner, link: Link, *, relink: bool = False) -> LinkOutc
     if changed:
         for sql in link.unlink_sql():
             runner.command(sql)
+        runner.delete_usage(f"source_id = {SOURCE_ID}")
     view = _scalar(
         runner,
         "SELECT count() FROM system.tables "

@@ -64,6 +64,7 @@ __all__ = [
     "covers",
     "create_sql",
     "ensure_bands",
+    "one_of",
     "read_bands",
     "rebuild",
     "recent_part",
@@ -126,7 +127,7 @@ class Rollup:
         """The stored usage rows (that `where` selects) in the buckets starting at `starts`: a relation."""
         return (
             f"(SELECT * FROM usage WHERE ({_ranges(starts, self.bucket)}) AND ({where}) "
-            f"AND {_one_of(f'({self.bucket_sql})', starts)})"
+            f"AND {one_of(f'({self.bucket_sql})', starts)})"
         )
 
     def bucket_of(self, at: datetime) -> datetime:
@@ -264,7 +265,7 @@ def _literal(at: datetime) -> str:
     return f"TIMESTAMP '{at:%Y-%m-%d %H:%M:%S.%f}'"
 
 
-def _one_of(bucket: str, starts: Sequence[datetime]) -> str:
+def one_of(bucket: str, starts: Sequence[datetime]) -> str:
     """`bucket` is one of `starts` (a period's ends: two at most), as equalities rather than `IN`, which
     ClickHouse refuses between a month bucket (a Date32 there) and timestamps."""
     return "(" + " OR ".join(f"{bucket} = {_literal(s)}" for s in starts) + ")"
@@ -461,7 +462,7 @@ def covering(usage: UsageReader, rollup: Rollup, selection: UsageFilter) -> tupl
     cut = [
         r[0]
         for r in usage.rows(
-            f"SELECT DISTINCT bucket FROM {rollup.name} WHERE {_one_of('bucket', ends)} "
+            f"SELECT DISTINCT bucket FROM {rollup.name} WHERE {one_of('bucket', ends)} "
             f"AND {attributes} AND {overlapping} AND NOT ({inside})",
             params,
         )
@@ -471,7 +472,7 @@ def covering(usage: UsageReader, rollup: Rollup, selection: UsageFilter) -> tupl
     where, raw_params = selection.where()
     raw = rollup.select(rollup.raw_rows_of(cut, where), read_bands(usage))
     return (
-        f"({rows} AND {inside} AND NOT {_one_of('bucket', cut)} UNION ALL {raw})",
+        f"({rows} AND {inside} AND NOT {one_of('bucket', cut)} UNION ALL {raw})",
         params + raw_params,
     )
 

@@ -19,11 +19,12 @@ from storage import clickhouse as clickhouse_module
 from storage import rollups
 from storage.clickhouse import ClickHouse, connect
 from storage.explore import usage_dimensions, usage_sample
+from storage.otel_traces import link_traces, store_link
 from storage.replay import UsageFilter, usage_span
 from storage.reports import read_usage_buckets, read_usage_profiles, spend_report
 from storage.simulation import replay_window
 from storage.store import ClickHouseTarget, Store
-from storage.usage import SourceRun, store_batch
+from storage.usage import SourceRun, discard_source, store_batch
 from storage.usage_reader import open_usage
 from tests.collectors.ingest_support import catalog
 from tests.collectors.otlp_support import START_NS, llm_attributes, request_of
@@ -229,8 +230,7 @@ def test_one_request_from_otel_traces_and_from_a_file_is_one_row_and_counted_onc
     assert fresh.clickhouse is not None
     clickhouse = connect(fresh.clickhouse)
     clickhouse.command(traces_table_ddl("exact.otel_traces"))
-    clickhouse_module._connections.pop(fresh.clickhouse).close()
-    clickhouse = connect(fresh.clickhouse)  # connecting links otel_traces: its views exist from now on
+    assert link_traces(clickhouse, store_link(clickhouse.layout)) == "linked"  # as connecting does
     spans = _spans(0, 30, START_NS)
     logged_at = datetime(2025, 12, 6, 5, 46, 43)  # three seconds after the first span started
     logged = _file([f"chatcmpl-{n:024d}" for n in range(10, 20)], logged_at, "gpt-4o-2024-08-06", "openai")
@@ -257,10 +257,40 @@ def test_a_request_seen_again_weeks_later_is_another_request(fresh: Store) -> No
     assert fresh.clickhouse is not None
     clickhouse = connect(fresh.clickhouse)
     clickhouse.command(traces_table_ddl("exact.otel_traces"))
-    clickhouse_module._connections.pop(fresh.clickhouse).close()
-    clickhouse = connect(fresh.clickhouse)
+    assert link_traces(clickhouse, store_link(clickhouse.layout)) == "linked"
     clickhouse.command(insert_spans(_spans(0, 3, START_NS), "exact.otel_traces"))
     later = START_NS + 8 * 86_400 * 1_000_000_000
     clickhouse.command(insert_spans(_spans(0, 3, later), "exact.otel_traces"))
     assert set(_rows_per_key(fresh).values()) == {2}
     assert _exact(fresh), _difference(fresh)
+
+
+def test_a_discarded_ingest_leaves_the_rollups_exact(fresh: Store) -> None:
+    """A delete is not an insert: no view sees it, so the rollup buckets the discarded rows were in are
+    summed again from the rows left."""
+    kept = _file([f"kept-{i}" for i in range(30)], datetime(2025, 3, 3, 12, 10))
+    gone = _file([f"gone-{i}" for i in range(20)], datetime(2025, 3, 3, 12, 20))
+    assert _ingest(fresh, kept, "kept.jsonl") == 30 and _ingest(fresh, gone, "gone.jsonl") == 20
+    discard_source(fresh, 2)
+    assert len(_rows_per_key(fresh)) == 30
+    assert _exact(fresh), _difference(fresh)
+    with open_usage(fresh) as usage:
+        assert usage.rows("SELECT sum(requests)::BIGINT FROM rollup_spend") == [(30,)]
+    assert _ingest(fresh, gone, "gone.jsonl") == 20  # and stored again, counted again
+    assert _exact(fresh), _difference(fresh)
+
+
+def test_relinking_otel_traces_with_another_attribution_leaves_the_rollups_exact(fresh: Store) -> None:
+    assert fresh.clickhouse is not None
+    clickhouse = connect(fresh.clickhouse)
+    clickhouse.command(traces_table_ddl("exact.otel_traces"))
+    clickhouse.command(insert_spans(_spans(0, 12, START_NS), "exact.otel_traces"))
+    assert link_traces(clickhouse, store_link(clickhouse.layout)) == "linked"
+    relinked = store_link(clickhouse.layout, {"team": "service.name"})
+    assert link_traces(clickhouse, relinked, relink=True) == "relinked"
+    assert len(_rows_per_key(fresh)) == 12
+    assert _exact(fresh), _difference(fresh)
+    with open_usage(fresh) as usage:
+        assert usage.rows("SELECT team, sum(requests)::BIGINT FROM rollup_spend GROUP BY team") == [
+            ("checkout", 12)
+        ]
