@@ -65,19 +65,26 @@ def store(
     db = tmp_path / "quotascope.duckdb"
     if request.param == "duckdb":
         return Store(db)
+    store = empty_chdb_store(chdb_folder, "tests", db)
+    assert store.clickhouse is not None
+    monkeypatch.setenv("QUOTASCOPE_STORE", store.clickhouse.display())
+    return store
+
+
+def empty_chdb_store(folder: Path, database: str, db: Path) -> Store:
+    """The store with usage in the chdb database `database` of `folder` (its schema made on first use, every
+    table emptied: cheaper than making it again) and the DuckDB file `db` beside it."""
     from storage.clickhouse import connect
 
-    url = f"chdb://{chdb_folder}?database=tests"
-    monkeypatch.setenv("QUOTASCOPE_STORE", url)
-    store = parse_store(url, db)
+    store = parse_store(f"chdb://{folder}?database={database}", db)
     assert store.clickhouse is not None
-    clickhouse = connect(store.clickhouse)  # the schema once a session; emptying it is cheaper than that
+    clickhouse = connect(store.clickhouse)
     tables = clickhouse.arrow(
-        "SELECT name FROM system.tables WHERE database = 'tests' "
+        f"SELECT name FROM system.tables WHERE database = '{database}' "
         "AND engine != 'MaterializedView' AND name != 'schema_migrations'"
     )
     for name in tables.column("name").to_pylist():
-        clickhouse.command(f"TRUNCATE TABLE tests.{name}")
+        clickhouse.command(f"TRUNCATE TABLE {database}.{name}")
     return store
 
 
@@ -104,19 +111,18 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return db, catalogs[-1]
 
 
-@pytest.fixture(scope="session")
-def demo_chdb_url(demo_db: tuple[Path, Path], chdb_folder: Path) -> str:
-    """The demo's usage rows in a chdb database of the session's folder, inserted as ingest inserts them
-    (`ClickHouse.insert`, per source, with its token), the demo file beside it for the small tables."""
+def usage_in_chdb(db: Path, folder: Path, database: str) -> str:
+    """The usage rows of the DuckDB file `db` copied into the chdb database `database` of `folder` (emptied
+    first), inserted as ingest inserts them (`ClickHouse.insert`, per source, with its token): the URL of
+    the store whose usage is that copy, `db` beside it for the small tables. A test then reads one set of
+    rows through either engine and compares the answers."""
     from storage.clickhouse import connect
     from storage.usage_reader import open_usage
 
-    url = f"chdb://{chdb_folder}?database=demo"
-    target = parse_store(url, demo_db[0]).clickhouse
+    target = empty_chdb_store(folder, database, db).clickhouse
     assert target is not None
     clickhouse = connect(target)
-    clickhouse.command("TRUNCATE TABLE demo.usage")
-    with open_usage(demo_db[0]) as usage:
+    with open_usage(db) as usage:
         assert usage.duckdb is not None
         rows = usage.duckdb.sql("SELECT * FROM usage ORDER BY source_id, line_no").to_arrow_table()
     columns = [c for c in rows.column_names if c != "key_hash"]
@@ -126,8 +132,14 @@ def demo_chdb_url(demo_db: tuple[Path, Path], chdb_folder: Path) -> str:
         part = part.set_column(
             columns.index("tags"), "tags", pc.if_else(pc.is_null(tags), pa.scalar([], tags.type), tags)
         )
-        clickhouse.insert("usage", part, token=f"demo-{source}")
-    return url
+        clickhouse.insert("usage", part, token=f"{database}-{source}")
+    return target.display()
+
+
+@pytest.fixture(scope="session")
+def demo_chdb_url(demo_db: tuple[Path, Path], chdb_folder: Path) -> str:
+    """The demo's usage rows in a chdb database of the session's folder, the demo file beside it."""
+    return usage_in_chdb(demo_db[0], chdb_folder, "demo")
 
 
 @pytest.fixture(params=["duckdb", "chdb"])

@@ -7,14 +7,16 @@ from __future__ import annotations
 import signal
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType, TracebackType
 
 import uvicorn
 
 from collectors.emulator.server import bind, start_in_thread
 from collectors.otlp.app import DEFAULT_MAX_BODY_BYTES, Receiver, ReceiverConfig, build_app
+from collectors.otlp.spool import Spool
 from collectors.otlp.writer import SpanBatcher, SpanWriter
 from storage.store import StoreLike
 
@@ -31,8 +33,11 @@ class OtlpOptions:
     max_inflight_requests: int = 16
     max_pending_spans: int = 100_000
     batch_spans: int = 50_000
-    linger_s: float = 0.05
+    linger_s: float = 0.05  # without a spool: how long a batch waits for more requests to share its commit
     shutdown_grace_s: float = 30.0
+    # acknowledge once spooled (fsynced) here, commit in large batches after (`collectors.otlp.spool`);
+    # None: acknowledge once committed
+    spool: Path | None = None
 
 
 class OtlpServer:
@@ -57,14 +62,18 @@ class OtlpServer:
         self.port: int = self._sock.getsockname()[1]
         self.batcher = SpanBatcher(options.attribution)
         self.batcher.compile_in_background()
+        spool = Spool(options.spool) if options.spool is not None else None
         self.writer = SpanWriter(
             db,
             salt,
             origin=f"otlp://{self.address}",
             max_pending_spans=options.max_pending_spans,
             batch_spans=options.batch_spans,
-            linger_s=options.linger_s,
+            # with a spool, requests checked together share an fsync without waiting: those that arrive
+            # during one group's fsync form the next group
+            linger_s=options.linger_s if spool is None else 0.0,
             lock=lock,
+            spool=spool,
         )
         self.receiver = Receiver(
             ReceiverConfig(options.token, options.max_body_bytes, options.max_inflight_requests),
@@ -94,9 +103,11 @@ class OtlpServer:
         """The base URL an exporter's OTEL_EXPORTER_OTLP_ENDPOINT takes (it appends /v1/traces)."""
         return f"http://{self.address}"
 
-    def serve_forever(self) -> None:
+    def serve_forever(self, ready: Callable[[], None] | None = None) -> None:
         """Serve until SIGINT/SIGTERM, then drain and return (the process then exits 0; uvicorn's own
-        handlers would re-raise the signal). A second signal stops waiting for requests in flight."""
+        handlers would re-raise the signal). A second signal stops waiting for requests in flight.
+        `ready` is called once the signals are handled and the socket served (say where it listens then:
+        a supervisor's SIGTERM right after is a clean stop)."""
         stop = threading.Event()
 
         def handle(number: int, frame: FrameType | None) -> None:
@@ -107,6 +118,8 @@ class OtlpServer:
         previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.start()
+            if ready is not None:
+                ready()
             while not stop.wait(0.5):
                 if self._thread is not None and not self._thread.is_alive():
                     raise RuntimeError("the OTLP receiver stopped by itself")

@@ -28,6 +28,7 @@ import numpy as np
 
 from collectors.ingest.formats import csv_spec
 from collectors.otlp.decode import ExportTraceServiceRequest, decode_body, spans_at, spans_of
+from collectors.otlp.spool import Entry, Spool, encode
 from collectors.otlp.wire import IGNORED, NO_USAGE, RECORD, SPAN_DOUBT, Scanned, WirePlan, scan
 from models.genai_spans import (
     ATTRIBUTES_READ,
@@ -40,7 +41,15 @@ from models.genai_spans import (
 from models.usage_record import RecordSpec
 from storage.db import StorageError
 from storage.store import StoreLike
-from storage.usage import BatchCounts, IngestContext, Normaliser, Reject, SourceRun, store_batch
+from storage.usage import (
+    BatchCounts,
+    IngestContext,
+    Normaliser,
+    Reject,
+    SourceRun,
+    kept_reject,
+    store_batch,
+)
 
 # What each canonical field is called in a reject reason.
 _LABELS = {
@@ -195,7 +204,15 @@ class WriterBusy(Exception):
 
 
 class SpanWriter:
-    """Stores queued requests' rows in batches on its own thread; `submit` returns when to acknowledge."""
+    """Checks and stores queued requests' rows in batches on its own threads; `submit` returns when to
+    acknowledge.
+
+    Without a spool, a request's future is answered once the transaction holding its rows committed. With a
+    spool (`collectors.otlp.spool`), it is answered once its checked rows are fsynced there, and a second
+    thread drains the spool into the database in batches of up to `batch_spans` rows; spooled rows not yet
+    committed count against `max_pending_spans` too, so a database that falls behind still turns exporters
+    away (429) rather than letting the spool grow without end.
+    """
 
     def __init__(
         self,
@@ -207,18 +224,14 @@ class SpanWriter:
         batch_spans: int = 50_000,
         linger_s: float = 0.05,
         lock: threading.Lock | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self.db = db
-        self.run = SourceRun(
-            path=origin,
-            size_bytes=0,
-            format="otlp",
-            tags={},
-            started_at=datetime.now(UTC).replace(tzinfo=None),
-        )
-        self.context = IngestContext(salt=salt)
+        self.origin = origin
+        self.run = self._source_run(origin)
+        self.salt = salt
         self.normaliser = Normaliser()
-        self._next_line = 1  # the `line_no` of this receiver's records, in the order they are stored
+        self._next_line = 1  # the `line_no` of this receiver's records, in the order they are checked
         self.max_pending_spans = max_pending_spans
         self.batch_spans = batch_spans
         self.linger_s = linger_s
@@ -230,8 +243,21 @@ class SpanWriter:
         self._cond = threading.Condition()
         self._closing = False
         self._rate = 0.0  # spans per second stored, smoothed: the Retry-After estimate
+        self.spool = spool
+        self._spooled: deque[tuple[Entry, int]] = deque()  # spooled, not yet committed (entry, its weight)
+        self._checking_done = False
+        self._drainer: threading.Thread | None = None
+        if spool is not None:
+            self._replay(spool)
+            self._drainer = threading.Thread(target=self._drain, name="quotascope-otlp-drain", daemon=True)
+            self._drainer.start()
         self._thread = threading.Thread(target=self._loop, name="quotascope-otlp-writer", daemon=True)
         self._thread.start()
+
+    @staticmethod
+    def _source_run(path: str) -> SourceRun:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        return SourceRun(path=path, size_bytes=0, format="otlp", tags={}, started_at=now)
 
     @property
     def pending_spans(self) -> int:
@@ -239,7 +265,7 @@ class SpanWriter:
 
     def submit(self, prepared: Prepared) -> Future[list[Reject]]:
         """Queue one request's records; the future gives its refused spans once the batch holding them is
-        committed (or raises `StorageError` when it could not be).
+        committed, or spooled (or raises `StorageError` when it could not be).
 
         Raises `WriterBusy` when taking them would hold more than `max_pending_spans`.
         """
@@ -252,7 +278,7 @@ class SpanWriter:
             item = _Queued(prepared)
             self._queue.append(item)
             self._pending += size
-            self._cond.notify()
+            self._cond.notify_all()
         return item.done
 
     def retry_after_s(self) -> int:
@@ -261,12 +287,30 @@ class SpanWriter:
             return 1
         return int(min(30, max(1, round(self._pending / self._rate))))
 
+    def wait_stored(self, timeout_s: float | None = None) -> bool:
+        """Wait until nothing is queued, being stored, or spooled and not committed (tests, benchmarks)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._cond:
+            while self._pending:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left if left is None else min(left, 0.5))
+        return True
+
     def close(self) -> None:
-        """Store everything queued, then stop the thread."""
+        """Store everything queued (and spooled), then stop the threads."""
         with self._cond:
             self._closing = True
-            self._cond.notify()
+            self._cond.notify_all()
         self._thread.join()
+        if self._drainer is not None:
+            with self._cond:
+                self._checking_done = True
+                self._cond.notify_all()
+            self._drainer.join()
+        if self.spool is not None:
+            self.spool.close()
         self.normaliser.close()
 
     def _take(self) -> list[_Queued]:
@@ -293,31 +337,42 @@ class SpanWriter:
             batch = self._take()
             if not batch:
                 return
+            weight = sum(max(1, i.prepared.llm_spans) for i in batch)
             started = time.perf_counter()
+            kept = False  # handed to the drain thread (which then releases the weight)
             try:
-                self._store(batch)
+                kept = self._store(batch, weight)
             except Exception as e:  # nothing of the batch was stored: its requests are refused, to be retried
-                if not isinstance(e, StorageError):  # a quotascope bug: say so, keep serving
+                if not isinstance(e, StorageError | OSError):  # a quotascope bug: say so, keep serving
                     log.exception("storing a batch of spans failed")
                 self.failing = str(e)
                 for item in batch:
                     if not item.done.done():
-                        item.done.set_exception(e)
+                        item.done.set_exception(e if not isinstance(e, OSError) else StorageError(str(e)))
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
             else:
-                self.failing = None
                 delay = 0.1
-                spans = sum(i.prepared.llm_spans for i in batch)
-                rate = spans / max(1e-6, time.perf_counter() - started + self.linger_s)
-                self._rate = rate if self._rate <= 0 else 0.7 * self._rate + 0.3 * rate
+                if self.spool is None:
+                    self.failing = None
+                    self._measured(sum(i.prepared.llm_spans for i in batch), started)
             finally:
-                with self._cond:
-                    self._pending -= sum(max(1, i.prepared.llm_spans) for i in batch)
+                if not kept:
+                    self._release(weight)
 
-    def _store(self, batch: list[_Queued]) -> None:
-        """Normalise the batch's records together (one DuckDB statement for many requests), store them in one
-        transaction, and give each request its own refused spans."""
+    def _measured(self, spans: int, started: float) -> None:
+        rate = spans / max(1e-6, time.perf_counter() - started + self.linger_s)
+        self._rate = rate if self._rate <= 0 else 0.7 * self._rate + 0.3 * rate
+
+    def _release(self, weight: int) -> None:
+        with self._cond:
+            self._pending -= weight
+            self._cond.notify_all()
+
+    def _store(self, batch: list[_Queued], weight: int) -> bool:
+        """Check the batch's records together (one DuckDB statement for many requests), then store them in
+        one transaction, or spool them, and give each request its own refused spans. True when the batch
+        went to the spool (its weight is released by the drain, once committed)."""
         numbers: list[int] = []  # a span's `line_no`: its place in this receiver's stream of spans (from 1)
         blocks: list[bytes] = []
         rejects: list[Reject] = []
@@ -330,15 +385,94 @@ class SpanWriter:
             rejects.extend(Reject(line + place, NO_USAGE_REASON, "") for place in prepared.no_usage)
             ranges.append((line, line + prepared.spans))
             line += prepared.spans
-        tables = []
+        rows = None
         if numbers:
             data = b"".join(blocks)
-            normalised = self.normaliser.normalise(SPEC, data, self.context, line_numbers=numbers)
-            tables.append(normalised.rows)
+            # the checks' "now" is this batch's (a receiver runs for weeks: spans are not in the future of
+            # the day it started)
+            context = IngestContext(salt=self.salt)
+            normalised = self.normaliser.normalise(SPEC, data, context, line_numbers=numbers)
+            rows = normalised.rows
             rejects = sorted(normalised.rejects + rejects, key=lambda r: r.line_no)
-        with self._lock:
-            self.run, counts = store_batch(self.db, self.run, tables, rejects)
+        rejects = [kept_reject(r) for r in rejects]
+        if self.spool is not None:
+            end = self.spool.append(encode(rows, rejects))
+            with self._cond:
+                self._spooled.append((Entry(rows, rejects, end), weight))
+                self._cond.notify_all()
+        else:
+            with self._lock:
+                self.run, counts = store_batch(self.db, self.run, [rows] if rows is not None else [], rejects)
+            self.totals = self.totals + counts
         self._next_line = line
+        for item, (start, stop) in zip(batch, ranges, strict=True):
+            item.done.set_result([r for r in rejects if start <= r.line_no < stop])
+        return self.spool is not None
+
+    # ------------------------------------------------------------------------------ the spool's drain
+
+    def _replay(self, spool: Spool) -> None:
+        """Store what a previous run spooled and did not mark committed, before taking anything new."""
+        run = self._source_run(f"{self.origin} (spool replay)")
+        group: list[Entry] = []
+        for entry in spool.replay():
+            group.append(entry)
+            if sum(e.records for e in group) >= self.batch_spans:
+                run = self._commit(run, group)
+                group = []
+        if group:
+            self._commit(run, group)
+
+    def _commit(self, run: SourceRun, entries: list[Entry]) -> SourceRun:
+        tables = [e.rows for e in entries if e.rows is not None]
+        rejects = [r for e in entries for r in e.rejects]
+        with self._lock:
+            run, counts = store_batch(self.db, run, tables, rejects)
         self.totals = self.totals + counts
-        for item, (start, end) in zip(batch, ranges, strict=True):
-            item.done.set_result([r for r in rejects if start <= r.line_no < end])
+        assert self.spool is not None
+        self.spool.mark_committed(entries[-1].end)
+        return run
+
+    def _take_spooled(self) -> list[tuple[Entry, int]]:
+        with self._cond:
+            while not self._spooled and not self._checking_done:
+                self._cond.wait()
+            if not self._spooled:
+                return []
+            taken: list[tuple[Entry, int]] = []
+            records = 0
+            while self._spooled and (not taken or records + self._spooled[0][0].records <= self.batch_spans):
+                entry = self._spooled.popleft()
+                taken.append(entry)
+                records += entry[0].records
+            return taken
+
+    def _drain(self) -> None:
+        delay = 0.1
+        failures = 0
+        taken: list[tuple[Entry, int]] = []
+        while True:
+            if not taken:
+                taken = self._take_spooled()
+                if not taken:
+                    return
+            started = time.perf_counter()
+            try:
+                self.run = self._commit(self.run, [entry for entry, _ in taken])
+            except Exception as e:  # spooled and acknowledged: kept, and tried again until it commits
+                if not isinstance(e, StorageError | OSError):
+                    log.exception("storing spooled spans failed")
+                self.failing = str(e)
+                failures += 1
+                if self._checking_done and failures >= 3:  # stopping: the next start replays the spool
+                    log.warning("stopping with spooled spans not yet stored (kept for the next start): %s", e)
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.failing = None
+            delay = 0.1
+            failures = 0
+            self._measured(sum(entry.records for entry, _ in taken), started)
+            self._release(sum(weight for _, weight in taken))
+            taken = []

@@ -33,6 +33,7 @@
     port = 4318
     token_env = "OTLP_TOKEN"           # optional: require `Authorization: Bearer` with this variable's value
     attributes = { team = "service.name" }
+    spool = "~/.local/state/quotascope/otlp-spool"  # optional: acknowledge once spooled, commit after
 
 Every mistake is an `InputError` naming the file, the job and the field.
 """
@@ -80,7 +81,7 @@ _PROBE_FIELDS = (
 _WATCH_FIELDS = (*_COMMON_FIELDS, "folder", "format", "tags", "settle_s", "incomplete_line_s")
 _CATALOG_FIELDS = _COMMON_FIELDS
 _PULL_FIELDS = (*_COMMON_FIELDS, "kind", "admin_key_env", "base_url", "alert")
-_OTLP_FIELDS = ("host", "port", "token_env", "attributes", "max_body_bytes")
+_OTLP_FIELDS = ("host", "port", "token_env", "attributes", "max_body_bytes", "spool")
 
 
 class ScheduleConfigError(InputError):
@@ -184,6 +185,7 @@ class OtlpService:
     token_env: str | None = None
     attributes: Mapping[str, str] = field(default_factory=dict)  # column -> span or resource attribute
     max_body_bytes: int = 16 << 20
+    spool: Path | None = None  # acknowledge once spooled here, commit after (`collectors.otlp.spool`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,6 +441,7 @@ def _otlp(table: Any, origin: str) -> OtlpService:
         token_env=t.text("token_env") if "token_env" in t.raw else None,
         attributes=checked,
         max_body_bytes=t.whole("max_body_bytes", 16 << 20, minimum=1024),
+        spool=Path(t.text("spool")).expanduser() if "spool" in t.raw else None,
     )
 
 

@@ -354,6 +354,7 @@ class ScheduleRunner:
             attribution=service.attributes,
             max_body_bytes=service.max_body_bytes,
             shutdown_grace_s=self.config.shutdown_grace_s,
+            spool=service.spool,
         )
         self.otlp = OtlpServer(self.store, self.salt, options, lock=self._ingest_lock).start()
         self.on_notice(f"otlp: receiving on {self.otlp.endpoint}/v1/traces")

@@ -105,6 +105,9 @@ def render() -> None:
     if not state.has_database():
         state.empty_state("No database yet.", "quotascope demo --no-serve")
         return
+    if not state.db_path().exists():  # probes live in the DuckDB file, beside a ClickHouse holding usage
+        state.empty_state("No probe results yet.", "quotascope probe --endpoint NAME")
+        return
     filters = state.filters()
     try:
         runs = state.read(probe_runs, since=filters.since, until=filters.until)

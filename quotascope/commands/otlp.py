@@ -53,6 +53,14 @@ def register(commands: Any, parent: argparse.ArgumentParser) -> None:
         help="fill a usage column (team, project, user, key_id, endpoint) from a span or resource attribute, "
         "e.g. team=service.name (repeatable)",
     )
+    p.add_argument(
+        "--spool",
+        metavar="DIR",
+        type=Path,
+        help="acknowledge a request once its checked rows are fsynced to a spool in DIR, and commit them to "
+        "the database after, in large batches (faster under many exporters; what a kill leaves in the spool "
+        "is stored at the next start, each span once). Default: acknowledge once committed",
+    )
     p.set_defaults(run=run)
 
 
@@ -71,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         token=token_from(args.token_env),
         attribution=parse_attribution(args.attribute),
+        spool=args.spool,
     )
     db = store_from(args)
     server = OtlpServer(db, load_salt(Path(settings.get("salt_file"))), options)
@@ -82,14 +91,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    print(
+    message = (
         f"quotascope otlp: receiving on {server.endpoint}/v1/traces into {db.describe()}"
         + (" (bearer token required)" if options.token else "")
-        + "; Ctrl-C or SIGTERM stops",
-        file=out,
-        flush=True,
+        + (f", acknowledging once spooled in {args.spool}" if args.spool else "")
+        + "; Ctrl-C or SIGTERM stops"
     )
-    server.serve_forever()
+    server.serve_forever(ready=lambda: print(message, file=out, flush=True))
     totals = server.writer.totals
     stats = server.receiver.stats
     document = {

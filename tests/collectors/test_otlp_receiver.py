@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -418,3 +419,25 @@ def test_a_call_logged_and_traced_is_one_request(server: OtlpServer, db: Path, t
     assert post(server, twice.SerializeToString(), PROTOBUF).status_code == 200
     keys = [r["record_key"] for r in rows(db, "SELECT record_key FROM usage ORDER BY record_key")]
     assert keys == [f"chatcmpl-{7:024d}", f"chatcmpl-{8:024d}"]
+
+
+def test_the_future_is_judged_by_each_batchs_clock(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A receiver runs for weeks: a span is in the future by the time its batch is checked, not by the time
+    the receiver started."""
+    import storage.normalise
+
+    with OtlpServer(db, "salt", OtlpOptions(port=0, linger_s=0.0)) as server:
+        later = datetime.now(UTC) + timedelta(days=10)
+
+        class Later(datetime):
+            @classmethod
+            def now(cls, tz: tzinfo | None = None) -> Later:
+                return cls.fromtimestamp(later.timestamp(), tz)
+
+        monkeypatch.setattr(storage.normalise, "datetime", Later)  # ten days after the receiver started
+        start_ns = int((later - timedelta(hours=1)).timestamp()) * 1_000_000_000
+        body = request_of([llm_attributes(1)], start_ns=start_ns).SerializeToString()
+        answer = post(server, body, PROTOBUF)
+        assert answer.status_code == 200
+        assert b"future" not in answer.content
+    assert len(rows(db)) == 1

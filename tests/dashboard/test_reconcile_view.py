@@ -1,5 +1,7 @@
 """The Billing gap page from the entrypoint: its empty state, the figures reconciliation computes, the flag,
-and nothing at all for a viewer who does not see every team (the bill cannot be split by team)."""
+and nothing at all for a viewer who does not see every team (the bill cannot be split by team). The logs'
+usage is read from the DuckDB file and from chdb (the bill always from the file): the page shows the same
+figures, to the cent, as reconciliation computes from the file."""
 
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ from quotascope import settings
 from quotascope.context import user_catalogs
 from storage.catalog import load_catalog
 from storage.reconcile import reconcile_report
+from storage.store import Store, parse_store
 from storage.users import save_user
 from tests.collectors.pull_support import build_gap_db
+from tests.conftest import usage_in_chdb
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 PAGE = "views/reconcile.py"
@@ -30,6 +34,24 @@ def gap_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     catalog = load_catalog(Path(settings.get("catalog_dir")), [])
     failed, _ = build_gap_db(db, catalog, folder)
     return db, failed
+
+
+@pytest.fixture(scope="module")
+def gap_chdb_url(gap_db: tuple[Path, int], chdb_folder: Path) -> str:
+    """The gap database's logged usage copied into chdb (its pulled bills stay in the file beside it)."""
+    return usage_in_chdb(gap_db[0], chdb_folder, "gap")
+
+
+@pytest.fixture(params=["duckdb", "chdb"])
+def gap_store(
+    request: pytest.FixtureRequest, gap_db: tuple[Path, int], monkeypatch: pytest.MonkeyPatch
+) -> Store:
+    """The gap database with its logs' usage in the DuckDB file, and in chdb (named by QUOTASCOPE_STORE)."""
+    if request.param == "duckdb":
+        return Store(gap_db[0])
+    url: str = request.getfixturevalue("gap_chdb_url")
+    monkeypatch.setenv("QUOTASCOPE_STORE", url)
+    return parse_store(url, gap_db[0])
 
 
 def open_page(monkeypatch: pytest.MonkeyPatch, db: Path) -> AppTest:
@@ -46,14 +68,14 @@ def text_of(at: AppTest) -> str:
     return "\n".join(str(e.value) for e in [*at.info, *at.markdown, *at.caption, *at.error])
 
 
-def test_empty_database_names_the_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    at = open_page(monkeypatch, tmp_path / "none.duckdb")
+def test_empty_database_names_the_command(monkeypatch: pytest.MonkeyPatch, store: Store) -> None:
+    at = open_page(monkeypatch, store.db)
     assert at.header[0].value == "Billing gap"
     assert "quotascope pull openai-costs" in text_of(at)
 
 
 def test_logs_without_a_bill_say_what_to_pull(
-    monkeypatch: pytest.MonkeyPatch, demo_db: tuple[Path, Path]
+    monkeypatch: pytest.MonkeyPatch, demo_db: tuple[Path, Path], demo_store: Store
 ) -> None:
     at = open_page(monkeypatch, demo_db[0])
     assert "No bill pulled yet" in text_of(at) and "quotascope pull openai-costs" in text_of(at)
@@ -61,12 +83,14 @@ def test_logs_without_a_bill_say_what_to_pull(
 
 
 def test_the_page_shows_reconciliations_figures(
-    monkeypatch: pytest.MonkeyPatch, gap_db: tuple[Path, int]
+    monkeypatch: pytest.MonkeyPatch, gap_db: tuple[Path, int], gap_store: Store
 ) -> None:
     db, failed = gap_db
     at = open_page(monkeypatch, db)
     catalog = load_catalog(Path(settings.get("catalog_dir")), user_catalogs())
-    (row,) = reconcile_report(db, catalog, None, None, ("day", "provider"))
+    (row,) = reconcile_report(db, catalog, None, None, ("day", "provider"))  # from the DuckDB file
+    where = " ".join(c.value for c in at.sidebar.caption)
+    assert ("chdb://" in where) == (gap_store.clickhouse is not None), where
     metrics = {m.label: str(m.value) for m in at.metric}
     assert row.billed is not None and row.computed is not None and row.gap is not None
     assert metrics["Billed"] == f"{row.billed.amount.quantize(Decimal('0.0001'))} USD"
@@ -87,7 +111,7 @@ def test_the_page_shows_reconciliations_figures(
 
 
 def test_a_viewer_of_some_teams_sees_no_bill(
-    monkeypatch: pytest.MonkeyPatch, gap_db: tuple[Path, int]
+    monkeypatch: pytest.MonkeyPatch, gap_db: tuple[Path, int], gap_store: Store
 ) -> None:
     db, _ = gap_db
     now = datetime.now(UTC).replace(tzinfo=None)

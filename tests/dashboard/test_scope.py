@@ -1,6 +1,10 @@
 """Sign-in and scoping from the entrypoint (AppTest) on a copy of the demo database with users: nothing before
 sign-in, a team lead's every view and filter holds their team only, finance sees all, failures back off,
-sessions expire, OIDC identities map to users by email; and the rule that every view read is scoped."""
+sessions expire, OIDC identities map to users by email; and the rule that every view read is scoped.
+
+What a viewer sees of usage is checked with the demo's usage in the DuckDB file and in chdb (`scoped`), each
+figure against the DuckDB file's own read; sign-in, sessions and OIDC decide from the users table in the
+DuckDB file before any usage is read, so they run on the file alone."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from storage.explore import usage_dimensions
 from storage.probes import probe_runs
 from storage.replay import UsageFilter
 from storage.reports import spend_report
+from storage.store import Store
 from storage.users import remove_user, save_user
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +49,13 @@ def shared(tmp_path: Path, demo_db: tuple[Path, Path], monkeypatch: pytest.Monke
     monkeypatch.setenv("QUOTASCOPE_CURRENCY", "CNY")
     monkeypatch.setenv("QUOTASCOPE_USER_CATALOG", str(demo_db[1]))
     return db
+
+
+@pytest.fixture
+def scoped(shared: Path, demo_store: Store) -> Path:
+    """`shared`, its usage read from the DuckDB file and from chdb (`demo_store` names it in
+    QUOTASCOPE_STORE; the users stay in the copied file): the DuckDB file of it, for the expected figures."""
+    return shared
 
 
 def fresh() -> AppTest:
@@ -85,12 +97,12 @@ def test_a_wrong_password_is_refused(shared: Path) -> None:
     assert errors(at) == ["Wrong name or password."]
 
 
-def test_a_team_lead_sees_their_team_only(shared: Path, demo_db: tuple[Path, Path]) -> None:
+def test_a_team_lead_sees_their_team_only(scoped: Path, demo_db: tuple[Path, Path]) -> None:
     at = sign_in(fresh(), "LEAD", LEAD_PASSWORD)  # names are not case-sensitive
     assert team_options(at) == ["all", "search"]
     assert list(at.selectbox(key="filter_model").options) == ["all", "deepseek-v4-pro"]
     catalog = load_catalog(ROOT / "data" / "catalog", [demo_db[1]])
-    mine = spend_report(shared, catalog, UsageFilter(team="search"), (), "CNY")[0]
+    mine = spend_report(scoped, catalog, UsageFilter(team="search"), (), "CNY")[0]
     at.switch_page("views/spend.py").run()
     assert not at.exception, at.exception
     for by in ("team", "provider", "model", "project", "key"):
@@ -127,15 +139,17 @@ def page_text(at: AppTest) -> str:
     return "\n".join(parts)
 
 
-def test_finance_sees_every_team(shared: Path) -> None:
+def test_finance_sees_every_team(scoped: Path, demo_store: Store) -> None:
     at = sign_in(fresh(), "finance", FINANCE_PASSWORD)
+    where = " ".join(c.value for c in at.sidebar.caption)  # a lead is not told where the data is; finance is
+    assert ("chdb://" in where) == (demo_store.clickhouse is not None), where
     assert team_options(at) == ["all", *TEAMS]
     at.switch_page("views/spend.py").run()
     assert set(at.dataframe[-1].value["Team"]) == set(TEAMS)
 
 
 def test_overview_figures_are_the_teams_own(
-    shared: Path, demo_db: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    scoped: Path, demo_db: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the page's "now" pinned after the demo's last request (the demo writes traffic up to the instant it
     # ran; the page's own clock, in whole minutes, would leave out that last minute)
@@ -145,7 +159,7 @@ def test_overview_figures_are_the_teams_own(
     requests = int(next(m.value for m in at.metric if m.label == "Requests").replace(",", ""))
     since = datetime.combine(now.date().replace(day=1), datetime.min.time())
     catalog = load_catalog(ROOT / "data" / "catalog", [demo_db[1]])
-    [mine] = spend_report(shared, catalog, UsageFilter(since, now, team="search"), (), "CNY")
+    [mine] = spend_report(scoped, catalog, UsageFilter(since, now, team="search"), (), "CNY")
     assert requests == mine.requests
     budgets = [m.value for m in at.metric if m.label == "Budget used"]
     assert budgets and budgets[0] != "—"  # search's own budget stands in for the total it may not see
@@ -270,8 +284,8 @@ def test_a_read_without_selection_is_refused() -> None:
         state.scoped(per_team_totals, {}, Scope())
 
 
-def test_a_scoped_selection_reads_its_teams_only(demo_db: tuple[Path, Path]) -> None:
-    db = demo_db[0]
+def test_a_scoped_selection_reads_its_teams_only(demo_db: tuple[Path, Path], demo_store: Store) -> None:
+    db = demo_store
     everything = usage_dimensions(db)
     assert everything.teams == TEAMS
     assert usage_dimensions(db, UsageFilter().within(Scope.of(["legal", "search"]))).teams == (
@@ -284,6 +298,8 @@ def test_a_scoped_selection_reads_its_teams_only(demo_db: tuple[Path, Path]) -> 
     [alone] = spend_report(db, catalog, UsageFilter(team="legal"), (), "CNY")
     assert legal.requests == alone.requests and legal.cost == alone.cost
     assert (legal.cost.amount if legal.cost else Decimal(0)) > 0
+    [file] = spend_report(demo_db[0], catalog, UsageFilter().within(Scope.of(["legal"])), (), "CNY")
+    assert legal.to_json() == file.to_json()  # and either store's answer is the DuckDB file's
 
 
 def test_views_read_storage_only_through_state_read() -> None:

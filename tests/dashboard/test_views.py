@@ -74,9 +74,10 @@ def test_every_view_renders_on_the_demo(demo: AppTest, demo_store: Store, view: 
     "view", ["views/overview.py", "views/spend.py", "views/usage.py", "views/endpoints.py", "views/switch.py"]
 )
 def test_empty_database_says_which_command_fills_it(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, view: str
+    monkeypatch: pytest.MonkeyPatch, store: Store, view: str
 ) -> None:
-    at = start(monkeypatch, tmp_path / "nothing.duckdb")
+    """No DuckDB file yet, and (on chdb) an empty usage table: each view names the command to run."""
+    at = start(monkeypatch, store.db)
     at.switch_page(view).run()
     assert not at.exception
     assert any("quotascope" in i.value for i in at.info), [i.value for i in at.info]

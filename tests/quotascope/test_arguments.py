@@ -13,6 +13,7 @@ import pytest
 
 from quotascope import arguments
 from quotascope.cli import main
+from storage.store import Store
 from tests.storage.usage_rows import insert_usage
 
 
@@ -55,11 +56,12 @@ def test_numbers_shares_and_lists() -> None:
 
 
 @pytest.fixture
-def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "q.duckdb"
+def db(store: Store, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Usage of the last 30 hours, in the DuckDB file and in chdb (`store` names it in QUOTASCOPE_STORE)."""
+    path = store.db
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     insert_usage(
-        path,
+        store,
         [
             {
                 "ts": now - timedelta(hours=h),

@@ -1,5 +1,6 @@
 """`quotascope export focus` as finance runs it, on the demo database, checked by the FinOps Foundation's own
-`focus-validator` (installed by `make test` in `.venv-focus`: it pins pandas 2 and numpy 1)."""
+`focus-validator` (installed by `make test` in `.venv-focus`: it pins pandas 2 and numpy 1), with the demo's
+usage in the DuckDB file and in chdb: both exports are the same rows to the last digit."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import polars as pl
 import pytest
 
 from quotascope.cli import main
+from storage.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 VALIDATOR = ROOT / ".venv-focus" / "bin" / "focus-validator"
@@ -81,7 +83,8 @@ def export(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:
 
 
 @pytest.fixture
-def demo(demo_db: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def demo(demo_store: Store, demo_db: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The demo, its usage in the DuckDB file and in chdb (`demo_store` sets `QUOTASCOPE_STORE`)."""
     db, catalog = demo_db
     monkeypatch.setenv("QUOTASCOPE_DB", str(db))
     monkeypatch.setenv("QUOTASCOPE_USER_CATALOG", str(catalog))
@@ -161,3 +164,27 @@ def test_the_export_takes_the_dashboards_team_scope(
     rows = pl.read_parquet(tmp_path / "two.parquet")
     assert rows.height == document["rows"] and rows.height > 0
     assert set(rows["SubAccountId"]) == {"search", "legal"}
+
+
+def test_both_stores_export_the_same_rows(
+    demo_db: tuple[Path, Path],
+    demo_chdb_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The FOCUS export from the demo's usage in chdb is the export from the DuckDB file, cell for cell: the
+    same charges, quantities and costs to the last digit, whichever engine summed them."""
+    db, catalog = demo_db
+    monkeypatch.setenv("QUOTASCOPE_DB", str(db))
+    monkeypatch.setenv("QUOTASCOPE_USER_CATALOG", str(catalog))
+    files = {}
+    for name, store in (("duckdb", "duckdb"), ("chdb", demo_chdb_url)):
+        files[name] = tmp_path / f"{name}.csv"
+        document = export(capsys, "--store", store, "--out", str(files[name]), "--since", "2000-01-01")
+        assert document["rows"]
+    with files["duckdb"].open(newline="") as f:
+        duck = sorted(csv.reader(f))
+    with files["chdb"].open(newline="") as f:
+        clickhouse = sorted(csv.reader(f))
+    assert len(duck) > 100 and clickhouse == duck

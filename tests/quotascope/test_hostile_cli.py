@@ -1,5 +1,6 @@
 """Hostile text and values through the CLI as a user meets them (issue #14): nothing a terminal obeys is
-printed, absurd catalog values are refused when the catalog is read, and money never overflows Decimal."""
+printed, absurd catalog values are refused when the catalog is read, and money never overflows Decimal.
+Stored text comes back through the reports from either store (`store`: usage in the DuckDB file or chdb)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from models.money import Money
 from quotascope.cli import main
+from storage.store import Store
 
 # what a terminal acts on: C0 controls but the newline, DEL, C1 controls, bidirectional overrides
 OBEYED = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -33,7 +35,7 @@ def record(key: str, model: str, **usage: object) -> str:
 
 
 def test_no_command_prints_what_a_terminal_would_obey(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], store: Store
 ) -> None:
     log = tmp_path / f"log{HOSTILE}.jsonl"
     log.write_text(
@@ -115,7 +117,7 @@ def test_plan_refuses_an_absurd_price_and_money_never_overflows(capsys: pytest.C
 
 @pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX only")
 def test_an_unpriced_only_selection_reports_without_crashing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], store: Store
 ) -> None:
     log = tmp_path / "unpriced.jsonl"
     log.write_text(record("u", "[x](http://evil.example)") + "\n")

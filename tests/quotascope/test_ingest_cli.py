@@ -1,4 +1,5 @@
-"""`quotascope ingest` as a user runs it: what it prints, exit codes, JSON, the salt and the catalog copy."""
+"""`quotascope ingest` as a user runs it: what it prints, exit codes, JSON, the salt and the catalog copy;
+with usage in the DuckDB file and in chdb (the accounting and duplicates are the same on both)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from pathlib import Path
 import pytest
 
 from quotascope.cli import main
+from storage.store import Store
+from storage.usage_reader import open_usage
 from tests.collectors.ingest_support import CATALOG_FILE, SAMPLES, query
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The test catalog as the only catalog; the database in tmp_path (conftest sets QUOTASCOPE_DB)."""
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: Store) -> Path:
+    """The test catalog as the only catalog; the database in tmp_path (conftest sets QUOTASCOPE_DB), usage
+    in it or in chdb (`store` sets QUOTASCOPE_STORE)."""
     catalog_dir = tmp_path / "catalog"
     catalog_dir.mkdir()
     (catalog_dir / "test.toml").write_text(CATALOG_FILE.read_text())
@@ -55,7 +59,7 @@ def test_rejects_exit_non_zero_unless_allowed(
     assert main(["ingest", str(log), "--allow-rejects"]) == 0
 
 
-def test_json_output_is_one_document(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_json_output_is_one_document(env: Path, store: Store, capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         main(["ingest", "--json", str(SAMPLES / "openai_usage_export.json"), "--tag", "team=platform"]) == 0
     )
@@ -68,7 +72,8 @@ def test_json_output_is_one_document(env: Path, capsys: pytest.CaptureFixture[st
         0,
     )
     assert set(document) >= {"path", "detected", "source_id", "bytes", "seconds", "reject_reasons", "rejects"}
-    assert query(env, "SELECT DISTINCT team FROM usage") == [("platform",)]
+    with open_usage(store) as usage:
+        assert usage.rows("SELECT DISTINCT team FROM usage") == [("platform",)]
 
 
 def test_forced_format_and_csv_map(env: Path, capsys: pytest.CaptureFixture[str]) -> None:

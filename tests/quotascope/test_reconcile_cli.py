@@ -140,8 +140,8 @@ def test_outside_text_cannot_drive_the_terminal(capsys: pytest.CaptureFixture[st
     assert "\nFAKE LINE" not in text  # the newline in the name is shown, not obeyed
 
 
-def test_nothing_to_reconcile_says_what_to_run(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    db = tmp_path / "empty.duckdb"
+def test_nothing_to_reconcile_says_what_to_run(capsys: pytest.CaptureFixture[str], store: Store) -> None:
+    db = store.db
     with open_write(db):
         pass  # a database with every table and nothing in them
     text = reconcile(capsys, db)

@@ -1,4 +1,6 @@
-"""Budgets, alerts and daily spend on a real DuckDB file."""
+"""Budgets, alerts and daily spend on a real DuckDB file; the spend they are measured against from either
+store (usage in the DuckDB file or in chdb: the same figures to the cent). Budgets and alerts themselves
+always live in the DuckDB file, so those tests run on it alone."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from storage.budgets import (
     save_budget,
 )
 from storage.replay import UsageFilter
+from storage.store import Store
 from tests.models.factories import d, version
 from tests.storage.usage_rows import insert_usage
 
@@ -70,8 +73,8 @@ def test_one_alert_per_budget_and_month_raised_again_only_when_graver(tmp_path: 
 
 
 @pytest.fixture
-def spend_db(tmp_path: Path) -> Path:
-    db = tmp_path / "q.duckdb"
+def spend_db(store: Store) -> Store:
+    db = store
     insert_usage(
         db,
         [
@@ -134,7 +137,7 @@ CATALOG = Catalog(
 )
 
 
-def test_daily_spend_is_priced_as_served(spend_db: Path) -> None:
+def test_daily_spend_is_priced_as_served(spend_db: Store) -> None:
     spend = read_daily_spend(spend_db, CATALOG, "USD", UsageFilter())
     # Nov 2: (4,000 × ¥1 + 400 × ¥10) / 1M + 300,000 × ¥2 / 1M (the long-context tier) = ¥0.608 = $0.076
     assert spend.daily["day"].to_list() == [date(2026, 11, 2)]
@@ -145,8 +148,8 @@ def test_daily_spend_is_priced_as_served(spend_db: Path) -> None:
     assert team_a.daily["amount"].to_list() == [Decimal("0.008")]
 
 
-def test_statuses_in_a_display_currency_convert_the_budget_with_the_dated_rate(spend_db: Path) -> None:
-    save_budget(spend_db, Budget("total", None, d(8), "CNY"), NOW)
+def test_statuses_in_a_display_currency_convert_the_budget_with_the_dated_rate(spend_db: Store) -> None:
+    save_budget(spend_db.db, Budget("total", None, d(8), "CNY"), NOW)
     own = budget_statuses(spend_db, CATALOG, NOV, NOW)[0]
     shown = budget_statuses(spend_db, CATALOG, NOV, NOW, currency="USD")[0]
     assert (own.budget.amount, own.budget.currency, own.rate) == (d(8), "CNY", None)

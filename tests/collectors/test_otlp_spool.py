@@ -1,0 +1,167 @@
+"""The receiver's spool (`--spool DIR`): requests acknowledged once spooled, committed after in large batches,
+and what a kill -9 leaves spooled stored at the next start, every acknowledged span exactly once."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import httpx
+import pytest
+
+from collectors.otlp import OtlpOptions, OtlpServer
+from collectors.otlp.spool import Spool, SpoolError, encode
+from storage.usage import Reject
+from tests.collectors.otlp_support import llm_attributes, request_of
+from tests.quotascope.test_otlp_cli import endpoint_from, start
+
+PROTOBUF = {"Content-Type": "application/x-protobuf"}
+
+
+def body(first: int, count: int, *, refused: int | None = None) -> bytes:
+    attributes = [llm_attributes(n) for n in range(first, first + count)]
+    if refused is not None:  # reasoning over output: refused with that reason
+        attributes[refused]["gen_ai.usage.reasoning.output_tokens"] = 10_000
+    return request_of(attributes, start_ns=1_765_000_000_000_000_000 + first * 1_000_000).SerializeToString()
+
+
+def stored(db: Path) -> tuple[int, int]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        row = con.execute("SELECT count(*), count(DISTINCT record_key) FROM usage").fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def test_spooled_requests_are_acknowledged_before_their_commit(tmp_path: Path) -> None:
+    db, held = tmp_path / "spool.duckdb", threading.Lock()
+    options = OtlpOptions(port=0, linger_s=0.0, spool=tmp_path / "spool")
+    with OtlpServer(db, "salt", options, lock=held) as server:
+        with held:  # the database is another writer's: nothing can commit
+            first = httpx.post(
+                server.endpoint + "/v1/traces", content=body(0, 5, refused=2), headers=PROTOBUF
+            )
+            assert first.status_code == 200  # acknowledged: it is in the spool
+            assert b"reasoning" in first.content  # the partial success says what was refused, and why
+            assert server.writer.pending_spans == 5  # spooled, not yet committed
+            assert not db.exists()
+        assert server.writer.wait_stored(30)
+        assert stored(db) == (4, 4)
+        again = httpx.post(server.endpoint + "/v1/traces", content=body(0, 5, refused=2), headers=PROTOBUF)
+        assert again.status_code == 200
+        assert server.writer.wait_stored(30)
+    assert stored(db) == (4, 4)  # the retry stored nothing new
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM rejects").fetchone() == (2,)  # one per request
+
+
+def test_a_spool_is_one_receivers(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    try:
+        with pytest.raises(SpoolError, match="another receiver"):
+            Spool(tmp_path / "spool")
+    finally:
+        spool.close()
+
+
+def test_a_torn_entry_ends_the_replay(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.append(encode(None, [Reject(1, "no model name", "")]))
+    end = spool.append(encode(None, [Reject(2, "no model name", "")]))
+    spool.close()
+    segment = tmp_path / "spool" / f"{end.segment:010d}.seg"
+    segment.write_bytes(segment.read_bytes()[:-3])  # the last write was cut short by a kill
+    again = Spool(tmp_path / "spool")
+    try:
+        assert [r.line_no for entry in again.replay() for r in entry.rejects] == [1]
+    finally:
+        again.close()
+
+
+def receiver(db: Path, spool: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
+    process = start(["otlp", "--db", str(db), "--port", "0", "--spool", str(spool)], tmp_path)
+    return process, endpoint_from(process.stdout)
+
+
+def stop(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    return out
+
+
+def test_kill_9_while_the_database_is_held_loses_no_acknowledged_span(tmp_path: Path) -> None:
+    db, spool = tmp_path / "otlp.duckdb", tmp_path / "spool"
+    process, endpoint = receiver(db, spool, tmp_path)
+    stop(process)  # the database exists
+    holder = subprocess.Popen(  # another process holds the database for writing: no commit can happen
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('held', flush=True); "
+            "time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        process, endpoint = receiver(db, spool, tmp_path)
+        for n in range(4):
+            answer = httpx.post(
+                endpoint + "/v1/traces", content=body(n * 100, 100), headers=PROTOBUF, timeout=30
+            )
+            assert answer.status_code == 200
+        process.kill()  # SIGKILL: acknowledged, spooled, not committed
+        process.communicate(timeout=30)
+    finally:
+        holder.kill()
+        holder.communicate(timeout=30)
+    process, _ = receiver(db, spool, tmp_path)  # replays the spool before it serves
+    out = stop(process)
+    assert stored(db) == (400, 400)
+    with duckdb.connect(str(db), read_only=True) as con:
+        sources = con.execute("SELECT path, rows_stored FROM sources ORDER BY source_id").fetchall()
+    assert any(path.endswith("(spool replay)") and n == 400 for path, n in sources), (sources, out)
+
+
+def test_kill_9_at_a_random_moment_leaves_every_acknowledged_span_stored_once(tmp_path: Path) -> None:
+    db, spool = tmp_path / "otlp.duckdb", tmp_path / "spool"
+    process, endpoint = receiver(db, spool, tmp_path)
+    acknowledged: list[int] = []  # first span number of each request answered 200
+    stopping = threading.Event()
+
+    def send(worker: int) -> None:
+        with httpx.Client(timeout=30) as client:
+            n = worker
+            while not stopping.is_set():
+                try:
+                    answer = client.post(endpoint + "/v1/traces", content=body(n * 50, 50), headers=PROTOBUF)
+                except httpx.HTTPError:
+                    return
+                if answer.status_code == 200:
+                    acknowledged.append(n)
+                n += 4
+
+    senders = [threading.Thread(target=send, args=(w,)) for w in range(4)]
+    for sender in senders:
+        sender.start()
+    time.sleep(3.0)
+    process.kill()
+    process.communicate(timeout=30)
+    stopping.set()
+    for sender in senders:
+        sender.join(timeout=60)
+    assert len(acknowledged) >= 4
+    process, _ = receiver(db, spool, tmp_path)
+    stop(process)
+    with duckdb.connect(str(db), read_only=True) as con:
+        keys = {k for (k,) in con.execute("SELECT record_key FROM usage").fetchall()}
+        total = con.execute("SELECT count(*) FROM usage").fetchone()
+    assert total == (len(keys),)  # nothing twice
+    wanted = {f"chatcmpl-{n * 50 + i:024d}" for n in acknowledged for i in range(50)}
+    assert not wanted - keys  # every acknowledged span is there
