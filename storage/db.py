@@ -1,8 +1,9 @@
 """Connection discipline for the one DuckDB file (DESIGN.md, "Storage discipline").
 
 DuckDB allows one read-write process or many read-only ones per file. So a writer (ingest, probe, scheduler)
-opens the file for one batch only, runs that batch in one transaction and closes it again; a reader (report,
-dashboard) opens read-only per query. Whoever finds the file locked by the other waits with back-off and tries
+runs each batch in one transaction and keeps the file no longer than that, or, storing batches back to back
+(`WriteSession`), no longer than about a second (`HOLD_S`); a reader (report, dashboard) opens read-only per
+query. Whoever finds the file locked by the other waits with back-off and tries
 again, so a dashboard and a running ingest never make each other fail: they take turns.
 
 Schema changes are the numbered migrations of `storage.migrations`, applied when a writer opens the file (and,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # polars costs a tenth of a second to import; an ingest never
     import polars as pl
 
 LOCK_TIMEOUT_S = 60.0  # how long to wait for the other side's batch or query before giving up
+HOLD_S = 1.0  # how long a writer's session keeps the file across batches before it lets readers in
 WAIT_NOTICE_S = 2.0  # after this long, a wait is told (what is waited for, and who holds the file)
 FIRST_BACKOFF_S = 0.02
 MAX_BACKOFF_S = 0.5
@@ -212,7 +214,73 @@ def open_write(path: Path, *, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[duc
     database is as it was before; if the process is killed, DuckDB's write-ahead log drops the uncommitted
     batch on the next open. duckdb errors leave as `StorageError`.
     """
-    path = Path(path)
+    with WriteSession(path, hold_s=0.0, timeout_s=timeout_s) as session, session.batch() as con:
+        yield con
+
+
+class WriteSession:
+    """One writer's connection, kept across the batches it stores back to back, each batch its own
+    transaction (`batch`), as `open_write` runs one.
+
+    Opening the file and closing it are most of a small batch's cost, and each close checkpoints: the
+    rollups' partial row groups, written again at every close. A session keeps the connection until
+    `hold_s` have passed since it opened it, then closes it after the batch in hand, so readers still get
+    their turn within about that long; `close` ends it (and checkpoints). Every committed batch is in the
+    write-ahead log, so a process killed between batches loses nothing that was committed.
+    One thread at a time."""
+
+    def __init__(self, path: Path, *, hold_s: float = HOLD_S, timeout_s: float = LOCK_TIMEOUT_S) -> None:
+        self.path = Path(path)
+        self.hold_s = hold_s
+        self.timeout_s = timeout_s
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._opened = 0.0
+
+    def __enter__(self) -> WriteSession:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @contextmanager
+    def batch(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The connection, inside one transaction that commits when the body returns and is rolled back
+        (the connection closed) when it raises."""
+        if self._con is None:
+            self._con = _open_for_writing(self.path, self.timeout_s)
+            self._opened = time.monotonic()
+        con = self._con
+        try:
+            try:
+                con.execute("BEGIN TRANSACTION")
+            except duckdb.Error as e:
+                raise StorageError(f"cannot prepare the database {self.path}: {_first_line(e)}") from e
+            try:
+                yield con
+            except BaseException as e:
+                _rollback(con)
+                if isinstance(e, duckdb.Error):
+                    raise StorageError(f"writing to the database {self.path} failed: {_first_line(e)}") from e
+                raise
+            try:
+                con.execute("COMMIT")
+            except duckdb.Error as e:
+                _rollback(con)
+                raise StorageError(f"could not commit to the database {self.path}: {_first_line(e)}") from e
+        except BaseException:
+            self.close()
+            raise
+        if time.monotonic() - self._opened >= self.hold_s:
+            self.close()
+
+    def close(self) -> None:
+        if self._con is not None:
+            con, self._con = self._con, None
+            con.close()
+
+
+def _open_for_writing(path: Path, timeout_s: float) -> duckdb.DuckDBPyConnection:
+    """A read-write connection with every migration applied; the file and its folder created if needed."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -223,26 +291,15 @@ def open_write(path: Path, *, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[duc
         )
     con = _with_retry(lambda: _connect(path, read_only=False), path, timeout_s)
     try:
-        try:
-            if _pending(con):
-                migrate(con)
-            con.execute("BEGIN TRANSACTION")
-        except duckdb.Error as e:
-            raise StorageError(f"cannot prepare the database {path}: {_first_line(e)}") from e
-        try:
-            yield con
-        except BaseException as e:
-            _rollback(con)
-            if isinstance(e, duckdb.Error):
-                raise StorageError(f"writing to the database {path} failed: {_first_line(e)}") from e
-            raise
-        try:
-            con.execute("COMMIT")
-        except duckdb.Error as e:
-            _rollback(con)
-            raise StorageError(f"could not commit to the database {path}: {_first_line(e)}") from e
-    finally:
+        if _pending(con):
+            migrate(con)
+    except duckdb.Error as e:
         con.close()
+        raise StorageError(f"cannot prepare the database {path}: {_first_line(e)}") from e
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:

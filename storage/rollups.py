@@ -312,41 +312,89 @@ def append(con: duckdb.DuckDBPyConnection, rows: str) -> None:
 
     In a batch of `SUMMED_FROM_ROWS` rows or more, a rollup of `_SUMMED_FROM` is summed from the batch's
     rows of a finer rollup rather than from the rows again (the same sums: it only drops keys; a third of
-    the rollups' cost per large batch). A smaller batch's cost is its statements, not its rows: each
-    rollup is then one `INSERT ... SELECT` over the rows. The bands, the batch's size and every rollup's
-    row counts are read in one statement, and each insert says how many rows it added."""
-    bounds, size, counts, merged = _append_state(con, rows)
-    summed = size >= SUMMED_FROM_ROWS
+    the rollups' cost per large batch), or, when every row of the batch has the same value of each key it
+    drops (one team, say), is those rows without the keys. A smaller batch's cost is its statements, not
+    its rows: each rollup is then one `INSERT ... SELECT` over the rows. A profile metric no row of the
+    batch has a value of (time to first token in a log without timings) costs no statement. What this
+    needs to know of the batch and of the rollups is read in one statement (`_BatchState`), and each
+    insert says how many rows it added."""
+    state = _append_state(con, rows)
+    summed = state.size >= SUMMED_FROM_ROWS
+    made: set[str] = set()
     for rollup in _APPEND_ORDER:
+        if not state.selected[rollup.where]:
+            continue
         finer = _SUMMED_FROM.get(rollup.name) if summed else None
         if finer is not None:
-            inserted = con.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.merged(_delta(finer))}")
+            dropped = _dropped(finer, rollup)
+            parts = _delta(finer)
+            if all(state.constant[k] for k in dropped):
+                inserted = con.execute(
+                    f"INSERT INTO {rollup.name} BY NAME SELECT * EXCLUDE ({', '.join(dropped)}) FROM {parts}"
+                )
+            else:
+                inserted = con.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.merged(parts)}")
         elif summed and rollup.name in _FINER:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {_delta(rollup)} AS {rollup.select(rows, bounds)}")
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {_delta(rollup)} AS {rollup.select(rows, state.bounds)}"
+            )
+            made.add(_delta(rollup))
             inserted = con.execute(f"INSERT INTO {rollup.name} BY NAME SELECT * FROM {_delta(rollup)}")
         else:
-            inserted = con.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.select(rows, bounds)}")
+            inserted = con.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.select(rows, state.bounds)}")
         added = int(inserted.fetchall()[0][0])
-        if _grown(counts[rollup.name] + added, merged.get(rollup.name, 0)):
+        if _grown(state.counts[rollup.name] + added, state.merged.get(rollup.name, 0)):
             _merge(con, rollup)
-    if summed:
-        for name in _FINER:
-            con.execute(f"DROP TABLE IF EXISTS {name}_batch")
+    for name in made:
+        con.execute(f"DROP TABLE {name}")
 
 
-def _append_state(
-    con: duckdb.DuckDBPyConnection, rows: str
-) -> tuple[tuple[int, ...], int, dict[str, int], dict[str, int]]:
-    """The bands, the number of `rows`, each rollup's row count and its count when last merged."""
+def _dropped(finer: Rollup, coarse: Rollup) -> list[str]:
+    return [k for k in finer.key_names if k not in coarse.key_names]
+
+
+@dataclass(frozen=True, slots=True)
+class _BatchState:
+    """What `append` reads before it writes: the bands, the batch's size, whether any of its rows passes
+    each rollup's `where`, whether each key a coarser rollup drops has one value in the whole batch, and
+    each rollup's row count now and when last merged."""
+
+    bounds: tuple[int, ...]
+    size: int
+    selected: dict[str, bool]
+    constant: dict[str, bool]
+    counts: dict[str, int]
+    merged: dict[str, int]
+
+
+_WHERES = tuple(dict.fromkeys(r.where for r in ROLLUPS))
+_BY_NAME = {r.name: r for r in ROLLUPS}
+# the keys a coarser rollup drops from the finer one it is summed from (team; endpoint, project, key)
+_DROPPED = tuple(sorted({k for name, fine in _SUMMED_FROM.items() for k in _dropped(fine, _BY_NAME[name])}))
+
+
+def _append_state(con: duckdb.DuckDBPyConnection, rows: str) -> _BatchState:
     counts = ", ".join(f"(SELECT count(*) FROM {r.name})" for r in ROLLUPS)
+    selected = ", ".join(f"count(*) FILTER (WHERE {where})" for where in _WHERES)
+    # one value (or none) in every row: the smallest equals the largest and no row lacks it while others
+    # have it
+    constant = ", ".join(
+        f"min({k}) IS NOT DISTINCT FROM max({k}) AND count({k}) IN (0, count(*))" for k in _DROPPED
+    )
     found = con.execute(
         "SELECT (SELECT list(bound ORDER BY bound) FROM rollup_bands), "
-        f"(SELECT count(*) FROM {rows}), "
+        f"(SELECT [count(*), {selected}] FROM {rows}), (SELECT [{constant}] FROM {rows}), "
         f"(SELECT list(struct_pack(name, rows)) FROM rollup_merged), [{counts}]"
     ).fetchall()[0]
-    bounds = tuple(int(b) for b in found[0] or ())
-    merged = {str(m["name"]): int(m["rows"]) for m in found[2] or ()}
-    return bounds, int(found[1]), {r.name: int(n) for r, n in zip(ROLLUPS, found[3], strict=True)}, merged
+    size, *passing = (int(n) for n in found[1])
+    return _BatchState(
+        bounds=tuple(int(b) for b in found[0] or ()),
+        size=size,
+        selected={where: n > 0 for where, n in zip(_WHERES, passing, strict=True)},
+        constant={k: bool(c) for k, c in zip(_DROPPED, found[2], strict=True)},
+        counts={r.name: int(n) for r, n in zip(ROLLUPS, found[4], strict=True)},
+        merged={str(m["name"]): int(m["rows"]) for m in found[3] or ()},
+    )
 
 
 def _delta(rollup: Rollup) -> str:

@@ -26,7 +26,7 @@ from models.outside_text import redact_secrets
 from models.pricing import tier_bounds
 from models.usage_record import SAME_REQUEST_WITHIN
 from storage import rollups
-from storage.db import open_write, scalar
+from storage.db import WriteSession, open_write, scalar
 from storage.normalise import IngestContext, Normalised, Normaliser, Reject
 from storage.store import Store, StoreLike, as_store
 
@@ -218,6 +218,7 @@ def store_batch(
     *,
     finished_hash: str | None = None,
     finished: bool = False,
+    session: WriteSession | None = None,
 ) -> tuple[SourceRun, BatchCounts]:
     """Store one batch in one transaction: new rows, rejects, the source's counts (and its end, if done:
     `finished_hash` given, or `finished` for a file that could not be read to its end).
@@ -228,14 +229,18 @@ def store_batch(
     With a ClickHouse store the rows go there (`_store_rows_in_clickhouse`) inside the DuckDB transaction
     that records the source's counts and rejects: if that transaction is lost (a kill, a failed commit)
     after the rows were inserted, the re-run finds them stored and counts them as duplicates, so every
-    run still accounts for every record it read, and no record is stored twice."""
+    run still accounts for every record it read, and no record is stored twice.
+
+    A writer storing several batches back to back passes its `session` (`storage.db.WriteSession`, on the
+    store's file): the batch is then one transaction on its connection instead of a connection of its own."""
     store = as_store(store)
+    assert session is None or session.path == store.db, "a session on another file"
     rejects = [kept_reject(r) for r in rejects]
     staged = [t for t in staged if t.num_rows]
     # one chunk per column: DuckDB scans it faster than the stream's many small batches
     table = pa.concat_tables(staged, promote_options="default").combine_chunks() if staged else None
     now = datetime.now(UTC).replace(tzinfo=None)
-    with open_write(store.db) as con:
+    with open_write(store.db) if session is None else session.batch() as con:
         if run.source_id is None:
             run = replace(run, source_id=_new_source(con, run))
         valid = stored = 0

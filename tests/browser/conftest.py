@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,7 @@ class RunningApp:
     ) -> None:
         """`cwd`: the folder Streamlit starts in (its `.streamlit/secrets.toml` is read from there)."""
         self.port = port or free_port()
+        self.store = env.get("QUOTASCOPE_STORE", "")  # where usage is read: the DuckDB file unless named
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = db.with_suffix(".streamlit.log")
         with self.log.open("w") as log:
@@ -90,3 +92,28 @@ def screenshot(page: object, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)  # type: ignore[attr-defined]
     return path
+
+
+def chdb_copy_apart(db: Path, folder: Path) -> str:
+    """The store URL of `db`'s usage copied into the chdb folder `folder` by another process: chdb serves one
+    folder per process (this one serves the session's), so a dashboard server started as a subprocess can
+    open `folder` once the copying process has exited."""
+    copy = (
+        "import sys; from pathlib import Path; from tests.conftest import usage_in_chdb; "
+        "print(usage_in_chdb(Path(sys.argv[1]), Path(sys.argv[2]), 'apart'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", copy, str(db), str(folder)],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def demo_chdb_apart(demo_db: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The demo's usage in a chdb folder of its own, for a dashboard server to read (`chdb_copy_apart`)."""
+    return chdb_copy_apart(demo_db[0], tmp_path_factory.mktemp("chdb-apart"))

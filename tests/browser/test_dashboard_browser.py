@@ -1,5 +1,6 @@
 """The real app on the demo database in Chromium: every view renders without an exception box, the charts
-draw, a planner change updates the figures; a screenshot per view lands in tests/browser/screenshots/."""
+draw, a planner change updates the figures; a screenshot per view lands in tests/browser/screenshots/. Once
+with the demo's usage in the DuckDB file and once in chdb (the server reads a copy in a folder of its own)."""
 
 from __future__ import annotations
 
@@ -25,10 +26,13 @@ VIEWS = {
 CHARTS = {"overview": 1, "planner": 2, "spend": 2, "usage": 4, "endpoints": 3, "catalog": 0, "switch": 2}
 
 
-@pytest.fixture(scope="module")
-def app(demo_db: tuple[Path, Path]) -> Iterator[RunningApp]:
+@pytest.fixture(scope="module", params=["duckdb", "chdb"])
+def app(request: pytest.FixtureRequest, demo_db: tuple[Path, Path]) -> Iterator[RunningApp]:
     db, catalog = demo_db
-    running = RunningApp(db, {"QUOTASCOPE_USER_CATALOG": str(catalog), "QUOTASCOPE_CURRENCY": "CNY"})
+    env = {"QUOTASCOPE_USER_CATALOG": str(catalog), "QUOTASCOPE_CURRENCY": "CNY"}
+    if request.param == "chdb":
+        env["QUOTASCOPE_STORE"] = request.getfixturevalue("demo_chdb_apart")
+    running = RunningApp(db, env)
     yield running
     running.stop()
 
@@ -69,7 +73,9 @@ def test_view_renders_with_charts(page: Any, app: RunningApp, view: str) -> None
             timeout=30_000,
         )
         assert page.locator(".js-plotly-plot").count() >= CHARTS[view]
-    screenshot(page, view)
+    # the sidebar names where usage is read from: the chdb copy when the server was given it
+    assert ("chdb://" in page.locator('[data-testid="stSidebar"]').inner_text()) == bool(app.store)
+    screenshot(page, f"{view}-chdb" if app.store else view)
 
 
 def test_planner_change_updates_the_figures(page: Any, app: RunningApp) -> None:

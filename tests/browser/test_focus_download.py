@@ -1,5 +1,6 @@
 """The Spend page's FOCUS download in Chromium: the file finance gets is the one `quotascope export focus`
-writes, and a signed-in team lead's holds their team only."""
+writes, and a signed-in team lead's holds their team only. Finance's download comes from a server reading the
+demo's usage in the DuckDB file and in chdb; either is the CLI's export of the DuckDB file."""
 
 from __future__ import annotations
 
@@ -30,8 +31,10 @@ def shared_db(demo_db: tuple[Path, Path], tmp_path_factory: pytest.TempPathFacto
     return db
 
 
-def run_app(db: Path, catalog: Path) -> RunningApp:
-    return RunningApp(db, {"QUOTASCOPE_USER_CATALOG": str(catalog), "QUOTASCOPE_CURRENCY": "USD"})
+def run_app(db: Path, catalog: Path, store: str = "") -> RunningApp:
+    """The dashboard on `db`, with usage in the store of the URL `store` when one is given."""
+    env = {"QUOTASCOPE_USER_CATALOG": str(catalog), "QUOTASCOPE_CURRENCY": "USD"}
+    return RunningApp(db, env | ({"QUOTASCOPE_STORE": store} if store else {}))
 
 
 @pytest.fixture
@@ -69,6 +72,7 @@ def billed(rows: list[dict[str, str]]) -> dict[str, Decimal]:
     return sums
 
 
+@pytest.mark.parametrize("engine", ["duckdb", "chdb"])
 def test_finance_downloads_what_the_cli_exports(
     browser: Any,
     page: Any,
@@ -76,9 +80,12 @@ def test_finance_downloads_what_the_cli_exports(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    engine: str,
 ) -> None:
     db, catalog = demo_db
-    app = run_app(db, catalog)
+    store = request.getfixturevalue("demo_chdb_apart") if engine == "chdb" else ""
+    app = run_app(db, catalog, store)
     try:
         rows = download_focus(page, app, "spend-focus-download")
     finally:
@@ -88,7 +95,19 @@ def test_finance_downloads_what_the_cli_exports(
     # the page's period is every stored day, whole UTC days; the CLI's the same span
     days = sorted({r["ChargePeriodStart"][:10] for r in rows})
     out = tmp_path / "cli.csv"
-    argv = ["export", "focus", "--db", str(db), "--out", str(out), "--since", days[0], "--json"]
+    argv = [
+        "export",
+        "focus",
+        "--db",
+        str(db),
+        "--store",
+        "duckdb",
+        "--out",
+        str(out),
+        "--since",
+        days[0],
+        "--json",
+    ]
     assert main(argv) == 0
     document = json.loads(capsys.readouterr().out)
     assert len(rows) == document["rows"]

@@ -1,6 +1,6 @@
 """Hostile names in a real browser (issue #14): model and team names that are Markdown links, HTML, terminal
 escapes and spreadsheet formulas, all of it unpriced usage, shown inert on the Spend page and in its CSV
-download."""
+download; read from the DuckDB file and from chdb (a copy of its usage in a folder of the server's own)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from collectors.ingest import ingest_paths
-from tests.browser.conftest import RunningApp, screenshot
+from tests.browser.conftest import RunningApp, chdb_copy_apart, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -55,9 +55,14 @@ def hostile_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
-@pytest.fixture(scope="module")
-def app(hostile_db: Path) -> Iterator[RunningApp]:
-    running = RunningApp(hostile_db, {"QUOTASCOPE_CURRENCY": "USD"})
+@pytest.fixture(scope="module", params=["duckdb", "chdb"])
+def app(
+    request: pytest.FixtureRequest, hostile_db: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningApp]:
+    env = {"QUOTASCOPE_CURRENCY": "USD"}
+    if request.param == "chdb":
+        env["QUOTASCOPE_STORE"] = chdb_copy_apart(hostile_db, tmp_path_factory.mktemp("hostile-chdb"))
+    running = RunningApp(hostile_db, env)
     yield running
     running.stop()
 
@@ -92,7 +97,7 @@ def test_the_spend_page_of_unpriced_hostile_names_renders_them_as_text(page: Any
     assert '<a href="http://evil.example/html">html</a>' in info
     assert "\\x1b[2J" in info  # the escape shown, not obeyed
     assert ":red[coloured] $x^2$" in info
-    screenshot(page, "spend-hostile-names")
+    screenshot(page, "spend-hostile-names" + ("-chdb" if app.store else ""))
 
 
 def test_the_csv_download_neutralises_formulas(page: Any, app: RunningApp) -> None:

@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from storage import migrations
-from storage.db import DatabaseMissingError, StorageError, open_read, open_write
+from storage.db import DatabaseMissingError, StorageError, WriteSession, open_read, open_write
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,6 +47,57 @@ def test_a_failing_batch_leaves_the_database_as_before(tmp_path: Path) -> None:
         raise KeyError("boom")
     with open_read(db) as con:
         assert con.execute("SELECT reason FROM rejects").fetchall() == [("kept",)]
+
+
+def _held(db: Path) -> bool:
+    """Whether another connection holds the file for writing (a read-only open of it fails)."""
+    try:
+        subprocess.run(
+            [sys.executable, "-c", f"import duckdb; duckdb.connect({str(db)!r}, read_only=True).close()"],
+            check=True,
+            capture_output=True,
+        )
+    except subprocess.CalledProcessError:
+        return True
+    return False
+
+
+def test_a_session_keeps_its_connection_across_batches_until_its_hold_is_over(tmp_path: Path) -> None:
+    db = tmp_path / "q.duckdb"
+    with WriteSession(db, hold_s=60) as session:
+        with session.batch() as first:
+            first.execute("INSERT INTO rejects VALUES (1, 1, 'first', NULL)")
+        with session.batch() as second:
+            assert second is first  # no new connection, no checkpoint in between
+            second.execute("INSERT INTO rejects VALUES (1, 2, 'second', NULL)")
+        assert _held(db)  # between batches, within the hold
+    assert not _held(db)  # closed with the session
+    with WriteSession(db, hold_s=0) as session:
+        with session.batch() as con:
+            con.execute("INSERT INTO rejects VALUES (1, 3, 'third', NULL)")
+        assert not _held(db)  # the hold over: closed after the batch, readers get their turn
+    with open_read(db) as con:
+        assert con.execute("SELECT reason FROM rejects ORDER BY line_no").fetchall() == [
+            ("first",),
+            ("second",),
+            ("third",),
+        ]
+
+
+def test_a_failing_batch_of_a_session_is_rolled_back_and_ends_its_connection(tmp_path: Path) -> None:
+    db = tmp_path / "q.duckdb"
+    with WriteSession(db, hold_s=60) as session:
+        with session.batch() as con:
+            con.execute("INSERT INTO rejects VALUES (1, 1, 'kept', NULL)")
+        with pytest.raises(StorageError, match="Catalog Error"), session.batch() as con:
+            con.execute("INSERT INTO rejects VALUES (1, 2, 'rolled back', NULL)")
+            con.execute("SELECT * FROM no_such_table")
+        assert not _held(db)
+        with session.batch() as con:  # the next batch opens the file again
+            con.execute("INSERT INTO rejects VALUES (1, 3, 'after', NULL)")
+    with open_read(db) as con:
+        reasons = con.execute("SELECT reason FROM rejects ORDER BY line_no").fetchall()
+    assert reasons == [("kept",), ("after",)]
 
 
 def test_a_missing_database_names_the_command_that_fills_it(tmp_path: Path) -> None:
