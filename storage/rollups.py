@@ -42,6 +42,7 @@ import duckdb
 
 from models.catalog import to_utc_naive
 from models.pricing import tier_band_sql
+from models.spend import SUMMED_COUNTS
 
 if TYPE_CHECKING:  # storage.replay reads through this module
     from storage.replay import UsageFilter
@@ -177,19 +178,11 @@ def _sum(column: str) -> Measure:
 
 
 _TIMES = (Measure("first_ts", "min(ts)", "min"), Measure("last_ts", "max(ts)", "max"))
+# the counts a spend report sums (`models.spend.SUMMED_COUNTS`: requests are the rows' `n_requests`), the
+# billed cost and the times. Inserts and reads name their columns: a file whose rollups were created with
+# these columns in another order (before this was the one list) reads and writes the same.
 _SPEND_MEASURES = (
-    Measure("requests", "sum(n_requests)::BIGINT", "sum"),
-    *(
-        _sum(c)
-        for c in (
-            "input_tokens",
-            "cached_input_tokens",
-            "cache_write_tokens",
-            "cache_write_1h_tokens",
-            "output_tokens",
-            "reasoning_tokens",
-        )
-    ),
+    *(Measure(c, "sum(n_requests)::BIGINT", "sum") if c == "requests" else _sum(c) for c in SUMMED_COUNTS),
     Measure("billed_cost", "sum(billed_cost)", "sum"),
     *_TIMES,
 )
