@@ -268,3 +268,24 @@ def test_one_batch_adds_one_row_per_key_to_every_rollup(
         keys = ", ".join(rollup.key_names)
         ((rows, distinct),) = query(db, f"SELECT count(*), count(DISTINCT ({keys})) FROM {rollup.name}")
         assert (rollup.name, rows) == (rollup.name, distinct)
+
+
+def test_rollups_whose_columns_an_older_quotascope_ordered_otherwise_take_and_give_the_same(
+    tmp_path: Path,
+) -> None:
+    """A file's rollups were created (CREATE TABLE AS) with their columns in the order of the definitions
+    then; every insert and read names its columns, so a file with another order is kept exactly too."""
+    db = tmp_path / "q.duckdb"
+    ingest(db, write_log(tmp_path / "a.csv", random.Random(3), 200, 1_000_000), fmt="csv")
+    con = duckdb.connect(str(db))
+    try:
+        for rollup in rollups.ROLLUPS:
+            columns = ", ".join(reversed([*rollup.key_names, *(m.name for m in rollup.measures)]))
+            con.execute(f"CREATE TABLE reordered AS SELECT {columns} FROM {rollup.name}")
+            con.execute(f"DROP TABLE {rollup.name}")
+            con.execute(f"ALTER TABLE reordered RENAME TO {rollup.name}")
+    finally:
+        con.close()
+    for seed, rows in ((4, 300), (5, 30_000)):  # a small batch and a large one
+        ingest(db, write_log(tmp_path / f"{seed}.csv", random.Random(seed), rows, 1_000_000), fmt="csv")
+        assert_rederived(db)
