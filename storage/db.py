@@ -13,6 +13,7 @@ for a file an older quotascope created, briefly before a reader opens it).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import logging
 import os
@@ -289,6 +290,9 @@ def _open_for_writing(path: Path, timeout_s: float) -> duckdb.DuckDBPyConnection
         raise StorageError(
             f"the database path {path} is a folder; give a file name like {path}/quotascope.duckdb"
         )
+    shared = _shared_reads.get()
+    if shared is not None:
+        shared.release(path)
     con = _with_retry(lambda: _connect(path, read_only=False), path, timeout_s)
     try:
         if _pending(con):
@@ -316,8 +320,24 @@ def open_read(
 
     A missing database raises `DatabaseMissingError` telling which command fills it. A file whose schema an
     older quotascope wrote is migrated first (briefly, as a writer), so readers always see every table.
+    Inside `one_connection()` the reads of a file share one connection (each gets its own cursor).
     """
     path = Path(path)
+    shared = _shared_reads.get()
+    if shared is not None:
+        with shared.cursor(path, timeout_s, missing_hint) as cursor:
+            yield cursor
+        return
+    con = _open_read(path, timeout_s, missing_hint)
+    try:
+        yield con
+    except duckdb.Error as e:
+        raise StorageError(f"reading the database {path} failed: {_first_line(e)}") from e
+    finally:
+        con.close()
+
+
+def _open_read(path: Path, timeout_s: float, missing_hint: str) -> duckdb.DuckDBPyConnection:
     if not path.exists():
         raise DatabaseMissingError(f"there is no database at {path} yet: {missing_hint}")
     if path.is_dir():
@@ -333,12 +353,77 @@ def open_read(
         with open_write(path, timeout_s=timeout_s):
             pass
         con = _with_retry(lambda: _connect(path, read_only=True), path, timeout_s)
+    return con
+
+
+class _SharedReads:
+    """The read-only connections of one `one_connection()` block, one per file, opened at its first read.
+
+    Opening a DuckDB file costs 20-50 ms (its catalog is read again each time); a dashboard page makes
+    10-20 reads, so a page run opening the file once instead of per read saves most of a first visit's
+    fixed cost. Each read gets a cursor of the shared connection (a cursor is a connection of its own to
+    the same open database, so a read nested in another never disturbs the outer one's result)."""
+
+    def __init__(self) -> None:
+        self.connections: dict[Path, duckdb.DuckDBPyConnection] = {}
+        self.in_use: dict[Path, int] = {}
+
+    @contextmanager
+    def cursor(self, path: Path, timeout_s: float, missing_hint: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        key = path.absolute()
+        con = self.connections.get(key)
+        if con is None:
+            con = self.connections[key] = _open_read(path, timeout_s, missing_hint)
+        cursor = con.cursor()
+        self.in_use[key] = self.in_use.get(key, 0) + 1
+        try:
+            yield cursor
+        except duckdb.Error as e:
+            raise StorageError(f"reading the database {path} failed: {_first_line(e)}") from e
+        finally:
+            self.in_use[key] -= 1
+            cursor.close()
+
+    def release(self, path: Path) -> None:
+        """Close the shared connection to `path` so that this process can write to it (DuckDB refuses a
+        writer beside a reader of the same file in one process)."""
+        key = path.absolute()
+        if self.in_use.get(key):
+            raise StorageError(
+                f"cannot write to {path} while this process reads it (a write inside a read of the same file)"
+            )
+        con = self.connections.pop(key, None)
+        if con is not None:
+            con.close()
+
+    def close(self) -> None:
+        for con in self.connections.values():
+            con.close()
+        self.connections.clear()
+
+
+_shared_reads: contextvars.ContextVar[_SharedReads | None] = contextvars.ContextVar(
+    "quotascope_shared_reads", default=None
+)
+
+
+@contextmanager
+def one_connection() -> Iterator[None]:
+    """Within this block every read of a file shares one read-only connection (`open_read`), opened at the
+    first read and closed when the block ends: one dashboard page run, say. Held that long, the connection
+    keeps a writer waiting for the rest of the block (writers retry with back-off), so keep blocks to one
+    short unit of work. A write in the block to a file it reads closes the shared connection first; the next
+    read opens it again. Per thread (and asyncio task): other threads open their own."""
+    if _shared_reads.get() is not None:  # already inside one: the outer block owns the connections
+        yield
+        return
+    shared = _SharedReads()
+    token = _shared_reads.set(shared)
     try:
-        yield con
-    except duckdb.Error as e:
-        raise StorageError(f"reading the database {path} failed: {_first_line(e)}") from e
+        yield
     finally:
-        con.close()
+        _shared_reads.reset(token)
+        shared.close()
 
 
 def _pending(con: duckdb.DuckDBPyConnection) -> bool:

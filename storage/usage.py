@@ -383,17 +383,12 @@ def _insert_token(source_id: int, table: pa.Table) -> str:
 
 def discard_source(store: StoreLike, source_id: int) -> None:
     """Remove everything one ingest run stored (its rows, rejects and sources row) and its part of the
-    rollups, in one transaction (with a ClickHouse store, its rows there first, by a synchronous delete)."""
+    rollups, in one transaction (with a ClickHouse store, its rows and rollups there first, synchronously)."""
     store = as_store(store)
     if store.clickhouse is not None:
         from storage.clickhouse import connect
 
-        clickhouse = connect(store.clickhouse)
-        clickhouse.command(
-            f"ALTER TABLE {clickhouse.layout.qualified(clickhouse.layout.local('usage'))}"
-            f"{clickhouse.layout.on_cluster} DELETE WHERE source_id = {int(source_id)} "
-            "SETTINGS mutations_sync = 2"
-        )
+        connect(store.clickhouse).delete_usage(f"source_id = {int(source_id)}")
     with open_write(store.db) as con:
         touched = rollups.touched_buckets(con, f"(SELECT ts FROM usage WHERE source_id = {int(source_id)})")
         con.execute("DELETE FROM usage WHERE source_id = ?", [source_id])
