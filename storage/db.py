@@ -1,8 +1,9 @@
 """Connection discipline for the one DuckDB file (DESIGN.md, "Storage discipline").
 
 DuckDB allows one read-write process or many read-only ones per file. So a writer (ingest, probe, scheduler)
-opens the file for one batch only, runs that batch in one transaction and closes it again; a reader (report,
-dashboard) opens read-only per query. Whoever finds the file locked by the other waits with back-off and tries
+runs each batch in one transaction and keeps the file no longer than that, or, storing batches back to back
+(`WriteSession`), no longer than about a second (`HOLD_S`); a reader (report, dashboard) opens read-only per
+query. Whoever finds the file locked by the other waits with back-off and tries
 again, so a dashboard and a running ingest never make each other fail: they take turns.
 
 Schema changes are the numbered migrations of `storage.migrations`, applied when a writer opens the file (and,
@@ -12,6 +13,7 @@ for a file an older quotascope created, briefly before a reader opens it).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import logging
 import os
@@ -33,6 +35,7 @@ if TYPE_CHECKING:  # polars costs a tenth of a second to import; an ingest never
     import polars as pl
 
 LOCK_TIMEOUT_S = 60.0  # how long to wait for the other side's batch or query before giving up
+HOLD_S = 1.0  # how long a writer's session keeps the file across batches before it lets readers in
 WAIT_NOTICE_S = 2.0  # after this long, a wait is told (what is waited for, and who holds the file)
 FIRST_BACKOFF_S = 0.02
 MAX_BACKOFF_S = 0.5
@@ -212,7 +215,73 @@ def open_write(path: Path, *, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[duc
     database is as it was before; if the process is killed, DuckDB's write-ahead log drops the uncommitted
     batch on the next open. duckdb errors leave as `StorageError`.
     """
-    path = Path(path)
+    with WriteSession(path, hold_s=0.0, timeout_s=timeout_s) as session, session.batch() as con:
+        yield con
+
+
+class WriteSession:
+    """One writer's connection, kept across the batches it stores back to back, each batch its own
+    transaction (`batch`), as `open_write` runs one.
+
+    Opening the file and closing it are most of a small batch's cost, and each close checkpoints: the
+    rollups' partial row groups, written again at every close. A session keeps the connection until
+    `hold_s` have passed since it opened it, then closes it after the batch in hand, so readers still get
+    their turn within about that long; `close` ends it (and checkpoints). Every committed batch is in the
+    write-ahead log, so a process killed between batches loses nothing that was committed.
+    One thread at a time."""
+
+    def __init__(self, path: Path, *, hold_s: float = HOLD_S, timeout_s: float = LOCK_TIMEOUT_S) -> None:
+        self.path = Path(path)
+        self.hold_s = hold_s
+        self.timeout_s = timeout_s
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._opened = 0.0
+
+    def __enter__(self) -> WriteSession:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @contextmanager
+    def batch(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The connection, inside one transaction that commits when the body returns and is rolled back
+        (the connection closed) when it raises."""
+        if self._con is None:
+            self._con = _open_for_writing(self.path, self.timeout_s)
+            self._opened = time.monotonic()
+        con = self._con
+        try:
+            try:
+                con.execute("BEGIN TRANSACTION")
+            except duckdb.Error as e:
+                raise StorageError(f"cannot prepare the database {self.path}: {_first_line(e)}") from e
+            try:
+                yield con
+            except BaseException as e:
+                _rollback(con)
+                if isinstance(e, duckdb.Error):
+                    raise StorageError(f"writing to the database {self.path} failed: {_first_line(e)}") from e
+                raise
+            try:
+                con.execute("COMMIT")
+            except duckdb.Error as e:
+                _rollback(con)
+                raise StorageError(f"could not commit to the database {self.path}: {_first_line(e)}") from e
+        except BaseException:
+            self.close()
+            raise
+        if time.monotonic() - self._opened >= self.hold_s:
+            self.close()
+
+    def close(self) -> None:
+        if self._con is not None:
+            con, self._con = self._con, None
+            con.close()
+
+
+def _open_for_writing(path: Path, timeout_s: float) -> duckdb.DuckDBPyConnection:
+    """A read-write connection with every migration applied; the file and its folder created if needed."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -221,28 +290,20 @@ def open_write(path: Path, *, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[duc
         raise StorageError(
             f"the database path {path} is a folder; give a file name like {path}/quotascope.duckdb"
         )
+    shared = _shared_reads.get()
+    if shared is not None:
+        shared.release(path)
     con = _with_retry(lambda: _connect(path, read_only=False), path, timeout_s)
     try:
-        try:
-            if _pending(con):
-                migrate(con)
-            con.execute("BEGIN TRANSACTION")
-        except duckdb.Error as e:
-            raise StorageError(f"cannot prepare the database {path}: {_first_line(e)}") from e
-        try:
-            yield con
-        except BaseException as e:
-            _rollback(con)
-            if isinstance(e, duckdb.Error):
-                raise StorageError(f"writing to the database {path} failed: {_first_line(e)}") from e
-            raise
-        try:
-            con.execute("COMMIT")
-        except duckdb.Error as e:
-            _rollback(con)
-            raise StorageError(f"could not commit to the database {path}: {_first_line(e)}") from e
-    finally:
+        if _pending(con):
+            migrate(con)
+    except duckdb.Error as e:
         con.close()
+        raise StorageError(f"cannot prepare the database {path}: {_first_line(e)}") from e
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
@@ -259,8 +320,24 @@ def open_read(
 
     A missing database raises `DatabaseMissingError` telling which command fills it. A file whose schema an
     older quotascope wrote is migrated first (briefly, as a writer), so readers always see every table.
+    Inside `one_connection()` the reads of a file share one connection (each gets its own cursor).
     """
     path = Path(path)
+    shared = _shared_reads.get()
+    if shared is not None:
+        with shared.cursor(path, timeout_s, missing_hint) as cursor:
+            yield cursor
+        return
+    con = _open_read(path, timeout_s, missing_hint)
+    try:
+        yield con
+    except duckdb.Error as e:
+        raise StorageError(f"reading the database {path} failed: {_first_line(e)}") from e
+    finally:
+        con.close()
+
+
+def _open_read(path: Path, timeout_s: float, missing_hint: str) -> duckdb.DuckDBPyConnection:
     if not path.exists():
         raise DatabaseMissingError(f"there is no database at {path} yet: {missing_hint}")
     if path.is_dir():
@@ -276,12 +353,77 @@ def open_read(
         with open_write(path, timeout_s=timeout_s):
             pass
         con = _with_retry(lambda: _connect(path, read_only=True), path, timeout_s)
+    return con
+
+
+class _SharedReads:
+    """The read-only connections of one `one_connection()` block, one per file, opened at its first read.
+
+    Opening a DuckDB file costs 20-50 ms (its catalog is read again each time); a dashboard page makes
+    10-20 reads, so a page run opening the file once instead of per read saves most of a first visit's
+    fixed cost. Each read gets a cursor of the shared connection (a cursor is a connection of its own to
+    the same open database, so a read nested in another never disturbs the outer one's result)."""
+
+    def __init__(self) -> None:
+        self.connections: dict[Path, duckdb.DuckDBPyConnection] = {}
+        self.in_use: dict[Path, int] = {}
+
+    @contextmanager
+    def cursor(self, path: Path, timeout_s: float, missing_hint: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        key = path.absolute()
+        con = self.connections.get(key)
+        if con is None:
+            con = self.connections[key] = _open_read(path, timeout_s, missing_hint)
+        cursor = con.cursor()
+        self.in_use[key] = self.in_use.get(key, 0) + 1
+        try:
+            yield cursor
+        except duckdb.Error as e:
+            raise StorageError(f"reading the database {path} failed: {_first_line(e)}") from e
+        finally:
+            self.in_use[key] -= 1
+            cursor.close()
+
+    def release(self, path: Path) -> None:
+        """Close the shared connection to `path` so that this process can write to it (DuckDB refuses a
+        writer beside a reader of the same file in one process)."""
+        key = path.absolute()
+        if self.in_use.get(key):
+            raise StorageError(
+                f"cannot write to {path} while this process reads it (a write inside a read of the same file)"
+            )
+        con = self.connections.pop(key, None)
+        if con is not None:
+            con.close()
+
+    def close(self) -> None:
+        for con in self.connections.values():
+            con.close()
+        self.connections.clear()
+
+
+_shared_reads: contextvars.ContextVar[_SharedReads | None] = contextvars.ContextVar(
+    "quotascope_shared_reads", default=None
+)
+
+
+@contextmanager
+def one_connection() -> Iterator[None]:
+    """Within this block every read of a file shares one read-only connection (`open_read`), opened at the
+    first read and closed when the block ends: one dashboard page run, say. Held that long, the connection
+    keeps a writer waiting for the rest of the block (writers retry with back-off), so keep blocks to one
+    short unit of work. A write in the block to a file it reads closes the shared connection first; the next
+    read opens it again. Per thread (and asyncio task): other threads open their own."""
+    if _shared_reads.get() is not None:  # already inside one: the outer block owns the connections
+        yield
+        return
+    shared = _SharedReads()
+    token = _shared_reads.set(shared)
     try:
-        yield con
-    except duckdb.Error as e:
-        raise StorageError(f"reading the database {path} failed: {_first_line(e)}") from e
+        yield
     finally:
-        con.close()
+        _shared_reads.reset(token)
+        shared.close()
 
 
 def _pending(con: duckdb.DuckDBPyConnection) -> bool:

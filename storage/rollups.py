@@ -42,9 +42,11 @@ import duckdb
 
 from models.catalog import to_utc_naive
 from models.pricing import tier_band_sql
+from models.spend import SUMMED_COUNTS
 
 if TYPE_CHECKING:  # storage.replay reads through this module
     from storage.replay import UsageFilter
+    from storage.usage_reader import UsageReader
 
 __all__ = [
     "FIRST_ROLLUPS",
@@ -63,6 +65,8 @@ __all__ = [
     "covers",
     "create_sql",
     "ensure_bands",
+    "one_of",
+    "read_bands",
     "rebuild",
     "recent_part",
     "refresh",
@@ -122,17 +126,22 @@ class Rollup:
 
     def raw_rows_of(self, starts: Sequence[datetime], where: str = "TRUE") -> str:
         """The stored usage rows (that `where` selects) in the buckets starting at `starts`: a relation."""
-        literals = ", ".join(_literal(s) for s in starts)
         return (
             f"(SELECT * FROM usage WHERE ({_ranges(starts, self.bucket)}) AND ({where}) "
-            f"AND ({self.bucket_sql}) IN ({literals}))"
+            f"AND {one_of(f'({self.bucket_sql})', starts)})"
         )
 
-    def bucket_of(self, con: duckdb.DuckDBPyConnection, at: datetime) -> datetime:
-        """The start of the bucket a request at `at` falls in."""
-        row = con.execute(f"SELECT {self.bucket_sql} FROM (SELECT ?::TIMESTAMP AS ts)", [at]).fetchall()
-        found: datetime = row[0][0]
-        return found
+    def bucket_of(self, at: datetime) -> datetime:
+        """The start of the bucket a request at `at` falls in (`bucket_sql`, in Python: no engine asked)."""
+        if self.bucket_sql == MONTH:
+            return at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        assert self.bucket_sql == HALF_HOUR, self.bucket_sql
+        return at.replace(minute=at.minute - at.minute % ROLLUP_MINUTES, second=0, microsecond=0)
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        """Its columns in the order `select` gives them (and a stored rollup has them, on either engine)."""
+        return (*self.key_names, *(m.name for m in self.measures))
 
     @property
     def key_names(self) -> tuple[str, ...]:
@@ -169,19 +178,11 @@ def _sum(column: str) -> Measure:
 
 
 _TIMES = (Measure("first_ts", "min(ts)", "min"), Measure("last_ts", "max(ts)", "max"))
+# the counts a spend report sums (`models.spend.SUMMED_COUNTS`: requests are the rows' `n_requests`), the
+# billed cost and the times. Inserts and reads name their columns: a file whose rollups were created with
+# these columns in another order (before this was the one list) reads and writes the same.
 _SPEND_MEASURES = (
-    Measure("requests", "sum(n_requests)::BIGINT", "sum"),
-    *(
-        _sum(c)
-        for c in (
-            "input_tokens",
-            "cached_input_tokens",
-            "cache_write_tokens",
-            "cache_write_1h_tokens",
-            "output_tokens",
-            "reasoning_tokens",
-        )
-    ),
+    *(Measure(c, "sum(n_requests)::BIGINT", "sum") if c == "requests" else _sum(c) for c in SUMMED_COUNTS),
     Measure("billed_cost", "sum(billed_cost)", "sum"),
     *_TIMES,
 )
@@ -257,6 +258,12 @@ def _literal(at: datetime) -> str:
     return f"TIMESTAMP '{at:%Y-%m-%d %H:%M:%S.%f}'"
 
 
+def one_of(bucket: str, starts: Sequence[datetime]) -> str:
+    """`bucket` is one of `starts` (a period's ends: two at most), as equalities rather than `IN`, which
+    ClickHouse refuses between a month bucket (a Date32 there) and timestamps."""
+    return "(" + " OR ".join(f"{bucket} = {_literal(s)}" for s in starts) + ")"
+
+
 def _ranges(starts: Sequence[datetime], width: timedelta) -> str:
     """`ts` near any of the buckets (literals, so DuckDB skips the row groups outside them)."""
     return " OR ".join(f"ts BETWEEN {_literal(s)} AND {_literal(s + width)}" for s in starts)
@@ -298,41 +305,89 @@ def append(con: duckdb.DuckDBPyConnection, rows: str) -> None:
 
     In a batch of `SUMMED_FROM_ROWS` rows or more, a rollup of `_SUMMED_FROM` is summed from the batch's
     rows of a finer rollup rather than from the rows again (the same sums: it only drops keys; a third of
-    the rollups' cost per large batch). A smaller batch's cost is its statements, not its rows: each
-    rollup is then one `INSERT ... SELECT` over the rows. The bands, the batch's size and every rollup's
-    row counts are read in one statement, and each insert says how many rows it added."""
-    bounds, size, counts, merged = _append_state(con, rows)
-    summed = size >= SUMMED_FROM_ROWS
+    the rollups' cost per large batch), or, when every row of the batch has the same value of each key it
+    drops (one team, say), is those rows without the keys. A smaller batch's cost is its statements, not
+    its rows: each rollup is then one `INSERT ... SELECT` over the rows. A profile metric no row of the
+    batch has a value of (time to first token in a log without timings) costs no statement. What this
+    needs to know of the batch and of the rollups is read in one statement (`_BatchState`), and each
+    insert says how many rows it added."""
+    state = _append_state(con, rows)
+    summed = state.size >= SUMMED_FROM_ROWS
+    made: set[str] = set()
     for rollup in _APPEND_ORDER:
+        if not state.selected[rollup.where]:
+            continue
         finer = _SUMMED_FROM.get(rollup.name) if summed else None
         if finer is not None:
-            inserted = con.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.merged(_delta(finer))}")
+            dropped = _dropped(finer, rollup)
+            parts = _delta(finer)
+            if all(state.constant[k] for k in dropped):
+                inserted = con.execute(
+                    f"INSERT INTO {rollup.name} BY NAME SELECT * EXCLUDE ({', '.join(dropped)}) FROM {parts}"
+                )
+            else:
+                inserted = con.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.merged(parts)}")
         elif summed and rollup.name in _FINER:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {_delta(rollup)} AS {rollup.select(rows, bounds)}")
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {_delta(rollup)} AS {rollup.select(rows, state.bounds)}"
+            )
+            made.add(_delta(rollup))
             inserted = con.execute(f"INSERT INTO {rollup.name} BY NAME SELECT * FROM {_delta(rollup)}")
         else:
-            inserted = con.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.select(rows, bounds)}")
+            inserted = con.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.select(rows, state.bounds)}")
         added = int(inserted.fetchall()[0][0])
-        if _grown(counts[rollup.name] + added, merged.get(rollup.name, 0)):
+        if _grown(state.counts[rollup.name] + added, state.merged.get(rollup.name, 0)):
             _merge(con, rollup)
-    if summed:
-        for name in _FINER:
-            con.execute(f"DROP TABLE IF EXISTS {name}_batch")
+    for name in made:
+        con.execute(f"DROP TABLE {name}")
 
 
-def _append_state(
-    con: duckdb.DuckDBPyConnection, rows: str
-) -> tuple[tuple[int, ...], int, dict[str, int], dict[str, int]]:
-    """The bands, the number of `rows`, each rollup's row count and its count when last merged."""
+def _dropped(finer: Rollup, coarse: Rollup) -> list[str]:
+    return [k for k in finer.key_names if k not in coarse.key_names]
+
+
+@dataclass(frozen=True, slots=True)
+class _BatchState:
+    """What `append` reads before it writes: the bands, the batch's size, whether any of its rows passes
+    each rollup's `where`, whether each key a coarser rollup drops has one value in the whole batch, and
+    each rollup's row count now and when last merged."""
+
+    bounds: tuple[int, ...]
+    size: int
+    selected: dict[str, bool]
+    constant: dict[str, bool]
+    counts: dict[str, int]
+    merged: dict[str, int]
+
+
+_WHERES = tuple(dict.fromkeys(r.where for r in ROLLUPS))
+_BY_NAME = {r.name: r for r in ROLLUPS}
+# the keys a coarser rollup drops from the finer one it is summed from (team; endpoint, project, key)
+_DROPPED = tuple(sorted({k for name, fine in _SUMMED_FROM.items() for k in _dropped(fine, _BY_NAME[name])}))
+
+
+def _append_state(con: duckdb.DuckDBPyConnection, rows: str) -> _BatchState:
     counts = ", ".join(f"(SELECT count(*) FROM {r.name})" for r in ROLLUPS)
+    selected = ", ".join(f"count(*) FILTER (WHERE {where})" for where in _WHERES)
+    # one value (or none) in every row: the smallest equals the largest and no row lacks it while others
+    # have it
+    constant = ", ".join(
+        f"min({k}) IS NOT DISTINCT FROM max({k}) AND count({k}) IN (0, count(*))" for k in _DROPPED
+    )
     found = con.execute(
         "SELECT (SELECT list(bound ORDER BY bound) FROM rollup_bands), "
-        f"(SELECT count(*) FROM {rows}), "
+        f"(SELECT [count(*), {selected}] FROM {rows}), (SELECT [{constant}] FROM {rows}), "
         f"(SELECT list(struct_pack(name, rows)) FROM rollup_merged), [{counts}]"
     ).fetchall()[0]
-    bounds = tuple(int(b) for b in found[0] or ())
-    merged = {str(m["name"]): int(m["rows"]) for m in found[2] or ()}
-    return bounds, int(found[1]), {r.name: int(n) for r, n in zip(ROLLUPS, found[3], strict=True)}, merged
+    size, *passing = (int(n) for n in found[1])
+    return _BatchState(
+        bounds=tuple(int(b) for b in found[0] or ()),
+        size=size,
+        selected={where: n > 0 for where, n in zip(_WHERES, passing, strict=True)},
+        constant={k: bool(c) for k, c in zip(_DROPPED, found[2], strict=True)},
+        counts={r.name: int(n) for r, n in zip(ROLLUPS, found[4], strict=True)},
+        merged={str(m["name"]): int(m["rows"]) for m in found[3] or ()},
+    )
 
 
 def _delta(rollup: Rollup) -> str:
@@ -420,9 +475,11 @@ def rederived_difference(con: duckdb.DuckDBPyConnection, rollup: Rollup) -> int:
 # ------------------------------------------------------------------------------------------- reading
 
 
-def covering(con: duckdb.DuckDBPyConnection, rollup: Rollup, selection: UsageFilter) -> tuple[str, list[Any]]:
+def covering(usage: UsageReader, rollup: Rollup, selection: UsageFilter) -> tuple[str, list[Any]]:
     """A relation in `rollup`'s shape (partial rows, to be grouped again) holding exactly the usage rows
-    `selection` selects, and its parameters.
+    `selection` selects, and its parameters, on either engine (`usage`: the DuckDB file's rollup tables, or
+    a ClickHouse store's materialized views into AggregatingMergeTrees, whose unmerged parts are partial
+    rows alike).
 
     A rollup row whose first and last request lie inside the period is taken whole, one wholly outside is
     left out; a bucket with a row the period cuts is summed again from its raw rows, with the rollup's own
@@ -430,11 +487,11 @@ def covering(con: duckdb.DuckDBPyConnection, rollup: Rollup, selection: UsageFil
     attributes, params = selection.attribute_where()
     since = to_utc_naive(selection.since) if selection.since is not None else None
     until = to_utc_naive(selection.until) if selection.until is not None else None
-    rows = f"SELECT * FROM {rollup.name} WHERE {attributes}"
+    rows = f"SELECT {', '.join(rollup.column_names)} FROM {rollup.name} WHERE {attributes}"
     if since is None and until is None:
         return f"({rows})", params
     # only the buckets the period's ends fall in can hold a row it cuts
-    ends = [rollup.bucket_of(con, at) for at in (since, until) if at is not None]
+    ends = [rollup.bucket_of(at) for at in (since, until) if at is not None]
     inside = " AND ".join(
         ([f"first_ts >= {_literal(since)} AND bucket >= {_literal(ends[0])}"] if since is not None else [])
         + ([f"last_ts < {_literal(until)} AND bucket <= {_literal(ends[-1])}"] if until is not None else [])
@@ -445,21 +502,26 @@ def covering(con: duckdb.DuckDBPyConnection, rollup: Rollup, selection: UsageFil
     )
     cut = [
         r[0]
-        for r in con.execute(
-            f"SELECT DISTINCT bucket FROM {rollup.name} WHERE bucket IN ({', '.join(map(_literal, ends))}) "
+        for r in usage.rows(
+            f"SELECT DISTINCT bucket FROM {rollup.name} WHERE {one_of('bucket', ends)} "
             f"AND {attributes} AND {overlapping} AND NOT ({inside})",
             params,
-        ).fetchall()
+        )
     ]
     if not cut:
         return f"({rows} AND {inside})", params
     where, raw_params = selection.where()
-    literals = ", ".join(_literal(s) for s in cut)
-    raw = rollup.select(rollup.raw_rows_of(cut, where), bands(con))
+    raw = rollup.select(rollup.raw_rows_of(cut, where), read_bands(usage))
     return (
-        f"({rows} AND {inside} AND bucket NOT IN ({literals}) UNION ALL BY NAME {raw})",
+        f"({rows} AND {inside} AND NOT {one_of('bucket', cut)} UNION ALL {raw})",
         params + raw_params,
     )
+
+
+def read_bands(usage: UsageReader) -> tuple[int, ...]:
+    """The long-context thresholds a store's rollups are banded by: the DuckDB file's `rollup_bands`; a
+    ClickHouse store's views are banded by `SEED_BANDS` (its migration 2)."""
+    return bands(usage.duckdb) if usage.duckdb is not None else SEED_BANDS
 
 
 def spend_rollup(selection: UsageFilter, keys: Sequence[str] = ()) -> Rollup:
@@ -468,10 +530,10 @@ def spend_rollup(selection: UsageFilter, keys: Sequence[str] = ()) -> Rollup:
     return SPEND_KEYS if fine else SPEND
 
 
-def covers(bounds: Sequence[int], grain_minutes: int, con: duckdb.DuckDBPyConnection) -> bool:
+def covers(bounds: Sequence[int], grain_minutes: int, usage: UsageReader) -> bool:
     """Whether the spend rollups answer a catalog with these long-context `bounds` and pricing grain
     exactly: every bound is one they are banded by, and their half hours never straddle a price change."""
-    return grain_minutes % ROLLUP_MINUTES == 0 and set(bounds) <= set(bands(con))
+    return grain_minutes % ROLLUP_MINUTES == 0 and set(bounds) <= set(read_bands(usage))
 
 
 def catalog_band_sql(bounds: Sequence[int]) -> str:
@@ -480,16 +542,16 @@ def catalog_band_sql(bounds: Sequence[int]) -> str:
     return tier_band_sql(bounds, "input_floor + 1", "1")
 
 
-def recent_part(con: duckdb.DuckDBPyConnection, selection: UsageFilter, requests: int) -> UsageFilter:
+def recent_part(usage: UsageReader, selection: UsageFilter, requests: int) -> UsageFilter:
     """The latest part of `selection` holding at most `requests` requests, in whole half hours (at least
     the last one), counted from the spend rollup; `selection` itself when it holds no more."""
-    source, params = covering(con, spend_rollup(selection), selection)
-    start, last, total = con.execute(
+    source, params = covering(usage, spend_rollup(selection), selection)
+    start, last, total = usage.rows(
         f"""SELECT min(bucket) FILTER (WHERE later <= ?), max(bucket), max(later) FROM (
                 SELECT bucket, sum(sum(requests)) OVER (ORDER BY bucket DESC) AS later
                 FROM {source} GROUP BY bucket)""",
         [requests, *params],
-    ).fetchall()[0]
+    )[0]
     if total is None or total <= requests:
         return selection
     since = start if start is not None else last

@@ -19,6 +19,7 @@ from models.catalog import Catalog, to_utc_naive
 from models.errors import InputError
 from models.replay import Replay, ReplayOptions, comparison_rows, replay
 from models.spend import SpendRow
+from models.traffic import demand_series
 from storage import rollups
 from storage.replay import UsageFilter, read_traffic, usage_span
 from storage.reports import spend_report
@@ -40,6 +41,8 @@ class Simulation:
     requests: float
     actual: SpendRow | None  # the spend report's total row for the selection, in the replays' currency
     replays: tuple[Replay, ...]
+    # the recorded demand per `demand_every_s` of the same traffic (`models.traffic.demand_series`), if asked
+    demand: pl.DataFrame | None = None
 
     def comparison(self) -> pl.DataFrame:
         """Side-by-side rows (`models.replay.comparison_rows`) for the Switch view."""
@@ -69,9 +72,7 @@ def replay_window(
     """The latest part of `selection` holding at most `max_requests` requests (whole half hours, at least
     the last one), counted from the rollups; the selection itself when it holds no more."""
     with open_usage(path) as usage:
-        if usage.duckdb is None:  # a ClickHouse store has no rollups to count with: the whole selection
-            return selection
-        return rollups.recent_part(usage.duckdb, selection, max_requests)
+        return rollups.recent_part(usage, selection, max_requests)
 
 
 def simulate_offers(
@@ -83,9 +84,11 @@ def simulate_offers(
     *,
     latency: Latency | None = None,
     bucket_s: int | None = None,
+    demand_every_s: int | None = None,
 ) -> Simulation:
     """Read the selection once and replay it against each offer, all money in one currency (the options',
-    else the first offer's in force at the end of the period, or at `options.version_at`)."""
+    else the first offer's in force at the end of the period, or at `options.version_at`). With
+    `demand_every_s`, the recorded demand per that many seconds comes along, from the same read."""
     if not offer_ids:
         raise InputError("name at least one target with --offer (see `quotascope catalog list`)")
     offers = [catalog.get(offer_id) for offer_id in offer_ids]
@@ -102,4 +105,5 @@ def simulate_offers(
         options = replace(options, currency=version.currency)
     rows = spend_report(path, catalog, selection, (), options.currency)
     replays = tuple(replay(traffic, offer, options, fx=catalog.fx) for offer in offers)
-    return Simulation(selection, traffic.requests, rows[0] if rows else None, replays)
+    demand = demand_series(traffic, demand_every_s) if demand_every_s is not None else None
+    return Simulation(selection, traffic.requests, rows[0] if rows else None, replays, demand)

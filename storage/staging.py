@@ -39,7 +39,8 @@ from storage.db import StorageError
 from storage.normalise import _MACROS, IngestContext, _lit, _used, build_sql, tag_columns
 
 STAGE_MEMORY = "1GB"
-STREAM_ROWS = 100_000
+# rows per streamed table: a quarter of a row group, so the writer gets its first one soon after it fills
+STREAM_ROWS = 30_720
 
 
 @dataclass

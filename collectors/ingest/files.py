@@ -187,6 +187,13 @@ class ByteSource:
 
     def peek(self, limit: int = 1 << 20) -> bytes:
         """Up to `limit` decompressed bytes from the start (BOM removed), without consuming the stream."""
+        if not self.compressed:  # just those bytes: a piece is a whole block, read and hashed (16 MB)
+            try:
+                head = self.file.read_at(0, limit + len(UTF8_BOM))
+            except InputError:
+                head = b""  # the read for real says why
+            self.bom = head.startswith(UTF8_BOM)
+            return head[len(UTF8_BOM) :][:limit] if self.bom else head[:limit]
         with ByteSource(self.file) as other:
             out = bytearray()
             try:

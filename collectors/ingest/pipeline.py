@@ -45,8 +45,9 @@ from collectors.ingest.progress import Progress
 from collectors.ingest.route import Reader, Route, plan_route
 from models.errors import InputError
 from models.usage_record import RecordSpec
+from storage.db import WriteSession
 from storage.staging import LineStream, ReaderGaveUp
-from storage.store import StoreLike
+from storage.store import StoreLike, as_store
 from storage.usage import (
     ROW_GROUP_ROWS,
     BatchCounts,
@@ -70,10 +71,11 @@ class IngestOptions:
     default_time: datetime | None = None  # `--default-time`: records without a time take it (naive UTC)
     # rows stored per write transaction: at most `batch_rows` (about a second of holding the file), and as
     # soon as the writer is free once `min_batch_rows` wait (the rows still waiting when the last line is
-    # read are stored after it, so smaller batches shorten that wait). DuckDB's own readers store whole
-    # row groups at a time, carrying the rest over: see ROW_GROUP_ROWS.
+    # read are stored after it, so smaller batches shorten that wait: the first row group is stored while
+    # the rest is read). DuckDB's own readers store whole row groups at a time, carrying the rest over:
+    # see ROW_GROUP_ROWS.
     batch_rows: int = 4 * ROW_GROUP_ROWS
-    min_batch_rows: int = 2 * ROW_GROUP_ROWS
+    min_batch_rows: int = ROW_GROUP_ROWS
     block_bytes: int = BLOCK_BYTES
     workers: int = 2
     # JSON-lines responses: "fast" tries DuckDB's JSON reader, then its line reader, then the exact block
@@ -170,10 +172,12 @@ def _work_items(detection: Detection, source: ByteSource, options: IngestOptions
 
 
 class _Writer:
-    """Stores batches on its own thread, one at a time and in order, while blocks keep being normalised."""
+    """Stores batches on its own thread, one at a time and in order, while blocks keep being normalised,
+    on one connection while they come back to back (`storage.db.WriteSession`)."""
 
     def __init__(self, db: StoreLike, run: SourceRun) -> None:
         self.db = db
+        self.session = WriteSession(as_store(db).db)
         self.run = run
         self.totals = BatchCounts()
         self.reasons: Counter[str] = Counter()
@@ -192,6 +196,7 @@ class _Writer:
                 rejects,
                 finished_hash=final_hash,
                 finished=finished,
+                session=self.session,
             )
         except BaseException:
             self.failed = True
@@ -219,6 +224,7 @@ class _Writer:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self.session.close()
 
 
 def ingest_file(
@@ -409,6 +415,7 @@ def _ingest_streamed(
         lines = check.result()
         if gave_up or lines is None or not _rows_are_lines(file, kind, stream.seen.lines, lines):
             writer.wait()
+            writer.session.close()  # the discard is a write of its own
             if writer.run.source_id is not None:
                 discard_source(writer.db, writer.run.source_id)
             return False

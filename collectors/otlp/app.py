@@ -178,6 +178,9 @@ class Receiver:
             try:
                 done = self.writer.submit(prepared)
             except WriterBusy as e:
+                if e.unavailable:
+                    self.stats.refused_storage += 1
+                    return _failure(503, str(e), json_body, retry_after=e.retry_after_s)
                 self.stats.refused_busy += 1
                 return _failure(429, str(e), json_body, retry_after=e.retry_after_s)
             try:

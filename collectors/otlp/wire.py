@@ -688,7 +688,7 @@ def _varint(data: U8, pos: int, end: int) -> tuple[bool, np.uint64, int]:
         shift += 7
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # requests are scanned on worker threads: two at once on two cores
 def _scan_compiled(
     data: U8,
     out: U8,

@@ -196,11 +196,14 @@ def _joined(records: list[str]) -> bytes:
 
 
 class WriterBusy(Exception):
-    """The writer holds as many spans as it may; the request is refused, to be retried (HTTP 429)."""
+    """The writer holds as many spans as it may; the request is refused, to be retried (HTTP 429, or 503
+    when what it holds is held because the database cannot be written: `unavailable`)."""
 
-    def __init__(self, retry_after_s: int) -> None:
-        super().__init__(f"the writer is behind; retry after {retry_after_s} s")
+    def __init__(self, retry_after_s: int, *, unavailable: bool = False) -> None:
+        behind = "the database cannot be written now" if unavailable else "the writer is behind"
+        super().__init__(f"{behind}; retry after {retry_after_s} s")
         self.retry_after_s = retry_after_s
+        self.unavailable = unavailable
 
 
 class SpanWriter:
@@ -274,6 +277,8 @@ class SpanWriter:
             if self._closing:
                 raise WriterBusy(1)
             if self._pending and self._pending + size > self.max_pending_spans:
+                if self.failing is not None:  # the spool's drain cannot commit: say so, as without a spool
+                    raise WriterBusy(5, unavailable=True)
                 raise WriterBusy(self.retry_after_s())
             item = _Queued(prepared)
             self._queue.append(item)

@@ -40,7 +40,8 @@ MAX_ERROR_CHARS = 200
 class Exchange:
     """What one HTTP exchange gave. Times in perf_counter seconds; `content` lives in memory only."""
 
-    t_sent: float = 0.0
+    t_sent: float = 0.0  # when the request actually started: its connect, or its first byte to the socket
+    connected: bool = False  # it opened its connection (so `t_sent` is the connect's start)
     status: int | None = None
     error_class: ErrorClass | None = None
     error: str = ""
@@ -265,7 +266,9 @@ async def exchange(
 
     `gate`, shared by the requests of one run, lets one request at a time take a pooled connection, for
     clients whose transport does not do so itself (see `collectors.probe.transport`, which `make_client`
-    uses). `t_sent` is when the request started being written, so the send delay shows client-side queueing.
+    uses). `t_sent` is when the request actually started: the start of its connect if it opened one, else
+    when its bytes were handed to the socket (on `make_client`'s connections; httpcore's event before
+    writing on any other), so the send delay shows client-side queueing.
     `ahead` is called once the first token is in (TTFT taken, the rest of the reply not yet due): a closed
     loop builds its next request then.
     """
@@ -282,6 +285,7 @@ async def exchange(
         if name in ON_THE_WIRE:
             if not result.t_sent:
                 result.t_sent = now()
+                result.connected = name == "connection.connect_tcp.started"
             open_gate()
 
     try:
@@ -295,6 +299,9 @@ async def exchange(
             try:
                 open_gate()  # a transport that sends no trace events
                 result.t_sent = result.t_sent or start
+                stream = response.extensions.get("network_stream")
+                if isinstance(stream, TimedStream) and stream.request_written and not result.connected:
+                    result.t_sent = stream.request_written  # its bytes handed to the socket
                 await _read(response, result, secret, ahead)
             finally:
                 await response.aclose()

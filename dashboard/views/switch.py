@@ -14,7 +14,7 @@ from dashboard.tables import Column
 from models.catalog import Catalog
 from models.errors import QuotascopeError
 from models.replay import ReplayOptions
-from storage.replay import UsageFilter, read_demand
+from storage.replay import UsageFilter
 from storage.simulation import MAX_REPLAY_REQUESTS, replay_window, simulate_offers
 from storage.store import StoreLike
 
@@ -31,7 +31,8 @@ def _compare(
     high: float,
     currency: str,
     selection: UsageFilter,
-) -> pl.DataFrame:
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The offers side by side, and the recorded demand per minute (from the same read of the traffic)."""
     options = ReplayOptions(
         keys=keys,
         accounts=keys,
@@ -39,7 +40,9 @@ def _compare(
         tokenizer_ratio=(Decimal(str(low)), Decimal(str(high))),
         currency=currency,
     )
-    return simulate_offers(db, catalog, offers, options, selection).comparison()
+    simulation = simulate_offers(db, catalog, offers, options, selection, demand_every_s=60)
+    assert simulation.demand is not None
+    return simulation.comparison(), simulation.demand
 
 
 def _columns(currency: str) -> list[Column]:
@@ -103,7 +106,7 @@ def render() -> None:
         st.info("Choose at least one target offer.")
         return
     try:
-        frame = state.read(
+        frame, demand = state.read(
             _compare,
             priced=True,
             offers=tuple(targets),
@@ -121,7 +124,6 @@ def render() -> None:
     state.show_table(frame, _columns(currency), "switch_table")
     left, right = st.columns(2)
     left.plotly_chart(charts.switch_costs(frame), key="switch_cost_chart")
-    demand = state.read(read_demand, selection=selection, every_s=60)
     limits: dict[str, float] = {}
     for offer_id in targets:
         version = catalog.get(offer_id).version_at(None).limits.effective()

@@ -190,6 +190,7 @@ def render(summary: dict[str, Any], stored: Path | None) -> str:
         ("ITL ms", "itl_ms"),
         ("output tokens/s", "output_tokens_per_s"),
         ("E2E ms", "e2e_ms"),
+        ("send delay ms (client)", "send_delay_ms"),
     ):
         stats = summary[key]
         rows.append([label, *("-" if stats[q] is None else f"{stats[q]:,}" for q in ("p50", "p95", "p99"))])

@@ -190,20 +190,20 @@ KILLABLE = textwrap.dedent(
     import sys, time
     from contextlib import contextmanager
     from pathlib import Path
-    import storage.usage
+    import storage.db
     from collectors.ingest import IngestOptions, ingest_paths
 
     db, log, batch_rows, mode, hold_at, pause_s, marker = sys.argv[1:8]
-    real_open_write = storage.usage.open_write
+    real_batch = storage.db.WriteSession.batch
     batches = 0
 
     @contextmanager
-    def observed(path, **kwargs):
+    def observed(session):
         # the real write transaction; on batch `hold_at`, once every statement has run and before the commit,
         # say how many rows were committed before it and wait there to be killed
         global batches
         batches += 1
-        with real_open_write(path, **kwargs) as con:
+        with real_batch(session) as con:
             ((committed,),) = con.execute(
                 "SELECT coalesce(max(rows_stored), 0) FROM sources WHERE path = ?", [log]
             ).fetchall()
@@ -211,9 +211,9 @@ KILLABLE = textwrap.dedent(
             if batches == int(hold_at):
                 Path(marker).write_text(str(committed))
                 time.sleep(600)
-        time.sleep(float(pause_s))  # room for readers between batches, outside the lock
+        time.sleep(float(pause_s))  # room for readers between batches
 
-    storage.usage.open_write = observed
+    storage.db.WriteSession.batch = observed
     reader = "fast" if mode == "streamed" else "blocks"
     options = IngestOptions(batch_rows=int(batch_rows), reader=reader, block_bytes=1 << 20)
     ingest_paths(Path(db), [Path(log)], salt="s", options=options)

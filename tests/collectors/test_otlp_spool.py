@@ -165,3 +165,24 @@ def test_kill_9_at_a_random_moment_leaves_every_acknowledged_span_stored_once(tm
     assert total == (len(keys),)  # nothing twice
     wanted = {f"chatcmpl-{n * 50 + i:024d}" for n in acknowledged for i in range(50)}
     assert not wanted - keys  # every acknowledged span is there
+
+
+def test_spooled_spans_the_database_cannot_take_turn_exporters_away_with_503(tmp_path: Path) -> None:
+    folder = tmp_path / "a-folder"  # a folder where the database file should be: nothing can commit
+    folder.mkdir()
+    options = OtlpOptions(port=0, linger_s=0.0, max_pending_spans=3, spool=tmp_path / "spool")
+    with OtlpServer(folder, "salt", options) as server:
+        url = server.endpoint + "/v1/traces"
+        assert httpx.post(url, content=body(0, 3), headers=PROTOBUF).status_code == 200  # spooled
+        deadline = time.monotonic() + 30
+        while server.writer.failing is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        refused = httpx.post(url, content=body(10, 1), headers=PROTOBUF)
+        assert refused.status_code == 503
+        assert int(refused.headers["retry-after"]) >= 1
+    # what was acknowledged stays spooled for the next start (the stop gave up on the database)
+    again = Spool(tmp_path / "spool")
+    try:
+        assert sum(entry.records for entry in again.replay()) == 3
+    finally:
+        again.close()

@@ -5,7 +5,9 @@ failures httpcore expects of a network stream come as its own exceptions."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -23,6 +25,7 @@ from collectors.probe.loop import run_async
 from collectors.probe.transport import (
     FLUSH_BYTES,
     HELD_BYTES,
+    SO_TIMESTAMPNS,
     ShardedTransport,
     TimedBackend,
     TimedStream,
@@ -79,6 +82,85 @@ def test_a_requests_writes_leave_together_when_its_reply_is_read_and_the_read_is
         assert before < stream.last_read <= after
 
     run(go())
+
+
+@pytest.mark.skipif(SO_TIMESTAMPNS is None, reason="the kernel's receive times are read on 64-bit Linux")
+@LOOPS
+def test_a_read_is_timed_when_the_kernel_received_it_not_when_a_busy_client_got_to_it(run: Runner) -> None:
+    """The reply comes while the client's loop is blocked: its time is the arrival, not the late read."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    answered: list[float] = []
+    sent = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            for _ in range(2):
+                conn.recv(100)
+                conn.sendall(b"ok")
+                answered.append(time.perf_counter())
+                sent.set()
+            conn.recv(100)  # until the client closes
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+
+    async def go() -> tuple[bytes, float, float]:
+        stream = await TimedBackend().connect_tcp("127.0.0.1", listener.getsockname()[1])
+        assert isinstance(stream, TimedStream)
+        # a first exchange: the kernel turns its packet timestamps on a moment after the first socket asks
+        await stream.write(b"ping")
+        assert await stream.read(100, timeout=5) == b"ok"
+        await asyncio.sleep(0.1)
+        sent.clear()
+        await stream.write(b"ping")
+        await stream.flush()
+        assert sent.wait(5)  # a client starved of CPU (its loop blocked): the reply waits in the kernel
+        time.sleep(0.3)
+        busy_until = time.perf_counter()
+        reply = await stream.read(100)
+        await stream.aclose()
+        return reply, stream.last_read, busy_until
+
+    try:
+        reply, arrived, busy_until = run(go())
+        server.join(timeout=5)
+    finally:
+        listener.close()
+    assert reply == b"ok"
+    assert answered[1] - 0.005 < arrived < busy_until - 0.25
+
+
+@LOOPS
+def test_httpcores_locks_are_taken_without_a_turn_of_the_loop_and_still_exclude(run: Runner) -> None:
+    """Between a request's send time and its bytes httpcore takes two locks: a free one costs no turn of the
+    event loop (another ready task does not run first), a held one still makes the next taker wait."""
+
+    async def go() -> tuple[list[str], list[str]]:
+        lock = httpcore._synchronization.AsyncLock()
+        ran: list[str] = []
+
+        async def other() -> None:
+            ran.append("other")
+
+        task = asyncio.create_task(other())  # ready to run at the loop's next turn
+        async with lock:
+            seen = list(ran)
+        await task
+        order: list[str] = []
+
+        async def taker(name: str) -> None:
+            async with lock:
+                order.append(f"{name} in")
+                await asyncio.sleep(0.01)
+                order.append(f"{name} out")
+
+        await asyncio.gather(taker("a"), taker("b"))
+        return seen, order
+
+    seen, order = run(go())
+    assert seen == []
+    assert order == ["a in", "a out", "b in", "b out"]
 
 
 @LOOPS

@@ -53,7 +53,7 @@ FIELDS = (
 MODELS = (("deepseek", "deepseek-reasoner"), ("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4-5"))
 
 
-def _row(rng: random.Random, ids: int) -> dict[str, object]:
+def _row(rng: random.Random, ids: int, team: str | None = None) -> dict[str, object]:
     provider, model = rng.choice(MODELS)
     requests = rng.choice([1, 1, 1, 1, 5])
     # per-request inputs on both sides of the long-context thresholds (200,000 and the seed bands)
@@ -70,7 +70,7 @@ def _row(rng: random.Random, ids: int) -> dict[str, object]:
         "provider": provider,
         "model": model,
         "endpoint": rng.choice(["/v1/chat/completions", "/v1/responses", ""]),
-        "team": rng.choice(["search", "support", ""]),
+        "team": rng.choice(["search", "support", ""]) if team is None else team,
         "project": rng.choice(["p1", "p2", ""]),
         "key_id": rng.choice(["k1", "k2", ""]),
         "requests": requests,
@@ -89,12 +89,13 @@ def _row(rng: random.Random, ids: int) -> dict[str, object]:
     }
 
 
-def write_log(path: Path, rng: random.Random, rows: int, ids: int) -> Path:
+def write_log(path: Path, rng: random.Random, rows: int, ids: int, team: str | None = None) -> Path:
+    """A CSV log of `rows` random requests (of one `team`, given one; "" for none)."""
     with path.open("w", newline="") as f:
         out = csv.DictWriter(f, FIELDS)
         out.writeheader()
         for _ in range(rows):
-            out.writerow(_row(rng, ids))
+            out.writerow(_row(rng, ids, team))
     return path
 
 
@@ -190,18 +191,34 @@ def kill_mid_ingest(db: Path, logs: list[Path], hold_at: int, where: str) -> Non
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_rollups_equal_their_definition_over_the_raw_rows_after_random_ingests_and_kills(
-    tmp_path: Path, seed: int
+    tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rng = random.Random(seed)
     db = tmp_path / "q.duckdb"
     logs: list[Path] = []
-    actions = ["new", "again", "overlap", "kill-before", "kill-after", "kill-running", "discard", "new"]
+    actions = [
+        "new",
+        "again",
+        "overlap",
+        "one-team",
+        "kill-before",
+        "kill-after",
+        "kill-running",
+        "discard",
+        "new",
+    ]
     rng.shuffle(actions)
     for step, action in enumerate(["new", *actions]):
-        if action in ("new", "overlap"):
-            # "overlap": ids drawn from the pool earlier files used too, so many rows are duplicates
+        # each way `append` has of adding a batch: every rollup from the rows (small batches), or the
+        # coarser ones summed from the finer ones' rows of the batch (large ones), here at any size
+        monkeypatch.setattr(rollups, "SUMMED_FROM_ROWS", rng.choice([1, 50, 20_000]))
+        if action in ("new", "overlap", "one-team"):
+            # "overlap": ids drawn from the pool earlier files used too, so many rows are duplicates;
+            # "one-team": every row of one team (or of none), so a batch's rows without team are its rollup
+            # rows of every team
             ids = 400 if action == "overlap" else 1_000_000
-            logs.append(write_log(tmp_path / f"log-{step}.csv", rng, rng.randint(50, 400), ids))
+            team = rng.choice(["search", ""]) if action == "one-team" else None
+            logs.append(write_log(tmp_path / f"log-{step}.csv", rng, rng.randint(50, 400), ids, team))
             for result in ingest(db, logs[-1], fmt="csv", batch_rows=rng.choice([7, 64, 1000])):
                 assert identity_holds(result)
         elif action == "again":
@@ -230,4 +247,45 @@ def test_a_rollup_missing_a_batch_is_caught(tmp_path: Path) -> None:
     finally:
         con.close()
     with pytest.raises(AssertionError, match="rollup_spend"):
+        assert_rederived(db)
+
+
+@pytest.mark.parametrize("summed_from", [1, 20_000])
+@pytest.mark.parametrize("team", [None, "search", ""])
+def test_one_batch_adds_one_row_per_key_to_every_rollup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, summed_from: int, team: str | None
+) -> None:
+    """However a batch's rollup rows are made (from its rows, or summed from a finer rollup's, or a finer
+    rollup's without the keys every row shares), each key gets one row: a rollup stays as small as its
+    definition makes it. Teams mixed, one team, no team."""
+    monkeypatch.setattr(rollups, "SUMMED_FROM_ROWS", summed_from)
+    db = tmp_path / "q.duckdb"
+    log = write_log(tmp_path / "a.csv", random.Random(5), 600, 1_000_000, team)
+    (result,) = ingest(db, log, fmt="csv", batch_rows=10_000)
+    assert result.counts.stored == 600
+    assert_rederived(db)
+    for rollup in rollups.ROLLUPS:
+        keys = ", ".join(rollup.key_names)
+        ((rows, distinct),) = query(db, f"SELECT count(*), count(DISTINCT ({keys})) FROM {rollup.name}")
+        assert (rollup.name, rows) == (rollup.name, distinct)
+
+
+def test_rollups_whose_columns_an_older_quotascope_ordered_otherwise_take_and_give_the_same(
+    tmp_path: Path,
+) -> None:
+    """A file's rollups were created (CREATE TABLE AS) with their columns in the order of the definitions
+    then; every insert and read names its columns, so a file with another order is kept exactly too."""
+    db = tmp_path / "q.duckdb"
+    ingest(db, write_log(tmp_path / "a.csv", random.Random(3), 200, 1_000_000), fmt="csv")
+    con = duckdb.connect(str(db))
+    try:
+        for rollup in rollups.ROLLUPS:
+            columns = ", ".join(reversed([*rollup.key_names, *(m.name for m in rollup.measures)]))
+            con.execute(f"CREATE TABLE reordered AS SELECT {columns} FROM {rollup.name}")
+            con.execute(f"DROP TABLE {rollup.name}")
+            con.execute(f"ALTER TABLE reordered RENAME TO {rollup.name}")
+    finally:
+        con.close()
+    for seed, rows in ((4, 300), (5, 30_000)):  # a small batch and a large one
+        ingest(db, write_log(tmp_path / f"{seed}.csv", random.Random(seed), rows, 1_000_000), fmt="csv")
         assert_rederived(db)

@@ -3,11 +3,14 @@ numbers storage and the model compute."""
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -232,6 +235,14 @@ def test_overview_shows_every_figure_in_the_display_currency(demo: AppTest) -> N
     assert all("USD" in a and "CNY" not in a for a in alerts)
 
 
+def _values(array: Any) -> list[Any]:
+    """A chart's data array as sent to the browser: a list, or a typed array (plotly sends numpy arrays as
+    base64 with their dtype)."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"])).tolist()
+    return list(array)
+
+
 def test_usage_histograms_count_requests_not_rows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """An aggregated export bucket stands for its `n_requests` requests in every distribution, not for one."""
     from tests.storage.usage_rows import insert_usage
@@ -254,9 +265,11 @@ def test_usage_histograms_count_requests_not_rows(monkeypatch: pytest.MonkeyPatc
     }
     per_request = charts["Input tokens per request"]
     assert per_request["histfunc"] == "sum"
-    assert sorted(zip(per_request["x"], per_request["y"], strict=True)) == [(100, 1), (1000, 40)]
-    assert sorted(
-        zip(charts["Output tokens per request"]["x"], charts["Output tokens per request"]["y"], strict=True)
-    ) == [(10, 1), (20, 40)]
-    assert charts["Reasoning tokens (requests that reasoned)"]["y"] == [1]
+    assert sorted(zip(_values(per_request["x"]), _values(per_request["y"]), strict=True)) == [
+        (100, 1),
+        (1000, 40),
+    ]
+    output = charts["Output tokens per request"]
+    assert sorted(zip(_values(output["x"]), _values(output["y"]), strict=True)) == [(10, 1), (20, 40)]
+    assert _values(charts["Reasoning tokens (requests that reasoned)"]["y"]) == [1]
     assert "41 requests" in " ".join(str(c.value) for c in at.caption)

@@ -12,8 +12,16 @@ from pathlib import Path
 import duckdb
 import pytest
 
+import storage.db
 from storage import migrations
-from storage.db import DatabaseMissingError, StorageError, open_read, open_write
+from storage.db import (
+    DatabaseMissingError,
+    StorageError,
+    WriteSession,
+    one_connection,
+    open_read,
+    open_write,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,6 +55,57 @@ def test_a_failing_batch_leaves_the_database_as_before(tmp_path: Path) -> None:
         raise KeyError("boom")
     with open_read(db) as con:
         assert con.execute("SELECT reason FROM rejects").fetchall() == [("kept",)]
+
+
+def _held(db: Path) -> bool:
+    """Whether another connection holds the file for writing (a read-only open of it fails)."""
+    try:
+        subprocess.run(
+            [sys.executable, "-c", f"import duckdb; duckdb.connect({str(db)!r}, read_only=True).close()"],
+            check=True,
+            capture_output=True,
+        )
+    except subprocess.CalledProcessError:
+        return True
+    return False
+
+
+def test_a_session_keeps_its_connection_across_batches_until_its_hold_is_over(tmp_path: Path) -> None:
+    db = tmp_path / "q.duckdb"
+    with WriteSession(db, hold_s=60) as session:
+        with session.batch() as first:
+            first.execute("INSERT INTO rejects VALUES (1, 1, 'first', NULL)")
+        with session.batch() as second:
+            assert second is first  # no new connection, no checkpoint in between
+            second.execute("INSERT INTO rejects VALUES (1, 2, 'second', NULL)")
+        assert _held(db)  # between batches, within the hold
+    assert not _held(db)  # closed with the session
+    with WriteSession(db, hold_s=0) as session:
+        with session.batch() as con:
+            con.execute("INSERT INTO rejects VALUES (1, 3, 'third', NULL)")
+        assert not _held(db)  # the hold over: closed after the batch, readers get their turn
+    with open_read(db) as con:
+        assert con.execute("SELECT reason FROM rejects ORDER BY line_no").fetchall() == [
+            ("first",),
+            ("second",),
+            ("third",),
+        ]
+
+
+def test_a_failing_batch_of_a_session_is_rolled_back_and_ends_its_connection(tmp_path: Path) -> None:
+    db = tmp_path / "q.duckdb"
+    with WriteSession(db, hold_s=60) as session:
+        with session.batch() as con:
+            con.execute("INSERT INTO rejects VALUES (1, 1, 'kept', NULL)")
+        with pytest.raises(StorageError, match="Catalog Error"), session.batch() as con:
+            con.execute("INSERT INTO rejects VALUES (1, 2, 'rolled back', NULL)")
+            con.execute("SELECT * FROM no_such_table")
+        assert not _held(db)
+        with session.batch() as con:  # the next batch opens the file again
+            con.execute("INSERT INTO rejects VALUES (1, 3, 'after', NULL)")
+    with open_read(db) as con:
+        reasons = con.execute("SELECT reason FROM rejects ORDER BY line_no").fetchall()
+    assert reasons == [("kept",), ("after",)]
 
 
 def test_a_missing_database_names_the_command_that_fills_it(tmp_path: Path) -> None:
@@ -158,3 +217,58 @@ def test_a_lock_wait_says_what_it_waits_for_and_names_the_holder_honestly(
     assert "python" in message and "stayed locked for 6 s" in message
     (told,) = [r.getMessage() for r in caplog.records if "waiting for the database" in r.getMessage()]
     assert str(db) in told and f"PID {holder.pid}" in told
+
+
+def test_reads_in_one_connection_block_open_the_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "q.duckdb"
+    with open_write(db) as con:
+        con.execute("INSERT INTO rejects VALUES (1, 1, 'first', NULL)")
+    opened: list[bool] = []
+    connect = storage.db._connect
+
+    def counted(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+        opened.append(read_only)
+        return connect(path, read_only=read_only)
+
+    monkeypatch.setattr(storage.db, "_connect", counted)
+    with one_connection():
+        with open_read(db) as outer:
+            outer_result = outer.execute("SELECT reason FROM rejects")
+            with open_read(db) as inner:  # a read nested in another leaves the outer's result alone
+                assert inner.execute("SELECT count(*) FROM rejects").fetchall() == [(1,)]
+            assert outer_result.fetchall() == [("first",)]
+        with open_read(db) as con:
+            assert con.execute("SELECT count(*) FROM rejects").fetchall() == [(1,)]
+        assert opened == [True]  # three reads, one open of the file
+        with open_write(db) as con:  # a write closes the shared reader first, then reads see it
+            con.execute("INSERT INTO rejects VALUES (1, 2, 'second', NULL)")
+        with open_read(db) as con:
+            assert con.execute("SELECT count(*) FROM rejects").fetchall() == [(2,)]
+        assert opened == [True, False, True]
+        with (
+            open_read(db),
+            pytest.raises(StorageError, match="while this process reads it"),
+            open_write(db),
+        ):
+            pass
+    # the block closed its connection: another process may write now
+    write = "from pathlib import Path; import sys; from storage.db import open_write\n"
+    write += "with open_write(Path(sys.argv[1]), timeout_s=2) as con: con.execute('DELETE FROM rejects')"
+    done = subprocess.run([sys.executable, "-c", write, str(db)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_read_error_in_one_connection_block_is_one_sentence(tmp_path: Path) -> None:
+    db = tmp_path / "q.duckdb"
+    with open_write(db):
+        pass
+    with one_connection():
+        with (
+            pytest.raises(StorageError, match=r"reading the database .* failed: Catalog Error"),
+            open_read(db) as con,
+        ):
+            con.execute("SELECT * FROM no_such_table")
+        with open_read(db) as con:  # the shared connection survives a failed read
+            assert con.execute("SELECT 1").fetchall() == [(1,)]
