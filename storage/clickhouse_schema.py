@@ -202,9 +202,27 @@ def exact_rollups(layout: Layout, _describe: Describe, _render: Callable[[str], 
     return statements
 
 
+RECORD_KEY_INDEX = "record_key_bloom"
+
+
+def record_key_index(layout: Layout, _describe: Describe, _render: Callable[[str], str]) -> list[str]:
+    """A bloom filter on `record_key` (migration 4): every write looks the keys it brings up in usage (the
+    ingest's lookup before inserting, the `otel_traces` view's before each exporter block), and the sort
+    key, which starts with provider, model and team, narrows such a lookup only to the weeks around the
+    keys' times; the filter narrows it to the granules that may hold them. Rows stored before get it as
+    ClickHouse materializes it in the background (until then a lookup reads their granules, as before)."""
+    usage = f"{layout.qualified(layout.local('usage'))}{layout.on_cluster}"
+    return [
+        f"ALTER TABLE {usage} ADD INDEX IF NOT EXISTS {RECORD_KEY_INDEX} record_key "
+        "TYPE bloom_filter(0.001) GRANULARITY 1",
+        f"ALTER TABLE {usage} MATERIALIZE INDEX {RECORD_KEY_INDEX}",
+    ]
+
+
 # Append only: a released migration is never edited; a schema change is a new number with its statements.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "usage", lambda layout, _describe, _render: usage_tables(layout)),
     Migration(2, "rollups", rollup_tables),
     Migration(3, "exact rollups", exact_rollups),
+    Migration(4, "record key index", record_key_index),
 )

@@ -18,6 +18,7 @@ import pytest
 from storage import clickhouse as clickhouse_module
 from storage import rollups
 from storage.clickhouse import ClickHouse, connect
+from storage.clickhouse_schema import RECORD_KEY_INDEX
 from storage.explore import usage_dimensions, usage_sample
 from storage.otel_traces import link_traces, store_link
 from storage.replay import UsageFilter, usage_span
@@ -294,3 +295,13 @@ def test_relinking_otel_traces_with_another_attribution_leaves_the_rollups_exact
         assert usage.rows("SELECT team, sum(requests)::BIGINT FROM rollup_spend GROUP BY team") == [
             ("checkout", 12)
         ]
+
+
+def test_key_lookups_read_through_the_record_key_index(fresh: Store) -> None:
+    """What every write's lookup of stored keys uses (migration 4): the bloom filter on record_key."""
+    assert _ingest(fresh, _file([f"req-{i}" for i in range(40)], datetime(2025, 3, 3, 12, 10))) == 40
+    assert fresh.clickhouse is not None
+    plan = connect(fresh.clickhouse).arrow(
+        "EXPLAIN indexes = 1 SELECT record_key FROM exact.usage WHERE record_key IN ('req-1', 'req-9')"
+    )
+    assert any(RECORD_KEY_INDEX in line for line in plan.column(0).to_pylist())
