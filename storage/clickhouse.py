@@ -37,8 +37,11 @@ FINAL_TABLES = frozenset({"usage"})
 # (min, max, sum; not the type's default), an outer join's missing side is NULL, and a column's name means
 # the column even where the query also names an expression so (`sum(input_tokens) AS input_tokens` beside
 # `input_tokens / n_requests`: ClickHouse would otherwise read the sum there)
+# and for every insert: a retried insert that usage drops by its token is dropped by every rollup view too
+# (the default of recent servers; earlier ones pushed the repeat on to the views)
 QUERY_SETTINGS = {
     "aggregate_functions_null_for_empty": 1,
+    "deduplicate_blocks_in_dependent_materialized_views": 1,
     "join_use_nulls": 1,
     "prefer_column_name_to_alias": 1,
 }
@@ -158,6 +161,42 @@ class ClickHouse:
         inserter = self._chdb.send_insert(statement, "ArrowStream")
         inserter.append(_arrow_stream(data))
         inserter.finish()
+
+    def delete_usage(self, where: str) -> None:
+        """Delete the usage rows `where` selects (SQL over a usage row, in either dialect) and recompute
+        every rollup bucket they were in from the rows left (`usage FINAL`): a materialized view sees
+        inserts only, so a delete is the rollups' to follow here, as `storage.rollups.refresh` does in the
+        DuckDB file. Synchronous: it returns when usage and the rollups hold the rows left. (Rows inserted
+        into a touched bucket while it runs may be counted twice: a delete is for an operator's command,
+        `quotascope ingest --discard`, `traces --relink`, not for a store taking inserts at that moment.)"""
+        from storage import rollups
+
+        layout = self.layout
+        touched = {
+            rollup: [
+                row[0]
+                for row in self.rows(
+                    f"SELECT DISTINCT {rollup.bucket_sql} AS bucket FROM usage WHERE {where}"
+                )
+            ]
+            for rollup in rollups.ROLLUPS
+        }
+        sync = "SETTINGS mutations_sync = 2"
+        usage = layout.qualified(layout.local("usage"))
+        self.command(f"ALTER TABLE {usage}{layout.on_cluster} DELETE WHERE {where} {sync}")
+        for rollup, starts in touched.items():
+            if not starts:
+                continue
+            buckets = self.render(f"SELECT * FROM t WHERE {rollups.one_of('bucket', starts)}", final=False)
+            local = layout.qualified(layout.local(rollup.name))
+            self.command(
+                f"ALTER TABLE {local}{layout.on_cluster} DELETE {buckets[buckets.index('WHERE') :]} {sync}"
+            )
+            again = self.render(rollup.select(rollup.raw_rows_of(starts), rollups.SEED_BANDS))
+            # not a repeat to drop: the same sums may well have been inserted before
+            self.command(
+                f"INSERT INTO {layout.qualified(rollup.name)} SETTINGS insert_deduplicate = 0 {again}"
+            )
 
     # -------------------------------------------------------------------------------- schema
 

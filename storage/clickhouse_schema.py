@@ -177,8 +177,52 @@ class Migration:
     statements: Callable[[Layout, Describe, Callable[[str], str]], list[str]]
 
 
+def exact_rollups(layout: Layout, _describe: Describe, _render: Callable[[str], str]) -> list[str]:
+    """Rollups that count every request once (migration 3). A materialized view sees every block inserted
+    into usage, even one the usage table drops or a `FINAL` read collapses, so:
+
+    - a retried insert (same `insert_deduplication_token`) dropped by usage must be dropped by each rollup
+      too: ClickHouse derives the view's block token from the insert's and drops a repeat only where the
+      target table keeps a window of tokens (`non_replicated_deduplication_window` on one server; a
+      replicated table keeps one by default), with `deduplicate_blocks_in_dependent_materialized_views`
+      (`storage.clickhouse.QUERY_SETTINGS`);
+    - the `otel_traces` usage view no longer inserts a request usage holds already (an exporter's retry, a
+      request a log file brought first: `storage.otel_traces.Link.usage_select`). Its old definition is
+      dropped here; connecting recreates it and copies what it missed (`link_traces`)."""
+    from storage import rollups
+    from storage.otel_traces import USAGE_VIEW
+
+    statements = []
+    window = "non_replicated_deduplication_window = 1000"
+    if not layout.cluster:
+        statements += [
+            f"ALTER TABLE {layout.qualified(r.name)} MODIFY SETTING {window}" for r in rollups.ROLLUPS
+        ]
+    statements.append(f"DROP VIEW IF EXISTS {layout.qualified(USAGE_VIEW)}{layout.on_cluster}")
+    return statements
+
+
+RECORD_KEY_INDEX = "record_key_bloom"
+
+
+def record_key_index(layout: Layout, _describe: Describe, _render: Callable[[str], str]) -> list[str]:
+    """A bloom filter on `record_key` (migration 4): every write looks the keys it brings up in usage (the
+    ingest's lookup before inserting, the `otel_traces` view's before each exporter block), and the sort
+    key, which starts with provider, model and team, narrows such a lookup only to the weeks around the
+    keys' times; the filter narrows it to the granules that may hold them. Rows stored before get it as
+    ClickHouse materializes it in the background (until then a lookup reads their granules, as before)."""
+    usage = f"{layout.qualified(layout.local('usage'))}{layout.on_cluster}"
+    return [
+        f"ALTER TABLE {usage} ADD INDEX IF NOT EXISTS {RECORD_KEY_INDEX} record_key "
+        "TYPE bloom_filter(0.001) GRANULARITY 1",
+        f"ALTER TABLE {usage} MATERIALIZE INDEX {RECORD_KEY_INDEX}",
+    ]
+
+
 # Append only: a released migration is never edited; a schema change is a new number with its statements.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "usage", lambda layout, _describe, _render: usage_tables(layout)),
     Migration(2, "rollups", rollup_tables),
+    Migration(3, "exact rollups", exact_rollups),
+    Migration(4, "record key index", record_key_index),
 )

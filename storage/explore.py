@@ -26,18 +26,11 @@ class Dimensions:
 def usage_dimensions(db: StoreLike, selection: UsageFilter = ALL_USAGE) -> Dimensions:
     """Distinct providers, models and teams, and the time span, of the stored usage `selection` (with its
     `teams`, the viewer's scope) selects: what the dashboard's filters offer (from the spend rollup of the
-    DuckDB file, or a ClickHouse store's rows)."""
+    store)."""
     with open_usage(db) as usage:
-        con = usage.duckdb
-        if con is not None:
-            if not _has_usage(con):
-                return Dimensions((), (), (), None, None, 0)
-            source, params = covering(con, spend_rollup(selection), selection)
-        else:
-            where, params = selection.where()
-            source = (
-                f"(SELECT *, ts AS first_ts, ts AS last_ts, n_requests AS requests FROM usage WHERE {where})"
-            )
+        if usage.duckdb is not None and not _has_usage(usage.duckdb):
+            return Dimensions((), (), (), None, None, 0)
+        source, params = covering(usage, spend_rollup(selection), selection)
         lists = ", ".join(
             f"array_agg(DISTINCT {c}) FILTER (WHERE {c} IS NOT NULL) AS {c}s"
             for c in ("provider", "model", "team")
@@ -73,8 +66,7 @@ def usage_sample(db: StoreLike, selection: UsageFilter, rows: int = SAMPLE_ROWS)
     row stands for: an aggregated export bucket is `n_requests` requests of its average size).
     """
     with open_usage(db) as usage:
-        if usage.duckdb is not None:  # ClickHouse samples the whole selection (it has no rollups yet)
-            selection = recent_part(usage.duckdb, selection, SAMPLE_SPAN * rows)
+        selection = recent_part(usage, selection, SAMPLE_SPAN * rows)
     where, params = selection.where()
     sql = f"""
         SELECT input_tokens / n_requests AS input_tokens,

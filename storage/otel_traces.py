@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC
+from datetime import UTC, timedelta
 from typing import Any, Literal, Protocol
 
 import pyarrow as pa
@@ -53,7 +53,12 @@ from models.genai_spans import (
     SECONDS_PATTERN,
     is_content_attribute,
 )
-from models.usage_record import EARLIEST_TIMESTAMP, FUTURE_SLACK_DAYS, MAX_TOKENS_PER_REQUEST
+from models.usage_record import (
+    EARLIEST_TIMESTAMP,
+    FUTURE_SLACK_DAYS,
+    MAX_TOKENS_PER_REQUEST,
+    SAME_REQUEST_WITHIN,
+)
 
 TRACES_TABLE = "otel_traces"  # the exporter's default `traces_table_name`
 REJECTS_TABLE = "otel_traces_rejects"
@@ -385,10 +390,35 @@ class Link:
         return f"ReplicatedReplacingMergeTree('{path}', '{{replica}}')"
 
     def usage_select(self) -> str:
-        """The usage rows of every stored LLM span of the traces table (what the usage view inserts)."""
-        columns = [f"{expr} AS {name}" for name, expr in _USAGE_COLUMNS]
-        columns += [f"{column} AS {column}" for column in self.mapping().attribution]
-        return _select(columns, f"FROM ({self.mapping().canonical()})\nWHERE reason IS NULL")
+        """The usage rows of every LLM span of the traces table to store (what the usage view inserts):
+        the spans that pass the checks and whose request usage does not hold yet, by the ingest's rule
+        (`models.usage_record.SAME_REQUEST_WITHIN`: the same key within a week of a stored row's time is
+        the same request), once per key. So an exporter's retry, and a request a log file brought first,
+        are never inserted again, and the rollups the usage table feeds (`storage.clickhouse_schema`), which
+        see every inserted row, count each request once. In the view, `FROM` the traces table is the
+        inserted block: the stored rows looked up are those of the block's keys only."""
+        columns = [
+            f"span.{expr} AS {name}" if expr == name else f"{expr} AS {name}" for name, expr in _USAGE_COLUMNS
+        ]
+        columns += [f"span.{column} AS {column}" for column in self.mapping().attribution]
+        canonical = self.mapping().canonical()
+        within_us = SAME_REQUEST_WITHIN // timedelta(microseconds=1)
+        traces, week = self.name(self.traces), f"INTERVAL {within_us // 1_000_000 + 1} SECOND"
+        stored = (  # the months and hours near the block's spans only (partitions, sort key)
+            f"SELECT record_key, groupArray(ts) AS stored_ts FROM {self.name(self.usage_table)}\n"
+            f"WHERE ts BETWEEN (SELECT min(Timestamp) FROM {traces}) - {week} "
+            f"AND (SELECT max(Timestamp) FROM {traces}) + {week}\n"
+            f"AND record_key IN (SELECT record_key FROM ({canonical}) WHERE reason IS NULL)\n"
+            "GROUP BY record_key"
+        )
+        same = f"abs(dateDiff('microsecond', t, span.ts)) <= {within_us}"
+        rest = (
+            f"FROM ({canonical}) AS span\n"
+            f"LEFT JOIN ({stored}) AS stored ON span.record_key = stored.record_key\n"
+            f"WHERE span.reason IS NULL AND NOT arrayExists(t -> {same}, stored.stored_ts)\n"
+            "LIMIT 1 BY span.record_key"
+        )
+        return _select(columns, rest)
 
     def rejects_select(self) -> str:
         """Every LLM span not stored, with why (what the rejects view inserts)."""
@@ -436,13 +466,11 @@ ORDER BY view""",
         ]
 
     def unlink_sql(self) -> list[str]:
-        """The views dropped and every row they stored deleted (waiting for the deletion), to link anew."""
-        usage = self.name(self.usage_table if not self.cluster else f"{self.usage_table}_local")
+        """The views dropped and what they noted emptied, to link anew (the rows they stored are deleted
+        next, by `Runner.delete_usage`)."""
         return [
             f"DROP VIEW IF EXISTS {self.name(USAGE_VIEW)}{self.on_cluster}",
             f"DROP VIEW IF EXISTS {self.name(REJECTS_VIEW)}{self.on_cluster}",
-            f"ALTER TABLE {usage}{self.on_cluster} DELETE WHERE source_id = {SOURCE_ID} "
-            "SETTINGS mutations_sync = 2",
             f"TRUNCATE TABLE IF EXISTS {self.name(REJECTS_TABLE)}{self.on_cluster}",
             f"TRUNCATE TABLE IF EXISTS {self.name(LINK_TABLE)}{self.on_cluster}",
         ]
@@ -458,6 +486,9 @@ class Runner(Protocol):
 
     def arrow(self, sql: str) -> pa.Table: ...
 
+    def delete_usage(self, where: str) -> None:
+        """Delete usage rows and follow with the rollups (`storage.clickhouse.ClickHouse.delete_usage`)."""
+
 
 def _scalar(runner: Runner, sql: str) -> Any:
     table = runner.arrow(sql)
@@ -471,7 +502,8 @@ def link_traces(runner: Runner, link: Link, *, relink: bool = False) -> LinkOutc
     """Create the views on the exporter's table if it is there, and copy what it held before, once.
 
     Safe to run again (and after a crash half-way): the tables and views are created IF NOT EXISTS, and the
-    copy runs until `LINK_TABLE` records it; a span copied twice is one row by its key. Linked before with
+    copy runs until `LINK_TABLE` records it, and again whenever the usage view was missing (a ClickHouse
+    migration that redefines it drops it): the copy stores only spans not stored yet. Linked before with
     another attribution, it refuses unless `relink`: then the views are made anew and every row they stored
     is replaced (the attribution is part of a usage row's sort key, so the old rows would stay beside).
     """
@@ -503,9 +535,15 @@ def link_traces(runner: Runner, link: Link, *, relink: bool = False) -> LinkOutc
     if changed:
         for sql in link.unlink_sql():
             runner.command(sql)
+        runner.delete_usage(f"source_id = {SOURCE_ID}")
+    view = _scalar(
+        runner,
+        "SELECT count() FROM system.tables "
+        f"WHERE database = {link.database_expr} AND name = {lit(USAGE_VIEW)}",
+    )
     for sql in link.views_ddl():
         runner.command(sql)
-    if before is not None and not changed:
+    if before is not None and not changed and view:
         return "already linked"
     for sql in link.backfill_sql():
         runner.command(sql)

@@ -14,13 +14,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import duckdb
-
 from models.usage import Distribution, UsageProfile
 from storage import rollups
 from storage.replay import UsageFilter
 from storage.store import StoreLike
-from storage.usage_reader import open_usage
+from storage.usage_reader import UsageReader, open_usage
 
 PROFILE_KEYS = ("provider", "model", "team")  # what a profile can be grouped by
 Key = tuple[Any, ...]
@@ -64,12 +62,12 @@ def _distributions(rows: list[tuple[Any, ...]], by: Sequence[str]) -> dict[Key, 
 
 
 def _profile_queries(
-    con: duckdb.DuckDBPyConnection | None, selection: UsageFilter, by: Sequence[str]
+    usage: UsageReader, selection: UsageFilter, by: Sequence[str]
 ) -> list[tuple[str, list[Any]]]:
-    """The totals query (requests, cached share per group), then one query per measure: from the rollups of
-    the DuckDB file `con`, or from the rows (a selection by project, or a ClickHouse store: `con` None)."""
+    """The totals query (requests, cached share per group), then one query per measure: from the store's
+    rollups, or from the rows (a selection by project)."""
     keys = "".join(f"{k}, " for k in by)
-    if con is None or not profile_from_rollups(selection):
+    if not profile_from_rollups(selection):
         where, params = selection.where()
         rows, requests = f"(SELECT * FROM usage WHERE {where})", "n_requests"
         values = [
@@ -79,12 +77,12 @@ def _profile_queries(
         totals = (rows, params)
     else:
         requests = "requests"
-        totals = rollups.covering(con, rollups.SPEND, selection)
+        totals = rollups.covering(usage, rollups.SPEND, selection)
         values = []
         every_team = selection.team is None and selection.teams is None and "team" not in by
         chosen = rollups.PROFILES_ALL_TEAMS if every_team else rollups.PROFILES
         for name in rollups.PROFILE_METRICS:
-            source, params = rollups.covering(con, chosen[name], selection)
+            source, params = rollups.covering(usage, chosen[name], selection)
             values.append((f"(SELECT {keys}value AS v, weight AS w FROM {source})", params))
     totals_sql = f"""SELECT {keys}coalesce(sum({requests}), 0) AS requests,
         sum(cached_input_tokens)::DOUBLE / nullif(sum(input_tokens), 0) AS cached_share
@@ -100,7 +98,7 @@ def read_usage_profiles(db: StoreLike, selection: UsageFilter, by: Sequence[str]
         raise ValueError(f"a profile groups by {', '.join(PROFILE_KEYS)}, not {', '.join(unknown)}")
     width = len(by)
     with open_usage(db) as usage:
-        (totals_sql, totals_params), *measures = _profile_queries(usage.duckdb, selection, by)
+        (totals_sql, totals_params), *measures = _profile_queries(usage, selection, by)
         totals = usage.rows(totals_sql, totals_params)
         stats = [_distributions(usage.rows(sql, params), by) for sql, params in measures]
     return {

@@ -117,11 +117,7 @@ def read_demand(path: StoreLike, selection: UsageFilter = UsageFilter(), every_s
 def usage_span(path: StoreLike, selection: UsageFilter = UsageFilter()) -> tuple[datetime, datetime] | None:
     """The first and last stored request time in the selection, or None if it holds none."""
     with open_usage(path) as usage:
-        if usage.duckdb is not None:
-            source, params = rollups.covering(usage.duckdb, rollups.spend_rollup(selection), selection)
-        else:
-            where, params = selection.where()
-            source = f"(SELECT ts AS first_ts, ts AS last_ts FROM usage WHERE {where})"
+        source, params = rollups.covering(usage, rollups.spend_rollup(selection), selection)
         rows = usage.rows(f"SELECT min(first_ts), max(last_ts) FROM {source}", params)
     if not rows or rows[0][0] is None:
         return None

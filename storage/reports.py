@@ -79,7 +79,8 @@ def read_spend_groups(
     else from the raw rows; both give the same groups. Grouping by an integer bucket number is several
     times faster than by a truncated timestamp; `day` and `hour` are derived from the bucket afterwards.
     `table` is `usage` (the logs, in the store's usage engine) or a view of pulled provider usage in its
-    shape (`provider_usage_all`, always in the DuckDB file). A ClickHouse store is read from its rows.
+    shape (`provider_usage_all`, always in the DuckDB file). A ClickHouse store's rollups are its
+    materialized views (`storage.clickhouse_schema`), read the same way.
     """
     if table not in SPEND_TABLES:
         raise ValueError(f"not a usage table: {table}")
@@ -87,9 +88,8 @@ def read_spend_groups(
     keys = "".join(f"{_KEY_SQL[k]} AS {k}, " for k in extra)
     grain_us = int(grain_minutes) * 60_000_000
     with open_usage(db if table == "usage" else as_store(db).db) as usage:
-        con = usage.duckdb
-        if table == "usage" and con is not None and rollups.covers(bounds, grain_minutes, con):
-            source, params = rollups.covering(con, rollups.spend_rollup(selection, extra), selection)
+        if table == "usage" and rollups.covers(bounds, grain_minutes, usage):
+            source, params = rollups.covering(usage, rollups.spend_rollup(selection, extra), selection)
             at, band, requests = "bucket", rollups.catalog_band_sql(bounds), "requests"
             dimensions = "\n                service_tier,\n                batch,"
             write_1h = ",\n    sum(cache_write_1h_tokens)::BIGINT AS cache_write_1h_tokens"
@@ -170,17 +170,12 @@ def focus_export(
 
 def read_usage_buckets(db: StoreLike, selection: UsageFilter, by: Sequence[str]) -> pl.DataFrame:
     """Requests and tokens per time bucket (`day` or `hour` among `by`) and the other `by` keys, summed
-    from the spend rollups (their half hours make whole days and hours), or a ClickHouse store's rows."""
+    from the spend rollups (their half hours make whole days and hours), on either engine."""
     keys = ", ".join(f"{_KEY_SQL[k]} AS {k}" for k in by)
     order = ", ".join(by)
     with open_usage(db) as usage:
-        if usage.duckdb is not None:
-            source, params = rollups.covering(usage.duckdb, rollups.spend_rollup(selection, by), selection)
-            requests = "requests"
-        else:
-            where, params = selection.where()
-            source, requests = f"(SELECT *, ts AS bucket FROM usage WHERE {where})", "n_requests"
-        sql = f"SELECT {keys}, {_sums(requests)} FROM {source} GROUP BY ALL ORDER BY {order} NULLS LAST"
+        source, params = rollups.covering(usage, rollups.spend_rollup(selection, by), selection)
+        sql = f"SELECT {keys}, {_sums('requests')} FROM {source} GROUP BY ALL ORDER BY {order} NULLS LAST"
         return usage.frame(sql, params)
 
 

@@ -41,11 +41,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import duckdb
 
 from models.catalog import to_utc_naive
-from models.pricing import tier_band_sql
-from models.spend import SUMMED_COUNTS
+from models.usage_record import SUMMED_COUNTS
 
 if TYPE_CHECKING:  # storage.replay reads through this module
     from storage.replay import UsageFilter
+    from storage.usage_reader import UsageReader
 
 __all__ = [
     "FIRST_ROLLUPS",
@@ -64,6 +64,8 @@ __all__ = [
     "covers",
     "create_sql",
     "ensure_bands",
+    "one_of",
+    "read_bands",
     "rebuild",
     "recent_part",
     "refresh",
@@ -123,17 +125,22 @@ class Rollup:
 
     def raw_rows_of(self, starts: Sequence[datetime], where: str = "TRUE") -> str:
         """The stored usage rows (that `where` selects) in the buckets starting at `starts`: a relation."""
-        literals = ", ".join(_literal(s) for s in starts)
         return (
             f"(SELECT * FROM usage WHERE ({_ranges(starts, self.bucket)}) AND ({where}) "
-            f"AND ({self.bucket_sql}) IN ({literals}))"
+            f"AND {one_of(f'({self.bucket_sql})', starts)})"
         )
 
-    def bucket_of(self, con: duckdb.DuckDBPyConnection, at: datetime) -> datetime:
-        """The start of the bucket a request at `at` falls in."""
-        row = con.execute(f"SELECT {self.bucket_sql} FROM (SELECT ?::TIMESTAMP AS ts)", [at]).fetchall()
-        found: datetime = row[0][0]
-        return found
+    def bucket_of(self, at: datetime) -> datetime:
+        """The start of the bucket a request at `at` falls in (`bucket_sql`, in Python: no engine asked)."""
+        if self.bucket_sql == MONTH:
+            return at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        assert self.bucket_sql == HALF_HOUR, self.bucket_sql
+        return at.replace(minute=at.minute - at.minute % ROLLUP_MINUTES, second=0, microsecond=0)
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        """Its columns in the order `select` gives them (and a stored rollup has them, on either engine)."""
+        return (*self.key_names, *(m.name for m in self.measures))
 
     @property
     def key_names(self) -> tuple[str, ...]:
@@ -160,6 +167,8 @@ class Rollup:
 def input_floor_sql(bounds: Sequence[int]) -> str:
     """The lower threshold of a row's long-context band (0 below the smallest): the pricing engine's band
     rule (`models.pricing.tier_band_sql`) mapped to the threshold it starts above."""
+    from models.pricing import tier_band_sql  # polars with it: not on an ingest's way to its first rows
+
     ordered = sorted({int(b) for b in bounds})
     floors = ", ".join(str(b) for b in [0, *ordered])
     return f"[{floors}][{tier_band_sql(ordered, 'input_tokens', 'n_requests')} + 1]"
@@ -170,8 +179,8 @@ def _sum(column: str) -> Measure:
 
 
 _TIMES = (Measure("first_ts", "min(ts)", "min"), Measure("last_ts", "max(ts)", "max"))
-# the counts a spend report sums (`models.spend.SUMMED_COUNTS`: requests are the rows' `n_requests`), the
-# billed cost and the times. Inserts and reads name their columns: a file whose rollups were created with
+# the counts a spend report sums (`models.usage_record.SUMMED_COUNTS`; requests are the rows' `n_requests`),
+# the billed cost and the times. Inserts and reads name their columns: a file whose rollups were created with
 # these columns in another order (before this was the one list) reads and writes the same.
 _SPEND_MEASURES = (
     *(Measure(c, "sum(n_requests)::BIGINT", "sum") if c == "requests" else _sum(c) for c in SUMMED_COUNTS),
@@ -248,6 +257,12 @@ SUMMED_FROM_ROWS = 20_000
 
 def _literal(at: datetime) -> str:
     return f"TIMESTAMP '{at:%Y-%m-%d %H:%M:%S.%f}'"
+
+
+def one_of(bucket: str, starts: Sequence[datetime]) -> str:
+    """`bucket` is one of `starts` (a period's ends: two at most), as equalities rather than `IN`, which
+    ClickHouse refuses between a month bucket (a Date32 there) and timestamps."""
+    return "(" + " OR ".join(f"{bucket} = {_literal(s)}" for s in starts) + ")"
 
 
 def _ranges(starts: Sequence[datetime], width: timedelta) -> str:
@@ -461,9 +476,11 @@ def rederived_difference(con: duckdb.DuckDBPyConnection, rollup: Rollup) -> int:
 # ------------------------------------------------------------------------------------------- reading
 
 
-def covering(con: duckdb.DuckDBPyConnection, rollup: Rollup, selection: UsageFilter) -> tuple[str, list[Any]]:
+def covering(usage: UsageReader, rollup: Rollup, selection: UsageFilter) -> tuple[str, list[Any]]:
     """A relation in `rollup`'s shape (partial rows, to be grouped again) holding exactly the usage rows
-    `selection` selects, and its parameters.
+    `selection` selects, and its parameters, on either engine (`usage`: the DuckDB file's rollup tables, or
+    a ClickHouse store's materialized views into AggregatingMergeTrees, whose unmerged parts are partial
+    rows alike).
 
     A rollup row whose first and last request lie inside the period is taken whole, one wholly outside is
     left out; a bucket with a row the period cuts is summed again from its raw rows, with the rollup's own
@@ -471,11 +488,11 @@ def covering(con: duckdb.DuckDBPyConnection, rollup: Rollup, selection: UsageFil
     attributes, params = selection.attribute_where()
     since = to_utc_naive(selection.since) if selection.since is not None else None
     until = to_utc_naive(selection.until) if selection.until is not None else None
-    rows = f"SELECT * FROM {rollup.name} WHERE {attributes}"
+    rows = f"SELECT {', '.join(rollup.column_names)} FROM {rollup.name} WHERE {attributes}"
     if since is None and until is None:
         return f"({rows})", params
     # only the buckets the period's ends fall in can hold a row it cuts
-    ends = [rollup.bucket_of(con, at) for at in (since, until) if at is not None]
+    ends = [rollup.bucket_of(at) for at in (since, until) if at is not None]
     inside = " AND ".join(
         ([f"first_ts >= {_literal(since)} AND bucket >= {_literal(ends[0])}"] if since is not None else [])
         + ([f"last_ts < {_literal(until)} AND bucket <= {_literal(ends[-1])}"] if until is not None else [])
@@ -486,21 +503,26 @@ def covering(con: duckdb.DuckDBPyConnection, rollup: Rollup, selection: UsageFil
     )
     cut = [
         r[0]
-        for r in con.execute(
-            f"SELECT DISTINCT bucket FROM {rollup.name} WHERE bucket IN ({', '.join(map(_literal, ends))}) "
+        for r in usage.rows(
+            f"SELECT DISTINCT bucket FROM {rollup.name} WHERE {one_of('bucket', ends)} "
             f"AND {attributes} AND {overlapping} AND NOT ({inside})",
             params,
-        ).fetchall()
+        )
     ]
     if not cut:
         return f"({rows} AND {inside})", params
     where, raw_params = selection.where()
-    literals = ", ".join(_literal(s) for s in cut)
-    raw = rollup.select(rollup.raw_rows_of(cut, where), bands(con))
+    raw = rollup.select(rollup.raw_rows_of(cut, where), read_bands(usage))
     return (
-        f"({rows} AND {inside} AND bucket NOT IN ({literals}) UNION ALL BY NAME {raw})",
+        f"({rows} AND {inside} AND NOT {one_of('bucket', cut)} UNION ALL {raw})",
         params + raw_params,
     )
+
+
+def read_bands(usage: UsageReader) -> tuple[int, ...]:
+    """The long-context thresholds a store's rollups are banded by: the DuckDB file's `rollup_bands`; a
+    ClickHouse store's views are banded by `SEED_BANDS` (its migration 2)."""
+    return bands(usage.duckdb) if usage.duckdb is not None else SEED_BANDS
 
 
 def spend_rollup(selection: UsageFilter, keys: Sequence[str] = ()) -> Rollup:
@@ -509,28 +531,30 @@ def spend_rollup(selection: UsageFilter, keys: Sequence[str] = ()) -> Rollup:
     return SPEND_KEYS if fine else SPEND
 
 
-def covers(bounds: Sequence[int], grain_minutes: int, con: duckdb.DuckDBPyConnection) -> bool:
+def covers(bounds: Sequence[int], grain_minutes: int, usage: UsageReader) -> bool:
     """Whether the spend rollups answer a catalog with these long-context `bounds` and pricing grain
     exactly: every bound is one they are banded by, and their half hours never straddle a price change."""
-    return grain_minutes % ROLLUP_MINUTES == 0 and set(bounds) <= set(bands(con))
+    return grain_minutes % ROLLUP_MINUTES == 0 and set(bounds) <= set(read_bands(usage))
 
 
 def catalog_band_sql(bounds: Sequence[int]) -> str:
     """A rollup row's band under a catalog's `bounds` (all among the rollup's): the engine's rule applied
     to `input_floor + 1`, a per-request input inside the row's band."""
+    from models.pricing import tier_band_sql
+
     return tier_band_sql(bounds, "input_floor + 1", "1")
 
 
-def recent_part(con: duckdb.DuckDBPyConnection, selection: UsageFilter, requests: int) -> UsageFilter:
+def recent_part(usage: UsageReader, selection: UsageFilter, requests: int) -> UsageFilter:
     """The latest part of `selection` holding at most `requests` requests, in whole half hours (at least
     the last one), counted from the spend rollup; `selection` itself when it holds no more."""
-    source, params = covering(con, spend_rollup(selection), selection)
-    start, last, total = con.execute(
+    source, params = covering(usage, spend_rollup(selection), selection)
+    start, last, total = usage.rows(
         f"""SELECT min(bucket) FILTER (WHERE later <= ?), max(bucket), max(later) FROM (
                 SELECT bucket, sum(sum(requests)) OVER (ORDER BY bucket DESC) AS later
                 FROM {source} GROUP BY bucket)""",
         [requests, *params],
-    ).fetchall()[0]
+    )[0]
     if total is None or total <= requests:
         return selection
     since = start if start is not None else last

@@ -72,9 +72,7 @@ def replay_window(
     """The latest part of `selection` holding at most `max_requests` requests (whole half hours, at least
     the last one), counted from the rollups; the selection itself when it holds no more."""
     with open_usage(path) as usage:
-        if usage.duckdb is None:  # a ClickHouse store has no rollups to count with: the whole selection
-            return selection
-        return rollups.recent_part(usage.duckdb, selection, max_requests)
+        return rollups.recent_part(usage, selection, max_requests)
 
 
 def simulate_offers(

@@ -39,7 +39,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar, cast
 
+import anyio
 import httpcore
+import httpcore._synchronization as httpcore_sync
 import httpx
 
 # httpcore trace events that mean "this request now owns a connection and is being written"
@@ -53,6 +55,21 @@ ON_THE_WIRE = frozenset(
 
 Trace = Callable[[str, Mapping[str, Any]], Awaitable[None]]
 
+
+def _lock_without_a_turn(lock: httpcore_sync.AsyncLock) -> None:
+    """httpcore's lock on asyncio, made with anyio's `fast_acquire`: a free lock is taken without giving the
+    event loop a turn first. httpcore takes two such locks (the connection's and its HTTP/1.1 state's)
+    between a request's send time and its bytes leaving; each turn on a starved loop is a wait behind every
+    other ready task, counted in that request's TTFT. At 256 streams under load ~12, three A/B pairs put the
+    median send delay at 0.2 ms with it and 0.7-392 ms without. Exclusion is unchanged: a held lock still
+    makes the next taker wait."""
+    _plain_setup(lock)
+    if lock._backend == "asyncio":
+        lock._anyio_lock = anyio.Lock(fast_acquire=True)
+
+
+_plain_setup = httpcore_sync.AsyncLock.setup
+httpcore_sync.AsyncLock.setup = _lock_without_a_turn  # type: ignore[method-assign,assignment]
 
 T = TypeVar("T")
 FLUSH_BYTES = 1 << 16  # a body this large is sent as it comes rather than held until the reply is read

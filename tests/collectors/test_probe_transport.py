@@ -132,6 +132,38 @@ def test_a_read_is_timed_when_the_kernel_received_it_not_when_a_busy_client_got_
 
 
 @LOOPS
+def test_httpcores_locks_are_taken_without_a_turn_of_the_loop_and_still_exclude(run: Runner) -> None:
+    """Between a request's send time and its bytes httpcore takes two locks: a free one costs no turn of the
+    event loop (another ready task does not run first), a held one still makes the next taker wait."""
+
+    async def go() -> tuple[list[str], list[str]]:
+        lock = httpcore._synchronization.AsyncLock()
+        ran: list[str] = []
+
+        async def other() -> None:
+            ran.append("other")
+
+        task = asyncio.create_task(other())  # ready to run at the loop's next turn
+        async with lock:
+            seen = list(ran)
+        await task
+        order: list[str] = []
+
+        async def taker(name: str) -> None:
+            async with lock:
+                order.append(f"{name} in")
+                await asyncio.sleep(0.01)
+                order.append(f"{name} out")
+
+        await asyncio.gather(taker("a"), taker("b"))
+        return seen, order
+
+    seen, order = run(go())
+    assert seen == []
+    assert order == ["a in", "a out", "b in", "b out"]
+
+
+@LOOPS
 def test_a_body_larger_than_the_flush_size_is_sent_as_it_comes(run: Runner) -> None:
     async def go() -> list[bytes]:
         got: list[bytes] = []

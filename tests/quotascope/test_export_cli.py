@@ -17,6 +17,7 @@ import pytest
 
 from quotascope.cli import main
 from storage.store import Store
+from tests.conftest import empty_chdb_store
 
 ROOT = Path(__file__).resolve().parents[2]
 VALIDATOR = ROOT / ".venv-focus" / "bin" / "focus-validator"
@@ -169,6 +170,7 @@ def test_the_export_takes_the_dashboards_team_scope(
 def test_both_stores_export_the_same_rows(
     demo_db: tuple[Path, Path],
     demo_chdb_url: str,
+    chdb_folder: Path,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -188,3 +190,7 @@ def test_both_stores_export_the_same_rows(
     with files["chdb"].open(newline="") as f:
         clickhouse = sorted(csv.reader(f))
     assert len(duck) > 100 and clickhouse == duck
+    # and the chdb export was chdb's: an empty chdb database beside the same file exports nothing
+    empty = empty_chdb_store(chdb_folder, "export_empty", db).clickhouse
+    assert empty is not None
+    assert export(capsys, "--store", empty.display(), "--out", str(tmp_path / "none.csv"))["rows"] == 0

@@ -20,6 +20,7 @@ from storage.replay import UsageFilter, usage_span
 from storage.reports import read_usage_buckets, read_usage_profile, read_usage_profiles, spend_report
 from storage.simulation import replay_window
 from storage.usage import snapshot_catalog
+from storage.usage_reader import open_usage
 from tests.collectors.ingest_support import catalog
 from tests.storage.usage_rows import insert_usage
 
@@ -101,8 +102,8 @@ def test_spend_from_the_rollups_is_the_raw_rows_spend_to_the_cent(
     db: Path, selection: UsageFilter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     test_catalog = catalog()
-    with duckdb.connect(str(db), read_only=True) as con:
-        assert rollups.covers((200_000,), 30, con)
+    with open_usage(db) as usage:
+        assert rollups.covers((200_000,), 30, usage)
     answers = {by: [r.to_json() for r in spend_report(db, test_catalog, selection, by)] for by in GROUPINGS}
     from_raw(monkeypatch)
     assert answers == {
@@ -181,14 +182,14 @@ def test_a_catalog_with_a_threshold_the_rollups_lack_is_read_raw_until_they_are_
     path = tmp_path / "q.duckdb"
     insert_usage(path, usage_rows(7, 400))
     tiered = _with_tier(catalog(), 150_000)
-    with duckdb.connect(str(path), read_only=True) as con:
-        assert not rollups.covers((150_000, 200_000), 30, con)
+    with open_usage(path) as usage:
+        assert not rollups.covers((150_000, 200_000), 30, usage)
     before = [r.to_json() for r in spend_report(path, tiered, UsageFilter(), ("day",))]
     snapshot_catalog(path, tiered)
-    with duckdb.connect(str(path), read_only=True) as con:
-        assert rollups.covers((150_000, 200_000), 30, con)
-        assert 150_000 in rollups.bands(con)
-        assert all(rollups.rederived_difference(con, r) == 0 for r in rollups.ROLLUPS)
+    with open_usage(path) as usage:
+        assert rollups.covers((150_000, 200_000), 30, usage)
+        assert usage.duckdb is not None and 150_000 in rollups.bands(usage.duckdb)
+        assert all(rollups.rederived_difference(usage.duckdb, r) == 0 for r in rollups.ROLLUPS)
     assert [r.to_json() for r in spend_report(path, tiered, UsageFilter(), ("day",))] == before
     from_raw(monkeypatch)
     assert [r.to_json() for r in spend_report(path, tiered, UsageFilter(), ("day",))] == before
@@ -197,10 +198,11 @@ def test_a_catalog_with_a_threshold_the_rollups_lack_is_read_raw_until_they_are_
 
 
 def test_a_catalog_whose_prices_change_inside_a_half_hour_is_read_raw(tmp_path: Path) -> None:
-    with duckdb.connect() as con:
-        con.execute("CREATE TABLE rollup_bands AS SELECT 200000::BIGINT AS bound")
-        assert rollups.covers((200_000,), 30, con) and rollups.covers((200_000,), 60, con)
-        assert not rollups.covers((200_000,), 15, con)
+    path = tmp_path / "q.duckdb"
+    insert_usage(path, usage_rows(7, 10))
+    with open_usage(path) as usage:
+        assert rollups.covers((200_000,), 30, usage) and rollups.covers((200_000,), 60, usage)
+        assert not rollups.covers((200_000,), 15, usage)
 
 
 def _with_tier(base: Catalog, bound: int) -> Catalog:
