@@ -34,7 +34,8 @@ from models.catalog import Catalog, Offer
 from models.money import MILLION
 from models.outside_text import to_csv
 from models.pricing import Rates, classify_usage
-from models.spend import SUMMED_COUNTS, with_usage_columns
+from models.spend import with_usage_columns
+from models.usage_record import SUMMED_COUNTS
 
 Grain = Literal["day", "hour"]
 PRICING_UNIT = "1M Tokens"

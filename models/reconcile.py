@@ -27,7 +27,8 @@ import polars as pl
 
 from models.errors import InputError
 from models.money import Money
-from models.spend import TOKEN_FIELDS, SpendRow
+from models.spend import SpendRow
+from models.usage_record import TOKEN_FIELDS
 
 RECONCILE_KEYS = ("day", "provider", "model", "project")
 DEFAULT_THRESHOLD = Decimal("0.02")

@@ -24,19 +24,11 @@ from models.errors import InputError
 from models.money import Money, per_currency
 from models.pricing import TokenCounts, classify_usage
 from models.pricing import tier_bounds as pricing_tier_bounds
+from models.usage_record import SUMMED_COUNTS, TOKEN_FIELDS
 
 # The keys a spend or usage report can group by; "key" is the API key id, "day"/"hour" are UTC.
 GROUP_KEYS = ("provider", "model", "team", "project", "key", "endpoint", "day", "hour")
 TIME_KEYS = ("day", "hour")
-TOKEN_FIELDS = (
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-)
-# The counts a report sums per group: requests, the tokens, and the 1-hour part of the cache writes.
-SUMMED_COUNTS = ("requests", *TOKEN_FIELDS, "cache_write_1h_tokens")
 
 
 def parse_by(text: str, default: Sequence[str]) -> tuple[str, ...]:

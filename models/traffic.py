@@ -16,7 +16,7 @@ import polars as pl
 
 from models.capacity import Latency
 from models.errors import InputError
-from models.spend import TOKEN_FIELDS
+from models.usage_record import TOKEN_FIELDS
 
 # What stored usage rows must (or may) carry; `storage.replay` selects exactly these.
 USAGE_SCHEMA: dict[str, pl.DataType] = {

@@ -23,6 +23,17 @@ EARLIEST_TIMESTAMP = datetime(2020, 1, 1)
 # How far into the future a timestamp may be (clock skew) before it is rejected as implausible.
 FUTURE_SLACK_DAYS = 2
 
+# The token columns of a usage row (see the canonical record in DESIGN.md).
+TOKEN_FIELDS = (
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
+# The counts a report sums per group: requests, the tokens, and the 1-hour part of the cache writes.
+SUMMED_COUNTS = ("requests", *TOKEN_FIELDS, "cache_write_1h_tokens")
+
 # Two records are one request when their keys (request id, or a hash of the fields) are equal and their times
 # within this of each other. The same file read again, or grown, gives each record the same time; one request
 # logged by two tools (a gateway's start time, the response's `created`, a batch finished a day later) is well

@@ -41,8 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import duckdb
 
 from models.catalog import to_utc_naive
-from models.pricing import tier_band_sql
-from models.spend import SUMMED_COUNTS
+from models.usage_record import SUMMED_COUNTS
 
 if TYPE_CHECKING:  # storage.replay reads through this module
     from storage.replay import UsageFilter
@@ -168,6 +167,8 @@ class Rollup:
 def input_floor_sql(bounds: Sequence[int]) -> str:
     """The lower threshold of a row's long-context band (0 below the smallest): the pricing engine's band
     rule (`models.pricing.tier_band_sql`) mapped to the threshold it starts above."""
+    from models.pricing import tier_band_sql  # polars with it: not on an ingest's way to its first rows
+
     ordered = sorted({int(b) for b in bounds})
     floors = ", ".join(str(b) for b in [0, *ordered])
     return f"[{floors}][{tier_band_sql(ordered, 'input_tokens', 'n_requests')} + 1]"
@@ -178,8 +179,8 @@ def _sum(column: str) -> Measure:
 
 
 _TIMES = (Measure("first_ts", "min(ts)", "min"), Measure("last_ts", "max(ts)", "max"))
-# the counts a spend report sums (`models.spend.SUMMED_COUNTS`: requests are the rows' `n_requests`), the
-# billed cost and the times. Inserts and reads name their columns: a file whose rollups were created with
+# the counts a spend report sums (`models.usage_record.SUMMED_COUNTS`; requests are the rows' `n_requests`),
+# the billed cost and the times. Inserts and reads name their columns: a file whose rollups were created with
 # these columns in another order (before this was the one list) reads and writes the same.
 _SPEND_MEASURES = (
     *(Measure(c, "sum(n_requests)::BIGINT", "sum") if c == "requests" else _sum(c) for c in SUMMED_COUNTS),
@@ -539,6 +540,8 @@ def covers(bounds: Sequence[int], grain_minutes: int, usage: UsageReader) -> boo
 def catalog_band_sql(bounds: Sequence[int]) -> str:
     """A rollup row's band under a catalog's `bounds` (all among the rollup's): the engine's rule applied
     to `input_floor + 1`, a per-request input inside the row's band."""
+    from models.pricing import tier_band_sql
+
     return tier_band_sql(bounds, "input_floor + 1", "1")
 
 

@@ -16,14 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
 from models.catalog import Catalog
 from models.outside_text import redact_secrets
-from models.pricing import tier_bounds
 from models.usage_record import SAME_REQUEST_WITHIN
 from storage import rollups
 from storage.db import WriteSession, open_write, scalar
@@ -31,6 +29,8 @@ from storage.normalise import IngestContext, Normalised, Normaliser, Reject
 from storage.store import Store, StoreLike, as_store
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from storage.clickhouse import ClickHouse
 
 __all__ = [
@@ -164,6 +164,8 @@ def _clickhouse_stored_keys(store: ClickHouse) -> Callable[[pa.Table, datetime, 
 
 def _not_stored(table: pa.Table, stored: pa.Table, within: timedelta) -> pa.Table:
     """The rows of `table` no stored (record_key, ts) has the same key within `within` of its time."""
+    import polars as pl  # a tenth of a second to import: only a batch that meets stored keys needs it
+
     matched = (
         _keys_in_micros(table)
         .join(_keys_in_micros(stored).drop("i"), on="record_key", suffix="_stored")
@@ -179,6 +181,8 @@ def _first_of_repeats(table: pa.Table, within: timedelta) -> pa.Table:
     A key whose times all lie within `within` of its first line's (a file holding its records twice, say)
     keeps its first line only, vectorised; the rare key spread wider is walked row by row.
     """
+    import polars as pl
+
     limit = within // timedelta(microseconds=1)
     frame = _keys_in_micros(table).filter(pl.col("record_key").is_duplicated())
     spread = frame.group_by("record_key").agg(  # a group keeps its rows' order: first() is the first line
@@ -202,6 +206,8 @@ def _first_of_repeats(table: pa.Table, within: timedelta) -> pa.Table:
 
 def _keys_in_micros(table: pa.Table) -> pl.DataFrame:
     """`record_key`, `ts` as integer microseconds, and `i`, the row's place in `table`."""
+    import polars as pl
+
     return (
         pl.DataFrame(table.select(["record_key", "ts"]))
         .with_columns(pl.col("ts").cast(pl.Datetime("us")).cast(pl.Int64))
@@ -400,6 +406,8 @@ def discard_source(store: StoreLike, source_id: int) -> None:
 def snapshot_catalog(db: Path, catalog: Catalog) -> int:
     """Replace `catalog_prices` with the catalog's token prices (for SQL users), and band the rollups by
     every long-context threshold the catalog has (rebuilt when one is new); returns the rows written."""
+    from models.pricing import tier_bounds
+
     rows: list[tuple[Any, ...]] = []
     for offer in catalog.offers.values():
         for v in offer.versions:
