@@ -142,14 +142,22 @@ def demo_chdb_url(demo_db: tuple[Path, Path], chdb_folder: Path) -> str:
     return usage_in_chdb(demo_db[0], chdb_folder, "demo")
 
 
+def file_or_chdb(
+    request: pytest.FixtureRequest, db: Path, chdb_url_fixture: str, monkeypatch: pytest.MonkeyPatch
+) -> Store:
+    """For a fixture parametrised by engine: the DuckDB file `db` alone, or ("chdb") usage in the chdb copy
+    the fixture named `chdb_url_fixture` makes, beside the same file, set as `QUOTASCOPE_STORE` so the CLI
+    and the dashboard under test read it."""
+    if request.param == "duckdb":
+        return Store(db)
+    url: str = request.getfixturevalue(chdb_url_fixture)
+    monkeypatch.setenv("QUOTASCOPE_STORE", url)
+    return parse_store(url, db)
+
+
 @pytest.fixture(params=["duckdb", "chdb"])
 def demo_store(
     request: pytest.FixtureRequest, demo_db: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> Store:
-    """The demo, once per engine: its DuckDB file alone, and its usage in chdb beside the same file (set as
-    `QUOTASCOPE_STORE`, so the dashboard and the CLI under test read it)."""
-    if request.param == "duckdb":
-        return Store(demo_db[0])
-    url: str = request.getfixturevalue("demo_chdb_url")
-    monkeypatch.setenv("QUOTASCOPE_STORE", url)
-    return parse_store(url, demo_db[0])
+    """The demo, once per engine: its DuckDB file alone, and its usage in chdb beside the same file."""
+    return file_or_chdb(request, demo_db[0], "demo_chdb_url", monkeypatch)

@@ -18,10 +18,10 @@ from quotascope import settings
 from quotascope.context import user_catalogs
 from storage.catalog import load_catalog
 from storage.reconcile import reconcile_report
-from storage.store import Store, parse_store
+from storage.store import Store
 from storage.users import save_user
 from tests.collectors.pull_support import build_gap_db
-from tests.conftest import usage_in_chdb
+from tests.conftest import file_or_chdb, usage_in_chdb
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 PAGE = "views/reconcile.py"
@@ -47,11 +47,7 @@ def gap_store(
     request: pytest.FixtureRequest, gap_db: tuple[Path, int], monkeypatch: pytest.MonkeyPatch
 ) -> Store:
     """The gap database with its logs' usage in the DuckDB file, and in chdb (named by QUOTASCOPE_STORE)."""
-    if request.param == "duckdb":
-        return Store(gap_db[0])
-    url: str = request.getfixturevalue("gap_chdb_url")
-    monkeypatch.setenv("QUOTASCOPE_STORE", url)
-    return parse_store(url, gap_db[0])
+    return file_or_chdb(request, gap_db[0], "gap_chdb_url", monkeypatch)
 
 
 def open_page(monkeypatch: pytest.MonkeyPatch, db: Path) -> AppTest:
