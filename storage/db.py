@@ -243,14 +243,19 @@ class WriteSession:
     def __exit__(self, *_: object) -> None:
         self.close()
 
+    def open(self) -> duckdb.DuckDBPyConnection:
+        """The session's connection, opened (and the file migrated) unless it is open: a writer may do this
+        before its first batch is ready (a new file's migrations take a quarter of a second)."""
+        if self._con is None:
+            self._con = _open_for_writing(self.path, self.timeout_s)
+            self._opened = time.monotonic()
+        return self._con
+
     @contextmanager
     def batch(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """The connection, inside one transaction that commits when the body returns and is rolled back
         (the connection closed) when it raises."""
-        if self._con is None:
-            self._con = _open_for_writing(self.path, self.timeout_s)
-            self._opened = time.monotonic()
-        con = self._con
+        con = self.open()
         try:
             try:
                 con.execute("BEGIN TRANSACTION")

@@ -184,7 +184,15 @@ class _Writer:
         self.samples: list[Reject] = []
         self.failed = False  # a batch could not be stored: the database's trouble, never the file's
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quotascope-store")
-        self._inflight: Future[None] | None = None
+        # the file opened (a new one migrated) while the first rows are read, not after
+        self._inflight: Future[None] | None = self._pool.submit(self._open)
+
+    def _open(self) -> None:
+        try:
+            self.session.open()
+        except BaseException:
+            self.failed = True
+            raise
 
     def _store(self, batch: list[Normalised], final_hash: str | None, finished: bool) -> None:
         rejects = [kept_reject(r) for n in batch for r in n.rejects]  # as stored: no key in a reason
