@@ -22,6 +22,7 @@ from storage.db import open_read, query_frame
 from storage.profiles import profile_from_rollups, read_usage_profile, read_usage_profiles
 from storage.replay import UsageFilter
 from storage.store import StoreLike, as_store
+from storage.usage import RECEIVER_FORMAT
 from storage.usage_reader import open_usage
 
 __all__ = [
@@ -184,8 +185,8 @@ def report_keys(by: Sequence[str]) -> tuple[str, ...]:
     return tuple(by) if any(k in TIME_KEYS for k in by) else ("day", *by)
 
 
-# the formats of sources whose every run brings new records (the OTLP receiver), never a re-read of one file
-STREAMS = ("otlp",)
+# the formats of sources whose every run brings new records, never a re-read of one file
+STREAMS = (RECEIVER_FORMAT,)
 
 
 def read_rejects(db: StoreLike, limit: int = 50, all_runs: bool = False) -> pl.DataFrame:

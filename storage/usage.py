@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from storage.clickhouse import ClickHouse
 
 __all__ = [
+    "RECEIVER_FORMAT",
     "ROW_GROUP_ROWS",
     "BatchCounts",
     "IngestContext",
@@ -67,6 +68,11 @@ class BatchCounts:
             self.duplicates + other.duplicates,
             self.rejected + other.rejected,
         )
+
+
+# the format of the OTLP receiver's sources: a stream whose every run brings records of its own, never a
+# re-read of one whole file as an ingest of a path is
+RECEIVER_FORMAT = "otlp"
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from models.usage_record import RecordSpec
 from storage.db import StorageError
 from storage.store import StoreLike
 from storage.usage import (
+    RECEIVER_FORMAT,
     BatchCounts,
     IngestContext,
     Normaliser,
@@ -260,7 +261,7 @@ class SpanWriter:
     @staticmethod
     def _source_run(path: str) -> SourceRun:
         now = datetime.now(UTC).replace(tzinfo=None)
-        return SourceRun(path=path, size_bytes=0, format="otlp", tags={}, started_at=now)
+        return SourceRun(path=path, size_bytes=0, format=RECEIVER_FORMAT, tags={}, started_at=now)
 
     @property
     def pending_spans(self) -> int:
