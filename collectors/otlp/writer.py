@@ -25,11 +25,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
+import pyarrow as pa
 
 from collectors.ingest.formats import csv_spec
 from collectors.otlp.decode import ExportTraceServiceRequest, decode_body, spans_at, spans_of
 from collectors.otlp.spool import Entry, Spool, encode
-from collectors.otlp.wire import IGNORED, NO_USAGE, RECORD, SPAN_DOUBT, Scanned, WirePlan, scan
+from collectors.otlp.wire import IGNORED, NO_USAGE, RECORD, SPAN_DOUBT, WirePlan, scan
 from models.genai_spans import (
     ATTRIBUTES_READ,
     NO_USAGE_REASON,
@@ -39,6 +40,7 @@ from models.genai_spans import (
     usage_from_span,
 )
 from models.usage_record import RecordSpec
+from storage.columnar import check_records
 from storage.db import StorageError
 from storage.store import StoreLike
 from storage.usage import (
@@ -79,17 +81,35 @@ log = logging.getLogger("quotascope.otlp")
 
 @dataclass
 class Prepared:
-    """One request's spans: the JSON record of each LLM span with usage, and how many spans were what."""
+    """One request's spans: the record of each LLM span with usage, and how many spans were what.
 
-    lines: bytes  # the records, each ending in a newline, in span order
-    places: list[int]  # each record's span: its place among the request's spans (from 0)
+    The scan's records come as columns (`columns`, checked by `storage.columnar`), those of the reference
+    path as JSON lines (`lines`, checked by `storage.normalise`, which also says why a value of an odd type
+    is refused)."""
+
+    lines: bytes  # the reference path's records, each ending in a newline, in span order
+    places: list[int]  # each line's span: its place among the request's spans (from 0)
     no_usage: list[int]  # places of LLM calls without token counts: refused, with that reason
     spans: int  # every span in the request
     ignored: int  # not LLM calls, or failed calls with no usage
+    columns: pa.Table | None = None  # the scan's records (`wire.record_schema`), in span order
+    column_places: list[int] = field(default_factory=list)  # each row's span
 
     @property
     def llm_spans(self) -> int:
-        return len(self.places) + len(self.no_usage)
+        return len(self.places) + len(self.column_places) + len(self.no_usage)
+
+    def records(self) -> list[tuple[int, dict[str, object]]]:
+        """(place, record) of every record, in span order, as `SpanUsage.record()` gives it."""
+        out = [
+            (place, json.loads(line))
+            for place, line in zip(self.places, self.lines.splitlines(), strict=True)
+        ]
+        if self.columns is not None:
+            for place, row in zip(self.column_places, self.columns.to_pylist(), strict=True):
+                row["ts"] = row["ts"].isoformat()
+                out.append((place, {k: v for k, v in row.items() if v is not None}))
+        return sorted(out, key=lambda pair: pair[0])
 
 
 @dataclass
@@ -153,35 +173,26 @@ class SpanBatcher:
             request = decode_body(body, json_body=False, gzipped=False, limit=len(body))
             return self.prepare(spans_of(request, self.wanted))
         verdicts = scanned.verdicts
-        doubtful = np.flatnonzero(verdicts == SPAN_DOUBT)
-        if not len(doubtful):
-            places = np.flatnonzero(verdicts == RECORD).tolist()
-            no_usage = np.flatnonzero(verdicts == NO_USAGE).tolist()
-            total = len(verdicts)
-            return Prepared(scanned.lines, places, no_usage, total, total - len(places) - len(no_usage))
-        return self._with_reference(body, scanned, set(doubtful.tolist()))
-
-    def _with_reference(self, body: bytes, scanned: Scanned, doubtful: set[int]) -> Prepared:
-        """The scan's records, and the doubtful spans' from the reference path, in span order."""
-        request = decode_body(body, json_body=False, gzipped=False, limit=len(body))
-        spans = spans_at(request, self.wanted, doubtful)
-        fast = iter(scanned.lines.split(b"\n"))
+        column_places = np.flatnonzero(verdicts == RECORD).tolist()
+        no_usage = np.flatnonzero(verdicts == NO_USAGE).tolist()
+        doubtful = np.flatnonzero(verdicts == SPAN_DOUBT).tolist()
         lines: list[str] = []
         places: list[int] = []
-        no_usage: list[int] = []
-        for place, verdict in enumerate(scanned.verdicts.tolist()):
-            record = ""
-            if verdict == SPAN_DOUBT:
+        if doubtful:  # those spans alone through the reference path
+            request = decode_body(body, json_body=False, gzipped=False, limit=len(body))
+            spans = spans_at(request, self.wanted, set(doubtful))
+            for place in doubtful:
                 verdict, record = self._reference(spans[place])
-            elif verdict == RECORD:
-                record = next(fast).decode()
-            if verdict == RECORD:
-                lines.append(record)
-                places.append(place)
-            elif verdict == NO_USAGE:
-                no_usage.append(place)
-        total = len(scanned.verdicts)
-        return Prepared(_joined(lines), places, no_usage, total, total - len(places) - len(no_usage))
+                if verdict == RECORD:
+                    lines.append(record)
+                    places.append(place)
+                elif verdict == NO_USAGE:
+                    no_usage.append(place)
+            no_usage.sort()
+        total = len(verdicts)
+        ignored = total - len(places) - len(column_places) - len(no_usage)
+        columns = scanned.records if column_places else None
+        return Prepared(_joined(lines), places, no_usage, total, ignored, columns, column_places)
 
     def _reference(self, span: Span) -> tuple[int, str]:
         usage = usage_from_span(span, self.attribution)
@@ -381,6 +392,8 @@ class SpanWriter:
         went to the spool (its weight is released by the drain, once committed)."""
         numbers: list[int] = []  # a span's `line_no`: its place in this receiver's stream of spans (from 1)
         blocks: list[bytes] = []
+        tables: list[pa.Table] = []
+        table_numbers: list[np.ndarray] = []
         rejects: list[Reject] = []
         ranges: list[tuple[int, int]] = []
         line = self._next_line
@@ -388,19 +401,32 @@ class SpanWriter:
             prepared = item.prepared
             numbers.extend(line + place for place in prepared.places)
             blocks.append(prepared.lines)
+            if prepared.columns is not None:
+                tables.append(prepared.columns)
+                table_numbers.append(line + np.asarray(prepared.column_places, dtype=np.int64))
             rejects.extend(Reject(line + place, NO_USAGE_REASON, "") for place in prepared.no_usage)
             ranges.append((line, line + prepared.spans))
             line += prepared.spans
+        # the checks' "now" is this batch's (a receiver runs for weeks: spans are not in the future of the
+        # day it started)
+        context = IngestContext(salt=self.salt)
+        parts: list[pa.Table] = []
+        if tables:  # the scan's records: checked over their columns, no statement to plan
+            schema = self.normaliser.schema(SPEC, context)
+            records = pa.concat_tables(tables)
+            checked = check_records(SPEC, records, np.concatenate(table_numbers), context, schema)
+            parts.append(checked.rows)
+            rejects += checked.rejects
+        if numbers:  # the reference path's: the ingest's statement
+            normalised = self.normaliser.normalise(SPEC, b"".join(blocks), context, line_numbers=numbers)
+            parts.append(normalised.rows)
+            rejects += normalised.rejects
         rows = None
-        if numbers:
-            data = b"".join(blocks)
-            # the checks' "now" is this batch's (a receiver runs for weeks: spans are not in the future of
-            # the day it started)
-            context = IngestContext(salt=self.salt)
-            normalised = self.normaliser.normalise(SPEC, data, context, line_numbers=numbers)
-            rows = normalised.rows
-            rejects = sorted(normalised.rejects + rejects, key=lambda r: r.line_no)
-        rejects = [kept_reject(r) for r in rejects]
+        if parts:
+            rows = pa.concat_tables(parts)
+            if len(parts) > 1:
+                rows = rows.sort_by("line_no")
+        rejects = [kept_reject(r) for r in sorted(rejects, key=lambda r: r.line_no)]
         if self.spool is not None:
             end = self.spool.append(encode(rows, rejects))
             with self._cond:
