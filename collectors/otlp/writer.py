@@ -41,8 +41,8 @@ from models.genai_spans import (
 )
 from models.usage_record import RecordSpec
 from storage.columnar import check_records
-from storage.db import StorageError
-from storage.store import StoreLike
+from storage.db import StorageError, WriteSession
+from storage.store import StoreLike, as_store
 from storage.usage import (
     RECEIVER_FORMAT,
     BatchCounts,
@@ -253,6 +253,10 @@ class SpanWriter:
         self.totals = BatchCounts()
         self.failing: str | None = None  # the last storage error, until a batch commits again
         self._lock = lock or threading.Lock()  # shared with other writers of this process (the scheduler)
+        # the connection the thread that stores (the drain with a spool, else the writer) keeps across
+        # back-to-back batches (opening and closing the file, which checkpoints, cost 0.2 s a batch); it
+        # lets readers in after `storage.db.HOLD_S`, and whenever nothing waits to be stored
+        self._session = WriteSession(as_store(db).db)
         self._queue: deque[_Queued] = deque()
         self._pending = 0
         self._cond = threading.Condition()
@@ -328,6 +332,7 @@ class SpanWriter:
             self._drainer.join()
         if self.spool is not None:
             self.spool.close()
+        self._session.close()
         self.normaliser.close()
 
     def _take(self) -> list[_Queued]:
@@ -434,7 +439,11 @@ class SpanWriter:
                 self._cond.notify_all()
         else:
             with self._lock:
-                self.run, counts = store_batch(self.db, self.run, [rows] if rows is not None else [], rejects)
+                self.run, counts = store_batch(
+                    self.db, self.run, [rows] if rows is not None else [], rejects, session=self._session
+                )
+                if not self._queue:
+                    self._session.close()
             self.totals = self.totals + counts
         self._next_line = line
         for item, (start, stop) in zip(batch, ranges, strict=True):
@@ -459,7 +468,9 @@ class SpanWriter:
         tables = [e.rows for e in entries if e.rows is not None]
         rejects = [r for e in entries for r in e.rejects]
         with self._lock:
-            run, counts = store_batch(self.db, run, tables, rejects)
+            run, counts = store_batch(self.db, run, tables, rejects, session=self._session)
+            if not self._spooled:
+                self._session.close()
         self.totals = self.totals + counts
         assert self.spool is not None
         self.spool.mark_committed(entries[-1].end)
