@@ -2,9 +2,9 @@
 
 `ExportTraceServiceRequest.FromString` (upb, C) decodes a span in about 1 µs; building Python objects for
 its attributes and applying `models.genai_spans.usage_from_span` to them took 20-30 µs. This module scans
-the protobuf wire format itself, in one compiled pass (numba), and writes each LLM span's record as the JSON
-line the reference path writes (`json.dumps(SpanUsage.record(), separators=(",", ":"),
-ensure_ascii=False)`), byte for byte, so the writer and its checks see the same text either way.
+the protobuf wire format itself, in one compiled pass (numba), and writes each LLM span's record into
+columns (`record_schema`: what `SpanUsage.record()` holds, typed, None as NULL), from which Python makes an
+Arrow table per request with no object per span; `storage.columnar` checks them.
 
 The mapping is driven by the same tables as the reference (`FIELDS`, `CACHE_RULES`, `PROVIDER_ALIASES`, the
 operation and event sets of `models.genai_spans`), compiled into arrays when a `WirePlan` is built; the
@@ -17,14 +17,14 @@ It answers for what it is sure of and hands the rest to the reference path (`col
   400 and the reference mapping;
 - one span, when an attribute it reads holds a value whose mapping is rare and subtle (a bool, array, map,
   bytes or empty value, a count or text given as another type, non-ASCII text, a key given twice, a
-  duration the JSON would print with an exponent): that span alone goes through `usage_from_span`.
-A TTFT given as a fractional number of seconds is the one float whose text compiled code cannot write as
-Python does (repr's shortest round-trip digits): the scan leaves a placeholder and Python fills it in.
+  duration past 2**53 ns, where a double's division may differ from Python's): that span alone goes through
+  `usage_from_span`, whose JSON record the ingest's SQL checks (they say why an odd value is refused).
 `tests/collectors/test_otlp_wire.py` checks on random requests that both paths give the same records.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Mapping, Sequence
@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 from numba import njit
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -118,7 +117,7 @@ MAX_DEPTH = 64
 V_NONE, V_STR, V_INT, V_DOUBLE, V_OTHER = range(5)
 
 # The record key of a span without a response id: otlp:<trace id>:<span id>.
-_FRAGMENTS = ("otlp:",)
+_FRAGMENTS = ("otlp:", "ok", "error")  # and a span's status
 
 _SCALAR_KINDS = {
     1: K_FIXED64,  # double
@@ -365,14 +364,14 @@ RECORD_COLUMNS = (
 COUNT_COLUMNS = RECORD_COLUMNS[4:9]
 # Rows of the compiled scan's integer columns (the counts first, in COUNT_COLUMNS' order), its float
 # columns (NaN: none) and its text columns (the attribution columns after these).
-C_TS, C_STATUS, C_PRESENT = len(COUNT_COLUMNS), len(COUNT_COLUMNS) + 1, len(COUNT_COLUMNS) + 2
+C_TS, C_PRESENT = len(COUNT_COLUMNS), len(COUNT_COLUMNS) + 1
 C_LATENCY, C_TTFT = 0, 1
-T_ID, T_MODEL, T_PROVIDER, T_TIER = range(4)
-_TEXT_COLUMNS = ("request_id", "model", "provider", "service_tier")
-STATUSES = ("ok", "error")
+T_ID, T_MODEL, T_PROVIDER, T_STATUS, T_TIER = range(5)
+_TEXT_COLUMNS = ("request_id", "model", "provider", "status", "service_tier")
 
 
-def record_schema(attribution: Sequence[str]) -> pa.Schema:
+@functools.cache
+def record_schema(attribution: tuple[str, ...]) -> pa.Schema:
     """The Arrow schema of the scan's records (and of any record in columns: `Prepared.columns`)."""
     types = {
         "ts": pa.timestamp("us"),
@@ -452,34 +451,40 @@ _THREAD_BUFFERS = _Buffers()
 def _records_table(
     plan: WirePlan, n: int, ints: I64, floats: npt.NDArray[np.float64], texts: U8, offsets: I64
 ) -> pa.Table:
+    """The scan's arrays as an Arrow table, each column made from its buffers (copied out of the thread's
+    arrays, which the next scan reuses)."""
     n_text = texts.shape[0]
+
+    def bitmap(valid: npt.NDArray[np.bool_]) -> tuple[pa.Buffer | None, int]:
+        nulls = n - int(np.count_nonzero(valid))
+        return (pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None), nulls
 
     def text(column: int) -> pa.Array:
         ends = offsets[column, : n + 1].astype(np.int32)
-        valid = offsets[n_text + column, :n].astype(np.bool_)
-        nulls = n - int(np.count_nonzero(valid))
-        bitmap = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
+        validity, nulls = bitmap(offsets[n_text + column, :n].astype(np.bool_))
         data = pa.py_buffer(texts[column, : ends[-1]].tobytes())
-        return pa.StringArray.from_buffers(n, pa.py_buffer(ends), data, bitmap, nulls)
+        return pa.StringArray.from_buffers(n, pa.py_buffer(ends), data, validity, nulls)
+
+    def fixed(kind: pa.DataType, values: npt.NDArray[Any], valid: npt.NDArray[np.bool_] | None) -> pa.Array:
+        validity, nulls = bitmap(valid) if valid is not None else (None, 0)
+        return pa.Array.from_buffers(kind, n, [validity, pa.py_buffer(values.copy())], nulls)
 
     present = ints[C_PRESENT, :n]
-    counts = {
-        name: pa.array(ints[i, :n].copy(), mask=(present & (1 << i)) == 0)
-        for i, name in enumerate(COUNT_COLUMNS)
-    }
-    columns = {
-        "request_id": text(T_ID),
-        "ts": pa.array(ints[C_TS, :n].astype("datetime64[us]")),
-        "model": text(T_MODEL),
-        "provider": text(T_PROVIDER),
-        **counts,
-        "latency_ms": pa.array(floats[C_LATENCY, :n].copy(), from_pandas=True),
-        "ttft_ms": pa.array(floats[C_TTFT, :n].copy(), from_pandas=True),
-        "status": pc.take(pa.array(STATUSES), pa.array(ints[C_STATUS, :n].copy())),
-        "service_tier": text(T_TIER),
-        **{name: text(len(_TEXT_COLUMNS) + i) for i, name in enumerate(plan.attribution)},
-    }
-    return pa.table(columns, schema=record_schema(plan.attribution))
+    counts = [fixed(pa.int64(), ints[i, :n], (present & (1 << i)) != 0) for i in range(len(COUNT_COLUMNS))]
+    latency, ttft = floats[C_LATENCY, :n], floats[C_TTFT, :n]
+    columns = [
+        text(T_ID),
+        fixed(pa.timestamp("us"), ints[C_TS, :n], None),
+        text(T_MODEL),
+        text(T_PROVIDER),
+        *counts,
+        fixed(pa.float64(), latency, ~np.isnan(latency)),
+        fixed(pa.float64(), ttft, ~np.isnan(ttft)),
+        text(T_STATUS),
+        text(T_TIER),
+        *(text(len(_TEXT_COLUMNS) + i) for i in range(len(plan.attribution))),
+    ]
+    return pa.Table.from_arrays(columns, schema=record_schema(plan.attribution))
 
 
 def _scan(
@@ -1160,7 +1165,7 @@ def _record(
 
     id_n = rid_n if rid_state == TEXT else 6 + 2 * (span[3] + span[5])
     room = texts.shape[1]
-    lengths = (id_n, m_n, provider_n, t_n)
+    lengths = (id_n, m_n, provider_n, 5, t_n)
     for column in range(len(lengths)):
         if text_offsets[column, r] + lengths[column] > room:
             return -1
@@ -1187,6 +1192,10 @@ def _record(
         _put_text(texts, text_offsets, T_PROVIDER, r, scratch, 0, provider_n)
     else:
         _put_null(texts, text_offsets, T_PROVIDER, r)
+    status_text = sets[SET_FRAGMENTS] + (2 if status == 2 else 1)
+    o = _put_string(texts[T_STATUS], text_offsets[T_STATUS, r], blob, offsets, status_text)
+    text_offsets[T_STATUS, r + 1] = o
+    text_offsets[texts.shape[0] + T_STATUS, r] = 1
     if t_state == TEXT:
         _put_text(texts, text_offsets, T_TIER, r, data, t_a, t_n)
     else:
@@ -1209,7 +1218,6 @@ def _record(
         | (re_state == 1) << 4
     )
     ints[C_TS, r] = np.int64(start // np.uint64(1000))
-    ints[C_STATUS, r] = 1 if status == 2 else 0
     floats[C_LATENCY, r] = np.float64(end - start) / 1e6 if latency else np.nan
     if ttft_kind == 1:
         floats[C_TTFT, r] = np.float64(ttft_int)

@@ -1,11 +1,14 @@
 """From decoded spans to stored usage rows, as the ingest stores them.
 
-`SpanBatcher.prepare` turns one request's spans into canonical records (`models.genai_spans`, pure Python,
-on the request's thread). `SpanWriter` takes the records of whatever requests are queued as one batch,
-checks them with the ingest's own statement (`storage.normalise`: the same bounds and reject reasons as a
-log file's records), stores them in one transaction through `storage.usage.store_batch` (the usage write
-path: deduplication by record key within a week, rejects with reasons, the source's counts), and tells each
-request which of its spans were refused. It opens the database only for a batch, so readers take turns.
+`SpanBatcher` turns one request's spans into canonical records on the request's thread: the compiled scan's
+as Arrow columns, the reference path's (`models.genai_spans`, pure Python) as JSON lines. `SpanWriter`
+takes the records of whatever requests are queued as one batch, checks them with the ingest's rules (the
+columns by `storage.columnar`, the lines by the ingest's own statement, `storage.normalise`: the same
+bounds and reject reasons as a log file's records), stores them in one transaction through
+`storage.usage.store_batch` (the usage write path: deduplication by record key within a week, rejects with
+reasons, the source's counts), and tells each request which of its spans were refused. It keeps the
+database open across back-to-back batches and closes it when idle (`IDLE_S`) or after `storage.db.HOLD_S`,
+so readers take turns.
 
 A request is acknowledged only after the transaction holding its spans committed; a request that would
 queue more spans than `max_pending_spans` is refused up front (HTTP 429 with Retry-After) so that nothing
@@ -19,7 +22,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -77,6 +80,8 @@ _LABELS = {
 SPEC: RecordSpec = replace(csv_spec(_LABELS), name="otlp", service_tier=("$.service_tier",))
 
 log = logging.getLogger("quotascope.otlp")
+
+IDLE_S = 0.2  # how long the thread that stores keeps the database open with nothing to store
 
 
 @dataclass
@@ -257,6 +262,11 @@ class SpanWriter:
         # back-to-back batches (opening and closing the file, which checkpoints, cost 0.2 s a batch); it
         # lets readers in after `storage.db.HOLD_S`, and whenever nothing waits to be stored
         self._session = WriteSession(as_store(db).db)
+        try:  # a new file's migrations now, not in the first request's time
+            self._session.open()
+            self._session.close()
+        except StorageError as e:  # said again by each batch that cannot be stored (503)
+            log.warning("the database cannot be opened yet: %s", e)
         self._queue: deque[_Queued] = deque()
         self._pending = 0
         self._cond = threading.Condition()
@@ -336,6 +346,8 @@ class SpanWriter:
         self.normaliser.close()
 
     def _take(self) -> list[_Queued]:
+        if self.spool is None:
+            self._idle_wait(lambda: bool(self._queue) or self._closing)
         with self._cond:
             while not self._queue and not self._closing:
                 self._cond.wait()
@@ -442,8 +454,6 @@ class SpanWriter:
                 self.run, counts = store_batch(
                     self.db, self.run, [rows] if rows is not None else [], rejects, session=self._session
                 )
-                if not self._queue:
-                    self._session.close()
             self.totals = self.totals + counts
         self._next_line = line
         for item, (start, stop) in zip(batch, ranges, strict=True):
@@ -469,12 +479,21 @@ class SpanWriter:
         rejects = [r for e in entries for r in e.rejects]
         with self._lock:
             run, counts = store_batch(self.db, run, tables, rejects, session=self._session)
-            if not self._spooled:
-                self._session.close()
         self.totals = self.totals + counts
         assert self.spool is not None
         self.spool.mark_committed(entries[-1].end)
         return run
+
+    def _idle_wait(self, ready: Callable[[], bool]) -> None:
+        """Before the thread that stores waits for work: more is usually on its way, so the database stays
+        open for it `IDLE_S`; then it is closed, and readers have their turn."""
+        with self._cond:
+            if not ready():
+                self._cond.wait(IDLE_S)
+            idle = not ready()
+        if idle:
+            with self._lock:
+                self._session.close()
 
     def _take_spooled(self) -> list[tuple[Entry, int]]:
         with self._cond:
@@ -496,6 +515,7 @@ class SpanWriter:
         taken: list[tuple[Entry, int]] = []
         while True:
             if not taken:
+                self._idle_wait(lambda: bool(self._spooled) or self._checking_done)
                 taken = self._take_spooled()
                 if not taken:
                     return
