@@ -72,6 +72,9 @@ MAX_ERROR_CHARS = 400
 LATE_CANCEL_WAIT_S = 120.0  # after cancelling, how long to wait for jobs that cannot be interrupted
 
 
+SETTLE_EVERY_MINUTES = 5  # a ClickHouse store's copies settled (`ScheduleRunner.settle_copies`)
+
+
 @dataclass(frozen=True, slots=True)
 class IngestCounts:
     read: int = 0
@@ -339,7 +342,34 @@ class ScheduleRunner:
                 misfire_grace_time=self.config.misfire_grace_s,
                 **options,
             )
+        if self.store.clickhouse is not None:  # where no quotascope process follows a write (otel_traces)
+            scheduler.add_job(
+                self.settle_copies,
+                trigger=IntervalTrigger(minutes=SETTLE_EVERY_MINUTES),
+                id="settle-copies",
+                name="settle copies",
+                max_instances=1,
+                coalesce=True,
+                next_run_time=now,
+            )
         return scheduler
+
+    def settle_copies(self) -> int:
+        """Settle the copies of a request two writers stored in the ClickHouse store at the same moment in
+        the last day (`storage.settle.settle_recent`: the `otel_traces` view racing an ingest); says how
+        many, or why it could not."""
+        from storage.clickhouse import connect
+        from storage.settle import RECENT, settle_recent
+
+        assert self.store.clickhouse is not None
+        try:
+            settled = settle_recent(connect(self.store.clickhouse), datetime.now(UTC) - RECENT)
+        except StorageError as e:
+            self.on_notice(f"settling copies: {self._sentence(e)}")
+            return 0
+        if settled:
+            self.on_notice(f"settled {settled:,} surplus copies of requests two writers stored at once")
+        return settled
 
     def start_otlp(self) -> OtlpServer | None:
         """Start the [otlp] receiver on its own thread; it shares the ingest's turn-taking lock."""
