@@ -527,7 +527,7 @@ def _stored(usage: UsageReader, rollup: Rollup) -> str:
         return rollup.name
     from storage.settle import corrected
 
-    return corrected(rollup, SEED_BANDS)
+    return corrected(usage, rollup, SEED_BANDS)
 
 
 def read_bands(usage: UsageReader) -> tuple[int, ...]:

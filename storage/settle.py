@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from storage.clickhouse import ClickHouse
     from storage.clickhouse_schema import Layout
     from storage.rollups import Rollup
+    from storage.usage_reader import UsageReader
 
 __all__ = ["RECENT", "SURPLUS_TABLE", "corrected", "settle", "settle_keys", "settle_recent"]
 
@@ -244,11 +245,18 @@ def deletion_sql(layout: Layout, render: Callable[..., str], identities: list[Ro
 # ------------------------------------------------------------------------------------------ reading
 
 
-def corrected(rollup: Rollup, bands: Sequence[int]) -> str:
+def corrected(usage: UsageReader, rollup: Rollup, bands: Sequence[int]) -> str:
     """`rollup` on a ClickHouse store as a relation of partial rows holding `usage FINAL` exactly: its
-    stored rows less the surplus copies' rows (`usage_surplus`). The buckets no surplus copy is in are read
-    as stored; those few are grouped with the surplus' rows negated, and a key left with no request (a
-    surplus copy's own, once deleted from usage) is dropped. DuckDB's SQL, read FINAL when rendered."""
+    stored rows less the surplus copies' rows (`usage_surplus`). Usually there is none (one tiny read says
+    so) and the relation is the rollup itself; otherwise the buckets no surplus copy is in are read as
+    stored, and the few others grouped with the surplus' rows negated, dropping a key left with no request
+    (a surplus copy's own, deleted from usage). DuckDB's SQL, read FINAL when rendered."""
+    times = [row[0] for row in usage.rows(f"SELECT DISTINCT ts FROM {SURPLUS_TABLE}")]
+    if not times:
+        return rollup.name
+    from storage.rollups import one_of
+
+    dirty = one_of("bucket", sorted({rollup.bucket_of(at) for at in times}))
     columns = ", ".join(rollup.column_names)
     negated = ", ".join(
         [
@@ -256,16 +264,14 @@ def corrected(rollup: Rollup, bands: Sequence[int]) -> str:
             *(f"-{m.name} AS {m.name}" if m.merge == "sum" else m.name for m in rollup.measures),
         ]
     )
-    surplus = f"(SELECT {negated} FROM ({rollup.select(SURPLUS_TABLE, bands)}))"
-    buckets = f"(SELECT bucket FROM {surplus})"
-    dirty = rollup.merged(
-        f"(SELECT {columns} FROM {rollup.name} WHERE bucket IN {buckets} "
-        f"UNION ALL SELECT {columns} FROM {surplus})"
+    surplus = f"SELECT {negated} FROM ({rollup.select(SURPLUS_TABLE, bands)})"
+    grouped = rollup.merged(
+        f"(SELECT {columns} FROM {rollup.name} WHERE {dirty} UNION ALL SELECT {columns} FROM ({surplus}))"
     )
     counted = next(m.name for m in rollup.measures if m.sql.startswith("sum(n_requests)"))
     return (
-        f"(SELECT {columns} FROM {rollup.name} WHERE bucket NOT IN {buckets} "
-        f"UNION ALL SELECT {columns} FROM ({dirty} HAVING sum({counted}) <> 0))"
+        f"(SELECT {columns} FROM {rollup.name} WHERE NOT {dirty} "
+        f"UNION ALL SELECT {columns} FROM ({grouped} HAVING sum({counted}) <> 0))"
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from collectors.scheduler import CatalogSource, ScheduleRunner, load_schedule
 from storage import clickhouse as clickhouse_module
 from storage import rollups
 from storage.clickhouse import ClickHouse, connect
@@ -74,7 +75,7 @@ def _read_difference(store: Store) -> dict[str, int]:
     differences = {}
     with open_usage(store) as usage:
         for rollup in rollups.ROLLUPS:
-            stored = rollup.merged(corrected(rollup, rollups.SEED_BANDS))
+            stored = rollup.merged(corrected(usage, rollup, rollups.SEED_BANDS))
             fresh = rollup.select("usage", rollups.SEED_BANDS)
             rows = usage.rows(
                 f"SELECT count(*) FROM (({stored}) EXCEPT ALL ({fresh})) "
@@ -165,11 +166,25 @@ def test_the_otel_traces_view_inserting_after_an_ingest_counted_is_settled_by_th
     # the view's rows of the same requests, as its SELECT wrote them after its lookup found none
     clickhouse.insert("usage", table.add_column(0, "source_id", pa.array([0] * 20, pa.int64())), token="view")
     assert _stored_requests(a) == 40 and any(_read_difference(a).values())
-    assert settle_recent(clickhouse, since) == 20
+    runner = _schedule(tmp_path, a)  # `quotascope schedule` with a ClickHouse store counts them every 5 min
+    assert "settle-copies" in {job.id for job in runner.build_scheduler().get_jobs()}
+    assert runner.settle_copies() == 20
     assert settle_recent(clickhouse, since) == 0  # settled: nothing found again, nothing recorded twice
     assert set(_rows_per_key(a).values()) == {1}
     assert not any(_read_difference(a).values()), _read_difference(a)
     assert _reports(a) == _once(tmp_path, table)
+
+
+def _schedule(tmp_path: Path, store: Store) -> ScheduleRunner:
+    (tmp_path / "schedule.toml").write_text("[catalog]\ninterval = { minutes = 60 }\n")
+    runner = ScheduleRunner(
+        load_schedule(tmp_path / "schedule.toml"),
+        store.db,
+        catalog=CatalogSource(Path(__file__).resolve().parents[2] / "data" / "catalog"),
+        usage=store.clickhouse,
+    )
+    runner.prepare()
+    return runner
 
 
 def test_a_writer_killed_before_counting_is_settled_by_the_next_lookup_and_twice_is_once(

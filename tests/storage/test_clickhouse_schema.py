@@ -59,7 +59,9 @@ def test_every_migration_parses_on_a_cluster_and_runs_on_one_server(chdb: ClickH
                 assert " ON CLUSTER prod" in statement
             _parses(chdb, statement)
     tables = checked.arrow("SELECT name FROM system.tables WHERE database = 'qs_schema_check'")
-    assert {"usage", "usage_surplus", "rollup_spend", "rollup_spend_mv"} <= set(tables.column("name").to_pylist())
+    assert {"usage", "usage_surplus", "rollup_spend", "rollup_spend_mv"} <= set(
+        tables.column("name").to_pylist()
+    )
     chdb.command("DROP DATABASE qs_schema_check")
 
 
