@@ -33,7 +33,7 @@ from storage.usage_reader import open_usage
 from tests.collectors.ingest_support import catalog
 from tests.collectors.otlp_support import START_NS
 from tests.storage.otel_support import insert_spans, traces_table_ddl
-from tests.storage.test_clickhouse_rollup_reads import _file, _ingest, _rows_per_key, _spans
+from tests.storage.test_clickhouse_rollup_reads import _difference, _file, _ingest, _rows_per_key, _spans
 
 DATABASE = "races"
 AT = datetime(2025, 3, 3, 12, 10)
@@ -72,17 +72,7 @@ def _racing(monkeypatch: pytest.MonkeyPatch, meanwhile: Callable[[], None]) -> l
 def _read_difference(store: Store) -> dict[str, int]:
     """Per rollup, the keys whose sums as every read sees them (`rollups.covering`'s relation on
     ClickHouse) differ from the definition re-run over `usage FINAL`."""
-    differences = {}
-    with open_usage(store) as usage:
-        for rollup in rollups.ROLLUPS:
-            stored = rollup.merged(corrected(usage, rollup, rollups.SEED_BANDS))
-            fresh = rollup.select("usage", rollups.SEED_BANDS)
-            rows = usage.rows(
-                f"SELECT count(*) FROM (({stored}) EXCEPT ALL ({fresh})) "
-                f"UNION ALL SELECT count(*) FROM (({fresh}) EXCEPT ALL ({stored}))"
-            )
-            differences[rollup.name] = sum(int(r[0]) for r in rows)
-    return differences
+    return _difference(store, lambda usage, rollup: corrected(usage, rollup, rollups.SEED_BANDS))
 
 
 def _stored_requests(store: Store) -> int:

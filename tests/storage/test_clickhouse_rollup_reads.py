@@ -7,7 +7,7 @@ from a log file (in either order, at times seconds apart)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -27,7 +27,7 @@ from storage.reports import read_usage_buckets, read_usage_profiles, spend_repor
 from storage.simulation import replay_window
 from storage.store import ClickHouseTarget, Store
 from storage.usage import SourceRun, discard_source, store_batch
-from storage.usage_reader import open_usage
+from storage.usage_reader import UsageReader, open_usage
 from tests.collectors.ingest_support import catalog
 from tests.collectors.otlp_support import START_NS, llm_attributes, request_of
 from tests.storage.otel_support import insert_spans, traces_table_ddl
@@ -146,12 +146,15 @@ def fresh(chdb_folder: Path, tmp_path: Path) -> Iterator[Store]:
     clickhouse_module._connections.pop(store.clickhouse).command("DROP DATABASE IF EXISTS exact")
 
 
-def _difference(store: Store) -> dict[str, int]:
-    """Per rollup, the keys whose stored sums differ from the definition run over `usage FINAL`."""
+def _difference(
+    store: Store, stored_rows: Callable[[UsageReader, rollups.Rollup], str] = lambda _, r: r.name
+) -> dict[str, int]:
+    """Per rollup, the keys whose stored sums (its partial rows: the relation `stored_rows` gives, its
+    table unless told) differ from the definition run over `usage FINAL`."""
     differences = {}
     with open_usage(store) as usage:
         for rollup in rollups.ROLLUPS:
-            stored = rollup.merged(rollup.name)
+            stored = rollup.merged(stored_rows(usage, rollup))
             fresh = rollup.select("usage", rollups.SEED_BANDS)
             rows = usage.rows(
                 f"SELECT count(*) FROM (({stored}) EXCEPT ALL ({fresh})) "

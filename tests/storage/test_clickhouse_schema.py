@@ -87,5 +87,5 @@ def test_a_settled_copy_is_deleted_on_its_shard_by_identity(chdb: ClickHouse) ->
     }
     statement = deletion_sql(Layout("qs", "prod"), chdb.render, [copy, copy | {"source_id": 3}])
     assert statement.startswith("DELETE FROM qs.usage_local ON CLUSTER prod WHERE ")
-    assert statement.count("record_key = 'k\\'1'") == 2 and "source_id = 3" in statement
+    assert statement.count("record_key = 'k''1'") == 2 and "source_id = 3" in statement
     assert _parses(chdb, statement)[0].startswith("DeleteQuery")
