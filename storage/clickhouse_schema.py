@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["MIGRATIONS", "Layout", "Migration", "migrations_table", "usage_tables"]
+__all__ = ["MIGRATIONS", "USAGE_NAMES", "Layout", "Migration", "migrations_table", "usage_tables"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +97,7 @@ USAGE_COLUMNS = """\
     batch                 Nullable(Bool) DEFAULT false,
     cache_write_1h_tokens Int64 DEFAULT 0,
     inserted_at           DateTime64(6, 'UTC') DEFAULT now64(6)"""
+USAGE_NAMES = tuple(line.split()[0] for line in USAGE_COLUMNS.splitlines())
 
 
 def usage_tables(layout: Layout) -> list[str]:
@@ -219,10 +220,36 @@ def record_key_index(layout: Layout, _describe: Describe, _render: Callable[[str
     ]
 
 
+INSERTED_AT_INDEX = "inserted_at_minmax"
+
+
+def surplus_table(layout: Layout, _describe: Describe, _render: Callable[[str], str]) -> list[str]:
+    """`usage_surplus` (migration 8): the copies of a request that two writers stored at the same moment
+    beyond the one that stays (`storage.settle`), with usage's columns and the copy's identity as the key
+    (key, time, source, insert time, and a number among identical copies), so that writers recording the
+    same copy record it once to every `FINAL` read. Every rollup read subtracts it. On a cluster it is
+    sharded by the record key as usage is. And a minmax index on usage's `inserted_at`: the count of the
+    copies of keys inserted lately (`storage.settle.settle_recent`) skips the granules written before."""
+    columns = USAGE_COLUMNS.replace(" DEFAULT now64(6)", "") + ",\n    copy                  UInt32"
+    storage = (
+        f"ENGINE = {layout.engine('Replacing', layout.local('usage_surplus'))}\n"
+        "PARTITION BY toYYYYMM(ts)\n"
+        "ORDER BY (record_key, ts, source_id, inserted_at, copy)"
+    )
+    usage = f"{layout.qualified(layout.local('usage'))}{layout.on_cluster}"
+    return [
+        *layout.tables("usage_surplus", columns, storage, "cityHash64(record_key)"),
+        f"ALTER TABLE {usage} ADD INDEX IF NOT EXISTS {INSERTED_AT_INDEX} inserted_at "
+        "TYPE minmax GRANULARITY 1",
+        f"ALTER TABLE {usage} MATERIALIZE INDEX {INSERTED_AT_INDEX}",
+    ]
+
+
 # Append only: a released migration is never edited; a schema change is a new number with its statements.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "usage", lambda layout, _describe, _render: usage_tables(layout)),
     Migration(2, "rollups", rollup_tables),
     Migration(3, "exact rollups", exact_rollups),
     Migration(4, "record key index", record_key_index),
+    Migration(8, "usage surplus", surplus_table),
 )
