@@ -245,6 +245,21 @@ def test_discarding_either_racing_ingest_afterwards_keeps_the_rollups_exact(
         assert usage.rows("SELECT sum(requests)::BIGINT FROM rollup_spend") == [(None,)]
 
 
+def test_a_file_discarded_and_ingested_again_is_no_copy_of_its_discarded_rows(
+    machines: tuple[Store, Store], tmp_path: Path
+) -> None:
+    """The insert log forgets the rows a discard deletes: the file ingested again is stored and counted
+    once, not settled against its own discarded rows."""
+    a, _ = machines
+    table = _file([f"req-{i}" for i in range(20)], AT)
+    assert _ingest(a, table) == 20
+    discard_source(a, 1)
+    assert _ingest(a, table) == 20
+    assert settle_recent(_clickhouse(a), datetime.now() - timedelta(hours=1)) == 0
+    assert not any(_read_difference(a).values()), _read_difference(a)
+    assert _reports(a) == _once(tmp_path, table)
+
+
 def _copy(key: str, at: datetime, source: int, inserted: int, team: str = "search") -> dict[str, Any]:
     return {
         "provider": "openai",
