@@ -171,7 +171,12 @@ class DuckDB(Engine):
 
     def reference_code(self, sql: str) -> str:
         query = duckdb_sql(sql.format(usage="usage"))
-        setup = f"import duckdb\ncon = duckdb.connect({str(self.db)!r}, read_only=True)"
+        # DuckDB draws a progress bar on stdout for a query over 2 s (a scan of 100M rows under load): it
+        # would land before the printed seconds
+        setup = (
+            f"import duckdb\ncon = duckdb.connect({str(self.db)!r}, read_only=True)\n"
+            "con.execute('SET enable_progress_bar = false')"
+        )
         return timing_script(setup, f"con.execute({query!r}).fetchall()")
 
     def ingest_reference_code(self, log: Path) -> str:

@@ -17,6 +17,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -27,12 +28,14 @@ from storage.clickhouse_schema import MIGRATIONS, Layout, migrations_table
 from storage.db import StorageError
 from storage.dialect import clickhouse_sql
 from storage.otel_traces import link_traces, store_link
+from storage.settle import INSERTS_TABLE, SURPLUS_TABLE, as_inserted, settle_recent
 from storage.store import PASSWORD_ENV, ClickHouseTarget
 
 __all__ = ["ClickHouse", "connect", "plain_frame"]
 
-# tables holding usage rows: read FINAL (the ReplacingMergeTree's duplicates not merged yet count once)
-FINAL_TABLES = frozenset({"usage"})
+# tables holding usage rows: read FINAL (the ReplacingMergeTree's duplicates not merged yet count once;
+# a surplus copy recorded by several writers, once: `storage.settle`)
+FINAL_TABLES = frozenset({"usage", SURPLUS_TABLE})
 # what every query runs with, so that ClickHouse answers as DuckDB does: an aggregate over no rows is NULL
 # (min, max, sum; not the type's default), an outer join's missing side is NULL, and a column's name means
 # the column even where the query also names an expression so (`sum(input_tokens) AS input_tokens` beside
@@ -45,6 +48,8 @@ QUERY_SETTINGS = {
     "join_use_nulls": 1,
     "prefer_column_name_to_alias": 1,
 }
+# how far the server's clock (a row's `inserted_at`) may be behind this one's
+LINK_CLOCK_SLACK = timedelta(minutes=5)
 
 
 class ClickHouse:
@@ -139,23 +144,22 @@ class ClickHouse:
 
     def insert(self, table: str, data: pa.Table, *, token: str) -> None:
         """Insert `data` into `table` once: a retried insert with the same `token` is dropped by ClickHouse
-        (insert deduplication; the table keeps a window of recent tokens)."""
+        (insert deduplication; the table keeps a window of recent tokens). On a cluster the insert returns
+        once the rows are on their shard (`insert_distributed_sync`), not queued on this node: the writer's
+        count of the copies it just stored (`storage.settle`) must see them."""
         columns = ", ".join(data.column_names)
+        settings: dict[str, str | int] = {"insert_deduplication_token": _token(token)}
+        if self.layout.cluster:
+            settings["insert_distributed_sync"] = 1
         with self._errors("writing"):
             if self._chdb is not None:
+                given = ", ".join(f"{name} = {value!r}" for name, value in settings.items())
                 with self._lock:
                     self._chdb_insert(
-                        f"INSERT INTO {self.layout.qualified(table)} ({columns}) "
-                        f"SETTINGS insert_deduplication_token = '{_token(token)}'",
-                        data,
+                        f"INSERT INTO {self.layout.qualified(table)} ({columns}) SETTINGS {given}", data
                     )
             else:
-                self._client.insert_arrow(
-                    table,
-                    data,
-                    database=self.target.database,
-                    settings={"insert_deduplication_token": _token(token)},
-                )
+                self._client.insert_arrow(table, data, database=self.target.database, settings=settings)
 
     def _chdb_insert(self, statement: str, data: pa.Table) -> None:
         inserter = self._chdb.send_insert(statement, "ArrowStream")
@@ -164,11 +168,14 @@ class ClickHouse:
 
     def delete_usage(self, where: str) -> None:
         """Delete the usage rows `where` selects (SQL over a usage row, in either dialect) and recompute
-        every rollup bucket they were in from the rows left (`usage FINAL`): a materialized view sees
-        inserts only, so a delete is the rollups' to follow here, as `storage.rollups.refresh` does in the
-        DuckDB file. Synchronous: it returns when usage and the rollups hold the rows left. (Rows inserted
-        into a touched bucket while it runs may be counted twice: a delete is for an operator's command,
-        `quotascope ingest --discard`, `traces --relink`, not for a store taking inserts at that moment.)"""
+        every rollup bucket they were in as its view would sum it now: from the rows left (`usage FINAL`)
+        and the surplus copies left (`storage.settle`: every rollup read subtracts those), the surplus
+        copies `where` selects deleted too, and the insert log's rows of them (a file ingested again is not
+        a copy of its discarded rows). A materialized view sees inserts only, so a delete is the
+        rollups' to follow here, as `storage.rollups.refresh` does in the DuckDB file. Synchronous: it
+        returns when usage and the rollups hold the rows left. (Rows inserted into a touched bucket while it
+        runs may be counted twice: a delete is for an operator's command, `quotascope ingest --discard`,
+        `traces --relink`, not for a store taking inserts at that moment.)"""
         from storage import rollups
 
         layout = self.layout
@@ -176,14 +183,16 @@ class ClickHouse:
             rollup: [
                 row[0]
                 for row in self.rows(
-                    f"SELECT DISTINCT {rollup.bucket_sql} AS bucket FROM usage WHERE {where}"
+                    f"SELECT DISTINCT {rollup.bucket_sql} AS bucket FROM (SELECT ts FROM usage WHERE {where} "
+                    f"UNION ALL SELECT ts FROM {SURPLUS_TABLE} WHERE {where})"
                 )
             ]
             for rollup in rollups.ROLLUPS
         }
         sync = "SETTINGS mutations_sync = 2"
-        usage = layout.qualified(layout.local("usage"))
-        self.command(f"ALTER TABLE {usage}{layout.on_cluster} DELETE WHERE {where} {sync}")
+        for table in ("usage", SURPLUS_TABLE, INSERTS_TABLE):  # the log too: its copies are gone
+            local = layout.qualified(layout.local(table))
+            self.command(f"ALTER TABLE {local}{layout.on_cluster} DELETE WHERE {where} {sync}")
         for rollup, starts in touched.items():
             if not starts:
                 continue
@@ -192,7 +201,7 @@ class ClickHouse:
             self.command(
                 f"ALTER TABLE {local}{layout.on_cluster} DELETE {buckets[buckets.index('WHERE') :]} {sync}"
             )
-            again = self.render(rollup.select(rollup.raw_rows_of(starts), rollups.SEED_BANDS))
+            again = self.render(rollup.select(as_inserted(rollup, starts), rollups.SEED_BANDS))
             # not a repeat to drop: the same sums may well have been inserted before
             self.command(
                 f"INSERT INTO {layout.qualified(rollup.name)} SETTINGS insert_deduplicate = 0 {again}"
@@ -225,14 +234,16 @@ class ClickHouse:
         return applied
 
     def data_version(self) -> tuple[int, ...]:
-        """Changes whenever usage rows are written (or merged): the parts of the usage table, cluster-wide."""
+        """Changes whenever usage rows are written (or merged) or a surplus copy recorded: the parts of the
+        usage and surplus tables, cluster-wide."""
         parts = "system.parts"
         if self.layout.cluster:
             parts = f"clusterAllReplicas('{self.layout.cluster}', system.parts)"
         found = self.arrow(
             "SELECT count() AS n, sum(rows) AS r, toUnixTimestamp(max(modification_time)) AS at "
             f"FROM {parts} "
-            f"WHERE active AND database = '{self.layout.database}' AND table = '{self.layout.local('usage')}'"
+            f"WHERE active AND database = '{self.layout.database}' "
+            f"AND table IN ('{self.layout.local('usage')}', '{self.layout.local(SURPLUS_TABLE)}')"
         ).to_pylist()
         row = found[0] if found else {}
         return tuple(int(row.get(k) or 0) for k in ("n", "r", "at"))
@@ -323,7 +334,10 @@ def connect(target: ClickHouseTarget) -> ClickHouse:
                     _connections.pop(other).close()
             found = ClickHouse(target)
             found.migrate()
-            link_traces(found, store_link(found.layout))
+            started = datetime.now(UTC)
+            if link_traces(found, store_link(found.layout)) in ("linked", "relinked"):
+                # the copy of what otel_traces held may have raced an ingest elsewhere (`storage.settle`)
+                settle_recent(found, started - LINK_CLOCK_SLACK)
             _connections[target] = found
         return found
 

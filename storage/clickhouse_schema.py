@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["MIGRATIONS", "Layout", "Migration", "migrations_table", "usage_tables"]
+__all__ = ["MIGRATIONS", "USAGE_NAMES", "Layout", "Migration", "migrations_table", "usage_tables"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +97,7 @@ USAGE_COLUMNS = """\
     batch                 Nullable(Bool) DEFAULT false,
     cache_write_1h_tokens Int64 DEFAULT 0,
     inserted_at           DateTime64(6, 'UTC') DEFAULT now64(6)"""
+USAGE_NAMES = tuple(line.split()[0] for line in USAGE_COLUMNS.splitlines())
 
 
 def usage_tables(layout: Layout) -> list[str]:
@@ -219,10 +220,76 @@ def record_key_index(layout: Layout, _describe: Describe, _render: Callable[[str
     ]
 
 
+INSERTED_AT_INDEX = "inserted_at_minmax"
+
+
+def surplus_table(layout: Layout, _describe: Describe, _render: Callable[[str], str]) -> list[str]:
+    """`usage_surplus` (migration 8): the copies of a request that two writers stored at the same moment
+    beyond the one that stays (`storage.settle`), with usage's columns and the copy's identity as the key
+    (key, time, source, insert time, and a number among identical copies), so that writers recording the
+    same copy record it once to every `FINAL` read. Every rollup read subtracts it. On a cluster it is
+    sharded by the record key as usage is. And a minmax index on usage's `inserted_at`: the count of the
+    copies of keys inserted lately (`storage.settle.settle_recent`) skips the granules written before."""
+    columns = USAGE_COLUMNS.replace(" DEFAULT now64(6)", "") + ",\n    copy                  UInt32"
+    storage = (
+        f"ENGINE = {layout.engine('Replacing', layout.local('usage_surplus'))}\n"
+        "PARTITION BY toYYYYMM(ts)\n"
+        "ORDER BY (record_key, ts, source_id, inserted_at, copy)"
+    )
+    usage = f"{layout.qualified(layout.local('usage'))}{layout.on_cluster}"
+    return [
+        *layout.tables("usage_surplus", columns, storage, "cityHash64(record_key)"),
+        f"ALTER TABLE {usage} ADD INDEX IF NOT EXISTS {INSERTED_AT_INDEX} inserted_at "
+        "TYPE minmax GRANULARITY 1",
+        f"ALTER TABLE {usage} MATERIALIZE INDEX {INSERTED_AT_INDEX}",
+    ]
+
+
+INSERTS_KEPT_DAYS = 2
+
+
+def inserts_log(layout: Layout, _describe: Describe, _render: Callable[[str], str]) -> list[str]:
+    """`usage_inserts` (migration 9): the identity of every usage row as it is inserted (key, time, sort
+    key, source, insert time), by a materialized view on usage's local table, kept two days. Two copies of
+    one request with one sort key are one row after usage's next merge; the log keeps both, so a writer's
+    count of the copies it just inserted (`storage.settle`) does not depend on whether a merge came first.
+    A plain `MergeTree` ordered by the record key (a count is a read of the primary key), partitioned by
+    day so that old days are dropped whole; a retried insert is dropped here by its token as in usage.
+    It replaces migration 8's minmax index on `inserted_at`: the count of lately inserted keys reads the
+    log."""
+    columns = (
+        "    record_key  String,\n"
+        "    ts          DateTime64(6, 'UTC'),\n"
+        "    provider    LowCardinality(Nullable(String)),\n"
+        "    model       LowCardinality(String),\n"
+        "    team        LowCardinality(Nullable(String)),\n"
+        "    source_id   Int64,\n"
+        "    inserted_at DateTime64(6, 'UTC')"
+    )
+    local = layout.local("usage_inserts")
+    storage = (
+        f"ENGINE = {layout.engine('', local)}\n"
+        "PARTITION BY toDate(inserted_at)\n"
+        "ORDER BY (record_key, ts)\n"
+        f"TTL toDateTime(inserted_at) + INTERVAL {INSERTS_KEPT_DAYS} DAY\n"
+        "SETTINGS ttl_only_drop_parts = 1, non_replicated_deduplication_window = 1000"
+    )
+    usage = layout.qualified(layout.local("usage"))
+    return [
+        *layout.tables("usage_inserts", columns, storage, "cityHash64(record_key)"),
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {layout.qualified('usage_inserts_mv')}{layout.on_cluster} "
+        f"TO {layout.qualified(local)} AS\n"
+        f"SELECT record_key, ts, provider, model, team, source_id, inserted_at FROM {usage}",
+        f"ALTER TABLE {usage}{layout.on_cluster} DROP INDEX IF EXISTS {INSERTED_AT_INDEX}",
+    ]
+
+
 # Append only: a released migration is never edited; a schema change is a new number with its statements.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "usage", lambda layout, _describe, _render: usage_tables(layout)),
     Migration(2, "rollups", rollup_tables),
     Migration(3, "exact rollups", exact_rollups),
     Migration(4, "record key index", record_key_index),
+    Migration(8, "usage surplus", surplus_table),
+    Migration(9, "usage inserts log", inserts_log),
 )

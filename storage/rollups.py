@@ -487,7 +487,8 @@ def covering(usage: UsageReader, rollup: Rollup, selection: UsageFilter) -> tupl
     attributes, params = selection.attribute_where()
     since = to_utc_naive(selection.since) if selection.since is not None else None
     until = to_utc_naive(selection.until) if selection.until is not None else None
-    rows = f"SELECT {', '.join(rollup.column_names)} FROM {rollup.name} WHERE {attributes}"
+    stored = _stored(usage, rollup)
+    rows = f"SELECT {', '.join(rollup.column_names)} FROM {stored} WHERE {attributes}"
     if since is None and until is None:
         return f"({rows})", params
     # only the buckets the period's ends fall in can hold a row it cuts
@@ -503,7 +504,7 @@ def covering(usage: UsageReader, rollup: Rollup, selection: UsageFilter) -> tupl
     cut = [
         r[0]
         for r in usage.rows(
-            f"SELECT DISTINCT bucket FROM {rollup.name} WHERE {one_of('bucket', ends)} "
+            f"SELECT DISTINCT bucket FROM {stored} WHERE {one_of('bucket', ends)} "
             f"AND {attributes} AND {overlapping} AND NOT ({inside})",
             params,
         )
@@ -516,6 +517,16 @@ def covering(usage: UsageReader, rollup: Rollup, selection: UsageFilter) -> tupl
         f"({rows} AND {inside} AND NOT {one_of('bucket', cut)} UNION ALL {raw})",
         params + raw_params,
     )
+
+
+def _stored(usage: UsageReader, rollup: Rollup) -> str:
+    """`rollup`'s stored partial rows: the DuckDB file's table; on a ClickHouse store, less the copies of a
+    request two writers stored at once (`storage.settle.corrected`)."""
+    if usage.duckdb is not None:
+        return rollup.name
+    from storage.settle import corrected
+
+    return corrected(usage, rollup, SEED_BANDS)
 
 
 def read_bands(usage: UsageReader) -> tuple[int, ...]:

@@ -72,6 +72,9 @@ MAX_ERROR_CHARS = 400
 LATE_CANCEL_WAIT_S = 120.0  # after cancelling, how long to wait for jobs that cannot be interrupted
 
 
+SETTLE_EVERY_MINUTES = 5  # a ClickHouse store's copies settled (`ScheduleRunner.settle_copies`)
+
+
 @dataclass(frozen=True, slots=True)
 class IngestCounts:
     read: int = 0
@@ -256,6 +259,7 @@ class ScheduleRunner:
         # The ingest skips records already stored by reading `usage` in its write transaction; two ingests
         # in one process would not see each other's uncommitted rows, so they take turns.
         self._ingest_lock = threading.Lock()
+        self._settled_at: datetime | None = None  # when the last count of racing copies began
 
     # ---------------------------------------------------------------------------------------- lifecycle
 
@@ -339,7 +343,38 @@ class ScheduleRunner:
                 misfire_grace_time=self.config.misfire_grace_s,
                 **options,
             )
+        if self.store.clickhouse is not None:  # where no quotascope process follows a write (otel_traces)
+            scheduler.add_job(
+                self.settle_copies,
+                trigger=IntervalTrigger(minutes=SETTLE_EVERY_MINUTES),
+                id="settle-copies",
+                name="settle copies",
+                max_instances=1,
+                coalesce=True,
+                next_run_time=now,
+            )
         return scheduler
+
+    def settle_copies(self) -> int:
+        """Settle the copies of a request two writers stored in the ClickHouse store at the same moment
+        (`storage.settle.settle_recent`: the `otel_traces` view racing an ingest), inserted since the last
+        run began (with a margin for the server's clock; the last day at the first run); says how many, or
+        why it could not."""
+        from storage.clickhouse import LINK_CLOCK_SLACK, connect
+        from storage.settle import RECENT, settle_recent
+
+        assert self.store.clickhouse is not None
+        began = datetime.now(UTC)
+        since = began - RECENT if self._settled_at is None else self._settled_at - LINK_CLOCK_SLACK
+        try:
+            settled = settle_recent(connect(self.store.clickhouse), since)
+        except StorageError as e:
+            self.on_notice(f"settling copies: {self._sentence(e)}")
+            return 0
+        self._settled_at = began
+        if settled:
+            self.on_notice(f"settled {settled:,} surplus copies of requests two writers stored at once")
+        return settled
 
     def start_otlp(self) -> OtlpServer | None:
         """Start the [otlp] receiver on its own thread; it shares the ingest's turn-taking lock."""

@@ -59,7 +59,9 @@ def test_every_migration_parses_on_a_cluster_and_runs_on_one_server(chdb: ClickH
                 assert " ON CLUSTER prod" in statement
             _parses(chdb, statement)
     tables = checked.arrow("SELECT name FROM system.tables WHERE database = 'qs_schema_check'")
-    assert {"usage", "rollup_spend", "rollup_spend_mv"} <= set(tables.column("name").to_pylist())
+    assert {"usage", "usage_surplus", "rollup_spend", "rollup_spend_mv"} <= set(
+        tables.column("name").to_pylist()
+    )
     chdb.command("DROP DATABASE qs_schema_check")
 
 
@@ -68,3 +70,22 @@ def test_migrations_run_once_and_are_recorded(chdb_folder: Path) -> None:
     assert store.migrate() == []  # connect() applied them already
     recorded = store.arrow("SELECT number, name FROM qs_migrated.schema_migrations FINAL ORDER BY number")
     assert recorded.to_pylist() == [{"number": m.number, "name": m.name} for m in MIGRATIONS]
+
+
+def test_a_settled_copy_is_deleted_on_its_shard_by_identity(chdb: ClickHouse) -> None:
+    """`storage.settle` deletes a surplus copy from the local table ON CLUSTER (a Distributed table takes
+    no delete), by its key, time, source and insert time."""
+    from datetime import datetime
+
+    from storage.settle import deletion_sql
+
+    copy = {
+        "record_key": "k'1",
+        "ts": datetime(2025, 3, 3, 12),
+        "source_id": 2,
+        "inserted_at": datetime(2025, 3, 4),
+    }
+    statement = deletion_sql(Layout("qs", "prod"), chdb.render, [copy, copy | {"source_id": 3}])
+    assert statement.startswith("DELETE FROM qs.usage_local ON CLUSTER prod WHERE ")
+    assert statement.count("record_key = 'k''1'") == 2 and "source_id = 3" in statement
+    assert _parses(chdb, statement)[0].startswith("DeleteQuery")
