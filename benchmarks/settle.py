@@ -1,8 +1,10 @@
 """What settling racing writers' copies costs a ClickHouse store (`storage.settle`), in chdb, each beside a
 reference measured in the same run:
 
-- write: an ingest batch's count of the copies of the keys it just inserted (`settle`, one query through the
-  record key's bloom filter), beside the lookup of the same keys every batch makes before inserting;
+- write: a batch's insert with the insert log's view (`usage_inserts`, ClickHouse migration 9), beside the
+  same insert with that view dropped; the batch's count of the copies of the keys it just inserted
+  (`settle`, a read of the log by its primary key), beside the lookup of the same keys every batch makes
+  before inserting (usage through the record key's bloom filter);
 - read: `quotascope report spend --by team,model` and the token profiles as the reports read them (every
   rollup read less the surplus copies: `storage.settle.corrected`), beside the same reads of the rollup
   tables as they are (what a read cost before), with no surplus copy and with 1,000 settled;
@@ -41,7 +43,7 @@ from storage.clickhouse import ClickHouse, connect  # noqa: E402
 from storage.profiles import read_usage_profiles  # noqa: E402
 from storage.replay import UsageFilter  # noqa: E402
 from storage.reports import spend_report  # noqa: E402
-from storage.settle import RECENT, settle, settle_keys, settle_recent  # noqa: E402
+from storage.settle import INSERTS_TABLE, RECENT, settle, settle_keys, settle_recent  # noqa: E402
 from storage.store import ClickHouseTarget, Store  # noqa: E402
 from storage.usage import _clickhouse_stored_keys  # noqa: E402
 
@@ -77,6 +79,17 @@ def _rows(first: int, count: int, source: int) -> pa.Table:
             "tags": pa.array([[]] * count, pa.map_(pa.string(), pa.string())),
         }
     )
+
+
+def _inserts(clickhouse: ClickHouse, first: int, size: int) -> Callable[[], None]:
+    """Each call inserts a batch of `size` new requests (keys from `first` on, as ingests insert them)."""
+    count = iter(range(1_000))
+
+    def insert() -> None:
+        n = next(count)
+        clickhouse.insert("usage", _rows(first + n * size, size, 3), token=f"bench-insert-{first}-{n}")
+
+    return insert
 
 
 def _median(runs: int, work: Callable[[], Any]) -> float:
@@ -141,13 +154,23 @@ def main() -> int:
             clickhouse.insert("usage", part, token=f"bench-{first}")
         print(f"{args.rows:,} requests inserted in {time.perf_counter() - began:.1f} s")
 
+        logged = _median(args.runs, _inserts(clickhouse, args.rows, args.batch))
+        view = f"settle.{INSERTS_TABLE}_mv"
+        definition = clickhouse.arrow(f"SHOW CREATE TABLE {view}").column(0)[0].as_py()
+        clickhouse.command(f"DROP VIEW {view}")
+        try:
+            bare = _median(args.runs, _inserts(clickhouse, args.rows * 2, args.batch))
+        finally:
+            clickhouse.command(definition)
+        print(f"write: a batch of {args.batch:,} requests")
+        _line("insert, with the insert log's view", logged, bare, "without it")
+
         batch = _rows(args.rows // 2, args.batch, 1)
         keys = batch.select(["record_key"])
         lo, hi = START - timedelta(days=7), START + timedelta(days=38)
         lookup = _clickhouse_stored_keys(clickhouse)
         looked = _median(args.runs, lambda: lookup(keys, lo, hi))
         counted = _median(args.runs, lambda: settle(clickhouse, keys, lo, hi))
-        print(f"write: a batch of {args.batch:,} keys")
         _line("count of its copies after the insert", counted, looked, "lookup before it")
 
         scan = _median(

@@ -28,7 +28,7 @@ from storage.clickhouse_schema import MIGRATIONS, Layout, migrations_table
 from storage.db import StorageError
 from storage.dialect import clickhouse_sql
 from storage.otel_traces import link_traces, store_link
-from storage.settle import SURPLUS_TABLE, as_inserted, settle_recent
+from storage.settle import INSERTS_TABLE, SURPLUS_TABLE, as_inserted, settle_recent
 from storage.store import PASSWORD_ENV, ClickHouseTarget
 
 __all__ = ["ClickHouse", "connect", "plain_frame"]
@@ -170,7 +170,8 @@ class ClickHouse:
         """Delete the usage rows `where` selects (SQL over a usage row, in either dialect) and recompute
         every rollup bucket they were in as its view would sum it now: from the rows left (`usage FINAL`)
         and the surplus copies left (`storage.settle`: every rollup read subtracts those), the surplus
-        copies `where` selects deleted too. A materialized view sees inserts only, so a delete is the
+        copies `where` selects deleted too, and the insert log's rows of them (a file ingested again is not
+        a copy of its discarded rows). A materialized view sees inserts only, so a delete is the
         rollups' to follow here, as `storage.rollups.refresh` does in the DuckDB file. Synchronous: it
         returns when usage and the rollups hold the rows left. (Rows inserted into a touched bucket while it
         runs may be counted twice: a delete is for an operator's command, `quotascope ingest --discard`,
@@ -189,7 +190,7 @@ class ClickHouse:
             for rollup in rollups.ROLLUPS
         }
         sync = "SETTINGS mutations_sync = 2"
-        for table in ("usage", SURPLUS_TABLE):
+        for table in ("usage", SURPLUS_TABLE, INSERTS_TABLE):  # the log too: its copies are gone
             local = layout.qualified(layout.local(table))
             self.command(f"ALTER TABLE {local}{layout.on_cluster} DELETE WHERE {where} {sync}")
         for rollup, starts in touched.items():

@@ -245,6 +245,45 @@ def surplus_table(layout: Layout, _describe: Describe, _render: Callable[[str], 
     ]
 
 
+INSERTS_KEPT_DAYS = 2
+
+
+def inserts_log(layout: Layout, _describe: Describe, _render: Callable[[str], str]) -> list[str]:
+    """`usage_inserts` (migration 9): the identity of every usage row as it is inserted (key, time, sort
+    key, source, insert time), by a materialized view on usage's local table, kept two days. Two copies of
+    one request with one sort key are one row after usage's next merge; the log keeps both, so a writer's
+    count of the copies it just inserted (`storage.settle`) does not depend on whether a merge came first.
+    A plain `MergeTree` ordered by the record key (a count is a read of the primary key), partitioned by
+    day so that old days are dropped whole; a retried insert is dropped here by its token as in usage.
+    It replaces migration 8's minmax index on `inserted_at`: the count of lately inserted keys reads the
+    log."""
+    columns = (
+        "    record_key  String,\n"
+        "    ts          DateTime64(6, 'UTC'),\n"
+        "    provider    LowCardinality(Nullable(String)),\n"
+        "    model       LowCardinality(String),\n"
+        "    team        LowCardinality(Nullable(String)),\n"
+        "    source_id   Int64,\n"
+        "    inserted_at DateTime64(6, 'UTC')"
+    )
+    local = layout.local("usage_inserts")
+    storage = (
+        f"ENGINE = {layout.engine('', local)}\n"
+        "PARTITION BY toDate(inserted_at)\n"
+        "ORDER BY (record_key, ts)\n"
+        f"TTL toDateTime(inserted_at) + INTERVAL {INSERTS_KEPT_DAYS} DAY\n"
+        "SETTINGS ttl_only_drop_parts = 1, non_replicated_deduplication_window = 1000"
+    )
+    usage = layout.qualified(layout.local("usage"))
+    return [
+        *layout.tables("usage_inserts", columns, storage, "cityHash64(record_key)"),
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {layout.qualified('usage_inserts_mv')}{layout.on_cluster} "
+        f"TO {layout.qualified(local)} AS\n"
+        f"SELECT record_key, ts, provider, model, team, source_id, inserted_at FROM {usage}",
+        f"ALTER TABLE {usage}{layout.on_cluster} DROP INDEX IF EXISTS {INSERTED_AT_INDEX}",
+    ]
+
+
 # Append only: a released migration is never edited; a schema change is a new number with its statements.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "usage", lambda layout, _describe, _render: usage_tables(layout)),
@@ -252,4 +291,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "exact rollups", exact_rollups),
     Migration(4, "record key index", record_key_index),
     Migration(8, "usage surplus", surplus_table),
+    Migration(9, "usage inserts log", inserts_log),
 )

@@ -7,11 +7,12 @@ lookup: `usage` then holds two copies, and every rollup view summed both (a view
 This module finds such copies and settles them, idempotently, so that any number of writers may do it:
 
 - **Found**: after each insert the writer counts the copies of the keys it just inserted (`settle`: one
-  query through the record key's bloom filter, ClickHouse migration 4); the later of two racing inserts
-  sees both. A lookup before an insert that finds a key twice settles it too (a writer killed between its
-  insert and its count, its file ingested again), and `settle_recent` counts the copies of every key
-  inserted since a time (for the `otel_traces` view, which no quotascope process follows: `quotascope
-  traces`, the link's copy, and `quotascope schedule` run it).
+  read of `usage_inserts`, ClickHouse migration 9, a materialized view's log of every row's identity as
+  inserted, kept two days: it still counts two copies a merge of usage already folded into one row); the
+  later of two racing inserts sees both. A lookup before an insert that finds a key twice settles it too
+  (a writer killed between its insert and its count, its file ingested again), and `settle_recent` counts
+  the copies of every key inserted since a time (for the `otel_traces` view, which no quotascope process
+  follows: `quotascope traces`, the link's copy, and `quotascope schedule` run it).
 - **Which copy stays**: the copies of one request (one key, times within `SAME_REQUEST_WITHIN`) are grouped
   by their usage sort key (provider, model, team, hour, key, time). The earliest time (then provider,
   model, team) wins, a rule that no merge, delete or later copy changes; inside the winning group the row
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["RECENT", "SURPLUS_TABLE", "corrected", "settle", "settle_keys", "settle_recent"]
 
 SURPLUS_TABLE = "usage_surplus"
+INSERTS_TABLE = "usage_inserts"
 # how far back a periodic settle (`quotascope traces`, the schedule) counts copies: well past its period
 RECENT = timedelta(days=1)
 # a copy's identity in usage: two copies differ in one of these at least (another source or insert)
@@ -64,10 +66,10 @@ Row = dict[str, Any]
 
 def settle(clickhouse: ClickHouse, keys: pa.Table, lo: datetime, hi: datetime) -> int:
     """Settle the copies of the record keys `keys` (a table with `record_key`) stored between `lo` and
-    `hi`: after a writer inserted them. Returns how many surplus copies were found (usually 0, after one
-    query)."""
+    `hi`: after a writer inserted them. Returns how many surplus copies it recorded (usually 0, after one
+    query of the insert log by its sort key)."""
     sql = clickhouse.render(
-        "SELECT record_key FROM usage WHERE ts BETWEEN ? AND ? "
+        f"SELECT record_key FROM {INSERTS_TABLE} WHERE ts BETWEEN ? AND ? "
         "AND record_key IN (SELECT record_key FROM batch_keys) GROUP BY record_key HAVING count(*) > 1",
         [lo, hi],
         final=False,
@@ -80,13 +82,12 @@ def settle(clickhouse: ClickHouse, keys: pa.Table, lo: datetime, hi: datetime) -
 
 
 def settle_recent(clickhouse: ClickHouse, since: datetime) -> int:
-    """Settle every key of usage rows inserted since `since` that usage holds more than once. Two racing
-    copies were both inserted after either writer's lookup, so both are recent: only the rows inserted
-    since are counted (their parts' insert times, then the rows'), then their keys settled as `settle`
-    does. For a path no quotascope process follows (the `otel_traces` view)."""
+    """Settle every key inserted since `since` that was inserted more than once (the insert log's two
+    days): for a path no quotascope process follows (the `otel_traces` view), as `settle` does."""
     at = since.astimezone(UTC).replace(tzinfo=None) if since.tzinfo else since
     sql = clickhouse.render(
-        "SELECT record_key, min(ts) AS lo, max(ts) AS hi FROM usage WHERE inserted_at >= ? "
+        f"SELECT record_key, min(ts) AS lo, max(ts) AS hi FROM {INSERTS_TABLE} "
+        f"WHERE record_key IN (SELECT record_key FROM {INSERTS_TABLE} WHERE inserted_at >= ?) "
         "GROUP BY record_key HAVING count(*) > 1",
         [at],
         final=False,
@@ -102,42 +103,77 @@ def settle_recent(clickhouse: ClickHouse, since: datetime) -> int:
 def settle_keys(clickhouse: ClickHouse, keys: Sequence[str], lo: datetime, hi: datetime) -> int:
     """Settle the copies of `keys` between `lo` and `hi` (the module's rule): record the surplus copies
     in `usage_surplus` (those not recorded yet), then delete those usage still shows. Returns how many
-    surplus copies it recorded."""
+    surplus copies it recorded.
+
+    The copies are those the insert log saw (`usage_inserts`), and any older ones usage holds: a copy a
+    merge folded into another row of its sort key is the log's identity with that row's values (one
+    request's copies of one sort key carry the same counts)."""
     attached = {"settled_keys": pa.table({"record_key": pa.array(list(keys), pa.string())})}
     where = "ts BETWEEN ? AND ? AND record_key IN (SELECT record_key FROM settled_keys)"
-    copies = clickhouse.arrow(
-        clickhouse.render(
-            f"SELECT * FROM usage WHERE {where}", [lo, hi], final=False, attached=["settled_keys"]
-        ),
-        attached,
-    )
-    kept = clickhouse.arrow(
-        clickhouse.render(
-            f"SELECT {', '.join(_KEPT)} FROM usage WHERE {where}", [lo, hi], attached=["settled_keys"]
-        ),
-        attached,
-    ).to_pylist()
-    surplus, deleted = surplus_of(copies.select(list(_KEPT)).to_pylist(), kept)
-    if not surplus:
+
+    def read(sql: str, final: bool = False) -> pa.Table:
+        rendered = clickhouse.render(sql, [lo, hi], final=final, attached=["settled_keys"])
+        return clickhouse.arrow(rendered, attached)
+
+    stored = read(f"SELECT * FROM usage WHERE {where}")
+    kept = read(f"SELECT * FROM usage WHERE {where}", final=True)
+    logged = read(f"SELECT {', '.join(_KEPT)} FROM {INSERTS_TABLE} WHERE {where}").to_pylist()
+    copies, rows = _copies(stored, kept, logged)
+    surplus, deleted = surplus_of(copies, kept.select(list(_KEPT)).to_pylist())
+    # a copy with no row (neither usage nor a shown row of its sort key holds it) was deleted here before,
+    # so recorded before
+    found = [row for row in (rows[i] for i in surplus) if row is not None]
+    if not found:
         return 0
-    rows = copies.take(pa.array(surplus, pa.int64()))
-    rows = rows.append_column("copy", pa.array(_copy_numbers(rows), pa.uint32()))
-    recorded = clickhouse.arrow(
-        clickhouse.render(
-            f"SELECT {', '.join(IDENTITY)}, copy FROM {SURPLUS_TABLE} WHERE {where}",
-            [lo, hi],
-            attached=["settled_keys"],
-        ),
-        attached,
-    )
+    table = pa.concat_tables(found)
+    table = table.append_column("copy", pa.array(_copy_numbers(table), pa.uint32()))
+    recorded = read(f"SELECT {', '.join(IDENTITY)}, copy FROM {SURPLUS_TABLE} WHERE {where}", final=True)
     known = {_identity(r) for r in recorded.to_pylist()}
-    new = [i for i, r in enumerate(rows.select([*IDENTITY, "copy"]).to_pylist()) if _identity(r) not in known]
+    new = [
+        i for i, r in enumerate(table.select([*IDENTITY, "copy"]).to_pylist()) if _identity(r) not in known
+    ]
     if new:  # recorded by another writer already (or by this one, killed before it deleted): once is enough
-        rows = rows.take(pa.array(new, pa.int64()))
-        clickhouse.insert(SURPLUS_TABLE, rows, token=_token(rows))
-    if deleted:
-        _delete(clickhouse, [copies.slice(i, 1).select(list(IDENTITY)).to_pylist()[0] for i in deleted])
+        table = table.take(pa.array(new, pa.int64()))
+        clickhouse.insert(SURPLUS_TABLE, table, token=_token(table))
+    gone = [copies[i] for i in deleted if i < stored.num_rows]  # only copies usage still holds
+    if gone:
+        _delete(clickhouse, [{c: row[c] for c in IDENTITY} for row in gone])
     return len(new)
+
+
+def _copies(stored: pa.Table, kept: pa.Table, logged: list[Row]) -> tuple[list[Row], list[pa.Table | None]]:
+    """Every copy of the keys: usage's rows (`stored`, not FINAL), then each copy the insert log saw
+    beyond those (an identity logged more often than usage holds it), with a full row when a row of its
+    sort key is still shown (`kept`): that row with the copy's source and insert time. Their identities
+    (sort key, source, insert time) and rows, by index."""
+    copies = stored.select(list(_KEPT)).to_pylist()
+    rows: list[pa.Table | None] = [stored.slice(i, 1) for i in range(stored.num_rows)]
+    held: dict[tuple[Any, ...], int] = defaultdict(int)
+    for row in copies:
+        held[_copy_identity(row)] += 1
+    shown = {_sort_key(r): i for i, r in enumerate(kept.select(list(SORT_KEY)).to_pylist())}
+    for row in logged:
+        identity = _copy_identity(row)
+        if held[identity] > 0:
+            held[identity] -= 1  # usage holds this one
+            continue
+        copies.append(row)
+        at = shown.get(_sort_key(row))
+        if at is None:
+            rows.append(None)
+            continue
+        folded = kept.slice(at, 1)
+        for column in ("source_id", "inserted_at"):
+            index = folded.column_names.index(column)
+            folded = folded.set_column(
+                index, column, pa.array([row[column]], folded.schema.field(column).type)
+            )
+        rows.append(folded)
+    return copies, rows
+
+
+def _copy_identity(row: Row) -> tuple[Any, ...]:
+    return (*_sort_key(row), row["source_id"], _naive(row["inserted_at"]))
 
 
 def surplus_of(copies: Sequence[Row], kept: Sequence[Row]) -> tuple[list[int], list[int]]:

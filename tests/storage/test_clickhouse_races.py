@@ -201,6 +201,28 @@ def test_a_writer_killed_before_counting_is_settled_by_the_next_lookup_and_twice
     assert _reports(a) == _once(tmp_path, table)
 
 
+def test_copies_a_merge_folded_into_one_row_before_anyone_counted_are_still_settled(
+    machines: tuple[Store, Store], tmp_path: Path
+) -> None:
+    """Two copies of one sort key are one row after usage's next merge: if that merge comes before any
+    writer counted them, usage no longer shows the second copy, but the rollups summed it. The insert log
+    (ClickHouse migration 9) still holds both identities: the next count settles them."""
+    a, _ = machines
+    clickhouse = _clickhouse(a)
+    table = _file([f"req-{i}" for i in range(30)], AT)
+    assert _ingest(a, table) == 30
+    # another writer's copies (its lookup ran before a's insert), and the merge that folds them, all before
+    # that writer counted
+    clickhouse.insert("usage", table.add_column(0, "source_id", pa.array([5] * 30, pa.int64())), token="b")
+    clickhouse.command(f"OPTIMIZE TABLE {DATABASE}.usage FINAL")
+    with open_usage(a) as usage:
+        assert usage.rows("SELECT count(*)::BIGINT FROM usage") == [(30,)]  # not FINAL: merged
+    assert _stored_requests(a) == 60 and any(_read_difference(a).values())
+    assert settle_recent(clickhouse, AT) == 30
+    assert not any(_read_difference(a).values()), _read_difference(a)
+    assert _reports(a) == _once(tmp_path, table)
+
+
 def test_discarding_either_racing_ingest_afterwards_keeps_the_rollups_exact(
     machines: tuple[Store, Store], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -221,6 +243,21 @@ def test_discarding_either_racing_ingest_afterwards_keeps_the_rollups_exact(
     assert not any(_read_difference(a).values()), _read_difference(a)
     with open_usage(a) as usage:
         assert usage.rows("SELECT sum(requests)::BIGINT FROM rollup_spend") == [(None,)]
+
+
+def test_a_file_discarded_and_ingested_again_is_no_copy_of_its_discarded_rows(
+    machines: tuple[Store, Store], tmp_path: Path
+) -> None:
+    """The insert log forgets the rows a discard deletes: the file ingested again is stored and counted
+    once, not settled against its own discarded rows."""
+    a, _ = machines
+    table = _file([f"req-{i}" for i in range(20)], AT)
+    assert _ingest(a, table) == 20
+    discard_source(a, 1)
+    assert _ingest(a, table) == 20
+    assert settle_recent(_clickhouse(a), datetime.now() - timedelta(hours=1)) == 0
+    assert not any(_read_difference(a).values()), _read_difference(a)
+    assert _reports(a) == _once(tmp_path, table)
 
 
 def _copy(key: str, at: datetime, source: int, inserted: int, team: str = "search") -> dict[str, Any]:
