@@ -6,8 +6,9 @@ Pricing is two steps, each defined once here:
    the offer version in force at its time, the time-of-day window its minute falls in, the promotion active
    then, the long-context tier its per-request input reaches, and its price variant (service tier or batch).
    `Classifier.key` packs these into one integer per row; spend, replay, budgets and the planner group by it.
-   The long-context rule is rendered for SQL (`Classifier.tier_band_sql`) from the same thresholds and the
-   same comparison, so a store can aggregate by it without a second copy of the rule.
+   The long-context rule is rendered for SQL (`models.bands.tier_band_sql`, without polars: an ingest renders
+   it) from the same thresholds and the same comparison, so a store can aggregate by it without a second copy
+   of the rule.
 2. **Money** (Decimal): `rates_for` turns one price class into per-1M-token `Rates`, and `Rates.cost` prices
    a token sum. Price is linear in tokens, so summing a class first and pricing the sum is exact.
 
@@ -384,24 +385,6 @@ def classify(
 def tier_bounds(offers: Sequence[Offer]) -> tuple[int, ...]:
     """Every long-context threshold of these offers: requests on either side of one are never summed."""
     return tuple(sorted({t for o in offers for v in o.versions for t in _tiers_of(v)}))
-
-
-def tier_band_sql(bounds: Sequence[int], input_sql: str, requests_sql: str) -> str:
-    """`Classifier.tier`'s rule for a SQL store: the band (0 below the smallest bound) a row's per-request
-    input — the floor of input / requests — falls in, so rows on either side of a threshold are never summed.
-    `band_input` gives a per-request input size inside each band."""
-    if not bounds:
-        return "0"
-    arms = " ".join(
-        f"WHEN ({input_sql}) // greatest({requests_sql}, 1) > {int(b)} THEN {i + 1}"
-        for i, b in reversed(list(enumerate(bounds)))
-    )
-    return f"CASE {arms} ELSE 0 END"
-
-
-def band_input(bounds: Sequence[int]) -> list[int]:
-    """A per-request input size inside each band of `tier_band_sql`."""
-    return [0, *(int(b) + 1 for b in bounds)]
 
 
 # --------------------------------------------------------------------------------------------- money

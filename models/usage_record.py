@@ -42,6 +42,44 @@ SAME_REQUEST_WITHIN = timedelta(days=7)
 
 EXCERPT_CHARS = 160
 
+
+@dataclass(frozen=True)
+class Reason:
+    """A reject reason's words, `{name}` where a value of the record goes: one definition that both the
+    SQL checks (`storage.normalise`, which render it as a SQL expression) and the checks over typed columns
+    (`storage.columnar`, which format it in Python) read, so the two say the same thing."""
+
+    template: str
+
+    def text(self, **values: object) -> str:
+        return self.template.format(**values)
+
+    def parts(self) -> list[tuple[str, bool]]:
+        """(literal text, False) and (value name, True), in order."""
+        out: list[tuple[str, bool]] = []
+        for i, part in enumerate(re.split(r"\{(\w+)\}", self.template)):
+            if part:
+                out.append((part, i % 2 == 1))
+        return out
+
+
+# Why a record is refused, for the checks every format shares (the format's own ones stay with its SQL).
+NO_USAGE_BLOCK = Reason("no usage block ({path} is missing)")
+NO_MODEL = Reason("no model name")
+NO_COUNT = Reason("no {label}")
+NEGATIVE_COUNT = Reason("{label} is negative ({value})")
+LARGE_COUNT = Reason("{label} is implausibly large ({value})")
+CACHE_OVER_INPUT = Reason(
+    "cached ({cached}) and cache-write ({write}) tokens exceed all prompt tokens ({input})"
+)
+REASONING_OVER_OUTPUT = Reason("reasoning tokens ({reasoning}) exceed output tokens ({output})")
+NO_TIMESTAMP = Reason("no timestamp (give one with --default-time ISO)")
+TOO_EARLY = Reason("timestamp {ts} is implausible (before {year}: no LLM usage log is that old)")
+IN_FUTURE = Reason("timestamp {ts} is implausible (in the future)")
+# How a count is shown in a reason: its first characters (as the SQL checks show its JSON text); a time.
+SHOWN_CHARS = 24
+SHOWN_TIME = "%Y-%m-%d %H:%M:%S"
+
 # Canonical field names a generic CSV column may map to (`--csv-map column=field`).
 CSV_FIELDS: dict[str, str] = {
     "request_id": "a unique id of the request (deduplicates re-ingestion)",

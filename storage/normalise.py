@@ -26,11 +26,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from models.usage_record import (
+    CACHE_OVER_INPUT,
     EARLIEST_TIMESTAMP,
     FAILED_BATCH_MODEL,
     FUTURE_SLACK_DAYS,
+    IN_FUTURE,
+    LARGE_COUNT,
     MAX_REQUESTS_PER_ROW,
     MAX_TOKENS_PER_REQUEST,
+    NEGATIVE_COUNT,
+    NO_COUNT,
+    NO_MODEL,
+    NO_TIMESTAMP,
+    NO_USAGE_BLOCK,
+    REASONING_OVER_OUTPUT,
+    SHOWN_CHARS,
+    SHOWN_TIME,
+    TOO_EARLY,
+    Reason,
     RecordSpec,
     redact_excerpt,
 )
@@ -100,6 +113,11 @@ class Normalised:
 
 def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def _said(reason: Reason, **values: str) -> str:
+    """A reason as a SQL expression, each `{name}` of its words the SQL expression `values[name]`."""
+    return " || ".join(values[text] if named else _lit(text) for text, named in reason.parts())
 
 
 _EARLIEST_EPOCH_S = int(EARLIEST_TIMESTAMP.replace(tzinfo=UTC).timestamp())
@@ -401,11 +419,11 @@ typed AS (
                 f"WHEN {error_present} THEN 'an error response (no usage)' "
                 f"WHEN {object_type} LIKE '%chunk' THEN 'a stream chunk without usage (only the final chunk "
                 "carries it: stream with stream_options.include_usage)' "
-                f"ELSE {_lit(f'no usage block ({spec.usage_block[0]} is missing)')} END",
+                f"ELSE {_said(NO_USAGE_BLOCK, path=_lit(spec.usage_block[0]))} END",
             ),
-            ("model IS NULL", "'no model name'"),
-            ("r_input_tokens IS NULL", _lit(f"no {spec.input.label}")),
-            ("r_output_tokens IS NULL", _lit(f"no {spec.output.label}")),
+            ("model IS NULL", _said(NO_MODEL)),
+            ("r_input_tokens IS NULL", _said(NO_COUNT, label=_lit(spec.input.label))),
+            ("r_output_tokens IS NULL", _said(NO_COUNT, label=_lit(spec.output.label))),
         ]
         for name, f in self.tokens.items():
             label, raw, value = _lit(f.label), f"r_{name}", f"v_{name}"
@@ -418,11 +436,11 @@ typed AS (
                 ),
                 (
                     f"{value} < 0 OR starts_with({raw}::VARCHAR, '-')",
-                    f"{label} || ' is negative (' || left({raw}::VARCHAR, 24) || ')'",
+                    _said(NEGATIVE_COUNT, label=label, value=f"left({raw}::VARCHAR, {SHOWN_CHARS})"),
                 ),
                 (
                     f"{raw} IS NOT NULL AND ({value} IS NULL OR {value} > {self._bound(name)})",
-                    f"{label} || ' is implausibly large (' || left({raw}::VARCHAR, 24) || ')'",
+                    _said(LARGE_COUNT, label=label, value=f"left({raw}::VARCHAR, {SHOWN_CHARS})"),
                 ),
             ]
         if "requests" in self.tokens:
@@ -435,8 +453,7 @@ typed AS (
         checks.append(
             (
                 f"{cached} + {write} > {canon}",
-                f"'cached (' || {cached} || ') and cache-write (' || {write} || ') tokens exceed "
-                f"all prompt tokens (' || {canon} || ')'",
+                _said(CACHE_OVER_INPUT, cached=cached, write=write, input=canon),
             )
         )
         if "reasoning_tokens" in self.tokens:
@@ -444,8 +461,7 @@ typed AS (
             checks.append(
                 (
                     f"{reasoning} > v_output_tokens",
-                    f"'reasoning tokens (' || {reasoning} || ') exceed output tokens (' "
-                    "|| v_output_tokens || ')'",
+                    _said(REASONING_OVER_OUTPUT, reasoning=reasoning, output="v_output_tokens"),
                 )
             )
         if "cache_write_1h_tokens" in self.tokens:
@@ -475,18 +491,15 @@ typed AS (
                     "|| (v_input_tokens + v_output_tokens) || ')'",
                 )
             )
+        shown_ts = f"strftime(ts, {_lit(SHOWN_TIME)})"
         checks += [
-            ("ts_raw IS NULL", "'no timestamp (give one with --default-time ISO)'"),
+            ("ts_raw IS NULL", _said(NO_TIMESTAMP)),
             ("ts IS NULL", "'timestamp ' || qs_show(ts_raw) || ' is not a date-time'"),
             (
                 f"ts < TIMESTAMP '{EARLIEST_TIMESTAMP.isoformat(sep=' ')}'",
-                "'timestamp ' || strftime(ts, '%Y-%m-%d %H:%M:%S') || ' is implausible "
-                f"(before {EARLIEST_TIMESTAMP.year}: no LLM usage log is that old)'",
+                _said(TOO_EARLY, ts=shown_ts, year=_lit(str(EARLIEST_TIMESTAMP.year))),
             ),
-            (
-                f"ts > $now::TIMESTAMP + INTERVAL {FUTURE_SLACK_DAYS} DAY",
-                "'timestamp ' || strftime(ts, '%Y-%m-%d %H:%M:%S') || ' is implausible (in the future)'",
-            ),
+            (f"ts > $now::TIMESTAMP + INTERVAL {FUTURE_SLACK_DAYS} DAY", _said(IN_FUTURE, ts=shown_ts)),
             (
                 "billed_raw IS NOT NULL AND billed_cost IS NULL",
                 "'billed cost \"' || left(billed_raw, 24) || '\" is not a number'",
@@ -757,6 +770,7 @@ class Normaliser:
         for macro in _MACROS:
             self._con.execute(macro)
         self._sql: dict[tuple[RecordSpec, str, frozenset[str]], str] = {}
+        self._schemas: dict[tuple[RecordSpec, str, frozenset[str]], pa.Schema] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -776,6 +790,17 @@ class Normaliser:
             if key not in self._sql:
                 self._sql[key] = build_sql(spec, mode, tags)
             return self._sql[key]
+
+    def schema(self, spec: RecordSpec, context: IngestContext) -> pa.Schema:
+        """The columns and types of the rows `normalise` gives for `spec` under `context`'s tags."""
+        key = (spec, "schema", tag_columns(context))
+        with self._lock:
+            known = self._schemas.get(key)
+        if known is None:
+            known = self.normalise(spec, b"", context).rows.schema
+            with self._lock:
+                self._schemas[key] = known
+        return known
 
     def normalise(
         self,

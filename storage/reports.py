@@ -12,9 +12,9 @@ from pathlib import Path
 
 import polars as pl
 
+from models.bands import band_input, tier_band_sql
 from models.catalog import Catalog
 from models.focus import FocusExport, Grain, focus_rows
-from models.pricing import band_input, tier_band_sql
 from models.spend import TIME_KEYS, SpendRow, price_spend, pricing_grain_minutes, tier_bounds
 from storage import rollups
 from storage.catalog import load_catalog

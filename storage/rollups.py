@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
 
+from models.bands import tier_band_sql
 from models.catalog import to_utc_naive
 from models.usage_record import SUMMED_COUNTS
 
@@ -166,9 +167,7 @@ class Rollup:
 
 def input_floor_sql(bounds: Sequence[int]) -> str:
     """The lower threshold of a row's long-context band (0 below the smallest): the pricing engine's band
-    rule (`models.pricing.tier_band_sql`) mapped to the threshold it starts above."""
-    from models.pricing import tier_band_sql  # polars with it: not on an ingest's way to its first rows
-
+    rule (`models.bands.tier_band_sql`) mapped to the threshold it starts above."""
     ordered = sorted({int(b) for b in bounds})
     floors = ", ".join(str(b) for b in [0, *ordered])
     return f"[{floors}][{tier_band_sql(ordered, 'input_tokens', 'n_requests')} + 1]"
@@ -551,8 +550,6 @@ def covers(bounds: Sequence[int], grain_minutes: int, usage: UsageReader) -> boo
 def catalog_band_sql(bounds: Sequence[int]) -> str:
     """A rollup row's band under a catalog's `bounds` (all among the rollup's): the engine's rule applied
     to `input_floor + 1`, a per-request input inside the row's band."""
-    from models.pricing import tier_band_sql
-
     return tier_band_sql(bounds, "input_floor + 1", "1")
 
 

@@ -24,7 +24,7 @@ from models.catalog import Catalog
 from models.outside_text import redact_secrets
 from models.usage_record import SAME_REQUEST_WITHIN
 from storage import rollups
-from storage.db import WriteSession, open_write, scalar
+from storage.db import WriteSession, one_thread, open_write, scalar
 from storage.normalise import IngestContext, Normalised, Normaliser, Reject
 from storage.store import Store, StoreLike, as_store
 
@@ -276,7 +276,8 @@ def store_batch(
     # one chunk per column: DuckDB scans it faster than the stream's many small batches
     table = pa.concat_tables(staged, promote_options="default").combine_chunks() if staged else None
     now = datetime.now(UTC).replace(tzinfo=None)
-    with open_write(store.db) if session is None else session.batch() as con:
+    # one thread: the batch is stored while the ingest's reader keeps the cores busy (`storage.db.one_thread`)
+    with open_write(store.db) if session is None else session.batch() as con, one_thread(con):
         if run.source_id is None:
             run = replace(run, source_id=_new_source(con, run))
         valid = stored = 0

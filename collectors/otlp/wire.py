@@ -2,9 +2,9 @@
 
 `ExportTraceServiceRequest.FromString` (upb, C) decodes a span in about 1 µs; building Python objects for
 its attributes and applying `models.genai_spans.usage_from_span` to them took 20-30 µs. This module scans
-the protobuf wire format itself, in one compiled pass (numba), and writes each LLM span's record as the JSON
-line the reference path writes (`json.dumps(SpanUsage.record(), separators=(",", ":"),
-ensure_ascii=False)`), byte for byte, so the writer and its checks see the same text either way.
+the protobuf wire format itself, in one compiled pass (numba), and writes each LLM span's record into
+columns (`record_schema`: what `SpanUsage.record()` holds, typed, None as NULL), from which Python makes an
+Arrow table per request with no object per span; `storage.columnar` checks them.
 
 The mapping is driven by the same tables as the reference (`FIELDS`, `CACHE_RULES`, `PROVIDER_ALIASES`, the
 operation and event sets of `models.genai_spans`), compiled into arrays when a `WirePlan` is built; the
@@ -17,21 +17,23 @@ It answers for what it is sure of and hands the rest to the reference path (`col
   400 and the reference mapping;
 - one span, when an attribute it reads holds a value whose mapping is rare and subtle (a bool, array, map,
   bytes or empty value, a count or text given as another type, non-ASCII text, a key given twice, a
-  duration the JSON would print with an exponent): that span alone goes through `usage_from_span`.
-A TTFT given as a fractional number of seconds is the one float whose text compiled code cannot write as
-Python does (repr's shortest round-trip digits): the scan leaves a placeholder and Python fills it in.
+  duration past 2**53 ns, where a double's division may differ from Python's): that span alone goes through
+  `usage_from_span`, whose JSON record the ingest's SQL checks (they say why an odd value is refused).
 `tests/collectors/test_otlp_wire.py` checks on random requests that both paths give the same records.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 from numba import njit
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -114,24 +116,8 @@ MAX_DEPTH = 64
 # An attribute value's type.
 V_NONE, V_STR, V_INT, V_DOUBLE, V_OTHER = range(5)
 
-# The record's JSON, in `SpanUsage.record()`'s key order.
-_FRAGMENTS = (
-    '{"request_id":',
-    ',"ts":',
-    ',"model":',
-    ',"provider":',
-    ',"input_tokens":',
-    ',"output_tokens":',
-    ',"cached_input_tokens":',
-    ',"cache_write_tokens":',
-    ',"reasoning_tokens":',
-    ',"latency_ms":',
-    ',"ttft_ms":',
-    ',"status":"ok"',
-    ',"status":"error"',
-    ',"service_tier":',
-    '"otlp:',
-)
+# The record key of a span without a response id: otlp:<trace id>:<span id>.
+_FRAGMENTS = ("otlp:", "ok", "error")  # and a span's status
 
 _SCALAR_KINDS = {
     1: K_FIXED64,  # double
@@ -281,6 +267,8 @@ class WirePlan:
     sdk_key: int
     rule_excludes: npt.NDArray[np.bool_]
     attribution_keys: I64
+    attribution: tuple[str, ...]  # the attribution columns, in `attribution_keys`' order
+    record_bytes: int  # the fewest bytes of a request a span with a record takes (its shortest count)
     schema: Schema
 
     @staticmethod
@@ -331,7 +319,7 @@ class WirePlan:
             list(PROVIDER_ALIASES.values()),
             rules,
             list(_FRAGMENTS),
-            [f',"{column}":' for column in attribution],
+            list(attribution),
         ]
         sets = np.cumsum([0] + [len(g) for g in groups]).astype(np.int64)
         blob, offsets = _strings([text for group in groups for text in group])
@@ -348,62 +336,174 @@ class WirePlan:
                 [entry.rule == "input_excludes_cache" for entry in CACHE_RULES], dtype=np.bool_
             ),
             attribution_keys=attribution_keys,
+            attribution=tuple(attribution),
+            # a count's KeyValue: its key (tag, length, text) and its value (tag, length, a varint or double)
+            record_bytes=6
+            + min(len(name.encode()) for name in (*FIELDS["input_tokens"], *FIELDS["output_tokens"])),
             schema=Schema.build(),
         )
 
 
+# The record's columns, in `SpanUsage.record()`'s order: `RECORD_COLUMNS`, then the attribution columns.
+# Counts (int64, NULL where the span gives none), times, and texts (ASCII, stripped as `_text` strips).
+RECORD_COLUMNS = (
+    "request_id",
+    "ts",
+    "model",
+    "provider",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "latency_ms",
+    "ttft_ms",
+    "status",
+    "service_tier",
+)
+COUNT_COLUMNS = RECORD_COLUMNS[4:9]
+# Rows of the compiled scan's integer columns (the counts first, in COUNT_COLUMNS' order), its float
+# columns (NaN: none) and its text columns (the attribution columns after these).
+C_TS, C_PRESENT = len(COUNT_COLUMNS), len(COUNT_COLUMNS) + 1
+C_LATENCY, C_TTFT = 0, 1
+T_ID, T_MODEL, T_PROVIDER, T_STATUS, T_TIER = range(5)
+_TEXT_COLUMNS = ("request_id", "model", "provider", "status", "service_tier")
+
+
+@functools.cache
+def record_schema(attribution: tuple[str, ...]) -> pa.Schema:
+    """The Arrow schema of the scan's records (and of any record in columns: `Prepared.columns`)."""
+    types = {
+        "ts": pa.timestamp("us"),
+        "latency_ms": pa.float64(),
+        "ttft_ms": pa.float64(),
+        **{name: pa.int64() for name in COUNT_COLUMNS},
+    }
+    return pa.schema([(name, types.get(name, pa.string())) for name in (*RECORD_COLUMNS, *attribution)])
+
+
 @dataclass(frozen=True)
 class Scanned:
-    """What the scan made of one request: the records' JSON lines (newline-terminated, in span order) and
-    each span's verdict (`RECORD`, `NO_USAGE`, `IGNORED`, `SPAN_DOUBT`)."""
+    """What the scan made of one request: the records of its LLM spans with usage as columns (one row per
+    `RECORD` verdict, in span order; `record_schema`), and each span's verdict (`RECORD`, `NO_USAGE`,
+    `IGNORED`, `SPAN_DOUBT`)."""
 
-    lines: bytes
+    records: pa.Table
     verdicts: npt.NDArray[np.int8]
 
 
-def scan(body: bytes, plan: WirePlan) -> Scanned | None:
+def scan(body: bytes, plan: WirePlan, *, room: int = 0) -> Scanned | None:
     """The records of a protobuf `ExportTraceServiceRequest`, or None when the request needs the reference
-    path (see the module's docstring)."""
+    path (see the module's docstring). `room`: the first text buffer's size per column (it grows)."""
     if not plan.usable:
         return None
     data = np.frombuffer(body, dtype=np.uint8)
-    room = len(body) + 65536
-    verdicts = np.zeros(len(body) // 2 + 1, dtype=np.int8)
-    floats = np.empty(len(body) // 16 + 1, dtype=np.float64)  # a TTFT attribute takes over 16 bytes
+    room = room or len(body) + 65536
+    n_text = len(_TEXT_COLUMNS) + len(plan.attribution_keys)
+    # a span takes at least 2 bytes; a record's span holds a token count's attribute, key and value
+    buffers = _Buffers.of_thread(len(body) // 2 + 1, len(body) // plan.record_bytes + 1, n_text, room)
+    verdicts, ints, floats, offsets = buffers.verdicts, buffers.ints, buffers.floats, buffers.offsets
     while True:
-        out = np.empty(room, dtype=np.uint8)
-        status, written, spans, n_floats = _scan(data, plan, out, verdicts, floats)
+        texts = buffers.texts_of(room)
+        offsets[:, 0] = 0
+        status, records, spans = _scan(data, plan, verdicts, ints, floats, texts, offsets)
         if status == OK:
-            lines = out[:written].tobytes()
-            if n_floats:
-                lines = _with_floats(lines, floats[:n_floats])
-            return Scanned(lines, verdicts[:spans].copy())
+            table = _records_table(plan, records, ints, floats, texts, offsets)
+            return Scanned(table, verdicts[:spans].copy())
         if status == DOUBT:
             return None
         room *= 4
 
 
-def _with_floats(lines: bytes, values: npt.NDArray[np.float64]) -> bytes:
-    """The lines with each placeholder (a NUL byte: JSON text escapes every control character, so the
-    records have none of their own) replaced by the next value as Python's repr writes a float, which
-    compiled code cannot (the shortest text that reads back as the same double)."""
-    parts = lines.split(b"\0")
-    texts = [repr(value).encode() for value in values.tolist()]
-    out = [parts[0]]
-    for text, part in zip(texts, parts[1:], strict=True):
-        out += [text, part]
-    return b"".join(out)
+class _Buffers(threading.local):
+    """The scan's output arrays, kept by each thread from one request to the next (fresh arrays of a few
+    megabytes a request cost as much as the scan: the allocator maps and faults them in each time). What a
+    scan returns is copied out of them."""
+
+    def __init__(self) -> None:
+        self.verdicts = np.empty(0, dtype=np.int8)
+        self.ints = np.empty((C_PRESENT + 1, 0), dtype=np.int64)
+        self.floats = np.empty((2, 0), dtype=np.float64)
+        self.offsets = np.empty((0, 1), dtype=np.int64)
+        self.texts = np.empty((0, 0), dtype=np.uint8)
+
+    @classmethod
+    def of_thread(cls, spans: int, records: int, n_text: int, room: int) -> _Buffers:
+        buffers = _THREAD_BUFFERS
+        if len(buffers.verdicts) < spans:
+            buffers.verdicts = np.empty(spans, dtype=np.int8)
+        if buffers.ints.shape[1] < records or buffers.offsets.shape[0] != 2 * n_text:
+            buffers.ints = np.empty((C_PRESENT + 1, records), dtype=np.int64)
+            buffers.floats = np.empty((2, records), dtype=np.float64)
+            buffers.offsets = np.empty((2 * n_text, records + 1), dtype=np.int64)
+        return buffers
+
+    def texts_of(self, room: int) -> U8:
+        n_text = self.offsets.shape[0] // 2
+        if self.texts.shape[0] != n_text or self.texts.shape[1] < room:
+            self.texts = np.empty((n_text, room), dtype=np.uint8)
+        return self.texts
+
+
+_THREAD_BUFFERS = _Buffers()
+
+
+def _records_table(
+    plan: WirePlan, n: int, ints: I64, floats: npt.NDArray[np.float64], texts: U8, offsets: I64
+) -> pa.Table:
+    """The scan's arrays as an Arrow table, each column made from its buffers (copied out of the thread's
+    arrays, which the next scan reuses)."""
+    n_text = texts.shape[0]
+
+    def bitmap(valid: npt.NDArray[np.bool_]) -> tuple[pa.Buffer | None, int]:
+        nulls = n - int(np.count_nonzero(valid))
+        return (pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None), nulls
+
+    def text(column: int) -> pa.Array:
+        ends = offsets[column, : n + 1].astype(np.int32)
+        validity, nulls = bitmap(offsets[n_text + column, :n].astype(np.bool_))
+        data = pa.py_buffer(texts[column, : ends[-1]].tobytes())
+        return pa.StringArray.from_buffers(n, pa.py_buffer(ends), data, validity, nulls)
+
+    def fixed(kind: pa.DataType, values: npt.NDArray[Any], valid: npt.NDArray[np.bool_] | None) -> pa.Array:
+        validity, nulls = bitmap(valid) if valid is not None else (None, 0)
+        return pa.Array.from_buffers(kind, n, [validity, pa.py_buffer(values.copy())], nulls)
+
+    present = ints[C_PRESENT, :n]
+    counts = [fixed(pa.int64(), ints[i, :n], (present & (1 << i)) != 0) for i in range(len(COUNT_COLUMNS))]
+    latency, ttft = floats[C_LATENCY, :n], floats[C_TTFT, :n]
+    columns = [
+        text(T_ID),
+        fixed(pa.timestamp("us"), ints[C_TS, :n], None),
+        text(T_MODEL),
+        text(T_PROVIDER),
+        *counts,
+        fixed(pa.float64(), latency, ~np.isnan(latency)),
+        fixed(pa.float64(), ttft, ~np.isnan(ttft)),
+        text(T_STATUS),
+        text(T_TIER),
+        *(text(len(_TEXT_COLUMNS) + i) for i in range(len(plan.attribution))),
+    ]
+    return pa.Table.from_arrays(columns, schema=record_schema(plan.attribution))
 
 
 def _scan(
-    data: U8, plan: WirePlan, out: U8, verdicts: npt.NDArray[np.int8], floats: npt.NDArray[np.float64]
-) -> tuple[int, int, int, int]:
+    data: U8,
+    plan: WirePlan,
+    verdicts: npt.NDArray[np.int8],
+    ints: I64,
+    floats: npt.NDArray[np.float64],
+    texts: U8,
+    offsets: I64,
+) -> tuple[int, int, int]:
     s = plan.schema
     return _scan_compiled(
         data,
-        out,
         verdicts,
+        ints,
         floats,
+        texts,
+        offsets,
         s.kinds,
         s.children,
         s.repeated,
@@ -505,134 +605,26 @@ def _put_string(out: U8, o: int, blob: U8, offsets: I64, index: int) -> int:
 
 
 @njit(cache=True)
-def _put_json_text(out: U8, o: int, data: U8, start: int, length: int) -> int:
-    """An ASCII string as json.dumps(ensure_ascii=False) writes it."""
-    out[o] = 34
-    o += 1
-    for j in range(start, start + length):
-        c = data[j]
-        if c == 34 or c == 92:
-            out[o] = 92
-            out[o + 1] = c
-            o += 2
-        elif c >= 32:
-            out[o] = c
-            o += 1
-        else:
-            out[o] = 92
-            if c == 10:
-                out[o + 1] = 110
-            elif c == 13:
-                out[o + 1] = 114
-            elif c == 9:
-                out[o + 1] = 116
-            elif c == 8:
-                out[o + 1] = 98
-            elif c == 12:
-                out[o + 1] = 102
-            else:
-                out[o + 1] = 117
-                out[o + 2] = 48
-                out[o + 3] = 48
-                out[o + 4] = 48 + (c >> 4)
-                low = c & 15
-                out[o + 5] = 48 + low if low < 10 else 87 + low
-                o += 4
-            o += 2
-    out[o] = 34
-    return o + 1
+def _exact_ms(nanos: np.uint64) -> bool:
+    """Whether nanos / 1e6 in compiled code is Python's `int / 1e6` (true division, correctly rounded): it is
+    while the nanoseconds are exact as a double."""
+    return bool(nanos < np.uint64(1 << 53))
 
 
 @njit(cache=True)
-def _put_uint(out: U8, o: int, value: np.uint64) -> int:
-    v = np.uint64(value)
-    width = 1
-    probe = v
-    while probe >= np.uint64(10):
-        probe //= np.uint64(10)
-        width += 1
-    for j in range(width - 1, -1, -1):
-        out[o + j] = 48 + np.uint8(v % np.uint64(10))
-        v //= np.uint64(10)
-    return o + width
+def _put_text(texts: U8, offsets: I64, column: int, r: int, data: U8, start: int, length: int) -> None:
+    """Text `column` of record r: data[start:start+length] (room checked before)."""
+    o = offsets[column, r]
+    for j in range(length):
+        texts[column, o + j] = data[start + j]
+    offsets[column, r + 1] = o + length
+    offsets[texts.shape[0] + column, r] = 1
 
 
 @njit(cache=True)
-def _put_int(out: U8, o: int, value: np.int64) -> int:
-    if value < 0:
-        out[o] = 45
-        return _put_uint(out, o + 1, np.uint64(-(value + 1)) + np.uint64(1))
-    return _put_uint(out, o, np.uint64(value))
-
-
-@njit(cache=True)
-def _put_fixed(out: U8, o: int, value: int, width: int) -> int:
-    for j in range(width - 1, -1, -1):
-        out[o + j] = 48 + value % 10
-        value //= 10
-    return o + width
-
-
-@njit(cache=True)
-def _ms_printable(nanos: np.uint64) -> bool:
-    return bool(nanos == 0 or (np.uint64(100) <= nanos and nanos < np.uint64(10**15)))
-
-
-@njit(cache=True)
-def _put_ms(out: U8, o: int, nanos: np.uint64) -> int:
-    """nanos / 1e6 as Python's repr of that float writes it; only where `_ms_printable` (there the decimal
-    has at most 15 significant digits, so it is the shortest repr, and repr uses no exponent)."""
-    whole = nanos // np.uint64(1_000_000)
-    fraction = nanos % np.uint64(1_000_000)
-    o = _put_uint(out, o, whole)
-    out[o] = 46
-    o += 1
-    if fraction == 0:
-        out[o] = 48
-        return o + 1
-    digits = 6
-    while fraction % np.uint64(10) == 0:
-        fraction //= np.uint64(10)
-        digits -= 1
-    return _put_fixed(out, o, int(fraction), digits)
-
-
-@njit(cache=True)
-def _put_ts(out: U8, o: int, unix_nano: np.uint64) -> int:
-    """datetime.fromtimestamp(ns // 1e9, UTC) with the microseconds, naive, as isoformat() writes it (any
-    uint64 of nanoseconds is before 2555, so always a date)."""
-    seconds = int(unix_nano // np.uint64(1_000_000_000))
-    micros = int((unix_nano // np.uint64(1000)) % np.uint64(1_000_000))
-    days = seconds // 86400
-    rest = seconds % 86400
-    z = days + 719468  # civil_from_days (H. Hinnant)
-    era = z // 146097
-    doe = z - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    year = yoe + era * 400
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    day = doy - (153 * mp + 2) // 5 + 1
-    month = mp + 3 if mp < 10 else mp - 9
-    if month <= 2:
-        year += 1
-    out[o] = 34
-    o = _put_fixed(out, o + 1, year, 4)
-    out[o] = 45
-    o = _put_fixed(out, o + 1, month, 2)
-    out[o] = 45
-    o = _put_fixed(out, o + 1, day, 2)
-    out[o] = 84
-    o = _put_fixed(out, o + 1, rest // 3600, 2)
-    out[o] = 58
-    o = _put_fixed(out, o + 1, (rest // 60) % 60, 2)
-    out[o] = 58
-    o = _put_fixed(out, o + 1, rest % 60, 2)
-    if micros:
-        out[o] = 46
-        o = _put_fixed(out, o + 1, micros, 6)
-    out[o] = 34
-    return o + 1
+def _put_null(texts: U8, offsets: I64, column: int, r: int) -> None:
+    offsets[column, r + 1] = offsets[column, r]
+    offsets[texts.shape[0] + column, r] = 0
 
 
 @njit(cache=True)
@@ -691,9 +683,11 @@ def _varint(data: U8, pos: int, end: int) -> tuple[bool, np.uint64, int]:
 @njit(cache=True, nogil=True)  # requests are scanned on worker threads: two at once on two cores
 def _scan_compiled(
     data: U8,
-    out: U8,
     verdicts: npt.NDArray[np.int8],
+    ints: I64,
     floats: npt.NDArray[np.float64],
+    texts: U8,
+    text_offsets: I64,
     kinds: npt.NDArray[np.int8],
     children: npt.NDArray[np.int16],
     repeated: npt.NDArray[np.bool_],
@@ -708,7 +702,7 @@ def _scan_compiled(
     sdk_key: int,
     rule_excludes: npt.NDArray[np.bool_],
     attribution_keys: I64,
-) -> tuple[int, int, int, int]:
+) -> tuple[int, int, int]:
     n = len(data)
     n_keys = sets[SET_KEYS + 1] - sets[SET_KEYS]
     ends = np.empty(MAX_DEPTH + 1, dtype=np.int64)
@@ -730,10 +724,8 @@ def _scan_compiled(
     types[0] = 0
     frame_roles[0] = R_REQUEST
     pos = 0
-    o = 0
+    records = 0
     spans = 0
-    n_floats = 0
-    room = len(out)
     scopes_seen = False  # in this resource_spans
     spans_in_scope = False
     doubt = False
@@ -768,7 +760,7 @@ def _scan_compiled(
                             doubles[k] = v_dbl
                     else:
                         if slots[R_TYPE, k] != V_NONE or v_type != V_STR:
-                            return DOUBT, 0, 0, 0
+                            return DOUBT, 0, 0
                         slots[R_TYPE, k] = V_STR
                         slots[R_OFF, k] = v_off
                         slots[R_LEN, k] = v_len
@@ -782,13 +774,13 @@ def _scan_compiled(
                 if doubt:
                     verdict = SPAN_DOUBT
                 else:
-                    verdict, o, n_floats = _record(
+                    verdict = _record(
                         data,
-                        out,
-                        o,
-                        room,
+                        records,
+                        ints,
                         floats,
-                        n_floats,
+                        texts,
+                        text_offsets,
                         slots,
                         doubles,
                         span,
@@ -803,7 +795,9 @@ def _scan_compiled(
                         work,
                     )
                     if verdict < 0:
-                        return NEED_ROOM, 0, 0, 0
+                        return NEED_ROOM, 0, 0
+                    if verdict == RECORD:
+                        records += 1
                 verdicts[spans] = verdict
                 spans += 1
             continue
@@ -811,30 +805,30 @@ def _scan_compiled(
         # a field's tag
         ok, tag, pos = _varint(data, pos, ends[d])
         if not ok:
-            return DOUBT, 0, 0, 0
+            return DOUBT, 0, 0
         number = int(tag >> np.uint64(3))
         wire = int(tag & np.uint64(7))
         t = types[d]
         if number <= 0 or number >= MAX_FIELD:
-            return DOUBT, 0, 0, 0
+            return DOUBT, 0, 0
         kind = kinds[t, number]
         if kind == K_UNKNOWN:
-            return DOUBT, 0, 0, 0
+            return DOUBT, 0, 0
         bit = np.uint64(1) << np.uint64(number)
         if not repeated[t, number]:
             if seen[d] & bit:
-                return DOUBT, 0, 0, 0
+                return DOUBT, 0, 0
             if oneof[t] & bit and seen[d] & oneof[t]:
-                return DOUBT, 0, 0, 0
+                return DOUBT, 0, 0
             seen[d] |= bit
         role = frame_roles[d]
         value_role = role in (R_SPAN_VALUE, R_RESOURCE_VALUE)
         if kind == K_VARINT:
             if wire != 0:
-                return DOUBT, 0, 0, 0
+                return DOUBT, 0, 0
             ok, value, pos = _varint(data, pos, ends[d])
             if not ok:
-                return DOUBT, 0, 0, 0
+                return DOUBT, 0, 0
             if role == R_STATUS and number == 3:
                 span[8] = np.int64(np.int32(value & np.uint64(0xFFFFFFFF)))
             elif value_role:
@@ -842,7 +836,7 @@ def _scan_compiled(
                 v_int = np.int64(value)
         elif kind == K_FIXED64:
             if wire != 1 or pos + 8 > ends[d]:
-                return DOUBT, 0, 0, 0
+                return DOUBT, 0, 0
             value = np.uint64(0)
             for j in range(7, -1, -1):
                 value = (value << np.uint64(8)) | np.uint64(data[pos + j])
@@ -860,18 +854,18 @@ def _scan_compiled(
                 v_dbl = fview[0]
         elif kind == K_FIXED32:
             if wire != 5 or pos + 4 > ends[d]:
-                return DOUBT, 0, 0, 0
+                return DOUBT, 0, 0
             pos += 4
         else:
             if wire != 2:
-                return DOUBT, 0, 0, 0
+                return DOUBT, 0, 0
             ok, size, pos = _varint(data, pos, ends[d])
             if not ok or size > np.uint64(ends[d] - pos):
-                return DOUBT, 0, 0, 0
+                return DOUBT, 0, 0
             length = int(np.int64(size))
             if kind == K_STRING:
                 if not _utf8_ok(data, pos, pos + length):
-                    return DOUBT, 0, 0, 0
+                    return DOUBT, 0, 0
                 if role in (R_SPAN_KV, R_RESOURCE_KV):
                     kv_off = pos
                     kv_len = length
@@ -900,7 +894,7 @@ def _scan_compiled(
                 if value_role:
                     v_type = V_OTHER
                 if d + 1 > MAX_DEPTH:
-                    return DOUBT, 0, 0, 0
+                    return DOUBT, 0, 0
                 child = roles[role, number]
                 d += 1
                 ends[d] = pos + length
@@ -912,7 +906,7 @@ def _scan_compiled(
                     scopes_seen = False
                 elif child == R_RESOURCE:
                     if scopes_seen:
-                        return DOUBT, 0, 0, 0
+                        return DOUBT, 0, 0
                 elif child == R_SCOPE_SPANS:
                     scopes_seen = True
                     span[0] = 0
@@ -920,7 +914,7 @@ def _scan_compiled(
                     spans_in_scope = False
                 elif child == R_SCOPE:
                     if spans_in_scope:
-                        return DOUBT, 0, 0, 0
+                        return DOUBT, 0, 0
                 elif child == R_SPAN:
                     spans_in_scope = True
                     slots[S_TYPE, :] = V_NONE
@@ -934,7 +928,7 @@ def _scan_compiled(
                     ev_time = np.uint64(0)
                     en_off = 0
                     en_len = 0
-    return OK, o, spans, n_floats
+    return OK, records, spans
 
 
 # ------------------------------------------------------------------------------------------ one span
@@ -999,11 +993,11 @@ def _count(k: int, slots: I64, doubles: npt.NDArray[np.float64]) -> tuple[int, n
 @njit(cache=True, inline="always")
 def _record(
     data: U8,
-    out: U8,
-    o: int,
-    room: int,
+    r: int,
+    ints: I64,
     floats: npt.NDArray[np.float64],
-    n_floats: int,
+    texts: U8,
+    text_offsets: I64,
     slots: I64,
     doubles: npt.NDArray[np.float64],
     span: I64,
@@ -1016,16 +1010,16 @@ def _record(
     attribution_keys: I64,
     scratch: U8,
     work: I64,
-) -> tuple[int, int, int]:
-    """The verdict on one span (`RECORD`, `NO_USAGE`, `IGNORED`, `SPAN_DOUBT`; -1: out of room), where
-    the output ends after its record, and how many floats await their text (`_with_floats`)."""
+) -> int:
+    """The verdict on one span (`RECORD`, `NO_USAGE`, `IGNORED`, `SPAN_DOUBT`; -1: out of room); a
+    `RECORD`'s values are written as record r of the columns."""
     status = span[8]
     # classify
     op_state, op_a, op_n = _text(data, _pick(field_keys, F_OPERATION, slots), slots, SPAN_ROWS)
     kind_state, kind_a, kind_n = _text(data, _pick(field_keys, F_KIND, slots), slots, SPAN_ROWS)
     rt_state, rt_a, rt_n = _text(data, _pick(field_keys, F_REQUEST_TYPE, slots), slots, SPAN_ROWS)
     if op_state == TEXT_DOUBT or kind_state == TEXT_DOUBT or rt_state == TEXT_DOUBT:
-        return SPAN_DOUBT, o, n_floats
+        return SPAN_DOUBT
     has_tokens = _pick(field_keys, F_INPUT, slots) >= 0 or _pick(field_keys, F_OUTPUT, slots) >= 0
     if op_state == TEXT:
         inference = (
@@ -1033,7 +1027,7 @@ def _record(
         )
     elif kind_state == TEXT:
         if kind_n > len(scratch):
-            return SPAN_DOUBT, o, n_floats
+            return SPAN_DOUBT
         for j in range(kind_n):
             c = data[kind_a + j]
             scratch[j] = c - 32 if 97 <= c <= 122 else c
@@ -1043,14 +1037,14 @@ def _record(
     else:
         inference = _pick(field_keys, F_PROVIDER, slots) >= 0 and has_tokens
     if not inference:
-        return IGNORED, o, n_floats
+        return IGNORED
     if not has_tokens:
-        return (NO_USAGE if status != 2 else IGNORED), o, n_floats
+        return NO_USAGE if status != 2 else IGNORED
 
     # the provider, lower-cased and aliased, in scratch[:provider_n]
     p_state, p_a, p_n = _text(data, _pick(field_keys, F_PROVIDER, slots), slots, SPAN_ROWS)
     if p_state == TEXT_DOUBT or p_n > len(scratch):
-        return SPAN_DOUBT, o, n_floats
+        return SPAN_DOUBT
     provider_n = 0
     if p_state == TEXT:
         for j in range(p_n):
@@ -1062,7 +1056,7 @@ def _record(
             a = offsets[sets[SET_ALIAS_TO] + alias]
             provider_n = offsets[sets[SET_ALIAS_TO] + alias + 1] - a
             if provider_n > len(scratch):
-                return SPAN_DOUBT, o, n_floats
+                return SPAN_DOUBT
             for j in range(provider_n):
                 scratch[j] = blob[a + j]
 
@@ -1072,7 +1066,7 @@ def _record(
     wr_state, written = _count(_pick(field_keys, F_WRITE, slots), slots, doubles)
     re_state, reasoning = _count(_pick(field_keys, F_REASONING, slots), slots, doubles)
     if in_state == 2 or out_state == 2 or ca_state == 2 or wr_state == 2 or re_state == 2:
-        return SPAN_DOUBT, o, n_floats
+        return SPAN_DOUBT
 
     # an embedding generates nothing
     if out_state == 0:
@@ -1090,7 +1084,7 @@ def _record(
     # the cache rule: the first entry for this provider whose sdk or scope prefix matches
     sdk_state, sdk_a, sdk_n = _text(data, sdk_key, slots, RESOURCE_ROWS)
     if sdk_state == TEXT_DOUBT:
-        return SPAN_DOUBT, o, n_floats
+        return SPAN_DOUBT
     excludes = False
     for i in range(len(rule_excludes)):
         first = sets[SET_RULES] + 3 * i
@@ -1119,12 +1113,12 @@ def _record(
     m_state, m_a, m_n = _text(data, _pick(field_keys, F_MODEL, slots), slots, SPAN_ROWS)
     t_state, t_a, t_n = _text(data, _pick(field_keys, F_TIER, slots), slots, SPAN_ROWS)
     if rid_state == TEXT_DOUBT or m_state == TEXT_DOUBT or t_state == TEXT_DOUBT:
-        return SPAN_DOUBT, o, n_floats
+        return SPAN_DOUBT
     start = np.uint64(span[6])
     end = np.uint64(span[7])
     latency = end >= start and start > np.uint64(0)
-    if latency and not _ms_printable(end - start):
-        return SPAN_DOUBT, o, n_floats
+    if latency and not _exact_ms(end - start):
+        return SPAN_DOUBT
     ttft_kind = 0  # 0 none, 1 whole seconds (ttft_int ms), 2 from an event (ttft_ns), 3 a float (ttft_ms)
     ttft_ms = 0.0
     ttft_int = np.int64(0)
@@ -1136,7 +1130,7 @@ def _record(
             seconds = slots[S_INT, tk]
             if seconds >= 0:
                 if seconds >= np.int64(9_007_199_254_740):
-                    return SPAN_DOUBT, o, n_floats
+                    return SPAN_DOUBT
                 ttft_kind = 1
                 ttft_int = seconds * np.int64(1000)
         elif slots[S_TYPE, tk] == V_DOUBLE:
@@ -1146,93 +1140,91 @@ def _record(
             elif not x < 0.0:
                 ttft_kind = 3
                 ttft_ms = x * 1000.0
+                if not math.isfinite(ttft_ms):  # JSON has no infinity: the reference path's record says why
+                    return SPAN_DOUBT
         else:
-            return SPAN_DOUBT, o, n_floats
+            return SPAN_DOUBT
     first_token = np.uint64(span[11])
     if from_events and span[9] == 1 and span[10] == 1 and first_token >= start:
         ttft_ns = first_token - start
-        if not _ms_printable(ttft_ns):
-            return SPAN_DOUBT, o, n_floats
+        if not _exact_ms(ttft_ns):
+            return SPAN_DOUBT
         ttft_kind = 2
 
     # attribution: the span's attribute, else the resource's
     n_attr = len(attribution_keys)
-    texts = m_n + t_n + rid_n
     for i in range(n_attr):
         k = attribution_keys[i]
         rows = SPAN_ROWS if slots[S_TYPE, k] != V_NONE else RESOURCE_ROWS
         state, a, length = _text(data, k, slots, rows)
         if state == TEXT_DOUBT:
-            return SPAN_DOUBT, o, n_floats
+            return SPAN_DOUBT
         work[0, i] = state
         work[1, i] = a
         work[2, i] = length
-        texts += length
 
-    if o + 1024 + 6 * texts + 2 * (span[3] + span[5]) + 32 * n_attr > room:
-        return -1, o, n_floats
+    id_n = rid_n if rid_state == TEXT else 6 + 2 * (span[3] + span[5])
+    room = texts.shape[1]
+    lengths = (id_n, m_n, provider_n, 5, t_n)
+    for column in range(len(lengths)):
+        if text_offsets[column, r] + lengths[column] > room:
+            return -1
+    for i in range(n_attr):
+        if text_offsets[T_TIER + 1 + i, r] + work[2, i] > room:
+            return -1
 
-    # the JSON line, in SpanUsage.record()'s key order, None values left out
-    fragment = sets[SET_FRAGMENTS]
-    o = _put_string(out, o, blob, offsets, fragment + 0)
+    # the record's columns (what `SpanUsage.record()` holds, None as NULL)
     if rid_state == TEXT:
-        o = _put_json_text(out, o, data, rid_a, rid_n)
-    else:
-        o = _put_string(out, o, blob, offsets, fragment + 14)
-        o = _put_hex(out, o, data, span[2], span[3])
-        out[o] = 58
-        o = _put_hex(out, o + 1, data, span[4], span[5])
-        out[o] = 34
-        o += 1
-    o = _put_string(out, o, blob, offsets, fragment + 1)
-    o = _put_ts(out, o, start)
+        _put_text(texts, text_offsets, T_ID, r, data, rid_a, rid_n)
+    else:  # otlp:<trace id>:<span id>, in hex
+        row = texts[T_ID]
+        o = _put_string(row, text_offsets[T_ID, r], blob, offsets, sets[SET_FRAGMENTS])
+        o = _put_hex(row, o, data, span[2], span[3])
+        row[o] = 58
+        o = _put_hex(row, o + 1, data, span[4], span[5])
+        text_offsets[T_ID, r + 1] = o
+        text_offsets[texts.shape[0] + T_ID, r] = 1
     if m_state == TEXT:
-        o = _put_string(out, o, blob, offsets, fragment + 2)
-        o = _put_json_text(out, o, data, m_a, m_n)
+        _put_text(texts, text_offsets, T_MODEL, r, data, m_a, m_n)
+    else:
+        _put_null(texts, text_offsets, T_MODEL, r)
     if provider_n:
-        o = _put_string(out, o, blob, offsets, fragment + 3)
-        o = _put_json_text(out, o, scratch, 0, provider_n)
-    if in_state == 1:
-        o = _put_string(out, o, blob, offsets, fragment + 4)
-        o = _put_int(out, o, input_tokens)
-    if out_state == 1:
-        o = _put_string(out, o, blob, offsets, fragment + 5)
-        o = _put_int(out, o, output_tokens)
-    if ca_state == 1:
-        o = _put_string(out, o, blob, offsets, fragment + 6)
-        o = _put_int(out, o, cached)
-    if wr_state == 1:
-        o = _put_string(out, o, blob, offsets, fragment + 7)
-        o = _put_int(out, o, written)
-    if re_state == 1:
-        o = _put_string(out, o, blob, offsets, fragment + 8)
-        o = _put_int(out, o, reasoning)
-    if latency:
-        o = _put_string(out, o, blob, offsets, fragment + 9)
-        o = _put_ms(out, o, end - start)
-    if ttft_kind == 1:
-        o = _put_string(out, o, blob, offsets, fragment + 10)
-        o = _put_int(out, o, ttft_int)
-        out[o] = 46
-        out[o + 1] = 48
-        o += 2
-    elif ttft_kind == 2:
-        o = _put_string(out, o, blob, offsets, fragment + 10)
-        o = _put_ms(out, o, ttft_ns)
-    elif ttft_kind == 3:  # a placeholder for Python to write the float's repr in
-        o = _put_string(out, o, blob, offsets, fragment + 10)
-        out[o] = 0
-        o += 1
-        floats[n_floats] = ttft_ms
-        n_floats += 1
-    o = _put_string(out, o, blob, offsets, fragment + (12 if status == 2 else 11))
+        _put_text(texts, text_offsets, T_PROVIDER, r, scratch, 0, provider_n)
+    else:
+        _put_null(texts, text_offsets, T_PROVIDER, r)
+    status_text = sets[SET_FRAGMENTS] + (2 if status == 2 else 1)
+    o = _put_string(texts[T_STATUS], text_offsets[T_STATUS, r], blob, offsets, status_text)
+    text_offsets[T_STATUS, r + 1] = o
+    text_offsets[texts.shape[0] + T_STATUS, r] = 1
     if t_state == TEXT:
-        o = _put_string(out, o, blob, offsets, fragment + 13)
-        o = _put_json_text(out, o, data, t_a, t_n)
+        _put_text(texts, text_offsets, T_TIER, r, data, t_a, t_n)
+    else:
+        _put_null(texts, text_offsets, T_TIER, r)
     for i in range(n_attr):
         if work[0, i] == TEXT:
-            o = _put_string(out, o, blob, offsets, sets[SET_ATTRIBUTION] + i)
-            o = _put_json_text(out, o, data, work[1, i], work[2, i])
-    out[o] = 125
-    out[o + 1] = 10
-    return RECORD, o + 2, n_floats
+            _put_text(texts, text_offsets, T_TIER + 1 + i, r, data, work[1, i], work[2, i])
+        else:
+            _put_null(texts, text_offsets, T_TIER + 1 + i, r)
+    ints[0, r] = input_tokens
+    ints[1, r] = output_tokens
+    ints[2, r] = cached
+    ints[3, r] = written
+    ints[4, r] = reasoning
+    ints[C_PRESENT, r] = (
+        (in_state == 1)
+        | (out_state == 1) << 1
+        | (ca_state == 1) << 2
+        | (wr_state == 1) << 3
+        | (re_state == 1) << 4
+    )
+    ints[C_TS, r] = np.int64(start // np.uint64(1000))
+    floats[C_LATENCY, r] = np.float64(end - start) / 1e6 if latency else np.nan
+    if ttft_kind == 1:
+        floats[C_TTFT, r] = np.float64(ttft_int)
+    elif ttft_kind == 2:
+        floats[C_TTFT, r] = np.float64(ttft_ns) / 1e6
+    elif ttft_kind == 3:
+        floats[C_TTFT, r] = ttft_ms
+    else:
+        floats[C_TTFT, r] = np.nan
+    return RECORD

@@ -1,11 +1,14 @@
 """From decoded spans to stored usage rows, as the ingest stores them.
 
-`SpanBatcher.prepare` turns one request's spans into canonical records (`models.genai_spans`, pure Python,
-on the request's thread). `SpanWriter` takes the records of whatever requests are queued as one batch,
-checks them with the ingest's own statement (`storage.normalise`: the same bounds and reject reasons as a
-log file's records), stores them in one transaction through `storage.usage.store_batch` (the usage write
-path: deduplication by record key within a week, rejects with reasons, the source's counts), and tells each
-request which of its spans were refused. It opens the database only for a batch, so readers take turns.
+`SpanBatcher` turns one request's spans into canonical records on the request's thread: the compiled scan's
+as Arrow columns, the reference path's (`models.genai_spans`, pure Python) as JSON lines. `SpanWriter`
+takes the records of whatever requests are queued as one batch, checks them with the ingest's rules (the
+columns by `storage.columnar`, the lines by the ingest's own statement, `storage.normalise`: the same
+bounds and reject reasons as a log file's records), stores them in one transaction through
+`storage.usage.store_batch` (the usage write path: deduplication by record key within a week, rejects with
+reasons, the source's counts), and tells each request which of its spans were refused. It keeps the
+database open across back-to-back batches and closes it when idle (`IDLE_S`) or after `storage.db.HOLD_S`,
+so readers take turns.
 
 A request is acknowledged only after the transaction holding its spans committed; a request that would
 queue more spans than `max_pending_spans` is refused up front (HTTP 429 with Retry-After) so that nothing
@@ -19,17 +22,18 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
+import pyarrow as pa
 
 from collectors.ingest.formats import csv_spec
 from collectors.otlp.decode import ExportTraceServiceRequest, decode_body, spans_at, spans_of
 from collectors.otlp.spool import Entry, Spool, encode
-from collectors.otlp.wire import IGNORED, NO_USAGE, RECORD, SPAN_DOUBT, Scanned, WirePlan, scan
+from collectors.otlp.wire import IGNORED, NO_USAGE, RECORD, SPAN_DOUBT, WirePlan, scan
 from models.genai_spans import (
     ATTRIBUTES_READ,
     NO_USAGE_REASON,
@@ -39,8 +43,9 @@ from models.genai_spans import (
     usage_from_span,
 )
 from models.usage_record import RecordSpec
-from storage.db import StorageError
-from storage.store import StoreLike
+from storage.columnar import check_records
+from storage.db import StorageError, WriteSession
+from storage.store import StoreLike, as_store
 from storage.usage import (
     RECEIVER_FORMAT,
     BatchCounts,
@@ -76,20 +81,40 @@ SPEC: RecordSpec = replace(csv_spec(_LABELS), name="otlp", service_tier=("$.serv
 
 log = logging.getLogger("quotascope.otlp")
 
+IDLE_S = 0.2  # how long the thread that stores keeps the database open with nothing to store
+
 
 @dataclass
 class Prepared:
-    """One request's spans: the JSON record of each LLM span with usage, and how many spans were what."""
+    """One request's spans: the record of each LLM span with usage, and how many spans were what.
 
-    lines: bytes  # the records, each ending in a newline, in span order
-    places: list[int]  # each record's span: its place among the request's spans (from 0)
+    The scan's records come as columns (`columns`, checked by `storage.columnar`), those of the reference
+    path as JSON lines (`lines`, checked by `storage.normalise`, which also says why a value of an odd type
+    is refused)."""
+
+    lines: bytes  # the reference path's records, each ending in a newline, in span order
+    places: list[int]  # each line's span: its place among the request's spans (from 0)
     no_usage: list[int]  # places of LLM calls without token counts: refused, with that reason
     spans: int  # every span in the request
     ignored: int  # not LLM calls, or failed calls with no usage
+    columns: pa.Table | None = None  # the scan's records (`wire.record_schema`), in span order
+    column_places: list[int] = field(default_factory=list)  # each row's span
 
     @property
     def llm_spans(self) -> int:
-        return len(self.places) + len(self.no_usage)
+        return len(self.places) + len(self.column_places) + len(self.no_usage)
+
+    def records(self) -> list[tuple[int, dict[str, object]]]:
+        """(place, record) of every record, in span order, as `SpanUsage.record()` gives it."""
+        out = [
+            (place, json.loads(line))
+            for place, line in zip(self.places, self.lines.splitlines(), strict=True)
+        ]
+        if self.columns is not None:
+            for place, row in zip(self.column_places, self.columns.to_pylist(), strict=True):
+                row["ts"] = row["ts"].isoformat()
+                out.append((place, {k: v for k, v in row.items() if v is not None}))
+        return sorted(out, key=lambda pair: pair[0])
 
 
 @dataclass
@@ -153,35 +178,26 @@ class SpanBatcher:
             request = decode_body(body, json_body=False, gzipped=False, limit=len(body))
             return self.prepare(spans_of(request, self.wanted))
         verdicts = scanned.verdicts
-        doubtful = np.flatnonzero(verdicts == SPAN_DOUBT)
-        if not len(doubtful):
-            places = np.flatnonzero(verdicts == RECORD).tolist()
-            no_usage = np.flatnonzero(verdicts == NO_USAGE).tolist()
-            total = len(verdicts)
-            return Prepared(scanned.lines, places, no_usage, total, total - len(places) - len(no_usage))
-        return self._with_reference(body, scanned, set(doubtful.tolist()))
-
-    def _with_reference(self, body: bytes, scanned: Scanned, doubtful: set[int]) -> Prepared:
-        """The scan's records, and the doubtful spans' from the reference path, in span order."""
-        request = decode_body(body, json_body=False, gzipped=False, limit=len(body))
-        spans = spans_at(request, self.wanted, doubtful)
-        fast = iter(scanned.lines.split(b"\n"))
+        column_places = np.flatnonzero(verdicts == RECORD).tolist()
+        no_usage = np.flatnonzero(verdicts == NO_USAGE).tolist()
+        doubtful = np.flatnonzero(verdicts == SPAN_DOUBT).tolist()
         lines: list[str] = []
         places: list[int] = []
-        no_usage: list[int] = []
-        for place, verdict in enumerate(scanned.verdicts.tolist()):
-            record = ""
-            if verdict == SPAN_DOUBT:
+        if doubtful:  # those spans alone through the reference path
+            request = decode_body(body, json_body=False, gzipped=False, limit=len(body))
+            spans = spans_at(request, self.wanted, set(doubtful))
+            for place in doubtful:
                 verdict, record = self._reference(spans[place])
-            elif verdict == RECORD:
-                record = next(fast).decode()
-            if verdict == RECORD:
-                lines.append(record)
-                places.append(place)
-            elif verdict == NO_USAGE:
-                no_usage.append(place)
-        total = len(scanned.verdicts)
-        return Prepared(_joined(lines), places, no_usage, total, total - len(places) - len(no_usage))
+                if verdict == RECORD:
+                    lines.append(record)
+                    places.append(place)
+                elif verdict == NO_USAGE:
+                    no_usage.append(place)
+            no_usage.sort()
+        total = len(verdicts)
+        ignored = total - len(places) - len(column_places) - len(no_usage)
+        columns = scanned.records if column_places else None
+        return Prepared(_joined(lines), places, no_usage, total, ignored, columns, column_places)
 
     def _reference(self, span: Span) -> tuple[int, str]:
         usage = usage_from_span(span, self.attribution)
@@ -242,6 +258,15 @@ class SpanWriter:
         self.totals = BatchCounts()
         self.failing: str | None = None  # the last storage error, until a batch commits again
         self._lock = lock or threading.Lock()  # shared with other writers of this process (the scheduler)
+        # the connection the thread that stores (the drain with a spool, else the writer) keeps across
+        # back-to-back batches (opening and closing the file, which checkpoints, cost 0.2 s a batch); it
+        # lets readers in after `storage.db.HOLD_S`, and whenever nothing waits to be stored
+        self._session = WriteSession(as_store(db).db)
+        try:  # a new file's migrations now, not in the first request's time
+            self._session.open()
+            self._session.close()
+        except StorageError as e:  # said again by each batch that cannot be stored (503)
+            log.warning("the database cannot be opened yet: %s", e)
         self._queue: deque[_Queued] = deque()
         self._pending = 0
         self._cond = threading.Condition()
@@ -317,9 +342,12 @@ class SpanWriter:
             self._drainer.join()
         if self.spool is not None:
             self.spool.close()
+        self._session.close()
         self.normaliser.close()
 
     def _take(self) -> list[_Queued]:
+        if self.spool is None:
+            self._idle_wait(lambda: bool(self._queue) or self._closing)
         with self._cond:
             while not self._queue and not self._closing:
                 self._cond.wait()
@@ -381,6 +409,8 @@ class SpanWriter:
         went to the spool (its weight is released by the drain, once committed)."""
         numbers: list[int] = []  # a span's `line_no`: its place in this receiver's stream of spans (from 1)
         blocks: list[bytes] = []
+        tables: list[pa.Table] = []
+        table_numbers: list[np.ndarray] = []
         rejects: list[Reject] = []
         ranges: list[tuple[int, int]] = []
         line = self._next_line
@@ -388,19 +418,32 @@ class SpanWriter:
             prepared = item.prepared
             numbers.extend(line + place for place in prepared.places)
             blocks.append(prepared.lines)
+            if prepared.columns is not None:
+                tables.append(prepared.columns)
+                table_numbers.append(line + np.asarray(prepared.column_places, dtype=np.int64))
             rejects.extend(Reject(line + place, NO_USAGE_REASON, "") for place in prepared.no_usage)
             ranges.append((line, line + prepared.spans))
             line += prepared.spans
+        # the checks' "now" is this batch's (a receiver runs for weeks: spans are not in the future of the
+        # day it started)
+        context = IngestContext(salt=self.salt)
+        parts: list[pa.Table] = []
+        if tables:  # the scan's records: checked over their columns, no statement to plan
+            schema = self.normaliser.schema(SPEC, context)
+            records = pa.concat_tables(tables)
+            checked = check_records(SPEC, records, np.concatenate(table_numbers), context, schema)
+            parts.append(checked.rows)
+            rejects += checked.rejects
+        if numbers:  # the reference path's: the ingest's statement
+            normalised = self.normaliser.normalise(SPEC, b"".join(blocks), context, line_numbers=numbers)
+            parts.append(normalised.rows)
+            rejects += normalised.rejects
         rows = None
-        if numbers:
-            data = b"".join(blocks)
-            # the checks' "now" is this batch's (a receiver runs for weeks: spans are not in the future of
-            # the day it started)
-            context = IngestContext(salt=self.salt)
-            normalised = self.normaliser.normalise(SPEC, data, context, line_numbers=numbers)
-            rows = normalised.rows
-            rejects = sorted(normalised.rejects + rejects, key=lambda r: r.line_no)
-        rejects = [kept_reject(r) for r in rejects]
+        if parts:
+            rows = pa.concat_tables(parts)
+            if len(parts) > 1:
+                rows = rows.sort_by("line_no")
+        rejects = [kept_reject(r) for r in sorted(rejects, key=lambda r: r.line_no)]
         if self.spool is not None:
             end = self.spool.append(encode(rows, rejects))
             with self._cond:
@@ -408,7 +451,9 @@ class SpanWriter:
                 self._cond.notify_all()
         else:
             with self._lock:
-                self.run, counts = store_batch(self.db, self.run, [rows] if rows is not None else [], rejects)
+                self.run, counts = store_batch(
+                    self.db, self.run, [rows] if rows is not None else [], rejects, session=self._session
+                )
             self.totals = self.totals + counts
         self._next_line = line
         for item, (start, stop) in zip(batch, ranges, strict=True):
@@ -433,11 +478,22 @@ class SpanWriter:
         tables = [e.rows for e in entries if e.rows is not None]
         rejects = [r for e in entries for r in e.rejects]
         with self._lock:
-            run, counts = store_batch(self.db, run, tables, rejects)
+            run, counts = store_batch(self.db, run, tables, rejects, session=self._session)
         self.totals = self.totals + counts
         assert self.spool is not None
         self.spool.mark_committed(entries[-1].end)
         return run
+
+    def _idle_wait(self, ready: Callable[[], bool]) -> None:
+        """Before the thread that stores waits for work: more is usually on its way, so the database stays
+        open for it `IDLE_S`; then it is closed, and readers have their turn."""
+        with self._cond:
+            if not ready():
+                self._cond.wait(IDLE_S)
+            idle = not ready()
+        if idle:
+            with self._lock:
+                self._session.close()
 
     def _take_spooled(self) -> list[tuple[Entry, int]]:
         with self._cond:
@@ -459,6 +515,7 @@ class SpanWriter:
         taken: list[tuple[Entry, int]] = []
         while True:
             if not taken:
+                self._idle_wait(lambda: bool(self._spooled) or self._checking_done)
                 taken = self._take_spooled()
                 if not taken:
                     return

@@ -316,3 +316,28 @@ def test_every_reader_records_the_files_content_hash(tmp_path: Path, reader: str
     ingest(db, log, reader=reader)
     expected = "xxh3-128:" + xxhash.xxh3_128(log.read_bytes()).hexdigest()
     assert query(db, "SELECT content_hash, rows_stored FROM sources") == [(expected, 50)]
+
+
+def test_an_ingest_and_its_rollups_import_no_polars(tmp_path: Path) -> None:
+    """polars costs a third of a second of one core to import; an ingest (rows, rollups, the long-context
+    band rule they render) never needs it, so it is not paid on the writer's first batch."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from collectors.ingest import ingest_paths
+        (result,) = ingest_paths(Path(sys.argv[1]), [Path(sys.argv[2])], salt="s")
+        assert result.counts.stored > 0, result.counts
+        print("polars" in sys.modules)
+        """
+    )
+    sample = ROOT / "tests" / "data" / "usage" / "openai.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "q.duckdb"), str(sample)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip().splitlines()[-1] == "False"
+    assert query(tmp_path / "q.duckdb", "SELECT count(*) FROM rollup_spend")[0][0] > 0

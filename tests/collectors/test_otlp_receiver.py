@@ -15,13 +15,13 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import httpx
 import pytest
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from collectors.otlp import OtlpOptions, OtlpServer
+from storage.db import open_read
 from storage.store import Store
 from storage.usage_reader import open_usage
 from tests.collectors.otlp_support import START_NS, llm_attributes, request_of
@@ -52,7 +52,7 @@ def rows(db: Store, sql: str = "SELECT * FROM usage ORDER BY ts") -> list[dict[s
     if " usage" in sql:  # wherever the store keeps usage (read FINAL in ClickHouse)
         with open_usage(db) as usage:
             return usage.frame(sql).to_dicts()
-    with duckdb.connect(str(db.db), read_only=True) as con:
+    with open_read(db.db) as con:  # waits its turn: the receiver keeps the file between close batches
         result = con.execute(sql)
         names = [d[0] for d in result.description]
         return [dict(zip(names, row, strict=True)) for row in result.fetchall()]

@@ -16,6 +16,7 @@ import pytest
 
 from collectors.otlp import OtlpOptions, OtlpServer
 from collectors.otlp.spool import Spool, SpoolError, encode
+from storage.db import open_read
 from storage.usage import Reject
 from tests.collectors.otlp_support import llm_attributes, request_of
 from tests.quotascope.test_otlp_cli import endpoint_from, start
@@ -31,7 +32,7 @@ def body(first: int, count: int, *, refused: int | None = None) -> bytes:
 
 
 def stored(db: Path) -> tuple[int, int]:
-    with duckdb.connect(str(db), read_only=True) as con:
+    with open_read(db) as con:  # waits its turn: the receiver keeps the file between close batches
         row = con.execute("SELECT count(*), count(DISTINCT record_key) FROM usage").fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
@@ -48,14 +49,14 @@ def test_spooled_requests_are_acknowledged_before_their_commit(tmp_path: Path) -
             assert first.status_code == 200  # acknowledged: it is in the spool
             assert b"reasoning" in first.content  # the partial success says what was refused, and why
             assert server.writer.pending_spans == 5  # spooled, not yet committed
-            assert not db.exists()
+            assert stored(db) == (0, 0)  # the file is ready (migrated at start), nothing in it
         assert server.writer.wait_stored(30)
         assert stored(db) == (4, 4)
         again = httpx.post(server.endpoint + "/v1/traces", content=body(0, 5, refused=2), headers=PROTOBUF)
         assert again.status_code == 200
         assert server.writer.wait_stored(30)
     assert stored(db) == (4, 4)  # the retry stored nothing new
-    with duckdb.connect(str(db), read_only=True) as con:
+    with open_read(db) as con:
         assert con.execute("SELECT count(*) FROM rejects").fetchone() == (2,)  # one per request
 
 
