@@ -311,6 +311,22 @@ def first_visit_s(engine: Engine, view: str) -> float:
     return float(entry["cold_s"])
 
 
+def ingest_input(work: Path, records: int) -> tuple[Path, int]:
+    """A file of `records` responses no earlier run in `work` ingested, and its size: a run that re-ingested
+    the last one would time the finding of a million duplicates, not their storing. Each run draws its own
+    responses (the next seed, kept in `work/ingest-seeds.json`); the files of earlier runs are deleted (their
+    rows are in the stores already)."""
+    seeds_file = work / "ingest-seeds.json"
+    seeds: list[int] = json.loads(seeds_file.read_text()) if seeds_file.exists() else []
+    seed = max(seeds, default=6) + 1
+    for old in work.glob("responses-*.jsonl"):
+        old.unlink()
+    log = work / f"responses-{records}-seed{seed}.jsonl"
+    size = write_openai_jsonl(log, records, seed=seed)
+    seeds_file.write_text(json.dumps([*seeds, seed]))
+    return log, size
+
+
 def load() -> str:
     return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -419,8 +435,7 @@ def main() -> int:
     failures: list[str] = []
     print(f"cores: {os.cpu_count()}; load average before: {load()}", flush=True)
     try:
-        log = work / f"responses-{args.ingest_rows}.jsonl"
-        size = log.stat().st_size if log.exists() else write_openai_jsonl(log, args.ingest_rows)
+        log, size = ingest_input(work, args.ingest_rows)
         print(f"ingest input: {args.ingest_rows:,} responses, {size / 1e6:,.0f} MB", flush=True)
         results = []
         for name in engines:
