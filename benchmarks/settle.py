@@ -81,13 +81,14 @@ def _rows(first: int, count: int, source: int) -> pa.Table:
     )
 
 
-def _inserts(clickhouse: ClickHouse, first: int, size: int) -> Callable[[], None]:
-    """Each call inserts a batch of `size` new requests (keys from `first` on, as ingests insert them)."""
-    count = iter(range(1_000))
+def _inserts(clickhouse: ClickHouse, first: int, size: int, runs: int) -> Callable[[], None]:
+    """Each call inserts the next of `runs` batches of `size` new requests (keys from `first` on), made
+    before any is timed."""
+    batches = iter([_rows(first + n * size, size, 3) for n in range(runs)])
+    tokens = iter(range(runs))
 
     def insert() -> None:
-        n = next(count)
-        clickhouse.insert("usage", _rows(first + n * size, size, 3), token=f"bench-insert-{first}-{n}")
+        clickhouse.insert("usage", next(batches), token=f"bench-insert-{first}-{next(tokens)}")
 
     return insert
 
@@ -154,12 +155,12 @@ def main() -> int:
             clickhouse.insert("usage", part, token=f"bench-{first}")
         print(f"{args.rows:,} requests inserted in {time.perf_counter() - began:.1f} s")
 
-        logged = _median(args.runs, _inserts(clickhouse, args.rows, args.batch))
+        logged = _median(args.runs, _inserts(clickhouse, args.rows, args.batch, args.runs))
         view = f"settle.{INSERTS_TABLE}_mv"
         definition = clickhouse.arrow(f"SHOW CREATE TABLE {view}").column(0)[0].as_py()
         clickhouse.command(f"DROP VIEW {view}")
         try:
-            bare = _median(args.runs, _inserts(clickhouse, args.rows * 2, args.batch))
+            bare = _median(args.runs, _inserts(clickhouse, args.rows * 2, args.batch, args.runs))
         finally:
             clickhouse.command(definition)
         print(f"write: a batch of {args.batch:,} requests")
