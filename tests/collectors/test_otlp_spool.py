@@ -187,3 +187,35 @@ def test_spooled_spans_the_database_cannot_take_turn_exporters_away_with_503(tmp
         assert sum(entry.records for entry in again.replay()) == 3
     finally:
         again.close()
+
+
+def test_kill_9_while_the_drain_keeps_the_database_open_loses_nothing_committed(tmp_path: Path) -> None:
+    """The drain keeps its connection across batches (and `IDLE_S` after): a batch it committed and marked
+    is in DuckDB's write-ahead log, not yet checkpointed, when the kill comes (unless the machine is slow
+    enough for the drain to have closed the file first); the next start finds it stored and has nothing to
+    replay."""
+    db, spool = tmp_path / "otlp.duckdb", tmp_path / "spool"
+    process, endpoint = receiver(db, spool, tmp_path)
+    with httpx.Client(timeout=30) as client:
+        for n in range(6):
+            answer = client.post(endpoint + "/v1/traces", content=body(n * 200, 200), headers=PROTOBUF)
+            assert answer.status_code == 200
+    segment = max(spool.glob("*.seg"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the drain has committed and marked everything spooled
+        mark = spool / "committed"
+        if mark.exists():
+            where = mark.read_text()
+            if f'"offset": {segment.stat().st_size}' in where and f'"segment": {int(segment.stem)}' in where:
+                break
+        time.sleep(0.005)
+    else:
+        raise AssertionError("the drain did not commit the spooled requests")
+    process.kill()  # within IDLE_S of the last commit: the connection is (almost always) still open
+    process.communicate(timeout=30)
+    process, _ = receiver(db, spool, tmp_path)
+    stop(process)
+    assert stored(db) == (1200, 1200)
+    with open_read(db) as con:
+        paths = [path for (path,) in con.execute("SELECT path FROM sources").fetchall()]
+    assert not any(path.endswith("(spool replay)") for path in paths)  # nothing was left to replay
