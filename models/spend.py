@@ -11,7 +11,7 @@ matches, or a time no version covers, is listed as unpriced — never priced at 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -72,6 +72,18 @@ def tier_bounds(catalog: Catalog) -> tuple[int, ...]:
     """Every long-context threshold in the catalog: requests on either side of one are never summed (worked
     out once per catalog)."""
     return catalog.derived("tier_bounds", lambda c: pricing_tier_bounds(list(c.offers.values())))
+
+
+def model_tier_bounds(catalog: Catalog) -> Callable[[str | None, str], tuple[int, ...]]:
+    """The long-context thresholds of the offer a usage record's (provider, model) is priced with (none
+    for a model without tiers or without an offer): a model's requests on either side of one of these are
+    never summed, and need not be split at any other model's."""
+
+    def of(provider: str | None, model: str) -> tuple[int, ...]:
+        found = catalog.match(provider, model)
+        return pricing_tier_bounds([found.offer]) if found.offer is not None else ()
+
+    return of
 
 
 @dataclass(frozen=True)

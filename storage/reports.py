@@ -7,15 +7,22 @@ for one query (`storage.db.open_read`), so reports and a running ingest take tur
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import polars as pl
 
-from models.bands import band_input, tier_band_sql
+from models.bands import band_input, model_band_sql, tier_band_sql
 from models.catalog import Catalog
 from models.focus import FocusExport, Grain, focus_rows
-from models.spend import TIME_KEYS, SpendRow, price_spend, pricing_grain_minutes, tier_bounds
+from models.spend import (
+    TIME_KEYS,
+    SpendRow,
+    model_tier_bounds,
+    price_spend,
+    pricing_grain_minutes,
+    tier_bounds,
+)
 from storage import rollups
 from storage.catalog import load_catalog
 from storage.db import open_read, query_frame
@@ -71,6 +78,7 @@ def read_spend_groups(
     bounds: Sequence[int],
     *,
     table: str = "usage",
+    bounds_of: Callable[[str | None, str], Sequence[int]] | None = None,
 ) -> pl.DataFrame:
     """Usage summed per price-homogeneous group: provider, model, the `by` keys, a `grain_minutes` time bucket
     (`bucket`, its start), the service tier and batch flag, and a long-context band (`input_each`: a
@@ -82,6 +90,11 @@ def read_spend_groups(
     `table` is `usage` (the logs, in the store's usage engine) or a view of pulled provider usage in its
     shape (`provider_usage_all`, always in the DuckDB file). A ClickHouse store's rollups are its
     materialized views (`storage.clickhouse_schema`), read the same way.
+
+    `bounds_of` (the pricing engine's `models.spend.model_tier_bounds`) gives the long-context thresholds
+    of the offer a (provider, model) is priced with: read from the rollups, each model is then banded by its
+    own thresholds only, so a model whose prices have no tier is one band whatever its requests' sizes, and
+    the groups do not grow as more of the catalog's bands fill with data.
     """
     if table not in SPEND_TABLES:
         raise ValueError(f"not a usage table: {table}")
@@ -91,7 +104,12 @@ def read_spend_groups(
     with open_usage(db if table == "usage" else as_store(db).db) as usage:
         if table == "usage" and rollups.covers(bounds, grain_minutes, usage):
             source, params = rollups.covering(usage, rollups.spend_rollup(selection, extra), selection)
-            at, band, requests = "bucket", rollups.catalog_band_sql(bounds), "requests"
+            at, requests = "bucket", "requests"
+            band = rollups.catalog_band_sql(bounds)
+            if bounds_of is not None:
+                pairs = usage.rows(f"SELECT DISTINCT provider, model FROM {source}", params)
+                own = {(p, m): bounds_of(p, m) for p, m in pairs}
+                band = model_band_sql(own, bounds, "input_floor + 1", "1")
             dimensions = "\n                service_tier,\n                batch,"
             write_1h = ",\n    sum(cache_write_1h_tokens)::BIGINT AS cache_write_1h_tokens"
         else:
@@ -152,7 +170,13 @@ def spend_report(
 ) -> list[SpendRow]:
     """`quotascope report spend`: one priced row per value of `by` (of the logs, or of pulled `table`)."""
     groups = read_spend_groups(
-        db, selection, by, pricing_grain_minutes(catalog), tier_bounds(catalog), table=table
+        db,
+        selection,
+        by,
+        pricing_grain_minutes(catalog),
+        tier_bounds(catalog),
+        table=table,
+        bounds_of=model_tier_bounds(catalog),
     )
     return price_spend(groups, by, catalog, currency)
 
@@ -164,7 +188,12 @@ def focus_export(
     and team, project and key; priced and mapped there, with list prices from the shipped catalog in
     `catalog_dir` (without the user's overrides, which are their contract)."""
     groups = read_spend_groups(
-        db, selection, ("team", "project", "key"), pricing_grain_minutes(catalog), tier_bounds(catalog)
+        db,
+        selection,
+        ("team", "project", "key"),
+        pricing_grain_minutes(catalog),
+        tier_bounds(catalog),
+        bounds_of=model_tier_bounds(catalog),
     )
     return focus_rows(groups, catalog, load_catalog(Path(catalog_dir)), grain)
 

@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 
 from models.money import Money
+from models.spend import model_tier_bounds, price_spend, tier_bounds
 from storage.reports import (
     UsageFilter,
     read_spend_groups,
@@ -93,6 +94,64 @@ def test_long_context_requests_are_never_summed_with_short_ones(store: Store) ->
     (row,) = spend_report(db, catalog(), UsageFilter(), ("model",))
     # 0.15M*3 + 0.4M*3 (below) + 0.25M*6 (above) = 0.45 + 1.2 + 1.5
     assert row.cost == Money(Decimal("3.15"), "USD")
+
+
+def test_a_model_without_long_context_prices_sums_into_one_band(store: Store) -> None:
+    """Read from the rollups, each model is banded by its own offer's thresholds only: DeepSeek's prices
+    have no tier, so its requests either side of Sonnet's 200K are one group (and the groups do not grow
+    as the catalog's other bands fill); Sonnet's stay apart. The cost is the same either way."""
+    db = store
+    rows = []
+    for provider, model in (("deepseek", "deepseek-reasoner"), ("anthropic", "claude-sonnet-4-5")):
+        for second, size in ((0, 150_000), (20, 250_000)):
+            rows.append(
+                {
+                    "ts": at(f"2025-03-10T09:00:{second:02d}"),
+                    "provider": provider,
+                    "model": model,
+                    "input_tokens": size,
+                    "output_tokens": 0,
+                }
+            )
+    insert_usage(db, rows)
+    prices = catalog()
+    bounds = tier_bounds(prices)
+    assert 200_000 in bounds
+    own = read_spend_groups(db, UsageFilter(), ("model",), 30, bounds, bounds_of=model_tier_bounds(prices))
+    shared = read_spend_groups(db, UsageFilter(), ("model",), 30, bounds)
+    bands = {m: sorted(f["input_each"].to_list()) for (m,), f in own.group_by("model")}
+    assert bands == {"deepseek-reasoner": [0], "claude-sonnet-4-5": [0, 200_001]}
+    assert own.height == 3 and shared.height == 4
+    with_own = price_spend(own, ("model",), prices)
+    with_shared = price_spend(shared, ("model",), prices)
+    assert [(r.keys, r.cost, r.requests) for r in with_own] == [
+        (r.keys, r.cost, r.requests) for r in with_shared
+    ]
+    assert [(r.keys, r.cost) for r in spend_report(db, prices, UsageFilter(), ("model",))] == [
+        (r.keys, r.cost) for r in with_own
+    ]
+
+
+def test_a_hostile_model_name_is_quoted_in_the_band_rule(store: Store) -> None:
+    db = store
+    name = "claude-sonnet-4-5'; DROP TABLE usage; --"
+    insert_usage(
+        db,
+        [
+            {
+                "ts": at("2025-03-10T09:00:00"),
+                "provider": "anthropic",
+                "model": name,
+                "input_tokens": 250_000,
+                "output_tokens": 0,
+            }
+        ],
+    )
+    groups = read_spend_groups(
+        db, UsageFilter(), ("model",), 30, (200_000,), bounds_of=lambda _p, _m: (200_000,)
+    )
+    assert groups["model"].to_list() == [name]
+    assert groups["input_each"].to_list() == [200_001]
 
 
 def test_unpriced_usage_is_listed_never_free(store: Store) -> None:
