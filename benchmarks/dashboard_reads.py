@@ -51,6 +51,19 @@ def _size(result: Any) -> int | str:
     return type(result).__name__
 
 
+def _duckdb_mb() -> float | None:
+    """What the page run's shared DuckDB connection holds (`duckdb_memory()`: cached table blocks, hash
+    tables kept), if one is open."""
+    from storage.db import _shared_reads
+
+    shared = _shared_reads.get()
+    if shared is None or not shared.connections:
+        return None
+    con = next(iter(shared.connections.values()))
+    rows = con.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchall()
+    return round(int(rows[0][0] or 0) / 2**20, 1)
+
+
 def measure(view: str, reset: bool = True) -> dict[str, Any]:
     """In this fresh process: the view's first run through AppTest, each read measured (`view` may name
     several, comma-separated, each run in turn twice over, as the benchmark's all-views process does:
@@ -83,6 +96,7 @@ def measure(view: str, reset: bool = True) -> dict[str, Any]:
                 "rss_before_mb": round(before, 1),
                 "peak_mb": round(_status("VmHWM"), 1),
                 "rss_after_mb": round(_status("VmRSS"), 1),
+                "duckdb_mb": _duckdb_mb(),
             }
         )
         return result
@@ -160,7 +174,7 @@ def main() -> int:
                     continue
                 cells.append(
                     f"{r['rows']!s:>7} rows {r['s']:6.3f} s rss {r['rss_before_mb']:5.0f}"
-                    f"->{r['rss_after_mb']:5.0f} peak {r['peak_mb']:5.0f}"
+                    f"->{r['rss_after_mb']:5.0f} peak {r['peak_mb']:5.0f} duckdb {r.get('duckdb_mb')}"
                 )
             print(f"  {entry['read'][-40:]:<40} {entry['args'][:50]:<50}\n      " + "\n      ".join(cells))
     return 0
