@@ -196,7 +196,7 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> A
 
 
 @functools.cache
-def _migrations() -> tuple[migrations.Migration, ...]:
+def known_migrations() -> tuple[migrations.Migration, ...]:
     """The migrations this process knows (discovered once: modules do not appear while it runs)."""
     return tuple(migrations.discover())
 
@@ -218,7 +218,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
     )
     done = applied_migrations(con)
     applied = []
-    for migration in _migrations():
+    for migration in known_migrations():
         if migration.number in done:
             continue
         con.execute("BEGIN TRANSACTION")
@@ -496,7 +496,7 @@ def _pending(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether a migration this process knows is missing (asked of the table itself: a lookup in
     information_schema cost a tenth of a second per page on a file with the rollups' tables, and 12 ms
     of every write batch)."""
-    wanted = {m.number for m in _migrations()}
+    wanted = {m.number for m in known_migrations()}
     try:
         have = {row[0] for row in con.execute("SELECT number FROM schema_migrations").fetchall()}
     except duckdb.CatalogException:
