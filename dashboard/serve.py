@@ -15,7 +15,15 @@ import sys
 # what the pages import on their first run (Streamlit's dataframe support imports pandas on first use);
 # not dashboard.state: its st.cache_* decorators must meet the server's runtime, which starts after this
 PRELOADED = (
+    "argon2",  # the sign-in gate's users (dashboard.auth), on every page
+    "quotascope.context",
+    "collectors.prices.genai",
+    "storage.users",
+    "dashboard.tables",
     "pandas",
+    "pyarrow.pandas_compat",  # Streamlit's tables convert through it
+    "streamlit.material_icon_names",  # the pages' icons
+    "streamlit.runtime.scriptrunner.magic_funcs",
     "pyarrow",
     "plotly.graph_objects",
     "dashboard.charts",
@@ -33,6 +41,11 @@ PRELOADED = (
 def preload() -> None:
     for module in PRELOADED:
         importlib.import_module(module)
+    # the schema migrations this process knows, which the first open of the file looks up (importing each
+    # migration's module: 20-50 ms of every first visit otherwise)
+    from storage.db import known_migrations
+
+    known_migrations()
     # Streamlit's first element of a run checks whether it runs in a REPL by walking the script thread's
     # stack with `inspect`, whose first lookup of a frame's module maps every loaded module to its file
     # (a realpath each: 0.1-0.2 s of a first visit). Mapped here, once, at start.

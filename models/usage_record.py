@@ -9,6 +9,7 @@ too, so every format is judged by the same rules.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -61,6 +62,29 @@ class Reason:
             if part:
                 out.append((part, i % 2 == 1))
         return out
+
+
+@dataclass(frozen=True)
+class Pseudonym:
+    """How an identifier is stored in place of its value: `prefix` and the first `digits` hex digits of
+    sha256(salt, scope, ':', value). One definition, computed in Python (`of`, the checks over typed
+    columns in `storage.columnar`) and rendered as DuckDB SQL (`sql`, the ingest's statement in
+    `storage.normalise`), so the two paths give every user and key the same pseudonym."""
+
+    prefix: str
+    scope: str
+    digits: int
+
+    def of(self, salt: str, value: str) -> str:
+        return self.prefix + hashlib.sha256(f"{salt}{self.scope}:{value}".encode()).hexdigest()[: self.digits]
+
+    def sql(self, salt: str, value: str) -> str:
+        """The SQL computing it from the SQL expressions `salt` and `value` (a NULL value gives NULL)."""
+        return f"'{self.prefix}' || left(sha256({salt} || '{self.scope}:' || {value}), {self.digits})"
+
+
+USER_HASH = Pseudonym("u", "user", 15)  # `user_hash`: a user id is never stored
+KEY_HASH = Pseudonym("k", "key", 11)  # `key_id` from an API key (or a key's hash) a log carries
 
 
 # Why a record is refused, for the checks every format shares (the format's own ones stay with its SQL).

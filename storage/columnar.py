@@ -16,7 +16,6 @@ values are of another type (a count given as text, a fraction) take the SQL's pa
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from datetime import timedelta
@@ -42,6 +41,7 @@ from models.usage_record import (
     SHOWN_CHARS,
     SHOWN_TIME,
     TOO_EARLY,
+    USER_HASH,
     RecordSpec,
     redact_excerpt,
 )
@@ -258,14 +258,12 @@ def _rows(
 
 
 def _hashed(users: pa.ChunkedArray | pa.Array, salt: str) -> pa.Array | pa.ChunkedArray:
-    """'u' and 15 hex digits of sha256(salt, 'user:', user): the SQL's `user_hash`, per distinct user."""
+    """`models.usage_record.USER_HASH` of each user (computed once per distinct user)."""
     if users.null_count == len(users):
         return pa.nulls(len(users), pa.string())
     encoded = pc.dictionary_encode(users)
     if isinstance(encoded, pa.ChunkedArray):
         encoded = encoded.combine_chunks()
     names: Sequence[str] = encoded.dictionary.to_pylist()
-    hashed = pa.array(
-        ["u" + hashlib.sha256(f"{salt}user:{name}".encode()).hexdigest()[:15] for name in names], pa.string()
-    )
+    hashed = pa.array([USER_HASH.of(salt, name) for name in names], pa.string())
     return pc.take(hashed, encoded.indices)

@@ -6,6 +6,13 @@ runs each batch in one transaction and keeps the file no longer than that, or, s
 query. Whoever finds the file locked by the other waits with back-off and tries
 again, so a dashboard and a running ingest never make each other fail: they take turns.
 
+A writer storing batches back to back frees the file only between two batches, for as long as it takes to
+start the next one (milliseconds), while a waiting reader tries every tenth of a second or so: left to
+chance, the reader could wait through many of the writer's turns. So a waiting reader says so (it touches
+`<database>.turn` at each try, `ask_turn`), and a writer about to open the file lets a reader that is asking
+go first (`let_readers_in`, for at most `TURN_S`): a reader waits at most about one hold, one batch and its
+own next try, however busy the writer is.
+
 Schema changes are the numbered migrations of `storage.migrations`, applied when a writer opens the file (and,
 for a file an older quotascope created, briefly before a reader opens it).
 """
@@ -38,7 +45,9 @@ LOCK_TIMEOUT_S = 60.0  # how long to wait for the other side's batch or query be
 HOLD_S = 1.0  # how long a writer's session keeps the file across batches before it lets readers in
 WAIT_NOTICE_S = 2.0  # after this long, a wait is told (what is waited for, and who holds the file)
 FIRST_BACKOFF_S = 0.02
-MAX_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 0.5  # a writer's longest pause between tries
+READER_BACKOFF_S = 0.1  # a reader's: a turn the writer gives it (`let_readers_in`) is not missed
+TURN_S = 0.5  # how long a writer about to open the file waits, at most, for a reader that asked to go first
 
 MISSING_DATABASE_HINT = (
     "run `quotascope ingest FILE...` to load usage logs, `quotascope probe` to measure an endpoint, "
@@ -75,8 +84,9 @@ def _connect(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _with_retry(connect: Callable[[], T], path: Path, timeout_s: float) -> T:
-    """Call `connect` until the file is free of the other side's lock, backing off with jitter.
+def _with_retry(connect: Callable[[], T], path: Path, timeout_s: float, *, reader: bool = False) -> T:
+    """Call `connect` until the file is free of the other side's lock, backing off with jitter; a
+    `reader` asks for its turn at each try (`ask_turn`) and tries again sooner.
 
     After `WAIT_NOTICE_S` the wait is told (a warning of the `quotascope.storage` logger: the CLI's stderr),
     naming what it waits for and who holds the file as DuckDB reports it; the error after `timeout_s`
@@ -91,6 +101,8 @@ def _with_retry(connect: Callable[[], T], path: Path, timeout_s: float) -> T:
         except duckdb.Error as e:
             if not _is_lock_conflict(e):
                 raise StorageError(f"cannot open the database {path}: {_first_line(e)}") from e
+            if reader:
+                ask_turn(path)
             holder = lock_holder(str(e))
             if not told and time.monotonic() - started >= WAIT_NOTICE_S:
                 told = True
@@ -106,7 +118,37 @@ def _with_retry(connect: Callable[[], T], path: Path, timeout_s: float) -> T:
                     "try again when it has finished"
                 ) from e
         time.sleep(delay * (0.5 + random.random()))
-        delay = min(delay * 2, MAX_BACKOFF_S)
+        delay = min(delay * 2, READER_BACKOFF_S if reader else MAX_BACKOFF_S)
+
+
+def _turn_file(path: Path) -> Path:
+    return path.with_name(path.name + ".turn")
+
+
+def ask_turn(path: Path) -> None:
+    """Tell writers of `path` that a reader is waiting for the file (best effort: a reader that may not
+    write in the database's folder waits as before, on its luck)."""
+    with contextlib.suppress(OSError):
+        _turn_file(path).touch()
+
+
+def _reader_asking(path: Path) -> bool:
+    """Whether a reader asked for the file within its last two tries (`READER_BACKOFF_S` each, at most
+    one and a half times that with the jitter)."""
+    try:
+        asked = _turn_file(path).stat().st_mtime
+    except OSError:
+        return False
+    return time.time() - asked < 3 * READER_BACKOFF_S
+
+
+def let_readers_in(path: Path, *, most_s: float = TURN_S) -> None:
+    """Before a writer opens the file: while a reader asks for it, wait (at most `most_s`), so that the
+    reader, whose next try comes within `READER_BACKOFF_S` or so, finds it free. A reader that got in
+    stops asking, and the writer's own open then waits for that reader's query to end."""
+    deadline = time.monotonic() + most_s
+    while _reader_asking(path) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 _HOLDER = re.compile(r"held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
@@ -154,7 +196,7 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> A
 
 
 @functools.cache
-def _migrations() -> tuple[migrations.Migration, ...]:
+def known_migrations() -> tuple[migrations.Migration, ...]:
     """The migrations this process knows (discovered once: modules do not appear while it runs)."""
     return tuple(migrations.discover())
 
@@ -176,7 +218,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
     )
     done = applied_migrations(con)
     applied = []
-    for migration in _migrations():
+    for migration in known_migrations():
         if migration.number in done:
             continue
         con.execute("BEGIN TRANSACTION")
@@ -265,6 +307,7 @@ class WriteSession:
         """The session's connection, opened (and the file migrated) unless it is open: a writer may do this
         before its first batch is ready (a new file's migrations take a quarter of a second)."""
         if self._con is None:
+            let_readers_in(self.path)
             self._con = _open_for_writing(self.path, self.timeout_s)
             self._opened = time.monotonic()
         return self._con
@@ -365,7 +408,7 @@ def _open_read(path: Path, timeout_s: float, missing_hint: str) -> duckdb.DuckDB
         raise DatabaseMissingError(f"there is no database at {path} yet: {missing_hint}")
     if path.is_dir():
         raise StorageError(f"the database path {path} is a folder, not a DuckDB file")
-    con = _with_retry(lambda: _connect(path, read_only=True), path, timeout_s)
+    con = _with_retry(lambda: _connect(path, read_only=True), path, timeout_s, reader=True)
     try:
         pending = _pending(con)
     except duckdb.Error as e:
@@ -375,7 +418,7 @@ def _open_read(path: Path, timeout_s: float, missing_hint: str) -> duckdb.DuckDB
         con.close()
         with open_write(path, timeout_s=timeout_s):
             pass
-        con = _with_retry(lambda: _connect(path, read_only=True), path, timeout_s)
+        con = _with_retry(lambda: _connect(path, read_only=True), path, timeout_s, reader=True)
     return con
 
 
@@ -453,7 +496,7 @@ def _pending(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether a migration this process knows is missing (asked of the table itself: a lookup in
     information_schema cost a tenth of a second per page on a file with the rollups' tables, and 12 ms
     of every write batch)."""
-    wanted = {m.number for m in _migrations()}
+    wanted = {m.number for m in known_migrations()}
     try:
         have = {row[0] for row in con.execute("SELECT number FROM schema_migrations").fetchall()}
     except duckdb.CatalogException:

@@ -20,5 +20,5 @@ def demo_sources(db: Path) -> list[str]:
 
 
 def remove_database(db: Path) -> None:
-    for path in (db, db.with_name(db.name + ".wal")):
+    for path in (db, db.with_name(db.name + ".wal"), db.with_name(db.name + ".turn")):
         path.unlink(missing_ok=True)

@@ -31,6 +31,7 @@ from models.usage_record import (
     FAILED_BATCH_MODEL,
     FUTURE_SLACK_DAYS,
     IN_FUTURE,
+    KEY_HASH,
     LARGE_COUNT,
     MAX_REQUESTS_PER_ROW,
     MAX_TOKENS_PER_REQUEST,
@@ -43,6 +44,7 @@ from models.usage_record import (
     SHOWN_CHARS,
     SHOWN_TIME,
     TOO_EARLY,
+    USER_HASH,
     Reason,
     RecordSpec,
     redact_excerpt,
@@ -580,12 +582,12 @@ typed AS (
             (
                 "user_hash",
                 "CASE WHEN coalesce(user_raw, $tag_user) IS NOT NULL "
-                "THEN 'u' || left(sha256($salt || 'user:' || coalesce(user_raw, $tag_user)), 15) END",
+                f"THEN {USER_HASH.sql('$salt', 'coalesce(user_raw, $tag_user)')} END",
             ),
             (
                 "key_id",
                 "coalesce(key_id_raw, $tag_key_id, CASE WHEN api_key_raw IS NOT NULL "
-                "THEN 'k' || left(sha256($salt || 'key:' || api_key_raw), 11) END)",
+                f"THEN {KEY_HASH.sql('$salt', 'api_key_raw')} END)",
             ),
             (
                 "ttft_ms",

@@ -35,6 +35,7 @@ from storage.usage_reader import open_usage
 __all__ = [
     "UsageFilter",
     "focus_export",
+    "priced_groups",
     "profile_from_rollups",
     "read_rejects",
     "read_spend_groups",
@@ -159,6 +160,22 @@ def _price_columns(columns: set[str]) -> tuple[str, str]:
     return dimensions, write_1h
 
 
+def priced_groups(
+    db: StoreLike, catalog: Catalog, selection: UsageFilter, by: Sequence[str], *, table: str = "usage"
+) -> pl.DataFrame:
+    """`read_spend_groups` split as `catalog`'s prices need: its pricing grain, its long-context thresholds,
+    and each model's own (the three things a store must know of a catalog to group usage for it)."""
+    return read_spend_groups(
+        db,
+        selection,
+        by,
+        pricing_grain_minutes(catalog),
+        tier_bounds(catalog),
+        table=table,
+        bounds_of=model_tier_bounds(catalog),
+    )
+
+
 def spend_report(
     db: StoreLike,
     catalog: Catalog,
@@ -169,16 +186,7 @@ def spend_report(
     table: str = "usage",
 ) -> list[SpendRow]:
     """`quotascope report spend`: one priced row per value of `by` (of the logs, or of pulled `table`)."""
-    groups = read_spend_groups(
-        db,
-        selection,
-        by,
-        pricing_grain_minutes(catalog),
-        tier_bounds(catalog),
-        table=table,
-        bounds_of=model_tier_bounds(catalog),
-    )
-    return price_spend(groups, by, catalog, currency)
+    return price_spend(priced_groups(db, catalog, selection, by, table=table), by, catalog, currency)
 
 
 def focus_export(
@@ -187,14 +195,7 @@ def focus_export(
     """Stored usage as FOCUS 1.0 rows (`models.focus.focus_rows`): summed here per price-homogeneous group
     and team, project and key; priced and mapped there, with list prices from the shipped catalog in
     `catalog_dir` (without the user's overrides, which are their contract)."""
-    groups = read_spend_groups(
-        db,
-        selection,
-        ("team", "project", "key"),
-        pricing_grain_minutes(catalog),
-        tier_bounds(catalog),
-        bounds_of=model_tier_bounds(catalog),
-    )
+    groups = priced_groups(db, catalog, selection, ("team", "project", "key"))
     return focus_rows(groups, catalog, load_catalog(Path(catalog_dir)), grain)
 
 

@@ -13,7 +13,6 @@ from models.errors import InputError
 from models.forecast import month_days, month_start
 from models.money import format_amount
 from models.pricing import require_currency
-from models.spend import model_tier_bounds, pricing_grain_minutes, tier_bounds
 from quotascope import settings
 from quotascope.arguments import month, open_share, positive, positive_whole, when
 from quotascope.context import catalog_from, db_path, store_from
@@ -29,7 +28,7 @@ from storage.budgets import (
     set_webhook_status,
 )
 from storage.replay import UsageFilter
-from storage.reports import read_spend_groups
+from storage.reports import priced_groups
 
 
 def scope_arg(text: str) -> tuple[str, str | None]:
@@ -248,14 +247,7 @@ def run_offpeak(args: argparse.Namespace) -> int:
     until = datetime.combine(month_days(month)[-1] + timedelta(days=1), datetime.min.time())
     currency = require_currency(args.currency or settings.get("display_currency") or "USD")
     selection = UsageFilter(since, until, args.provider, args.model, args.team, args.project)
-    groups = read_spend_groups(
-        db,
-        selection,
-        (),
-        pricing_grain_minutes(catalog),
-        tier_bounds(catalog),
-        bounds_of=model_tier_bounds(catalog),
-    )
+    groups = priced_groups(db, catalog, selection, ())
     advice = offpeak_advice(groups, catalog, currency)
     document = {
         "month": f"{month:%Y-%m}",

@@ -21,7 +21,7 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from collectors.otlp import OtlpOptions, OtlpServer
-from storage.db import open_read
+from storage.db import HOLD_S, open_read
 from storage.store import Store
 from storage.usage_reader import open_usage
 from tests.collectors.otlp_support import START_NS, llm_attributes, request_of
@@ -353,26 +353,42 @@ def test_span_ids_json_roundtrip_matches_protobuf(server: OtlpServer, db: Path) 
 
 
 def test_readers_take_their_turn_while_spans_keep_arriving(server: OtlpServer, db: Path) -> None:
-    """The receiver holds the database one batch at a time: a report's read-only queries get in between."""
+    """The receiver keeps the database across back-to-back batches, yet a report's read-only queries get
+    the file within a bound (a hold, a batch and the reader's next try; `storage.db.let_readers_in`), read
+    after read, for as long as spans keep arriving: the sender stops only once the reader is done."""
     assert post(server, request_of([llm_attributes(0)]).SerializeToString(), PROTOBUF).status_code == 200
     answers: list[int] = []
+    reading = threading.Event()
+    done = threading.Event()
 
     def send() -> None:
-        for r in range(15):
+        r = 0
+        while not done.is_set() and r < 400:  # at most about 80,000 spans, should the reader never get in
             body = request_of([llm_attributes(r * 200 + i + 1) for i in range(200)]).SerializeToString()
             answers.append(post(server, body, PROTOBUF).status_code)
+            r += 1
+            if r == 3:
+                reading.set()  # the receiver is storing back to back by now
 
     sender = threading.Thread(target=send)
     sender.start()
-    seen = []
-    while sender.is_alive():
-        with open_usage(db) as usage:
-            seen.append(usage.rows("SELECT count(*) FROM usage")[0][0])
-        time.sleep(0.1)  # a dashboard's queries, not a loop holding the file
-    sender.join()
-    assert answers == [200] * 15
-    assert len(seen) >= 2 and seen == sorted(seen)
-    assert rows(db, "SELECT count(*) AS n FROM usage")[0]["n"] == 3001
+    assert reading.wait(60)
+    seen: list[int] = []
+    waits: list[float] = []
+    try:
+        for _ in range(5):
+            asked = time.monotonic()
+            with open_usage(db) as usage:
+                waits.append(time.monotonic() - asked)
+                seen.append(usage.rows("SELECT count(*) FROM usage")[0][0])
+            time.sleep(0.1)  # a dashboard's queries, not a loop holding the file
+    finally:
+        done.set()
+        sender.join()
+    assert seen[-1] > seen[0], seen  # spans were stored between the first read and the last
+    assert max(waits) < HOLD_S + 4.0, waits  # a hold, a batch (a fraction of a second) and a try, with room
+    assert answers == [200] * len(answers) and seen == sorted(seen)
+    assert rows(db, "SELECT count(*) AS n FROM usage")[0]["n"] == 1 + 200 * len(answers)
 
 
 def test_requests_beyond_the_in_flight_limit_wait_at_the_exporter(db: Path) -> None:

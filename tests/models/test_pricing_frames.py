@@ -216,3 +216,38 @@ def test_price_units_without_anything_priceable() -> None:
     units = empty.units.with_columns(pl.lit(None, dtype=pl.Int32).alias("vidx"))
     priced = price_units(target_tokens(units, OFFER, Decimal(1), reestimate=False), OFFER, fx=FX)
     assert priced.cost is None and priced.unpriced_requests == 1
+
+
+NIGHT = PriceWindow("night", (TimeSpan(22 * 60, 7 * 60),), d("0.5"), frozenset({0, 4, 6}))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 40 * 86_400 - 1), min_size=1, max_size=50))
+def test_period_lookup_is_the_window_rules_per_row(seconds: list[int]) -> None:
+    """`Classifier.period` looks the period up by version and minute of the week; it must be what the
+    windows' rules give each row's own weekday and minute (seconds ignored, windows wrapping midnight and
+    kept to some weekdays, a version without windows, rows of no version)."""
+    from models.pricing import Classifier
+
+    classifier = Classifier.of(
+        (
+            version(windows=(NIGHT, PEAK), base_period="day"),
+            version(base_period="flat", effective_from=START),
+            version(windows=(PEAK,), base_period="off-peak", effective_from=START + timedelta(days=9)),
+        )
+    )
+    frame = pl.DataFrame(
+        {
+            "ts": [START - timedelta(days=20, seconds=-s) for s in seconds],
+            "vidx": [None if n % 7 == 6 else n % 3 for n in range(len(seconds))],
+        },
+        schema={"ts": pl.Datetime("us"), "vidx": pl.Int32},
+    )
+    ts, vidx = pl.col("ts"), pl.col("vidx")
+    weekday = ts.dt.weekday().cast(pl.Int32) - 1
+    minute = ts.dt.hour().cast(pl.Int32) * 60 + ts.dt.minute().cast(pl.Int32)
+    found = frame.select(
+        classifier.period(vidx, ts).alias("lookup"),
+        classifier._period_rule(vidx, weekday, minute).alias("rule"),
+    )
+    assert found["lookup"].to_list() == found["rule"].to_list()

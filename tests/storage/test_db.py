@@ -172,6 +172,63 @@ def test_a_reader_waits_for_a_writers_batch_instead_of_failing(tmp_path: Path) -
     assert waited > 0.3
 
 
+# Stores batches back to back in one session until told to stop (a line on stdin): one row, then a tenth of a
+# second of work, per batch, as a busy receiver or ingest does.
+BACK_TO_BACK = textwrap.dedent(
+    """
+    import sys, threading, time
+    from pathlib import Path
+    from storage.db import WriteSession
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+    n = 0
+    with WriteSession(Path(sys.argv[1]), hold_s=float(sys.argv[2])) as session:
+        while not stop.is_set():
+            with session.batch() as con:
+                n += 1
+                con.execute("INSERT INTO rejects VALUES (1, ?, 'batch', NULL)", [n])
+                time.sleep(0.1)
+            if n == 3:
+                print("storing", flush=True)
+    """
+)
+
+
+def test_a_reader_gets_its_turn_from_a_writer_storing_back_to_back(tmp_path: Path) -> None:
+    """Between two batches of a session the file is free only while the next one starts; the reader asks
+    for its turn and the writer, before opening the file again, lets it in: read after read, each within
+    about a hold and a batch, for as long as the writer keeps storing."""
+    db = tmp_path / "q.duckdb"
+    with open_write(db):
+        pass
+    hold_s = 0.3
+    writer = subprocess.Popen(
+        [sys.executable, "-c", BACK_TO_BACK, str(db), str(hold_s)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdin is not None and writer.stdout is not None
+    waits: list[float] = []
+    seen: list[int] = []
+    try:
+        assert writer.stdout.readline().strip() == "storing"
+        for _ in range(8):
+            asked = time.monotonic()
+            with open_read(db) as con:
+                waits.append(time.monotonic() - asked)
+                seen.append(con.execute("SELECT count(*) FROM rejects").fetchall()[0][0])
+            time.sleep(0.05)
+    finally:
+        writer.communicate("stop\n", timeout=30)
+    assert writer.returncode == 0
+    assert seen == sorted(seen) and seen[-1] > seen[0]  # the writer kept storing between the reads
+    # a hold, the batch in hand and the reader's next try; room for a loaded machine, far below a starved
+    # reader's wait (the writer never stops before the reader is done)
+    assert max(waits) < hold_s + 3.0, waits
+
+
 def test_a_lock_held_too_long_is_one_sentence(tmp_path: Path) -> None:
     db = tmp_path / "q.duckdb"
     with open_write(db):

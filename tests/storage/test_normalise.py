@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collectors.ingest.formats import ANTHROPIC, OPENAI, openai_spec
+from models.usage_record import KEY_HASH, USER_HASH
 from storage.normalise import _MACROS, IngestContext, Normaliser, build_sql
 from storage.staging import LineStream
 
@@ -125,3 +126,18 @@ def test_qs_text_trims_as_trim_does(texts: list[str]) -> None:
         "SELECT qs_text(x) IS NOT DISTINCT FROM nullif(trim(x), '') FROM unnest(?::VARCHAR[]) t(x)", [texts]
     ).fetchall()
     assert all(row[0] for row in rows), texts
+
+
+@settings(max_examples=50, deadline=None)
+@given(salt=st.text(max_size=20), value=st.text(min_size=1, max_size=40))
+def test_a_pseudonym_is_the_same_in_python_and_in_the_ingests_sql(salt: str, value: str) -> None:
+    """`USER_HASH` and `KEY_HASH` are one rule each: the columnar checks compute it in Python, the ingest's
+    statement in DuckDB; quotes, NULs and any other text give both the same pseudonym."""
+    with duckdb.connect() as con:
+        for rule in (USER_HASH, KEY_HASH):
+            sql = f"SELECT {rule.sql('$salt', '$value')}"
+            row = con.execute(sql, {"salt": salt, "value": value}).fetchone()
+            assert row is not None and row[0] == rule.of(salt, value)
+    # the rule itself: stored pseudonyms stay those of earlier ingests
+    assert USER_HASH.of("s4lt", "alice") == "uada5ea580d68147"
+    assert KEY_HASH.of("s4lt", "sk-abc") == "k984e29182f6"
