@@ -6,13 +6,14 @@ at once (two ingests of one file from two machines, an ingest racing the `otel_t
 lookup: `usage` then holds two copies, and every rollup view summed both (a view sees every inserted block).
 This module finds such copies and settles them, idempotently, so that any number of writers may do it:
 
-- **Found**: after each insert the writer counts the copies of the keys it just inserted (`settle`: one
+- **Found**: after each insert the writer counts the copies of the keys it just inserted (`settle_inserted`,
+  `settle`: one
   read of `usage_inserts`, ClickHouse migration 9, a materialized view's log of every row's identity as
   inserted, kept two days: it still counts two copies a merge of usage already folded into one row); the
   later of two racing inserts sees both. A lookup before an insert that finds a key twice settles it too
-  (a writer killed between its insert and its count, its file ingested again), and `settle_recent` counts
-  the copies of every key inserted since a time (for the `otel_traces` view, which no quotascope process
-  follows: `quotascope traces`, the link's copy, and `quotascope schedule` run it).
+  (`settle_found`: a writer killed between its insert and its count, its file ingested again), and
+  `settle_recent` counts the copies of every key inserted since a time (for the `otel_traces` view, which
+  no quotascope process follows: `quotascope traces`, the link's copy, and `quotascope schedule` run it).
 - **Which copy stays**: the copies of one request (one key, times within `SAME_REQUEST_WITHIN`) are grouped
   by their usage sort key (provider, model, team, hour, key, time). The earliest time (then provider,
   model, team) wins, a rule that no merge, delete or later copy changes; inside the winning group the row
@@ -52,7 +53,16 @@ if TYPE_CHECKING:
     from storage.rollups import Rollup
     from storage.usage_reader import UsageReader
 
-__all__ = ["RECENT", "SURPLUS_TABLE", "corrected", "settle", "settle_keys", "settle_recent"]
+__all__ = [
+    "RECENT",
+    "SURPLUS_TABLE",
+    "corrected",
+    "settle",
+    "settle_found",
+    "settle_inserted",
+    "settle_keys",
+    "settle_recent",
+]
 
 SURPLUS_TABLE = "usage_surplus"
 INSERTS_TABLE = "usage_inserts"
@@ -82,6 +92,27 @@ def settle(clickhouse: ClickHouse, keys: pa.Table, lo: datetime, hi: datetime) -
     if not found.num_rows:
         return 0
     return settle_keys(clickhouse, [str(k) for k in found.column(0).to_pylist()], lo, hi)
+
+
+def settle_inserted(clickhouse: ClickHouse, rows: pa.Table) -> int:
+    """`settle` the rows a writer just inserted (`record_key`, `ts`): their copies within
+    `SAME_REQUEST_WITHIN` of the batch's times. Another writer may have stored some of these records since
+    the writer's lookup; the later of two racing inserts sees both copies."""
+    span = pc.min_max(rows.column("ts"))
+    lo, hi = span["min"].as_py() - SAME_REQUEST_WITHIN, span["max"].as_py() + SAME_REQUEST_WITHIN
+    return settle(clickhouse, rows, lo, hi)
+
+
+def settle_found(clickhouse: ClickHouse, found: pa.Table, lo: datetime, hi: datetime) -> int:
+    """Settle the keys a writer's lookup before inserting (`found`: the stored `record_key`s of its batch
+    between `lo` and `hi`, usage read without FINAL) met more than once: two writers raced and the later
+    was stopped before it counted its copies (killed, say); settled by whoever meets them next. Usually
+    every key is there once (one count says so) and nothing is read."""
+    keys = found.column("record_key")
+    if pc.count_distinct(keys).as_py() == found.num_rows:
+        return 0
+    repeated = [str(c["values"]) for c in pc.value_counts(keys).to_pylist() if c["counts"] > 1]
+    return settle_keys(clickhouse, repeated, lo, hi)
 
 
 def settle_recent(clickhouse: ClickHouse, since: datetime) -> int:

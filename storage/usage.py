@@ -154,6 +154,8 @@ def _clickhouse_stored_keys(store: ClickHouse) -> Callable[[pa.Table, datetime, 
     with the query (external data on a server, a temporary table in chdb). No FINAL: a key found twice
     is the same answer."""
 
+    from storage.settle import settle_found
+
     def stored_keys(keys: pa.Table, lo: datetime, hi: datetime) -> pa.Table:
         sql = store.render(
             "SELECT record_key, ts FROM usage WHERE ts BETWEEN ? AND ? "
@@ -164,13 +166,7 @@ def _clickhouse_stored_keys(store: ClickHouse) -> Callable[[pa.Table, datetime, 
         )
         found = store.arrow(sql, {"batch_keys": keys})
         found = found.set_column(1, "ts", pc.cast(found.column("ts"), pa.timestamp("us")))
-        if pc.count_distinct(found.column("record_key")).as_py() < found.num_rows:
-            # a key stored more than once: two writers raced, and the later was stopped before it counted
-            # its copies (`storage.settle`); settled here, by whoever meets it next
-            from storage.settle import settle_keys
-
-            counts = pc.value_counts(found.column("record_key")).to_pylist()
-            settle_keys(store, [str(c["values"]) for c in counts if c["counts"] > 1], lo, hi)
+        settle_found(store, found, lo, hi)  # a key stored twice: settled by whoever meets it next
         return found
 
     return stored_keys
@@ -373,7 +369,7 @@ def _store_rows_in_clickhouse(
     identities (source, record keys and times): a retried insert of the same rows is dropped by ClickHouse,
     and a copy that slips past both (two ingests of one file at once) is one row to every `FINAL` read."""
     from storage.clickhouse import connect
-    from storage.settle import settle
+    from storage.settle import settle_inserted
 
     assert store.clickhouse is not None and run.source_id is not None
     clickhouse = connect(store.clickhouse)
@@ -389,15 +385,7 @@ def _store_rows_in_clickhouse(
             pc.if_else(pc.is_null(tags), pa.scalar([], tags.type), tags),
         )
     clickhouse.insert("usage", table, token=_insert_token(run.source_id, table))
-    # another writer may have stored some of these records since the lookup: count the copies now (the
-    # later of two racing inserts sees both) and settle them to one (`storage.settle`)
-    span = pc.min_max(table.column("ts"))
-    settle(
-        clickhouse,
-        table,
-        span["min"].as_py() - SAME_REQUEST_WITHIN,
-        span["max"].as_py() + SAME_REQUEST_WITHIN,
-    )
+    settle_inserted(clickhouse, table)  # another writer may have stored some of them since the lookup
     return int(table.num_rows)
 
 
