@@ -23,6 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from storage.rollups import Rollup
 
 __all__ = ["MIGRATIONS", "USAGE_NAMES", "Layout", "Migration", "migrations_table", "usage_tables"]
 
@@ -122,6 +126,8 @@ def migrations_table(layout: Layout) -> list[str]:
 # ------------------------------------------------------------------------------------------ rollups
 
 Describe = Callable[[str], list[tuple[str, str]]]  # a query's (column, ClickHouse type), from the server
+# the insert tokens a rollup keeps on one server: a retried insert is dropped there too (migration 3)
+DEDUP_WINDOW = "non_replicated_deduplication_window = 1000"
 
 
 def rollup_tables(layout: Layout, describe: Describe, render: Callable[[str], str]) -> list[str]:
@@ -132,39 +138,73 @@ def rollup_tables(layout: Layout, describe: Describe, render: Callable[[str], st
     ClickHouse's own for the SELECT (`describe`), `render` turns the SELECT into ClickHouse's SQL. Rows
     stored before the view existed are summed in once (`INSERT ... SELECT` over `usage FINAL`).
 
-    Bands: by the long-context thresholds the rollups are seeded with (`rollups.SEED_BANDS`)."""
+    Bands: by the long-context thresholds the rollups are seeded with (`rollups.SEED_BANDS`). The rollups
+    migration 2 made (`rollups.FIRST_CLICKHOUSE_ROLLUPS`: migration 10 replaced the profile ones)."""
     from storage import rollups
 
     statements: list[str] = []
-    for rollup in rollups.ROLLUPS:
-        over_rows = render(rollup.select("usage", rollups.SEED_BANDS))
-        types = dict(describe(over_rows))  # the local table's types are the same
-        select = render(rollup.select(layout.local("usage"), rollups.SEED_BANDS))
-        merges = {m.name: m.merge for m in rollup.measures}
-        columns = ",\n".join(
-            f"    {name} SimpleAggregateFunction({merges[name]}, {kind})"
-            if name in merges
-            else f"    {name} {kind}"
-            for name, kind in types.items()
-        )
-        local = layout.local(rollup.name)
-        storage = (
-            f"ENGINE = {layout.engine('Aggregating', local)}\n"
-            "PARTITION BY toYYYYMM(bucket)\n"
-            f"ORDER BY ({', '.join(rollup.key_names)})\n"
-            "SETTINGS allow_nullable_key = 1"
-        )
-        statements += layout.tables(rollup.name, columns, storage, "rand()")
+    for rollup in rollups.FIRST_CLICKHOUSE_ROLLUPS:
+        statements += _rollup_view(layout, describe, render, rollup, f"{layout.qualified('usage')} FINAL")
+    return statements
+
+
+def _rollup_view(
+    layout: Layout, describe: Describe, render: Callable[[str], str], rollup: Rollup, stored: str
+) -> list[str]:
+    """`rollup`'s table and materialized view, and the insert summing the rows `stored` (a relation of
+    usage's columns in ClickHouse's SQL) into it once."""
+    from storage import rollups
+
+    over_rows = render(rollup.select("usage", rollups.SEED_BANDS))
+    types = dict(describe(over_rows))  # the local table's types are the same
+    select = render(rollup.select(layout.local("usage"), rollups.SEED_BANDS))
+    merges = {m.name: m.merge for m in rollup.measures}
+    columns = ",\n".join(
+        f"    {name} SimpleAggregateFunction({merges[name]}, {kind})"
+        if name in merges
+        else f"    {name} {kind}"
+        for name, kind in types.items()
+    )
+    local = layout.local(rollup.name)
+    storage = (
+        f"ENGINE = {layout.engine('Aggregating', local)}\n"
+        "PARTITION BY toYYYYMM(bucket)\n"
+        f"ORDER BY ({', '.join(rollup.key_names)})\n"
+        "SETTINGS allow_nullable_key = 1"
+    )
+    return [
+        *layout.tables(rollup.name, columns, storage, "rand()"),
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {layout.qualified(rollup.name + '_mv')}"
+        f"{layout.on_cluster} TO {layout.qualified(local)} AS\n{select}",
+        f"INSERT INTO {layout.qualified(rollup.name)} "
+        + over_rows.replace(f"FROM {layout.qualified('usage')}", f"FROM {stored}", 1),
+    ]
+
+
+def profile_bins(layout: Layout, describe: Describe, render: Callable[[str], str]) -> list[str]:
+    """The profile rollups counted per bin (migration 10; DuckDB's migration 50): migration 2's rollups per
+    exact value (and without team) dropped, view first, and `rollups.PROFILES` made as migration 2 made its
+    views, with migration 3's token window, summing in the rows stored before as the views would have:
+    `usage FINAL` and the surplus copies (`storage.settle`: every rollup read subtracts those)."""
+    from storage import rollups
+
+    statements = []
+    for old in (*rollups.EXACT_PROFILES.values(), *rollups.EXACT_PROFILES_ALL_TEAMS.values()):
+        statements.append(f"DROP VIEW IF EXISTS {layout.qualified(old.name + '_mv')}{layout.on_cluster}")
+        if layout.cluster:
+            statements.append(f"DROP TABLE IF EXISTS {layout.qualified(old.name)}{layout.on_cluster}")
         statements.append(
-            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {layout.qualified(rollup.name + '_mv')}"
-            f"{layout.on_cluster} TO {layout.qualified(local)} AS\n{select}"
+            f"DROP TABLE IF EXISTS {layout.qualified(layout.local(old.name))}{layout.on_cluster}"
         )
-        statements.append(
-            f"INSERT INTO {layout.qualified(rollup.name)} "
-            + over_rows.replace(
-                f"FROM {layout.qualified('usage')}", f"FROM {layout.qualified('usage')} FINAL", 1
-            )
-        )
+    columns = ", ".join(USAGE_NAMES)
+    stored = (
+        f"(SELECT {columns} FROM {layout.qualified('usage')} FINAL "
+        f"UNION ALL SELECT {columns} FROM {layout.qualified('usage_surplus')})"
+    )
+    for rollup in rollups.PROFILES.values():
+        statements += _rollup_view(layout, describe, render, rollup, stored)
+        if not layout.cluster:
+            statements.append(f"ALTER TABLE {layout.qualified(rollup.name)} MODIFY SETTING {DEDUP_WINDOW}")
     return statements
 
 
@@ -194,10 +234,10 @@ def exact_rollups(layout: Layout, _describe: Describe, _render: Callable[[str], 
     from storage.otel_traces import USAGE_VIEW
 
     statements = []
-    window = "non_replicated_deduplication_window = 1000"
     if not layout.cluster:
         statements += [
-            f"ALTER TABLE {layout.qualified(r.name)} MODIFY SETTING {window}" for r in rollups.ROLLUPS
+            f"ALTER TABLE {layout.qualified(r.name)} MODIFY SETTING {DEDUP_WINDOW}"
+            for r in rollups.FIRST_CLICKHOUSE_ROLLUPS
         ]
     statements.append(f"DROP VIEW IF EXISTS {layout.qualified(USAGE_VIEW)}{layout.on_cluster}")
     return statements
@@ -292,4 +332,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "record key index", record_key_index),
     Migration(8, "usage surplus", surplus_table),
     Migration(9, "usage inserts log", inserts_log),
+    Migration(10, "profile bins", profile_bins),
 )

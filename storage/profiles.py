@@ -1,11 +1,13 @@
-"""The per-request token profile of stored usage: weighted means and exact weighted percentiles of input,
-cached, output and reasoning tokens per request, time to first token and output speed.
+"""The per-request token profile of stored usage: exact weighted means and weighted percentiles (within
+0.5 %: `models.profile_bins`) of input, cached, output and reasoning tokens per request, time to first
+token and output speed.
 
-Read from the profile rollups (`storage.rollups.PROFILES`: a value's requests per month, provider, model
-and team), so the percentiles are those of every stored request without reading the rows; a selection by
-project, which the rollups do not keep, is read from the raw rows. Several groups (each provider and model
-of a month, say) come from one query per measure: the store counts the requests per distinct value and
-accumulates them in a running sum, so one row per group leaves it.
+Read from the profile rollups (`storage.rollups.PROFILES`: a bin's requests and the exact sum of their
+values per month, provider, model and team), so the figures are those of every stored request without
+reading the rows; a selection by project, which the rollups do not keep, is read from the raw rows, binned
+by the same rule, so either way gives the same answer. Several groups (each provider and model of a month,
+say) come from one query per measure: the store counts the requests per bin and accumulates them in a
+running sum, so one row per group leaves it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from models.profile_bins import bin_sql, value_of
 from models.usage import Distribution, UsageProfile
 from storage import rollups
 from storage.replay import UsageFilter
@@ -30,35 +33,44 @@ def profile_from_rollups(selection: UsageFilter) -> bool:
 
 
 def _values_sql(values: str, by: Sequence[str]) -> str:
-    """The requests per distinct value of a measure (`v`, `w`) per group of `by`, from the relation
-    `values` (partial rows of a rollup, or raw rows)."""
+    """The requests and the sum of their amounts per bin of a measure (`b`, `w`, `s`) per group of `by`,
+    from the relation `values` of bins (partial rows of a rollup, or raw rows)."""
     keys = "".join(f"{k}, " for k in by)
-    return f"SELECT {keys}v, sum(w)::BIGINT AS w FROM {values} GROUP BY ALL"
+    return f"SELECT {keys}b, sum(w)::BIGINT AS w, sum(s) AS s FROM {values} GROUP BY ALL"
 
 
 PERCENTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 
 
 def _stats_sql(values: str, by: Sequence[str]) -> str:
-    """Per group of `by`: requests, weighted mean and percentiles — the smallest value whose cumulative
-    requests reach the share — of the requests per distinct value (`_values_sql`), in the store's engine:
+    """Per group of `by`: requests, the sum of their amounts and percentiles — the first bin whose
+    cumulative requests reach the share — of the requests per bin (`_values_sql`), in the store's engine
+    (`_distributions` turns the sum into the exact mean and the bins into their values, in Python, so both
+    stores give the same figures to the last bit):
     a running sum over the distinct values, so only one row per group leaves it (in polars, the values of
     a month of 100M requests held 130 MB and took twice as long)."""
     keys = "".join(f"{k}, " for k in by)
     partition = f"PARTITION BY {', '.join(by)} " if by else ""
-    reaching = ", ".join(f"min(v) FILTER (WHERE cw >= {share} * tw) AS {name}" for name, share in PERCENTILES)
-    return f"""SELECT {keys}sum(w) AS n, sum(v * w) / sum(w) AS mean, {reaching}
-        FROM (SELECT *, sum(w) OVER ({partition}ORDER BY v ROWS UNBOUNDED PRECEDING) AS cw,
+    reaching = ", ".join(f"min(b) FILTER (WHERE cw >= {share} * tw) AS {name}" for name, share in PERCENTILES)
+    return f"""SELECT {keys}sum(w) AS n, sum(s) AS s, {reaching}
+        FROM (SELECT *, sum(w) OVER ({partition}ORDER BY b ROWS UNBOUNDED PRECEDING) AS cw,
                 sum(w) OVER ({partition.strip()}) AS tw
               FROM ({_values_sql(values, by)}))
         {"GROUP BY ALL" if by else ""}"""
 
 
-def _distributions(rows: list[tuple[Any, ...]], by: Sequence[str]) -> dict[Key, dict[str, float]]:
-    """`_stats_sql`'s rows keyed by their group."""
+def _distributions(rows: list[tuple[Any, ...]], by: Sequence[str], scale: int) -> dict[Key, dict[str, float]]:
+    """`_stats_sql`'s rows keyed by their group: requests, the exact mean (the sum of the amounts over
+    `scale` and the requests) and each percentile's bin's value."""
     width = len(by)
-    names = ("n", "mean", *(name for name, _ in PERCENTILES))
-    return {tuple(row[:width]): dict(zip(names, row[width:], strict=True)) for row in rows}
+    found = {}
+    for row in rows:
+        n, total, *bins = row[width:]
+        stats = {"n": n, "mean": total / scale / n if n else None}
+        for (name, _), b in zip(PERCENTILES, bins, strict=True):
+            stats[name] = None if b is None else value_of(int(b))
+        found[tuple(row[:width])] = stats
+    return found
 
 
 def _profile_queries(
@@ -71,19 +83,21 @@ def _profile_queries(
         where, params = selection.where()
         rows, requests = f"(SELECT * FROM usage WHERE {where})", "n_requests"
         values = [
-            (f"(SELECT {keys}{expr} AS v, n_requests AS w FROM {rows} WHERE ({expr}) IS NOT NULL)", params)
-            for expr in rollups.PROFILE_METRICS.values()
+            (
+                f"(SELECT {keys}{bin_sql(m.value)} AS b, n_requests AS w, {m.amount} AS s "
+                f"FROM {rows} WHERE ({m.value}) IS NOT NULL)",
+                params,
+            )
+            for m in rollups.PROFILE_METRICS.values()
         ]
         totals = (rows, params)
     else:
         requests = "requests"
         totals = rollups.covering(usage, rollups.SPEND, selection)
         values = []
-        every_team = selection.team is None and selection.teams is None and "team" not in by
-        chosen = rollups.PROFILES_ALL_TEAMS if every_team else rollups.PROFILES
         for name in rollups.PROFILE_METRICS:
-            source, params = rollups.covering(usage, chosen[name], selection)
-            values.append((f"(SELECT {keys}value AS v, weight AS w FROM {source})", params))
+            source, params = rollups.covering(usage, rollups.PROFILES[name], selection)
+            values.append((f"(SELECT {keys}bin AS b, weight AS w, total AS s FROM {source})", params))
     totals_sql = f"""SELECT {keys}coalesce(sum({requests}), 0) AS requests,
         sum(cached_input_tokens)::DOUBLE / nullif(sum(input_tokens), 0) AS cached_share
         FROM {totals[0]} GROUP BY ALL"""
@@ -100,7 +114,11 @@ def read_usage_profiles(db: StoreLike, selection: UsageFilter, by: Sequence[str]
     with open_usage(db) as usage:
         (totals_sql, totals_params), *measures = _profile_queries(usage, selection, by)
         totals = usage.rows(totals_sql, totals_params)
-        stats = [_distributions(usage.rows(sql, params), by) for sql, params in measures]
+        scales = [m.scale for m in rollups.PROFILE_METRICS.values()]
+        stats = [
+            _distributions(usage.rows(sql, params), by, scale)
+            for (sql, params), scale in zip(measures, scales, strict=True)
+        ]
     return {
         tuple(row[:width]): _profile(
             row[width], row[width + 1], [found.get(tuple(row[:width])) for found in stats]

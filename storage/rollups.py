@@ -15,9 +15,10 @@ since it was last merged is merged in place (`append`), so it stays within 1.5 r
   prices (`models.spend.pricing_grain_minutes`; a catalog whose grain this does not divide is read from
   the raw rows).
 - `rollup_spend_keys`: the same with endpoint, project and key (FOCUS exports, reports by those keys).
-- `rollup_profile_<metric>`: per month x provider x model x team, the requests per exact per-request value
-  of each profile metric, so the weighted percentiles of `quotascope report profile` stay exact;
-  `rollup_profile_all_<metric>` the same without team, for readers who see every team (migration 41).
+- `rollup_profile_bins_<metric>`: per month x provider x model x team x bin of a profile metric's
+  per-request value (`models.profile_bins`: whole numbers below 100, then bins 0.5 % wide), the requests
+  and the exact sum of their values: percentiles within 0.5 %, means exact, and a number of rows that does
+  not grow with the data (migration 50; it replaced migrations 40 and 41's rows per exact value).
 
 Every rollup row keeps the first and last request time it holds, so a period that does not end on a
 bucket boundary is still answered from the rollup when the bucket's rows all lie inside it (`covering`);
@@ -42,6 +43,7 @@ import duckdb
 
 from models.bands import tier_band_sql
 from models.catalog import to_utc_naive
+from models.profile_bins import bin_sql
 from models.usage_record import SUMMED_COUNTS
 
 if TYPE_CHECKING:  # storage.replay reads through this module
@@ -49,14 +51,18 @@ if TYPE_CHECKING:  # storage.replay reads through this module
     from storage.usage_reader import UsageReader
 
 __all__ = [
+    "EXACT_PROFILES",
+    "EXACT_PROFILES_ALL_TEAMS",
+    "EXACT_PROFILE_METRICS",
+    "FIRST_CLICKHOUSE_ROLLUPS",
     "FIRST_ROLLUPS",
     "PROFILES",
-    "PROFILES_ALL_TEAMS",
     "PROFILE_METRICS",
     "ROLLUPS",
     "ROLLUP_MINUTES",
     "SEED_BANDS",
     "Measure",
+    "ProfileMetric",
     "Rollup",
     "append",
     "bands",
@@ -84,8 +90,8 @@ SEED_BANDS = (32_000, 100_000, 128_000, 199_999, 200_000, 256_000, 272_000, 512_
 
 # Per-request values of the token profile (`storage.reports.read_usage_profile`). An aggregated row counts
 # as `n_requests` requests of its average size; latency is measured per request only. Measured values are
-# rounded (to 1 ms, 0.1 token/s): exact weighted percentiles group by value.
-PROFILE_METRICS = {
+# rounded (to 1 ms, 0.1 token/s).
+EXACT_PROFILE_METRICS = {
     "input_tokens": "input_tokens / n_requests",
     "cached_input_tokens": "cached_input_tokens / n_requests",
     "output_tokens": "output_tokens / n_requests",
@@ -94,6 +100,33 @@ PROFILE_METRICS = {
     "tokens_per_s": (
         "CASE WHEN n_requests = 1 AND latency_ms > ttft_ms AND output_tokens > 0 "
         "THEN round(output_tokens / ((latency_ms - ttft_ms) / 1000.0), 1) END"
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileMetric:
+    """A profile metric: its per-request `value` (NULL where a row has none), and `amount`, a whole number
+    whose sum over rows is `scale` times the sum of their requests' values (so a mean is exact)."""
+
+    value: str
+    amount: str
+    scale: int = 1
+
+
+def _tokens(column: str) -> ProfileMetric:
+    return ProfileMetric(EXACT_PROFILE_METRICS[column], column)
+
+
+PROFILE_METRICS = {
+    **{c: _tokens(c) for c in ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")},
+    "ttft_ms": ProfileMetric(
+        EXACT_PROFILE_METRICS["ttft_ms"], f"CAST({EXACT_PROFILE_METRICS['ttft_ms']} AS BIGINT)"
+    ),
+    "tokens_per_s": ProfileMetric(
+        EXACT_PROFILE_METRICS["tokens_per_s"],
+        f"CAST(round(10 * {EXACT_PROFILE_METRICS['tokens_per_s']}) AS BIGINT)",
+        10,
     ),
 }
 
@@ -217,7 +250,7 @@ SPEND_KEYS = Rollup(
 )
 
 
-def _profile(name: str, expression: str, keys: tuple[str, ...]) -> Rollup:
+def _exact_profile(name: str, expression: str, keys: tuple[str, ...]) -> Rollup:
     return Rollup(
         name,
         (("bucket", MONTH), *((k, k) for k in keys), ("value", expression)),
@@ -227,23 +260,50 @@ def _profile(name: str, expression: str, keys: tuple[str, ...]) -> Rollup:
     )
 
 
-PROFILES = {
-    metric: _profile(f"rollup_profile_{metric}", expression, ("provider", "model", "team"))
-    for metric, expression in PROFILE_METRICS.items()
+# migrations 40 and 41's profile rollups, a row per exact value (dropped by migration 50): their definitions
+# as those migrations ran them
+EXACT_PROFILES = {
+    metric: _exact_profile(f"rollup_profile_{metric}", expression, ("provider", "model", "team"))
+    for metric, expression in EXACT_PROFILE_METRICS.items()
 }
-# the same without team, for the readers who see every team and filter by none: a quarter of the rows
-PROFILES_ALL_TEAMS = {
-    metric: _profile(f"rollup_profile_all_{metric}", expression, ("provider", "model"))
-    for metric, expression in PROFILE_METRICS.items()
+EXACT_PROFILES_ALL_TEAMS = {
+    metric: _exact_profile(f"rollup_profile_all_{metric}", expression, ("provider", "model"))
+    for metric, expression in EXACT_PROFILE_METRICS.items()
 }
-FIRST_ROLLUPS = (SPEND, SPEND_KEYS, *PROFILES.values())  # migration 40's
+FIRST_ROLLUPS = (SPEND, SPEND_KEYS, *EXACT_PROFILES.values())  # migration 40's
+# the ClickHouse store's migration 2 and 3's (its migration 10 replaced the profile ones)
+FIRST_CLICKHOUSE_ROLLUPS = (*FIRST_ROLLUPS, *EXACT_PROFILES_ALL_TEAMS.values())
+
+
+def _binned_profile(metric: str) -> Rollup:
+    profile = PROFILE_METRICS[metric]
+    return Rollup(
+        f"rollup_profile_bins_{metric}",
+        (
+            ("bucket", MONTH),
+            ("provider", "provider"),
+            ("model", "model"),
+            ("team", "team"),
+            ("bin", bin_sql(profile.value)),
+        ),
+        (
+            Measure("weight", "sum(n_requests)::BIGINT", "sum"),
+            Measure("total", f"sum({profile.amount})::BIGINT", "sum"),
+            *_TIMES,
+        ),
+        timedelta(days=31),  # an upper bound: months differ
+        where=f"({profile.value}) IS NOT NULL",
+    )
+
+
+# the requests and their exact sum per bin of each profile metric (`models.profile_bins`), per month x
+# provider x model x team: bounded whatever the data's size (migration 50). A reader of every team groups
+# them without team: a few thousand rows per metric and month.
+PROFILES = {metric: _binned_profile(metric) for metric in PROFILE_METRICS}
 # a batch's rows of the rollup named first are summed from its rows of the second (`append`)
-_SUMMED_FROM = {
-    SPEND.name: SPEND_KEYS,
-    **{PROFILES_ALL_TEAMS[m].name: PROFILES[m] for m in PROFILE_METRICS},
-}
+_SUMMED_FROM = {SPEND.name: SPEND_KEYS}
 _FINER = {r.name for r in _SUMMED_FROM.values()}
-ROLLUPS: tuple[Rollup, ...] = (*FIRST_ROLLUPS, *PROFILES_ALL_TEAMS.values())
+ROLLUPS: tuple[Rollup, ...] = (SPEND, SPEND_KEYS, *PROFILES.values())
 _APPEND_ORDER = sorted(
     ROLLUPS, key=lambda r: r.name not in _FINER
 )  # a finer rollup before those summed from it

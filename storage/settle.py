@@ -24,7 +24,10 @@ This module finds such copies and settles them, idempotently, so that any number
 - **rollups**: every surplus copy is recorded in `usage_surplus` (ClickHouse migration 8), a
   `ReplacingMergeTree` with usage's columns keyed by the copy's identity, read `FINAL`: two writers
   recording the same copy record it once. Every rollup read subtracts the surplus' rollup rows
-  (`corrected`), so the rollups hold `usage FINAL` exactly. A discard or relink sums its buckets again from
+  (`corrected`), so the rollups' sums hold `usage FINAL` exactly (a key's first and last request times
+  stay those of every copy when a surplus copy shared the key with kept rows: a min or max cannot be
+  subtracted, and a wider span only makes `storage.rollups.covering` sum such a bucket from its rows when
+  a period cuts it). A discard or relink sums its buckets again from
   the rows left *and* the surplus left (`ClickHouse.delete_usage`), which keeps that invariant.
 
 The surplus is recorded before anything is deleted: a writer killed in between leaves the copies, which

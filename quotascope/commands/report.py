@@ -10,6 +10,7 @@ from models.errors import InputError
 from models.money import per_currency
 from models.outside_text import for_terminal
 from models.pricing import require_currency
+from models.profile_bins import EXACT_BELOW, RELATIVE_ERROR
 from models.spend import GROUP_KEYS, SpendRow, parse_by, totals
 from models.usage import Distribution, UsageProfile
 from quotascope import settings
@@ -191,6 +192,8 @@ def profile_json(profile: UsageProfile) -> dict[str, Any]:
         "cached_share": round(profile.cached_share, 6),
         "ttft_ms": _distribution(profile.ttft_ms),
         "tokens_per_s": _distribution(profile.tokens_per_s),
+        # percentiles are their bin's value (`models.profile_bins`); means are exact
+        "percentiles_relative_error": RELATIVE_ERROR,
     }
 
 
@@ -209,7 +212,8 @@ def render_profile(document: dict[str, Any]) -> str:
             rows.append([name.replace("_", " "), *(f"{d[k]:,.1f}" for k in ("mean", "p50", "p90", "p99"))])
     head = (
         f"{document['requests']:,} requests; cached share of input {document['cached_share']:.1%} "
-        "(per request; `quotascope plan --from-usage` takes this profile)"
+        "(per request; `quotascope plan --from-usage` takes this profile)\n"
+        f"means exact; percentiles within {RELATIVE_ERROR:.1%} (within 0.5 below {EXACT_BELOW})"
     )
     return head + "\n" + table(["per request", "mean", "p50", "p90", "p99"], rows)
 

@@ -1,4 +1,5 @@
-"""The profile rollups without team (`storage.rollups.PROFILES_ALL_TEAMS`), built from every stored row.
+"""The profile rollups without team (`storage.rollups.EXACT_PROFILES_ALL_TEAMS`), built from every stored row
+(migration 50 replaced them).
 
 A reader who sees every team and filters by none (an admin's Overview, Planner, Usage pages, `report
 profile`) reads these: a quarter of the rows of the per-team ones on a month of ten million requests.
@@ -6,9 +7,9 @@ profile`) reads these: a quarter of the rows of the per-team ones on a month of 
 
 from __future__ import annotations
 
-from storage.rollups import PROFILES_ALL_TEAMS, create_sql
+from storage.rollups import EXACT_PROFILES_ALL_TEAMS, create_sql
 
 NUMBER = 41
 NAME = "profile_rollups_all_teams"
 
-SQL = create_sql(tuple(PROFILES_ALL_TEAMS.values()))
+SQL = create_sql(tuple(EXACT_PROFILES_ALL_TEAMS.values()))

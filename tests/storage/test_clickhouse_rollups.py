@@ -4,14 +4,16 @@ what the DuckDB file's rollup holds for the same rows, to the cent."""
 
 from __future__ import annotations
 
+from datetime import datetime, time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from storage import rollups
+from storage import clickhouse as clickhouse_module
+from storage import clickhouse_schema, rollups
 from storage.clickhouse import connect
-from storage.clickhouse_schema import Layout, rollup_tables
+from storage.clickhouse_schema import Layout, profile_bins, rollup_tables
 from storage.store import ClickHouseTarget, Store
 from storage.usage_reader import open_usage
 from tests.storage.test_rollup_reads import usage_rows
@@ -53,13 +55,65 @@ def test_the_spend_rollup_is_the_duckdb_files_to_the_cent(both: tuple[Store, Sto
     assert _merged(chdb, spend, spend.name) == _merged(duck, spend, spend.name)
 
 
+@pytest.mark.parametrize("rollup", rollups.PROFILES.values(), ids=lambda r: r.name)
+def test_the_profile_bins_are_the_duckdb_files(both: tuple[Store, Store], rollup: rollups.Rollup) -> None:
+    """ClickHouse bins every value as DuckDB does (`models.profile_bins`, rendered for each), with the same
+    requests and sums."""
+    duck, chdb = both
+
+    def month_as_time(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:  # a Date32 in ClickHouse
+        return sorted(((datetime.combine(r[0], time()), *r[1:]) for r in rows), key=repr)
+
+    assert month_as_time(_merged(chdb, rollup, rollup.name)) == month_as_time(
+        _merged(duck, rollup, rollup.name)
+    )
+    assert len(_merged(duck, rollup, rollup.name)) > 10
+
+
+def test_migration_10_replaces_the_exact_profile_views_by_bins_with_the_rows_stored_before(
+    chdb_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = ClickHouseTarget("chdb", database="profile_bins_migration", path=chdb_folder)
+    store = Store(tmp_path / "beside.duckdb", target)
+    rows = usage_rows(5, 600)
+    before = [m for m in clickhouse_schema.MIGRATIONS if m.number < 10]
+    monkeypatch.setattr(clickhouse_module, "MIGRATIONS", tuple(before))
+    clickhouse = connect(target)
+
+    def tables() -> set[str]:
+        listed = "SELECT name FROM system.tables WHERE database = 'profile_bins_migration'"
+        return set(clickhouse.arrow(listed).column("name").to_pylist())
+
+    try:
+        insert_usage(store, rows[:400])  # into migration 2's views, a row per exact value
+        assert "rollup_profile_all_input_tokens_mv" in tables()
+        assert "rollup_profile_bins_input_tokens" not in tables()
+        monkeypatch.setattr(clickhouse_module, "MIGRATIONS", clickhouse_schema.MIGRATIONS)
+        assert 10 in clickhouse.migrate()
+        exact = (*rollups.EXACT_PROFILES.values(), *rollups.EXACT_PROFILES_ALL_TEAMS.values())
+        assert not tables() & {name for r in exact for name in (r.name, r.name + "_mv")}
+        insert_usage(store, rows[400:])  # into the new views
+        for rollup in rollups.PROFILES.values():
+            defined = f"({rollup.select('usage', rollups.SEED_BANDS)})"
+            assert _merged(store, rollup, rollup.name) == _merged(store, rollup, defined), rollup.name
+    finally:
+        clickhouse_module._connections.pop(target).command("DROP DATABASE IF EXISTS profile_bins_migration")
+
+
 def test_on_a_cluster_views_read_the_local_rows_into_local_rollups(chdb_folder: Path) -> None:
     clickhouse = connect(ClickHouseTarget("chdb", database="rollups_mv", path=chdb_folder))
     statements = rollup_tables(
         Layout("qs", "prod"), clickhouse.describe, lambda sql: clickhouse.render(sql, final=False)
     )
+    statements += profile_bins(
+        Layout("qs", "prod"), clickhouse.describe, lambda sql: clickhouse.render(sql, final=False)
+    )
     views = [s for s in statements if "MATERIALIZED VIEW" in s]
-    assert len(views) == len(rollups.ROLLUPS)
+    assert len(views) == len(rollups.FIRST_CLICKHOUSE_ROLLUPS) + len(rollups.PROFILES)
+    assert any(
+        s.startswith("DROP VIEW IF EXISTS qs.rollup_profile_all_ttft_ms_mv ON CLUSTER prod")
+        for s in statements
+    )
     spend = next(s for s in views if "qs.rollup_spend_mv " in s)
     assert spend.startswith("CREATE MATERIALIZED VIEW IF NOT EXISTS qs.rollup_spend_mv ON CLUSTER prod")
     assert "TO qs.rollup_spend_local AS" in spend and "FROM rollups_mv.usage_local" in spend

@@ -3,12 +3,14 @@ usage per time bucket, and unpriced usage listed, never free."""
 
 from __future__ import annotations
 
+import random
 from datetime import datetime
 from decimal import Decimal
 
 import pytest
 
 from models.money import Money
+from models.profile_bins import EXACT_BELOW, RELATIVE_ERROR, bin_of, value_of
 from models.spend import model_tier_bounds, price_spend, tier_bounds
 from storage.reports import (
     UsageFilter,
@@ -224,6 +226,61 @@ def test_usage_per_bucket(store: Store) -> None:
     ]
 
 
+def binned(value: float) -> float:
+    return value_of(bin_of(value))
+
+
+def exact_percentile(values: list[tuple[float, int]], share: float) -> float:
+    """The smallest value whose cumulative requests reach `share` of them (the profile's definition)."""
+    ordered = sorted(values)
+    total = sum(w for _, w in ordered)
+    running = 0
+    for value, weight in ordered:
+        running += weight
+        if running >= share * total:
+            return value
+    raise AssertionError("no values")
+
+
+def test_profile_percentiles_are_within_the_bins_error_and_means_exact(store: Store) -> None:
+    """Over a spread of sizes (a few tokens to a million, aggregated rows among them) and times to first
+    token, every percentile is the value of the exact percentile's bin: within 0.5 % of it (0.5 below
+    100); every mean is the exact one."""
+    rnd = random.Random(16)
+    rows: list[dict[str, object]] = []
+    for i in range(600):
+        n = 1 if i % 7 else rnd.randint(2, 9)
+        size = int(10 ** rnd.uniform(0, 6))
+        rows.append(
+            {
+                "ts": at(f"2025-03-{1 + i % 28:02d}T10:00:00"),
+                "team": rnd.choice(("a", "b", None)),
+                "n_requests": n,
+                "input_tokens": size * n + rnd.randint(0, n - 1),
+                "output_tokens": rnd.randint(0, 5000) * n,
+                "ttft_ms": float(rnd.randint(20, 4000)) if n == 1 else None,
+                "latency_ms": float(rnd.randint(4100, 30000)) if n == 1 else None,
+            }
+        )
+    insert_usage(store, rows)
+    profile = read_usage_profile(store)
+    for name, per_request in (
+        ("input_tokens", [(r["input_tokens"] / r["n_requests"], r["n_requests"]) for r in rows]),  # type: ignore[operator]
+        ("output_tokens", [(r["output_tokens"] / r["n_requests"], r["n_requests"]) for r in rows]),  # type: ignore[operator]
+        ("ttft_ms", [(r["ttft_ms"], 1) for r in rows if r["ttft_ms"] is not None]),
+    ):
+        found = getattr(profile, name)
+        requests = sum(w for _, w in per_request)
+        assert found.mean == pytest.approx(sum(v * w for v, w in per_request) / requests, rel=1e-12)  # type: ignore[operator]
+        for share, got in ((0.5, found.p50), (0.9, found.p90), (0.99, found.p99)):
+            exact = exact_percentile(per_request, share)  # type: ignore[arg-type]
+            assert got == binned(exact), (name, share)
+            assert abs(got - exact) <= max(RELATIVE_ERROR * exact, 0.5 if exact < EXACT_BELOW else 0), (
+                name,
+                share,
+            )
+
+
 def test_profile_weights_aggregated_rows_by_their_requests(store: Store) -> None:
     db = store
     rows = [
@@ -245,12 +302,15 @@ def test_profile_weights_aggregated_rows_by_their_requests(store: Store) -> None
     insert_usage(db, rows)
     profile = read_usage_profile(db)
     assert profile.requests == 8
-    # per request: 100, 200, 300, 400, 1000 x4 -> mean 625; p50 = 400 (4 of 8 reached), p90 = p99 = 1000
-    assert (profile.input_tokens.mean, profile.input_tokens.p50) == (625.0, 400.0)
-    assert (profile.input_tokens.p90, profile.input_tokens.p99) == (1000.0, 1000.0)
+    # per request: 100, 200, 300, 400, 1000 x4 -> mean 625 (exact); p50 = 400 (4 of 8 reached), p90 = p99 =
+    # 1000, each as its bin's value (within 0.5 %)
+    assert profile.input_tokens.mean == 625.0
+    found = (profile.input_tokens.p50, profile.input_tokens.p90, profile.input_tokens.p99)
+    assert found == (binned(400), binned(1000), binned(1000))
+    assert binned(400) == pytest.approx(400, rel=RELATIVE_ERROR) and binned(400) != 400
     assert profile.output_tokens.mean == pytest.approx(62.5)
     assert profile.cached_share == pytest.approx(500 / 5000)
-    assert profile.ttft_ms is not None and profile.ttft_ms.p50 == 200.0  # per-request rows only
+    assert profile.ttft_ms is not None and profile.ttft_ms.p50 == binned(200)  # per-request
     # output tokens per second after the first token: n/10 tokens in 1 s
     assert profile.tokens_per_s is not None and profile.tokens_per_s.mean == pytest.approx(25.0)
     assert read_usage_profile(db, team="nobody").requests == 0
