@@ -65,7 +65,7 @@ REJECTS_TABLE = "otel_traces_rejects"
 LINK_TABLE = "otel_traces_link"
 USAGE_VIEW = "quotascope_otel_usage_mv"
 REJECTS_VIEW = "quotascope_otel_rejects_mv"
-SOURCE_ID = 0  # the `source_id` of usage rows read from otel_traces (ingested files count from 1)
+SOURCE_ID = 0  # the `source_id` of usage rows read from otel_traces (an ingest run's is 1 or more)
 
 # The counts a usage row has, each with the words a reject reason uses for it.
 COUNTS: dict[str, str] = {

@@ -223,7 +223,8 @@ def read_rejects(db: StoreLike, limit: int = 50, all_runs: bool = False) -> pl.D
     """Rejected records, newest ingest first: file, line, reason and redacted excerpt.
 
     Every ingest of a file reads all of it, so by default only each file's latest finished run is shown
-    (its latest run if none finished): what is wrong with the file as it was last read whole, not again for
+    (its latest run if none finished; latest by start, as runs on a shared ClickHouse store have random
+    ids): what is wrong with the file as it was last read whole, not again for
     each earlier run, nor only the part an interrupted or running ingest has reached. A receiver's runs
     (`STREAMS`) each bring records of their own, so all of theirs are shown. `all_runs` keeps the history.
     """
@@ -232,14 +233,16 @@ def read_rejects(db: StoreLike, limit: int = 50, all_runs: bool = False) -> pl.D
         ""
         if all_runs
         else f"""WHERE s.format IN ({streams}) OR s.source_id IN (
-            SELECT coalesce(max(source_id) FILTER (WHERE finished_at IS NOT NULL), max(source_id))
+            SELECT coalesce(
+                arg_max(source_id, (started_at, source_id)) FILTER (WHERE finished_at IS NOT NULL),
+                arg_max(source_id, (started_at, source_id)))
             FROM sources GROUP BY path)"""
     )
     sql = f"""
         SELECT s.path, r.line_no, r.reason, r.excerpt, s.source_id, s.started_at
         FROM rejects r JOIN sources s USING (source_id)
         {latest}
-        ORDER BY s.source_id DESC, r.line_no
+        ORDER BY s.started_at DESC, s.source_id DESC, r.line_no
         LIMIT ?
     """
     with open_read(as_store(db).db) as con:  # the ingest's bookkeeping is always in the DuckDB file

@@ -8,6 +8,7 @@ Normalising (parsing and checking records) happens before, without the database:
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -275,7 +276,7 @@ def store_batch(
     # one thread: the batch is stored while the ingest's reader keeps the cores busy (`storage.db.one_thread`)
     with open_write(store.db) if session is None else session.batch() as con, one_thread(con):
         if run.source_id is None:
-            run = replace(run, source_id=_new_source(con, run))
+            run = replace(run, source_id=_new_source(con, run, shared=store.clickhouse is not None))
         valid = stored = 0
         if table is not None and table.num_rows:
             valid = table.num_rows
@@ -337,12 +338,39 @@ def as_stored(
     return f"(SELECT {', '.join(parts)} FROM {relation})"
 
 
-def _new_source(con: duckdb.DuckDBPyConnection, run: SourceRun) -> int:
+# Where a run's id is drawn from when its rows go to a shared ClickHouse store (`shared_source_id`): above
+# every id a file's own sequence hands out, below Int64's end.
+SHARED_SOURCE_IDS = (1 << 32, 1 << 63)
+
+
+def shared_source_id() -> int:
+    """A new run's id on a shared ClickHouse store: random in `SHARED_SOURCE_IDS`. Every machine writing
+    to that store numbers its runs in its own DuckDB file, so the file's sequence (1, 2, ...) would give
+    two machines' runs the same id in ClickHouse's usage rows: a discard on one machine would delete the
+    other's rows of that run, and the insert token (made of the run's id and its rows' keys) would drop
+    the other's insert of the same rows as a retry. Two of 2**63 - 2**32 ids drawn at random meet with a
+    chance below one in a billion even after millions of runs."""
+    low, high = SHARED_SOURCE_IDS
+    return low + secrets.randbelow(high - low)
+
+
+def _new_source(con: duckdb.DuckDBPyConnection, run: SourceRun, *, shared: bool) -> int:
+    """The run's row in `sources`: numbered by the file's sequence, or, when its rows go to a shared
+    ClickHouse store (`shared`), by `shared_source_id`."""
     source_id = scalar(
         con,
-        "INSERT INTO sources (path, size_bytes, format, tags, started_at) "
-        "VALUES (?, ?, ?, map(?::VARCHAR[], ?::VARCHAR[]), ?) RETURNING source_id",
-        [run.path, run.size_bytes, run.format, list(run.tags), list(run.tags.values()), run.started_at],
+        "INSERT INTO sources (source_id, path, size_bytes, format, tags, started_at) "
+        "VALUES (coalesce(?::BIGINT, nextval('sources_id_seq')), ?, ?, ?, "
+        "map(?::VARCHAR[], ?::VARCHAR[]), ?) RETURNING source_id",
+        [
+            shared_source_id() if shared else None,
+            run.path,
+            run.size_bytes,
+            run.format,
+            list(run.tags),
+            list(run.tags.values()),
+            run.started_at,
+        ],
     )
     return int(source_id)
 

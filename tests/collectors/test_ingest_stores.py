@@ -27,7 +27,7 @@ def _file_with_repeats_and_rejects(tmp_path: Path) -> Path:
 def _sources(store: Store) -> list[tuple[int, int, int, int]]:
     with open_read(store.db) as con:
         return con.execute(
-            "SELECT rows_read, rows_stored, rows_duplicate, rows_rejected FROM sources ORDER BY source_id"
+            "SELECT rows_read, rows_stored, rows_duplicate, rows_rejected FROM sources ORDER BY rowid"
         ).fetchall()
 
 

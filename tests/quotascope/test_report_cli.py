@@ -10,7 +10,7 @@ import pytest
 
 from models.profile_bins import bin_of, value_of
 from quotascope.cli import main
-from storage.db import open_write
+from storage.db import open_read, open_write
 from storage.store import Store
 from tests.collectors.ingest_support import CATALOG_FILE, SAMPLES
 
@@ -170,7 +170,11 @@ def test_rejects_show_each_files_latest_read_unless_all_runs(
     assert [r["line_no"] for r in report(capsys, "rejects")] == [2]  # type: ignore[index]
     history = report(capsys, "rejects", "--all-runs")
     assert [r["line_no"] for r in history] == [2, 2]  # type: ignore[index]
-    assert history[0]["source_id"] > history[1]["source_id"]  # type: ignore[index]
+    with open_read(loaded) as con:  # the two runs, in the order they started (ids are random on ClickHouse)
+        sql = "SELECT source_id FROM sources WHERE path = ? ORDER BY rowid"
+        found = con.execute(sql, [str(log.resolve())])
+        runs = [row[0] for row in found.fetchall()]
+    assert [r["source_id"] for r in history] == runs[::-1]  # type: ignore[index]
     with open_write(loaded) as con:  # an ingest of it running now, or killed, with nothing stored yet
         con.execute(
             "INSERT INTO sources (path, size_bytes, format, started_at) VALUES (?, 0, 'openai', now())",

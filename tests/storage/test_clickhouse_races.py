@@ -22,18 +22,20 @@ from collectors.scheduler import CatalogSource, ScheduleRunner, load_schedule
 from storage import clickhouse as clickhouse_module
 from storage import rollups
 from storage.clickhouse import ClickHouse, connect
+from storage.db import open_read
+from storage.normalise import Reject
 from storage.otel_traces import link_traces, store_link
 from storage.profiles import read_usage_profiles
 from storage.replay import UsageFilter
 from storage.reports import spend_report
 from storage.settle import SURPLUS_TABLE, corrected, settle_keys, settle_recent, surplus_of
 from storage.store import ClickHouseTarget, Store
-from storage.usage import discard_source
+from storage.usage import SourceRun, discard_source, store_batch
 from storage.usage_reader import open_usage
 from tests.collectors.ingest_support import catalog
 from tests.collectors.otlp_support import START_NS
 from tests.storage.otel_support import insert_spans, traces_table_ddl
-from tests.storage.test_clickhouse_rollup_reads import _file, _ingest, _rows_per_key, _spans
+from tests.storage.test_clickhouse_rollup_reads import _file, _ingest, _rows_per_key, _source, _spans
 
 DATABASE = "races"
 AT = datetime(2025, 3, 3, 12, 10)
@@ -123,15 +125,16 @@ def _once(tmp_path: Path, *tables: pa.Table) -> tuple[list[Any], list[Any]]:
 def test_two_ingests_of_one_file_at_once_store_and_count_each_request_once(
     machines: tuple[Store, Store], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """Each machine's first run: different ids all the same (`storage.usage.shared_source_id`), so the
+    second insert is not taken for a retry of the first (the insert token names the run's id)."""
     a, b = machines
-    assert _ingest(b, _file(["other-0"], AT - timedelta(days=1)), "other.jsonl") == 1  # b's sources differ
     table = _file([f"req-{i}" for i in range(40)], AT)
     inserted = _racing(monkeypatch, lambda: _ingest(b, table) and None)
     assert _ingest(a, table) == 40  # a's lookup ran before b's insert: both store every record
-    assert set(_rows_per_key(a).values()) == {1} and len(_rows_per_key(a)) == 41
-    assert _stored_requests(a) == 81  # the views summed both inserts ...
+    assert set(_rows_per_key(a).values()) == {1} and len(_rows_per_key(a)) == 40
+    assert _stored_requests(a) == 80  # the views summed both inserts ...
     assert not any(_read_difference(a).values()), _read_difference(a)  # ... every read subtracts one
-    assert _reports(a) == _once(tmp_path, _file(["other-0"], AT - timedelta(days=1)), table)
+    assert _reports(a) == _once(tmp_path, table)
     assert inserted == ["held", "usage", "usage", SURPLUS_TABLE]  # b inserted, then a, which settled
 
 
@@ -249,16 +252,14 @@ def test_discarding_either_racing_ingest_afterwards_keeps_the_rollups_exact(
     """A discard sums its buckets again from the rows and the surplus copies left: whichever run is
     discarded, the other's copy is what usage and every rollup read hold, and with both gone, nothing."""
     a, b = machines
-    assert _ingest(b, _file(["other-0"], AT - timedelta(days=1)), "other.jsonl") == 1
-    discard_source(b, 1)  # b's next run is its source 2: the racing runs' rows differ by source
     table = _file([f"req-{i}" for i in range(25)], AT)
     _racing(monkeypatch, lambda: _ingest(b, table) and None)
     assert _ingest(a, table) == 25
-    discard_source(a, 1)  # the copies FINAL showed (a's, inserted last): b's, the surplus, are left
-    assert len(_rows_per_key(a)) == 25
+    discard_source(a, _source(a, "usage.jsonl"))  # the copies FINAL showed (a's, inserted last): b's,
+    assert len(_rows_per_key(a)) == 25  # the surplus, are left
     assert not any(_read_difference(a).values()), _read_difference(a)
     assert _reports(a) == _once(tmp_path, table)
-    discard_source(b, 2)
+    discard_source(b, _source(b, "usage.jsonl"))
     assert not _rows_per_key(a)
     assert not any(_read_difference(a).values()), _read_difference(a)
     with open_usage(a) as usage:
@@ -273,7 +274,7 @@ def test_a_file_discarded_and_ingested_again_is_no_copy_of_its_discarded_rows(
     a, _ = machines
     table = _file([f"req-{i}" for i in range(20)], AT)
     assert _ingest(a, table) == 20
-    discard_source(a, 1)
+    discard_source(a, _source(a, "usage.jsonl"))
     assert _ingest(a, table) == 20
     assert settle_recent(_clickhouse(a), datetime.now() - timedelta(hours=1)) == 0
     assert not any(_read_difference(a).values()), _read_difference(a)
@@ -305,3 +306,40 @@ def test_which_copy_stays_does_not_depend_on_merges_or_who_looks() -> None:
     assert surplus_of([later, twin], [twin, later]) == ([0], [0])
     # a copy more than a week later is another request, not a copy
     assert surplus_of([first, _copy("k", AT + timedelta(days=8), 2, 1)], [first]) == ([], [])
+
+
+def test_a_discard_on_one_machine_leaves_another_machines_runs(machines: tuple[Store, Store]) -> None:
+    """Each machine numbers its runs in its own DuckDB file; on a shared ClickHouse store their ids are
+    drawn at random (`storage.usage.shared_source_id`), so a discard of a run on one machine deletes that
+    run's rows only, however many runs each machine made, and each file's counts add up on each machine."""
+    a, b = machines
+    files = {
+        machine: [
+            (f"{name}-{n}.jsonl", _file([f"{name}-{n}-{i}" for i in range(10 + n)], AT + timedelta(hours=n)))
+            for n in range(3)
+        ]
+        for machine, name in ((a, "a"), (b, "b"))
+    }
+    for machine, runs in files.items():
+        for path, table in runs:
+            run = SourceRun(path, 0, "test", {}, datetime(2025, 1, 1))
+            # the file read again in a second batch: every record a duplicate; one line refused
+            run, _ = store_batch(machine, run, [table], [])
+            store_batch(machine, run, [table], [Reject(99, "no model name", "{}")], finished_hash="h")
+    ids = {machine: [_source(machine, path) for path, _ in runs] for machine, runs in files.items()}
+    assert not set(ids[a]) & set(ids[b])  # with the files' sequences, both would be 1, 2, 3
+    discard_source(a, ids[a][1])
+    kept = _rows_per_key(a)
+    assert len(kept) == 10 + 12 + 10 + 11 + 12  # a's second run gone, all of b's there
+    assert not any(key.startswith("a-1-") for key in kept)
+    assert all(f"b-{n}-{i}" in kept for n in range(3) for i in range(10 + n))
+    assert not any(_read_difference(a).values()), _read_difference(a)
+    for machine in (a, b):
+        with open_read(machine.db) as con:
+            counts = con.execute(
+                "SELECT path, rows_read, rows_stored, rows_duplicate, rows_rejected FROM sources"
+            ).fetchall()
+        for path, read, stored, duplicate, rejected in counts:
+            size = 10 + int(path.split("-")[1][0])
+            assert (read, stored, duplicate, rejected) == (2 * size + 1, size, size, 1), path
+            assert read == stored + duplicate + rejected

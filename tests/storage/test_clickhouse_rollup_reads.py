@@ -20,6 +20,7 @@ from storage import clickhouse as clickhouse_module
 from storage import rollups
 from storage.clickhouse import ClickHouse, connect
 from storage.clickhouse_schema import RECORD_KEY_INDEX
+from storage.db import open_read
 from storage.explore import usage_dimensions, usage_sample
 from storage.otel_traces import link_traces, store_link
 from storage.replay import UsageFilter, usage_span
@@ -203,6 +204,14 @@ def _ingest(store: Store, table: pa.Table, path: str = "usage.jsonl") -> int:
     return counts.stored
 
 
+def _source(store: Store, path: str, run: int = -1) -> int:
+    """The id of the `run`th ingest of `path` on `store`'s machine (the last by default), as its DuckDB
+    file numbered it (at random on a ClickHouse store: `storage.usage.shared_source_id`)."""
+    with open_read(store.db) as con:
+        ids = con.execute("SELECT source_id FROM sources WHERE path = ? ORDER BY rowid", [path]).fetchall()
+    return int(ids[run][0])
+
+
 def test_a_reingested_file_and_a_retried_insert_leave_the_rollups_exact(fresh: Store) -> None:
     table = _file([f"req-{i}" for i in range(40)], datetime(2025, 3, 3, 12, 10))
     assert _ingest(fresh, table) == 40
@@ -254,7 +263,7 @@ def test_one_request_from_otel_traces_and_from_a_file_is_one_row_and_counted_onc
     with open_usage(fresh) as usage:
         assert usage.rows("SELECT sum(requests)::BIGINT FROM rollup_spend") == [(30,)]
         sources = dict(usage.rows("SELECT source_id, count(*)::BIGINT FROM usage GROUP BY source_id"))
-    assert sources == ({0: 20, 1: 10} if file_first else {0: 30})
+    assert sources == ({0: 20, _source(fresh, "usage.jsonl"): 10} if file_first else {0: 30})
 
 
 def test_a_request_seen_again_weeks_later_is_another_request(fresh: Store) -> None:
@@ -277,7 +286,7 @@ def test_a_discarded_ingest_leaves_the_rollups_exact(fresh: Store) -> None:
     kept = _file([f"kept-{i}" for i in range(30)], datetime(2025, 3, 3, 12, 10))
     gone = _file([f"gone-{i}" for i in range(20)], datetime(2025, 3, 3, 12, 20))
     assert _ingest(fresh, kept, "kept.jsonl") == 30 and _ingest(fresh, gone, "gone.jsonl") == 20
-    discard_source(fresh, 2)
+    discard_source(fresh, _source(fresh, "gone.jsonl"))
     assert len(_rows_per_key(fresh)) == 30
     assert _exact(fresh), _difference(fresh)
     with open_usage(fresh) as usage:

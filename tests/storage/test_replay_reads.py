@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from storage.db import DatabaseMissingError
+from storage.db import DatabaseMissingError, open_read
 from storage.replay import UsageFilter, read_demand, read_traffic, read_usage, usage_span
-from storage.store import Store
+from storage.store import Store, as_store
 from tests.storage.usage_rows import insert_usage
 
 NINE = datetime(2026, 11, 2, 9)
@@ -73,7 +73,9 @@ def test_demand_per_minute_and_per_second_spreads_buckets(db: Path) -> None:
 
 def test_traffic_and_span(db: Path) -> None:
     traffic = read_traffic(db)
-    assert traffic.requests == 182 and traffic.aggregated_rows == 2 and traffic.bucket_s == {2: 60}
+    with open_read(as_store(db).db) as con:  # the second source's id (random on a ClickHouse store)
+        second = con.execute("SELECT source_id FROM sources ORDER BY rowid").fetchall()[1][0]
+    assert traffic.requests == 182 and traffic.aggregated_rows == 2 and traffic.bucket_s == {second: 60}
     assert usage_span(db) == (NINE, NINE + timedelta(minutes=2))
     assert usage_span(db, UsageFilter(team="nobody")) is None
 
