@@ -83,6 +83,28 @@ def test_a_torn_entry_ends_the_replay(tmp_path: Path) -> None:
         again.close()
 
 
+def test_entries_appended_together_replay_in_order_across_segments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The syncer appends the batches checked meanwhile with one fsync: each keeps its place and its end,
+    a segment filled on the way included (the next run replays them all, in order)."""
+    import collectors.otlp.spool as spool_module
+
+    monkeypatch.setattr(spool_module, "SEGMENT_BYTES", 150)  # a new segment after every entry or two
+    spool = Spool(tmp_path / "spool")
+    frames = [encode(None, [Reject(n, "no model name", "x" * 40)]) for n in range(1, 8)]
+    ends = spool.append_many(frames[:3]) + spool.append_many(frames[3:])
+    spool.close()
+    assert ends == sorted(ends, key=lambda p: (p.segment, p.offset)) and len({e.segment for e in ends}) > 2
+    again = Spool(tmp_path / "spool")
+    try:
+        replayed = list(again.replay())
+        assert [r.line_no for entry in replayed for r in entry.rejects] == list(range(1, 8))
+        assert [entry.end for entry in replayed] == ends
+    finally:
+        again.close()
+
+
 def receiver(db: Path, spool: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
     process = start(["otlp", "--db", str(db), "--port", "0", "--spool", str(spool)], tmp_path)
     return process, endpoint_from(process.stdout)
