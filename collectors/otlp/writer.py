@@ -82,6 +82,12 @@ SPEC: RecordSpec = replace(csv_spec(_LABELS), name="otlp", service_tier=("$.serv
 log = logging.getLogger("quotascope.otlp")
 
 IDLE_S = 0.2  # how long the thread that stores keeps the database open with nothing to store
+# With a spool: how long the drain lets spooled requests gather into one commit while more keep coming
+# (unless none came for `QUIET_S`, or `batch_spans` or half of `max_pending_spans` are waiting). A commit's
+# cost is mostly per statement (each rollup's insert, the key lookup, the commit itself): 20,000 rows
+# stored at 8.5 us a row, 250,000 at 3.4 us, on one DuckDB thread.
+GATHER_S = 1.0
+QUIET_S = 0.05
 
 
 @dataclass
@@ -274,6 +280,7 @@ class SpanWriter:
         self._rate = 0.0  # spans per second stored, smoothed: the Retry-After estimate
         self.spool = spool
         self._spooled: deque[tuple[Entry, int]] = deque()  # spooled, not yet committed (entry, its weight)
+        self._last_spooled = 0.0  # when the last entry was spooled (monotonic)
         self._checking_done = False
         self._drainer: threading.Thread | None = None
         if spool is not None:
@@ -448,6 +455,7 @@ class SpanWriter:
             end = self.spool.append(encode(rows, rejects))
             with self._cond:
                 self._spooled.append((Entry(rows, rejects, end), weight))
+                self._last_spooled = time.monotonic()
                 self._cond.notify_all()
         else:
             with self._lock:
@@ -495,6 +503,29 @@ class SpanWriter:
             with self._lock:
                 self._session.close()
 
+    def _gather(self) -> None:
+        """Wait while spooled requests keep coming, so that one commit holds many (`GATHER_S`); the
+        database is closed while it waits past `IDLE_S`, so readers have their turn."""
+        started = time.monotonic()
+        closed = False
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                if (
+                    self._checking_done
+                    or not self._spooled
+                    or sum(entry.records for entry, _ in self._spooled) >= self.batch_spans
+                    or 2 * self._pending >= self.max_pending_spans
+                    or now - started >= GATHER_S
+                    or now - self._last_spooled >= QUIET_S
+                ):
+                    return
+                self._cond.wait(QUIET_S)
+            if not closed and time.monotonic() - started >= IDLE_S:
+                closed = True
+                with self._lock:
+                    self._session.close()
+
     def _take_spooled(self) -> list[tuple[Entry, int]]:
         with self._cond:
             while not self._spooled and not self._checking_done:
@@ -516,6 +547,7 @@ class SpanWriter:
         while True:
             if not taken:
                 self._idle_wait(lambda: bool(self._spooled) or self._checking_done)
+                self._gather()
                 taken = self._take_spooled()
                 if not taken:
                     return

@@ -308,3 +308,19 @@ def test_a_plan_follows_the_tables() -> None:
     plan = WirePlan.build({})
     assert plan.usable
     assert int(np.count_nonzero(plan.field_keys >= 0)) == sum(len(names) for names in FIELDS.values())
+
+
+def test_keys_alike_at_both_ends_are_told_apart(batcher: SpanBatcher) -> None:
+    """A key is found by its length and its first and last 8 bytes, then compared whole: an attribute whose
+    key shares all three with a key read (and sits in its slot) is not taken for it, wherever it comes."""
+    alike = {
+        name[:8] + "#" * (len(name) - 16) + name[-8:]: 999_999 for name in ATTRIBUTES_READ if len(name) > 16
+    }
+    assert alike and not alike.keys() & ATTRIBUTES_READ
+    before = request_of([{**alike, **llm_attributes(3)}]).SerializeToString()
+    after = request_of([{**llm_attributes(3), **alike}]).SerializeToString()
+    plain = fast(batcher, request_of([llm_attributes(3)]).SerializeToString())
+    for body in (before, after):
+        scanned = scan(body, batcher.plan)
+        assert scanned is not None and scanned.verdicts.tolist() == [RECORD]  # no key seen twice
+        assert fast(batcher, body) == reference(batcher, body) == plain
