@@ -230,6 +230,52 @@ class RecordSpec:
         return [(name, f) for name, f in named if f is not None]
 
 
+@dataclass(frozen=True)
+class Check:
+    """One check every format's records pass, as data: `storage.normalise` renders it as SQL over a JSON
+    record, `storage.columnar` as numpy over typed columns; both take `shared_checks`' order, in which the
+    first check a record fails is its reason. A record fails when (`test`):
+
+    - "no_usage": the spec's usage block is missing;
+    - "missing": `fields[0]` is not given;
+    - "negative": the count `fields[0]` is below zero; "too_large": above `bound` (per request);
+    - "exceeds": the sum of `fields[:-1]` is above `fields[-1]` (the reason names them in that order);
+    - "before": the time is before `bound`; "after": more than `bound` past now.
+    """
+
+    reason: Reason
+    test: str
+    fields: tuple[str, ...] = ()
+    bound: int | datetime | timedelta | None = None
+
+
+def shared_checks(spec: RecordSpec) -> list[Check]:
+    """The checks of `spec`'s records every format shares, in order (a format's own, such as a count that
+    is not a whole number, come between them in its SQL)."""
+    counts = dict(spec.token_fields())
+    checks = [
+        Check(NO_USAGE_BLOCK, "no_usage"),
+        Check(NO_MODEL, "missing", ("model",)),
+        Check(NO_COUNT, "missing", ("input_tokens",)),
+        Check(NO_COUNT, "missing", ("output_tokens",)),
+    ]
+    for name in counts:
+        bound = MAX_REQUESTS_PER_ROW if name == "requests" else MAX_TOKENS_PER_REQUEST
+        checks.append(Check(NEGATIVE_COUNT, "negative", (name,)))
+        checks.append(Check(LARGE_COUNT, "too_large", (name,), bound))
+    checks.append(
+        Check(CACHE_OVER_INPUT, "exceeds", ("cached_input_tokens", "cache_write_tokens", "input_tokens"))
+    )
+    if "reasoning_tokens" in counts:
+        checks.append(Check(REASONING_OVER_OUTPUT, "exceeds", ("reasoning_tokens", "output_tokens")))
+    return [
+        *checks,
+        Check(NO_TIMESTAMP, "missing", ("ts",)),
+        Check(TOO_EARLY, "before", ("ts",), EARLIEST_TIMESTAMP),
+        Check(IN_FUTURE, "after", ("ts",), timedelta(days=FUTURE_SLACK_DAYS)),
+    ]
+
+
 def rooted(roots: Paths, *suffixes: str) -> Paths:
     """Every suffix under every root: rooted(("$", "$.r"), "usage.x") -> ("$.usage.x", "$.r.usage.x")."""
     return tuple(f"{root}.{suffix}" if suffix else root for suffix in suffixes for root in roots)

@@ -4,8 +4,8 @@
 statement costs about 20 ms of CPU however few the lines, and reading JSON costs more than the checks. The
 OTLP receiver's compiled scan (`collectors.otlp.wire`) already has each record's values typed: counts as
 integers, the time as a timestamp, texts stripped. This module applies the same rules to such columns with
-numpy and pyarrow.compute: the same bounds (`models.usage_record`), the same reject reasons (the `Reason`
-table there, which the SQL renders too), in the same order (the first failed check is the reason), and
+numpy and pyarrow.compute: the same checks (`models.usage_record.shared_checks`: each check's comparison,
+bound and reason, in order, which the SQL renders too; the first failed check is the reason), and
 gives rows of the same columns and types as the SQL's (`Normaliser.schema`).
 `tests/collectors/test_otlp_columnar.py` holds both to the same rows and reasons on hostile records.
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
@@ -26,24 +26,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from models.usage_record import (
-    CACHE_OVER_INPUT,
-    EARLIEST_TIMESTAMP,
-    FUTURE_SLACK_DAYS,
-    IN_FUTURE,
-    LARGE_COUNT,
-    MAX_TOKENS_PER_REQUEST,
-    NEGATIVE_COUNT,
-    NO_COUNT,
-    NO_MODEL,
-    NO_TIMESTAMP,
-    NO_USAGE_BLOCK,
-    REASONING_OVER_OUTPUT,
     SHOWN_CHARS,
     SHOWN_TIME,
-    TOO_EARLY,
     USER_HASH,
+    Check,
     RecordSpec,
     redact_excerpt,
+    shared_checks,
 )
 from storage.normalise import RAW_CHARS, IngestContext, Normalised, Reject
 
@@ -120,34 +109,40 @@ def check_records(
         return records.column(name) if name in present else pa.nulls(n, kind)
 
     counts = {name: column(name, pa.int64()) for name in _COUNTS}
-    values = {name: pc.fill_null(array, 0).to_numpy() for name, array in counts.items()}
-    missing = {name: pc.is_null(array).to_numpy(zero_copy_only=False) for name, array in counts.items()}
+    values: dict[str, npt.NDArray[np.int64]] = {
+        name: pc.fill_null(array, 0).to_numpy() for name, array in counts.items()
+    }
     ts = column("ts", pa.timestamp("us"))
-    micros = pc.fill_null(ts.cast(pa.int64()), 0).to_numpy()
-    no_ts = pc.is_null(ts).to_numpy(zero_copy_only=False)
-    labels = dict(spec.token_fields())
-    earliest = _micros(EARLIEST_TIMESTAMP)
-    latest = _micros(context.now + timedelta(days=FUTURE_SLACK_DAYS))
+    micros: npt.NDArray[np.int64] = pc.fill_null(ts.cast(pa.int64()), 0).to_numpy()
+    absent: dict[str, npt.NDArray[np.bool_]] = {  # each field: which records do not give it
+        name: pc.is_null(array).to_numpy(zero_copy_only=False)
+        for name, array in [*counts.items(), ("ts", ts), ("model", column("model", pa.string()))]
+    }
+    no_ts = absent["ts"]
+    labels = {name: token.label for name, token in spec.token_fields()}
+
+    def failed(check: Check) -> npt.NDArray[np.bool_]:
+        """Which records fail `check` (`models.usage_record.shared_checks`, as the SQL renders it)."""
+        name = check.fields[0] if check.fields else ""
+        if check.test == "no_usage":  # the spec's usage block is the input and output counts
+            return absent["input_tokens"] & absent["output_tokens"]
+        if check.test == "missing":
+            return absent[name]
+        if check.test == "negative":
+            return values[name] < 0
+        if check.test == "too_large":
+            assert isinstance(check.bound, int)
+            return values[name] > check.bound
+        if check.test == "exceeds":
+            *parts, whole = (values[field] for field in check.fields)
+            return sum(parts[1:], parts[0]) > whole
+        if check.test == "before":
+            return ~no_ts & (micros < _micros(check.bound))
+        assert check.test == "after" and isinstance(check.bound, timedelta)
+        return ~no_ts & (micros > _micros(context.now + check.bound))
 
     # the checks in the SQL's order, each (failed, why): the first failed one is the record's reason
-    checks: list[tuple[npt.NDArray[np.bool_], object]] = [
-        (missing["input_tokens"] & missing["output_tokens"], NO_USAGE_BLOCK.text(path=spec.usage_block[0])),
-        (pc.is_null(column("model", pa.string())).to_numpy(zero_copy_only=False), NO_MODEL.text()),
-        (missing["input_tokens"], NO_COUNT.text(label=spec.input.label)),
-        (missing["output_tokens"], NO_COUNT.text(label=spec.output.label)),
-    ]
-    for name, token in labels.items():
-        checks.append((values[name] < 0, (NEGATIVE_COUNT, token.label, name)))
-        checks.append((values[name] > MAX_TOKENS_PER_REQUEST, (LARGE_COUNT, token.label, name)))
-    cached, written = values["cached_input_tokens"], values["cache_write_tokens"]
-    checks.append((cached + written > values["input_tokens"], CACHE_OVER_INPUT))
-    if "reasoning_tokens" in labels:
-        checks.append((values["reasoning_tokens"] > values["output_tokens"], REASONING_OVER_OUTPUT))
-    checks += [
-        (no_ts, NO_TIMESTAMP.text()),
-        (~no_ts & (micros < earliest), TOO_EARLY),
-        (~no_ts & (micros > latest), IN_FUTURE),
-    ]
+    checks = [(failed(check), _said(check, spec, labels)) for check in shared_checks(spec)]
     first = np.full(n, len(checks), dtype=np.int16)
     for index in range(len(checks) - 1, -1, -1):
         first[checks[index][0]] = index
@@ -155,7 +150,7 @@ def check_records(
     rejects = [
         Reject(
             int(line_numbers[row]),
-            _reason(checks[first[row]][1], values, micros, row),
+            _reason(checks[first[row]][1], labels, values, micros, row),
             redact_excerpt(_record_text(records, int(row))[:RAW_CHARS]),
         )
         for row in failing.tolist()
@@ -173,29 +168,36 @@ def _micros(at: object) -> int:
     return int(pa.scalar(at, pa.timestamp("us")).cast(pa.int64()).as_py())
 
 
+def _said(check: Check, spec: RecordSpec, labels: dict[str, str]) -> str | Check:
+    """A check's reason when it names no value of the record (the same for every record), else the check."""
+    if check.test == "no_usage":
+        return check.reason.text(path=spec.usage_block[0])
+    if check.test == "missing":
+        return check.reason.text(label=labels.get(check.fields[0], ""))
+    return check
+
+
 def _reason(
-    why: object, values: dict[str, npt.NDArray[np.int64]], micros: npt.NDArray[np.int64], row: int
+    why: str | Check,
+    labels: dict[str, str],
+    values: dict[str, npt.NDArray[np.int64]],
+    micros: npt.NDArray[np.int64],
+    row: int,
 ) -> str:
+    """The reason of the first check record `row` failed, with its values as the SQL shows them."""
     if isinstance(why, str):
         return why
-    if isinstance(why, tuple):
-        reason, label, name = why
-        return str(reason.text(label=label, value=str(int(values[name][row]))[:SHOWN_CHARS]))
-    shown = pa.scalar(int(micros[row]), pa.timestamp("us")).as_py()
-    if why is CACHE_OVER_INPUT:
-        return CACHE_OVER_INPUT.text(
-            cached=int(values["cached_input_tokens"][row]),
-            write=int(values["cache_write_tokens"][row]),
-            input=int(values["input_tokens"][row]),
-        )
-    if why is REASONING_OVER_OUTPUT:
-        return REASONING_OVER_OUTPUT.text(
-            reasoning=int(values["reasoning_tokens"][row]), output=int(values["output_tokens"][row])
-        )
-    if why is TOO_EARLY:
-        return TOO_EARLY.text(ts=shown.strftime(SHOWN_TIME), year=EARLIEST_TIMESTAMP.year)
-    assert why is IN_FUTURE
-    return IN_FUTURE.text(ts=shown.strftime(SHOWN_TIME))
+    name = why.fields[0]
+    if why.test in ("negative", "too_large"):
+        return why.reason.text(label=labels[name], value=str(int(values[name][row]))[:SHOWN_CHARS])
+    if why.test == "exceeds":
+        names = [text for text, named in why.reason.parts() if named]
+        return why.reason.text(**{n: int(values[f][row]) for n, f in zip(names, why.fields, strict=True)})
+    shown = pa.scalar(int(micros[row]), pa.timestamp("us")).as_py().strftime(SHOWN_TIME)
+    if why.test == "before":
+        assert isinstance(why.bound, datetime)
+        return why.reason.text(ts=shown, year=why.bound.year)
+    return why.reason.text(ts=shown)
 
 
 def _record_text(records: pa.Table, row: int) -> str:

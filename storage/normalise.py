@@ -17,7 +17,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import duckdb
@@ -30,24 +30,19 @@ from models.usage_record import (
     EARLIEST_TIMESTAMP,
     FAILED_BATCH_MODEL,
     FUTURE_SLACK_DAYS,
-    IN_FUTURE,
     KEY_HASH,
-    LARGE_COUNT,
     MAX_REQUESTS_PER_ROW,
     MAX_TOKENS_PER_REQUEST,
-    NEGATIVE_COUNT,
-    NO_COUNT,
-    NO_MODEL,
     NO_TIMESTAMP,
     NO_USAGE_BLOCK,
-    REASONING_OVER_OUTPUT,
     SHOWN_CHARS,
     SHOWN_TIME,
-    TOO_EARLY,
     USER_HASH,
+    Check,
     Reason,
     RecordSpec,
     redact_excerpt,
+    shared_checks,
 )
 from storage.arrow import int64_array
 
@@ -406,6 +401,14 @@ typed AS (
         usage_present = " OR ".join(f"{self.ref(p)} IS NOT NULL" for p in spec.usage_block)
         error_present = " OR ".join(f"{self.ref(p)} IS NOT NULL" for p in ("$.error", "$.response.error"))
         object_type = self.text(spec.object_type)
+        no_usage = (
+            f"NOT ({usage_present})",
+            "CASE WHEN json_type(line) <> 'OBJECT' THEN 'not a JSON object' "
+            f"WHEN {error_present} THEN 'an error response (no usage)' "
+            f"WHEN {object_type} LIKE '%chunk' THEN 'a stream chunk without usage (only the final chunk "
+            "carries it: stream with stream_options.include_usage)' "
+            f"ELSE {_said(NO_USAGE_BLOCK, path=_lit(spec.usage_block[0]))} END",
+        )
         checks: list[tuple[str, str]] = [
             (
                 "s IS NULL",
@@ -415,57 +418,78 @@ typed AS (
                 "WHEN NOT regexp_matches(rtrim(line, ' ' || chr(9) || chr(10) || chr(13)), '[}\\]]$') "
                 "THEN 'not valid JSON (the record is cut short)' ELSE 'not valid JSON' END",
             ),
-            (
-                f"NOT ({usage_present})",
-                "CASE WHEN json_type(line) <> 'OBJECT' THEN 'not a JSON object' "
-                f"WHEN {error_present} THEN 'an error response (no usage)' "
-                f"WHEN {object_type} LIKE '%chunk' THEN 'a stream chunk without usage (only the final chunk "
-                "carries it: stream with stream_options.include_usage)' "
-                f"ELSE {_said(NO_USAGE_BLOCK, path=_lit(spec.usage_block[0]))} END",
-            ),
-            ("model IS NULL", _said(NO_MODEL)),
-            ("r_input_tokens IS NULL", _said(NO_COUNT, label=_lit(spec.input.label))),
-            ("r_output_tokens IS NULL", _said(NO_COUNT, label=_lit(spec.output.label))),
         ]
-        for name, f in self.tokens.items():
-            label, raw, value = _lit(f.label), f"r_{name}", f"v_{name}"
-            checks += [
-                (
-                    f"{raw} IS NOT NULL AND NOT qs_is_int({raw})",
-                    f"{label} || ' is ' || qs_show({raw}) || CASE WHEN json_type({raw}) = 'DOUBLE' "
-                    f"AND regexp_full_match({raw}::VARCHAR, '-?[0-9]+') THEN '' "
-                    "ELSE ', not a whole number' END",
-                ),
-                (
-                    f"{value} < 0 OR starts_with({raw}::VARCHAR, '-')",
-                    _said(NEGATIVE_COUNT, label=label, value=f"left({raw}::VARCHAR, {SHOWN_CHARS})"),
-                ),
-                (
-                    f"{raw} IS NOT NULL AND ({value} IS NULL OR {value} > {self._bound(name)})",
-                    _said(LARGE_COUNT, label=label, value=f"left({raw}::VARCHAR, {SHOWN_CHARS})"),
-                ),
-            ]
-        if "requests" in self.tokens:
-            checks.append(("v_requests = 0", "'a row of zero requests'"))
-        cached, write, canon = (
-            self.opt("cached_input_tokens"),
-            self.opt("cache_write_tokens"),
-            self.input_canon,
-        )
-        checks.append(
+        # the checks every format shares (`models.usage_record.shared_checks`), this SQL's own between them
+        for check in shared_checks(spec):
+            if check.test == "negative":
+                checks.append(self._not_whole(check.fields[0]))
+            if check.reason is CACHE_OVER_INPUT and "requests" in self.tokens:
+                checks.append(("v_requests = 0", "'a row of zero requests'"))
+            if check.reason is NO_TIMESTAMP:
+                checks += self._agreements()
+            if check.test == "before":
+                checks.append(("ts IS NULL", "'timestamp ' || qs_show(ts_raw) || ' is not a date-time'"))
+            checks.append(no_usage if check.test == "no_usage" else self._shared(check))
+        checks += [
             (
-                f"{cached} + {write} > {canon}",
-                _said(CACHE_OVER_INPUT, cached=cached, write=write, input=canon),
-            )
+                "billed_raw IS NOT NULL AND billed_cost IS NULL",
+                "'billed cost \"' || left(billed_raw, 24) || '\" is not a number'",
+            ),
+            ("billed_cost < 0", "'billed cost is negative (' || billed_raw || ')'"),
+        ]
+        if self.spec.failures:  # a failed batch request: stored, not rejected
+            checks.insert(0, ("failed AND ts IS NOT NULL", "NULL"))
+        return "CASE\n        " + "\n        ".join(f"WHEN {c} THEN {r}" for c, r in checks) + "\n    END"
+
+    def _shared(self, check: Check) -> tuple[str, str]:
+        """A shared check (`models.usage_record.Check`) as (condition, reason) over this spec's columns."""
+        name = check.fields[0] if check.fields else ""
+        raw, value = f"r_{name}", f"v_{name}"
+        said: dict[str, str] = {"label": _lit(self.tokens[name].label) if name in self.tokens else ""}
+        if check.test in ("negative", "too_large"):
+            said["value"] = f"left({raw}::VARCHAR, {SHOWN_CHARS})"
+        if check.test in ("before", "after"):
+            said["ts"] = f"strftime(ts, {_lit(SHOWN_TIME)})"
+        if check.test == "missing":
+            condition = {"model": "model IS NULL", "ts": "ts_raw IS NULL"}.get(name, f"{raw} IS NULL")
+        elif check.test == "negative":
+            condition = f"{value} < 0 OR starts_with({raw}::VARCHAR, '-')"
+        elif check.test == "too_large":
+            bound = str(check.bound) if name == "requests" else f"{check.bound}::HUGEINT * {self.per}"
+            condition = f"{raw} IS NOT NULL AND ({value} IS NULL OR {value} > {bound})"
+        elif check.test == "exceeds":
+            operands = [self._operand(field) for field in check.fields]
+            condition = f"{' + '.join(operands[:-1])} > {operands[-1]}"
+            said = dict(zip([text for text, named in check.reason.parts() if named], operands, strict=True))
+        elif check.test == "before":
+            assert isinstance(check.bound, datetime)
+            condition = f"ts < TIMESTAMP '{check.bound.isoformat(sep=' ')}'"
+            said["year"] = _lit(str(check.bound.year))
+        else:
+            assert check.test == "after" and isinstance(check.bound, timedelta)
+            condition = f"ts > $now::TIMESTAMP + INTERVAL {check.bound.days} DAY"
+        return condition, _said(check.reason, **said)
+
+    def _operand(self, name: str) -> str:
+        """A count as the consistency checks compare it (absent counts as 0; input as the spec counts it)."""
+        if name == "input_tokens":
+            return self.input_canon
+        if name == "output_tokens":
+            return "v_output_tokens"
+        return self.opt(name)
+
+    def _not_whole(self, name: str) -> tuple[str, str]:
+        label, raw = _lit(self.tokens[name].label), f"r_{name}"
+        return (
+            f"{raw} IS NOT NULL AND NOT qs_is_int({raw})",
+            f"{label} || ' is ' || qs_show({raw}) || CASE WHEN json_type({raw}) = 'DOUBLE' "
+            f"AND regexp_full_match({raw}::VARCHAR, '-?[0-9]+') THEN '' "
+            "ELSE ', not a whole number' END",
         )
-        if "reasoning_tokens" in self.tokens:
-            reasoning = self.opt("reasoning_tokens")
-            checks.append(
-                (
-                    f"{reasoning} > v_output_tokens",
-                    _said(REASONING_OVER_OUTPUT, reasoning=reasoning, output="v_output_tokens"),
-                )
-            )
+
+    def _agreements(self) -> list[tuple[str, str]]:
+        """This SQL's own checks of counts that must agree (1-hour writes, cache hit + miss, total)."""
+        checks = []
         if "cache_write_1h_tokens" in self.tokens:
             hour, write = self.opt("cache_write_1h_tokens"), self.opt("cache_write_tokens")
             checks.append(
@@ -489,28 +513,11 @@ typed AS (
                 (
                     "v_total_tokens IS NOT NULL AND v_total_tokens <> v_input_tokens + v_output_tokens",
                     f"{_lit(total.label)} || ' (' || v_total_tokens || ') is not "
-                    f"{spec.input.label} + {spec.output.label} (' "
+                    f"{self.spec.input.label} + {self.spec.output.label} (' "
                     "|| (v_input_tokens + v_output_tokens) || ')'",
                 )
             )
-        shown_ts = f"strftime(ts, {_lit(SHOWN_TIME)})"
-        checks += [
-            ("ts_raw IS NULL", _said(NO_TIMESTAMP)),
-            ("ts IS NULL", "'timestamp ' || qs_show(ts_raw) || ' is not a date-time'"),
-            (
-                f"ts < TIMESTAMP '{EARLIEST_TIMESTAMP.isoformat(sep=' ')}'",
-                _said(TOO_EARLY, ts=shown_ts, year=_lit(str(EARLIEST_TIMESTAMP.year))),
-            ),
-            (f"ts > $now::TIMESTAMP + INTERVAL {FUTURE_SLACK_DAYS} DAY", _said(IN_FUTURE, ts=shown_ts)),
-            (
-                "billed_raw IS NOT NULL AND billed_cost IS NULL",
-                "'billed cost \"' || left(billed_raw, 24) || '\" is not a number'",
-            ),
-            ("billed_cost < 0", "'billed cost is negative (' || billed_raw || ')'"),
-        ]
-        if self.spec.failures:  # a failed batch request: stored, not rejected
-            checks.insert(0, ("failed AND ts IS NOT NULL", "NULL"))
-        return "CASE\n        " + "\n        ".join(f"WHEN {c} THEN {r}" for c, r in checks) + "\n    END"
+        return checks
 
     def _rows_select(
         self, tag_columns: frozenset[str] = frozenset(), extra: tuple[tuple[str, str], ...] = ()
