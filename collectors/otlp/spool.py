@@ -162,18 +162,27 @@ class Spool:
 
     def append(self, frame: bytes) -> Position:
         """Write one encoded entry and fsync it; where the spool ends after it."""
-        if self._offset >= SEGMENT_BYTES:
-            os.close(self._file)
-            self._segment += 1
-            self._file = self._open_segment(self._segment)
-            self._offset = 0
-        view = memoryview(frame)
-        while view:
-            written = os.write(self._file, view)
-            view = view[written:]
+        return self.append_many([frame])[0]
+
+    def append_many(self, frames: list[bytes]) -> list[Position]:
+        """Write encoded entries in order and fsync once for them all (a segment filled on the way is
+        fsynced before it is closed); where the spool ends after each."""
+        ends = []
+        for frame in frames:
+            if self._offset >= SEGMENT_BYTES:
+                os.fdatasync(self._file)
+                os.close(self._file)
+                self._segment += 1
+                self._file = self._open_segment(self._segment)
+                self._offset = 0
+            view = memoryview(frame)
+            while view:
+                written = os.write(self._file, view)
+                view = view[written:]
+            self._offset += len(frame)
+            ends.append(Position(self._segment, self._offset))
         os.fdatasync(self._file)
-        self._offset += len(frame)
-        return Position(self._segment, self._offset)
+        return ends
 
     def mark_committed(self, position: Position) -> None:
         """Record that the database holds every entry up to `position`; delete the segments before it."""

@@ -129,6 +129,17 @@ class _Queued:
     done: Future[list[Reject]] = field(default_factory=Future)  # this request's refused spans
 
 
+@dataclass
+class _Checked:
+    """A checked batch on its way to the spool: its entry's frame and what is answered once it is synced."""
+
+    frame: bytes
+    rows: pa.Table | None
+    rejects: list[Reject]
+    weight: int
+    answers: list[tuple[_Queued, list[Reject]]]
+
+
 class SpanBatcher:
     """Turns one request's spans into canonical records (`models.genai_spans`); thread-safe, no I/O.
 
@@ -281,12 +292,19 @@ class SpanWriter:
         self.spool = spool
         self._spooled: deque[tuple[Entry, int]] = deque()  # spooled, not yet committed (entry, its weight)
         self._last_spooled = 0.0  # when the last entry was spooled (monotonic)
-        self._checking_done = False
+        self._checking_done = False  # set once the writer and the syncer have stopped
+        self._checked_all = False  # set once the writer has stopped
         self._drainer: threading.Thread | None = None
+        # checked batches not yet in the spool: written and fsynced by a thread of their own, together,
+        # while the writer checks the next ones (an fsync took half of the writer's time)
+        self._to_sync: deque[_Checked] = deque()
+        self._syncer: threading.Thread | None = None
         if spool is not None:
             self._replay(spool)
             self._drainer = threading.Thread(target=self._drain, name="quotascope-otlp-drain", daemon=True)
             self._drainer.start()
+            self._syncer = threading.Thread(target=self._sync, name="quotascope-otlp-spool", daemon=True)
+            self._syncer.start()
         self._thread = threading.Thread(target=self._loop, name="quotascope-otlp-writer", daemon=True)
         self._thread.start()
 
@@ -342,6 +360,11 @@ class SpanWriter:
             self._closing = True
             self._cond.notify_all()
         self._thread.join()
+        if self._syncer is not None:
+            with self._cond:
+                self._checked_all = True
+                self._cond.notify_all()
+            self._syncer.join()
         if self._drainer is not None:
             with self._cond:
                 self._checking_done = True
@@ -380,7 +403,7 @@ class SpanWriter:
                 return
             weight = sum(max(1, i.prepared.llm_spans) for i in batch)
             started = time.perf_counter()
-            kept = False  # handed to the drain thread (which then releases the weight)
+            kept = False  # handed to the spool's threads (the drain, or the syncer if it fails, releases it)
             try:
                 kept = self._store(batch, weight)
             except Exception as e:  # nothing of the batch was stored: its requests are refused, to be retried
@@ -412,8 +435,9 @@ class SpanWriter:
 
     def _store(self, batch: list[_Queued], weight: int) -> bool:
         """Check the batch's records together (one DuckDB statement for many requests), then store them in
-        one transaction, or spool them, and give each request its own refused spans. True when the batch
-        went to the spool (its weight is released by the drain, once committed)."""
+        one transaction, or hand them to the spool's syncer, and give each request its own refused spans
+        (with a spool, the syncer gives them once fsynced). True when the batch went to the syncer (its
+        weight is released by the drain once committed, or by the syncer if it cannot be spooled)."""
         numbers: list[int] = []  # a span's `line_no`: its place in this receiver's stream of spans (from 1)
         blocks: list[bytes] = []
         tables: list[pa.Table] = []
@@ -451,22 +475,63 @@ class SpanWriter:
             if len(parts) > 1:
                 rows = rows.sort_by("line_no")
         rejects = [kept_reject(r) for r in sorted(rejects, key=lambda r: r.line_no)]
-        if self.spool is not None:
-            end = self.spool.append(encode(rows, rejects))
+        answers = [
+            (item, [r for r in rejects if start <= r.line_no < stop])
+            for item, (start, stop) in zip(batch, ranges, strict=True)
+        ]
+        if self.spool is not None:  # answered by the syncer, once fsynced
+            handed = _Checked(encode(rows, rejects), rows, rejects, weight, answers)
             with self._cond:
-                self._spooled.append((Entry(rows, rejects, end), weight))
+                self._to_sync.append(handed)
+                self._cond.notify_all()
+            self._next_line = line
+            return True
+        with self._lock:
+            self.run, counts = store_batch(
+                self.db, self.run, [rows] if rows is not None else [], rejects, session=self._session
+            )
+        self.totals = self.totals + counts
+        self._next_line = line
+        for item, refused in answers:
+            item.done.set_result(refused)
+        return False
+
+    def _sync(self) -> None:
+        """Append the checked batches waiting to the spool with one fsync for them all, then answer their
+        requests (acknowledged) and hand them to the drain; a batch that could not be spooled is refused
+        (its requests are retried by their exporters)."""
+        assert self.spool is not None
+        delay = 0.1
+        while True:
+            with self._cond:
+                while not self._to_sync and not self._checked_all:
+                    self._cond.wait()
+                if not self._to_sync:
+                    return
+                waiting = list(self._to_sync)
+                self._to_sync.clear()
+            try:
+                ends = self.spool.append_many([checked.frame for checked in waiting])
+            except Exception as e:
+                if not isinstance(e, OSError):
+                    log.exception("spooling a batch of spans failed")
+                self.failing = str(e)
+                for checked in waiting:
+                    for item, _ in checked.answers:
+                        item.done.set_exception(e if not isinstance(e, OSError) else StorageError(str(e)))
+                    self._release(checked.weight)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.1
+            with self._cond:
+                for checked, end in zip(waiting, ends, strict=True):
+                    self._spooled.append((Entry(checked.rows, checked.rejects, end), checked.weight))
                 self._last_spooled = time.monotonic()
                 self._cond.notify_all()
-        else:
-            with self._lock:
-                self.run, counts = store_batch(
-                    self.db, self.run, [rows] if rows is not None else [], rejects, session=self._session
-                )
-            self.totals = self.totals + counts
-        self._next_line = line
-        for item, (start, stop) in zip(batch, ranges, strict=True):
-            item.done.set_result([r for r in rejects if start <= r.line_no < stop])
-        return self.spool is not None
+            for checked in waiting:
+                for item, refused in checked.answers:
+                    item.done.set_result(refused)
 
     # ------------------------------------------------------------------------------ the spool's drain
 

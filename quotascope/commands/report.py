@@ -209,7 +209,9 @@ def render_profile(document: dict[str, Any]) -> str:
     ):
         d = document[name]
         if d is not None:
-            rows.append([name.replace("_", " "), *(f"{d[k]:,.1f}" for k in ("mean", "p50", "p90", "p99"))])
+            # a percentile is its bin's value, within 0.5 %: whole numbers say so
+            percentiles = (f"{d[k]:,.0f}" for k in ("p50", "p90", "p99"))
+            rows.append([name.replace("_", " "), f"{d['mean']:,.1f}", *percentiles])
     head = (
         f"{document['requests']:,} requests; cached share of input {document['cached_share']:.1%} "
         "(per request; `quotascope plan --from-usage` takes this profile)\n"

@@ -15,9 +15,10 @@ import httpx
 import pytest
 
 from collectors.otlp import OtlpOptions, OtlpServer
-from collectors.otlp.spool import Spool, SpoolError, encode
+from collectors.otlp.spool import Entry, Spool, SpoolError, encode
+from collectors.otlp.writer import GATHER_S, QUIET_S, SpanBatcher, SpanWriter
 from storage.db import open_read
-from storage.usage import Reject
+from storage.usage import Reject, SourceRun
 from tests.collectors.otlp_support import llm_attributes, request_of
 from tests.quotascope.test_otlp_cli import endpoint_from, start
 
@@ -81,6 +82,67 @@ def test_a_torn_entry_ends_the_replay(tmp_path: Path) -> None:
         assert [r.line_no for entry in again.replay() for r in entry.rejects] == [1]
     finally:
         again.close()
+
+
+def test_entries_appended_together_replay_in_order_across_segments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The syncer appends the batches checked meanwhile with one fsync: each keeps its place and its end,
+    a segment filled on the way included (the next run replays them all, in order)."""
+    import collectors.otlp.spool as spool_module
+
+    monkeypatch.setattr(spool_module, "SEGMENT_BYTES", 150)  # a new segment after every entry or two
+    spool = Spool(tmp_path / "spool")
+    frames = [encode(None, [Reject(n, "no model name", "x" * 40)]) for n in range(1, 8)]
+    ends = spool.append_many(frames[:3]) + spool.append_many(frames[3:])
+    spool.close()
+    assert ends == sorted(ends, key=lambda p: (p.segment, p.offset)) and len({e.segment for e in ends}) > 2
+    again = Spool(tmp_path / "spool")
+    try:
+        replayed = list(again.replay())
+        assert [r.line_no for entry in replayed for r in entry.rejects] == list(range(1, 8))
+        assert [entry.end for entry in replayed] == ends
+    finally:
+        again.close()
+
+
+class _CountingWriter(SpanWriter):
+    """The receiver's writer, counting the drain's commits (how many spooled entries each held)."""
+
+    commits: list[int]
+
+    def _commit(self, run: SourceRun, entries: list[Entry]) -> SourceRun:
+        self.commits.append(len(entries))
+        return super()._commit(run, entries)
+
+
+def test_requests_spooled_while_more_keep_coming_share_one_commit(tmp_path: Path) -> None:
+    """The drain lets spooled requests gather while more keep coming (`GATHER_S`), so requests arriving
+    a little apart are committed together, not one transaction each; every span is stored once."""
+    _CountingWriter.commits = []
+    db = tmp_path / "usage.duckdb"
+    # as the server makes it with a spool: each request checked and spooled as it comes (no linger)
+    writer = _CountingWriter(db, "salt", origin="otlp://test", linger_s=0.0, spool=Spool(tmp_path / "spool"))
+    batcher = SpanBatcher({})
+    answers = []
+    try:
+        warm = writer.submit(batcher.prepare_protobuf(body(1000, 10)))  # the checks' first-call costs
+        warm.result(timeout=30)
+        assert writer.wait_stored(60)
+        _CountingWriter.commits = []
+        started = time.monotonic()
+        for r in range(12):
+            answers.append(writer.submit(batcher.prepare_protobuf(body(r * 10, 10))))
+            time.sleep(QUIET_S / 3)  # closer together than the drain waits for the next
+        assert all(not a.result(timeout=30) for a in answers)  # acknowledged, nothing refused
+        assert writer.wait_stored(60)
+        took = time.monotonic() - started
+    finally:
+        writer.close()
+    if took < GATHER_S:  # a loaded machine may space the requests wider than the drain waits
+        assert len(_CountingWriter.commits) <= 2 < sum(_CountingWriter.commits), _CountingWriter.commits
+    with open_read(db) as con:
+        assert con.execute("SELECT count(*), count(DISTINCT record_key) FROM usage").fetchone() == (130, 130)
 
 
 def receiver(db: Path, spool: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], str]:

@@ -137,6 +137,15 @@ def test_profile_json(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert profile["ttft_ms"] is None
 
 
+def test_profile_text_shows_percentiles_whole(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A percentile is its bin's value (1002.425 for 1000): the table shows it whole, the mean exact."""
+    assert main(["report", "profile", "--provider", "deepseek"]) == 0
+    out = capsys.readouterr().out
+    assert "means exact; percentiles within 0.5%" in out
+    (row,) = [line for line in out.splitlines() if line.startswith("input tokens ")]
+    assert row.split()[2:] == ["1,500.0", "1,002", "3,011", "3,011"]
+
+
 def test_rejects_listing(loaded: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     log = tmp_path / "bad.jsonl"
     log.write_text('{"id": "x", "model": "gpt-4o", "usage": {"prompt_tokens": -1, "completion_tokens": 1}}\n')
