@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["EXACT_BELOW", "RELATIVE_ERROR", "bin_of", "bin_sql", "value_of"]
+__all__ = ["EXACT_BELOW", "PRECISION", "RELATIVE_ERROR", "bin_of", "bin_sql", "value_of"]
 
 RELATIVE_ERROR = 0.005
 EXACT_BELOW = 100
+# what a profile read from the bins promises, as the report and the Usage page say it
+PRECISION = f"means exact; percentiles within {RELATIVE_ERROR:.1%} (within 0.5 below {EXACT_BELOW})"
 _GAMMA = (1 + RELATIVE_ERROR) / (1 - RELATIVE_ERROR)
 _LN_GAMMA = math.log(_GAMMA)
 _FIRST_LOG_BIN = EXACT_BELOW + 1  # bins up to EXACT_BELOW are whole numbers (99.6 rounds to 100)
@@ -38,7 +40,7 @@ def bin_of(value: float) -> int:
 
 
 def value_of(bin_: int) -> float:
-    """The value a bin stands for (`value_sql` in Python)."""
+    """The value a bin stands for (computed in Python only, so two stores' bins give the same value)."""
     if bin_ < _FIRST_LOG_BIN:
         return float(bin_)
     return _SCALE * math.exp((bin_ - _FIRST_LOG_BIN) * _LN_GAMMA)

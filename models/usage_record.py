@@ -19,6 +19,13 @@ from datetime import datetime, timedelta
 MAX_TOKENS_PER_REQUEST = 100_000_000
 # Aggregated rows (an organisation usage export bucket) cannot plausibly stand for more requests than this.
 MAX_REQUESTS_PER_ROW = 1_000_000_000
+
+
+def count_bound(name: str) -> int:
+    """The largest plausible value of count `name`: requests per row, else tokens per request."""
+    return MAX_REQUESTS_PER_ROW if name == "requests" else MAX_TOKENS_PER_REQUEST
+
+
 # Usage logs older than this are a unit mistake (milliseconds read as seconds), not LLM traffic.
 EARLIEST_TIMESTAMP = datetime(2020, 1, 1)
 # How far into the future a timestamp may be (clock skew) before it is rejected as implausible.
@@ -54,6 +61,10 @@ class Reason:
 
     def text(self, **values: object) -> str:
         return self.template.format(**values)
+
+    def names(self) -> list[str]:
+        """The names of the record's values the words show, in order."""
+        return [text for text, named in self.parts() if named]
 
     def parts(self) -> list[tuple[str, bool]]:
         """(literal text, False) and (value name, True), in order."""
@@ -260,9 +271,8 @@ def shared_checks(spec: RecordSpec) -> list[Check]:
         Check(NO_COUNT, "missing", ("output_tokens",)),
     ]
     for name in counts:
-        bound = MAX_REQUESTS_PER_ROW if name == "requests" else MAX_TOKENS_PER_REQUEST
         checks.append(Check(NEGATIVE_COUNT, "negative", (name,)))
-        checks.append(Check(LARGE_COUNT, "too_large", (name,), bound))
+        checks.append(Check(LARGE_COUNT, "too_large", (name,), count_bound(name)))
     checks.append(
         Check(CACHE_OVER_INPUT, "exceeds", ("cached_input_tokens", "cache_write_tokens", "input_tokens"))
     )

@@ -191,7 +191,7 @@ def _reason(
     if why.test in ("negative", "too_large"):
         return why.reason.text(label=labels[name], value=str(int(values[name][row]))[:SHOWN_CHARS])
     if why.test == "exceeds":
-        names = [text for text, named in why.reason.parts() if named]
+        names = why.reason.names()
         return why.reason.text(**{n: int(values[f][row]) for n, f in zip(names, why.fields, strict=True)})
     shown = pa.scalar(int(micros[row]), pa.timestamp("us")).as_py().strftime(SHOWN_TIME)
     if why.test == "before":

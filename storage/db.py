@@ -121,7 +121,8 @@ def _with_retry(connect: Callable[[], T], path: Path, timeout_s: float, *, reade
         delay = min(delay * 2, READER_BACKOFF_S if reader else MAX_BACKOFF_S)
 
 
-def _turn_file(path: Path) -> Path:
+def turn_file(path: Path) -> Path:
+    """The file a waiting reader touches to ask a writer for its turn (`ask_turn`)."""
     return path.with_name(path.name + ".turn")
 
 
@@ -129,14 +130,14 @@ def ask_turn(path: Path) -> None:
     """Tell writers of `path` that a reader is waiting for the file (best effort: a reader that may not
     write in the database's folder waits as before, on its luck)."""
     with contextlib.suppress(OSError):
-        _turn_file(path).touch()
+        turn_file(path).touch()
 
 
 def _reader_asking(path: Path) -> bool:
     """Whether a reader asked for the file within its last two tries (`READER_BACKOFF_S` each, at most
     one and a half times that with the jitter)."""
     try:
-        asked = _turn_file(path).stat().st_mtime
+        asked = turn_file(path).stat().st_mtime
     except OSError:
         return False
     return time.time() - asked < 3 * READER_BACKOFF_S

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import duckdb
 
-from storage.db import open_read
+from storage.db import open_read, turn_file
 
 
 def demo_sources(db: Path) -> list[str]:
@@ -20,5 +20,5 @@ def demo_sources(db: Path) -> list[str]:
 
 
 def remove_database(db: Path) -> None:
-    for path in (db, db.with_name(db.name + ".wal"), db.with_name(db.name + ".turn")):
+    for path in (db, db.with_name(db.name + ".wal"), turn_file(db)):
         path.unlink(missing_ok=True)

@@ -31,8 +31,6 @@ from models.usage_record import (
     FAILED_BATCH_MODEL,
     FUTURE_SLACK_DAYS,
     KEY_HASH,
-    MAX_REQUESTS_PER_ROW,
-    MAX_TOKENS_PER_REQUEST,
     NO_TIMESTAMP,
     NO_USAGE_BLOCK,
     SHOWN_CHARS,
@@ -41,6 +39,7 @@ from models.usage_record import (
     Check,
     Reason,
     RecordSpec,
+    count_bound,
     redact_excerpt,
     shared_checks,
 )
@@ -374,9 +373,10 @@ typed AS (
         return "coalesce(lower(batch_raw) = 'true', false)" if self.spec.batch else "false"
 
     def _bound(self, name: str) -> str:
+        """`count_bound` as SQL: a token bound is per request, so a row's bound is times its requests."""
         if name == "requests":
-            return str(MAX_REQUESTS_PER_ROW)
-        return f"{MAX_TOKENS_PER_REQUEST}::HUGEINT * {self.per}"
+            return str(count_bound(name))
+        return f"{count_bound(name)}::HUGEINT * {self.per}"
 
     def _consistency(self) -> list[str]:
         out = [
@@ -455,12 +455,11 @@ typed AS (
         elif check.test == "negative":
             condition = f"{value} < 0 OR starts_with({raw}::VARCHAR, '-')"
         elif check.test == "too_large":
-            bound = str(check.bound) if name == "requests" else f"{check.bound}::HUGEINT * {self.per}"
-            condition = f"{raw} IS NOT NULL AND ({value} IS NULL OR {value} > {bound})"
+            condition = f"{raw} IS NOT NULL AND ({value} IS NULL OR {value} > {self._bound(name)})"
         elif check.test == "exceeds":
             operands = [self._operand(field) for field in check.fields]
             condition = f"{' + '.join(operands[:-1])} > {operands[-1]}"
-            said = dict(zip([text for text, named in check.reason.parts() if named], operands, strict=True))
+            said = dict(zip(check.reason.names(), operands, strict=True))
         elif check.test == "before":
             assert isinstance(check.bound, datetime)
             condition = f"ts < TIMESTAMP '{check.bound.isoformat(sep=' ')}'"

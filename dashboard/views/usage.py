@@ -7,11 +7,10 @@ import polars as pl
 import streamlit as st
 
 from dashboard import charts, state
-from models.profile_bins import EXACT_BELOW, RELATIVE_ERROR
+from models.profile_bins import PRECISION
 from storage.explore import SAMPLE_ROWS, SAMPLE_SPAN, usage_sample
+from storage.profiles import PERCENTILES
 from storage.reports import read_usage_profile
-
-PERCENTILES = ("p50", "p90", "p99")
 
 
 def _open_in_planner(input_tokens: int, output_tokens: int, reasoning: int) -> None:
@@ -47,16 +46,17 @@ def render() -> None:
         rows.append(("TTFT (ms)", profile.ttft_ms))
     if profile.tokens_per_s is not None:
         rows.append(("output tokens/s", profile.tokens_per_s))
+    # a percentile is its bin's value (`models.profile_bins.PRECISION`): whole numbers say so
     table = pl.DataFrame(
         [
-            # a percentile is its bin's value, within 0.5 % (`models.profile_bins`): whole numbers say so
-            {"per request": name, "mean": round(d.mean, 1), **{k: round(getattr(d, k)) for k in PERCENTILES}}
+            {"per request": name, "mean": round(d.mean, 1)}
+            | {k: round(getattr(d, k)) for k, _ in PERCENTILES}
             for name, d in rows
         ]
     )
     left, right = st.columns([3, 2])
     left.dataframe(table, hide_index=True, key="usage_profile_table")
-    left.caption(f"Means exact; percentiles within {RELATIVE_ERROR:.1%} (within 0.5 below {EXACT_BELOW}).")
+    left.caption(f"{PRECISION.capitalize()}.")
     with right:
         st.metric("Cached share of input", f"{profile.cached_share:.1%}")
         st.metric(

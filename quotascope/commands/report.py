@@ -10,7 +10,7 @@ from models.errors import InputError
 from models.money import per_currency
 from models.outside_text import for_terminal
 from models.pricing import require_currency
-from models.profile_bins import EXACT_BELOW, RELATIVE_ERROR
+from models.profile_bins import PRECISION, RELATIVE_ERROR
 from models.spend import GROUP_KEYS, SpendRow, parse_by, totals
 from models.usage import Distribution, UsageProfile
 from quotascope import settings
@@ -214,8 +214,7 @@ def render_profile(document: dict[str, Any]) -> str:
             rows.append([name.replace("_", " "), f"{d['mean']:,.1f}", *percentiles])
     head = (
         f"{document['requests']:,} requests; cached share of input {document['cached_share']:.1%} "
-        "(per request; `quotascope plan --from-usage` takes this profile)\n"
-        f"means exact; percentiles within {RELATIVE_ERROR:.1%} (within 0.5 below {EXACT_BELOW})"
+        "(per request; `quotascope plan --from-usage` takes this profile)\n" + PRECISION
     )
     return head + "\n" + table(["per request", "mean", "p50", "p90", "p99"], rows)
 
