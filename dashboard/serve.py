@@ -24,7 +24,6 @@ PRELOADED = (
     "pyarrow.pandas_compat",  # Streamlit's tables convert through it
     "streamlit.material_icon_names",  # the pages' icons
     "streamlit.runtime.scriptrunner.magic_funcs",
-    "pyarrow",
     "plotly.graph_objects",
     "dashboard.charts",
     "models.plan",

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 from typing import Literal
 
 import polars as pl
@@ -56,7 +57,6 @@ from models.usage_record import FAILED_BATCH_MODEL
 
 BeforeFirst = Literal["unpriced", "earliest"]
 MINUTES_PER_WEEK = 7 * 1440
-_MONDAY = datetime(2024, 1, 1)  # a Monday: the reference week demand shapes are laid on
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,11 +278,7 @@ class Classifier:
         three times over for its tokenizer band; the lookup a tenth of that."""
         if all(not v.windows for v in self.versions):  # one period per version: no minute matters
             return self._period_rule(vidx, weekday=pl.lit(0), minute=pl.lit(0))
-        slot = pl.int_range(0, len(self.versions) * MINUTES_PER_WEEK, dtype=pl.Int32)  # vidx, then minute
-        minute = slot % MINUTES_PER_WEEK
-        table = pl.select(
-            self._period_rule(slot // MINUTES_PER_WEEK, minute // 1440, minute % 1440).alias("period")
-        )["period"]
+        table = self.period_table
         # 1970-01-01 was a Thursday: minutes since the epoch plus three days, modulo a week, count from Monday
         minute_of_week = (ts.dt.epoch("s") // 60 + 3 * 1440) % MINUTES_PER_WEEK
         index = vidx.cast(pl.Int64) * MINUTES_PER_WEEK + minute_of_week
@@ -291,6 +287,14 @@ class Classifier:
             .then(pl.lit(0, dtype=pl.Int32))
             .otherwise(pl.lit(table).gather(index.fill_null(0)))
         )
+
+    @cached_property
+    def period_table(self) -> pl.Series:
+        """`period`'s codes by version, then minute of the week from Monday 00:00 (UTC), filled once."""
+        slot = pl.int_range(0, len(self.versions) * MINUTES_PER_WEEK, dtype=pl.Int32)  # vidx, then minute
+        minute = slot % MINUTES_PER_WEEK
+        rule = self._period_rule(slot // MINUTES_PER_WEEK, minute // 1440, minute % 1440)
+        return pl.select(rule.alias("period"))["period"]
 
     def _period_rule(self, vidx: pl.Expr, weekday: pl.Expr, minute: pl.Expr) -> pl.Expr:
         """`period` from a weekday (0 = Monday) and a minute of the day, each window tested in turn."""
@@ -580,14 +584,7 @@ def _week_periods(version: OfferVersion) -> pl.DataFrame:
     if found is not None:
         return found
     classifier = Classifier.of((version,))
-    week = pl.DataFrame(
-        {
-            "ts": pl.datetime_range(
-                _MONDAY, _MONDAY + timedelta(minutes=MINUTES_PER_WEEK - 1), "1m", eager=True
-            )
-        }
-    )
-    codes = week.select(classifier.period(pl.lit(0, dtype=pl.Int32), pl.col("ts")).alias("code"))["code"]
+    codes = classifier.period_table  # one version: its codes by minute of the week from Monday
     found = pl.DataFrame(
         {
             "hour_of_week": [m // 60 for m in range(MINUTES_PER_WEEK)],

@@ -107,7 +107,7 @@ def read_spend_groups(
             source, params = rollups.covering(usage, rollups.spend_rollup(selection, extra), selection)
             at, requests = "bucket", "requests"
             band = rollups.catalog_band_sql(bounds)
-            if bounds_of is not None:
+            if bounds_of is not None and bounds:  # no threshold in the catalog: every model is band 0
                 pairs = usage.rows(f"SELECT DISTINCT provider, model FROM {source}", params)
                 own = {(p, m): bounds_of(p, m) for p, m in pairs}
                 band = model_band_sql(own, bounds, "input_floor + 1", "1")
