@@ -407,12 +407,7 @@ class SpanWriter:
             try:
                 kept = self._store(batch, weight)
             except Exception as e:  # nothing of the batch was stored: its requests are refused, to be retried
-                if not isinstance(e, StorageError | OSError):  # a quotascope bug: say so, keep serving
-                    log.exception("storing a batch of spans failed")
-                self.failing = str(e)
-                for item in batch:
-                    if not item.done.done():
-                        item.done.set_exception(e if not isinstance(e, OSError) else StorageError(str(e)))
+                self._refuse(batch, e, "storing a batch of spans")
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
             else:
@@ -427,6 +422,16 @@ class SpanWriter:
     def _measured(self, spans: int, started: float) -> None:
         rate = spans / max(1e-6, time.perf_counter() - started + self.linger_s)
         self._rate = rate if self._rate <= 0 else 0.7 * self._rate + 0.3 * rate
+
+    def _refuse(self, items: Iterable[_Queued], e: Exception, what: str) -> None:
+        """Nothing of these requests was kept: each is refused, for its exporter to retry."""
+        if not isinstance(e, StorageError | OSError):  # a quotascope bug: say so, keep serving
+            log.exception("%s failed", what)
+        self.failing = str(e)
+        error = StorageError(str(e)) if isinstance(e, OSError) else e
+        for item in items:
+            if not item.done.done():
+                item.done.set_exception(error)
 
     def _release(self, weight: int) -> None:
         with self._cond:
@@ -513,12 +518,9 @@ class SpanWriter:
             try:
                 ends = self.spool.append_many([checked.frame for checked in waiting])
             except Exception as e:
-                if not isinstance(e, OSError):
-                    log.exception("spooling a batch of spans failed")
-                self.failing = str(e)
+                items = (item for checked in waiting for item, _ in checked.answers)
+                self._refuse(items, e, "spooling a batch of spans")
                 for checked in waiting:
-                    for item, _ in checked.answers:
-                        item.done.set_exception(e if not isinstance(e, OSError) else StorageError(str(e)))
                     self._release(checked.weight)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
