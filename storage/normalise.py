@@ -124,9 +124,12 @@ MAX_COUNT_CHARS = 18
 _MACROS = (
     "CREATE OR REPLACE MACRO qs_is_int(x) AS json_type(x) IN ('UBIGINT', 'BIGINT')",
     # text without the spaces around it (trim: Unicode space separators), NULL when nothing is left; trim
-    # decodes every character, so text that starts and ends with a visible ASCII character skips it
-    "CREATE OR REPLACE MACRO qs_text(x) AS CASE WHEN x[1] > ' ' AND x[1] < chr(127) AND x[-1] > ' ' "
-    "AND x[-1] < chr(127) THEN x ELSE nullif(trim(x), '') END",
+    # decodes every character, so text that starts and ends with a visible ASCII character skips it. The
+    # first character is tested by comparing the whole string (byte by byte: it sorts in ['!', chr(127))
+    # exactly when its first byte, so its first character, is visible ASCII), the last by a pattern anchored
+    # at the end: taking out x[1] and x[-1] cost a sixth of the JSON reader's statement on OpenAI responses
+    "CREATE OR REPLACE MACRO qs_text(x) AS CASE WHEN x >= '!' AND x < chr(127) "
+    "AND regexp_matches(x, '[!-~]$') THEN x ELSE nullif(trim(x), '') END",
     # a JSON value described for a reject reason, shortened
     "CREATE OR REPLACE MACRO qs_show(x) AS CASE json_type(x) "
     "WHEN 'VARCHAR' THEN 'the string \"' || left(x ->> '$', 24) || '\"' "

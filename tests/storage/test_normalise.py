@@ -128,6 +128,17 @@ def test_qs_text_trims_as_trim_does(texts: list[str]) -> None:
     assert all(row[0] for row in rows), texts
 
 
+# the characters where the test of the first and last character could go wrong: either side of visible ASCII,
+# white space trim removes or keeps, a combining mark, multi-byte letters and spaces, NUL
+_EDGES = [" ", "!", "~", "\x7f", "\x1f", "\t", "\n", "\r", "\x00", "\u00a0", "\u0301", "\u3000", "é", "a"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(st.sampled_from(_EDGES), max_size=5), min_size=1, max_size=20))
+def test_qs_text_trims_as_trim_does_at_the_edges_of_visible_ascii(texts: list[str]) -> None:
+    test_qs_text_trims_as_trim_does.hypothesis.inner_test(texts)  # type: ignore[attr-defined]
+
+
 @settings(max_examples=50, deadline=None)
 @given(salt=st.text(max_size=20), value=st.text(min_size=1, max_size=40))
 def test_a_pseudonym_is_the_same_in_python_and_in_the_ingests_sql(salt: str, value: str) -> None:
