@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -252,6 +253,7 @@ def store_batch(
     finished_hash: str | None = None,
     finished: bool = False,
     session: WriteSession | None = None,
+    alone: bool = False,
 ) -> tuple[SourceRun, BatchCounts]:
     """Store one batch in one transaction: new rows, rejects, the source's counts (and its end, if done:
     `finished_hash` given, or `finished` for a file that could not be read to its end).
@@ -265,7 +267,11 @@ def store_batch(
     run still accounts for every record it read, and no record is stored twice.
 
     A writer storing several batches back to back passes its `session` (`storage.db.WriteSession`, on the
-    store's file): the batch is then one transaction on its connection instead of a connection of its own."""
+    store's file): the batch is then one transaction on its connection instead of a connection of its own.
+
+    The batch's statements run on one DuckDB thread beside a reader that keeps the cores busy, or on all of
+    the database's threads when the writer is `alone` (a file's last batch, stored after its last line was
+    read: 262,720 rows stored in 0.32-0.34 s on two threads against 0.49-0.52 s on one, the same CPU)."""
     store = as_store(store)
     assert session is None or session.path == store.db, "a session on another file"
     rejects = [kept_reject(r) for r in rejects]
@@ -274,7 +280,10 @@ def store_batch(
     table = pa.concat_tables(staged, promote_options="default").combine_chunks() if staged else None
     now = datetime.now(UTC).replace(tzinfo=None)
     # one thread: the batch is stored while the ingest's reader keeps the cores busy (`storage.db.one_thread`)
-    with open_write(store.db) if session is None else session.batch() as con, one_thread(con):
+    with (
+        open_write(store.db) if session is None else session.batch() as con,
+        nullcontext() if alone else one_thread(con),
+    ):
         if run.source_id is None:
             run = replace(run, source_id=_new_source(con, run, shared=store.clickhouse is not None))
         valid = stored = 0

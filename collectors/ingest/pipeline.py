@@ -198,7 +198,7 @@ class _Writer:
             self.failed = True
             raise
 
-    def _store(self, batch: list[Normalised], final_hash: str | None, finished: bool) -> None:
+    def _store(self, batch: list[Normalised], final_hash: str | None, finished: bool, alone: bool) -> None:
         rejects = [kept_reject(r) for n in batch for r in n.rejects]  # as stored: no key in a reason
         try:
             self.run, counts = store_batch(
@@ -209,6 +209,7 @@ class _Writer:
                 finished_hash=final_hash,
                 finished=finished,
                 session=self.session,
+                alone=alone,
             )
         except BaseException:
             self.failed = True
@@ -220,10 +221,17 @@ class _Writer:
                 self.samples.append(r)
 
     def submit(
-        self, batch: list[Normalised], final_hash: str | None = None, *, finished: bool = False
+        self,
+        batch: list[Normalised],
+        final_hash: str | None = None,
+        *,
+        finished: bool = False,
+        alone: bool = False,
     ) -> None:
+        """Store `batch` once the one before is stored; `alone`: nothing is read beside it any more (the
+        file's last batch), so its statements may take every thread (`storage.usage.store_batch`)."""
         self.wait()
-        self._inflight = self._pool.submit(self._store, batch, final_hash, finished)
+        self._inflight = self._pool.submit(self._store, batch, final_hash, finished, alone)
 
     @property
     def busy(self) -> bool:
@@ -446,7 +454,7 @@ def _ingest_streamed(
             rejects += normaliser.explain(spec, data, numbers, context)
         # the last rows, the rejects and the file's end in one transaction
         last = pa.concat_tables(pending) if pending else pa.table({})
-        writer.submit([Normalised(last, rejects)], lines.content_hash)
+        writer.submit([Normalised(last, rejects)], lines.content_hash, alone=True)
         writer.wait()
         return True
     finally:
@@ -530,7 +538,7 @@ def _ingest_blocks(
             reason = f"{broke_off}; reading stopped {where}, the rest of the file is not read"
             pending.append(Normalised(pa.table({}), [Reject(last_line + 1, reason, "")]))
             broke_off = reason
-        writer.submit(pending, source.content_hash)
+        writer.submit(pending, source.content_hash, alone=True)
         writer.wait()
     finally:
         for future, _ in queue:
