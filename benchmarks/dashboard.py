@@ -49,6 +49,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dashboard.serve import server_env  # noqa: E402
+
 APP = ROOT / "dashboard" / "app.py"
 VIEWS = ("overview", "planner", "spend", "usage", "endpoints", "switch", "catalog")
 CURRENCY = "CNY"
@@ -388,7 +390,8 @@ def measure(views: list[str], runs: int, timeout_s: float, rounds: int) -> dict[
 
 
 def child(view_list: str, runs: int, timeout_s: float, rounds: int, db: Path) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QUOTASCOPE_")}
+    # the server's environment (`quotascope dashboard` starts it with its allocator settings)
+    env = server_env({k: v for k, v in os.environ.items() if not k.startswith("QUOTASCOPE_")})
     env |= {"QUOTASCOPE_DB": str(db), "QUOTASCOPE_CURRENCY": CURRENCY, "PYTHONWARNINGS": "ignore"}
     command = [
         sys.executable,
