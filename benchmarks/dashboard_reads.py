@@ -24,6 +24,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dashboard.serve import server_env  # noqa: E402
+
 APP = ROOT / "dashboard" / "app.py"
 VIEWS = ("overview", "planner", "spend", "usage", "endpoints", "switch", "catalog")
 
@@ -148,7 +150,8 @@ def main() -> int:
     if args.measure:
         print(json.dumps(measure(args.measure, reset=not args.together)))
         return 0
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QUOTASCOPE_")}
+    # the server's environment (`quotascope dashboard` starts it with its allocator settings)
+    env = server_env({k: v for k, v in os.environ.items() if not k.startswith("QUOTASCOPE_")})
     print(f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     for view in [args.views] if args.together else args.views.split(","):
         found = []

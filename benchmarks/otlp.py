@@ -23,7 +23,10 @@ query, an agent span). Then, in the same run:
    fsynced to the spool, committed after in large batches), where it prints two figures: until the last
    span is durably spooled (acknowledged), and until it is committed to the database. The rows are
    counted back from the database each time. The target (>= 0.5x the bare decode) is judged on the
-   spooled run's spans committed to the database: stored means in the database;
+   spooled run's spans committed to the database: stored means in the database. Beside each run, the CPU
+   its threads used per span, by what they do (HTTP, scan, checks, spool, commits), and how many of the
+   2 cores that kept busy on average: fewer than 2 means the run waited (on the exporters' 10 requests in
+   flight, the hand-offs between threads, fsync), not on CPU;
 5. overload (with `--spool`): a fresh database, an open-loop client sending new requests at 3x the rate
    just measured for 30 s; a request answered 429/503 is sent again after its Retry-After, as an OTLP
    exporter does, until every one is acknowledged. Then every LLM span must be stored exactly once: rows =
@@ -333,15 +336,51 @@ def trivial_http(requests: list[bytes]) -> float:
     return done - started
 
 
-def throughput(requests: list[bytes], db: Path, spool: Path | None) -> tuple[float, float]:
-    """Seconds until the last request is acknowledged, and until its spans are committed to `db`."""
+# The receiver's threads by what they do (`threading` names; the rest of the process's threads are native:
+# DuckDB's, Arrow's and OpenBLAS's pools).
+THREAD_ROLES = (
+    ("otlp:", "HTTP, event loop"),
+    ("AnyIO worker", "scan (worker threads)"),
+    ("quotascope-otlp-writer", "writer: checks, spool encoding (no spool: commits)"),
+    ("quotascope-otlp-spool", "spool append + fsync"),
+    ("quotascope-otlp-drain", "drain: commits to the db"),
+)
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds each role's threads of this process have run (Linux: /proc's schedstat, in ns), the main
+    thread (the benchmark's own work) left out."""
+    named = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    main = threading.main_thread().native_id
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        tid = int(task.name)
+        if tid == main:
+            continue
+        try:
+            ran_ns = int((task / "schedstat").read_text().split()[0])
+        except OSError:  # the thread ended
+            continue
+        name = named.get(tid, "")
+        roles = (role for prefix, role in THREAD_ROLES if name.startswith(prefix))
+        role = next(roles, "other threads (native pools)")
+        out[role] = out.get(role, 0.0) + ran_ns / 1e9
+    return out
+
+
+def throughput(requests: list[bytes], db: Path, spool: Path | None) -> tuple[float, float, dict[str, float]]:
+    """Seconds until the last request is acknowledged, and until its spans are committed to `db`; and the
+    CPU seconds the receiver's threads used meanwhile, by what they do (`thread_cpu`)."""
     options = OtlpOptions(port=0, max_pending_spans=1_000_000, batch_spans=250_000, spool=spool)
     with OtlpServer(db, "bench", options) as server:
         assert server.batcher.wait_compiled(120)
+        before = thread_cpu()
         started, acknowledged = client_run(server.port, requests)
         assert server.writer.wait_stored(600)
         committed = time.monotonic()
-    return acknowledged - started, committed - started
+        after = thread_cpu()
+    used = {role: seconds - before.get(role, 0.0) for role, seconds in after.items()}
+    return acknowledged - started, committed - started, used
 
 
 async def overload(requests: list[bytes], rate_rps: float, seconds: float, db: Path) -> dict[str, float]:
@@ -416,11 +455,13 @@ def main() -> None:
         print(f"  {name:46s} {seconds_per_span * 1e6:7.2f}")
     http = trivial_http(requests)
     figures: dict[str, tuple[float, float]] = {}
+    cpu: dict[str, dict[str, float]] = {}
     for mode in ("committed", "spooled"):
         with tempfile.TemporaryDirectory(prefix="qs-otlp-bench-") as folder:
             db = Path(folder) / "throughput.duckdb"
             spool = Path(folder) / "spool" if mode == "spooled" else None
-            figures[mode] = throughput(requests, db, spool)
+            acknowledged, committed, cpu[mode] = throughput(requests, db, spool)
+            figures[mode] = (acknowledged, committed)
             stored, distinct = stored_rows(db)
             assert stored == distinct == expected, (mode, stored, distinct, expected)
     bare = min([bare, *(bare_decode(requests[1:]) for _ in range(3))])  # before and after: the best
@@ -440,6 +481,16 @@ def main() -> None:
     print(line("acknowledge once committed: until the last commit", figures["committed"][1]))
     print(line("with --spool: until the last span is durably spooled (acked)", figures["spooled"][0]))
     print(line("with --spool: until the last span is committed to the db", figures["spooled"][1]))
+    for mode, title in (("committed", "acknowledged once committed"), ("spooled", "with --spool")):
+        used = cpu[mode]
+        busy = sum(used.values()) / figures[mode][1]
+        print(
+            f"  the receiver's CPU per span, {title} (us, each role's threads' time on a CPU, from the "
+            f"client's start to the last commit; {busy:.2f} cores busy on average):"
+        )
+        for role, seconds in sorted(used.items(), key=lambda pair: -pair[1]):
+            print(f"    {role:44s} {seconds / spans * 1e6:6.2f}")
+        print(f"    {'all':44s} {sum(used.values()) / spans * 1e6:6.2f}")
     rate = spans / figures["spooled"][1]
     print(
         f"target (>= 0.5x the bare decode) judged on spans committed to the database with --spool: "

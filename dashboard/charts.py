@@ -17,6 +17,9 @@ from models.outside_text import for_chart
 
 DAY_MS = 86_400_000  # a day on a Plotly date axis
 PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563")
+# a log axis labelled at each power of ten only, written out (10,000; 1,000,000; 0.1): Plotly's default also
+# labels the 2s and 5s of every decade with a bare "2" or "5", which read as figures of their own
+LOG_AXIS: dict[str, object] = {"type": "log", "dtick": 1, "tickformat": ",~r"}
 LAYOUT = {
     "template": "plotly_white",
     "margin": {"l": 70, "r": 20, "t": 50, "b": 40},
@@ -66,8 +69,8 @@ def capacity_curve(frame: pl.DataFrame, marker_tokens: float | None = None) -> g
                 hovertemplate="%{y:,.2f} q/min (binding: %{customdata})<extra>%{fullData.name}</extra>",
             )
         )
-    figure.update_xaxes(type="log")
-    figure.update_yaxes(type="log", rangemode="normal")
+    figure.update_xaxes(**LOG_AXIS)
+    figure.update_yaxes(**LOG_AXIS, rangemode="normal")
     if marker_tokens:
         figure.add_vline(
             x=marker_tokens,
@@ -172,7 +175,7 @@ def histogram(
         trace = go.Histogram(x=x, y=y, histfunc="sum", nbinsx=bins, marker_color=PALETTE[0])
     figure.add_trace(trace)
     if log_x:
-        figure.update_xaxes(type="log")
+        figure.update_xaxes(**LOG_AXIS)
     figure.update_layout(hovermode="closest", showlegend=False)
     return figure
 
@@ -339,7 +342,7 @@ def demand_against_limits(demand: pl.DataFrame, limits: dict[str, float]) -> go.
                 line={"color": PALETTE[i % len(PALETTE)], "dash": "dash"},
             )
         )
-    figure.update_yaxes(type="log", rangemode="normal")
+    figure.update_yaxes(**LOG_AXIS, rangemode="normal")
     return figure
 
 

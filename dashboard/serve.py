@@ -10,7 +10,20 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
+from collections.abc import Mapping
+
+# What the server's environment sets (`server_env`), read by allocators as they load, so set before the server
+# process starts. Polars' own jemalloc keeps the pages of freed frames for a while (polars sets
+# dirty_decay_ms:500,muzzy_decay_ms:1000 and appends this variable to it, later options winning), and a page
+# run frees most of what it built a moment later. With polars' setting, the app's peak resident memory with
+# every page visited twice (benchmarks/dashboard.py, six fresh processes per size) was 455-468 MB at 10M
+# requests and 467-485 MB at 100M: what a larger store's pages had just freed was still held when the Switch
+# replay set the peak. Handed back by jemalloc's background thread after 50 ms: 438-466 MB against 442-454 MB,
+# and no first visit slower (handing pages back at once, in the freeing thread, cost the Switch replay a
+# third more time).
+ALLOCATOR_ENV = {"_RJEM_MALLOC_CONF": "background_thread:true,dirty_decay_ms:50,muzzy_decay_ms:0"}
 
 # what the pages import on their first run (Streamlit's dataframe support imports pandas on first use);
 # not dashboard.state: its st.cache_* decorators must meet the server's runtime, which starts after this
@@ -35,6 +48,12 @@ PRELOADED = (
     "storage.profiles",
     "storage.simulation",
 )
+
+
+def server_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`base` (this process's environment by default) with `ALLOCATOR_ENV` set. Not beneath it: once this
+    process imported polars, its environment holds polars' defaults under the same name."""
+    return {**(os.environ if base is None else base), **ALLOCATOR_ENV}
 
 
 def preload() -> None:

@@ -45,14 +45,15 @@ def model_band_sql(
     for (provider, model), own in sorted(bounds_of.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
         if not own:
             continue
-        who = "provider IS NULL" if provider is None else f"provider = {_quoted(provider)}"
+        who = "provider IS NULL" if provider is None else f"provider = {sql_string(provider)}"
         band = tier_band_sql(own, input_sql, requests_sql, numbered_in=bounds)
-        arms.append(f"WHEN {who} AND model = {_quoted(model)} THEN {band}")
+        arms.append(f"WHEN {who} AND model = {sql_string(model)} THEN {band}")
     return f"CASE {' '.join(arms)} ELSE 0 END" if arms else "0"
 
 
-def _quoted(text: str) -> str:
-    """A string literal in DuckDB's SQL, which the ClickHouse store renders through SQLGlot."""
+def sql_string(text: str) -> str:
+    """A string literal in DuckDB's SQL (a quote doubled), which the ClickHouse store renders through SQLGlot:
+    the one rule for text written into generated SQL."""
     return "'" + text.replace("'", "''") + "'"
 
 

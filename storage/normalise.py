@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from models.bands import sql_string
 from models.usage_record import (
     CACHE_OVER_INPUT,
     EARLIEST_TIMESTAMP,
@@ -107,13 +108,9 @@ class Normalised:
 # ------------------------------------------------------------------------------------------ SQL
 
 
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _said(reason: Reason, **values: str) -> str:
     """A reason as a SQL expression, each `{name}` of its words the SQL expression `values[name]`."""
-    return " || ".join(values[text] if named else _lit(text) for text, named in reason.parts())
+    return " || ".join(values[text] if named else sql_string(text) for text, named in reason.parts())
 
 
 _EARLIEST_EPOCH_S = int(EARLIEST_TIMESTAMP.replace(tzinfo=UTC).timestamp())
@@ -227,7 +224,7 @@ class _Builder:
                 if leaf is not None:
                     rest = "$." + ".".join(keys[len(leaf) :])
                     function = "json_extract" if kind == "j" else "json_extract_string"
-                    access[token] = f"{function}({_member(leaf)}, {_lit(rest)})"
+                    access[token] = f"{function}({_member(leaf)}, {sql_string(rest)})"
                 elif json_leaf(keys):
                     access[token] = _member(keys) if kind == "j" else f"({_member(keys)} ->> '$')"
                 else:
@@ -284,11 +281,11 @@ class _Builder:
             **{f"r_{name}": self.value(f.paths) for name, f in self.tokens.items()},
         }
         evidence = " ".join(
-            f"WHEN {self.ref(path)} IS NOT NULL THEN {_lit(provider)}"
+            f"WHEN {self.ref(path)} IS NOT NULL THEN {sql_string(provider)}"
             for path, provider in spec.provider_evidence
         )
         flags = " ".join(
-            f"WHEN {self.ref(path, 't')} = 'true' THEN {_lit(endpoint)}"
+            f"WHEN {self.ref(path, 't')} = 'true' THEN {sql_string(endpoint)}"
             for path, endpoint in spec.endpoint_flags
         )
         columns["evidence"] = f"CASE {evidence} END" if evidence else "NULL::VARCHAR"
@@ -331,9 +328,9 @@ typed AS (
                 arms.append(f"({ref} IS NOT NULL AND json_type({ref}) <> 'NULL')")
             text = f"qs_text({self.ref(failure.path, 't')})"
             if failure.values:
-                arms.append(f"{text} IN ({', '.join(_lit(v) for v in failure.values)})")
+                arms.append(f"{text} IN ({', '.join(sql_string(v) for v in failure.values)})")
             if failure.not_values:
-                arms.append(f"{text} NOT IN ({', '.join(_lit(v) for v in failure.not_values)})")
+                arms.append(f"{text} NOT IN ({', '.join(sql_string(v) for v in failure.not_values)})")
         return f"coalesce({' OR '.join(arms)}, false)" if arms else "false"
 
     def ok(self) -> str:
@@ -410,7 +407,7 @@ typed AS (
             f"WHEN {error_present} THEN 'an error response (no usage)' "
             f"WHEN {object_type} LIKE '%chunk' THEN 'a stream chunk without usage (only the final chunk "
             "carries it: stream with stream_options.include_usage)' "
-            f"ELSE {_said(NO_USAGE_BLOCK, path=_lit(spec.usage_block[0]))} END",
+            f"ELSE {_said(NO_USAGE_BLOCK, path=sql_string(spec.usage_block[0]))} END",
         )
         checks: list[tuple[str, str]] = [
             (
@@ -448,11 +445,11 @@ typed AS (
         """A shared check (`models.usage_record.Check`) as (condition, reason) over this spec's columns."""
         name = check.fields[0] if check.fields else ""
         raw, value = f"r_{name}", f"v_{name}"
-        said: dict[str, str] = {"label": _lit(self.tokens[name].label) if name in self.tokens else ""}
+        said: dict[str, str] = {"label": sql_string(self.tokens[name].label) if name in self.tokens else ""}
         if check.test in ("negative", "too_large"):
             said["value"] = f"left({raw}::VARCHAR, {SHOWN_CHARS})"
         if check.test in ("before", "after"):
-            said["ts"] = f"strftime(ts, {_lit(SHOWN_TIME)})"
+            said["ts"] = f"strftime(ts, {sql_string(SHOWN_TIME)})"
         if check.test == "missing":
             condition = {"model": "model IS NULL", "ts": "ts_raw IS NULL"}.get(name, f"{raw} IS NULL")
         elif check.test == "negative":
@@ -466,7 +463,7 @@ typed AS (
         elif check.test == "before":
             assert isinstance(check.bound, datetime)
             condition = f"ts < TIMESTAMP '{check.bound.isoformat(sep=' ')}'"
-            said["year"] = _lit(str(check.bound.year))
+            said["year"] = sql_string(str(check.bound.year))
         else:
             assert check.test == "after" and isinstance(check.bound, timedelta)
             condition = f"ts > $now::TIMESTAMP + INTERVAL {check.bound.days} DAY"
@@ -481,7 +478,7 @@ typed AS (
         return self.opt(name)
 
     def _not_whole(self, name: str) -> tuple[str, str]:
-        label, raw = _lit(self.tokens[name].label), f"r_{name}"
+        label, raw = sql_string(self.tokens[name].label), f"r_{name}"
         return (
             f"{raw} IS NOT NULL AND NOT qs_is_int({raw})",
             f"{label} || ' is ' || qs_show({raw}) || CASE WHEN json_type({raw}) = 'DOUBLE' "
@@ -514,7 +511,7 @@ typed AS (
             checks.append(
                 (
                     "v_total_tokens IS NOT NULL AND v_total_tokens <> v_input_tokens + v_output_tokens",
-                    f"{_lit(total.label)} || ' (' || v_total_tokens || ') is not "
+                    f"{sql_string(total.label)} || ' (' || v_total_tokens || ') is not "
                     f"{self.spec.input.label} + {self.spec.output.label} (' "
                     "|| (v_input_tokens + v_output_tokens) || ')'",
                 )
@@ -526,7 +523,7 @@ typed AS (
     ) -> str:
         """The canonical columns; columns that neither the spec nor a --tag can fill are left out (NULL)."""
         spec = self.spec
-        default_provider = _lit(spec.default_provider) if spec.default_provider else "NULL"
+        default_provider = sql_string(spec.default_provider) if spec.default_provider else "NULL"
         cached, write, reasoning = (
             self.opt("cached_input_tokens"),
             self.opt("cache_write_tokens"),
@@ -556,7 +553,7 @@ typed AS (
             ("line_no", "line_no"),
             ("ts", "ts"),
             (f"lower(coalesce(provider_raw, $tag_provider, evidence, {default_provider}))", "provider"),
-            (self._if_failed(f"coalesce(model, {_lit(FAILED_BATCH_MODEL)})", "model"), "model"),
+            (self._if_failed(f"coalesce(model, {sql_string(FAILED_BATCH_MODEL)})", "model"), "model"),
             (f"{self.per}::BIGINT", "n_requests"),
             *(
                 (self._if_failed("0", f"({expr})::BIGINT"), name)  # a failed request: no tokens
@@ -616,7 +613,7 @@ typed AS (
                 ("billed_cost", "billed_cost"),
                 (
                     "CASE WHEN billed_cost IS NOT NULL "
-                    f"THEN upper(coalesce(currency_raw, {_lit(spec.default_currency)})) END",
+                    f"THEN upper(coalesce(currency_raw, {sql_string(spec.default_currency)})) END",
                     "billed_currency",
                 ),
             ]
@@ -696,7 +693,7 @@ def build_sql(
             else "(SELECT line, line_no FROM src WHERE NOT regexp_full_match(line, '\\s*'))"
         )
         parsed = (
-            f"parsed AS (\n    SELECT line_no, line, TRY(from_json(line, {_lit(structure)})) AS s\n"
+            f"parsed AS (\n    SELECT line_no, line, TRY(from_json(line, {sql_string(structure)})) AS s\n"
             f"    FROM {lines}\n),"
         )
     sql = "WITH " + parsed + relation + "\n" + select
@@ -711,7 +708,8 @@ def _columns(structure: dict[str, Any]) -> str:
             return node
         return "STRUCT(" + ", ".join(f'"{key}" {sql_type(inner)}' for key, inner in node.items()) + ")"
 
-    return "{" + ", ".join(f"{_lit(key)}: {_lit(sql_type(node))}" for key, node in structure.items()) + "}"
+    fields = (f"{sql_string(key)}: {sql_string(sql_type(node))}" for key, node in structure.items())
+    return "{" + ", ".join(fields) + "}"
 
 
 def _member(keys: tuple[str, ...]) -> str:

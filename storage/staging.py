@@ -33,10 +33,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from models.bands import sql_string
 from models.usage_record import RecordSpec
 from storage.arrow import int64_array
 from storage.db import StorageError
-from storage.normalise import _MACROS, IngestContext, _lit, _used, build_sql, tag_columns
+from storage.normalise import _MACROS, IngestContext, _used, build_sql, tag_columns
 
 STAGE_MEMORY = "1GB"
 # rows per streamed table: a quarter of a row group, so the writer gets its first one soon after it fills
@@ -87,19 +88,19 @@ class LineStream:
         for macro in _MACROS:
             self.con.execute(macro)
         self.reader = reader
-        compression = _lit("gzip" if compressed else "none")
+        compression = sql_string("gzip" if compressed else "none")
         if reader == "json":
 
             def read_json(columns: str) -> str:
                 return (
-                    f"read_json({_lit(name)}, columns = {columns}, format = 'newline_delimited', "
+                    f"read_json({sql_string(name)}, columns = {columns}, format = 'newline_delimited', "
                     f"records = true, ignore_errors = true, compression = {compression})"
                 )
 
             self.sql = build_sql(spec, "stage", tag_columns(context), json_reader=read_json)
         else:
             source = (
-                f"read_csv({_lit(name)}, columns = {{'line': 'VARCHAR'}}, header = false, "
+                f"read_csv({sql_string(name)}, columns = {{'line': 'VARCHAR'}}, header = false, "
                 "delim = '\x01', quote = '', escape = '', auto_detect = false, strict_mode = false, "
                 f"ignore_errors = true, compression = {compression})"
             )

@@ -27,9 +27,9 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -516,17 +516,28 @@ def _scan(
 
 # ------------------------------------------------------------------------------------------ compiled
 
+# The compiled code below the scan's entry (`_scan_compiled`, which allocates its working arrays) runs
+# without numba's reference counting (its `_nrt` option off): each array passed from one compiled function
+# to another otherwise costs an atomic increment and decrement, and that was most of the scan's time.
+# (None of these functions allocates or raises, which is what reference counting would be needed for.)
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+
+
+def _uncounted(**options: Any) -> Callable[[_Function], _Function]:
+    return cast(Callable[[_Function], _Function], njit(**{"cache": True, "_nrt": False, **options}))
+
+
 # Rows of the attribute slots: the span's (type, int value, start, length of a string) and its resource's.
 S_TYPE, S_INT, S_OFF, S_LEN, R_TYPE, R_INT, R_OFF, R_LEN = range(8)
 SPAN_ROWS, RESOURCE_ROWS = 0, 4
 
 
-@njit(cache=True, inline="always")
+@_uncounted(inline="always")
 def _is_ws(c: int) -> bool:
     return c in (9, 10, 11, 12, 13, 28, 29, 30, 31, 32)  # what str.strip() removes among ASCII
 
 
-@njit(cache=True)
+@_uncounted()
 def _find(blob: U8, offsets: I64, lo: int, hi: int, data: U8, start: int, length: int) -> int:
     """The place of data[start:start+length] among strings lo..hi of the blob, or -1."""
     for i in range(lo, hi):
@@ -543,7 +554,7 @@ def _find(blob: U8, offsets: I64, lo: int, hi: int, data: U8, start: int, length
     return -1
 
 
-@njit(cache=True)
+@_uncounted()
 def _starts_with(blob: U8, offsets: I64, index: int, data: U8, start: int, length: int) -> bool:
     a = offsets[index]
     n = offsets[index + 1] - a
@@ -555,10 +566,15 @@ def _starts_with(blob: U8, offsets: I64, index: int, data: U8, start: int, lengt
     return True
 
 
-@njit(cache=True)
+@_uncounted()
 def _utf8_ok(data: U8, start: int, end: int) -> bool:
     """Whether data[start:end] is UTF-8 as upb requires of a string field (no overlong forms, no
     surrogates, nothing above U+10FFFF)."""
+    seen = 0  # first the usual case, ASCII, in a loop without a branch per byte (vectorised)
+    for j in range(np.uint64(start), np.uint64(end)):  # unsigned: no check for negative indices
+        seen |= data[j]
+    if seen < 0x80:
+        return True
     i = start
     while i < end:
         c = data[i]
@@ -589,7 +605,7 @@ def _utf8_ok(data: U8, start: int, end: int) -> bool:
     return True
 
 
-@njit(cache=True)
+@_uncounted()
 def _put_string(out: U8, o: int, blob: U8, offsets: I64, index: int) -> int:
     for j in range(offsets[index], offsets[index + 1]):
         out[o] = blob[j]
@@ -597,14 +613,14 @@ def _put_string(out: U8, o: int, blob: U8, offsets: I64, index: int) -> int:
     return o
 
 
-@njit(cache=True)
+@_uncounted()
 def _exact_ms(nanos: np.uint64) -> bool:
     """Whether nanos / 1e6 in compiled code is Python's `int / 1e6` (true division, correctly rounded): it is
     while the nanoseconds are exact as a double."""
     return bool(nanos < np.uint64(1 << 53))
 
 
-@njit(cache=True)
+@_uncounted()
 def _put_text(texts: U8, offsets: I64, column: int, r: int, data: U8, start: int, length: int) -> None:
     """Text `column` of record r: data[start:start+length] (room checked before)."""
     o = offsets[column, r]
@@ -614,13 +630,13 @@ def _put_text(texts: U8, offsets: I64, column: int, r: int, data: U8, start: int
     offsets[texts.shape[0] + column, r] = 1
 
 
-@njit(cache=True)
+@_uncounted()
 def _put_null(texts: U8, offsets: I64, column: int, r: int) -> None:
     offsets[column, r + 1] = offsets[column, r]
     offsets[texts.shape[0] + column, r] = 0
 
 
-@njit(cache=True)
+@_uncounted()
 def _put_hex(out: U8, o: int, data: U8, start: int, length: int) -> int:
     for j in range(start, start + length):
         c = data[j]
@@ -632,7 +648,7 @@ def _put_hex(out: U8, o: int, data: U8, start: int, length: int) -> int:
     return o
 
 
-@njit(cache=True, inline="always")
+@_uncounted(inline="always")
 def _word(data: U8, start: int, length: int) -> np.uint64:
     """Up to 8 bytes from `start` as one little-endian word."""
     value = np.uint64(0)
@@ -641,7 +657,7 @@ def _word(data: U8, start: int, length: int) -> np.uint64:
     return value
 
 
-@njit(cache=True)
+@_uncounted()
 def _key_hash(data: U8, start: int, length: int) -> np.uint64:
     """An attribute key's hash from its length and its first and last 8 bytes: three words, not a multiply
     per byte (FNV over every byte of every key was a tenth of the scan). Keys alike at both ends only
@@ -653,7 +669,7 @@ def _key_hash(data: U8, start: int, length: int) -> np.uint64:
     return h ^ (h >> np.uint64(29))
 
 
-@njit(cache=True)
+@_uncounted()
 def _key_id(data: U8, start: int, length: int, blob: U8, offsets: I64, table: I64) -> int:
     mask = len(table) - 1
     slot = np.int64(_key_hash(data, start, length) & np.uint64(mask))
@@ -673,7 +689,7 @@ def _key_id(data: U8, start: int, length: int, blob: U8, offsets: I64, table: I6
         slot = (slot + 1) & mask
 
 
-@njit(cache=True)
+@_uncounted()
 def _varint(data: U8, pos: int, end: int) -> tuple[bool, np.uint64, int]:
     """(ok, value, next position) of the varint at pos; not ok past `end` or over 64 bits."""
     value = np.uint64(0)
@@ -714,7 +730,8 @@ def _scan_compiled(
     rule_excludes: npt.NDArray[np.bool_],
     attribution_keys: I64,
 ) -> tuple[int, int, int]:
-    n = len(data)
+    """The scan's working arrays, then `_walk` (compiled without numba's reference counting: every array
+    handed from call to call inside it cost two atomic operations, most of the scan's time)."""
     n_keys = sets[SET_KEYS + 1] - sets[SET_KEYS]
     ends = np.empty(MAX_DEPTH + 1, dtype=np.int64)
     types = np.empty(MAX_DEPTH + 1, dtype=np.int64)
@@ -729,7 +746,76 @@ def _scan_compiled(
     # the span being read: scope name, trace id, span id (start, length each), then start, end, status
     # code, has events, has a first-token event, its time
     span = np.zeros(12, dtype=np.int64)
+    return _walk(
+        data,
+        verdicts,
+        ints,
+        floats,
+        texts,
+        text_offsets,
+        kinds,
+        children,
+        repeated,
+        oneof,
+        roles,
+        blob,
+        offsets,
+        sets,
+        key_table,
+        key_lengths,
+        field_keys,
+        sdk_key,
+        rule_excludes,
+        attribution_keys,
+        ends,
+        types,
+        frame_roles,
+        seen,
+        slots,
+        doubles,
+        scratch,
+        work,
+        fbuf,
+        fview,
+        span,
+    )
 
+
+@_uncounted(nogil=True)
+def _walk(
+    data: U8,
+    verdicts: npt.NDArray[np.int8],
+    ints: I64,
+    floats: npt.NDArray[np.float64],
+    texts: U8,
+    text_offsets: I64,
+    kinds: npt.NDArray[np.int8],
+    children: npt.NDArray[np.int16],
+    repeated: npt.NDArray[np.bool_],
+    oneof: npt.NDArray[np.uint64],
+    roles: npt.NDArray[np.int8],
+    blob: U8,
+    offsets: I64,
+    sets: I64,
+    key_table: I64,
+    key_lengths: npt.NDArray[np.bool_],
+    field_keys: I64,
+    sdk_key: int,
+    rule_excludes: npt.NDArray[np.bool_],
+    attribution_keys: I64,
+    ends: I64,
+    types: I64,
+    frame_roles: I64,
+    seen: npt.NDArray[np.uint64],
+    slots: I64,
+    doubles: npt.NDArray[np.float64],
+    scratch: U8,
+    work: I64,
+    fbuf: npt.NDArray[np.uint64],
+    fview: npt.NDArray[np.float64],
+    span: I64,
+) -> tuple[int, int, int]:
+    n = len(data)
     d = 0
     ends[0] = n
     types[0] = 0
@@ -947,7 +1033,7 @@ def _scan_compiled(
 TEXT_NONE, TEXT, TEXT_DOUBT = 0, 1, 2
 
 
-@njit(cache=True)
+@_uncounted()
 def _pick(field_keys: I64, field: int, slots: I64) -> int:
     """`_first`: the first of a field's attributes the span has (a value of some type), or -1."""
     for column in range(field_keys.shape[1]):
@@ -959,7 +1045,7 @@ def _pick(field_keys: I64, field: int, slots: I64) -> int:
     return -1
 
 
-@njit(cache=True)
+@_uncounted()
 def _text(data: U8, k: int, slots: I64, rows: int) -> tuple[int, int, int]:
     """`_text` of a slot (the span's: rows 0, the resource's: rows 4): (TEXT_NONE | TEXT | TEXT_DOUBT,
     start, length), stripped as str.strip() strips (ASCII text only: other text, and numbers made text,
@@ -982,7 +1068,7 @@ def _text(data: U8, k: int, slots: I64, rows: int) -> tuple[int, int, int]:
     return TEXT, a, b - a
 
 
-@njit(cache=True)
+@_uncounted()
 def _count(k: int, slots: I64, doubles: npt.NDArray[np.float64]) -> tuple[int, np.int64]:
     """`_count` of a slot: (0 none | 1 a count | 2 doubt, the count), kept far from int64's limits so sums
     stay exact."""
@@ -1001,7 +1087,7 @@ def _count(k: int, slots: I64, doubles: npt.NDArray[np.float64]) -> tuple[int, n
     return 2, np.int64(0)
 
 
-@njit(cache=True)
+@_uncounted()
 def _record(
     data: U8,
     r: int,

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from dashboard.serve import server_env
 from models.access import oidc_providers
 from models.errors import InputError
 from quotascope import settings
@@ -69,7 +70,7 @@ def serve(db: Path, host: str, port: int, catalog: list[str], usage: ClickHouseT
     """Run the dashboard in the foreground until interrupted (refused beyond loopback without sign-in);
     `usage`: the ClickHouse holding usage, if any (its password stays in the environment, never a URL)."""
     check_exposure(db, host)
-    env = dict(os.environ, QUOTASCOPE_DB=str(db.resolve()))
+    env = server_env() | {"QUOTASCOPE_DB": str(db.resolve())}
     if usage is not None:
         if usage.path is not None:  # Streamlit runs in another folder's terms: an absolute chdb folder
             usage = replace(usage, path=usage.path.resolve())

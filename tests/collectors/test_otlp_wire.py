@@ -17,7 +17,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from collectors.otlp.decode import UndecodableBody, decode_body, spans_of
-from collectors.otlp.wire import RECORD, SPAN_DOUBT, WirePlan, scan
+from collectors.otlp.wire import RECORD, SPAN_DOUBT, WirePlan, _utf8_ok, scan
 from collectors.otlp.writer import Prepared, SpanBatcher
 from models.genai_spans import ATTRIBUTES_READ, FIELDS, FIRST_TOKEN_EVENTS, PROVIDER_ALIASES, SDK_NAME
 from tests.collectors.otlp_support import START_NS, llm_attributes, request_of
@@ -267,6 +267,39 @@ def test_nested_unknown_fields_and_invalid_utf8_go_to_the_reference_path(batcher
     assert fast(batcher, bad_text) == reference(batcher, bad_text) == "undecodable"
     ExportTraceServiceRequest.FromString(body)  # the wrapping itself is well formed
     ResourceSpans.FromString(_wrap(2, scope.SerializeToString()))
+
+
+# UTF-8 and not: ASCII (the pass without a branch per byte), multi-byte text, and each way to be invalid
+UTF8_CASES = [
+    b"",
+    b"gpt-4o-mini" * 9,
+    "caf\u00e9 \u2003 \U0001f600 \uffff \U0010ffff".encode(),
+    b"x" * 70 + "\u00e9".encode(),  # a multi-byte character past many ASCII bytes
+    b"\x80",  # a continuation byte alone
+    b"\xc0\xaf",  # overlong
+    b"\xe0\x80\xaf",  # overlong
+    b"\xf0\x80\x80\xaf",  # overlong
+    b"\xed\xa0\x80",  # a surrogate
+    b"\xf4\x90\x80\x80",  # past U+10FFFF
+    b"\xf5\x80\x80\x80",
+    b"ab\xe2\x82",  # cut short
+    b"ab\xe2\x82\x41",  # a continuation that is not one
+    b"\xff\xfe",
+]
+
+
+@pytest.mark.parametrize("text", UTF8_CASES)
+def test_utf8_is_judged_as_python_judges_it(text: bytes) -> None:
+    """The scan's UTF-8 check (upb's rule: no overlong forms, no surrogates, nothing past U+10FFFF: Python's
+    strict decoder's), over the whole buffer and over a slice of a larger one."""
+    try:
+        text.decode("utf-8")
+        valid = True
+    except UnicodeDecodeError:
+        valid = False
+    padded = np.frombuffer(b"\xff" + text + b"\xff", dtype=np.uint8)
+    assert _utf8_ok(np.frombuffer(text or b"\0", dtype=np.uint8), 0, len(text)) is valid
+    assert _utf8_ok(padded, 1, 1 + len(text)) is valid
 
 
 def _wrap(field: int, payload: bytes) -> bytes:

@@ -1,4 +1,5 @@
-"""`quotascope dashboard` as a service manager runs it: stopped with SIGTERM, it takes Streamlit with it."""
+"""`quotascope dashboard` as a service manager runs it: stopped with SIGTERM, it takes Streamlit with it; the
+server runs with the dashboard's allocator settings."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from dashboard.serve import ALLOCATOR_ENV
 from storage.db import open_write
 
 
@@ -55,6 +57,14 @@ def test_sigterm_stops_the_dashboard_and_its_server(tmp_path: Path) -> None:
             assert parent.poll() is None, "the dashboard exited before serving"
             assert time.monotonic() < deadline, "the dashboard did not become healthy in 60 s"
             time.sleep(0.3)
+        # the Streamlit server runs with the allocator settings the app's memory figures were measured with
+        (server,) = Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()
+        environ = dict(
+            item.split("=", 1)
+            for item in Path(f"/proc/{server}/environ").read_text().split("\0")
+            if "=" in item
+        )
+        assert {k: environ.get(k) for k in ALLOCATOR_ENV} == ALLOCATOR_ENV
         parent.send_signal(signal.SIGTERM)
         assert parent.wait(timeout=30) == 0
         assert not _healthy(url), "Streamlit still serves after quotascope dashboard was stopped"
