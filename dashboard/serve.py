@@ -51,9 +51,14 @@ PRELOADED = (
 
 
 def server_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """`base` (this process's environment by default) with `ALLOCATOR_ENV` set. Not beneath it: once this
-    process imported polars, its environment holds polars' defaults under the same name."""
-    return {**(os.environ if base is None else base), **ALLOCATOR_ENV}
+    """`base` (this process's environment by default) with `ALLOCATOR_ENV`'s options after any already set
+    under the same name (jemalloc takes the last of an option given twice): ours win on what they set, an
+    operator's other options (or polars' defaults, which a process that imported polars holds) stay."""
+    env = dict(os.environ if base is None else base)
+    for name, options in ALLOCATOR_ENV.items():
+        if not env.get(name, "").endswith(options):
+            env[name] = ",".join(part for part in (env.get(name), options) if part)
+    return env
 
 
 def preload() -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from models.sql import sql_string
+
 __all__ = ["band_input", "model_band_sql", "tier_band_sql"]
 
 
@@ -49,12 +51,6 @@ def model_band_sql(
         band = tier_band_sql(own, input_sql, requests_sql, numbered_in=bounds)
         arms.append(f"WHEN {who} AND model = {sql_string(model)} THEN {band}")
     return f"CASE {' '.join(arms)} ELSE 0 END" if arms else "0"
-
-
-def sql_string(text: str) -> str:
-    """A string literal in DuckDB's SQL (a quote doubled), which the ClickHouse store renders through SQLGlot:
-    the one rule for text written into generated SQL."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def band_input(bounds: Sequence[int]) -> list[int]:

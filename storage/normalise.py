@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from models.bands import sql_string
+from models.sql import sql_string
 from models.usage_record import (
     CACHE_OVER_INPUT,
     EARLIEST_TIMESTAMP,

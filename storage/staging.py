@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from models.bands import sql_string
+from models.sql import sql_string
 from models.usage_record import RecordSpec
 from storage.arrow import int64_array
 from storage.db import StorageError

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dashboard.serve import server_env
 from quotascope.commands.dashboard import streamlit_command
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -49,7 +50,7 @@ class RunningApp:
         with self.log.open("w") as log:
             self.process = subprocess.Popen(
                 streamlit_command("127.0.0.1", self.port),
-                env={**os.environ, **env, "QUOTASCOPE_DB": str(db)},
+                env=server_env({**os.environ, **env, "QUOTASCOPE_DB": str(db)}),  # as `quotascope dashboard`
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=cwd,

@@ -27,9 +27,15 @@ def test_polars_allocator_reads_the_setting_and_takes_ours() -> None:
     assert _polars_stderr(ALLOCATOR_ENV["_RJEM_MALLOC_CONF"]) == ""
 
 
-def test_the_server_env_sets_ours_over_polars_defaults() -> None:
+def test_the_server_env_puts_ours_last_keeping_the_operators_options() -> None:
     import polars  # noqa: F401  (it writes its defaults into this process's environment)
 
-    assert os.environ["_RJEM_MALLOC_CONF"] != ALLOCATOR_ENV["_RJEM_MALLOC_CONF"]
-    assert server_env()["_RJEM_MALLOC_CONF"] == ALLOCATOR_ENV["_RJEM_MALLOC_CONF"]
+    ours = ALLOCATOR_ENV["_RJEM_MALLOC_CONF"]
+    assert not os.environ["_RJEM_MALLOC_CONF"].endswith(ours)
+    assert server_env()["_RJEM_MALLOC_CONF"] == os.environ["_RJEM_MALLOC_CONF"] + "," + ours
     assert server_env({"PATH": "/bin"}) == {"PATH": "/bin", **ALLOCATOR_ENV}
+    operators = server_env({"_RJEM_MALLOC_CONF": "narenas:2"})
+    assert operators["_RJEM_MALLOC_CONF"] == "narenas:2," + ours
+    assert server_env(operators) == operators  # applied twice (a launcher's child), said once
+    # the whole string polars will see in the server (its defaults, the operator's, ours) is one it accepts
+    assert _polars_stderr(operators["_RJEM_MALLOC_CONF"]) == ""
