@@ -69,5 +69,9 @@ def test_sigterm_stops_the_dashboard_and_its_server(tmp_path: Path) -> None:
         assert parent.wait(timeout=30) == 0
         assert not _healthy(url), "Streamlit still serves after quotascope dashboard was stopped"
     finally:
-        if parent.poll() is None:
-            parent.kill()
+        if parent.poll() is None:  # a failed check above: stop it as a service manager would, Streamlit too
+            parent.send_signal(signal.SIGTERM)
+            try:
+                parent.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                parent.kill()
