@@ -17,10 +17,11 @@ from models.outside_text import for_chart
 
 DAY_MS = 86_400_000  # a day on a Plotly date axis
 PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563")
-# a log axis whose every label is written out (20,000; 50,000; 100,000): Plotly's default labels the 2s and
-# 5s of each decade with a bare "2" or "5", which read as figures of their own. Its ticks stay Plotly's, so
-# data inside one decade still gets labels
-LOG_AXIS: dict[str, object] = {"type": "log", "tickformat": ",~r"}
+# a log axis labelled at 1, 2 and 5 of each decade, written out (1,000; 2,000; 5,000): Plotly's default labels
+# the 2s and 5s with a bare "2" or "5", which read as figures of their own, and within one decade labels every
+# digit, which written out run into each other ("5,0006,0007,000"); ticks at powers of ten only would leave
+# data inside one decade unlabelled
+LOG_AXIS: dict[str, object] = {"type": "log", "tickformat": ",~r", "dtick": "D2"}
 LAYOUT = {
     "template": "plotly_white",
     "margin": {"l": 70, "r": 20, "t": 50, "b": 40},

@@ -25,6 +25,7 @@ def test_capacity_curve_draws_bounded_offers_on_log_axes() -> None:
     assert figure.layout.xaxis.type == "log" and figure.layout.yaxis.type == "log"
     # every label written out: no bare "2" and "5" between the powers of ten
     assert figure.layout.xaxis.tickformat == ",~r" and figure.layout.yaxis.tickformat == ",~r"
+    assert figure.layout.xaxis.dtick == "D2"  # 1, 2 and 5 of each decade: no run-together labels
     assert "tokens per question" in figure.layout.xaxis.title.text
     assert "questions per minute" in figure.layout.yaxis.title.text
     assert figure.layout.shapes  # the profile marker
