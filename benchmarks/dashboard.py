@@ -698,7 +698,8 @@ def memory_growth(base: list[float], larger: list[float]) -> float:
         start = end + 1
     observed = sum(ranks[len(base) :])
     n = len(pooled)
-    if math.comb(n, len(larger)) <= 200_000:
+    exhaustive = math.comb(n, len(larger)) <= 200_000
+    if exhaustive:
         splits: Iterable[tuple[int, ...]] = itertools.combinations(range(n), len(larger))
     else:
         chooser = random.Random(16)
@@ -707,7 +708,7 @@ def memory_growth(base: list[float], larger: list[float]) -> float:
     for chosen in splits:
         total += 1
         at_least += sum(ranks[i] for i in chosen) >= observed - 1e-9
-    if math.comb(n, len(larger)) <= 200_000:
+    if exhaustive:
         return at_least / total  # every split, the observed one among them
     return (at_least + 1) / (total + 1)  # random splits: the observed one counted too
 
