@@ -268,9 +268,10 @@ def one_thread(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     instance's, not the connection's, and not transactional).
 
     For a write batch beside a reader: an ingest's DuckDB reader already keeps the cores busy while its
-    writer stores the batch before, and DuckDB's parallel insert of an Arrow table into usage cost four
-    times the CPU of one thread's (491,520 rows: 0.64 s against 0.16 s, min of 3, load 9), its parallel
-    aggregation of the batch's profile rollup a quarter more (0.10 s against 0.07 s)."""
+    writer stores the batch before, and a parallel insert there only fights it for the cores (at load 9,
+    491,520 rows took 0.64 s of CPU on two threads against 0.16 s on one). With nothing beside it, the same
+    statements cost the same CPU on two threads and finish sooner: a file's last batch takes them all
+    (`storage.usage.store_batch`'s `alone`)."""
     (threads,) = con.execute("SELECT current_setting('threads')").fetchall()[0]
     con.execute("SET threads = 1")
     try:
