@@ -9,7 +9,9 @@ so its rollups are as a long-running receiver's), a few batches are stored by `s
 on a kept `WriteSession` (as the receiver's drain stores them, one DuckDB thread), each statement timed by
 what it does; and, in the same file, the same batch is inserted bare into a plain table of the same columns
 (`INSERT INTO t SELECT * FROM batch` and `COMMIT`, one thread): the reference. The figure is the ratio of
-`store_batch`'s wall time to the reference's, with every stage in microseconds per row beside it.
+`store_batch`'s wall time to the reference's, with every stage in microseconds per row beside it. After each
+batch the session is closed and opened again, as the receiver's is about every second (`storage.db.HOLD_S`):
+that line is apart from both, and its checkpoint writes the reference's rows as well as the batch's.
 
     nice .venv/bin/python benchmarks/write_path.py [--sizes 50000,250000,500000] [--stored 3000000]
 """
