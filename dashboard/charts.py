@@ -7,7 +7,8 @@ category."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time, timedelta
 
 import plotly.graph_objects as go
@@ -17,15 +18,35 @@ from models.outside_text import for_chart
 
 DAY_MS = 86_400_000  # a day on a Plotly date axis
 PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563")
-# a log axis labelled at 1, 2 and 5 of each decade, written out (1,000; 2,000; 5,000): Plotly's default labels
-# the 2s and 5s with a bare "2" or "5", which read as figures of their own, and within one decade labels every
-# digit, which written out run into each other ("5,0006,0007,000"); ticks at powers of ten only would leave
-# data inside one decade unlabelled
-LOG_AXIS: dict[str, object] = {"type": "log", "tickformat": ",~r", "dtick": "D2"}
+
+
+def log_axis(*values: Iterable[float]) -> dict[str, object]:
+    """A log axis for these values, every tick written out (1,000; 20,000).
+
+    Over three decades or fewer it is labelled at 1, 2 and 5 of each decade ("D2"): Plotly's default labels
+    the 2s and 5s with a bare "2" or "5", which read as figures of their own, and within one decade labels
+    every digit, which written out run into each other ("5,0006,0007,000"); ticks at powers of ten only would
+    leave data inside one decade unlabelled. Over more decades the 2s and 5s crowd a chart's height (the
+    Planner's seven decades of q/min put 21 labels in 200 pixels), so only powers of ten are labelled."""
+    shown = [v for part in values for v in part if v is not None and v > 0]
+    decades = math.log10(max(shown) / min(shown)) if shown else 0.0
+    return {"type": "log", "tickformat": ",~r", "dtick": 1 if decades > 3 else "D2"}
+
+
 LAYOUT = {
     "template": "plotly_white",
     "margin": {"l": 70, "r": 20, "t": 50, "b": 40},
-    "legend": {"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0},
+    # below the plot, anchored to the figure's bottom edge (not the plot's): Plotly then keeps the x axis's
+    # title clear of it, which a legend placed under the plot by a fraction of its height overlapped when the
+    # axis's ticks took two lines (dates)
+    "legend": {
+        "orientation": "h",
+        "yref": "container",
+        "yanchor": "bottom",
+        "y": 0,
+        "xanchor": "left",
+        "x": 0,
+    },
     "hovermode": "x unified",
     "height": 440,
 }
@@ -71,8 +92,8 @@ def capacity_curve(frame: pl.DataFrame, marker_tokens: float | None = None) -> g
                 hovertemplate="%{y:,.2f} q/min (binding: %{customdata})<extra>%{fullData.name}</extra>",
             )
         )
-    figure.update_xaxes(**LOG_AXIS)
-    figure.update_yaxes(**LOG_AXIS, rangemode="normal")
+    figure.update_xaxes(**log_axis(bounded["tokens_per_question"].to_list()))
+    figure.update_yaxes(**log_axis(bounded["questions_per_minute"].to_list()), rangemode="normal")
     if marker_tokens:
         figure.add_vline(
             x=marker_tokens,
@@ -177,7 +198,7 @@ def histogram(
         trace = go.Histogram(x=x, y=y, histfunc="sum", nbinsx=bins, marker_color=PALETTE[0])
     figure.add_trace(trace)
     if log_x:
-        figure.update_xaxes(**LOG_AXIS)
+        figure.update_xaxes(**log_axis(x.tolist()))
     figure.update_layout(hovermode="closest", showlegend=False)
     return figure
 
@@ -344,7 +365,7 @@ def demand_against_limits(demand: pl.DataFrame, limits: dict[str, float]) -> go.
                 line={"color": PALETTE[i % len(PALETTE)], "dash": "dash"},
             )
         )
-    figure.update_yaxes(**LOG_AXIS, rangemode="normal")
+    figure.update_yaxes(**log_axis(peaks["tokens_per_minute"].to_list(), limits.values()), rangemode="normal")
     return figure
 
 

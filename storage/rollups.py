@@ -34,12 +34,14 @@ rollups with it (`quotascope catalog update` does).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from models.bands import tier_band_sql
 from models.catalog import to_utc_naive
@@ -61,12 +63,14 @@ __all__ = [
     "ROLLUPS",
     "ROLLUP_MINUTES",
     "SEED_BANDS",
+    "Coded",
     "Measure",
     "ProfileMetric",
     "Rollup",
     "append",
     "bands",
     "catalog_band_sql",
+    "coded",
     "covering",
     "covers",
     "create_sql",
@@ -360,8 +364,62 @@ def bands(con: duckdb.DuckDBPyConnection) -> tuple[int, ...]:
     return tuple(int(r[0]) for r in con.execute("SELECT bound FROM rollup_bands ORDER BY bound").fetchall())
 
 
-def append(con: duckdb.DuckDBPyConnection, rows: str) -> None:
-    """Add the usage rows of the relation `rows` (just inserted, in this transaction) to every rollup.
+# the rollups' keys that are a usage column as it is (not the bucket, a band or a bin): those of text
+# may reach `append` as codes (`coded`)
+_PLAIN_KEYS = tuple(
+    dict.fromkeys(
+        name for r in ROLLUPS for name, expression in r.keys if name == expression and name != "bucket"
+    )
+)
+# a text column is coded when it has at most this many distinct values (else its values, as a list in each
+# statement, would cost more than they save)
+CODED_MAX_VALUES = 4096
+
+
+@dataclass(frozen=True)
+class Coded:
+    """A batch's usage rows for `append`, each text key column in `values` as codes: the place of its value
+    in `values[column]` (from 0; NULL stays NULL).
+
+    Grouping by a small integer instead of a string is most of what a rollup statement costs to save
+    (the six profile rollups and the spend rollup group every row by provider, model and team:
+    benchmarks/write_path.py); each statement's result gets the texts back from the lists, once per row
+    of the result."""
+
+    table: pa.Table
+    values: dict[str, list[str]] = field(default_factory=dict)
+
+
+def coded(table: pa.Table) -> Coded:
+    """`table` with its text key columns coded (`Coded`): those of `_PLAIN_KEYS` it has, with at most
+    `CODED_MAX_VALUES` distinct values and at least one not NULL."""
+    values: dict[str, list[str]] = {}
+    for name in _PLAIN_KEYS:
+        if name not in table.column_names:
+            continue
+        column = table.column(name)
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        encoded = pc.dictionary_encode(column.combine_chunks())
+        if not 0 < len(encoded.dictionary) <= CODED_MAX_VALUES:
+            continue
+        table = table.set_column(table.column_names.index(name), name, encoded.indices)
+        values[name] = encoded.dictionary.to_pylist()
+    return Coded(table, values)
+
+
+def _decoded(rollup: Rollup, select: str, values: Mapping[str, list[str]]) -> tuple[str, dict[str, Any]]:
+    """`select` (rollup's rows of coded rows) with the texts of its coded keys back, and its parameters."""
+    names = [k for k in rollup.key_names if k in values and k in _PLAIN_KEYS]
+    if not names:
+        return select, {}
+    texts = ", ".join(f"($codes_{k})[{k} + 1] AS {k}" for k in names)
+    return f"SELECT * REPLACE ({texts}) FROM ({select})", {f"codes_{k}": values[k] for k in names}
+
+
+def append(con: duckdb.DuckDBPyConnection, rows: str, values: Mapping[str, list[str]] | None = None) -> None:
+    """Add the usage rows of the relation `rows` (just inserted, in this transaction) to every rollup; the
+    text columns named in `values` hold codes into those lists (`coded`).
 
     In a batch of `SUMMED_FROM_ROWS` rows or more, a rollup of `_SUMMED_FROM` is summed from the batch's
     rows of a finer rollup rather than from the rows again (the same sums: it only drops keys; a third of
@@ -371,6 +429,7 @@ def append(con: duckdb.DuckDBPyConnection, rows: str) -> None:
     batch has a value of (time to first token in a log without timings) costs no statement. What this
     needs to know of the batch and of the rollups is read in one statement (`_BatchState`), and each
     insert says how many rows it added."""
+    values = values or {}
     state = _append_state(con, rows)
     summed = state.size >= SUMMED_FROM_ROWS
     made: set[str] = set()
@@ -378,7 +437,7 @@ def append(con: duckdb.DuckDBPyConnection, rows: str) -> None:
         if not state.selected[rollup.where]:
             continue
         finer = _SUMMED_FROM.get(rollup.name) if summed else None
-        if finer is not None:
+        if finer is not None:  # from the finer rollup's rows of the batch (texts, not codes)
             dropped = _dropped(finer, rollup)
             parts = _delta(finer)
             if all(state.constant[k] for k in dropped):
@@ -388,13 +447,13 @@ def append(con: duckdb.DuckDBPyConnection, rows: str) -> None:
             else:
                 inserted = con.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.merged(parts)}")
         elif summed and rollup.name in _FINER:
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {_delta(rollup)} AS {rollup.select(rows, state.bounds)}"
-            )
+            select, params = _decoded(rollup, rollup.select(rows, state.bounds), values)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {_delta(rollup)} AS {select}", params)
             made.add(_delta(rollup))
             inserted = con.execute(f"INSERT INTO {rollup.name} BY NAME SELECT * FROM {_delta(rollup)}")
         else:
-            inserted = con.execute(f"INSERT INTO {rollup.name} BY NAME {rollup.select(rows, state.bounds)}")
+            select, params = _decoded(rollup, rollup.select(rows, state.bounds), values)
+            inserted = con.execute(f"INSERT INTO {rollup.name} BY NAME {select}", params)
         added = int(inserted.fetchall()[0][0])
         if _grown(state.counts[rollup.name] + added, state.merged.get(rollup.name, 0)):
             _merge(con, rollup)

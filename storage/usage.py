@@ -393,9 +393,12 @@ def _store_rows_in_duckdb(con: duckdb.DuckDBPyConnection, run: SourceRun, table:
             f"INSERT INTO usage (source_id, {columns}) SELECT $source_id, {columns} FROM staged",
             {"source_id": run.source_id},
         )
-        # the rollups, in the same transaction: a batch is in both or in neither
-        rollups.append(con, as_stored(con, "staged", table.column_names, run.source_id))
         con.unregister("staged")
+        # the rollups, in the same transaction: a batch is in both or in neither
+        coded = rollups.coded(table)
+        con.register("staged_coded", coded.table)
+        rollups.append(con, as_stored(con, "staged_coded", table.column_names, run.source_id), coded.values)
+        con.unregister("staged_coded")
     return int(table.num_rows)
 
 

@@ -144,7 +144,7 @@ CHILD = textwrap.dedent(
     real_append = storage.rollups.append
     calls = 0
 
-    def observed(con, rows):
+    def observed(con, rows, values=None):
         # batch `hold_at` of the ingest: say so, then wait to be killed before or after its rollup update
         # (its usage rows inserted, nothing committed); "running": go on while the parent kills us
         global calls
@@ -152,7 +152,7 @@ CHILD = textwrap.dedent(
         if calls == int(hold_at) and where == "before":
             Path(marker).write_text("holding")
             time.sleep(600)
-        real_append(con, rows)
+        real_append(con, rows, values)
         if calls == int(hold_at):
             Path(marker).write_text("holding")
             if where == "after":

@@ -88,3 +88,22 @@ def test_threshold_line() -> None:
         threshold_label="alert",
     )
     assert figure.layout.shapes[0].y0 == 500
+
+
+def test_a_log_axis_over_many_decades_labels_powers_of_ten_only() -> None:
+    """The 2s and 5s of seven decades crowd a chart's height into touching labels; three or fewer keep them
+    (a one-decade axis labelled at powers of ten only would show no label at all)."""
+    assert charts.log_axis([0.05, 50_000.0])["dtick"] == 1
+    assert charts.log_axis([10.0], [10_000.0])["dtick"] == "D2"  # exactly three decades
+    assert charts.log_axis([5_000.0, 9_000.0])["dtick"] == "D2"
+    assert charts.log_axis([], [0.0])["dtick"] == "D2"  # nothing to show: no log of zero
+    wide = pl.DataFrame(
+        {
+            "offer": ["a", "a"],
+            "tokens_per_question": [500, 100_000],
+            "questions_per_minute": [50_000.0, 0.05],
+            "binding_limit": ["tpm", "tpm"],
+        }
+    )
+    figure = charts.capacity_curve(wide)
+    assert figure.layout.yaxis.dtick == 1 and figure.layout.xaxis.dtick == "D2"

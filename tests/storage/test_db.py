@@ -92,6 +92,26 @@ def test_a_session_keeps_its_connection_across_batches_until_its_hold_is_over(tm
         ]
 
 
+def test_a_writers_checkpoint_does_not_rewrite_the_part_row_groups_of_large_batches(tmp_path: Path) -> None:
+    """Two batches of more than a row group (122,880 rows), each closed (checkpointed) after: each leaves
+    its part row group as it was written (a vacuum would merge them, compressing those rows again), and
+    every row still reads back."""
+    db = tmp_path / "q.duckdb"
+    with open_write(db) as con:
+        con.execute("CREATE TABLE wide (i BIGINT, s VARCHAR)")
+    for first in (0, 130_000):
+        with open_write(db) as con:
+            con.execute(f"INSERT INTO wide SELECT range, 'r' || range FROM range({first}, {first + 130_000})")
+    with open_read(db) as con:
+        groups = con.execute(
+            "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('wide')"
+        ).fetchall()[0][0]
+        assert con.execute("SELECT count(*), count(DISTINCT i), sum(i) FROM wide").fetchall() == [
+            (260_000, 260_000, 260_000 * 259_999 // 2)
+        ]
+    assert groups == 4  # 122,880 + 7,120 each; merged by a vacuum they would be 3
+
+
 def test_a_failing_batch_of_a_session_is_rolled_back_and_ends_its_connection(tmp_path: Path) -> None:
     db = tmp_path / "q.duckdb"
     with WriteSession(db, hold_s=60) as session:
