@@ -344,6 +344,7 @@ THREAD_ROLES = (
     ("AnyIO worker", "scan (worker threads)"),
     ("quotascope-otlp-writer", "writer: checks, spool encoding (no spool: commits)"),
     ("quotascope-otlp-spool", "spool append + fsync"),
+    ("quotascope-otlp-drain-pipe", "drain process's pipe (in the receiver)"),
     ("quotascope-otlp-drain", "drain: commits to the db"),
 )
 
