@@ -375,25 +375,44 @@ def thread_cpu() -> dict[str, float]:
     return out
 
 
+DRAIN_PROCESS = "drain process: commits to the db (all its threads)"
+
+
+def process_cpu(pid: int | None) -> dict[str, float]:
+    """CPU seconds the spool's drain process has run, all its threads (/proc's stat: user + system)."""
+    if pid is None:
+        return {}
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return {DRAIN_PROCESS: (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")}
+
+
 def throughput(requests: list[bytes], db: Path, spool: Path | None) -> tuple[float, float, dict[str, float]]:
     """Seconds until the last request is acknowledged, and until its spans are committed to `db`; and the
     CPU seconds the receiver's threads used meanwhile, by what they do (`thread_cpu`)."""
-    options = OtlpOptions(port=0, max_pending_spans=1_000_000, batch_spans=250_000, spool=spool)
+    options = OtlpOptions(
+        port=0,
+        max_pending_spans=1_000_000,
+        batch_spans=250_000,
+        spool=spool,
+        drain_process=spool is not None,  # as `quotascope otlp --spool` runs
+    )
     with OtlpServer(db, "bench", options) as server:
         assert server.batcher.wait_compiled(120)
-        before = thread_cpu()
+        drain = server.writer.drain_pid
+        before = thread_cpu() | process_cpu(drain)
         started, acknowledged = client_run(server.port, requests)
         assert server.writer.wait_stored(600)
         committed = time.monotonic()
-        after = thread_cpu()
+        after = thread_cpu() | process_cpu(drain)
     used = {role: seconds - before.get(role, 0.0) for role, seconds in after.items()}
     return acknowledged - started, committed - started, used
 
 
 async def overload(requests: list[bytes], rate_rps: float, seconds: float, db: Path) -> dict[str, float]:
     """Send `requests` at `rate_rps` (open loop) for `seconds`; retry refused ones after Retry-After."""
-    counts = {"sent": 0, "acknowledged": 0, "refused_429": 0, "refused_503": 0, "errors": 0}
-    with OtlpServer(db, "bench", OtlpOptions(port=0, spool=db.parent / "spool")) as server:
+    counts: dict[str, float] = {"sent": 0, "acknowledged": 0, "refused_429": 0, "refused_503": 0, "errors": 0}
+    options = OtlpOptions(port=0, spool=db.parent / "spool", drain_process=True)
+    with OtlpServer(db, "bench", options) as server:
         assert server.batcher.wait_compiled(120)
         url = server.endpoint + "/v1/traces"
         limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)

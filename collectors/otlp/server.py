@@ -38,6 +38,9 @@ class OtlpOptions:
     # acknowledge once spooled (fsynced) here, commit in large batches after (`collectors.otlp.spool`);
     # None: acknowledge once committed
     spool: Path | None = None
+    # with a spool: commit in a process of its own (`collectors.otlp.drain`), whose Python does not take
+    # turns with the threads answering exporters; else in a thread of the receiver's process
+    drain_process: bool = False
 
 
 class OtlpServer:
@@ -74,6 +77,7 @@ class OtlpServer:
             linger_s=options.linger_s if spool is None else 0.0,
             lock=lock,
             spool=spool,
+            drain_process=options.drain_process,
         )
         self.receiver = Receiver(
             ReceiverConfig(options.token, options.max_body_bytes, options.max_inflight_requests),

@@ -90,6 +90,54 @@ def _decode(payload: bytes) -> tuple[pa.Table | None, list[Reject]]:
     return rows, rejects
 
 
+def entries_in(data: bytes, offset: int, segment: int) -> Iterator[Entry]:
+    """Each whole, intact entry of a segment's bytes from `offset`; stops at a torn one."""
+    for payload, end in _frames(data, offset):
+        rows, rejects = _decode(payload)
+        yield Entry(rows, rejects, Position(segment, end))
+
+
+def segment_path(folder: Path, segment: int) -> Path:
+    return folder / f"{segment:010d}.seg"
+
+
+def segments(folder: Path) -> list[int]:
+    """The numbers of the segments in a spool folder, in order."""
+    return sorted(int(p.stem) for p in folder.glob("*.seg") if p.stem.isdigit())
+
+
+def read_mark(folder: Path) -> Position:
+    """Up to where the database holds the spool's entries."""
+    try:
+        mark = json.loads((folder / "committed").read_text())
+    except FileNotFoundError:
+        return Position(0, 0)
+    return Position(int(mark["segment"]), int(mark["offset"]))
+
+
+def mark_committed(folder: Path, position: Position) -> None:
+    """Record that the database holds every entry up to `position` (atomically); delete the segments
+    before it."""
+    temporary = folder / "committed.tmp"
+    with temporary.open("w") as out:
+        json.dump({"segment": position.segment, "offset": position.offset}, out)
+        out.flush()
+        os.fsync(out.fileno())
+    temporary.replace(folder / "committed")
+    sync_folder(folder)
+    for segment in segments(folder):
+        if segment < position.segment:
+            segment_path(folder, segment).unlink(missing_ok=True)
+
+
+def sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _frames(data: bytes, offset: int) -> Iterator[tuple[bytes, int]]:
     """Each whole, intact frame's payload from `offset`, and the offset after it; stops at a torn one."""
     while offset + _FRAME.size <= len(data):
@@ -116,49 +164,28 @@ class Spool:
         except BlockingIOError:
             self._lock.close()
             raise SpoolError(f"another receiver is using the spool {folder}") from None
-        self.committed = self._read_mark()
-        existing = self._segments()
+        self.committed = read_mark(folder)
+        existing = segments(folder)
         # never append after what a kill may have cut short: a new segment for this run
-        self._segment = max([self.committed.segment, *existing]) + 1
+        self.first_segment = max([self.committed.segment, *existing]) + 1
+        self._segment = self.first_segment
         self._file = self._open_segment(self._segment)
         self._offset = 0
 
-    def _segments(self) -> list[int]:
-        return sorted(int(p.stem) for p in self.folder.glob("*.seg") if p.stem.isdigit())
-
-    def _path(self, segment: int) -> Path:
-        return self.folder / f"{segment:010d}.seg"
-
     def _open_segment(self, segment: int) -> int:
-        fd = os.open(self._path(segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._sync_folder()
+        fd = os.open(segment_path(self.folder, segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        sync_folder(self.folder)
         return fd
 
-    def _sync_folder(self) -> None:
-        fd = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def _read_mark(self) -> Position:
-        try:
-            mark = json.loads((self.folder / "committed").read_text())
-        except FileNotFoundError:
-            return Position(0, 0)
-        return Position(int(mark["segment"]), int(mark["offset"]))
-
     def replay(self) -> Iterator[Entry]:
-        """The entries after the committed mark, oldest first (what a previous run acknowledged and did not
-        commit, or committed and did not mark)."""
-        for segment in self._segments():
-            if segment < self.committed.segment or segment >= self._segment:
+        """The entries after the committed mark in the segments of earlier runs, oldest first (what a
+        previous run acknowledged and did not commit, or committed and did not mark)."""
+        for segment in segments(self.folder):
+            if segment < self.committed.segment or segment >= self.first_segment:
                 continue
-            data = self._path(segment).read_bytes()
+            data = segment_path(self.folder, segment).read_bytes()
             start = self.committed.offset if segment == self.committed.segment else 0
-            for payload, end in _frames(data, start):
-                rows, rejects = _decode(payload)
-                yield Entry(rows, rejects, Position(segment, end))
+            yield from entries_in(data, start, segment)
 
     def append(self, frame: bytes) -> Position:
         """Write one encoded entry and fsync it; where the spool ends after it."""
@@ -186,20 +213,11 @@ class Spool:
 
     def mark_committed(self, position: Position) -> None:
         """Record that the database holds every entry up to `position`; delete the segments before it."""
-        temporary = self.folder / "committed.tmp"
-        with temporary.open("w") as out:
-            json.dump({"segment": position.segment, "offset": position.offset}, out)
-            out.flush()
-            os.fsync(out.fileno())
-        temporary.replace(self.folder / "committed")
-        self._sync_folder()
+        mark_committed(self.folder, position)
         self.committed = position
-        for segment in self._segments():
-            if segment < position.segment:
-                self._path(segment).unlink(missing_ok=True)
 
     def close(self) -> None:
         os.close(self._file)
         if self._offset == 0 and self.committed.segment < self._segment:
-            self._path(self._segment).unlink(missing_ok=True)  # this run spooled nothing
+            segment_path(self.folder, self._segment).unlink(missing_ok=True)  # this run spooled nothing
         self._lock.close()

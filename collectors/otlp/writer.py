@@ -32,7 +32,8 @@ import pyarrow as pa
 
 from collectors.ingest.formats import csv_spec
 from collectors.otlp.decode import ExportTraceServiceRequest, decode_body, spans_at, spans_of
-from collectors.otlp.spool import Entry, Spool, encode
+from collectors.otlp.drain import DrainConfig, DrainProcess
+from collectors.otlp.spool import Entry, Position, Spool, encode
 from collectors.otlp.wire import IGNORED, NO_USAGE, RECORD, SPAN_DOUBT, WirePlan, scan
 from models.genai_spans import (
     ATTRIBUTES_READ,
@@ -262,6 +263,7 @@ class SpanWriter:
         linger_s: float = 0.05,
         lock: threading.Lock | None = None,
         spool: Spool | None = None,
+        drain_process: bool = False,
     ) -> None:
         self.db = db
         self.origin = origin
@@ -299,10 +301,19 @@ class SpanWriter:
         # while the writer checks the next ones (an fsync took half of the writer's time)
         self._to_sync: deque[_Checked] = deque()
         self._syncer: threading.Thread | None = None
-        if spool is not None:
+        self._drain_process: DrainProcess | None = None
+        self._committed_at = time.monotonic()  # when the drain process last said it committed
+        if spool is not None and drain_process:
+            config = DrainConfig(db, spool.folder, spool.first_segment, origin, batch_spans)
+            self._drain_process = DrainProcess(
+                config, on_committed=self._committed, on_failing=self._drain_failing
+            )
+            self._drain_process.wait_replayed()
+        elif spool is not None:
             self._replay(spool)
             self._drainer = threading.Thread(target=self._drain, name="quotascope-otlp-drain", daemon=True)
             self._drainer.start()
+        if spool is not None:
             self._syncer = threading.Thread(target=self._sync, name="quotascope-otlp-spool", daemon=True)
             self._syncer.start()
         self._thread = threading.Thread(target=self._loop, name="quotascope-otlp-writer", daemon=True)
@@ -312,6 +323,11 @@ class SpanWriter:
     def _source_run(path: str) -> SourceRun:
         now = datetime.now(UTC).replace(tzinfo=None)
         return SourceRun(path=path, size_bytes=0, format=RECEIVER_FORMAT, tags={}, started_at=now)
+
+    @property
+    def drain_pid(self) -> int | None:
+        """The spool's drain process's id, if it drains in one."""
+        return self._drain_process.process.pid if self._drain_process is not None else None
 
     @property
     def pending_spans(self) -> int:
@@ -370,6 +386,8 @@ class SpanWriter:
                 self._checking_done = True
                 self._cond.notify_all()
             self._drainer.join()
+        if self._drain_process is not None:
+            self._drain_process.close()
         if self.spool is not None:
             self.spool.close()
         self._session.close()
@@ -528,14 +546,45 @@ class SpanWriter:
             delay = 0.1
             with self._cond:
                 for checked, end in zip(waiting, ends, strict=True):
-                    self._spooled.append((Entry(checked.rows, checked.rejects, end), checked.weight))
+                    # the drain process reads the rows back from the spool: only where they end is kept
+                    kept = (
+                        Entry(None, [], end)
+                        if self._drain_process
+                        else Entry(checked.rows, checked.rejects, end)
+                    )
+                    self._spooled.append((kept, checked.weight))
                 self._last_spooled = time.monotonic()
                 self._cond.notify_all()
+            if self._drain_process is not None:
+                self._drain_process.durable(ends[-1])
             for checked in waiting:
                 for item, refused in checked.answers:
                     item.done.set_result(refused)
 
     # ------------------------------------------------------------------------------ the spool's drain
+
+    def _committed(self, position: Position, counts: dict[str, int]) -> None:
+        """The drain process committed the spool up to `position`: those spans no longer count as pending."""
+        weight = 0
+        with self._cond:
+            while self._spooled and (self._spooled[0][0].end.segment, self._spooled[0][0].end.offset) <= (
+                position.segment,
+                position.offset,
+            ):
+                weight += self._spooled.popleft()[1]
+        now = time.monotonic()
+        rate = counts["records"] / max(1e-6, now - self._committed_at)
+        self._committed_at = now
+        self._rate = rate if self._rate <= 0 else 0.7 * self._rate + 0.3 * rate
+        self.totals = self.totals + BatchCounts(
+            counts["read"], counts["stored"], counts["duplicates"], counts["rejected"]
+        )
+        self.failing = None
+        if weight:
+            self._release(weight)
+
+    def _drain_failing(self, why: str) -> None:
+        self.failing = why
 
     def _replay(self, spool: Spool) -> None:
         """Store what a previous run spooled and did not mark committed, before taking anything new."""

@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         token=token_from(args.token_env),
         attribution=parse_attribution(args.attribute),
         spool=args.spool,
+        drain_process=args.spool is not None,  # its commits beside the receiver, not in turn with it
     )
     db = store_from(args)
     server = OtlpServer(db, load_salt(Path(settings.get("salt_file"))), options)

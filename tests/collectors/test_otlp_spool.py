@@ -3,6 +3,7 @@ and what a kill -9 leaves spooled stored at the next start, every acknowledged s
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -281,3 +282,93 @@ def test_kill_9_while_the_drain_keeps_the_database_open_loses_nothing_committed(
     with open_read(db) as con:
         paths = [path for (path,) in con.execute("SELECT path FROM sources").fetchall()]
     assert not any(path.endswith("(spool replay)") for path in paths)  # nothing was left to replay
+
+
+def drain_of(receiver_pid: int) -> int:
+    """The receiver's drain process (`collectors.otlp.drain`): its one child process."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        children = [
+            int(pid)
+            for task in Path(f"/proc/{receiver_pid}/task").iterdir()
+            for pid in (task / "children").read_text().split()
+        ]
+        if children:
+            (child,) = children
+            return child
+        time.sleep(0.05)
+    raise AssertionError("the receiver has no drain process")
+
+
+def ended(pid: int, timeout_s: float) -> bool:
+    """Whether the process has exited (gone, or a zombie no one reaped) within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_killed_drain_process_is_started_again_and_every_span_is_stored_once(tmp_path: Path) -> None:
+    """`quotascope otlp --spool` commits in a process of its own; killed (-9) while requests keep coming,
+    it is started again, replays from the committed mark, and the receiver keeps acknowledging."""
+    db, spool = tmp_path / "otlp.duckdb", tmp_path / "spool"
+    process, endpoint = receiver(db, spool, tmp_path)
+    first = drain_of(process.pid)
+    with httpx.Client(timeout=30) as client:
+        for n in range(10):
+            answer = client.post(endpoint + "/v1/traces", content=body(n * 100, 100), headers=PROTOBUF)
+            assert answer.status_code == 200
+            if n == 4:
+                subprocess.run(["kill", "-9", str(first)], check=True)
+                assert ended(first, 10)
+    second = drain_of(process.pid)
+    assert second != first
+    out = stop(process)
+    assert stored(db) == (1000, 1000)
+    # the counts the drains reported (one killed between a commit and its report counts it as duplicates)
+    found = re.search(r"stored ([\d,]+) \+ duplicates ([\d,]+)", out)
+    assert found is not None, out
+    counted, duplicates = (int(group.replace(",", "")) for group in found.groups())
+    assert counted <= 1000 <= counted + duplicates
+    assert ended(second, 10)  # the drain stopped with the receiver
+
+
+def test_the_drain_process_ends_with_a_killed_receiver(tmp_path: Path) -> None:
+    """A receiver killed with -9 leaves no drain behind to hold the spool and the database (not even one
+    that cannot commit: it would keep trying), and the next start stores what was acknowledged, once."""
+    db, spool = tmp_path / "otlp.duckdb", tmp_path / "spool"
+    process, endpoint = receiver(db, spool, tmp_path)
+    stop(process)  # the database exists
+    holder = subprocess.Popen(  # another process holds the database for writing: no commit can happen
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({str(db)!r}); print('held', flush=True); "
+            "time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        process, endpoint = receiver(db, spool, tmp_path)
+        drain = drain_of(process.pid)
+        with httpx.Client(timeout=30) as client:
+            for n in range(3):
+                answer = client.post(endpoint + "/v1/traces", content=body(n * 100, 100), headers=PROTOBUF)
+                assert answer.status_code == 200
+        process.kill()
+        process.communicate(timeout=30)
+        assert ended(drain, 5)
+    finally:
+        holder.kill()
+        holder.communicate(timeout=30)
+    process, _ = receiver(db, spool, tmp_path)
+    stop(process)
+    assert stored(db) == (300, 300)
