@@ -62,9 +62,12 @@ log = logging.getLogger("quotascope.otlp")
 IDLE_S = 0.2  # how long the drain keeps the database open with nothing to store
 # When the drain finds nothing waiting after a commit, how long it lets newly spooled requests gather into
 # one commit while more keep coming (none for `QUIET_S`: it commits). After a commit that others arrived
-# during, it commits those at once: under load, a batch is what arrived during the previous commit.
+# during, under load, a batch is what arrived since the previous commit started, and at least `BATCH_S` of
+# it: a commit's fixed cost (its statements, the commit itself) is then paid per a quarter second of traffic
+# at most, yet the last commit after a burst holds little more than what arrived during the one before.
 GATHER_S = 1.0
 QUIET_S = 0.05
+BATCH_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -197,9 +200,10 @@ class _Drain:
                 run, group = self.commit(run, group, patient=patient), []
         return self.commit(run, group, patient=patient) if group else run
 
-    def wait_for_work(self, backlog: bool) -> tuple[Position, bool]:
-        """Where the receiver has fsynced to once there is something to store (gathering while more keeps
-        coming unless entries were already waiting), and whether the receiver has stopped."""
+    def wait_for_work(self, backlog: bool, last_commit: float) -> tuple[Position, bool]:
+        """Where the receiver has fsynced to once there is something to store, and whether the receiver
+        has stopped: when entries were already waiting after the last commit (which started at
+        `last_commit`), once `BATCH_S` have passed since it started; else gathering while more keep coming."""
         started = time.monotonic()
         closed = False
         with self.cond:
@@ -207,7 +211,12 @@ class _Drain:
                 now = time.monotonic()
                 waiting = self.durable != self.tail.at
                 if self.stopping or (
-                    waiting and (backlog or now - started >= GATHER_S or now - self.told >= QUIET_S)
+                    waiting
+                    and (
+                        (backlog and now - last_commit >= BATCH_S)
+                        or now - started >= GATHER_S
+                        or now - self.told >= QUIET_S
+                    )
                 ):
                     return self.durable, self.stopping
                 if not closed and now - started >= IDLE_S:  # readers have their turn
@@ -226,8 +235,10 @@ class _Drain:
         self.say({"replayed": True})
         run = _source_run(self.config.origin)
         backlog = False
+        last_commit = time.monotonic()
         while True:
-            durable, stopping = self.wait_for_work(backlog)
+            durable, stopping = self.wait_for_work(backlog, last_commit)
+            last_commit = time.monotonic()
             entries = self.tail.until(durable)
             if entries:
                 run = self.commit_all(run, entries)
