@@ -398,6 +398,8 @@ def coded(table: pa.Table) -> Coded:
         if name not in table.column_names:
             continue
         column = table.column(name)
+        if column.null_count == len(column):  # nothing to code (and nothing to spend on it)
+            continue
         if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
             continue
         encoded = pc.dictionary_encode(column.combine_chunks())
