@@ -390,13 +390,8 @@ def process_cpu(pid: int | None) -> dict[str, float]:
 def throughput(requests: list[bytes], db: Path, spool: Path | None) -> tuple[float, float, dict[str, float]]:
     """Seconds until the last request is acknowledged, and until its spans are committed to `db`; and the
     CPU seconds the receiver's threads used meanwhile, by what they do (`thread_cpu`)."""
-    options = OtlpOptions(
-        port=0,
-        max_pending_spans=1_000_000,
-        batch_spans=250_000,
-        spool=spool,
-        drain_process=spool is not None,  # as `quotascope otlp --spool` runs
-    )
+    # as `quotascope otlp` runs, with and without --spool
+    options = OtlpOptions(port=0) if spool is None else OtlpOptions.spooled(spool, port=0)
     with OtlpServer(db, "bench", options) as server:
         assert server.batcher.wait_compiled(120)
         drain = server.writer.drain_pid
@@ -412,7 +407,7 @@ def throughput(requests: list[bytes], db: Path, spool: Path | None) -> tuple[flo
 async def overload(requests: list[bytes], rate_rps: float, seconds: float, db: Path) -> dict[str, float]:
     """Send `requests` at `rate_rps` (open loop) for `seconds`; retry refused ones after Retry-After."""
     counts: dict[str, float] = {"sent": 0, "acknowledged": 0, "refused_429": 0, "refused_503": 0, "errors": 0}
-    options = OtlpOptions(port=0, spool=db.parent / "spool", drain_process=True)
+    options = OtlpOptions.spooled(db.parent / "spool", port=0)  # as `quotascope otlp --spool` runs
     with OtlpServer(db, "bench", options) as server:
         assert server.batcher.wait_compiled(120)
         url = server.endpoint + "/v1/traces"

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
+from typing import Any
 
 import uvicorn
 
@@ -21,6 +22,12 @@ from collectors.otlp.writer import SpanBatcher, SpanWriter
 from storage.store import StoreLike
 
 DEFAULT_PORT = 4318  # OTLP/HTTP's registered port
+# With a spool and its drain process (`OtlpOptions.spooled`, what `quotascope otlp --spool` runs), spans
+# acknowledged and not yet committed wait on disk, and the receiver keeps only where each request's entry
+# ends: the bound on them can be ten times the in-memory one, and the drain's batches large (a commit's
+# fixed cost per statement falls with its size: benchmarks/write_path.py).
+SPOOLED_MAX_PENDING_SPANS = 1_000_000
+SPOOLED_BATCH_SPANS = 250_000
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,13 @@ class OtlpOptions:
     # with a spool: commit in a process of its own (`collectors.otlp.drain`), whose Python does not take
     # turns with the threads answering exporters; else in a thread of the receiver's process
     drain_process: bool = False
+
+    @classmethod
+    def spooled(cls, spool: Path, **given: Any) -> OtlpOptions:
+        """The receiver with a spool as `quotascope otlp --spool` runs it (and `benchmarks/otlp.py` measures
+        it): the drain in a process of its own, with the spooled bounds."""
+        bounds = {"max_pending_spans": SPOOLED_MAX_PENDING_SPANS, "batch_spans": SPOOLED_BATCH_SPANS}
+        return cls(**(bounds | given), spool=spool, drain_process=True)
 
 
 class OtlpServer:

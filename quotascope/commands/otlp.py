@@ -74,14 +74,14 @@ def token_from(variable: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    options = OtlpOptions(
-        host=args.host,
-        port=args.port,
-        token=token_from(args.token_env),
-        attribution=parse_attribution(args.attribute),
-        spool=args.spool,
-        drain_process=args.spool is not None,  # its commits beside the receiver, not in turn with it
-    )
+    given: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "token": token_from(args.token_env),
+        "attribution": parse_attribution(args.attribute),
+    }
+    # with a spool, its commits beside the receiver (a process of their own), not in turn with it
+    options = OtlpOptions(**given) if args.spool is None else OtlpOptions.spooled(args.spool, **given)
     db = store_from(args)
     server = OtlpServer(db, load_salt(Path(settings.get("salt_file"))), options)
     out = sys.stderr if args.json else sys.stdout

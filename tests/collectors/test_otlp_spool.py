@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from collectors.otlp import OtlpOptions, OtlpServer
+from collectors.otlp.server import SPOOLED_BATCH_SPANS, SPOOLED_MAX_PENDING_SPANS
 from collectors.otlp.spool import Entry, Spool, SpoolError, encode
 from collectors.otlp.writer import GATHER_S, QUIET_S, SpanBatcher, SpanWriter
 from storage.db import open_read
@@ -342,3 +343,13 @@ def test_a_killed_drain_process_is_started_again_and_every_span_is_stored_once(t
     counted, duplicates = (int(group.replace(",", "")) for group in found.groups())
     assert counted <= 1000 <= counted + duplicates
     assert ended(second, 10)  # the drain stopped with the receiver
+
+
+def test_spooled_options_are_what_quotascope_otlp_spool_runs(tmp_path: Path) -> None:
+    """`--spool` runs the drain in its own process with the large bounds (pending spans wait on disk, not in
+    memory); an option given explicitly still wins."""
+    options = OtlpOptions.spooled(tmp_path / "spool", port=0, max_pending_spans=3)
+    assert options.drain_process and options.spool == tmp_path / "spool"
+    assert options.max_pending_spans == 3 and options.batch_spans == SPOOLED_BATCH_SPANS
+    assert OtlpOptions.spooled(tmp_path).max_pending_spans == SPOOLED_MAX_PENDING_SPANS > 100_000
+    assert not OtlpOptions(port=0).drain_process
