@@ -351,6 +351,7 @@ class DrainProcess:
                     self._replayed.set()
                     return
                 log.warning("the spool's drain process ended (code %s); starting another", code)
+                _close_pipes(self.process)
                 time.sleep(0.5)
                 self.process = self._start()
 
@@ -364,3 +365,12 @@ class DrainProcess:
                     stdin.write(json.dumps({"stop": True}) + "\n")
                     stdin.close()
         self._listener.join()
+        _close_pipes(self.process)
+
+
+def _close_pipes(process: subprocess.Popen[str]) -> None:
+    """The pipes to an ended drain process (a broken one raises nothing: there is nobody left to tell)."""
+    for pipe in (process.stdin, process.stdout):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()

@@ -79,20 +79,28 @@ class OtlpServer:
         self.port: int = self._sock.getsockname()[1]
         self.batcher = SpanBatcher(options.attribution)
         self.batcher.compile_in_background()
-        spool = Spool(options.spool) if options.spool is not None else None
-        self.writer = SpanWriter(
-            db,
-            salt,
-            origin=f"otlp://{self.address}",
-            max_pending_spans=options.max_pending_spans,
-            batch_spans=options.batch_spans,
-            # with a spool, requests checked together share an fsync without waiting: those that arrive
-            # during one group's fsync form the next group
-            linger_s=options.linger_s if spool is None else 0.0,
-            lock=lock,
-            spool=spool,
-            drain_process=options.drain_process,
-        )
+        spool = None
+        try:
+            spool = Spool(options.spool) if options.spool is not None else None
+            self.writer = SpanWriter(
+                db,
+                salt,
+                origin=f"otlp://{self.address}",
+                max_pending_spans=options.max_pending_spans,
+                batch_spans=options.batch_spans,
+                # with a spool, requests checked together share an fsync without waiting: those that arrive
+                # during one group's fsync form the next group
+                linger_s=options.linger_s if spool is None else 0.0,
+                lock=lock,
+                spool=spool,
+                drain_process=options.drain_process,
+            )
+        except BaseException:  # a start that fails (a spool replay the database cannot take) holds nothing
+            if spool is not None:
+                spool.close()
+            if sock is None:
+                self._sock.close()
+            raise
         self.receiver = Receiver(
             ReceiverConfig(options.token, options.max_body_bytes, options.max_inflight_requests),
             self.batcher,

@@ -19,7 +19,7 @@ from collectors.otlp import OtlpOptions, OtlpServer
 from collectors.otlp.server import SPOOLED_BATCH_SPANS, SPOOLED_MAX_PENDING_SPANS
 from collectors.otlp.spool import Entry, Spool, SpoolError, encode
 from collectors.otlp.writer import GATHER_S, QUIET_S, SpanBatcher, SpanWriter
-from storage.db import open_read
+from storage.db import StorageError, open_read
 from storage.usage import Reject, SourceRun
 from tests.collectors.otlp_support import llm_attributes, request_of
 from tests.quotascope.test_otlp_cli import endpoint_from, start
@@ -353,3 +353,25 @@ def test_spooled_options_are_what_quotascope_otlp_spool_runs(tmp_path: Path) -> 
     assert options.max_pending_spans == 3 and options.batch_spans == SPOOLED_BATCH_SPANS
     assert OtlpOptions.spooled(tmp_path).max_pending_spans == SPOOLED_MAX_PENDING_SPANS > 100_000
     assert not OtlpOptions(port=0).drain_process
+
+
+def test_a_replay_the_database_cannot_take_stops_the_start_and_keeps_the_spool(tmp_path: Path) -> None:
+    """What an earlier run acknowledged is stored before the receiver serves; when the database cannot take
+    it, the start fails with why (holding neither the spool nor the port), and the next start stores it."""
+    folder = tmp_path / "spool"
+    earlier = Spool(folder)
+    earlier.append(encode(None, [Reject(1, "an LLM call without token counts", "")]))
+    earlier.close()
+    not_a_file = tmp_path / "db"
+    not_a_file.mkdir()
+    with pytest.raises(StorageError, match="earlier entries cannot be stored"):
+        OtlpServer(not_a_file, "salt", OtlpOptions.spooled(folder, port=0))
+    db = tmp_path / "u.duckdb"
+    with OtlpServer(db, "salt", OtlpOptions.spooled(folder, port=0)):
+        pass
+    with open_read(db) as con:
+        rows = con.execute("SELECT reason FROM rejects").fetchall()
+        sources = con.execute(
+            "SELECT rows_read, rows_rejected FROM sources WHERE path LIKE '%replay%'"
+        ).fetchall()
+    assert rows == [("an LLM call without token counts",)] and sources == [(1, 1)]
