@@ -60,11 +60,14 @@ from storage.usage import RECEIVER_FORMAT, SourceRun, store_batch
 log = logging.getLogger("quotascope.otlp")
 
 IDLE_S = 0.2  # how long the drain keeps the database open with nothing to store
-# When the drain finds nothing waiting after a commit, how long it lets newly spooled requests gather into
-# one commit while more keep coming (none for `QUIET_S`: it commits). After a commit that others arrived
-# during, under load, a batch is what arrived since the previous commit started, and at least `BATCH_S` of
-# it: a commit's fixed cost (its statements, the commit itself) is then paid per a quarter second of traffic
-# at most, yet the last commit after a burst holds little more than what arrived during the one before.
+# The drain's timing, in this process or in a thread of the receiver's (`collectors.otlp.writer`, which
+# imports it). A commit's cost is mostly per statement (each rollup's insert, the key lookup, the commit
+# itself): 20,000 rows stored at 8.5 us a row, 250,000 at 3.4 us, on one DuckDB thread. When the drain finds
+# nothing waiting after a commit, how long it lets newly spooled requests gather into one commit while more
+# keep coming (none for `QUIET_S`: it commits). After a commit that others arrived during, under load, a
+# batch is what arrived since the previous commit started, and at least `BATCH_S` of it: a commit's fixed
+# cost is then paid per a quarter second of traffic at most, yet the last commit after a burst holds little
+# more than what arrived during the one before.
 GATHER_S = 1.0
 QUIET_S = 0.05
 BATCH_S = 0.25
@@ -79,7 +82,8 @@ class DrainConfig:
     batch_spans: int
 
 
-def _source_run(path: str) -> SourceRun:
+def source_run(path: str) -> SourceRun:
+    """The source row of what the receiver (or its spool's replay) stores."""
     now = datetime.now(UTC).replace(tzinfo=None)
     return SourceRun(path=path, size_bytes=0, format=RECEIVER_FORMAT, tags={}, started_at=now)
 
@@ -228,12 +232,12 @@ class _Drain:
         replayed = self.tail.earlier()
         if replayed:  # before the receiver serves: a database that cannot be written stops its start
             try:
-                self.commit_all(_source_run(f"{self.config.origin} (spool replay)"), replayed, patient=False)
+                self.commit_all(source_run(f"{self.config.origin} (spool replay)"), replayed, patient=False)
             except Exception as e:
                 self.say({"unavailable": str(e)})
                 return
         self.say({"replayed": True})
-        run = _source_run(self.config.origin)
+        run = source_run(self.config.origin)
         backlog = False
         last_commit = time.monotonic()
         while True:

@@ -25,14 +25,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
 
 from collectors.ingest.formats import csv_spec
 from collectors.otlp.decode import ExportTraceServiceRequest, decode_body, spans_at, spans_of
-from collectors.otlp.drain import DrainConfig, DrainProcess
+from collectors.otlp.drain import GATHER_S, IDLE_S, QUIET_S, DrainConfig, DrainProcess, source_run
 from collectors.otlp.spool import Entry, Position, Spool, encode
 from collectors.otlp.wire import IGNORED, NO_USAGE, RECORD, SPAN_DOUBT, WirePlan, scan
 from models.genai_spans import (
@@ -48,7 +47,6 @@ from storage.columnar import check_records
 from storage.db import StorageError, WriteSession
 from storage.store import StoreLike, as_store
 from storage.usage import (
-    RECEIVER_FORMAT,
     BatchCounts,
     IngestContext,
     Normaliser,
@@ -81,14 +79,6 @@ _LABELS = {
 SPEC: RecordSpec = replace(csv_spec(_LABELS), name="otlp", service_tier=("$.service_tier",))
 
 log = logging.getLogger("quotascope.otlp")
-
-IDLE_S = 0.2  # how long the thread that stores keeps the database open with nothing to store
-# With a spool: how long the drain lets spooled requests gather into one commit while more keep coming
-# (unless none came for `QUIET_S`, or `batch_spans` or half of `max_pending_spans` are waiting). A commit's
-# cost is mostly per statement (each rollup's insert, the key lookup, the commit itself): 20,000 rows
-# stored at 8.5 us a row, 250,000 at 3.4 us, on one DuckDB thread.
-GATHER_S = 1.0
-QUIET_S = 0.05
 
 
 @dataclass
@@ -267,7 +257,7 @@ class SpanWriter:
     ) -> None:
         self.db = db
         self.origin = origin
-        self.run = self._source_run(origin)
+        self.run = source_run(origin)
         self.salt = salt
         self.normaliser = Normaliser()
         self._next_line = 1  # the `line_no` of this receiver's records, in the order they are checked
@@ -318,11 +308,6 @@ class SpanWriter:
             self._syncer.start()
         self._thread = threading.Thread(target=self._loop, name="quotascope-otlp-writer", daemon=True)
         self._thread.start()
-
-    @staticmethod
-    def _source_run(path: str) -> SourceRun:
-        now = datetime.now(UTC).replace(tzinfo=None)
-        return SourceRun(path=path, size_bytes=0, format=RECEIVER_FORMAT, tags={}, started_at=now)
 
     @property
     def drain_pid(self) -> int | None:
@@ -588,7 +573,7 @@ class SpanWriter:
 
     def _replay(self, spool: Spool) -> None:
         """Store what a previous run spooled and did not mark committed, before taking anything new."""
-        run = self._source_run(f"{self.origin} (spool replay)")
+        run = source_run(f"{self.origin} (spool replay)")
         group: list[Entry] = []
         for entry in spool.replay():
             group.append(entry)
